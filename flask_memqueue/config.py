@@ -1,0 +1,149 @@
+"""Every ``MEMQUEUE_*`` config key: its default, and the check it must pass.
+
+Read once, in ``init_app``, so that a wrong value fails at start-up with an
+error naming the key, never at the first enqueue in production.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .exceptions import ConfigurationError
+
+PREFIX = "MEMQUEUE_"
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    raise ConfigurationError(f"{key} must be True or False, not {value!r}")
+
+
+def _int(minimum: int) -> Callable[[str, Any], int]:
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigurationError(f"{key} must be a whole number >= {minimum}, not {value!r}")
+        return value
+
+    return check
+
+
+def _seconds(key: str, value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ConfigurationError(f"{key} must be a number of seconds >= 0, not {value!r}")
+    return float(value)
+
+
+def _url_prefix(key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or value != value.strip():
+        raise ConfigurationError(f"{key} must be a path starting with '/' (like '/memqueue'), or None, not {value!r}")
+    return value.rstrip("/") or None
+
+
+def _token(key: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{key} must be a string, not {type(value).__name__}")
+    if len(value) < 16:
+        raise ConfigurationError(
+            f"{key} is too short to be a secret ({len(value)} characters); use at least 16,"
+            ' for example python -c "import secrets; print(secrets.token_urlsafe())"'
+        )
+    return value
+
+
+def _journal(key: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    import os
+
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigurationError(f"{key} must be a file path, not {value!r}")
+    return os.fspath(value)  # type: ignore[return-value]
+
+
+def _sync(key: str, value: Any) -> str:
+    if isinstance(value, str) and value.lower() in ("normal", "full"):
+        return value.lower()
+    raise ConfigurationError(f"{key} must be 'normal' or 'full', not {value!r}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    default: Any
+    check: Callable[[str, Any], Any]
+    doc: str
+
+
+#: Every key, in the order the README's table lists them.
+SETTINGS: dict[str, Setting] = {
+    "MAXSIZE": Setting(10_000, _int(0), "Waiting jobs at most; enqueue beyond it raises QueueFull. 0 = no limit."),
+    "RESULT_TTL": Setting(3600.0, _seconds, "Seconds a finished job stays readable."),
+    "MAX_FINISHED": Setting(1000, _int(0), "Finished jobs kept at most, oldest forgotten first."),
+    "EAGER": Setting(False, _bool, "Run every job inline at enqueue (for tests)."),
+    "AUTOSTART": Setting(False, _bool, "Start the consumer in init_app instead of on first use."),
+    "CONSUMER": Setting(True, _bool, "Run a consumer in this process (False: enqueue only)."),
+    "URL_PREFIX": Setting("/memqueue", _url_prefix, "Where the blueprint is mounted; None: no routes."),
+    "TOKEN": Setting(None, _token, "Bearer token the routes require; unset: debug/testing apps only."),
+    "MAX_MESSAGE_BYTES": Setting(65536, _int(1), "Largest body /produce accepts."),
+    "SHUTDOWN_TIMEOUT": Setting(10.0, _seconds, "Seconds shutdown at interpreter exit waits for the queue to drain."),
+    "JOURNAL": Setting(None, _journal, "SQLite journal file; unset: memory only."),
+    "JOURNAL_SYNC": Setting("normal", _sync, "'normal' survives a crash, 'full' also power loss."),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    maxsize: int
+    result_ttl: float
+    max_finished: int
+    eager: bool
+    autostart: bool
+    consumer: bool
+    url_prefix: str | None
+    token: str | None
+    max_message_bytes: int
+    shutdown_timeout: float
+    journal: str | None
+    journal_sync: str
+
+
+def read_config(config: Mapping[str, Any]) -> Config:
+    """Validate every ``MEMQUEUE_*`` key of an app's config and return them typed.
+
+    Unknown keys with our prefix are refused too: a typo would otherwise be a
+    setting silently ignored.
+    """
+    known = {PREFIX + name for name in SETTINGS}
+    for key in config:
+        if isinstance(key, str) and key.startswith(PREFIX) and key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(sorted(known))}"
+            raise ConfigurationError(f"unknown config key {key}{hint}")
+    values = {}
+    for name, setting in SETTINGS.items():
+        key = PREFIX + name
+        value = config.get(key, setting.default)
+        values[name.lower()] = setting.check(key, value)
+    return Config(**values)

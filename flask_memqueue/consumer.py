@@ -1,0 +1,225 @@
+"""The guarded consumer: one step (:meth:`Consumer.run_once`) and a driver loop.
+
+There is one consumer thread per app per process. Its loop checks, on every
+turn, that its own thread ident is still the one the app's queue recorded as
+legitimate; any other loop (a duplicate started by a race, or a stale one)
+exits at once. Every job runs in a fresh app context of its app, so
+``current_app``, ``g`` and ``teardown_appcontext`` behave as in a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from time import time as _time
+from collections import deque
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from blinker import Signal
+from werkzeug.local import LocalProxy
+
+from .job import Job, JobStatus, _Outcome
+from .signals import job_failed, job_retrying, job_started, job_succeeded
+
+if TYPE_CHECKING:
+    from .state import AppQueue
+
+logger = logging.getLogger("flask_memqueue")
+
+_cv_job: ContextVar[Job] = ContextVar("flask_memqueue.job")
+
+#: The job running in this thread: ``current_job.set_progress(0.5)``.
+current_job: Job = LocalProxy(  # type: ignore[assignment]
+    _cv_job, unbound_message="current_job is only available inside a running flask-memqueue job."
+)
+
+SUCCEEDED = JobStatus.SUCCEEDED
+FAILED = JobStatus.FAILED
+SCHEDULED = JobStatus.SCHEDULED
+
+#: Throughput is counted in buckets of this many seconds, for this many buckets.
+BUCKET_SECONDS = 10
+BUCKETS = 60
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if len(first) > 500:
+        first = first[:500] + "…"
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+class Consumer:
+    """Runs the jobs of one app's queue, one at a time."""
+
+    def __init__(self, queue: AppQueue) -> None:
+        self.queue = queue
+        #: Jobs this consumer has run (every attempt counts), across restarts.
+        self.jobs_done = 0
+        #: The job running now, if any.
+        self.current: Job | None = None
+        #: Set by shutdown; the loop ends after the job in hand.
+        self.stopping = False
+        # (bucket number, jobs finished in it), newest last; the open bucket apart.
+        self.history: deque[tuple[int, int]] = deque(maxlen=BUCKETS)
+        self._bucket_end = 0.0
+        self._bucket_jobs = 0
+
+    # -- one step ------------------------------------------------------------
+    def run_once(self, timeout: float | None = 0.0) -> bool:
+        """Take the next due job (waiting up to ``timeout`` s) and run it.
+
+        Returns False when there was none. Tests and scripts can step a queue
+        with it instead of running the thread.
+        """
+        storage = self.queue.storage
+        job = storage.take(timeout)
+        if job is None:
+            return False
+        try:
+            self.execute(job)
+        finally:
+            if job.status is SCHEDULED:
+                storage.schedule(job, retry=True)
+            else:
+                storage.finish(job)
+        return True
+
+    def execute(self, job: Job) -> None:
+        """Call the job in a fresh app context and record what happened on it.
+
+        An ``Exception`` from the job is recorded (failed, or scheduled for a
+        retry). Anything else (``SystemExit``, ``KeyboardInterrupt``) is
+        recorded as a failure and re-raised, so the thread that ran it ends;
+        the queue starts its successor.
+        """
+        app = self.queue.app
+        out = job._out
+        if out is None:
+            out = job._out = _Outcome()
+        else:
+            out.eta = None
+        out.started_at = _time()
+        job.attempts += 1
+        self.current = job
+        token = _cv_job.set(job)
+        ctx = app.app_context()
+        ctx.push()
+        error: BaseException | None = None
+        try:
+            if job_started.receivers:
+                _send(job_started, app, job)
+            kwargs = job.kwargs
+            try:
+                out.result = job.task.func(*job.args, **kwargs) if kwargs else job.task.func(*job.args)
+            except Exception as exc:
+                error = exc
+                self._failed(job, exc, fatal=False)
+            except BaseException as exc:
+                error = exc
+                self._failed(job, exc, fatal=True)
+                raise
+            else:
+                job.status = SUCCEEDED
+                out.finished_at = _time()
+                if job_succeeded.receivers:
+                    _send(job_succeeded, app, job)
+        finally:
+            finished = out.finished_at
+            if finished is not None:
+                if finished >= self._bucket_end:
+                    self._roll(finished)
+                self._bucket_jobs += 1
+            try:
+                ctx.pop(error)
+            except Exception:
+                logger.exception("a teardown_appcontext handler failed after job %s (%s)", job.id, job.name)
+            _cv_job.reset(token)
+            self.current = None
+            self.jobs_done += 1
+
+    def _failed(self, job: Job, exc: BaseException, *, fatal: bool) -> None:
+        out = job._outcome()
+        out.error = _one_line(exc)
+        out.traceback = traceback.format_exc()
+        task = job.task
+        app = self.queue.app
+        if not fatal and job.attempts <= task.retries:
+            delay = task.retry_in(job.attempts)
+            out.eta = time.time() + delay
+            job.status = SCHEDULED
+            logger.warning(
+                "job %s (%s) failed on attempt %d of %d, retrying in %.3g s: %s",
+                job.id, job.name, job.attempts, task.retries + 1, delay, out.error,
+            )
+            if job_retrying.receivers:
+                _send(job_retrying, app, job)
+            return
+        job.status = FAILED
+        out.finished_at = time.time()
+        logger.error(
+            "job %s (%s) failed after %d attempt(s): %s",
+            job.id, job.name, job.attempts, out.error, exc_info=exc,
+        )
+        if job_failed.receivers:
+            _send(job_failed, app, job)
+
+    def _roll(self, now: float) -> None:
+        """Close the throughput bucket and open the one ``now`` falls in."""
+        if self._bucket_jobs:
+            self.history.append((int(self._bucket_end // BUCKET_SECONDS) - 1, self._bucket_jobs))
+        self._bucket_jobs = 0
+        self._bucket_end = (now // BUCKET_SECONDS + 1) * BUCKET_SECONDS
+
+    def throughput(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Jobs finished per bucket over the last ``BUCKETS`` buckets, oldest first."""
+        now = _time() if now is None else now
+        counts = dict(list(self.history))
+        if self._bucket_jobs:
+            counts[int(self._bucket_end // BUCKET_SECONDS) - 1] = self._bucket_jobs
+        last = int(now // BUCKET_SECONDS)
+        return [
+            {"t": b * BUCKET_SECONDS, "jobs": counts.get(b, 0)}
+            for b in range(last - BUCKETS + 1, last + 1)
+        ]
+
+    # -- the driver ------------------------------------------------------------
+    def run(self) -> None:
+        """The thread's body: a loop around the step, guarded by the thread ident."""
+        queue = self.queue
+        with queue.lock:  # the starter records our ident under this lock
+            me = threading.get_ident()
+            if me != queue.consumer_ident:
+                return
+        crashed = False
+        job: Job | None = None
+        try:
+            take = queue.storage.take
+            execute = self.execute
+            while not self.stopping and queue.consumer_ident == me:
+                job = take(None, job)  # hands back the last job and takes the next
+                if job is not None:
+                    execute(job)
+            if job is not None:
+                queue.storage.finish(job)
+        except BaseException:
+            crashed = True
+            if job is not None and job.finished:  # a job's SystemExit & co: recorded, hand it back
+                queue.storage.finish(job)
+            logger.critical(
+                "the consumer thread of %r stopped; a new one is starting", queue.app.name, exc_info=True
+            )
+        finally:
+            queue._consumer_exited(me, crashed)
+
+
+def _send(signal: Signal, app: Any, job: Job) -> None:
+    """Send a signal; a failing receiver is logged and never fails the job."""
+    try:
+        signal.send(app, job=job)
+    except Exception:
+        logger.exception("a receiver of %s failed for job %s", signal.name, job.id)

@@ -1,0 +1,53 @@
+"""One tree of exceptions, so ``except MemQueueError`` catches everything we raise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MemQueueError(Exception):
+    """Base class of every error flask-memqueue raises on purpose."""
+
+
+class ConfigurationError(MemQueueError, ValueError):
+    """A ``MEMQUEUE_*`` config key has a value that cannot work.
+
+    Raised by :meth:`MemQueue.init_app`, so a typo fails at start-up, not at
+    the first enqueue in production.
+    """
+
+
+class QueueFull(MemQueueError):
+    """The queue holds ``MEMQUEUE_MAXSIZE`` waiting jobs already.
+
+    The job was not queued. Retry later, or raise the limit; the HTTP route
+    answers 503 with ``Retry-After``.
+    """
+
+
+class QueueClosed(MemQueueError, RuntimeError):
+    """:meth:`MemQueue.shutdown` ran for this app; it takes no more jobs."""
+
+
+class UnknownTaskError(MemQueueError, LookupError):
+    """No task is registered under that name."""
+
+
+class UnknownTopicError(MemQueueError, LookupError):
+    """No message handler is registered for that topic."""
+
+
+class JobFailed(MemQueueError):
+    """Raised by :meth:`Job.wait` when the job failed or was cancelled.
+
+    ``job`` is the failed :class:`~flask_memqueue.Job`; its ``error`` and
+    ``traceback`` say why.
+    """
+
+    def __init__(self, job: Any) -> None:
+        self.job = job
+        super().__init__(f"job {job.id} ({job.name}) {job.status}: {job.error}")
+
+
+class JournalError(MemQueueError):
+    """The journal file cannot be opened, read or written."""

@@ -1,0 +1,296 @@
+"""The extension object: ``init_app``, the decorators and the enqueue calls.
+
+:class:`MemQueue` holds no app. Tasks and handlers are registered on it (at
+import time, before any app exists); everything that belongs to an app lives
+in an :class:`~flask_memqueue.state.AppQueue` in ``app.extensions["memqueue"]``,
+found through the current app context. Several apps in one process each get
+their own queue and consumer.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from flask import Flask
+
+from .config import PREFIX, SETTINGS, read_config
+from .exceptions import ConfigurationError
+from .job import Job
+from .registry import Registry, Task, default_name, message_task_name
+from .state import AppQueue
+
+try:  # the context variable behind current_app: one lookup, no proxy
+    from flask.globals import _cv_app
+except ImportError:  # pragma: no cover
+    _cv_app = None  # type: ignore[assignment]
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXTENSION_KEY = "memqueue"
+
+
+class MemQueue:
+    """Background jobs for Flask, run after the response by one consumer thread per app.
+
+    .. code-block:: python
+
+        mq = MemQueue()
+
+        @mq.task(retries=3)
+        def send_email(to): ...
+
+        def create_app():
+            app = Flask(__name__)
+            mq.init_app(app)
+            return app
+
+    :param app: bind this app now (same as calling :meth:`init_app`).
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        #: Tasks and message handlers, shared by every app this binds.
+        self.registry = Registry()
+        if app is not None:
+            self.init_app(app)
+
+    # -- binding ---------------------------------------------------------------
+    def init_app(self, app: Flask) -> None:
+        """Validate the ``MEMQUEUE_*`` config, set up this app's queue, mount the routes.
+
+        The consumer thread is not started here (unless ``MEMQUEUE_AUTOSTART``):
+        Flask also loads the app in the reloader's watcher process and in every
+        CLI command, which must not run jobs. It starts on the first enqueue or
+        the first request.
+
+        :raises RuntimeError: this app has a MemQueue already.
+        :raises ConfigurationError: a config key has a bad value (the message names it).
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "A 'MemQueue' instance has already been registered on this Flask app."
+                " Import and use that instance instead."
+            )
+        config = read_config(app.config)
+        for name, setting in SETTINGS.items():
+            app.config.setdefault(PREFIX + name, setting.default)
+        if not config.consumer and config.journal is None:
+            raise ConfigurationError(
+                "MEMQUEUE_CONSUMER = False needs MEMQUEUE_JOURNAL: without a journal the jobs"
+                " live in this process, and nobody else could run them"
+            )
+        queue = AppQueue(self, app, config)
+        app.extensions[EXTENSION_KEY] = queue
+        app.before_request(queue.before_request)
+        if config.url_prefix is not None:
+            from .views import blueprint
+
+            app.register_blueprint(blueprint, url_prefix=config.url_prefix)
+        from .cli import memqueue_cli
+
+        app.cli.add_command(memqueue_cli)
+        if config.autostart and not _in_reloader_watcher():
+            queue.ensure_consumer()
+
+    def _queue(self) -> AppQueue:
+        """The current app's queue, with an error that says how to fix its absence."""
+        ctx = _cv_app.get(None) if _cv_app is not None else None
+        if ctx is None:
+            raise RuntimeError(
+                "Working outside of application context: flask-memqueue needs to know which"
+                " app's queue to use. Call it from a view or a job, or inside"
+                " 'with app.app_context():'."
+            )
+        try:
+            queue: AppQueue = ctx.app.extensions[EXTENSION_KEY]
+        except KeyError:
+            raise RuntimeError(
+                f"The current Flask app {ctx.app.name!r} is not registered with this MemQueue."
+                " Did you forget to call 'mq.init_app(app)'?"
+            ) from None
+        if queue.mq is not self:
+            raise RuntimeError(
+                f"The current Flask app {ctx.app.name!r} is registered with another MemQueue instance."
+            )
+        return queue
+
+    def queue_for(self, app: Flask) -> AppQueue:
+        """The queue of ``app`` (for code that holds an app but no context)."""
+        try:
+            return app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+        except KeyError:
+            raise RuntimeError(f"app {app.name!r} is not registered; call 'mq.init_app(app)'") from None
+
+    # -- registration --------------------------------------------------------------
+    @overload
+    def task(self, func: F, /) -> Task[..., Any]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        retry_backoff: float = 2.0,
+    ) -> Callable[[F], Task[..., Any]]: ...
+
+    def task(
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        retry_backoff: float = 2.0,
+    ) -> Any:
+        """Register a function as a task: ``@mq.task`` or ``@mq.task(retries=3, ...)``.
+
+        :param name: what the task is called in job records and when enqueued
+            by name; defaults to ``module.qualname``.
+        :param retries: how many times a failing job is tried again.
+        :param retry_delay: seconds before the first retry.
+        :param retry_backoff: each further retry waits this many times longer.
+        """
+
+        def register(fn: Callable[..., Any]) -> Task[..., Any]:
+            if isinstance(fn, Task):
+                fn = fn.func
+            task: Task[..., Any] = Task(
+                fn,
+                name or default_name(fn),
+                retries=retries,
+                retry_delay=retry_delay,
+                retry_backoff=retry_backoff,
+                mq=self,
+            )
+            self.registry.add_task(task)
+            return task
+
+        if func is not None:
+            return register(func)
+        return register
+
+    def handler(self, topic: str | Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Register the function that receives messages (``POST /produce``, :meth:`produce`).
+
+        ``@mq.handler`` takes messages without a topic; ``@mq.handler("orders")``
+        those of one topic. Options are those of :meth:`task` (``retries``...).
+        """
+        if callable(topic):
+            return self.handler(None)(topic)
+        if topic is not None and (not isinstance(topic, str) or not topic):
+            raise TypeError(f"a handler's topic must be a non-empty string or None, not {topic!r}")
+        unknown = set(options) - {"retries", "retry_delay", "retry_backoff"}
+        if unknown:
+            raise TypeError(f"unknown handler option(s): {', '.join(sorted(unknown))}")
+
+        def register(fn: Callable[..., Any]) -> Task[..., Any]:
+            task: Task[..., Any] = Task(fn, message_task_name(topic), topic=topic, mq=self, **options)
+            self.registry.add_handler(task)
+            return task
+
+        return register
+
+    # -- enqueueing ----------------------------------------------------------------
+    def enqueue(self, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job:
+        """Queue ``func(*args, **kwargs)`` on the current app's queue; returns the :class:`Job`.
+
+        ``func`` is a task, a registered task name, or any callable. Every
+        keyword goes to the function: job options have methods of their own
+        (:meth:`enqueue_in`, :meth:`enqueue_at`).
+
+        :raises QueueFull: ``MEMQUEUE_MAXSIZE`` jobs wait already.
+        :raises UnknownTaskError: ``func`` is a name nobody registered.
+        """
+        return self._queue().enqueue(self.registry.resolve(func), args, kwargs)
+
+    def enqueue_in(
+        self, delay: float | _dt.timedelta, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> Job:
+        """Queue ``func(*args, **kwargs)`` to run ``delay`` seconds (or a timedelta) from now."""
+        seconds = delay.total_seconds() if isinstance(delay, _dt.timedelta) else delay
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds):
+            raise TypeError(f"delay must be a number of seconds or a timedelta, not {delay!r}")
+        if seconds < 0:
+            raise ValueError(f"delay must not be negative, not {delay!r}")
+        import time
+
+        return self._queue().enqueue(self.registry.resolve(func), args, kwargs, eta=time.time() + seconds)
+
+    def enqueue_at(self, when: _dt.datetime, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job:
+        """Queue ``func(*args, **kwargs)`` to run at ``when``, a timezone-aware datetime.
+
+        A time in the past runs as soon as the consumer can.
+        """
+        if not isinstance(when, _dt.datetime):
+            raise TypeError(f"when must be a datetime, not {when!r}")
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise ValueError(
+                "when must be timezone-aware, e.g. datetime.now(timezone.utc) + timedelta(minutes=5);"
+                f" got the naive {when!r}"
+            )
+        return self._queue().enqueue(self.registry.resolve(func), args, kwargs, eta=when.timestamp())
+
+    def produce(self, message: Any, topic: str | None = None) -> Job:
+        """Queue ``message`` for the handler of ``topic`` (the default handler if None).
+
+        :raises UnknownTopicError: no handler is registered for that topic.
+        """
+        return self._queue().enqueue(self.registry.handler(topic), (message,), None)
+
+    # -- the queue ---------------------------------------------------------------------
+    def get_job(self, job_id: str) -> Job | None:
+        """The job with that id in the current app's queue, if it is still known."""
+        return self._queue().get_job(job_id)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Block until no job of the current app waits or runs (retries included).
+
+        Returns False if ``timeout`` seconds passed first. For tests and scripts.
+        """
+        return self._queue().join(timeout)
+
+    def shutdown(self, wait: bool = True, timeout: float | None = None) -> bool:
+        """Stop taking jobs, run those waiting (with ``wait``), stop the consumer.
+
+        Also runs by itself at interpreter exit, bounded by
+        ``MEMQUEUE_SHUTDOWN_TIMEOUT``. Returns True if no job was left unrun.
+        """
+        return self._queue().shutdown(wait=wait, timeout=timeout)
+
+    def run_once(self, timeout: float | None = 0.0) -> bool:
+        """Run the next due job of the current app in this thread; False if there was none."""
+        return self._queue().consumer.run_once(timeout)
+
+
+def enqueue(func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job:
+    """Queue a job on the current app's queue, whichever MemQueue bound it.
+
+    For code (blueprints, helpers) that has no handle on the ``mq`` object.
+    """
+    ctx = _cv_app.get(None) if _cv_app is not None else None
+    if ctx is None:
+        raise RuntimeError(
+            "Working outside of application context: enqueue() uses the current app's queue."
+            " Call it from a view or a job, or inside 'with app.app_context():'."
+        )
+    queue = ctx.app.extensions.get(EXTENSION_KEY)
+    if queue is None:
+        raise RuntimeError(
+            f"The current Flask app {ctx.app.name!r} has no MemQueue. Did you forget 'mq.init_app(app)'?"
+        )
+    return queue.enqueue(queue.registry.resolve(func), args, kwargs)
+
+
+def _in_reloader_watcher() -> bool:
+    """True in a process run by the ``flask`` command outside the reloader's serving child.
+
+    That is the reloader's watcher (which only restarts children), and also
+    ``flask shell``/``flask routes``: none of them should run a consumer
+    they were not asked for. The serving child has ``WERKZEUG_RUN_MAIN``.
+    """
+    return os.environ.get("FLASK_RUN_FROM_CLI") == "true" and os.environ.get("WERKZEUG_RUN_MAIN") != "true"

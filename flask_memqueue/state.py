@@ -1,0 +1,314 @@
+"""Per-app, per-process state: the store, the consumer thread and its guard.
+
+One :class:`AppQueue` lives in ``app.extensions["memqueue"]`` for every app
+that ``init_app`` bound. Nothing here is global but two hooks: one that
+resets every queue in a forked child (gunicorn ``--preload``), and one that
+drains every queue at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import secrets
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from .consumer import Consumer
+from .exceptions import QueueClosed
+from .job import Job, JobStatus
+from .signals import job_enqueued
+from .storage import MemoryStorage, Storage
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from .config import Config
+    from .extension import MemQueue
+    from .registry import Task
+
+logger = logging.getLogger("flask_memqueue")
+
+_QUEUES: weakref.WeakSet[AppQueue] = weakref.WeakSet()
+
+
+class AppQueue:
+    """Everything flask-memqueue keeps for one app in one process."""
+
+    def __init__(self, mq: MemQueue, app: Flask, config: Config) -> None:
+        #: The extension object (its registry holds the tasks).
+        self.mq = mq
+        #: The app whose context every job runs in.
+        self.app = app
+        #: The validated ``MEMQUEUE_*`` settings.
+        self.config = config
+        self.registry = mq.registry
+        #: Guards starting and stopping the consumer.
+        self.lock = threading.Lock()
+        self._fresh_process()
+        _QUEUES.add(self)
+
+    def _fresh_process(self) -> None:
+        """Set up everything that belongs to one process (again after a fork)."""
+        #: The process this state belongs to.
+        self.pid = os.getpid()
+        #: Prefix of this process's job ids, new in every process.
+        self.token = secrets.token_hex(4)
+        self.started_at = time.time()
+        self._ids = itertools.count(1)
+        self.storage: Storage = self._make_storage()
+        self.consumer = Consumer(self)
+        #: The ident of the one legitimate consumer thread, or None.
+        self.consumer_ident: int | None = None
+        self._thread: threading.Thread | None = None
+        # True from a successful start until the thread's loop exits: cheaper
+        # than Thread.is_alive() on every enqueue and request.
+        self._alive = False
+        #: Set by shutdown(); enqueue raises QueueClosed after it.
+        self.closed = False
+        #: Consumer threads started in this process (1 + restarts).
+        self.starts = 0
+        #: Why the consumer could not be started, if it could not.
+        self.start_error: str | None = None
+
+    def _make_storage(self) -> Storage:
+        c = self.config
+        return MemoryStorage(self.token, c.maxsize, c.max_finished, c.result_ttl)
+
+    # -- enqueue ---------------------------------------------------------------
+    def enqueue(
+        self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None, eta: float | None = None
+    ) -> Job:
+        """Queue a call of ``task`` (at Unix time ``eta`` if given)."""
+        if self.closed:
+            raise QueueClosed(f"the queue of app {self.app.name!r} was shut down; it takes no more jobs")
+        job = Job(self, next(self._ids), task, args, kwargs or None, time.time())
+        if self.config.eager:
+            return self._run_eagerly(job)
+        if eta is None:
+            self.storage.put(job)
+        else:
+            job.status = JobStatus.SCHEDULED
+            job._outcome().eta = eta
+            self.storage.schedule(job)
+        if job_enqueued.receivers:
+            job_enqueued.send(self.app, job=job)
+        if not self._alive:
+            self.ensure_consumer()
+        return job
+
+    def _run_eagerly(self, job: Job) -> Job:
+        """MEMQUEUE_EAGER: run the job here and now, retries included (without their delays)."""
+        if job_enqueued.receivers:
+            job_enqueued.send(self.app, job=job)
+        job.status = JobStatus.RUNNING
+        try:
+            while True:
+                self.consumer.execute(job)
+                if job.status is not JobStatus.SCHEDULED:
+                    break
+        finally:
+            self.storage.finish(job)
+        return job
+
+    # -- the consumer thread -------------------------------------------------------
+    def ensure_consumer(self, *, draining: bool = False) -> bool:
+        """Start the consumer thread unless it runs. Idempotent and thread-safe.
+
+        Returns True if a consumer runs afterwards. It does not in an
+        enqueue-only process (``MEMQUEUE_CONSUMER = False``), in eager mode,
+        after shutdown, or when the thread cannot be started (then
+        :attr:`start_error` says why and ``/health`` answers 503).
+        """
+        if self._alive:
+            return True
+        if (self.closed and not draining) or self.config.eager or not self.config.consumer:
+            return False
+        with self.lock:
+            if self._alive:
+                return True
+            thread = threading.Thread(
+                target=self.consumer.run,
+                name=f"memqueue-consumer[{self.app.name}]",
+                daemon=True,
+            )
+            self.consumer.stopping = False
+            try:
+                thread.start()
+            except RuntimeError as exc:  # "can't start new thread"
+                self.start_error = f"{type(exc).__name__}: {exc}"
+                logger.error("cannot start the consumer thread of %r: %s", self.app.name, exc)
+                return False
+            self._thread = thread
+            self.consumer_ident = thread.ident
+            self._alive = True
+            self.start_error = None
+            self.starts += 1
+        return True
+
+    def _consumer_exited(self, ident: int, crashed: bool) -> None:
+        """Called by a consumer thread as its loop ends."""
+        with self.lock:
+            if self.consumer_ident != ident:
+                return
+            self._alive = False
+            self.consumer_ident = None
+        if crashed and not self.closed:
+            self.ensure_consumer()  # nothing queued waits for the next request
+
+    @property
+    def consumer_thread(self) -> threading.Thread | None:
+        """The consumer thread, if one is alive."""
+        thread = self._thread
+        return thread if self._alive and thread is not None and thread.is_alive() else None
+
+    def before_request(self) -> None:
+        """First request (or the first after a crash) starts the consumer."""
+        if not self._alive:
+            self.ensure_consumer()
+
+    # -- jobs ------------------------------------------------------------------
+    def get_job(self, job_id: str) -> Job | None:
+        return self.storage.get(job_id)
+
+    def cancel(self, job: Job) -> bool:
+        return self.storage.cancel(job)
+
+    def requeue(self, job: Job) -> bool:
+        if self.closed:
+            raise QueueClosed(f"the queue of app {self.app.name!r} was shut down; it takes no more jobs")
+        done = self.storage.requeue(job)
+        if done and not self._alive:
+            self.ensure_consumer()
+        return done
+
+    def _waiter(self, job: Job) -> threading.Event | None:
+        if self.config.consumer and not self._alive and not self.closed:
+            self.ensure_consumer()
+        return self.storage.waiter(job)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until no job waits or runs; False on timeout."""
+        if not self._alive and self.storage.depth():
+            self.ensure_consumer()
+        return self.storage.join(timeout)
+
+    # -- shutdown --------------------------------------------------------------
+    def shutdown(self, wait: bool = True, timeout: float | None = None) -> bool:
+        """Stop taking jobs; with ``wait``, run what waits; stop the consumer.
+
+        Returns True if nothing was left unrun. Without a journal, jobs still
+        waiting at the end are marked cancelled and logged (they cannot
+        outlive the process); with one they stay on disk for the next start.
+        """
+        self.closed = True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        drained = True
+        if wait:
+            if self.storage.depth():
+                self.ensure_consumer(draining=True)
+            drained = self.storage.join(timeout)
+        self.consumer.stopping = True
+        self.storage.wake()
+        thread = self._thread
+        if wait and thread is not None and thread is not threading.current_thread():
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if not self.storage.durable:
+            left = self.storage.drop_waiting()
+            if left:
+                drained = False
+                now = time.time()
+                for job in left:
+                    job.status = JobStatus.CANCELLED
+                    out = job._outcome()
+                    out.error = "cancelled: the queue shut down before the job ran"
+                    out.finished_at = now
+                    if out.event is not None:
+                        out.event.set()
+                logger.warning(
+                    "app %r shut down with %d job(s) not run (first: %s); they were cancelled."
+                    " Set MEMQUEUE_JOURNAL to keep waiting jobs across restarts.",
+                    self.app.name, len(left), left[0].name,
+                )
+        self.storage.close()
+        return drained
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child owns none of its parent's jobs or threads.
+
+        The jobs it inherited are still queued in the parent, which runs
+        them; running them here too would run them twice. So the child starts
+        empty, with new locks, a new id prefix and no consumer (one starts on
+        first use).
+        """
+        inherited = self.storage.depth()
+        self.lock = threading.Lock()
+        self._fresh_process()
+        if inherited:
+            logger.debug("forked child %d left %d inherited job(s) to its parent", self.pid, inherited)
+
+    # -- introspection -----------------------------------------------------------
+    def consumer_info(self) -> dict[str, Any]:
+        thread = self.consumer_thread
+        current = self.consumer.current
+        info: dict[str, Any] = {
+            "name": thread.name if thread else None,
+            "ident": thread.ident if thread else None,
+            "alive": thread is not None,
+            "jobs_done": self.consumer.jobs_done,
+            "starts": self.starts,
+            "enabled": bool(self.config.consumer and not self.config.eager),
+            "error": self.start_error,
+            "current": None,
+        }
+        if current is not None:
+            started = current.started_at
+            info["current"] = {
+                "id": current.id,
+                "task": current.name,
+                "running_for": None if started is None else round(time.time() - started, 3),
+            }
+        return info
+
+    def stats(self) -> dict[str, Any]:
+        counts = self.storage.counts()
+        return {
+            "app": self.app.name,
+            "pid": self.pid,
+            "storage": "journal" if self.storage.durable else "memory",
+            "counts": counts,
+            "depth": self.storage.depth(),
+            "maxsize": self.config.maxsize,
+            "consumer": self.consumer_info(),
+            "consumer_alive": self.consumer_thread is not None,
+            "uptime": round(time.time() - self.started_at, 3),
+            "eager": self.config.eager,
+            "closed": self.closed,
+            "throughput": self.consumer.throughput(),
+        }
+
+
+def _after_fork_in_child() -> None:
+    for queue in list(_QUEUES):
+        queue._after_fork_in_child()
+
+
+def _shutdown_all() -> None:
+    """At interpreter exit: drain every queue of this process, bounded."""
+    pid = os.getpid()
+    for queue in list(_QUEUES):
+        if queue.pid != pid or queue.closed:
+            continue
+        try:
+            queue.shutdown(wait=not queue.storage.durable, timeout=queue.config.shutdown_timeout)
+        except Exception:  # pragma: no cover - never fail interpreter exit
+            logger.exception("shutting down the queue of %r at exit failed", queue.app.name)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_shutdown_all)
