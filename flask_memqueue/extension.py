@@ -76,10 +76,11 @@ class MemQueue:
         config = read_config(app.config)
         for name, setting in SETTINGS.items():
             app.config.setdefault(PREFIX + name, setting.default)
-        if not config.consumer and config.journal is None:
+        if not config.consumer and config.journal is None and not app.testing:
             raise ConfigurationError(
                 "MEMQUEUE_CONSUMER = False needs MEMQUEUE_JOURNAL: without a journal the jobs"
-                " live in this process, and nobody else could run them"
+                " live in this process, and nobody else could run them (a testing app may"
+                " step its queue with mq.run_once() instead)"
             )
         queue = AppQueue(self, app, config)
         app.extensions[EXTENSION_KEY] = queue
