@@ -96,12 +96,17 @@ class MemoryStorage(Storage):
             self._lock.acquire()
             try:
                 self._settle(done)
-                return self._take_locked(deadline)
+                job = self._take_locked(deadline)
+                if job is not None or not self._sleeping:
+                    return job
             finally:
                 self._lock.release()
                 event = done._out.event if done._out is not None else None
                 if event is not None and done.status is not SCHEDULED:
                     event.set()
+            # _sleeping is set: a producer will release the wake-up lock, so we
+            # must sleep on it now, or a second release would find it unlocked.
+            self._sleep()
         while True:
             with self._lock:
                 job = self._take_locked(deadline)
