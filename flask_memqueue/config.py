@@ -80,7 +80,7 @@ def _journal(key: str, value: Any) -> str | None:
 
     if not isinstance(value, (str, os.PathLike)):
         raise ConfigurationError(f"{key} must be a file path, not {value!r}")
-    return os.fspath(value)  # type: ignore[return-value]
+    return os.fspath(value)
 
 
 def _sync(key: str, value: Any) -> str:

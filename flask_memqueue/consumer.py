@@ -13,9 +13,9 @@ import logging
 import threading
 import time
 import traceback
-from time import time as _time
 from collections import deque
 from contextvars import ContextVar
+from time import time as _time
 from typing import TYPE_CHECKING, Any
 
 from blinker import Signal
@@ -222,4 +222,4 @@ def _send(signal: Signal, app: Any, job: Job) -> None:
     try:
         signal.send(app, job=job)
     except Exception:
-        logger.exception("a receiver of %s failed for job %s", signal.name, job.id)
+        logger.exception("a receiver of %s failed for job %s", getattr(signal, "name", signal), job.id)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
+import time
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
@@ -53,6 +55,8 @@ class MemQueue:
     def __init__(self, app: Flask | None = None) -> None:
         #: Tasks and message handlers, shared by every app this binds.
         self.registry = Registry()
+        # The queues of the apps this binds (weakly: an app may go away).
+        self._queues: weakref.WeakSet[AppQueue] = weakref.WeakSet()
         if app is not None:
             self.init_app(app)
 
@@ -84,6 +88,7 @@ class MemQueue:
             )
         queue = AppQueue(self, app, config)
         app.extensions[EXTENSION_KEY] = queue
+        self._queues.add(queue)
         app.before_request(queue.before_request)
         if config.url_prefix is not None:
             from .views import blueprint
@@ -131,6 +136,8 @@ class MemQueue:
     @overload
     def task(
         self,
+        func: None = None,
+        /,
         *,
         name: str | None = None,
         retries: int = 0,
@@ -218,8 +225,6 @@ class MemQueue:
             raise TypeError(f"delay must be a number of seconds or a timedelta, not {delay!r}")
         if seconds < 0:
             raise ValueError(f"delay must not be negative, not {delay!r}")
-        import time
-
         return self._queue().enqueue(self.registry.resolve(func), args, kwargs, eta=time.time() + seconds)
 
     def enqueue_at(self, when: _dt.datetime, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job:
@@ -260,8 +265,18 @@ class MemQueue:
 
         Also runs by itself at interpreter exit, bounded by
         ``MEMQUEUE_SHUTDOWN_TIMEOUT``. Returns True if no job was left unrun.
+        Outside an app context (a script's last line, another thread) it
+        shuts down the queue of every app this MemQueue bound in this process.
         """
-        return self._queue().shutdown(wait=wait, timeout=timeout)
+        if _cv_app is not None and _cv_app.get(None) is not None:
+            return self._queue().shutdown(wait=wait, timeout=timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        drained = True
+        for queue in list(self._queues):
+            if queue.pid == os.getpid() and not queue.closed:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                drained = queue.shutdown(wait=wait, timeout=left) and drained
+        return drained
 
     def run_once(self, timeout: float | None = 0.0) -> bool:
         """Run the next due job of the current app in this thread; False if there was none."""
@@ -284,7 +299,8 @@ def enqueue(func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job
         raise RuntimeError(
             f"The current Flask app {ctx.app.name!r} has no MemQueue. Did you forget 'mq.init_app(app)'?"
         )
-    return queue.enqueue(queue.registry.resolve(func), args, kwargs)
+    app_queue: AppQueue = queue
+    return app_queue.enqueue(app_queue.registry.resolve(func), args, kwargs)
 
 
 def _in_reloader_watcher() -> bool:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from .exceptions import JobFailed
 
 if TYPE_CHECKING:
-    from .state import AppQueue
     from .registry import Task
+    from .state import AppQueue
 
 
 class JobStatus(str, enum.Enum):
@@ -92,7 +92,7 @@ class Job:
         self,
         queue: AppQueue,
         id: int | str,
-        task: Task,
+        task: Task[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any] | None,
         enqueued_at: float,

@@ -71,7 +71,7 @@ class Task(Generic[P, R]):
         #: For a message handler, its topic (None for the default handler).
         self.topic = topic
         self._mq = mq
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        functools.update_wrapper(self, func)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)

@@ -286,7 +286,7 @@ def threads() -> Response:
             "daemon": t.daemon,
             "alive": t.is_alive(),
             "is_consumer": t.ident == queue.consumer_ident and queue.consumer_thread is not None,
-            "consumer_of": owners.get(t.ident),
+            "consumer_of": owners.get(t.ident) if t.ident is not None else None,
         }
         for t in threading.enumerate()
     ]

@@ -116,7 +116,7 @@ class MemoryStorage(Storage):
 
     def _take_locked(self, deadline: float | None) -> Job | None:
         """The next due job, or None; sets ``_sleeping`` when the caller should sleep. Lock held."""
-        self._sleep_for: float | None = None
+        self._sleep_for = None
         sched = self._scheduled
         if sched:
             now = time.time()
