@@ -77,6 +77,13 @@ class AppQueue:
 
     def _make_storage(self) -> Storage:
         c = self.config
+        if c.journal is not None:
+            from .storage.sqlite import SQLiteStorage, journal_path
+
+            return SQLiteStorage(
+                journal_path(self.app, c.journal), self, sync=c.journal_sync, maxsize=c.maxsize,
+                max_finished=c.max_finished, result_ttl=c.result_ttl, track_local=c.consumer,
+            )
         return MemoryStorage(self.token, c.maxsize, c.max_finished, c.result_ttl)
 
     # -- enqueue ---------------------------------------------------------------
@@ -208,7 +215,7 @@ class AppQueue:
         self.closed = True
         deadline = None if timeout is None else time.monotonic() + timeout
         drained = True
-        if wait:
+        if wait and not self.storage.durable:  # a journal keeps waiting jobs on disk: no drain
             if self.storage.depth():
                 self.ensure_consumer(draining=True)
             drained = self.storage.join(timeout)
@@ -245,7 +252,7 @@ class AppQueue:
         empty, with new locks, a new id prefix and no consumer (one starts on
         first use).
         """
-        inherited = self.storage.depth()
+        inherited = 0 if self.storage.durable else self.storage.depth()  # never use the parent's connection
         self.lock = threading.Lock()
         self._fresh_process()
         if inherited:
@@ -304,7 +311,7 @@ def _shutdown_all() -> None:
         if queue.pid != pid or queue.closed:
             continue
         try:
-            queue.shutdown(wait=not queue.storage.durable, timeout=queue.config.shutdown_timeout)
+            queue.shutdown(wait=True, timeout=queue.config.shutdown_timeout)  # journal: the job in hand only
         except Exception:  # pragma: no cover - never fail interpreter exit
             logger.exception("shutting down the queue of %r at exit failed", queue.app.name)
 
