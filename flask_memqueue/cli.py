@@ -2,9 +2,20 @@
 
 An in-memory queue lives inside the serving process only, so there is
 nothing a separate ``flask`` process could show or run; the commands say so.
+With ``MEMQUEUE_JOURNAL`` set they read and write the journal file, which
+every process of the app on this host shares; ``worker`` runs its jobs.
+
+These commands never start a consumer thread: ``jobs``, ``retry`` and
+``purge`` only touch records (a job queued again is run by whichever
+consumer claims it), and ``worker`` consumes in its own main thread.
 """
 
 from __future__ import annotations
+
+import os
+import signal
+import threading
+from types import FrameType
 
 import click
 from flask import current_app
@@ -42,3 +53,85 @@ def jobs_command(status: str | None, limit: int) -> None:
     queue = _queue()
     for job in queue.storage.jobs(JobStatus(status) if status else None, limit, 0):
         click.echo(f"{job.id}\t{job.status.value}\t{job.name}\t{job.attempts}\t{job.error or ''}")
+
+
+@memqueue_cli.command("retry")
+@click.argument("job_id")
+@with_appcontext
+def retry_command(job_id: str) -> None:
+    """Queue a failed or cancelled job again (its attempts start from 0)."""
+    queue = _queue()
+    job = queue.storage.get(job_id)
+    if job is None:
+        raise click.ClickException(f"no job {job_id!r} in the journal (purged, or never there)")
+    if not queue.storage.requeue(job):
+        raise click.ClickException(
+            f"job {job_id} is {job.status.value}; only a failed or cancelled job can be retried"
+        )
+    click.echo(f"{job.id}\t{job.status.value}\t{job.name}")
+
+
+@memqueue_cli.command("purge")
+@click.option("--finished", is_flag=True, help="Forget every succeeded, failed and cancelled job.")
+@with_appcontext
+def purge_command(finished: bool) -> None:
+    """Forget finished jobs (waiting and running ones are never purged)."""
+    if not finished:
+        raise click.UsageError("say what to purge: --finished (succeeded, failed and cancelled jobs)")
+    n = _queue().storage.purge_finished()
+    click.echo(f"purged {n} finished job(s)")
+
+
+@memqueue_cli.command("worker")
+@with_appcontext
+def worker_command() -> None:
+    """Run the journal's jobs in this process until SIGTERM or Ctrl-C.
+
+    For apps whose web processes only enqueue (``MEMQUEUE_CONSUMER = False``
+    there). The first SIGTERM/SIGINT stops after the job in hand; a second
+    one stops at once (the interrupted job is taken up again later).
+    """
+    queue = _queue()
+    click.echo(
+        f"memqueue worker {os.getpid()}: running the jobs of {queue.app.name!r}"
+        f" from {getattr(queue.storage, 'path', '?')}",
+        err=True,
+    )
+    run_worker(queue)
+    click.echo(f"memqueue worker {os.getpid()}: stopped", err=True)
+
+
+def run_worker(queue: AppQueue) -> None:
+    """Consume ``queue`` in the calling (main) thread until a signal stops it.
+
+    The calling thread becomes the queue's one legitimate consumer (the same
+    ident guard as the consumer thread), so nothing in this process starts a
+    second one. A crashed loop (a bug, or ``SystemExit`` in a job) is
+    started again; a stop request is honoured after the job in hand.
+    """
+    consumer = queue.consumer
+    stop = threading.Event()
+    previous: dict[int, object] = {}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        consumer.stopping = True
+        queue.storage.wake()
+        for signo, handler in previous.items():  # a second signal stops at once
+            signal.signal(signo, handler)  # type: ignore[arg-type]
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, on_signal)
+    try:
+        while not stop.is_set():
+            with queue.lock:
+                queue.consumer_ident = threading.get_ident()
+                queue._alive = True
+            consumer.stopping = False
+            if stop.is_set():
+                break
+            consumer.run()
+    finally:
+        for signo, handler in previous.items():
+            signal.signal(signo, handler)  # type: ignore[arg-type]
+        queue.shutdown(wait=True, timeout=queue.config.shutdown_timeout)
