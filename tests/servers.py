@@ -96,6 +96,14 @@ def wait_until(
         time.sleep(interval)
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
 @dataclass
 class Response:
     """What :func:`http` got back."""
@@ -123,6 +131,7 @@ def http(
 ) -> Response:
     """One HTTP request with urllib; HTTP error statuses are returned, not raised.
 
+    Redirects are not followed (a 303 comes back with its ``Location``).
     Each call opens a new connection (urllib sends ``Connection: close``),
     which matters under gunicorn: every request is accepted anew by
     whichever worker is free.
@@ -133,7 +142,7 @@ def http(
         hdrs.setdefault("Content-Type", "application/json")
     req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with _opener.open(req, timeout=timeout) as resp:
             return Response(resp.status, dict(resp.headers.items()), resp.read())
     except urllib.error.HTTPError as err:
         with err:
@@ -192,6 +201,10 @@ class Server:
             return match
 
         return wait_until(seen, timeout, lambda: f"{pattern!r} in the output of {self.describe()}")
+
+    def processes(self) -> list[int]:
+        """The live (non-zombie) processes of the server's group, e.g. watcher and child."""
+        return _group_members(self.pid)
 
     def alive(self) -> bool:
         """True while any process of the group (not a zombie) is left."""

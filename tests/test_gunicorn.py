@@ -1,0 +1,136 @@
+"""gunicorn ``--preload`` with 2 sync workers, as real processes.
+
+Under ``--preload`` the master imports the app, then forks the workers; a
+worker inherits a copy of the master's memory, queued jobs included. Each
+process must run its own jobs, exactly once: a worker runs the jobs of the
+requests it accepted, and the master runs the jobs it queued at import.
+
+The app is tests/recording_app.py (example_app plus a log of which process
+started and finished which job). Which worker accepts a connection is the
+kernel's choice, so the test makes it certain: a sync worker serves one
+request at a time, and while one worker is held in ``/_test/hold/<gate>``
+every new connection goes to the other.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import Response, Server, gunicorn, http, parent_pid, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "test-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+DEADLINE = 15.0
+JOBS_PER_WORKER = 5
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "example_app", src / "example_app", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(Path(__file__).with_name("recording_app.py"), src)
+    return src
+
+
+def read_log(path: Path) -> list[list[str]]:
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+class Hold:
+    """A request that keeps one sync worker busy until its gate file is created."""
+
+    def __init__(self, server: Server, log: Path, gate_dir: Path, name: str) -> None:
+        self.gate = gate_dir / name
+        self.response: Response | OSError | None = None
+        self.thread = threading.Thread(target=self._run, args=(server.url + f"/_test/hold/{name}",), daemon=True)
+        self.thread.start()
+        held = wait_until(
+            lambda: [e for e in read_log(log) if e[0] == "held" and e[2] == name],
+            DEADLINE, lambda: f"a worker to take the hold {name}: {server.describe()}",
+        )
+        #: The worker that is held.
+        self.pid = int(held[0][1])
+
+    def _run(self, url: str) -> None:
+        try:
+            self.response = http("GET", url, timeout=DEADLINE + 5)
+        except OSError as exc:  # reported by release(), not lost in this thread
+            self.response = exc
+
+    def release(self) -> None:
+        self.gate.touch()
+        self.thread.join(DEADLINE)
+        assert not self.thread.is_alive(), "the held request did not come back"
+        assert isinstance(self.response, Response) and self.response.status == 200, self.response
+
+
+def produce_on_free_worker(server: Server, held: int, tag: str, accepted: dict[str, int]) -> None:
+    """Produce messages while worker ``held`` is busy; adds {job id: pid that accepted it} to ``accepted``."""
+    for i in range(JOBS_PER_WORKER):
+        r = http("POST", server.url + "/memqueue/produce", json={"message": f"{tag}-{i}"}, headers=AUTH)
+        assert r.status == 202, r.text
+        pid = int(r.headers["X-Worker-Pid"])
+        assert pid != held
+        job_id = r.json()["id"]
+        assert job_id not in accepted, f"job id {job_id} was given out twice (by {accepted[job_id]} and {pid})"
+        accepted[job_id] = pid
+    # The worker that accepted them has one consumer, its own.
+    info = http("GET", server.url + "/memqueue/threads", headers=AUTH).json()
+    assert info["pid"] != held
+    assert [t["name"] for t in info["threads"] if t["is_consumer"]] == ["memqueue-consumer[example_app]"]
+    assert sum(t["name"].startswith("memqueue-consumer") for t in info["threads"]) == 1, info
+
+
+def test_preload_each_process_runs_its_own_jobs_once(app_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    log = data / "runs.log"
+    env = {"MEMQUEUE_TEST_DIR": str(data), "FLASK_MEMQUEUE_TOKEN": TOKEN}
+    with gunicorn("recording_app:app", cwd=app_dir, workers=2, preload=True, env=env,
+                  log_path=tmp_path / "server.log", ready_path="/memqueue/health") as server:
+        master = server.pid
+        imported: dict[str, Any] = json.loads((data / "import.json").read_text())
+        assert imported["pid"] == master, "under --preload the master imports the app"
+        assert imported["example_app"].startswith(str(app_dir)), imported
+        gated_job, master_message = imported["jobs"]
+        # The master's consumer holds its first job until the test opens its gate,
+        # so its second job was still queued when the workers were forked.
+        wait_until(lambda: ["start", gated_job, str(master)] in read_log(log), DEADLINE,
+                   lambda: f"the master to start its import-time job: {server.describe()}")
+
+        accepted: dict[str, int] = {}
+        first = Hold(server, log, data, "gate-1")
+        produce_on_free_worker(server, first.pid, "a", accepted)
+        second = Hold(server, log, data, "gate-2")  # the only free worker is the other one
+        assert second.pid != first.pid
+        first.release()
+        produce_on_free_worker(server, second.pid, "b", accepted)
+        second.release()
+
+        workers = {first.pid, second.pid}
+        assert set(accepted.values()) == workers
+        assert master not in workers and all(parent_pid(pid) == master for pid in workers)
+        assert sorted(server.processes()) == sorted([master, *workers])
+
+        (data / "master-gate").touch()
+        expected = {**accepted, gated_job: master, master_message: master}
+        wait_until(lambda: {e[1] for e in read_log(log) if e[0] == "done"} >= set(expected), DEADLINE,
+                   lambda: f"every job to finish; log: {read_log(log)}; {server.describe()}")
+
+    # Stopped: every process drained its queue at exit, so the log is complete.
+    assert not server.alive()
+    events = read_log(log)
+    starts = Counter(e[1] for e in events if e[0] == "start")
+    assert set(starts) == set(expected), f"jobs that nobody queued ran: {set(starts) - set(expected)}"
+    assert [job for job, n in starts.items() if n != 1] == [], f"jobs started more than once: {starts}"
+    for _, job, pid in (e for e in events if e[0] in ("start", "done")):
+        assert int(pid) == expected[job], f"job {job} ran in {pid}, not in {expected[job]}, which queued it"
