@@ -133,34 +133,37 @@ class Registry:
         self.tasks[task.name] = task
 
     def resolve(self, target: Any) -> Task[..., Any]:
-        """The Task for a Task, a registered name, or any callable."""
+        """The Task for a Task, a registered name, or any callable.
+
+        On the enqueue hot path: the common cases are one dict lookup each,
+        and no exception is raised and caught on the way.
+        """
+        try:
+            task = self._by_func.get(target) or self._adhoc.get(target)
+        except TypeError:  # unhashable callable
+            task = None
+        if task is not None:
+            return task
         if isinstance(target, Task):
             return target
         if isinstance(target, str):
-            try:
-                return self.tasks[target]
-            except KeyError:
+            named = self.tasks.get(target)
+            if named is None:
                 raise UnknownTaskError(
                     f"no task is registered as {target!r}; known tasks: "
                     + (", ".join(sorted(self.tasks)) or "none")
-                ) from None
-        try:
-            return self._by_func[target]
-        except (KeyError, TypeError):
-            pass
+                )
+            return named
         if not callable(target):
             raise TypeError(f"enqueue() needs a task, a task name or a callable, not {target!r}")
+        task = Task(target, default_name(target))
         try:
-            return self._adhoc[target]
-        except (KeyError, TypeError):
-            task: Task[..., Any] = Task(target, default_name(target))
-            try:
-                if len(self._adhoc) >= self.ADHOC_CACHE:
-                    self._adhoc.clear()
-                self._adhoc[target] = task
-            except TypeError:  # unhashable callable
-                pass
-            return task
+            if len(self._adhoc) >= self.ADHOC_CACHE:
+                self._adhoc.clear()
+            self._adhoc[target] = task
+        except TypeError:  # unhashable callable
+            pass
+        return task
 
     def handler(self, topic: str | None) -> Task[..., Any]:
         try:
