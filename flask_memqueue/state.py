@@ -82,7 +82,7 @@ class AppQueue:
 
             return SQLiteStorage(
                 journal_path(self.app, c.journal), self, sync=c.journal_sync, maxsize=c.maxsize,
-                max_finished=c.max_finished, result_ttl=c.result_ttl, track_local=c.consumer,
+                max_finished=c.max_finished, result_ttl=c.result_ttl, track_local=c.consumer or self.app.testing,
             )
         return MemoryStorage(self.token, c.maxsize, c.max_finished, c.result_ttl)
 
