@@ -8,12 +8,13 @@ this file and example_app. ``MEMQUEUE_TEST_DIR`` names a directory where:
   and ``done <job id> <pid>`` (from the job signals), and ``held <pid>
   <gate>`` when a request blocks in ``/_test/hold/<gate>``;
 - a file named like a gate, once the test creates it, opens that gate;
-- ``import.json`` tells which process imported this module and which jobs
-  it queued at import time.
+- ``imports.log`` gets one JSON line per process that imported this module:
+  its pid, the jobs it queued at import time, and where example_app came from.
 
 Under ``gunicorn --preload`` the import, and so the jobs queued by it, happen
-in the master before it forks the workers. The first of them waits for the
-gate ``master-gate``, so the second is certainly still queued at the fork.
+once, in the master, before it forks the workers; without ``--preload`` in
+every worker. The first of those jobs waits for the gate ``import-gate``, so
+the second is certainly still queued when the master forks.
 
 Every response carries ``X-Worker-Pid``, the pid of the process that served it.
 """
@@ -39,13 +40,17 @@ LOG = DIR / "runs.log"
 GATE_TIMEOUT = 15.0
 
 
-def record(*fields: object) -> None:
-    line = " ".join(str(f) for f in fields) + "\n"
-    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+def append(path: Path, line: str) -> None:
+    """One write with O_APPEND: lines of several processes never mix."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line.encode())
+        os.write(fd, (line + "\n").encode())
     finally:
         os.close(fd)
+
+
+def record(*fields: object) -> None:
+    append(LOG, " ".join(str(f) for f in fields))
 
 
 def wait_for_gate(gate: str) -> None:
@@ -91,7 +96,5 @@ def add_pid(response: Response) -> Response:
 
 
 with app.app_context():
-    _import_jobs = [gated.delay("master-gate").id, mq.produce("queued at import").id]
-(DIR / "import.json").write_text(
-    json.dumps({"pid": os.getpid(), "jobs": _import_jobs, "example_app": example_app.__file__})
-)
+    _import_jobs = [gated.delay("import-gate").id, mq.produce("queued at import").id]
+append(DIR / "imports.log", json.dumps({"pid": os.getpid(), "jobs": _import_jobs, "example_app": example_app.__file__}))

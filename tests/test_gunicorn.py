@@ -1,9 +1,10 @@
-"""gunicorn ``--preload`` with 2 sync workers, as real processes.
+"""gunicorn with 2 sync workers, ``--preload`` and without, as real processes.
 
 Under ``--preload`` the master imports the app, then forks the workers; a
 worker inherits a copy of the master's memory, queued jobs included. Each
 process must run its own jobs, exactly once: a worker runs the jobs of the
 requests it accepted, and the master runs the jobs it queued at import.
+Without ``--preload`` each worker imports the app, and runs what it queued.
 
 The app is tests/recording_app.py (example_app plus a log of which process
 started and finished which job). Which worker accepts a connection is the
@@ -90,22 +91,35 @@ def produce_on_free_worker(server: Server, held: int, tag: str, accepted: dict[s
     assert sum(t["name"].startswith("memqueue-consumer") for t in info["threads"]) == 1, info
 
 
-def test_preload_each_process_runs_its_own_jobs_once(app_dir: Path, tmp_path: Path) -> None:
+def read_imports(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.parametrize("preload", [True, False], ids=["preload", "no-preload"])
+def test_each_process_runs_its_own_jobs_once(app_dir: Path, tmp_path: Path, preload: bool) -> None:
     data = tmp_path / "data"
     data.mkdir()
     log = data / "runs.log"
     env = {"MEMQUEUE_TEST_DIR": str(data), "FLASK_MEMQUEUE_TOKEN": TOKEN}
-    with gunicorn("recording_app:app", cwd=app_dir, workers=2, preload=True, env=env,
+    with gunicorn("recording_app:app", cwd=app_dir, workers=2, preload=preload, env=env,
                   log_path=tmp_path / "server.log", ready_path="/memqueue/health") as server:
         master = server.pid
-        imported: dict[str, Any] = json.loads((data / "import.json").read_text())
-        assert imported["pid"] == master, "under --preload the master imports the app"
-        assert imported["example_app"].startswith(str(app_dir)), imported
-        gated_job, master_message = imported["jobs"]
-        # The master's consumer holds its first job until the test opens its gate,
-        # so its second job was still queued when the workers were forked.
-        wait_until(lambda: ["start", gated_job, str(master)] in read_log(log), DEADLINE,
-                   lambda: f"the master to start its import-time job: {server.describe()}")
+        # Who imported the app: the master once with --preload, else each worker.
+        importers = 1 if preload else 2
+        imports = wait_until(lambda: len(read_imports(data / "imports.log")) == importers
+                             and read_imports(data / "imports.log"), DEADLINE,
+                             lambda: f"{importers} import(s) of the app: {server.describe()}")
+        assert all(imp["example_app"].startswith(str(app_dir)) for imp in imports), imports
+        if preload:
+            assert [imp["pid"] for imp in imports] == [master], "under --preload the master imports the app"
+        expected: dict[str, int] = {}  # job id -> the pid that queued it, and so must run it
+        for imp in imports:
+            gated_job, message = imp["jobs"]
+            expected |= {gated_job: imp["pid"], message: imp["pid"]}
+            # The importer's consumer holds its first job until the test opens the gate,
+            # so under --preload its second job was still queued when the workers were forked.
+            wait_until(lambda: ["start", gated_job, str(imp["pid"])] in read_log(log), DEADLINE,  # noqa: B023
+                       lambda: f"the import-time job to start in {imp['pid']}: {server.describe()}")  # noqa: B023
 
         accepted: dict[str, int] = {}
         first = Hold(server, log, data, "gate-1")
@@ -120,9 +134,12 @@ def test_preload_each_process_runs_its_own_jobs_once(app_dir: Path, tmp_path: Pa
         assert set(accepted.values()) == workers
         assert master not in workers and all(parent_pid(pid) == master for pid in workers)
         assert sorted(server.processes()) == sorted([master, *workers])
+        if not preload:
+            assert {imp["pid"] for imp in imports} == workers
 
-        (data / "master-gate").touch()
-        expected = {**accepted, gated_job: master, master_message: master}
+        assert not set(accepted) & set(expected)
+        expected |= accepted
+        (data / "import-gate").touch()
         wait_until(lambda: {e[1] for e in read_log(log) if e[0] == "done"} >= set(expected), DEADLINE,
                    lambda: f"every job to finish; log: {read_log(log)}; {server.describe()}")
 
