@@ -346,6 +346,10 @@ class MemoryStorage(Storage):
                 self._wakeup.release()
 
 
-def _order(job: Job) -> tuple[float, str]:
-    """Newest-first sort key that works for int and str ids alike."""
-    return (job.enqueued_at, str(job._id))
+def _order(job: Job) -> tuple[float, int, str]:
+    """Newest-first sort key that works for int and str ids alike.
+
+    Ids of one enqueue time are compared by length first, so 10 comes after 9.
+    """
+    seq = str(job._id)
+    return (job.enqueued_at, len(seq), seq)
