@@ -168,7 +168,7 @@ def make_app(leak_detector: None, mq: MemQueue) -> Iterator[Callable[..., Flask]
     yield make
     for app in apps:
         queue: AppQueue | None = app.extensions.get("memqueue")
-        if queue is not None:
+        if queue is not None and not queue.closed:
             queue.shutdown(wait=True, timeout=TIMEOUT)
 
 
@@ -190,7 +190,7 @@ def queue(app: Flask) -> AppQueue:
 @pytest.fixture(params=list(STORAGE_BACKENDS))
 def storage_factory(
     request: pytest.FixtureRequest, make_app: Callable[..., Flask], tmp_path: Path
-) -> Callable[..., AppQueue]:
+) -> Iterator[Callable[..., AppQueue]]:
     """``storage_factory(MEMQUEUE_MAXSIZE=2, ...)`` -> an :class:`AppQueue` whose
     ``storage`` is a fresh store of the backend under test.
 
@@ -199,6 +199,7 @@ def storage_factory(
     """
     backend = STORAGE_BACKENDS[request.param]
     count = 0
+    queues: list[AppQueue] = []
 
     def make(**config: Any) -> AppQueue:
         nonlocal count
@@ -206,9 +207,12 @@ def storage_factory(
         directory = tmp_path / f"{request.param}-{count}"
         directory.mkdir()
         app = make_app(f"contract{count}", **{**backend(directory), **config})
-        return app.extensions["memqueue"]  # type: ignore[no-any-return]
+        queues.append(app.extensions["memqueue"])
+        return queues[-1]
 
-    return make
+    yield make
+    for queue in queues:  # jobs the contract took and never finished must not be waited for
+        queue.shutdown(wait=False)
 
 
 def new_job(queue: AppQueue, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:

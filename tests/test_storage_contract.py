@@ -1,0 +1,474 @@
+"""The storage contract (flask_memqueue/storage/base.py), run against every backend.
+
+Backends are listed in ``STORAGE_BACKENDS`` in conftest.py; the
+``storage_factory`` fixture builds a store for each through ``init_app`` and
+these tests call the store directly, as the consumer and the routes do. They
+use registered tasks and JSON arguments only, and compare jobs by id, so that
+a durable backend (which stores records, not objects) passes the same tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import TIMEOUT, new_job
+
+from flask_memqueue import Job, JobStatus, MemQueue, QueueFull
+from flask_memqueue.state import AppQueue
+from flask_memqueue.storage import Storage
+
+Factory = Callable[..., AppQueue]
+
+
+@pytest.fixture
+def tasks(mq: MemQueue) -> dict[str, Any]:
+    @mq.task(name="contract.echo")
+    def echo(value: Any = None) -> Any:
+        return value
+
+    @mq.task(name="contract.fail")
+    def fail(value: Any = None) -> Any:
+        raise ValueError(f"failed {value}")
+
+    @mq.task(name="contract.retry", retries=1, retry_delay=0.0)
+    def retry(value: Any = None) -> Any:
+        raise ValueError("retry me")
+
+    return {"echo": echo, "fail": fail, "retry": retry}
+
+
+@pytest.fixture
+def queue(storage_factory: Factory, tasks: dict[str, Any]) -> AppQueue:
+    return storage_factory()
+
+
+def ids(jobs: list[Job] | list[Job | None]) -> list[str | None]:
+    return [None if job is None else job.id for job in jobs]
+
+
+def run(queue: AppQueue, job: Job) -> Job:
+    """What the consumer does with a job it took (without handing it back)."""
+    queue.consumer.execute(job)
+    return job
+
+
+def status_of(storage: Storage, job: Job) -> str | None:
+    found = storage.get(job.id)
+    return None if found is None else found.status.value
+
+
+def queued(queue: AppQueue, value: Any = None, task: str = "contract.echo") -> Job:
+    job = new_job(queue, task, value)
+    queue.storage.put(job)
+    return job
+
+
+def scheduled(queue: AppQueue, eta: float, value: Any = None, task: str = "contract.echo") -> Job:
+    job = new_job(queue, task, value)
+    job.status = JobStatus.SCHEDULED
+    job._outcome().eta = eta
+    queue.storage.schedule(job)
+    return job
+
+
+# -- put and take ---------------------------------------------------------------------------
+def test_is_a_storage(queue: AppQueue) -> None:
+    assert isinstance(queue.storage, Storage)
+
+
+def test_put_take_fifo(queue: AppQueue) -> None:
+    storage = queue.storage
+    jobs = [queued(queue, i) for i in range(5)]
+    assert storage.depth() == 5
+    taken = [storage.take(0) for _ in range(5)]
+    assert ids(taken) == ids(jobs)
+    assert all(job is not None and job.status == "running" for job in taken)
+    assert storage.take(0) is None
+    assert storage.depth() == 0
+    assert storage.counts()["running"] == 5
+
+
+def test_take_with_a_timeout_returns_none_when_nothing_is_due(queue: AppQueue) -> None:
+    assert queue.storage.take(0.05) is None
+    scheduled(queue, time.time() + 3600)
+    assert queue.storage.take(0.05) is None
+    assert queue.storage.depth() == 1
+
+
+def test_take_blocks_until_a_put(queue: AppQueue) -> None:
+    got: list[Job | None] = []
+    taker = threading.Thread(target=lambda: got.append(queue.storage.take(TIMEOUT)))
+    taker.start()
+    job = queued(queue, "late")
+    taker.join(TIMEOUT)
+    assert not taker.is_alive()
+    assert ids(got) == [job.id]
+
+
+def test_scheduled_jobs_run_when_due_in_due_order_before_queued_ones(queue: AppQueue) -> None:
+    storage = queue.storage
+    now = time.time()
+    first_queued = queued(queue, "q1")
+    later = scheduled(queue, now + 3600, "later")
+    due_second = scheduled(queue, now - 1, "due2")
+    due_first = scheduled(queue, now - 2, "due1")
+    second_queued = queued(queue, "q2")
+    assert storage.depth() == 5
+    assert storage.counts()["scheduled"] == 3 and storage.counts()["queued"] == 2
+    taken = [storage.take(0) for _ in range(5)]
+    assert ids(taken) == [due_first.id, due_second.id, first_queued.id, second_queued.id, None]
+    assert status_of(storage, later) == "scheduled"
+
+
+def test_take_wakes_up_when_a_scheduled_job_becomes_due(queue: AppQueue) -> None:
+    eta = time.time() + 0.05
+    job = scheduled(queue, eta)
+    taken = queue.storage.take(TIMEOUT)
+    assert taken is not None and taken.id == job.id
+    assert time.time() >= eta
+
+
+def test_take_done_records_the_previous_job(queue: AppQueue) -> None:
+    storage = queue.storage
+    a, b = queued(queue, "a"), queued(queue, "b")
+    first = storage.take(0)
+    assert first is not None and first.id == a.id
+    run(queue, first)
+    assert first.status == "succeeded"
+    second = storage.take(0, done=first)
+    assert second is not None and second.id == b.id
+    assert status_of(storage, a) == "succeeded"
+    assert storage.get(a.id).result == "a"  # type: ignore[union-attr]
+    counts = storage.counts()
+    assert counts["succeeded"] == 1 and counts["running"] == 1
+    run(queue, second)
+    assert storage.take(0.01, done=second) is None  # recorded even when nothing follows
+    assert status_of(storage, b) == "succeeded"
+    assert storage.counts()["running"] == 0
+
+
+def test_take_done_reschedules_a_retry(queue: AppQueue) -> None:
+    storage = queue.storage
+    job = queued(queue, None, "contract.retry")
+    taken = storage.take(0)
+    assert taken is not None
+    run(queue, taken)
+    assert taken.status == "scheduled" and taken.eta is not None
+    again = storage.take(TIMEOUT, done=taken)  # retry_delay=0: due at once
+    assert again is not None and again.id == job.id and again.status == "running"
+    run(queue, again)
+    assert again.status == "failed" and again.attempts == 2
+    storage.finish(again)
+    assert status_of(storage, job) == "failed"
+
+
+def test_put_after_take_done_found_nothing_never_breaks(queue: AppQueue) -> None:
+    """The consumer's loop: take(done=last) finds nothing, then producers put again (twice)."""
+    storage = queue.storage
+    last = None
+    for i in range(3):
+        job = queued(queue, i)
+        taken = storage.take(TIMEOUT, done=last) if last is not None else storage.take(TIMEOUT)
+        assert taken is not None and taken.id == job.id
+        last = run(queue, taken)
+        assert storage.take(0.01, done=last) is None
+        last = None
+    assert storage.counts()["succeeded"] == 3
+
+
+def test_finish(queue: AppQueue) -> None:
+    storage = queue.storage
+    queued(queue, "x")
+    queued(queue, "y", "contract.fail")
+    for _ in range(2):
+        job = storage.take(0)
+        assert job is not None
+        waiter = storage.waiter(job)
+        assert waiter is not None and not waiter.wait(0)
+        run(queue, job)
+        storage.finish(job)
+        assert waiter.wait(TIMEOUT)
+        assert storage.waiter(job) is None
+    counts = storage.counts()
+    assert (counts["succeeded"], counts["failed"], counts["running"]) == (1, 1, 0)
+    failed = storage.jobs(JobStatus.FAILED)[0]
+    assert failed.error == "ValueError: failed y" and failed.traceback
+
+
+# -- single jobs ------------------------------------------------------------------------------
+def test_cancel_only_waiting_jobs(queue: AppQueue) -> None:
+    storage = queue.storage
+    running = queued(queue, "r")
+    taken = storage.take(0)
+    assert taken is not None
+    waiting = queued(queue, "w")
+    later = scheduled(queue, time.time() + 3600)
+    assert storage.cancel(waiting) is True
+    assert waiting.status == "cancelled" and status_of(storage, waiting) == "cancelled"
+    assert storage.cancel(waiting) is False
+    assert storage.cancel(later) is True and status_of(storage, later) == "cancelled"
+    assert storage.cancel(taken) is False and status_of(storage, running) == "running"
+    assert storage.depth() == 0 and storage.take(0) is None
+    run(queue, taken)
+    storage.finish(taken)
+    assert storage.cancel(taken) is False and status_of(storage, running) == "succeeded"
+
+
+def test_cancel_sets_the_waiter(queue: AppQueue) -> None:
+    job = queued(queue)
+    waiter = queue.storage.waiter(job)
+    assert waiter is not None
+    assert queue.storage.cancel(job)
+    assert waiter.wait(TIMEOUT)
+
+
+def test_requeue_failed_or_cancelled_jobs(queue: AppQueue) -> None:
+    storage = queue.storage
+    queued(queue, 1, "contract.fail")
+    failed = storage.take(0)
+    assert failed is not None
+    run(queue, failed)
+    storage.finish(failed)
+    assert failed.status == "failed"
+    assert storage.requeue(failed) is True
+    assert failed.status == "queued" and failed.attempts == 0 and failed.error is None
+    assert storage.depth() == 1
+    again = storage.take(0)
+    assert again is not None and again.id == failed.id
+    run(queue, again)
+    storage.finish(again)
+
+    cancelled = queued(queue)
+    storage.cancel(cancelled)
+    assert storage.requeue(cancelled) is True and status_of(storage, cancelled) == "queued"
+
+    ok = queued(queue, "ok")
+    assert storage.requeue(ok) is False  # queued
+    taken = storage.take(0)
+    assert taken is not None and taken.id == cancelled.id
+    taken = storage.take(0)
+    assert taken is not None and taken.id == ok.id
+    assert storage.requeue(taken) is False  # running
+    run(queue, taken)
+    storage.finish(taken)
+    assert storage.requeue(taken) is False  # succeeded
+
+
+def test_get(queue: AppQueue) -> None:
+    storage = queue.storage
+    running = queued(queue, "r")
+    taken = storage.take(0)
+    assert taken is not None
+    waiting = queued(queue, "w")
+    later = scheduled(queue, time.time() + 3600, "s")
+    assert status_of(storage, waiting) == "queued"
+    assert status_of(storage, later) == "scheduled"
+    assert status_of(storage, running) == "running"
+    found = storage.get(waiting.id)
+    assert found is not None and found.id == waiting.id and found.args == ("w",) and found.name == "contract.echo"
+    run(queue, taken)
+    storage.finish(taken)
+    assert status_of(storage, running) == "succeeded"
+    for unknown in ("nope", "", "-", f"{queue.token}-999999", "0badc0de-1", f"{queue.token}-x"):
+        assert storage.get(unknown) is None
+
+
+# -- listings -----------------------------------------------------------------------------------
+def test_jobs_newest_first_with_status_filter_limit_and_offset(queue: AppQueue) -> None:
+    storage = queue.storage
+    made = []
+    for i in range(6):
+        made.append(queued(queue, i))
+        time.sleep(0.001)  # distinct enqueue times; ordering, not timing, is what is tested
+    for _ in range(2):
+        job = storage.take(0)
+        assert job is not None
+        run(queue, job)
+        storage.finish(job)
+    newest_first = ids(list(reversed(made)))
+    assert ids(storage.jobs()) == newest_first
+    assert ids(storage.jobs(JobStatus.QUEUED)) == newest_first[:4]
+    assert ids(storage.jobs(JobStatus.SUCCEEDED)) == newest_first[4:]
+    assert storage.jobs(JobStatus.FAILED) == []
+    assert ids(storage.jobs(limit=2)) == newest_first[:2]
+    assert ids(storage.jobs(limit=2, offset=3)) == newest_first[3:5]
+    assert ids(storage.jobs(JobStatus.QUEUED, limit=2, offset=1)) == newest_first[1:3]
+    assert storage.jobs(offset=10) == []
+
+
+def test_jobs_with_one_enqueue_time_keep_their_order(queue: AppQueue) -> None:
+    storage = queue.storage
+    at = time.time()
+    made = []
+    for i in range(12):
+        job = new_job(queue, "contract.echo", i)
+        job.enqueued_at = at
+        storage.put(job)
+        made.append(job)
+    assert ids(storage.jobs()) == ids(list(reversed(made)))
+    for _ in made:
+        job = storage.take(0)
+        assert job is not None
+        run(queue, job)
+        storage.finish(job)
+    assert ids(storage.jobs()) == ids(list(reversed(made)))
+
+
+def test_counts_and_depth(queue: AppQueue) -> None:
+    storage = queue.storage
+    assert storage.counts() == dict.fromkeys((s.value for s in JobStatus), 0)
+    queued(queue, 1, "contract.fail")
+    queued(queue, 2)
+    taken = storage.take(0)
+    assert taken is not None
+    run(queue, taken)
+    storage.finish(taken)
+    running = storage.take(0)
+    assert running is not None
+    queued(queue, 3)
+    scheduled(queue, time.time() + 3600)
+    storage.cancel(queued(queue, 4))
+    assert storage.counts() == {
+        "queued": 1, "scheduled": 1, "running": 1, "succeeded": 0, "failed": 1, "cancelled": 1,
+    }
+    assert storage.depth() == 2
+
+
+def test_purge_finished(queue: AppQueue) -> None:
+    storage = queue.storage
+    done = [queued(queue, i) for i in range(3)]
+    for _ in done:
+        job = storage.take(0)
+        assert job is not None
+        run(queue, job)
+        storage.finish(job)
+    waiting = queued(queue, "w")
+    assert storage.purge_finished() == 3
+    assert all(storage.get(job.id) is None for job in done)
+    assert status_of(storage, waiting) == "queued"
+    assert storage.purge_finished() == 0
+    assert storage.depth() == 1
+
+
+# -- waiting ----------------------------------------------------------------------------------
+def test_join(queue: AppQueue) -> None:
+    storage = queue.storage
+    assert storage.join(0) is True
+    queued(queue, 1)
+    assert storage.join(0.01) is False
+
+    def drain() -> None:
+        job = storage.take(TIMEOUT)
+        assert job is not None
+        run(queue, job)
+        storage.finish(job)
+
+    worker = threading.Thread(target=drain)
+    worker.start()
+    assert storage.join(TIMEOUT) is True
+    worker.join(TIMEOUT)
+    assert storage.counts()["succeeded"] == 1
+
+
+def test_join_waits_for_running_jobs(queue: AppQueue) -> None:
+    queued(queue)
+    taken = queue.storage.take(0)
+    assert taken is not None
+    assert queue.storage.depth() == 0
+    assert queue.storage.join(0.01) is False
+    run(queue, taken)
+    queue.storage.finish(taken)
+    assert queue.storage.join(TIMEOUT) is True
+
+
+def test_waiter_is_not_set_by_a_retry(queue: AppQueue) -> None:
+    storage = queue.storage
+    queued(queue, None, "contract.retry")
+    taken = storage.take(0)
+    assert taken is not None
+    waiter = storage.waiter(taken)
+    assert waiter is not None
+    run(queue, taken)
+    storage.schedule(taken, retry=True)
+    assert not waiter.wait(0)
+    again = storage.take(TIMEOUT)
+    assert again is not None
+    run(queue, again)
+    storage.finish(again)
+    assert waiter.wait(TIMEOUT)
+
+
+def test_wake_makes_a_blocked_take_return(queue: AppQueue) -> None:
+    got: list[Job | None] = []
+    done = threading.Event()
+
+    def take_forever() -> None:
+        got.append(queue.storage.take(None))
+        done.set()
+
+    taker = threading.Thread(target=take_forever)
+    taker.start()
+    queue.storage.wake()
+    assert done.wait(TIMEOUT), "take(None) did not return after wake()"
+    taker.join(TIMEOUT)
+    assert got == [None]
+
+
+def test_drop_waiting(queue: AppQueue) -> None:
+    storage = queue.storage
+    queued(queue, "r")
+    running = storage.take(0)
+    assert running is not None
+    waiting = [queued(queue, "w"), scheduled(queue, time.time() + 3600)]
+    dropped = storage.drop_waiting()
+    assert sorted(ids(dropped)) == sorted(ids(waiting))  # type: ignore[type-var]
+    assert storage.depth() == 0 and storage.take(0) is None
+    assert status_of(storage, running) == "running"
+
+
+# -- bounds -----------------------------------------------------------------------------------
+def test_queue_full(storage_factory: Factory, tasks: dict[str, Any]) -> None:
+    queue = storage_factory(MEMQUEUE_MAXSIZE=2)
+    storage = queue.storage
+    queued(queue, "r", "contract.retry")
+    running = storage.take(0)
+    assert running is not None
+    queued(queue, 1)
+    scheduled(queue, time.time() + 3600)
+    with pytest.raises(QueueFull):
+        queued(queue, 2)
+    with pytest.raises(QueueFull):
+        scheduled(queue, time.time())
+    assert storage.depth() == 2
+    run(queue, running)
+    storage.schedule(running, retry=True)  # a retry is never refused
+    assert storage.depth() == 3
+
+
+def test_max_finished(storage_factory: Factory, tasks: dict[str, Any]) -> None:
+    queue = storage_factory(MEMQUEUE_MAX_FINISHED=2)
+    made = [queued(queue, i) for i in range(5)]
+    for _ in made:
+        job = queue.storage.take(0)
+        assert job is not None
+        run(queue, job)
+        queue.storage.finish(job)
+    assert queue.storage.take(0) is None  # an idle turn: a store may apply its bounds as late as this
+    assert [queue.storage.get(job.id) is not None for job in made] == [False, False, False, True, True]
+    assert queue.storage.counts()["succeeded"] == 2
+
+
+def test_result_ttl(storage_factory: Factory, tasks: dict[str, Any]) -> None:
+    queue = storage_factory(MEMQUEUE_RESULT_TTL=0)
+    job = queued(queue)
+    taken = queue.storage.take(0)
+    assert taken is not None
+    run(queue, taken)
+    queue.storage.finish(taken)
+    assert queue.storage.take(0) is None  # an idle turn: a store may apply its bounds as late as this
+    assert queue.storage.get(job.id) is None
+    assert queue.storage.counts()["succeeded"] == 0
