@@ -182,6 +182,20 @@ class MemQueue:
             return register(func)
         return register
 
+    @overload
+    def handler(self, topic: F, /) -> Task[..., Any]: ...
+
+    @overload
+    def handler(
+        self,
+        topic: str | None = None,
+        /,
+        *,
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        retry_backoff: float = 2.0,
+    ) -> Callable[[F], Task[..., Any]]: ...
+
     def handler(self, topic: str | Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """Register the function that receives messages (``POST /produce``, :meth:`produce`).
 
