@@ -43,6 +43,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from http.client import HTTPException
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -345,11 +346,11 @@ def start_server(
     try:
         deadline = time.monotonic() + timeout
         server.port = int(server.wait_for_output(ready, timeout).group("port"))
-        left = lambda: max(0.1, deadline - time.monotonic())  # noqa: E731
+        left = max(0.1, deadline - time.monotonic())
         if ready_path is not None:
-            wait_until(lambda: _answers(server, ready_path), left(), lambda: f"GET {ready_path}: {server.describe()}")
+            wait_until(lambda: _answers(server, ready_path), left, lambda: f"GET {ready_path}: {server.describe()}")
         else:
-            wait_until(lambda: _connects(server), left(), lambda: f"a TCP connect: {server.describe()}")
+            wait_until(lambda: _connects(server), left, lambda: f"a TCP connect: {server.describe()}")
     except BaseException:
         server.stop()
         raise
@@ -371,7 +372,7 @@ def _answers(server: Server, path: str) -> bool:
         raise RuntimeError(f"the server exited before it served: {server.describe()}")
     try:
         return http("GET", server.url + path, timeout=2.0).status < 500
-    except OSError:
+    except (OSError, HTTPException):
         return False
 
 

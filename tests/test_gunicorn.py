@@ -106,9 +106,12 @@ def test_each_process_runs_its_own_jobs_once(app_dir: Path, tmp_path: Path, prel
         master = server.pid
         # Who imported the app: the master once with --preload, else each worker.
         importers = 1 if preload else 2
-        imports = wait_until(lambda: len(read_imports(data / "imports.log")) == importers
-                             and read_imports(data / "imports.log"), DEADLINE,
-                             lambda: f"{importers} import(s) of the app: {server.describe()}")
+
+        def imported() -> list[dict[str, Any]] | None:
+            found = read_imports(data / "imports.log")
+            return found if len(found) == importers else None
+
+        imports = wait_until(imported, DEADLINE, lambda: f"{importers} import(s) of the app: {server.describe()}")
         assert all(imp["example_app"].startswith(str(app_dir)) for imp in imports), imports
         if preload:
             assert [imp["pid"] for imp in imports] == [master], "under --preload the master imports the app"
