@@ -20,9 +20,14 @@ Typical use::
 
 :func:`start_server` takes any command line and a readiness regex with a
 ``port`` group; :func:`flask_run` and :func:`gunicorn` are shortcuts for the
-two servers the suite starts. :func:`wait_until` polls a condition with a
+two servers the suite starts. A :class:`Server` has ``url``, ``port``,
+``pid`` (the process started: the reloader's watcher, gunicorn's master),
+``output()``, ``wait_for_output(regex)``, ``processes()`` (the live pids of
+its group) and ``stop()``. :func:`wait_until` polls a condition with a
 deadline, :func:`http` is a small urllib client that never raises on HTTP
-error statuses, and :func:`threads_of` lists a Linux process's threads.
+error statuses and never follows redirects, and, on Linux,
+:func:`parent_pid` and :func:`threads_of` look at any process through
+``/proc``.
 
 Everything here is bounded in time: starting fails with the server's output
 in the message after ``timeout`` seconds, and stopping sends SIGTERM to the
@@ -422,7 +427,8 @@ def gunicorn(
     """``gunicorn --bind 127.0.0.1:0 --workers N [--preload] <app>``; ``app`` is ``module:variable``.
 
     :attr:`Server.pid` is the master. Readiness means the master listens;
-    pass ``ready_path`` to also wait for a worker to answer.
+    pass ``ready_path`` to also wait for a worker to answer. Where gunicorn
+    has it (>= 25.1), ``--no-control-socket`` is passed too.
     """
     argv = [str(bin_path("gunicorn")), "--bind", f"{HOST}:0", "--workers", str(workers),
             "--worker-class", worker_class]
