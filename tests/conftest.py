@@ -38,6 +38,7 @@ TIMEOUT = 10.0
 #: temporary directory). A new backend adds itself with one entry here.
 STORAGE_BACKENDS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "memory": lambda tmp_path: {},
+    "sqlite": lambda tmp_path: {"MEMQUEUE_JOURNAL": str(tmp_path / "journal.db")},
 }
 
 

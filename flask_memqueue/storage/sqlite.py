@@ -226,7 +226,7 @@ class SQLiteStorage(Storage):
         names this process as an owner, its registry finds tasks by name.
     :param sync: ``"normal"`` or ``"full"`` (``PRAGMA synchronous``).
     :param maxsize: waiting jobs (queued + scheduled) at most; 0 = no limit.
-    :param max_finished: finished rows of this queue kept at most (0 = no limit).
+    :param max_finished: finished rows of this queue kept at most (0: none).
     :param result_ttl: seconds a finished row is kept.
     :param track_local: keep this process's enqueued :class:`Job` objects so
         its consumer runs the very object ``enqueue`` returned (off in an
@@ -282,6 +282,9 @@ class SQLiteStorage(Storage):
         self._llock = threading.Lock()
         self._next_recover = 0.0
         self._next_prune = 0.0
+        # A job finished here since the last prune: readers prune first, so the
+        # limits hold exactly for what this process did (others prune within 1 s).
+        self._dirty = False
         self._next_sync = 0.0
         self._open()
         _STORES.add(self)
@@ -457,6 +460,7 @@ class SQLiteStorage(Storage):
         """Outside the transaction: wake waiters, forget a finished local job."""
         if job.status is SCHEDULED:
             return
+        self._dirty = True
         with self._llock:
             self._local.pop(job.id, None)
         out = job._out
@@ -687,23 +691,19 @@ class SQLiteStorage(Storage):
     def _prune(self, now: float) -> None:
         """Forget finished rows of this queue beyond the TTL and the count limit."""
 
+        self._dirty = False
+
         def prune(conn: sqlite3.Connection) -> None:
             conn.execute(
-                f"DELETE FROM memqueue_jobs WHERE queue=? AND status IN {_FINISHED_SQL} AND finished_at < ?",
+                f"DELETE FROM memqueue_jobs WHERE queue=? AND status IN {_FINISHED_SQL} AND finished_at <= ?",
                 (self.name, now - self.result_ttl),
             )
-            if self.max_finished:
-                row = conn.execute(
-                    f"SELECT finished_at FROM memqueue_jobs WHERE queue=? AND status IN {_FINISHED_SQL}"
-                    " ORDER BY finished_at DESC LIMIT 1 OFFSET ?",
-                    (self.name, self.max_finished),
-                ).fetchone()
-                if row is not None:
-                    conn.execute(
-                        f"DELETE FROM memqueue_jobs WHERE queue=? AND status IN {_FINISHED_SQL}"
-                        " AND finished_at <= ?",
-                        (self.name, row[0]),
-                    )
+            conn.execute(  # keep the newest max_finished (0 keeps none, as in memory)
+                "DELETE FROM memqueue_jobs WHERE seq IN (SELECT seq FROM memqueue_jobs"
+                f" WHERE queue=? AND status IN {_FINISHED_SQL} AND finished_at IS NOT NULL"
+                " ORDER BY finished_at DESC, seq DESC LIMIT -1 OFFSET ?)",
+                (self.name, self.max_finished),
+            )
 
         self._write(prune, "forgetting old finished jobs")
 
@@ -793,8 +793,18 @@ class SQLiteStorage(Storage):
         if rows and not (rows[0][6] == "running" and rows[0][15] == self.owner):
             _apply_row(job, rows[0])
 
+    def _visible(self) -> float:
+        """Prune if a job finished here since the last time; the cut-off of the result TTL."""
+        now = time.time()
+        if self._dirty:
+            self._prune(now)
+        return now - self.result_ttl
+
     def get(self, job_id: str) -> Job | None:
-        rows = self._read(f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE id=?", (job_id,))
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE id=? AND (finished_at IS NULL OR finished_at > ?)",
+            (job_id, self._visible()),
+        )
         if not rows:
             return None
         row = rows[0]
@@ -807,22 +817,25 @@ class SQLiteStorage(Storage):
     def jobs(self, status: JobStatus | None = None, limit: int = 50, offset: int = 0) -> list[Job]:
         if status is None:
             rows = self._read(
-                f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE queue=?"
+                f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE queue=? AND (finished_at IS NULL OR finished_at > ?)"
                 " ORDER BY enqueued_at DESC, seq DESC LIMIT ? OFFSET ?",
-                (self.name, limit, offset),
+                (self.name, self._visible(), limit, offset),
             )
         else:
             rows = self._read(
                 f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE queue=? AND status=?"
+                " AND (finished_at IS NULL OR finished_at > ?)"
                 " ORDER BY enqueued_at DESC, seq DESC LIMIT ? OFFSET ?",
-                (self.name, status.value, limit, offset),
+                (self.name, status.value, self._visible(), limit, offset),
             )
         return [self._job_of(row) for row in rows]
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys((s.value for s in JobStatus), 0)
         for status, n in self._read(
-            "SELECT status, count(*) FROM memqueue_jobs WHERE queue=? GROUP BY status", (self.name,)
+            "SELECT status, count(*) FROM memqueue_jobs WHERE queue=? AND (finished_at IS NULL OR finished_at > ?)"
+            " GROUP BY status",
+            (self.name, self._visible()),
         ):
             counts[status] = n
         return counts

@@ -83,7 +83,7 @@ def create_app() -> Flask:
         MEMQUEUE_CONSUMER=os.environ.get("JT_CONSUMER", "1") == "1",
         MEMQUEUE_SHUTDOWN_TIMEOUT=0.5,
         MEMQUEUE_MAXSIZE=0,
-        MEMQUEUE_MAX_FINISHED=0,
+        MEMQUEUE_MAX_FINISHED=100_000,
     )
     mq.init_app(app)
 
