@@ -1,0 +1,166 @@
+"""fork safety (gunicorn --preload): a child starts its own consumer and never runs its parent's jobs.
+
+Each test forks with ``os.fork()``; the child does its part in a ``try``,
+writes what it saw as JSON to a pipe and leaves with ``os._exit`` (never
+through pytest). The parent reads the pipe and reaps the child with a
+deadline, killing it if it hangs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import CONSUMER_PREFIX, TIMEOUT, Gate
+from flask import Flask
+
+from flask_memqueue import MemQueue
+from flask_memqueue.state import AppQueue
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def in_child(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``body`` in a forked child; return what it returned (or fail with its traceback)."""
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that forking a process with threads may deadlock:
+        # that is exactly the situation (gunicorn --preload) under test.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 0
+        try:
+            os.close(read_end)
+            try:
+                result = body()
+            except BaseException as exc:
+                result = {"child_error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+                code = 1
+            data = json.dumps(result, default=repr).encode()
+            while data:
+                data = data[os.write(write_end, data):]
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    deadline = time.monotonic() + TIMEOUT
+    chunks: list[bytes] = []
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                pytest.fail("the forked child did not answer in time")
+            ready, _, _ = select.select([read_end], [], [], left)
+            if ready:
+                chunk = os.read(read_end, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    finally:
+        os.close(read_end)
+        status = reap(pid, deadline)
+    result: dict[str, Any] = json.loads(b"".join(chunks) or b"{}")
+    assert "child_error" not in result, result.get("traceback")
+    assert os.waitstatus_to_exitcode(status) == 0
+    return result
+
+
+def reap(pid: int, deadline: float) -> int:
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+            return os.waitpid(pid, 0)[1]
+        time.sleep(0.005)
+
+
+def consumer_names() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith(CONSUMER_PREFIX))
+
+
+def test_child_runs_its_own_jobs_and_none_of_its_parents(
+    app: Flask, mq: MemQueue, queue: AppQueue, gate: Gate
+) -> None:
+    ran: list[Any] = []
+    blocker = mq.enqueue(gate)
+    gate.wait_entered()  # the parent's consumer is busy: the jobs below wait in its queue
+    inherited = [mq.enqueue(ran.append, i) for i in range(5)]
+    parent_ids = {blocker.id, *(job.id for job in inherited)}
+
+    def child() -> dict[str, Any]:
+        seen: dict[str, Any] = {
+            "pid": os.getpid(),
+            "token": queue.token,
+            "depth": queue.storage.depth(),
+            "consumers_before": consumer_names(),
+            "inherited_found": [mq.get_job(job.id) is not None for job in inherited],
+        }
+        job = mq.enqueue(ran.append, "child")
+        job.wait(TIMEOUT)
+        seen["job_id"] = job.id
+        seen["consumers_after"] = consumer_names()
+        seen["starts"] = queue.starts
+        seen["joined"] = mq.join(TIMEOUT)
+        seen["ran"] = list(ran)
+        seen["shutdown"] = mq.shutdown(wait=True, timeout=TIMEOUT)
+        return seen
+
+    seen = in_child(child)
+    assert seen["pid"] != os.getpid()
+    assert seen["depth"] == 0  # the inherited jobs belong to the parent
+    assert seen["inherited_found"] == [False] * 5
+    assert seen["consumers_before"] == []  # the parent's thread did not survive the fork
+    assert seen["consumers_after"] == [f"{CONSUMER_PREFIX}{app.name}]"]
+    assert seen["starts"] == 1 and seen["joined"] is True and seen["shutdown"] is True
+    assert seen["ran"] == ["child"]  # its own job ran, the inherited ones did not
+    assert seen["token"] != queue.token
+    assert seen["job_id"] not in parent_ids and not seen["job_id"].startswith(queue.token)
+
+    gate.release()
+    assert mq.join(TIMEOUT)
+    assert ran == [0, 1, 2, 3, 4]  # every inherited job ran exactly once, here
+    assert all(job.status == "succeeded" for job in inherited)
+    assert queue.starts == 1 and queue.pid == os.getpid()
+
+
+def test_fork_before_first_use_then_both_start_their_own(app: Flask, mq: MemQueue, queue: AppQueue) -> None:
+    assert queue.consumer_thread is None
+
+    def child() -> dict[str, Any]:
+        job = mq.enqueue(os.getpid)
+        result = job.wait(TIMEOUT)
+        names = consumer_names()
+        mq.shutdown(wait=True, timeout=TIMEOUT)
+        return {"result": result, "pid": os.getpid(), "consumers": names, "id": job.id}
+
+    seen = in_child(child)
+    assert seen["result"] == seen["pid"]
+    assert seen["consumers"] == [f"{CONSUMER_PREFIX}{app.name}]"]
+    job = mq.enqueue(os.getpid)
+    assert job.wait(TIMEOUT) == os.getpid()
+    assert job.id != seen["id"]
+    assert queue.starts == 1
+
+
+def test_a_grandchild_is_fork_safe_too(app: Flask, mq: MemQueue) -> None:
+    mq.enqueue(lambda: None).wait(TIMEOUT)
+
+    def grandchild() -> dict[str, Any]:
+        return {"result": mq.enqueue(lambda: "grandchild").wait(TIMEOUT)}
+
+    def child() -> dict[str, Any]:
+        mine = mq.enqueue(lambda: "child").wait(TIMEOUT)
+        return {"mine": mine, **in_child(grandchild)}
+
+    assert in_child(child) == {"mine": "child", "result": "grandchild"}
