@@ -1,0 +1,63 @@
+"""The suite's own guard: the autouse leak detector in conftest.py catches what it promises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+CONFTEST = Path(__file__).with_name("conftest.py").read_text()
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeconftest(CONFTEST)
+    pytester.makeini("[pytest]\nfilterwarnings = error\n")
+    return pytester
+
+
+def test_a_leaked_app_context_fails_the_test(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        def test_leaks_an_app_context(make_app):
+            make_app().app_context().push()
+
+        def test_leaks_a_request_context(make_app):
+            make_app().test_request_context().push()
+
+        def test_leaks_over_pytest_flasks_context(app):
+            app.app_context().push()
+
+        def test_clean(app, make_app):
+            with make_app("other").app_context():
+                pass
+        """
+    )
+    result = inner.runpytest_subprocess()
+    result.assert_outcomes(passed=4, errors=3)
+    result.stdout.fnmatch_lines(["*left context(s) pushed*"])
+
+
+def test_a_leaked_consumer_thread_fails_the_test(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        from flask import Flask
+        from flask_memqueue import MemQueue
+
+        def test_leaks():
+            app = Flask(__name__)
+            app.config["TESTING"] = True
+            mq = MemQueue(app)
+            with app.app_context():
+                mq.enqueue(print, "hi")
+                assert mq.join(5)
+
+        def test_after(app, mq):
+            assert mq.enqueue(lambda: 1).wait(5) == 1
+        """
+    )
+    result = inner.runpytest_subprocess()
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*left consumer thread(s) running*memqueue-consumer*"])
