@@ -126,6 +126,8 @@ class Consumer:
             else:
                 job.status = SUCCEEDED
                 out.finished_at = _time()
+                if out.error is not None:  # a retry succeeded: the old failure is history
+                    out.error = out.traceback = None
                 if job_succeeded.receivers:
                     _send(job_succeeded, app, job)
         finally:
