@@ -45,8 +45,10 @@ interval.
 
 **fork.** A connection must never cross a fork: a child's
 :class:`~flask_memqueue.state.AppQueue` makes a new store (a new connection),
-and the inherited store is kept referenced but never used or closed in the
-child (closing it there could disturb the parent's locks).
+and the inherited store is kept referenced (in ``_OPEN``) but never used or
+closed in the child: every method checks the pid, and closing the parent's
+connection in the child could disturb the parent's locks. A store stays
+referenced until :meth:`SQLiteStorage.close` (``shutdown`` calls it).
 """
 
 from __future__ import annotations
@@ -56,7 +58,6 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -110,9 +111,10 @@ CREATE INDEX IF NOT EXISTS memqueue_jobs_due ON memqueue_jobs (queue, status, et
 CREATE INDEX IF NOT EXISTS memqueue_jobs_finished ON memqueue_jobs (queue, finished_at);
 """
 
-#: Stores whose connections a forked child inherited: kept alive, never touched.
-_INHERITED: list[SQLiteStorage] = []
-_STORES: weakref.WeakSet[SQLiteStorage] = weakref.WeakSet()
+#: Every store not yet closed, referenced so that it is never garbage-collected
+#: open: a forked child drops its inherited store (AppQueue makes a new one), and
+#: a collected store would close its connection there, inside the parent's locks.
+_OPEN: set[SQLiteStorage] = set()
 
 
 # -- processes -----------------------------------------------------------------------
@@ -287,7 +289,7 @@ class SQLiteStorage(Storage):
         self._dirty = False
         self._next_sync = 0.0
         self._open()
-        _STORES.add(self)
+        _OPEN.add(self)
 
     # -- connections --------------------------------------------------------------------
     def _error(self, exc: BaseException, doing: str) -> JournalError:
@@ -376,12 +378,13 @@ class SQLiteStorage(Storage):
 
     def close(self) -> None:
         if self._pid != os.getpid():
-            return  # a forked child never closes its parent's connections
+            return  # a forked child never closes its parent's connections (and keeps it referenced)
         with self._wlock, self._rlock:
             for conn in (self._w, self._r):
                 if conn is not None:
                     conn.close()
             self._w = self._r = None
+        _OPEN.discard(self)
 
     # -- records ------------------------------------------------------------------------
     def _row_of(self, job: Job) -> tuple[Any, ...]:
@@ -967,14 +970,3 @@ def _missing_task(name: str) -> Callable[..., Any]:
 
     return missing
 
-
-def _after_fork_in_child() -> None:
-    """Keep every inherited store alive and untouched: closing it here could disturb the parent."""
-    pid = os.getpid()
-    for store in list(_STORES):
-        if store._pid != pid:
-            _INHERITED.append(store)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
