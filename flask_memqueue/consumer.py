@@ -124,10 +124,10 @@ class Consumer:
                 self._failed(job, exc, fatal=True)
                 raise
             else:
-                job.status = SUCCEEDED
                 out.finished_at = _time()
                 if out.error is not None:  # a retry succeeded: the old failure is history
                     out.error = out.traceback = None
+                job.status = SUCCEEDED  # last: Job.wait() returns as soon as it sees it
                 if job_succeeded.receivers:
                     _send(job_succeeded, app, job)
         finally:
@@ -161,8 +161,8 @@ class Consumer:
             if job_retrying.receivers:
                 _send(job_retrying, app, job)
             return
-        job.status = FAILED
         out.finished_at = time.time()
+        job.status = FAILED  # after finished_at: Job.wait() returns as soon as it sees it
         logger.error(
             "job %s (%s) failed after %d attempt(s): %s",
             job.id, job.name, job.attempts, out.error, exc_info=exc,
