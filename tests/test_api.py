@@ -299,6 +299,7 @@ def test_failed_job_records_one_line_error_traceback_and_logs_once(
     job = boom.delay()
     with pytest.raises(JobFailed) as info:
         job.wait(TIMEOUT)
+    assert mq.join(TIMEOUT)  # wait() may return before the consumer has logged
     assert info.value.job is job
     assert job.status == "failed" and job.attempts == 1 and job.result is None
     assert job.error == "ValueError: bad thing"
@@ -508,6 +509,7 @@ def test_retries_exhausted_fail_once(app: Flask, mq: MemQueue) -> None:
         job = hopeless.delay()
         with pytest.raises(JobFailed, match="never"):
             job.wait(TIMEOUT)
+        assert mq.join(TIMEOUT)  # wait() may return before the signal is sent
     assert job.attempts == 3 and job.status == "failed"
     assert failed == [job]
 
@@ -551,6 +553,7 @@ def test_finished_jobs_bounded_by_max_finished(app: Flask, mq: MemQueue, queue: 
 def test_finished_jobs_forgotten_after_result_ttl(app: Flask, mq: MemQueue, queue: AppQueue) -> None:
     job = mq.enqueue(lambda: 42)
     assert job.wait(TIMEOUT) == 42
+    assert mq.join(TIMEOUT)  # recorded as finished, not only marked so
     assert mq.get_job(job.id) is None
     assert queue.storage.counts()["succeeded"] == 0
     assert job.result == 42  # the caller's handle keeps its result

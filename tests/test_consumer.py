@@ -131,6 +131,7 @@ def test_a_loop_on_a_foreign_thread_exits_at_once(app: Flask, mq: MemQueue, queu
     queue.consumer.run()  # the test's own thread is not the consumer either
     assert queue.consumer_ident == legitimate
     assert mq.enqueue(lambda: 1).wait(TIMEOUT) == 1  # the real one still works
+    assert mq.join(TIMEOUT)
     assert queue.consumer.jobs_done == 2
 
 

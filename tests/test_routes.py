@@ -271,6 +271,7 @@ def test_job_by_id(client: FlaskClient, mq: MemQueue) -> None:
 
 def test_stats(client: FlaskClient, mq: MemQueue) -> None:
     mq.enqueue(lambda: None).wait(TIMEOUT)
+    assert mq.join(TIMEOUT)
     body = client.get("/memqueue/stats").get_json()
     assert set(body["counts"]) == {"queued", "scheduled", "running", "succeeded", "failed", "cancelled"}
     assert body["counts"]["succeeded"] == 1

@@ -96,6 +96,7 @@ def test_retrying_then_failed(app: Flask, mq: MemQueue) -> None:
         job = hopeless.delay()
         with pytest.raises(JobFailed):
             job.wait(TIMEOUT)
+        assert mq.join(TIMEOUT)  # wait() may return before job_failed is sent
     assert [(e[0], e[3]) for e in events] == [
         ("enqueued", "queued"),
         ("started", "running"), ("retrying", "scheduled"),
@@ -125,6 +126,7 @@ def test_receivers_run_inside_the_jobs_app_context(app: Flask, mq: MemQueue) -> 
 
     with job_started.connected_to(receiver, app), job_succeeded.connected_to(receiver, app):
         mq.enqueue(lambda: None).wait(TIMEOUT)
+        assert mq.join(TIMEOUT)
     assert seen == [app, app]
 
 
