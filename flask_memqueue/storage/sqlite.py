@@ -106,10 +106,11 @@ CREATE TABLE IF NOT EXISTS memqueue_jobs (
     traceback TEXT,
     owner TEXT
 );
-CREATE INDEX IF NOT EXISTS memqueue_jobs_status ON memqueue_jobs (queue, status, seq);
-CREATE INDEX IF NOT EXISTS memqueue_jobs_due ON memqueue_jobs (queue, status, eta);
-CREATE INDEX IF NOT EXISTS memqueue_jobs_finished ON memqueue_jobs (queue, finished_at);
+CREATE INDEX IF NOT EXISTS memqueue_jobs_next ON memqueue_jobs (queue, status, eta, seq);
 """
+# One index serves both claims (queued rows have eta NULL, so they sort by seq
+# within it; scheduled rows sort by eta) and the counts by status. Each index
+# costs pages written on every commit, so there is no other.
 
 #: Every store not yet closed, referenced so that it is never garbage-collected
 #: open: a forked child drops its inherited store (AppQueue makes a new one), and
@@ -284,6 +285,9 @@ class SQLiteStorage(Storage):
         self._llock = threading.Lock()
         self._next_recover = 0.0
         self._next_prune = 0.0
+        # Room left under MEMQUEUE_MAXSIZE as last counted (minus our inserts since).
+        self._room: int | None = None
+        self._recount = 0.0
         # A job finished here since the last prune: readers prune first, so the
         # limits hold exactly for what this process did (others prune within 1 s).
         self._dirty = False
@@ -524,13 +528,16 @@ class SQLiteStorage(Storage):
         rows = batch.rows
 
         def insert(conn: sqlite3.Connection) -> None:
-            room = None
-            if self.maxsize:
+            room = self._room
+            if self.maxsize and (room is None or room - len(rows) <= self.maxsize // 10 or time.time() > self._recount):
+                # Counting costs a scan of the waiting rows: done when the room
+                # left is near the limit (so the limit is exact there) or 1 s old.
                 (waiting,) = conn.execute(
                     "SELECT count(*) FROM memqueue_jobs WHERE queue=? AND status IN ('queued', 'scheduled')",
                     (self.name,),
                 ).fetchone()
                 room = self.maxsize - waiting
+                self._recount = time.time() + 1.0
             accepted: list[tuple[Any, ...]] = []
             for i, row in enumerate(rows):
                 if room is not None and len(accepted) >= room:
@@ -544,6 +551,7 @@ class SQLiteStorage(Storage):
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 accepted,
             )
+            self._room = None if room is None else room - len(accepted)
 
         try:
             self._write(insert, f"enqueueing {len(rows)} job(s)")
@@ -596,7 +604,8 @@ class SQLiteStorage(Storage):
             ).fetchone()
             if row is None:
                 row = conn.execute(
-                    f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE queue=? AND status='queued' ORDER BY seq LIMIT 1",
+                    f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE queue=? AND status='queued' AND eta IS NULL"
+                    " ORDER BY seq LIMIT 1",
                     (self.name,),
                 ).fetchone()
             if row is None:
