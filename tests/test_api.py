@@ -585,3 +585,22 @@ def test_build_app_helper_is_what_a_factory_does() -> None:
         assert app.config["MEMQUEUE_MAXSIZE"] == 10_000  # defaults are set in the config
     finally:
         app.extensions["memqueue"].shutdown()
+
+
+def test_shutdown_twice_is_harmless(app: Flask, mq: MemQueue) -> None:
+    mq.enqueue(noop)
+    assert mq.shutdown(timeout=TIMEOUT) is True
+    assert mq.shutdown(timeout=TIMEOUT) is True
+    assert consumer_threads() == []
+
+
+def test_shutdown_outside_an_app_context_stops_every_app_it_bound(make_app: Any, mq: MemQueue) -> None:
+    apps = [make_app("stop_one"), make_app("stop_two")]
+    jobs = []
+    for each in apps:
+        with each.app_context():
+            jobs.append(mq.enqueue(noop))
+    assert mq.shutdown(timeout=TIMEOUT) is True
+    assert all(job.status == "succeeded" for job in jobs)
+    assert all(each.extensions["memqueue"].closed for each in apps)
+    assert consumer_threads() == []

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from conftest import TIMEOUT, Gate, wait_until
-from flask import Flask
+from flask import Flask, has_request_context
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from flask_memqueue import MemQueue
+from flask_memqueue import MemQueue, enqueue
 from flask_memqueue.state import AppQueue
 
 TOKEN = "s3cret-token-0123456789"
@@ -347,3 +347,28 @@ def test_a_custom_url_prefix(make_app: Any) -> None:
     assert client.get("/admin/queue/stats").status_code == 200
     assert client.get("/memqueue/stats").status_code == 404
     assert_error(client.get("/admin/queue/nothing"), 404)
+
+
+# -- enqueue() from a view ---------------------------------------------------------------------
+def test_a_view_enqueues_and_answers_before_the_job_runs(app: Flask, mq: MemQueue, gate: Gate) -> None:
+    @app.post("/signup")
+    def signup() -> Any:
+        blocker = enqueue(gate)  # the response must not wait for it
+        job = enqueue(lambda email: (email, has_request_context()), "a@b.c")
+        return {"blocker": blocker.id, "job": job.id}, 202
+
+    response = app.test_client().post("/signup")
+    assert response.status_code == 202
+    ids = response.get_json()
+    blocker = mq.get_job(ids["blocker"])
+    job = mq.get_job(ids["job"])
+    assert blocker is not None and job is not None
+    assert job.status == "queued"  # answered while the first job still blocks the consumer
+    gate.release()
+    assert job.wait(TIMEOUT) == ("a@b.c", False)  # a job never sees the request
+
+
+def test_produce_after_shutdown_is_503(client: FlaskClient, mq: MemQueue, received: list[Any]) -> None:
+    mq.shutdown()
+    assert_error(client.post("/memqueue/produce", json={"message": 1}), 503)
+    assert received == []
