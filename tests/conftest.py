@@ -99,12 +99,12 @@ def gate() -> Iterator[Gate]:
 
 def _pop_leaked_contexts() -> list[Any]:
     leaks: list[Any] = []
-    while (ctx := _cv_request.get(None)) is not None:
-        leaks.append(ctx)
-        ctx.pop()
-    while (ctx := _cv_app.get(None)) is not None:
-        leaks.append(ctx)
-        ctx.pop()
+    while (request_ctx := _cv_request.get(None)) is not None:
+        leaks.append(request_ctx)
+        request_ctx.pop()
+    while (app_ctx := _cv_app.get(None)) is not None:
+        leaks.append(app_ctx)
+        app_ctx.pop()
     return leaks
 
 

@@ -118,7 +118,7 @@ def test_a_bad_task_option_is_refused_when_registered() -> None:
         with pytest.raises(ConfigurationError):
             mq.task(**options)(lambda: None)
     with pytest.raises(TypeError, match="unknown handler option"):
-        mq.handler("topic", retry=3)
+        mq.handler("topic", retry=3)  # type: ignore[call-overload]
 
 
 def test_two_tasks_with_one_name_are_refused() -> None:

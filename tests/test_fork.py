@@ -68,10 +68,10 @@ def in_child(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     finally:
         os.close(read_end)
         status = reap(pid, deadline)
-    result: dict[str, Any] = json.loads(b"".join(chunks) or b"{}")
-    assert "child_error" not in result, result.get("traceback")
+    answer: dict[str, Any] = json.loads(b"".join(chunks) or b"{}")
+    assert "child_error" not in answer, answer.get("traceback")
     assert os.waitstatus_to_exitcode(status) == 0
-    return result
+    return answer
 
 
 def reap(pid: int, deadline: float) -> int:

@@ -122,7 +122,7 @@ def test_receivers_run_inside_the_jobs_app_context(app: Flask, mq: MemQueue) -> 
     seen: list[Any] = []
 
     def receiver(sender: Flask, job: Job) -> None:
-        seen.append(current_app._get_current_object())
+        seen.append(current_app._get_current_object())  # type: ignore[attr-defined]
 
     with job_started.connected_to(receiver, app), job_succeeded.connected_to(receiver, app):
         mq.enqueue(lambda: None).wait(TIMEOUT)

@@ -311,10 +311,10 @@ def test_jobs_with_one_enqueue_time_keep_their_order(queue: AppQueue) -> None:
         made.append(job)
     assert ids(storage.jobs()) == ids(list(reversed(made)))
     for _ in made:
-        job = storage.take(0)
-        assert job is not None
-        run(queue, job)
-        storage.finish(job)
+        taken = storage.take(0)
+        assert taken is not None
+        run(queue, taken)
+        storage.finish(taken)
     assert ids(storage.jobs()) == ids(list(reversed(made)))
 
 
