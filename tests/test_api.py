@@ -604,3 +604,23 @@ def test_shutdown_outside_an_app_context_stops_every_app_it_bound(make_app: Any,
     assert all(job.status == "succeeded" for job in jobs)
     assert all(each.extensions["memqueue"].closed for each in apps)
     assert consumer_threads() == []
+
+
+def test_a_job_can_enqueue_the_next_one(app: Flask, mq: MemQueue) -> None:
+    order: list[str] = []
+
+    @mq.task
+    def second() -> None:
+        order.append("second")
+
+    @mq.task
+    def first() -> str:
+        job = enqueue(second)  # the job's own app context names the queue
+        order.append("first")
+        return job.id
+
+    next_id = first.delay().wait(TIMEOUT)
+    assert mq.join(TIMEOUT)
+    assert order == ["first", "second"]
+    found = mq.get_job(next_id)
+    assert found is not None and found.status == "succeeded"
