@@ -281,9 +281,12 @@ def test_get(queue: AppQueue) -> None:
 def test_jobs_newest_first_with_status_filter_limit_and_offset(queue: AppQueue) -> None:
     storage = queue.storage
     made = []
+    start = time.time()
     for i in range(6):
-        made.append(queued(queue, i))
-        time.sleep(0.001)  # distinct enqueue times; ordering, not timing, is what is tested
+        job = new_job(queue, "contract.echo", i)
+        job.enqueued_at = start + i / 1000  # distinct enqueue times, without sleeping
+        storage.put(job)
+        made.append(job)
     for _ in range(2):
         job = storage.take(0)
         assert job is not None
