@@ -480,3 +480,21 @@ def test_waiting_is_bounded(mq: MemQueue, make_app: MakeApp, tmp_path: Path) -> 
             job.wait(0.05)
         assert mq.join(0.05) is False
         assert mq.run_once(0) and mq.run_once(0.01) is False
+
+
+def test_a_consumer_in_the_enqueuing_process_is_woken_at_once(mq: MemQueue, make_app: MakeApp, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the poll made far longer than the test's wait, only the in-process wake-up can run job 2."""
+    import flask_memqueue.storage.sqlite as journal
+
+    monkeypatch.setattr(journal, "POLL_INTERVAL", 10 * TIMEOUT)
+    monkeypatch.setattr(journal, "RECOVER_INTERVAL", 10 * TIMEOUT)
+
+    @mq.task(name="echo")
+    def echo(x: int) -> int:
+        return x
+
+    app = journal_app(make_app, tmp_path / "j.db")
+    with app.app_context():
+        assert mq.enqueue(echo, 1).wait(TIMEOUT) == 1  # the consumer runs, then idles
+        assert mq.enqueue(echo, 2).wait(TIMEOUT) == 2

@@ -281,6 +281,9 @@ class SQLiteStorage(Storage):
         self._settled = threading.Condition(threading.Lock())
         # Jobs enqueued here and not known to be finished: id -> the Job enqueue returned.
         self._local: dict[str, Job] = {}
+        # Waiters by job id: set even if the job's _Outcome was replaced under
+        # them (Job.wait() racing the consumer's first touch of a fresh job).
+        self._events: dict[str, _JournalEvent] = {}
         self._unsettled: list[Job] = []
         self._llock = threading.Lock()
         self._next_recover = 0.0
@@ -470,6 +473,9 @@ class SQLiteStorage(Storage):
         self._dirty = True
         with self._llock:
             self._local.pop(job.id, None)
+            event = self._events.pop(job.id, None)
+        if event is not None:
+            event.set()
         out = job._out
         if out is not None and out.event is not None:
             out.event.set()
@@ -733,14 +739,17 @@ class SQLiteStorage(Storage):
         for row in rows:
             job = self._job_of(row)
             self._after_settle(job)
-        with self._llock:  # rows gone from the journal (purged): nothing will finish them here
+        # Rows gone from the journal (purged): nothing will finish them here. A
+        # row is missing too while its enqueue commits (the job is in _local
+        # first), which takes at most the busy timeout: younger jobs stay.
+        old = time.time() - 2 * BUSY_TIMEOUT
+        with self._llock:
             for jid in ids:
-                if jid not in found and jid in self._local:
-                    job = self._local[jid]
-                    if job.status is not RUNNING and not self._read(
-                        "SELECT 1 FROM memqueue_jobs WHERE id=?", (jid,)
-                    ):
-                        del self._local[jid]
+                mine = self._local.get(jid)
+                if jid in found or mine is None or mine.status is RUNNING or mine.enqueued_at > old:
+                    continue
+                if not self._read("SELECT 1 FROM memqueue_jobs WHERE id=?", (jid,)):
+                    del self._local[jid]
 
     def _refresh_if_finished(self, job: Job) -> bool:
         rows = self._read(f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE id=?", (job.id,))
@@ -749,6 +758,7 @@ class SQLiteStorage(Storage):
         _apply_row(job, rows[0])
         with self._llock:
             self._local.pop(job.id, None)
+            self._events.pop(job.id, None)
         return True
 
     # -- single jobs ------------------------------------------------------------------------
@@ -912,10 +922,12 @@ class SQLiteStorage(Storage):
     def waiter(self, job: Job) -> threading.Event | None:
         if job.finished:
             return None
-        out = job._outcome()
-        if out.event is None or not isinstance(out.event, _JournalEvent):
-            out.event = _JournalEvent(self, job)
-        return out.event
+        with self._llock:
+            event = self._events.get(job.id)
+            if event is None:
+                event = self._events[job.id] = _JournalEvent(self, job)
+        job._outcome().event = event
+        return event
 
     def wake(self) -> None:
         self._woken = True
