@@ -17,13 +17,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
+from . import access
 from .exceptions import QueueClosed, QueueFull, UnknownTopicError
 from .job import Job, JobStatus
 from .state import _QUEUES, AppQueue
 
-blueprint = Blueprint("memqueue", __name__)
+blueprint = Blueprint("memqueue", __name__, template_folder="templates")
 
 #: Seconds a client is asked to wait after a 503 for a full queue.
 RETRY_AFTER = 1
@@ -54,7 +56,10 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 
 
 @blueprint.errorhandler(APIError)
-def _api_error(exc: APIError) -> Response:
+def _api_error(exc: APIError) -> ResponseReturnValue:
+    render_page = access.view_marker(access.PAGE_ATTR)  # a dashboard page answers in HTML
+    if render_page is not None:
+        return render_page(exc.status, exc.message, exc.headers)  # type: ignore[no-any-return]
     return error_response(exc.status, exc.message, exc.headers)
 
 
@@ -103,40 +108,43 @@ def same_origin() -> bool:
     return parts.netloc == request.host and parts.scheme == request.scheme
 
 
-#: Set by the dashboard: a callable that returns True for a signed-in browser session.
-session_check: list[Any] = []
-
-
 @blueprint.before_request
 def _authorize() -> None:
-    queue = _queue()
-    token = queue.config.token
-    via_bearer = bool(token) and bearer_ok(token)  # type: ignore[arg-type]
-    if not via_bearer:
-        if token:
-            if not any(check() for check in session_check) and not _is_public_endpoint():
-                raise APIError(
-                    401,
-                    "missing or wrong token: send 'Authorization: Bearer <MEMQUEUE_TOKEN>'",
-                    {"WWW-Authenticate": 'Bearer realm="memqueue"'},
-                )
-        elif not (current_app.debug or current_app.testing):
+    """One access rule for every route of the blueprint, JSON API and dashboard pages alike.
+
+    With ``MEMQUEUE_TOKEN`` set: a Bearer header with the token, or the
+    dashboard's signed sign-in cookie (see :mod:`.access`); views marked
+    :func:`~.access.public` (the sign-in form) answer anyone. Without a
+    token: debug and testing apps only. An unsafe request must come from our
+    own origin, and one that only a cookie authorizes must also carry the
+    CSRF token, because a browser attaches cookies to requests other sites
+    make it send.
+    """
+    token = _queue().config.token
+    unsafe = request.method not in ("GET", "HEAD", "OPTIONS")
+    if token and bearer_ok(token):
+        return
+    if token:
+        if access.session_ok(token):
+            if unsafe and not access.csrf_ok():
+                raise APIError(403, "CSRF token missing or wrong: a request authorized by the dashboard's"
+                               f" sign-in cookie must send the {access.CSRF_HEADER} header (or the"
+                               f" {access.CSRF_FIELD} form field); reload the dashboard and try again")
+        elif not access.view_marker(access.PUBLIC_ATTR):
             raise APIError(
-                403,
-                "the memqueue routes are off in production until you set MEMQUEUE_TOKEN"
-                " (then send 'Authorization: Bearer <token>'); they answer without one only"
-                " when app.debug or app.testing is on",
+                401,
+                "missing or wrong token: send 'Authorization: Bearer <MEMQUEUE_TOKEN>'",
+                {"WWW-Authenticate": 'Bearer realm="memqueue"'},
             )
-        if request.method not in ("GET", "HEAD", "OPTIONS") and not same_origin():
-            raise APIError(403, "cross-site request refused: this request came from another origin")
-
-
-#: Endpoints that answer without a token (the dashboard's sign-in form).
-public_endpoints: set[str] = set()
-
-
-def _is_public_endpoint() -> bool:
-    return request.endpoint in public_endpoints
+    elif not (current_app.debug or current_app.testing):
+        raise APIError(
+            403,
+            "the memqueue routes are off in production until you set MEMQUEUE_TOKEN"
+            " (then send 'Authorization: Bearer <token>'); they answer without one only"
+            " when app.debug or app.testing is on",
+        )
+    if unsafe and not same_origin():
+        raise APIError(403, "cross-site request refused: this request came from another origin")
 
 
 # -- produce -------------------------------------------------------------------
@@ -309,14 +317,6 @@ def health() -> Response:
     return jsonify(status="ok", pid=os.getpid(), consumer_alive=info["alive"], depth=queue.storage.depth())
 
 
-@blueprint.get("/")
-def index() -> Response:
-    """What is here (the dashboard replaces this for browsers)."""
-    return jsonify(routes=sorted(
-        str(rule) for rule in current_app.url_map.iter_rules() if rule.endpoint.startswith("memqueue.")
-    ))
-
-
 @blueprint.route("/<path:rest>", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
 def not_found(rest: str) -> Response:
     """JSON for every URL under the prefix that no route takes: 405 or 404."""
@@ -333,3 +333,7 @@ def not_found(rest: str) -> Response:
         raise MethodNotAllowed(valid_methods=sorted(allowed),
                                description=f"{request.method} is not allowed here; use {', '.join(sorted(allowed))}")
     raise NotFound(f"no memqueue route at {request.path}")
+
+
+# The dashboard's pages and forms are routes of this same blueprint.
+from . import dashboard  # noqa: E402, F401

@@ -1,0 +1,409 @@
+"""The dashboard: HTML pages and forms on the ``memqueue`` blueprint.
+
+``GET <prefix>/`` shows the queue at a glance (consumer, depth, counts,
+throughput, recent jobs); ``<prefix>/ui/...`` holds a job's page, the sign-in
+form and the actions (cancel, retry, purge). Everything is rendered on the
+server, so the page works with JavaScript off; with it on, a few lines of
+script poll the JSON routes (``/stats`` and ``/jobs``) and update the page
+in place.
+
+The same access rule as the JSON API guards every page (``_authorize`` in
+:mod:`.views`); pages only answer its refusals in HTML. Every form posts a
+CSRF token (:mod:`.access`). Job data is only ever shown through Jinja's
+autoescaping or the script's ``textContent``, and a Content-Security-Policy
+with a per-response nonce refuses any script the page did not put there.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import hmac
+import json
+import math
+import secrets
+import time
+from typing import Any
+
+from flask import current_app, g, jsonify, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from werkzeug.wrappers import Response
+
+from . import access
+from .exceptions import QueueClosed
+from .job import JobStatus, isotime
+from .state import AppQueue
+from .views import APIError, _job_or_404, blueprint, status_arg
+
+#: Jobs one page of the dashboard's table shows.
+PER_PAGE = 25
+#: Seconds between the script's refreshes unless ``?refresh=`` says otherwise.
+DEFAULT_REFRESH = 2.0
+#: Characters of arguments, result or traceback a job's page shows at most.
+SHOW_LIMIT = 20_000
+#: Cookie carrying the outcome of the last action to the page shown after the redirect.
+NOTICE_COOKIE = "memqueue_notice"
+
+STATUSES = [s.value for s in JobStatus]
+_WAITING = {"queued", "scheduled"}
+_RETRYABLE = {"failed", "cancelled"}
+
+
+def _queue() -> AppQueue:
+    return current_app.extensions["memqueue"]  # type: ignore[no-any-return]
+
+
+# -- formatting (the page's script mirrors these two) ----------------------------
+def fmt_time(iso: str | None) -> str:
+    """An ISO time from ``Job.to_dict()`` as ``HH:MM:SS`` in UTC (with the date if not today)."""
+    if not iso:
+        return "—"
+    when = _dt.datetime.fromisoformat(iso).astimezone(_dt.timezone.utc)
+    if when.date() == _dt.datetime.now(_dt.timezone.utc).date():
+        return when.strftime("%H:%M:%S")
+    return when.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """A duration a person reads at a glance: ``850 ms``, ``3.4 s``, ``2 min 05 s``, ``1 h 03 min``."""
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    if seconds < 1:
+        return f"{round(seconds * 1000)} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+def _shown(value: Any) -> str:
+    """Arguments or a result as indented JSON text, cut to :data:`SHOW_LIMIT` characters.
+
+    ``Job.to_dict()`` made them JSON-safe already (a repr for anything else).
+    """
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=repr)
+    return _cut(text)
+
+
+def _cut(text: str | None) -> str:
+    if text is None:
+        return ""
+    if len(text) > SHOW_LIMIT:
+        return text[:SHOW_LIMIT] + f"\n… ({len(text) - SHOW_LIMIT} more characters not shown)"
+    return text
+
+
+def chart(throughput: list[dict[str, Any]]) -> dict[str, Any]:
+    """Bars of an inline SVG chart of jobs finished per time bucket (the script redraws them)."""
+    peak = max((b["jobs"] for b in throughput), default=0)
+    height, width = 60.0, 600.0
+    step = width / max(1, len(throughput))
+    bars = []
+    for i, bucket in enumerate(throughput):
+        h = 0.0 if not peak else max(1.5, bucket["jobs"] / peak * height) if bucket["jobs"] else 0.0
+        when = _dt.datetime.fromtimestamp(bucket["t"], _dt.timezone.utc).strftime("%H:%M:%S")
+        bars.append({"x": round(i * step + 1, 2), "y": round(height - h, 2), "w": round(step - 2, 2),
+                     "h": round(h, 2), "label": f"{when}: {bucket['jobs']} job(s)"})
+    span = len(throughput) * (throughput[1]["t"] - throughput[0]["t"]) if len(throughput) > 1 else 0
+    return {"bars": bars, "peak": peak, "total": sum(b["jobs"] for b in throughput),
+            "minutes": round(span / 60), "width": width, "height": height}
+
+
+def consumer_state(stats: dict[str, Any]) -> tuple[str, str]:
+    """(css class, words) for the consumer: what a person needs to know first."""
+    info = stats["consumer"]
+    if stats["closed"]:
+        return "dead", "Shut down"
+    if stats["eager"]:
+        return "idle", "Eager mode: jobs run inline at enqueue"
+    if not info["enabled"]:
+        return "idle", "No consumer in this process (MEMQUEUE_CONSUMER = False)"
+    if info["alive"]:
+        return ("busy", "Running a job") if info["current"] else ("ok", "Alive, waiting for jobs")
+    if info["starts"]:
+        return "dead", "Dead: it stopped and could not be restarted"
+    return "idle", "Not started yet: it starts on the first enqueue or request"
+
+
+# -- page plumbing ---------------------------------------------------------------------
+def _error_page(status: int, message: str, headers: dict[str, str]) -> ResponseReturnValue:
+    """How a page answers a refusal or an error: the sign-in form for a 401, else a short page."""
+    if status == 401:
+        return _sign_in_page(401, None, _safe_next(request.full_path if request.method == "GET" else None))
+    body = render_template("memqueue/error.html", status=status, message=message, **_common())
+    return body, status, headers
+
+
+_page = access.page(_error_page)
+
+
+def _common() -> dict[str, Any]:
+    """Context every page template uses."""
+    queue = _queue()
+    token = queue.config.token
+    nonce = getattr(g, "_memqueue_nonce", None)
+    if nonce is None:
+        nonce = g._memqueue_nonce = secrets.token_urlsafe(16)
+    return {
+        "app_name": queue.app.name,
+        "csrf_token": access.csrf_token(),
+        "csrf_field": access.CSRF_FIELD,
+        "csp_nonce": nonce,
+        "token_set": bool(token),
+        "signed_in": bool(token) and access.session_ok(token),  # type: ignore[arg-type]
+        "fmt_time": fmt_time,
+        "fmt_duration": fmt_duration,
+    }
+
+
+@blueprint.after_request
+def _page_headers(response: Response) -> Response:
+    """Pages get a strict CSP (nonce'd script only), no framing, no caching, and the CSRF cookie."""
+    if access.view_marker(access.PAGE_ATTR) is None:
+        return response
+    nonce = getattr(g, "_memqueue_nonce", "")
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; "
+        f"script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Cache-Control"] = "no-store"
+    access.save_csrf_cookie(response)
+    if getattr(g, "_memqueue_notice_shown", False):
+        access.delete_cookie(response, NOTICE_COOKIE)
+    return response
+
+
+def _require_csrf() -> None:
+    if not access.csrf_ok():
+        raise APIError(403, "This form's security token is missing or wrong (it expired, or the form came"
+                            " from another site). Go back, reload the dashboard and try again.")
+
+
+def _home() -> str:
+    return url_for("memqueue.index")
+
+
+def _safe_next(target: str | None) -> str:
+    """``target`` if it is a path of this dashboard, else the dashboard: never an open redirect."""
+    home = _home()
+    if not target or not target.startswith(home) or "//" in target or "\\" in target:
+        return home
+    return target.rstrip("?")
+
+
+def _notice(response: Response, kind: str, text: str) -> Response:
+    raw = base64.urlsafe_b64encode(json.dumps({"k": kind, "m": text}).encode()).decode()
+    access.set_cookie(response, NOTICE_COOKIE, raw, 60)
+    return response
+
+
+def _take_notice() -> dict[str, str] | None:
+    raw = request.cookies.get(NOTICE_COOKIE)
+    if not raw:
+        return None
+    g._memqueue_notice_shown = True
+    try:
+        data = json.loads(base64.urlsafe_b64decode(raw.encode()))
+        kind, text = str(data["k"]), str(data["m"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return {"kind": kind if kind in ("ok", "error") else "error", "text": text[:500]}
+
+
+def _back(kind: str, text: str) -> Response:
+    """Post/redirect/get: back to the page the form was on, with what happened."""
+    return _notice(redirect(_safe_next(request.form.get("next")), 303), kind, text)
+
+
+# -- pages ------------------------------------------------------------------------------
+def _refresh() -> float:
+    raw = request.args.get("refresh")
+    if not raw:
+        return DEFAULT_REFRESH
+    try:
+        value = float(raw)
+    except ValueError:
+        raise APIError(400, f"refresh must be a number of seconds (0 = off), not {raw!r}") from None
+    if value != 0 and not 0.2 <= value <= 3600:
+        raise APIError(400, f"refresh must be 0 (off) or between 0.2 and 3600 seconds, not {raw!r}")
+    return value
+
+
+def _page_number() -> int:
+    raw = request.args.get("page") or "1"
+    if not raw.isdigit() or not 1 <= int(raw) <= 10**6:
+        raise APIError(400, f"page must be a whole number from 1, not {raw!r}")
+    return int(raw)
+
+
+@blueprint.get("/")
+@_page
+def index() -> ResponseReturnValue:
+    """The dashboard; a client that asks for JSON only gets the list of routes instead."""
+    if request.accept_mimetypes.best_match(["text/html", "application/json"]) != "text/html":
+        return jsonify(routes=sorted(
+            str(rule) for rule in current_app.url_map.iter_rules() if rule.endpoint.startswith("memqueue.")
+        ))
+    status = status_arg()
+    page_no = _page_number()
+    refresh = _refresh()
+    queue = _queue()
+    stats = queue.stats()
+    counts = stats["counts"]
+    total = counts[status.value] if status is not None else sum(counts.values())
+    offset = (page_no - 1) * PER_PAGE
+    jobs = [j.to_dict() for j in queue.storage.jobs(status, PER_PAGE, offset)]
+
+    def link(**changes: Any) -> str:
+        args: dict[str, Any] = {"status": status.value if status else None, "page": None,
+                                "refresh": request.args.get("refresh")}
+        args.update(changes)
+        return url_for("memqueue.index", **{k: v for k, v in args.items() if v not in (None, "", 1)})
+
+    maxsize = stats["maxsize"]
+    fill = min(1.0, stats["depth"] / maxsize) if maxsize else None
+    state_class, state_words = consumer_state(stats)
+    return render_template(
+        "memqueue/dashboard.html",
+        stats=stats,
+        consumer=stats["consumer"],
+        state_class=state_class,
+        state_words=state_words,
+        counts=counts,
+        statuses=STATUSES,
+        status=status.value if status else None,
+        total_jobs=sum(counts.values()),
+        fill=fill,
+        chart=chart(stats["throughput"]),
+        jobs=jobs,
+        total=total,
+        offset=offset,
+        per_page=PER_PAGE,
+        page=page_no,
+        pages=max(1, math.ceil(total / PER_PAGE)),
+        link=link,
+        refresh=refresh,
+        here=request.full_path.rstrip("?"),
+        notice=_take_notice(),
+        waiting=_WAITING,
+        retryable=_RETRYABLE,
+        now_iso=isotime(time.time()),
+        **_common(),
+    )
+
+
+@blueprint.get("/ui/jobs/<job_id>")
+@_page
+def job_page(job_id: str) -> ResponseReturnValue:
+    """One job: its arguments (cut to a readable length), result, error and traceback."""
+    data = _job_or_404(job_id).to_dict()
+    return render_template(
+        "memqueue/job.html",
+        job=data,
+        args_text=_shown(data["args"]),
+        kwargs_text=_shown(data["kwargs"]) if data["kwargs"] else None,
+        result_text=_shown(data["result"]) if data["status"] == "succeeded" else None,
+        traceback_text=_cut(data["traceback"]),
+        refresh=_refresh(),
+        here=request.full_path.rstrip("?"),
+        notice=_take_notice(),
+        waiting=_WAITING,
+        retryable=_RETRYABLE,
+        **_common(),
+    )
+
+
+# -- actions ----------------------------------------------------------------------------
+@blueprint.post("/ui/jobs/<job_id>/cancel")
+@_page
+def cancel_action(job_id: str) -> ResponseReturnValue:
+    """The dashboard's Cancel button (the JSON API's is ``POST /jobs/<id>/cancel``)."""
+    _require_csrf()
+    job = _queue().get_job(job_id)
+    if job is None:
+        return _back("error", f"Job {job_id} is not known here (any more); nothing was cancelled.")
+    if not job.cancel():
+        return _back("error", f"Job {job_id} ({job.name}) is {job.status.value}: only a waiting job can be"
+                              " cancelled, and a running one cannot be interrupted.")
+    return _back("ok", f"Cancelled job {job_id} ({job.name}).")
+
+
+@blueprint.post("/ui/jobs/<job_id>/retry")
+@_page
+def retry_action(job_id: str) -> ResponseReturnValue:
+    """The dashboard's Retry button: a failed or cancelled job is queued again."""
+    _require_csrf()
+    queue = _queue()
+    job = queue.get_job(job_id)
+    if job is None:
+        return _back("error", f"Job {job_id} is not known here (any more); nothing was retried.")
+    try:
+        done = queue.requeue(job)
+    except QueueClosed as exc:
+        return _back("error", f"Job {job_id} was not retried: {exc}.")
+    if not done:
+        return _back("error", f"Job {job_id} ({job.name}) is {job.status.value}: only a failed or cancelled"
+                              " job can be retried.")
+    return _back("ok", f"Job {job_id} ({job.name}) is queued again.")
+
+
+@blueprint.post("/ui/purge")
+@_page
+def purge_action() -> ResponseReturnValue:
+    """The dashboard's Purge button: forget every finished job."""
+    _require_csrf()
+    n = _queue().storage.purge_finished()
+    return _back("ok", f"Purged {n} finished job{'' if n == 1 else 's'}.")
+
+
+# -- signing in -------------------------------------------------------------------------
+def _sign_in_page(status: int, error: str | None, next_url: str) -> ResponseReturnValue:
+    problem = None
+    try:
+        access.session_value("probe")
+    except access.NoSecretKey as exc:  # say so before anyone types the token
+        problem = str(exc)
+    body = render_template("memqueue/sign_in.html", error=error, problem=problem, next_url=next_url, **_common())
+    return body, status, {"WWW-Authenticate": 'Bearer realm="memqueue"'} if status == 401 else {}
+
+
+@blueprint.route("/ui/sign-in", methods=["GET", "POST"])
+@access.public
+@_page
+def sign_in() -> ResponseReturnValue:
+    """Trade ``MEMQUEUE_TOKEN`` for the signed sign-in cookie, once per browser."""
+    token = _queue().config.token
+    if not token:
+        return redirect(_home(), 303)  # nothing to sign in to: the app has no token
+    next_url = _safe_next(request.values.get("next"))
+    if request.method == "GET":
+        if access.session_ok(token):
+            return redirect(next_url, 303)
+        return _sign_in_page(200, None, next_url)
+    _require_csrf()
+    sent = request.form.get("token", "")
+    if not hmac.compare_digest(sent.strip().encode(), token.encode()):
+        return _sign_in_page(401, "That is not this app's MEMQUEUE_TOKEN.", next_url)
+    try:
+        value = access.session_value(token)
+    except access.NoSecretKey as exc:
+        return _sign_in_page(500, str(exc), next_url)
+    response = redirect(next_url, 303)
+    access.set_cookie(response, access.SESSION_COOKIE, value, access.SESSION_MAX_AGE)
+    return response
+
+
+@blueprint.post("/ui/sign-out")
+@_page
+def sign_out() -> ResponseReturnValue:
+    """Forget the sign-in cookie in this browser."""
+    _require_csrf()
+    response = redirect(_home(), 303)
+    access.delete_cookie(response, access.SESSION_COOKIE)
+    return response
