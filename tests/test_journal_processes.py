@@ -147,8 +147,12 @@ def test_sigkill_midway_then_restart_runs_every_job(env: Env) -> None:
 
 
 def test_two_enqueuers_and_a_worker_lose_nothing_and_run_nothing_twice(env: Env) -> None:
-    """Two enqueue-only processes (4 threads each) x 5,000 jobs, one `flask memqueue worker`."""
-    worker = env.popen([str(bin_path("flask")), "--app", "journal_app", "memqueue", "worker"], "worker")
+    """Two enqueue-only processes (4 threads each) x 5,000 jobs, one `flask memqueue worker`.
+
+    The worker shares the web processes' config (``MEMQUEUE_CONSUMER = False``): the command consumes anyway.
+    """
+    worker = env.popen([str(bin_path("flask")), "--app", "journal_app", "memqueue", "worker"], "worker",
+                       JT_CONSUMER="0")
     wait_until(lambda: f"memqueue worker {worker.pid}: running" in env.output("worker"), DEADLINE,
                lambda: "the worker to start: " + env.output("worker"))
     producers = [

@@ -232,8 +232,9 @@ class SQLiteStorage(Storage):
     :param max_finished: finished rows of this queue kept at most (0: none).
     :param result_ttl: seconds a finished row is kept.
     :param track_local: keep this process's enqueued :class:`Job` objects so
-        its consumer runs the very object ``enqueue`` returned (off in an
-        enqueue-only process, where no local consumer would ever drop them).
+        its consumer runs the very object ``enqueue`` returned. AppQueue turns
+        it off in an enqueue-only app that is not testing, where no local
+        consumer would ever run (and drop) them.
     :raises JournalError: the file cannot be opened, is not a SQLite
         database, or cannot be written.
     """
