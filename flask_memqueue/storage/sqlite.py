@@ -410,7 +410,7 @@ class SQLiteStorage(Storage):
         except (TypeError, ValueError):
             raise TypeError(_json_complaint(task.name, job.args, job.kwargs)) from None
         out = job._out
-        eta = out.eta if out is not None else None
+        eta = out.eta if out is not None and job.status is SCHEDULED else None  # queued rows: eta NULL
         return (job.id, self.name, task.name, args, kwargs, job.status.value, job.enqueued_at, eta)
 
     def _task(self, name: str) -> Task[..., Any]:
