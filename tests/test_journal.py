@@ -253,7 +253,7 @@ def test_a_dead_owners_running_job_is_taken_up(mq: MemQueue, make_app: MakeApp, 
                                                retries: int, status: str, error: str | None) -> None:
     runs: list[int] = []
 
-    @mq.task(name="work", retries=retries)
+    @mq.task(name="work", retries=retries, retry_delay=0.01)
     def work(i: int) -> int:
         runs.append(i)
         return i

@@ -31,8 +31,8 @@ owner), and the queue's random per-process token.
 time is the recorded one. Every consumer checks the owners of ``running``
 rows when it starts and then at most every :data:`RECOVER_INTERVAL` seconds;
 rows of a dead owner are taken up: the interrupted run counts as an attempt
-(it was counted at claim), so the job is queued again if it has retries left,
-else marked failed with error ``"interrupted"``. Hence at-least-once: a job
+(it was counted at claim), so the job is retried (after the task's retry
+delay) if it has retries left, else marked failed with error ``"interrupted"``. Hence at-least-once: a job
 that was running (or had run but was not yet recorded) when its process died
 runs again; no job runs twice while its owner lives.
 
@@ -665,7 +665,8 @@ class SQLiteStorage(Storage):
         """Take up the running jobs of dead owner processes; returns how many.
 
         The interrupted attempt was counted at claim, so a job with retries
-        left is queued again, and one without is failed with ``"interrupted"``.
+        left is retried (after the task's retry delay, as for a failure), and
+        one without is failed with ``"interrupted"``.
         """
         owners = self._read(
             "SELECT DISTINCT owner FROM memqueue_jobs WHERE queue=? AND status='running'", (self.name,)
@@ -690,11 +691,17 @@ class SQLiteStorage(Storage):
                 ).fetchall()
                 for seq, name, attempts in rows:
                     task = self._tasks.get(name)
-                    if task is None or attempts <= task.retries:  # unknown task: at-least-once wins
+                    if task is None:  # its retries are unknown here: at-least-once wins
                         conn.execute(
                             "UPDATE memqueue_jobs SET status='queued', owner=NULL, eta=NULL,"
                             " error='interrupted: the process running it died' WHERE seq=?",
                             (seq,),
+                        )
+                    elif attempts <= task.retries:  # a retry like any other, after the task's delay
+                        conn.execute(
+                            "UPDATE memqueue_jobs SET status='scheduled', owner=NULL, eta=?,"
+                            " error='interrupted: the process running it died' WHERE seq=?",
+                            (now + task.retry_in(attempts), seq),
                         )
                     else:
                         conn.execute(

@@ -56,7 +56,7 @@ def wait_for_gate(gate: str) -> bool:
     return True
 
 
-@mq.task(name="record", retries=1)
+@mq.task(name="record", retries=1, retry_delay=0.01)
 def record(n: int, hold: int = -1) -> int:
     """Log a run; job number ``hold`` waits for the gate ``hold`` (in the first process only)."""
     log("run", n, os.getpid())
@@ -66,7 +66,7 @@ def record(n: int, hold: int = -1) -> int:
     return n
 
 
-@mq.task(name="block", retries=1)
+@mq.task(name="block", retries=1, retry_delay=0.01)
 def block(n: int, gate: str) -> int:
     log("start", n, os.getpid())
     if not wait_for_gate(gate):
