@@ -32,9 +32,20 @@ time is the recorded one. Every consumer checks the owners of ``running``
 rows when it starts and then at most every :data:`RECOVER_INTERVAL` seconds;
 rows of a dead owner are taken up: the interrupted run counts as an attempt
 (it was counted at claim), so the job is retried (after the task's retry
-delay) if it has retries left, else marked failed with error ``"interrupted"``. Hence at-least-once: a job
-that was running (or had run but was not yet recorded) when its process died
-runs again; no job runs twice while its owner lives.
+delay) if it has retries left, else marked failed with error
+``"interrupted"``. Hence at-least-once: a job that was running (or had run
+but was not yet recorded) when its process died runs again; no job runs
+twice while its owner lives. A heartbeat would also catch a hung process,
+but it would cost a write per process per beat and a lease shorter than the
+longest job; a hung process's job stays running until it dies.
+
+**Several apps.** Rows carry the app's name (``app.name``): apps of one name
+share jobs, two different apps can share one file without seeing each other's.
+
+**Limits.** ``MEMQUEUE_RESULT_TTL`` and ``MEMQUEUE_MAX_FINISHED`` prune
+finished rows (readers in this process see them exactly; other processes
+prune within a second). ``MEMQUEUE_MAXSIZE`` is counted in the file, but only
+when the room left is near the limit or the count is a second old.
 
 **Wake-up.** A consumer in the enqueuing process is woken at once by an
 in-process event set after the commit. Consumers in other processes (a
