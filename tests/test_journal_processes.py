@@ -174,7 +174,8 @@ def test_two_enqueuers_and_a_worker_lose_nothing_and_run_nothing_twice(env: Env)
     assert {pid for _, pid in runs} == {worker.pid}
 
 
-def test_worker_stops_after_the_job_in_hand_on_sigterm(env: Env) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_worker_stops_after_the_job_in_hand(env: Env, signum: signal.Signals) -> None:
     worker = env.popen([str(bin_path("flask")), "--app", "journal_app", "memqueue", "worker"], "worker")
     wait_until(lambda: f"memqueue worker {worker.pid}: running" in env.output("worker"), DEADLINE,
                lambda: "the worker to start: " + env.output("worker"))
@@ -187,7 +188,7 @@ def test_worker_stops_after_the_job_in_hand_on_sigterm(env: Env) -> None:
     )], "enqueue", JT_CONSUMER="0")
     assert exited(enqueue) == 0, env.output("enqueue")
     wait_until(lambda: env.has(f"start 0 {worker.pid}"), DEADLINE, lambda: "job 0 to start: " + env.output("worker"))
-    worker.send_signal(signal.SIGTERM)
+    worker.send_signal(signum)
     (env.dir / "gate").touch()
     assert exited(worker) == 0, env.output("worker")
     assert env.has(f"done 0 {worker.pid}"), "the job in hand was not finished"
