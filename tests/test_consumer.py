@@ -115,20 +115,24 @@ def test_concurrent_first_requests_start_exactly_one(app: Flask, queue: AppQueue
 
 
 # -- the ident guard ------------------------------------------------------------------------
-def test_a_loop_on_a_foreign_thread_exits_at_once(app: Flask, mq: MemQueue, queue: AppQueue) -> None:
-    mq.enqueue(noop).wait(TIMEOUT)
-    legitimate = queue.consumer_ident
+def run_on_a_foreign_thread(queue: AppQueue) -> None:
+    """Call the consumer loop from a thread that is not the recorded consumer; it must return."""
     done = threading.Event()
 
     def impostor() -> None:
         queue.consumer.run()
         done.set()
 
-    foreign = threading.Thread(target=impostor, name="impostor")
+    foreign = threading.Thread(target=impostor, name="impostor", daemon=True)
     foreign.start()
     assert done.wait(TIMEOUT), "a consumer loop on a foreign thread did not return"
     foreign.join(TIMEOUT)
-    queue.consumer.run()  # the test's own thread is not the consumer either
+
+
+def test_a_loop_on_a_foreign_thread_exits_at_once(app: Flask, mq: MemQueue, queue: AppQueue) -> None:
+    mq.enqueue(noop).wait(TIMEOUT)
+    legitimate = queue.consumer_ident
+    run_on_a_foreign_thread(queue)
     assert queue.consumer_ident == legitimate
     assert mq.enqueue(lambda: 1).wait(TIMEOUT) == 1  # the real one still works
     assert mq.join(TIMEOUT)
@@ -137,7 +141,7 @@ def test_a_loop_on_a_foreign_thread_exits_at_once(app: Flask, mq: MemQueue, queu
 
 def test_a_loop_on_a_foreign_thread_exits_before_any_consumer_started(app: Flask, queue: AppQueue) -> None:
     assert queue.consumer_ident is None
-    queue.consumer.run()
+    run_on_a_foreign_thread(queue)
     assert queue.consumer_ident is None and queue.starts == 0
 
 
