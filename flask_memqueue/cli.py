@@ -109,26 +109,30 @@ def run_worker(queue: AppQueue) -> None:
     second one. A crashed loop (a bug, or ``SystemExit`` in a job) is
     started again; a stop request is honoured after the job in hand.
     """
+    from .storage.sqlite import SQLiteStorage
+
     consumer = queue.consumer
-    stop = threading.Event()
+    storage = queue.storage
+    stop: list[bool] = []  # set by the handler: no lock may be taken there
     previous: dict[int, object] = {}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        stop.append(True)
         consumer.stopping = True
-        queue.storage.wake()
+        if isinstance(storage, SQLiteStorage):
+            storage.wake_from_signal_handler()
         for signo, handler in previous.items():  # a second signal stops at once
             signal.signal(signo, handler)  # type: ignore[arg-type]
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, on_signal)
     try:
-        while not stop.is_set():
+        while not stop:
             with queue.lock:
                 queue.consumer_ident = threading.get_ident()
                 queue._alive = True
             consumer.stopping = False
-            if stop.is_set():
+            if stop:
                 break
             consumer.run()
     finally:

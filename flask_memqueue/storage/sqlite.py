@@ -952,6 +952,16 @@ class SQLiteStorage(Storage):
         self._woken = True
         self._wakeup.set()
 
+    def wake_from_signal_handler(self) -> None:
+        """:meth:`wake` without taking a lock, for a signal handler.
+
+        A handler runs in the main thread between two bytecodes, maybe while
+        that thread holds the wake-up event's (non-reentrant) lock: setting
+        the event there could deadlock. The flag alone is seen by a sleeping
+        :meth:`take` within :data:`POLL_INTERVAL`.
+        """
+        self._woken = True
+
 
 def _apply(
     job: Job, status: str, attempts: int, eta: float | None, started_at: float | None,
