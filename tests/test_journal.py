@@ -72,15 +72,17 @@ def test_relative_path_is_in_the_instance_folder_which_is_created(mq: MemQueue, 
 
 def test_a_folder_that_does_not_exist_is_a_journal_error_naming_the_file(make_app: MakeApp, tmp_path: Path) -> None:
     path = tmp_path / "missing" / "journal.db"
-    with pytest.raises(JournalError, match=str(path)):
+    with pytest.raises(JournalError, match=str(path)) as info:
         journal_app(make_app, path)
+    assert "does not exist" in str(info.value)
 
 
 def test_a_path_under_a_file_is_a_journal_error(make_app: MakeApp, tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     path = tmp_path / "afile" / "journal.db"
-    with pytest.raises(JournalError, match=str(path)):
+    with pytest.raises(JournalError, match=str(path)) as info:
         journal_app(make_app, path)
+    assert "is not a folder" in str(info.value)
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere")
@@ -98,8 +100,9 @@ def test_a_folder_that_is_not_writable_is_a_journal_error(make_app: MakeApp, tmp
 def test_a_garbage_file_is_a_journal_error_naming_the_file(make_app: MakeApp, tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     path.write_bytes(os.urandom(4096))
-    with pytest.raises(JournalError, match=str(path)):
+    with pytest.raises(JournalError, match=str(path)) as info:
         journal_app(make_app, path)
+    assert "is it a SQLite database" in str(info.value) or "not a database" in str(info.value)
 
 
 @pytest.mark.parametrize(("mode", "pragma"), [("normal", 1), ("full", 2), ("FULL", 2)])

@@ -326,6 +326,17 @@ class SQLiteStorage(Storage):
 
     def _open(self) -> None:
         """Open (creating if need be) and check the file: every error names it, at init_app."""
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise JournalError(
+                f"journal {self.path!r} (MEMQUEUE_JOURNAL): its folder {folder!r} does not exist (or is not"
+                " a folder); create it, or use a path relative to the instance folder"
+            )
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise JournalError(
+                f"journal {self.path!r} (MEMQUEUE_JOURNAL): its folder {folder!r} is not writable by this"
+                " process (SQLite writes the -wal and -shm files next to the journal)"
+            )
         try:
             w = self._connect()
         except sqlite3.Error as exc:
