@@ -267,7 +267,11 @@ def index() -> ResponseReturnValue:
         return url_for("memqueue.index", **{k: v for k, v in args.items() if v not in (None, "", 1)})
 
     maxsize = stats["maxsize"]
-    fill = min(1.0, stats["depth"] / maxsize) if maxsize else None
+    depth = stats["depth"]
+    fill = min(1.0, depth / maxsize) if maxsize else None
+    # A queue with jobs in it never shows an empty gauge, nor "0.0% full".
+    gauge_width = 0.0 if not depth or fill is None else max(1.0, round(fill * 100, 1))
+    fill_text = "under 0.1%" if depth and fill is not None and fill < 0.001 else f"{(fill or 0) * 100:.1f}%"
     state_class, state_words = consumer_state(stats)
     return render_template(
         "memqueue/dashboard.html",
@@ -280,6 +284,8 @@ def index() -> ResponseReturnValue:
         status=status.value if status else None,
         total_jobs=sum(counts.values()),
         fill=fill,
+        gauge_width=gauge_width,
+        fill_text=fill_text,
         chart=chart(stats["throughput"]),
         jobs=jobs,
         total=total,
