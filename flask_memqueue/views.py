@@ -126,7 +126,7 @@ def _authorize() -> None:
         return
     if token:
         if access.session_ok(token):
-            if unsafe and not access.csrf_ok():
+            if unsafe and not access.csrf_ok(form=access.view_marker(access.PAGE_ATTR) is not None):
                 raise APIError(403, "CSRF token missing or wrong: a request authorized by the dashboard's"
                                f" sign-in cookie must send the {access.CSRF_HEADER} header (or the"
                                f" {access.CSRF_FIELD} form field); reload the dashboard and try again")

@@ -511,6 +511,33 @@ def test_with_a_token_the_dashboard_asks_to_sign_in(ht: Harness) -> None:
     assert ht.client.get("/memqueue/ui/jobs/x-1", headers=HTML).status_code == 401
 
 
+@pytest.mark.parametrize("path", ["/memqueue/ui/jobs/x-1/cancel", "/memqueue/ui/jobs/x-1/retry", "/memqueue/ui/purge",
+                                  "/memqueue/ui/sign-out"])
+def test_with_a_token_the_forms_refuse_a_browser_that_did_not_sign_in(ht: Harness, path: str) -> None:
+    token = csrf_of(ht.client)
+    r = ht.client.post(path, data={"csrf_token": token})
+    assert r.status_code == 401 and 'type="password"' in text(r)
+
+
+def test_sign_in_from_another_site_is_refused(ht: Harness) -> None:
+    token = csrf_of(ht.client)
+    r = ht.client.post("/memqueue/ui/sign-in", data={"token": TOKEN, "csrf_token": token},
+                       headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+    assert ht.client.get_cookie("memqueue_session", path="/memqueue") is None
+
+
+def test_a_signed_in_browser_posts_forms_with_the_csrf_token(ht: Harness) -> None:
+    job = ht.schedule("ok", 1)
+    sign_in(ht.client)
+    token = ht.client.get_cookie("memqueue_csrf", path="/memqueue")
+    assert token is not None
+    assert ht.client.post(f"/memqueue/ui/jobs/{job.id}/cancel").status_code == 403
+    assert job.status is JobStatus.SCHEDULED
+    r = ht.client.post(f"/memqueue/ui/jobs/{job.id}/cancel", data={"csrf_token": token.value})
+    assert r.status_code == 303 and status_of(job) is JobStatus.CANCELLED
+
+
 def test_sign_in_with_a_wrong_token_is_refused(ht: Harness) -> None:
     r = sign_in(ht.client, "not-the-token-not-the-token")
     assert r.status_code == 401 and "not this app&#39;s MEMQUEUE_TOKEN" in text(r)
