@@ -226,6 +226,17 @@ def test_consumer_alive_and_a_job_progresses_live(page: Page, served: Served) ->
     expect(page.locator('[data-count="succeeded"]').first).to_have_text("1")
 
 
+def test_job_page_follows_a_running_job(page: Page, served: Served) -> None:
+    job_id = served.produce("one report", STEPS)
+    page.goto(f"{served.url}/memqueue/ui/jobs/{job_id}?refresh=0.3")
+    expect(page.locator("#job-progress-text")).to_have_text("25% · step 1 of 3")
+    CONTROL.gates[0].set()
+    expect(page.locator("#job-progress-text")).to_have_text("50% · step 2 of 3")
+    CONTROL.release()
+    expect(page.locator(".head .pill")).to_have_text("succeeded")  # the page reloaded itself
+    expect(page.get_by_role("heading", name="Result")).to_be_visible()
+
+
 def test_a_failed_job_is_retried_from_the_dashboard(page: Page, served: Served) -> None:
     job_id = served.produce("to: a@b.c", FLAKY)
     page.goto(served.dashboard())

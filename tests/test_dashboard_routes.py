@@ -352,6 +352,18 @@ def test_dashboard_renders_the_queue(h: Harness) -> None:
     assert "cdn" not in page.lower() and "https://" not in page  # nothing loaded from elsewhere
 
 
+def test_dashboard_says_when_the_consumer_runs_a_job_and_when_it_is_gone(h: Harness) -> None:
+    job = h.running_job()
+    page = text(h.client.get("/memqueue/", headers=HTML))
+    assert "Running a job" in page and f"{job.id}</a>" in page
+    h.gate.set()
+    h.join()
+    with h.app.app_context():
+        h.mq.shutdown(timeout=WAIT)
+    page = text(h.client.get("/memqueue/", headers=HTML))
+    assert 'class="state dead"' in page and "Shut down" in page
+
+
 def test_dashboard_headers_forbid_foreign_scripts_and_framing(h: Harness) -> None:
     r = h.client.get("/memqueue/", headers=HTML)
     csp = r.headers["Content-Security-Policy"]
