@@ -57,7 +57,12 @@ def _url_prefix(key: str, value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not value.startswith("/") or value != value.strip():
         raise ConfigurationError(f"{key} must be a path starting with '/' (like '/memqueue'), or None, not {value!r}")
-    return value.rstrip("/") or None
+    if not value.rstrip("/"):
+        raise ConfigurationError(
+            f"{key} cannot be the site root: the blueprint answers every unknown URL under its"
+            " prefix with a JSON 404. Use a path like '/memqueue', or None for no routes."
+        )
+    return value.rstrip("/")
 
 
 def _token(key: str, value: Any) -> str | None:

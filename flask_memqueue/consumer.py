@@ -203,18 +203,25 @@ class Consumer:
             take = queue.storage.take
             execute = self.execute
             while not self.stopping and queue.consumer_ident == me:
-                job = take(None, job)  # hands back the last job and takes the next
+                done, job = job, None
+                job = take(None, done)  # hands back the last job and takes the next
                 if job is not None:
                     execute(job)
             if job is not None:
                 queue.storage.finish(job)
         except BaseException:
-            crashed = True
             if job is not None and job.finished:  # a job's SystemExit & co: recorded, hand it back
+                crashed = True
                 queue.storage.finish(job)
-            logger.critical(
-                "the consumer thread of %r stopped; a new one is starting", queue.app.name, exc_info=True
-            )
+                logger.critical(
+                    "job %s (%s) ended the consumer thread of %r; a new one is starting",
+                    job.id, job.name, queue.app.name,
+                )
+            else:  # the store or a bug: no tight restart loop; the next enqueue or request restarts
+                logger.critical(
+                    "the consumer thread of %r stopped; the next enqueue or request starts a new one",
+                    queue.app.name, exc_info=True,
+                )
         finally:
             queue._consumer_exited(me, crashed)
 

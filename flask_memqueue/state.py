@@ -193,15 +193,30 @@ class AppQueue:
             self.ensure_consumer()
         return done
 
+    def _refuse_self_wait(self, what: str) -> None:
+        """A job of this queue waiting for this queue would wait for itself, forever."""
+        if self._alive and threading.get_ident() == self.consumer_ident:
+            raise RuntimeError(
+                f"{what} was called from inside a job of app {self.app.name!r}: the consumer runs"
+                " one job at a time, so it would wait for itself. Enqueue a follow-up job instead."
+            )
+
     def _waiter(self, job: Job) -> threading.Event | None:
+        self._refuse_self_wait("Job.wait()")
         if self.config.consumer and not self._alive and not self.closed:
             self.ensure_consumer()
         return self.storage.waiter(job)
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait until no job waits or runs; False on timeout."""
+        """Wait until no job waits or runs; False on timeout.
+
+        Also False at once when jobs wait and no consumer can run them here
+        (it cannot be started, or this process has none and no journal).
+        """
+        self._refuse_self_wait("join()")
         if not self._alive and self.storage.depth():
-            self.ensure_consumer()
+            if not self.ensure_consumer() and not self.storage.durable:
+                return False
         return self.storage.join(timeout)
 
     # -- shutdown --------------------------------------------------------------
@@ -212,13 +227,16 @@ class AppQueue:
         waiting at the end are marked cancelled and logged (they cannot
         outlive the process); with one they stay on disk for the next start.
         """
+        if wait:
+            self._refuse_self_wait("shutdown(wait=True)")
         self.closed = True
         deadline = None if timeout is None else time.monotonic() + timeout
         drained = True
         if wait and not self.storage.durable:  # a journal keeps waiting jobs on disk: no drain
-            if self.storage.depth():
-                self.ensure_consumer(draining=True)
-            drained = self.storage.join(timeout)
+            if self.storage.depth() and not self.ensure_consumer(draining=True) and not self._alive:
+                drained = False  # nobody can run them: do not wait for nothing
+            else:
+                drained = self.storage.join(timeout)
         self.consumer.stopping = True
         self.storage.wake()
         thread = self._thread
@@ -230,12 +248,11 @@ class AppQueue:
                 drained = False
                 now = time.time()
                 for job in left:
-                    job.status = JobStatus.CANCELLED
                     out = job._outcome()
                     out.error = "cancelled: the queue shut down before the job ran"
                     out.finished_at = now
-                    if out.event is not None:
-                        out.event.set()
+                    job.status = JobStatus.CANCELLED
+                    self.storage.finish(job)  # readable as cancelled; wakes its waiters
                 logger.warning(
                     "app %r shut down with %d job(s) not run (first: %s); they were cancelled."
                     " Set MEMQUEUE_JOURNAL to keep waiting jobs across restarts.",

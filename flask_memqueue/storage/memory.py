@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
-from ..exceptions import QueueFull
+from ..exceptions import QueueClosed, QueueFull
 from ..job import JobStatus
 from .base import Storage
 
@@ -54,17 +54,24 @@ class MemoryStorage(Storage):
         self._running: dict[int | str, Job] = {}
         self._finished: OrderedDict[int | str, Job] = OrderedDict()  # in finishing order
         self._joiners = 0
+        # Job.wait() events by job id, set when the job reaches a final state.
+        # Kept here, not on the job, so the consumer (which fills in the job
+        # without this lock) can never overwrite one.
+        self._waiters: dict[int | str, threading.Event] = {}
         # A lock used as a binary semaphore: held while nobody needs waking.
         self._wakeup = threading.Lock()
         self._wakeup.acquire()
         self._sleeping = False
         self._sleep_for: float | None = None
         self._woken = False
+        self._closed = False
         self._next_expiry = 0.0
 
     # -- the hot path ------------------------------------------------------
     def put(self, job: Job) -> None:
         with self._lock:
+            if self._closed:
+                raise QueueClosed(f"the queue was shut down; {job.name} was not queued")
             if self.maxsize and len(self._ready) + len(self._scheduled) >= self.maxsize:
                 raise QueueFull(
                     f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); "
@@ -78,6 +85,8 @@ class MemoryStorage(Storage):
     def schedule(self, job: Job, *, retry: bool = False) -> None:
         due = job.eta if job.eta is not None else time.time()
         with self._lock:
+            if self._closed and not retry:
+                raise QueueClosed(f"the queue was shut down; {job.name} was not scheduled")
             if not retry and self.maxsize and len(self._ready) + len(self._scheduled) >= self.maxsize:
                 raise QueueFull(
                     f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); "
@@ -94,15 +103,15 @@ class MemoryStorage(Storage):
         deadline = None if timeout is None else time.monotonic() + timeout
         if done is not None:
             self._lock.acquire()
+            event = None
             try:
-                self._settle(done)
+                event = self._settle(done)
                 job = self._take_locked(deadline)
                 if job is not None or not self._sleeping:
                     return job
             finally:
                 self._lock.release()
-                event = done._out.event if done._out is not None else None
-                if event is not None and done.status is not SCHEDULED:
+                if event is not None:
                     event.set()
             # _sleeping is set: a producer will release the wake-up lock, so we
             # must sleep on it now, or a second release would find it unlocked.
@@ -155,21 +164,25 @@ class MemoryStorage(Storage):
 
     def finish(self, job: Job) -> None:
         with self._lock:
-            self._settle(job)
-        out = job._out
-        if out is not None and out.event is not None and job.status is not SCHEDULED:
-            out.event.set()
+            event = self._settle(job)
+        if event is not None:
+            event.set()
 
-    def _settle(self, job: Job) -> None:
-        """Record a job the consumer ran: finished, or back to the schedule. Lock held."""
+    def _settle(self, job: Job) -> threading.Event | None:
+        """Record a job the consumer ran: finished, or back to the schedule.
+
+        Returns the event of a ``Job.wait()`` to set once the lock is released.
+        Lock held.
+        """
         if job.status is SCHEDULED:
             self._running.pop(job._id, None)
             heapq.heappush(self._scheduled, (job.eta or 0.0, next(self._tiebreak), job))
-            return
+            return None
         self._running.pop(job._id, None)
         self._remember(job)
         if self._joiners and not (self._ready or self._scheduled or self._running):
             self._drained.notify_all()
+        return self._waiters.pop(job._id, None) if self._waiters else None
 
     def _remember(self, job: Job) -> None:
         """Keep a finished job for lookups, within both bounds. Lock held."""
@@ -215,15 +228,13 @@ class MemoryStorage(Storage):
         with self._lock:
             if job.status not in (QUEUED, SCHEDULED) or not self._remove_waiting(job):
                 return False
-            job.status = JobStatus.CANCELLED
             out = job._outcome()
             out.finished_at = time.time()
             out.error = "cancelled"
-            self._remember(job)
-            if self._joiners and not (self._ready or self._scheduled or self._running):
-                self._drained.notify_all()
-        if job._out is not None and job._out.event is not None:
-            job._out.event.set()
+            job.status = JobStatus.CANCELLED
+            event = self._settle(job)
+        if event is not None:
+            event.set()
         return True
 
     def requeue(self, job: Job) -> bool:
@@ -237,8 +248,6 @@ class MemoryStorage(Storage):
             out.error = out.traceback = out.result = out.finished_at = out.started_at = None
             out.progress = out.message = None
             out.eta = None
-            if out.event is not None and out.event.is_set():
-                out.event = None
             # A requeued job keeps its old number, so it cannot join the
             # number-ordered deque; as a due "scheduled" entry it runs next.
             heapq.heappush(self._scheduled, (0.0, next(self._tiebreak), job))
@@ -311,6 +320,7 @@ class MemoryStorage(Storage):
 
     def drop_waiting(self) -> list[Job]:
         with self._lock:
+            self._closed = True  # an enqueue racing with shutdown must not slip in after this
             dropped = list(self._ready) + [e[2] for e in self._scheduled]
             self._ready.clear()
             self._scheduled.clear()
@@ -333,10 +343,10 @@ class MemoryStorage(Storage):
         with self._lock:
             if job.finished:
                 return None
-            out = job._outcome()
-            if out.event is None:
-                out.event = threading.Event()
-            return out.event
+            event = self._waiters.get(job._id)
+            if event is None:
+                event = self._waiters[job._id] = threading.Event()
+            return event
 
     def wake(self) -> None:
         with self._lock:

@@ -1,0 +1,140 @@
+"""Regressions: each test names the defect it keeps fixed."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_memqueue import ConfigurationError, JobStatus, MemQueue, QueueClosed
+from flask_memqueue.job import _Outcome
+
+
+def _app(**config: Any) -> tuple[Flask, MemQueue]:
+    app = Flask(__name__)
+    app.testing = True
+    app.config.update(config)
+    return app, MemQueue(app)
+
+
+def test_success_after_retry_clears_the_earlier_error() -> None:
+    app, mq = _app()
+    attempts: list[int] = []
+
+    @mq.task(retries=2, retry_delay=0)
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 2:
+            raise ValueError("first attempt fails")
+        return "ok"
+
+    with app.app_context():
+        job = flaky.delay()
+        assert job.wait(timeout=10) == "ok"
+        assert job.attempts == 2
+        assert job.error is None and job.traceback is None
+        assert job.to_dict()["error"] is None
+        mq.shutdown(timeout=10)
+
+
+def test_a_waiter_survives_the_consumer_replacing_the_outcome() -> None:
+    """The consumer fills in a job without the store's lock; a waiter registered
+    before it must still be woken (the event is kept by job id, not on the job)."""
+    app, mq = _app(MEMQUEUE_CONSUMER=False)
+    with app.app_context():
+        job = mq.enqueue(lambda: 42)
+        queue = app.extensions["memqueue"]
+        event = queue.storage.waiter(job)
+        assert event is not None and not event.is_set()
+        job._out = _Outcome()  # what a racing consumer would do
+        assert mq.run_once()
+        assert event.is_set()
+        assert job.wait(timeout=5) == 42
+        mq.shutdown(timeout=5)
+
+
+@pytest.mark.parametrize("call", ["join", "wait", "shutdown"])
+def test_waiting_for_the_own_queue_from_inside_a_job_raises_instead_of_hanging(call: str) -> None:
+    app, mq = _app()
+    errors: list[BaseException] = []
+
+    @mq.task
+    def waits_for_itself() -> None:
+        from flask_memqueue import current_job
+
+        try:
+            if call == "join":
+                mq.join(timeout=None)
+            elif call == "wait":
+                current_job.wait(timeout=None)
+            else:
+                mq.shutdown(wait=True, timeout=None)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    with app.app_context():
+        waits_for_itself.delay()
+        assert mq.join(timeout=10)
+        assert len(errors) == 1 and "wait for itself" in str(errors[0])
+        mq.shutdown(timeout=5)
+
+
+def test_join_returns_false_at_once_when_no_consumer_can_run_the_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    app, mq = _app()
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with app.app_context():
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        job = mq.enqueue(lambda: None)
+        assert mq.join(timeout=None) is False  # returns instead of blocking forever
+        monkeypatch.undo()
+        assert mq.join(timeout=10) and job.status is JobStatus.SUCCEEDED
+        mq.shutdown(timeout=5)
+
+
+def test_url_prefix_root_is_refused_instead_of_silently_mounting_nothing() -> None:
+    app = Flask(__name__)
+    app.config["MEMQUEUE_URL_PREFIX"] = "/"
+    with pytest.raises(ConfigurationError, match="MEMQUEUE_URL_PREFIX"):
+        MemQueue(app)
+
+
+def test_an_enqueue_after_shutdown_dropped_the_queue_is_refused_not_stranded() -> None:
+    app, mq = _app()
+    with app.app_context():
+        queue = app.extensions["memqueue"]
+        mq.shutdown(timeout=5)
+        queue.closed = False  # an enqueue that passed the closed check just before shutdown
+        with pytest.raises(QueueClosed):
+            mq.enqueue(lambda: None)
+        queue.closed = True
+
+
+def test_a_store_that_keeps_failing_does_not_restart_the_consumer_in_a_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    app, mq = _app()
+    with app.app_context():
+        queue = app.extensions["memqueue"]
+        real_take = queue.storage.take
+        calls: list[int] = []
+
+        def take(timeout: Any, done: Any = None) -> None:
+            calls.append(1)
+            raise OSError("disk on fire")
+
+        monkeypatch.setattr(queue.storage, "take", take)
+        job = mq.enqueue(lambda: "ran")  # starts the consumer, whose first take() fails
+        thread = queue._thread
+        assert thread is not None
+        thread.join(10)
+        assert not thread.is_alive()
+        assert queue.starts == 1 and len(calls) == 1  # it did not restart itself
+        monkeypatch.setattr(queue.storage, "take", real_take)
+        client = app.test_client()
+        assert client.get("/memqueue/health").status_code == 200  # the next request restarts it
+        assert queue.starts == 2
+        assert job.wait(timeout=10) == "ran"  # nothing queued was lost
+        mq.shutdown(timeout=5)
