@@ -102,7 +102,8 @@ def chart(throughput: list[dict[str, Any]]) -> dict[str, Any]:
     step = width / max(1, len(throughput))
     bars = []
     for i, bucket in enumerate(throughput):
-        h = 0.0 if not peak else max(1.5, bucket["jobs"] / peak * height) if bucket["jobs"] else 0.0
+        # Any bucket with a job gets a visible bar, however small next to the peak.
+        h = max(1.5, bucket["jobs"] / peak * height) if bucket["jobs"] else 0.0
         when = _dt.datetime.fromtimestamp(bucket["t"], _dt.timezone.utc).strftime("%H:%M:%S")
         bars.append({"x": round(i * step + 1, 2), "y": round(height - h, 2), "w": round(step - 2, 2),
                      "h": round(h, 2), "label": f"{when}: {bucket['jobs']} job(s)"})
@@ -152,7 +153,7 @@ def _common() -> dict[str, Any]:
         "csrf_field": access.CSRF_FIELD,
         "csp_nonce": nonce,
         "token_set": bool(token),
-        "signed_in": bool(token) and access.session_ok(token),  # type: ignore[arg-type]
+        "signed_in": token is not None and access.session_ok(token),
         "fmt_time": fmt_time,
         "fmt_duration": fmt_duration,
     }
@@ -180,6 +181,11 @@ def _page_headers(response: Response) -> Response:
 
 
 def _require_csrf() -> None:
+    """Every form of the dashboard proves it was served by us, signed in or not.
+
+    Without a token (a debug app) nothing else would stop another site's
+    page from posting to a form's URL in a developer's browser.
+    """
     if not access.csrf_ok():
         raise APIError(403, "This form's security token is missing or wrong (it expired, or the form came"
                             " from another site). Go back, reload the dashboard and try again.")
