@@ -126,7 +126,7 @@ def _memqueue(start: bool, tmp: str, **config: Any) -> Adapter:
     return Adapter(mq.enqueue, teardown, wait_all=wait_all)
 
 
-@contender("flask_memqueue", "flask_memqueue")
+@contender("flask_memqueue", "flask_memqueue", workloads="ABCDJ")
 def setup_memqueue(start: bool, tmp: str) -> Adapter:
     return _memqueue(start, tmp)
 
