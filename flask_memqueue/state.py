@@ -235,8 +235,8 @@ class AppQueue:
         if wait and not self.storage.durable:  # a journal keeps waiting jobs on disk: no drain
             if self.storage.depth() and not self.ensure_consumer(draining=True) and not self._alive:
                 drained = False  # nobody can run them: do not wait for nothing
-            else:
-                drained = self.storage.join(timeout)
+            else:  # what is due now; jobs scheduled for later are cancelled below
+                drained = self.storage.join(timeout, due_only=True)
         self.consumer.stopping = True
         self.storage.wake()
         thread = self._thread

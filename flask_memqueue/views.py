@@ -256,6 +256,8 @@ def jobs() -> Response:
 
 @blueprint.get("/jobs/<job_id>")
 def job(job_id: str) -> Response:
+    if job_id == "purge":  # the POST-only route, not a job id
+        raise MethodNotAllowed(valid_methods=["POST"], description="use POST to purge finished jobs")
     return jsonify(_job_or_404(job_id).to_dict())
 
 

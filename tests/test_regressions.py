@@ -138,3 +138,25 @@ def test_a_store_that_keeps_failing_does_not_restart_the_consumer_in_a_loop(monk
         assert queue.starts == 2
         assert job.wait(timeout=10) == "ran"  # nothing queued was lost
         mq.shutdown(timeout=5)
+
+
+def test_shutdown_drains_due_jobs_and_cancels_those_scheduled_for_later() -> None:
+    """shutdown(wait=True) does not wait an hour for a job due in an hour."""
+    app, mq = _app()
+    with app.app_context():
+        later = mq.enqueue_in(3600, lambda: "later")
+        now = mq.enqueue(lambda: "now")
+        assert mq.shutdown(wait=True, timeout=None) is False  # something was left unrun
+        assert now.status is JobStatus.SUCCEEDED
+        assert later.status is JobStatus.CANCELLED
+        assert later.error is not None and "shut down" in later.error
+
+
+def test_get_on_the_purge_route_is_405_not_an_unknown_job() -> None:
+    app, mq = _app()
+    response = app.test_client().get("/memqueue/jobs/purge")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    assert "error" in response.get_json()
+    with app.app_context():
+        mq.shutdown(timeout=5)

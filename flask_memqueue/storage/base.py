@@ -89,8 +89,12 @@ class Storage(abc.ABC):
         """Forget every finished job; returns how many."""
 
     @abc.abstractmethod
-    def join(self, timeout: float | None) -> bool:
-        """Block until no job waits or runs. False on timeout."""
+    def join(self, timeout: float | None, *, due_only: bool = False) -> bool:
+        """Block until no job waits or runs. False on timeout.
+
+        With ``due_only``, jobs scheduled for later do not count (shutdown
+        drains what is due; it does not wait an hour for a job due in one).
+        """
 
     @abc.abstractmethod
     def waiter(self, job: Job) -> threading.Event | None:

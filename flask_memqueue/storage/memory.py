@@ -180,7 +180,7 @@ class MemoryStorage(Storage):
             return None
         self._running.pop(job._id, None)
         self._remember(job)
-        if self._joiners and not (self._ready or self._scheduled or self._running):
+        if self._joiners and not (self._ready or self._running):
             self._drained.notify_all()
         return self._waiters.pop(job._id, None) if self._waiters else None
 
@@ -329,13 +329,18 @@ class MemoryStorage(Storage):
         return dropped
 
     # -- waiting -----------------------------------------------------------
-    def join(self, timeout: float | None) -> bool:
+    def join(self, timeout: float | None, *, due_only: bool = False) -> bool:
+        def idle() -> bool:
+            if self._ready or self._running:
+                return False
+            if due_only:
+                return not self._scheduled or self._scheduled[0][0] > time.time()
+            return not self._scheduled
+
         with self._drained:
             self._joiners += 1
             try:
-                return self._drained.wait_for(
-                    lambda: not (self._ready or self._scheduled or self._running), timeout
-                )
+                return self._drained.wait_for(idle, timeout)
             finally:
                 self._joiners -= 1
 

@@ -898,11 +898,18 @@ class SQLiteStorage(Storage):
         )
         return int(rows[0][0])
 
-    def _busy(self) -> int:
-        rows = self._read(
-            "SELECT count(*) FROM memqueue_jobs WHERE queue=? AND status IN ('queued', 'scheduled', 'running')",
-            (self.name,),
-        )
+    def _busy(self, due_only: bool = False) -> int:
+        if due_only:
+            rows = self._read(
+                "SELECT count(*) FROM memqueue_jobs WHERE queue=? AND (status IN ('queued', 'running')"
+                " OR (status = 'scheduled' AND eta <= ?))",
+                (self.name, time.time()),
+            )
+        else:
+            rows = self._read(
+                "SELECT count(*) FROM memqueue_jobs WHERE queue=? AND status IN ('queued', 'scheduled', 'running')",
+                (self.name,),
+            )
         return int(rows[0][0])
 
     def purge_finished(self) -> int:
@@ -935,10 +942,10 @@ class SQLiteStorage(Storage):
         return jobs
 
     # -- waiting ----------------------------------------------------------------------------
-    def join(self, timeout: float | None) -> bool:
+    def join(self, timeout: float | None, *, due_only: bool = False) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if not self._busy():
+            if not self._busy(due_only):
                 return True
             wait = POLL_INTERVAL
             if deadline is not None:
