@@ -216,6 +216,20 @@ class Job:
             return self.result
         raise JobFailed(self)
 
+    def _reset_for_requeue(self) -> None:
+        """Forget the last run, so a retried job starts as if new (status QUEUED).
+
+        Shared by every store's ``requeue``; the caller holds its lock.
+        """
+        self.status = JobStatus.QUEUED
+        self.attempts = 0
+        out = self._out
+        if out is not None:
+            out.error = out.traceback = out.result = out.finished_at = out.started_at = None
+            out.progress = out.message = out.eta = None
+            if out.event is not None and out.event.is_set():
+                out.event = None
+
     def cancel(self) -> bool:
         """Cancel the job if it is still waiting. True if it was; False if it
         is running or finished already (a running job cannot be interrupted)."""

@@ -242,12 +242,7 @@ class MemoryStorage(Storage):
             if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
                 return False
             self._finished.pop(job._id, None)
-            job.status = QUEUED
-            job.attempts = 0
-            out = job._outcome()
-            out.error = out.traceback = out.result = out.finished_at = out.started_at = None
-            out.progress = out.message = None
-            out.eta = None
+            job._reset_for_requeue()
             # A requeued job keeps its old number, so it cannot join the
             # number-ordered deque; as a due "scheduled" entry it runs next.
             heapq.heappush(self._scheduled, (0.0, next(self._tiebreak), job))

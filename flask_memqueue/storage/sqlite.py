@@ -826,14 +826,7 @@ class SQLiteStorage(Storage):
         if not n:
             self._refresh(job)
             return False
-        job.status = QUEUED
-        job.attempts = 0
-        out = job._outcome()
-        out.error = out.traceback = out.result = out.finished_at = out.started_at = None
-        out.progress = out.message = None
-        out.eta = None
-        if out.event is not None and out.event.is_set():
-            out.event = None
+        job._reset_for_requeue()
         if self.track_local:
             with self._llock:
                 self._local[job.id] = job
