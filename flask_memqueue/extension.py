@@ -18,17 +18,13 @@ from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from flask import Flask
+from flask.globals import _cv_app  # behind current_app: one lookup, no proxy (Flask >= 2.2)
 
 from .config import PREFIX, SETTINGS, read_config
 from .exceptions import ConfigurationError
 from .job import Job
 from .registry import Registry, Task, default_name, message_task_name
 from .state import AppQueue
-
-try:  # the context variable behind current_app: one lookup, no proxy
-    from flask.globals import _cv_app
-except ImportError:  # pragma: no cover
-    _cv_app = None  # type: ignore[assignment]
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXTENSION_KEY = "memqueue"
@@ -89,7 +85,10 @@ class MemQueue:
         queue = AppQueue(self, app, config)
         app.extensions[EXTENSION_KEY] = queue
         self._queues.add(queue)
-        app.before_request(queue.before_request)
+        # The first request starts the consumer (and a request after it died
+        # restarts it). A WSGI wrapper, not a before_request hook: it runs for
+        # every request of the app, and a hook costs several times more there.
+        app.wsgi_app = _StartConsumer(app.wsgi_app, queue)  # type: ignore[method-assign]
         if config.url_prefix is not None:
             from .views import blueprint
 
@@ -102,7 +101,7 @@ class MemQueue:
 
     def _queue(self) -> AppQueue:
         """The current app's queue, with an error that says how to fix its absence."""
-        ctx = _cv_app.get(None) if _cv_app is not None else None
+        ctx = _cv_app.get(None)
         if ctx is None:
             raise RuntimeError(
                 "Working outside of application context: flask-memqueue needs to know which"
@@ -228,7 +227,11 @@ class MemQueue:
         :raises QueueFull: ``MEMQUEUE_MAXSIZE`` jobs wait already.
         :raises UnknownTaskError: ``func`` is a name nobody registered.
         """
-        return self._queue().enqueue(self.registry.resolve(func), args, kwargs)
+        ctx = _cv_app.get(None)  # the hot path, inlined; _queue() explains any failure
+        queue = ctx.app.extensions.get(EXTENSION_KEY) if ctx is not None else None
+        if queue is None or queue.mq is not self:
+            queue = self._queue()
+        return queue.enqueue(self.registry.resolve(func), args, kwargs)
 
     def enqueue_in(
         self, delay: float | _dt.timedelta, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
@@ -282,7 +285,7 @@ class MemQueue:
         Outside an app context (a script's last line, another thread) it
         shuts down the queue of every app this MemQueue bound in this process.
         """
-        if _cv_app is not None and _cv_app.get(None) is not None:
+        if _cv_app.get(None) is not None:
             return self._queue().shutdown(wait=wait, timeout=timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         drained = True
@@ -302,7 +305,7 @@ def enqueue(func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job
 
     For code (blueprints, helpers) that has no handle on the ``mq`` object.
     """
-    ctx = _cv_app.get(None) if _cv_app is not None else None
+    ctx = _cv_app.get(None)
     if ctx is None:
         raise RuntimeError(
             "Working outside of application context: enqueue() uses the current app's queue."
@@ -325,3 +328,17 @@ def _in_reloader_watcher() -> bool:
     they were not asked for. The serving child has ``WERKZEUG_RUN_MAIN``.
     """
     return os.environ.get("FLASK_RUN_FROM_CLI") == "true" and os.environ.get("WERKZEUG_RUN_MAIN") != "true"
+
+
+class _StartConsumer:
+    """WSGI wrapper: a request to the app starts its consumer if none runs."""
+
+    def __init__(self, wsgi_app: Any, queue: AppQueue) -> None:
+        self.wsgi_app = wsgi_app
+        self.queue = queue
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        queue = self.queue
+        if not queue._alive:
+            queue.ensure_consumer()
+        return self.wsgi_app(environ, start_response)

@@ -173,11 +173,6 @@ class AppQueue:
         thread = self._thread
         return thread if self._alive and thread is not None and thread.is_alive() else None
 
-    def before_request(self) -> None:
-        """First request (or the first after a crash) starts the consumer."""
-        if not self._alive:
-            self.ensure_consumer()
-
     # -- jobs ------------------------------------------------------------------
     def get_job(self, job_id: str) -> Job | None:
         return self.storage.get(job_id)
