@@ -160,3 +160,27 @@ def test_get_on_the_purge_route_is_405_not_an_unknown_job() -> None:
     assert "error" in response.get_json()
     with app.app_context():
         mq.shutdown(timeout=5)
+
+
+def test_shutdown_does_not_hang_when_the_last_job_goes_back_to_the_schedule_for_a_retry() -> None:
+    app, mq = _app()
+    started = threading.Event()
+    release = threading.Event()
+
+    @mq.task(retries=1, retry_delay=3600)
+    def fails_once_later() -> None:
+        started.set()
+        release.wait(10)
+        raise ValueError("retry me in an hour")
+
+    with app.app_context():
+        job = fails_once_later.delay()
+        assert started.wait(10)
+        done: list[bool] = []
+        stopper = threading.Thread(target=lambda: done.append(mq.shutdown(wait=True, timeout=None)))
+        stopper.start()
+        release.set()  # the job fails now and is scheduled again, due in an hour
+        stopper.join(10)
+        assert not stopper.is_alive(), "shutdown(wait=True) waited for a retry due in an hour"
+        assert done == [False]
+        assert job.status is JobStatus.CANCELLED

@@ -174,15 +174,17 @@ class MemoryStorage(Storage):
         Returns the event of a ``Job.wait()`` to set once the lock is released.
         Lock held.
         """
-        if job.status is SCHEDULED:
-            self._running.pop(job._id, None)
-            heapq.heappush(self._scheduled, (job.eta or 0.0, next(self._tiebreak), job))
-            return None
         self._running.pop(job._id, None)
-        self._remember(job)
+        event = None
+        if job.status is SCHEDULED:  # a retry, due later: a shutdown's join need not wait for it
+            heapq.heappush(self._scheduled, (job.eta or 0.0, next(self._tiebreak), job))
+        else:
+            self._remember(job)
+            if self._waiters:
+                event = self._waiters.pop(job._id, None)
         if self._joiners and not (self._ready or self._running):
             self._drained.notify_all()
-        return self._waiters.pop(job._id, None) if self._waiters else None
+        return event
 
     def _remember(self, job: Job) -> None:
         """Keep a finished job for lookups, within both bounds. Lock held."""
