@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import json
-import threading
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import JobFailed
@@ -59,7 +58,6 @@ class _Outcome:
         "traceback",
         "progress",
         "message",
-        "event",
         "eta",
     )
 
@@ -71,7 +69,6 @@ class _Outcome:
         self.traceback: str | None = None
         self.progress: float | None = None
         self.message: str | None = None
-        self.event: threading.Event | None = None
         self.eta: float | None = None
 
 
@@ -227,8 +224,6 @@ class Job:
         if out is not None:
             out.error = out.traceback = out.result = out.finished_at = out.started_at = None
             out.progress = out.message = out.eta = None
-            if out.event is not None and out.event.is_set():
-                out.event = None
 
     def cancel(self) -> bool:
         """Cancel the job if it is still waiting. True if it was; False if it

@@ -90,7 +90,6 @@ RECOVER_INTERVAL = 1.0
 #: Seconds SQLite waits for another process's write lock before giving up.
 BUSY_TIMEOUT = 30.0
 
-QUEUED = JobStatus.QUEUED
 SCHEDULED = JobStatus.SCHEDULED
 RUNNING = JobStatus.RUNNING
 _FINISHED_SQL = "('succeeded', 'failed', 'cancelled')"
@@ -499,9 +498,6 @@ class SQLiteStorage(Storage):
             event = self._events.pop(job.id, None)
         if event is not None:
             event.set()
-        out = job._out
-        if out is not None and out.event is not None:
-            out.event.set()
         with self._settled:
             self._settled.notify_all()
 
@@ -956,7 +952,6 @@ class SQLiteStorage(Storage):
             event = self._events.get(job.id)
             if event is None:
                 event = self._events[job.id] = _JournalEvent(self, job)
-        job._outcome().event = event
         return event
 
     def wake(self) -> None:
