@@ -1,9 +1,9 @@
-"""``flask memqueue ...``: commands that work on a journal.
+"""``flask memqueue ...``: commands that work on a shared store (the SQLite journal, ...).
 
 An in-memory queue lives inside the serving process only, so there is
 nothing a separate ``flask`` process could show or run; the commands say so.
-With ``MEMQUEUE_JOURNAL`` set they read and write the journal file, which
-every process of the app on this host shares; ``worker`` runs its jobs.
+With a store that processes share (``MEMQUEUE_STORAGE = "sqlite:///jobs.db"``)
+they read and write it; ``worker`` runs its jobs.
 
 These commands never start a consumer thread: ``jobs``, ``retry`` and
 ``purge`` only touch records (a job queued again is run by whichever
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 from types import FrameType
 
 import click
@@ -28,11 +27,11 @@ def _queue() -> AppQueue:
     queue: AppQueue | None = current_app.extensions.get("memqueue")
     if queue is None:
         raise click.ClickException("this app has no MemQueue; call mq.init_app(app)")
-    if not queue.storage.durable:
+    if not queue.storage.capabilities.shared:
         raise click.ClickException(
-            "this app's queue is in memory (MEMQUEUE_JOURNAL is not set): its jobs live only inside"
-            " the serving process, so another process cannot see or run them. Use the HTTP routes"
-            " (/memqueue/jobs, /memqueue/stats) of the running app, or set MEMQUEUE_JOURNAL."
+            f"this app's store ({queue.storage_url}) lives inside the serving process: another process"
+            " cannot see or run its jobs. Use the HTTP routes (/memqueue/jobs, /memqueue/stats) of the"
+            " running app, or set MEMQUEUE_STORAGE to a shared store, like 'sqlite:///jobs.db'."
         )
     return queue
 
@@ -94,7 +93,7 @@ def worker_command() -> None:
     queue = _queue()
     click.echo(
         f"memqueue worker {os.getpid()}: running the jobs of {queue.app.name!r}"
-        f" from {getattr(queue.storage, 'path', '?')}",
+        f" from {queue.storage_url}",
         err=True,
     )
     run_worker(queue)
@@ -109,8 +108,6 @@ def run_worker(queue: AppQueue) -> None:
     second one. A crashed loop (a bug, or ``SystemExit`` in a job) is
     started again; a stop request is honoured after the job in hand.
     """
-    from .storage.sqlite import SQLiteStorage
-
     consumer = queue.consumer
     storage = queue.storage
     stop: list[bool] = []  # set by the handler: no lock may be taken there
@@ -119,7 +116,7 @@ def run_worker(queue: AppQueue) -> None:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.append(True)
         consumer.stopping = True
-        if isinstance(storage, SQLiteStorage):
+        if storage.capabilities.signal_safe_wake:
             storage.wake_from_signal_handler()
         for signo, handler in previous.items():  # a second signal stops at once
             signal.signal(signo, handler)  # type: ignore[arg-type]
@@ -128,9 +125,7 @@ def run_worker(queue: AppQueue) -> None:
         previous[sig] = signal.signal(sig, on_signal)
     try:
         while not stop:
-            with queue.lock:
-                queue.consumer_ident = threading.get_ident()
-                queue._alive = True
+            queue.adopt_consumer_thread()
             consumer.stopping = False
             if stop:
                 break

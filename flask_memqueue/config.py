@@ -88,6 +88,34 @@ def _journal(key: str, value: Any) -> str | None:
     return os.fspath(value)
 
 
+def _storage(key: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{key} must be a URL string like 'memory://' or 'sqlite:///jobs.db', not {value!r}")
+    from .storage import scheme_installed, split_url
+
+    scheme, _ = split_url(value, key)
+    if not scheme_installed(scheme):
+        from .storage import available_schemes, redact_url
+
+        raise ConfigurationError(
+            f"{key}: no storage backend is installed for the scheme {scheme!r} ({redact_url(value)!r});"
+            f" installed: {', '.join(s + '://' for s in available_schemes())}"
+        )
+    return value
+
+
+def _options(key: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ConfigurationError(
+            f"{key} must be a dict of option names to values, like {{'sync': 'full'}}, not {value!r}"
+        )
+    return dict(value)
+
+
 def _sync(key: str, value: Any) -> str:
     if isinstance(value, str) and value.lower() in ("normal", "full"):
         return value.lower()
@@ -113,8 +141,10 @@ SETTINGS: dict[str, Setting] = {
     "TOKEN": Setting(None, _token, "Bearer token the routes require; unset: debug/testing apps only."),
     "MAX_MESSAGE_BYTES": Setting(65536, _int(1), "Largest body /produce accepts."),
     "SHUTDOWN_TIMEOUT": Setting(10.0, _seconds, "Seconds shutdown at interpreter exit waits for the queue to drain."),
-    "JOURNAL": Setting(None, _journal, "SQLite journal file; unset: memory only."),
-    "JOURNAL_SYNC": Setting("normal", _sync, "'normal' survives a crash, 'full' also power loss."),
+    "STORAGE": Setting(None, _storage, "Where jobs live, as a URL: memory:// (default), sqlite:///jobs.db, ..."),
+    "STORAGE_OPTIONS": Setting(None, _options, "The store's own options (a dict); also from the URL's query string."),
+    "JOURNAL": Setting(None, _journal, "Alias: a file path means MEMQUEUE_STORAGE = 'sqlite:///<path>'."),
+    "JOURNAL_SYNC": Setting("normal", _sync, "With MEMQUEUE_JOURNAL: 'normal' survives a crash, 'full' power loss."),
 }
 
 
@@ -130,8 +160,10 @@ class Config:
     token: str | None
     max_message_bytes: int
     shutdown_timeout: float
-    journal: str | None
-    journal_sync: str
+    #: The store's URL (``MEMQUEUE_STORAGE``, or made from ``MEMQUEUE_JOURNAL``).
+    storage: str
+    #: The store's options: the URL's query string merged with ``MEMQUEUE_STORAGE_OPTIONS``.
+    storage_options: dict[str, Any]
 
 
 def read_config(config: Mapping[str, Any]) -> Config:
@@ -151,4 +183,45 @@ def read_config(config: Mapping[str, Any]) -> Config:
         key = PREFIX + name
         value = config.get(key, setting.default)
         values[name.lower()] = setting.check(key, value)
+    values["storage"], values["storage_options"] = _store(
+        values.pop("storage"), values.pop("storage_options"), values.pop("journal"), values.pop("journal_sync"),
+        sync_given=PREFIX + "JOURNAL_SYNC" in config,
+    )
     return Config(**values)
+
+
+def _store(
+    url: str | None, options: dict[str, Any], journal: str | None, sync: str, *, sync_given: bool
+) -> tuple[str, dict[str, Any]]:
+    """The store's URL and options, from MEMQUEUE_STORAGE(_OPTIONS) or the MEMQUEUE_JOURNAL alias."""
+    from .storage import split_url
+
+    if url is not None and journal is not None:
+        raise ConfigurationError(
+            "MEMQUEUE_STORAGE and MEMQUEUE_JOURNAL are both set: MEMQUEUE_JOURNAL is an alias of"
+            " MEMQUEUE_STORAGE = 'sqlite:///<path>'; keep one of them"
+        )
+    if journal is not None:
+        from urllib.parse import quote
+
+        url = "sqlite:///" + quote(journal)  # an absolute path gives sqlite:////abs, as SQLAlchemy writes it
+        options = {**options}
+        if "sync" in options and sync_given:
+            raise ConfigurationError(
+                "MEMQUEUE_JOURNAL_SYNC and MEMQUEUE_STORAGE_OPTIONS['sync'] are both set; keep one"
+            )
+        options.setdefault("sync", sync)
+    elif sync_given and sync != "normal":
+        raise ConfigurationError(
+            "MEMQUEUE_JOURNAL_SYNC goes with MEMQUEUE_JOURNAL; with MEMQUEUE_STORAGE say"
+            " MEMQUEUE_STORAGE_OPTIONS = {'sync': 'full'} (or ?sync=full in the URL)"
+        )
+    url = url or "memory://"
+    _, query = split_url(url)
+    both = sorted(set(query) & set(options))
+    if both:
+        raise ConfigurationError(
+            f"the storage option(s) {', '.join(map(repr, both))} are given both in MEMQUEUE_STORAGE's query"
+            " string and in MEMQUEUE_STORAGE_OPTIONS; keep one"
+        )
+    return url, {**query, **options}

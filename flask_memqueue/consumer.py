@@ -16,16 +16,29 @@ import traceback
 from collections import deque
 from contextvars import ContextVar
 from time import time as _time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from blinker import Signal
 from werkzeug.local import LocalProxy
 
-from .job import Job, JobStatus, _Outcome
+from .job import Job, JobStatus
 from .signals import job_failed, job_retrying, job_started, job_succeeded
 
 if TYPE_CHECKING:
-    from .state import AppQueue
+    from flask import Flask
+
+    from .storage.base import Storage
+
+
+class ConsumerHost(Protocol):
+    """What a consumer needs of its app's queue (the queue module's AppQueue is one)."""
+
+    app: Flask
+    storage: Storage
+    lock: threading.Lock
+    consumer_ident: int | None
+
+    def consumer_exited(self, ident: int, crashed: bool) -> None: ...
 
 logger = logging.getLogger("flask_memqueue")
 
@@ -36,8 +49,6 @@ current_job: Job = LocalProxy(  # type: ignore[assignment]
     _cv_job, unbound_message="current_job is only available inside a running flask-memqueue job."
 )
 
-SUCCEEDED = JobStatus.SUCCEEDED
-FAILED = JobStatus.FAILED
 SCHEDULED = JobStatus.SCHEDULED
 
 #: Throughput is counted in buckets of this many seconds, for this many buckets.
@@ -56,7 +67,7 @@ def _one_line(exc: BaseException) -> str:
 class Consumer:
     """Runs the jobs of one app's queue, one at a time."""
 
-    def __init__(self, queue: AppQueue) -> None:
+    def __init__(self, queue: ConsumerHost) -> None:
         self.queue = queue
         #: Jobs this consumer has run (every attempt counts), across restarts.
         self.jobs_done = 0
@@ -98,13 +109,7 @@ class Consumer:
         the queue starts its successor.
         """
         app = self.queue.app
-        out = job._out
-        if out is None:
-            out = job._out = _Outcome()
-        else:
-            out.eta = None
-        out.started_at = _time()
-        job.attempts += 1
+        out = job.start(_time())
         self.current = job
         token = _cv_job.set(job)
         ctx = app.app_context()
@@ -115,7 +120,7 @@ class Consumer:
                 _send(job_started, app, job)
             kwargs = job.kwargs
             try:
-                out.result = job.task.func(*job.args, **kwargs) if kwargs else job.task.func(*job.args)
+                result = job.task.func(*job.args, **kwargs) if kwargs else job.task.func(*job.args)
             except Exception as exc:
                 error = exc
                 self._failed(job, exc, fatal=False)
@@ -124,10 +129,7 @@ class Consumer:
                 self._failed(job, exc, fatal=True)
                 raise
             else:
-                out.finished_at = _time()
-                if out.error is not None:  # a retry succeeded: the old failure is history
-                    out.error = out.traceback = None
-                job.status = SUCCEEDED  # last: Job.wait() returns as soon as it sees it
+                job.succeed(result, _time())
                 if job_succeeded.receivers:
                     _send(job_succeeded, app, job)
         finally:
@@ -145,27 +147,19 @@ class Consumer:
             self.jobs_done += 1
 
     def _failed(self, job: Job, exc: BaseException, *, fatal: bool) -> None:
-        out = job._outcome()
-        out.error = _one_line(exc)
-        out.traceback = traceback.format_exc()
-        task = job.task
         app = self.queue.app
-        if not fatal and job.attempts <= task.retries:
-            delay = task.retry_in(job.attempts)
-            out.eta = time.time() + delay
-            job.status = SCHEDULED
+        delay = job.fail(_one_line(exc), traceback.format_exc(), time.time(), fatal=fatal)
+        if delay is not None:
             logger.warning(
                 "job %s (%s) failed on attempt %d of %d, retrying in %.3g s: %s",
-                job.id, job.name, job.attempts, task.retries + 1, delay, out.error,
+                job.id, job.name, job.attempts, job.task.retries + 1, delay, job.error,
             )
             if job_retrying.receivers:
                 _send(job_retrying, app, job)
             return
-        out.finished_at = time.time()
-        job.status = FAILED  # after finished_at: Job.wait() returns as soon as it sees it
         logger.error(
             "job %s (%s) failed after %d attempt(s): %s",
-            job.id, job.name, job.attempts, out.error, exc_info=exc,
+            job.id, job.name, job.attempts, job.error, exc_info=exc,
         )
         if job_failed.receivers:
             _send(job_failed, app, job)
@@ -223,7 +217,7 @@ class Consumer:
                     queue.app.name, exc_info=True,
                 )
         finally:
-            queue._consumer_exited(me, crashed)
+            queue.consumer_exited(me, crashed)
 
 
 def _send(signal: Signal, app: Any, job: Job) -> None:

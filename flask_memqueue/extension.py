@@ -76,13 +76,15 @@ class MemQueue:
         config = read_config(app.config)
         for name, setting in SETTINGS.items():
             app.config.setdefault(PREFIX + name, setting.default)
-        if not config.consumer and config.journal is None and not app.testing:
+        queue = AppQueue(self, self.registry, app, config)
+        if not config.consumer and not queue.storage.capabilities.shared and not app.testing:
+            queue.storage.close()
             raise ConfigurationError(
-                "MEMQUEUE_CONSUMER = False needs MEMQUEUE_JOURNAL: without a journal the jobs"
-                " live in this process, and nobody else could run them (a testing app may"
-                " step its queue with mq.run_once() instead)"
+                f"MEMQUEUE_CONSUMER = False needs a store that other processes share (MEMQUEUE_STORAGE ="
+                f" 'sqlite:///jobs.db', for example): with {queue.storage_url} the jobs live in this"
+                " process, and nobody else could run them (a testing app may step its queue with"
+                " mq.run_once() instead)"
             )
-        queue = AppQueue(self, app, config)
         app.extensions[EXTENSION_KEY] = queue
         self._queues.add(queue)
         # The first request starts the consumer (and a request after it died

@@ -12,13 +12,37 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import json
-from typing import TYPE_CHECKING, Any
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from .exceptions import JobFailed
 
-if TYPE_CHECKING:
-    from .registry import Task
-    from .state import AppQueue
+
+class TaskLike(Protocol):
+    """What a job needs of its task (:class:`~flask_memqueue.registry.Task` is one).
+
+    A protocol, so that this module (the bottom of the import graph, with the
+    exceptions) depends on no other.
+    """
+
+    name: str
+    topic: str | None
+    retries: int
+    func: Callable[..., Any]
+
+    def retry_in(self, attempt: int) -> float: ...
+
+
+class JobHost(Protocol):
+    """What a job is bound to: the queue of one app in one process."""
+
+    token: str
+
+    def job_waiter(self, job: Job) -> threading.Event | None: ...
+
+    def cancel(self, job: Job) -> bool: ...
 
 
 class JobStatus(str, enum.Enum):
@@ -83,19 +107,22 @@ class Job:
     call :meth:`wait` to block until the job is done.
     """
 
-    __slots__ = ("_id", "_queue", "task", "args", "kwargs", "status", "enqueued_at", "attempts", "_out")
+    __slots__ = ("key", "_queue", "task", "args", "kwargs", "status", "enqueued_at", "attempts", "_out")
 
     def __init__(
         self,
-        queue: AppQueue,
+        queue: JobHost,
         id: int | str,
-        task: Task[..., Any],
+        task: TaskLike,
         args: tuple[Any, ...],
         kwargs: dict[str, Any] | None,
         enqueued_at: float,
         status: JobStatus = JobStatus.QUEUED,
     ) -> None:
-        self._id = id
+        #: The store's key for the job: the memory store's enqueue number (an
+        #: int, so its waiting jobs stay ordered and ids are made only when
+        #: read), or the full :attr:`id` for a store that keeps records.
+        self.key = id
         self._queue = queue
         #: The :class:`~flask_memqueue.registry.Task` this job calls.
         self.task = task
@@ -115,7 +142,7 @@ class Job:
     @property
     def id(self) -> str:
         """A string unique across apps and processes: ``"<queue token>-<number>"``."""
-        i = self._id
+        i = self.key
         if i.__class__ is int:
             return f"{self._queue.token}-{i}"
         return i  # type: ignore[return-value]
@@ -206,24 +233,124 @@ class Job:
         :raises TimeoutError: it did not finish within ``timeout`` seconds.
         """
         if not self.finished:
-            event = self._queue._waiter(self)
+            event = self._queue.job_waiter(self)
             if event is not None and not event.wait(timeout):
                 raise TimeoutError(f"job {self.id} ({self.name}) did not finish within {timeout} s")
         if self.status is JobStatus.SUCCEEDED:
             return self.result
         raise JobFailed(self)
 
-    def _reset_for_requeue(self) -> None:
-        """Forget the last run, so a retried job starts as if new (status QUEUED).
+    # -- the lifecycle: every transition of a job is decided here ---------------
+    # Stores persist what these methods decide and call them under their own
+    # lock; the consumer calls start/succeed/fail on the job it runs.
+    def mark_running(self) -> None:
+        """Claimed by a consumer (the store does this as part of the claim)."""
+        self.status = JobStatus.RUNNING
 
-        Shared by every store's ``requeue``; the caller holds its lock.
-        """
+    def mark_scheduled(self, eta: float) -> None:
+        """Wait until Unix time ``eta`` (enqueue_in/enqueue_at, or a retry)."""
+        self._outcome().eta = eta
+        self.status = JobStatus.SCHEDULED
+
+    def start(self, now: float) -> _Outcome:
+        """An attempt begins: count it. Returns the outcome record the run fills in."""
+        out = self._out
+        if out is None:
+            out = self._out = _Outcome()
+        else:
+            out.eta = None
+        out.started_at = now
+        self.attempts += 1
+        return out
+
+    def succeed(self, result: Any, now: float) -> None:
+        """The attempt returned ``result``."""
+        out = self._outcome()
+        out.result = result
+        out.finished_at = now
+        if out.error is not None:  # a retry succeeded: the old failure is history
+            out.error = out.traceback = None
+        self.status = JobStatus.SUCCEEDED  # last: Job.wait() returns as soon as it sees it
+
+    def fail(self, error: str, traceback: str | None, now: float, *, fatal: bool = False) -> float | None:
+        """The attempt raised. Retried if the task has retries left (and the
+        error was not fatal, like ``SystemExit``): returns the retry's delay
+        in seconds, or None when the job failed for good."""
+        out = self._outcome()
+        out.error = error
+        out.traceback = traceback
+        if not fatal and self.attempts <= self.task.retries:
+            delay = self.task.retry_in(self.attempts)
+            self.mark_scheduled(now + delay)
+            return delay
+        out.finished_at = now
+        self.status = JobStatus.FAILED  # after finished_at: Job.wait() returns as soon as it sees it
+        return None
+
+    def mark_cancelled(self, now: float, reason: str = "cancelled") -> None:
+        """Cancelled while it waited (by a user, or because its queue shut down)."""
+        out = self._outcome()
+        out.finished_at = now
+        out.error = reason
+        out.eta = None
+        self.status = JobStatus.CANCELLED
+
+    def reset_for_requeue(self) -> None:
+        """Forget the last run, so a retried job starts as if new (status QUEUED)."""
         self.status = JobStatus.QUEUED
         self.attempts = 0
         out = self._out
         if out is not None:
             out.error = out.traceback = out.result = out.finished_at = out.started_at = None
             out.progress = out.message = out.eta = None
+
+    def interrupt(self, now: float, *, task_known: bool = True) -> None:
+        """Its process died while running it (a take-over): the attempt counted
+        when it was claimed, so the task's retry policy decides, as after any
+        failure; out of retries, it failed with ``"interrupted"``.
+
+        A job whose task this process does not know (so its retries are
+        unknown) is queued again: at-least-once wins over a guess.
+        """
+        out = self._outcome()
+        out.traceback = None
+        if not task_known:
+            out.error = "interrupted: the process running it died"
+            out.eta = None
+            self.status = JobStatus.QUEUED
+        elif self.fail("interrupted: the process running it died", None, now) is None:
+            out.error = "interrupted"
+
+    def restore(
+        self,
+        status: JobStatus,
+        attempts: int,
+        *,
+        eta: float | None = None,
+        started_at: float | None = None,
+        finished_at: float | None = None,
+        result: Any = None,
+        error: str | None = None,
+        traceback: str | None = None,
+        progress: float | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Copy a stored record's state onto this object (a store reading a record back)."""
+        self.status = status
+        self.attempts = attempts
+        if (
+            eta is not None or started_at is not None or finished_at is not None or error is not None
+            or result is not None or progress is not None or self._out is not None
+        ):
+            out = self._outcome()
+            out.eta = eta
+            out.started_at = started_at
+            out.finished_at = finished_at
+            out.result = result
+            out.error = error
+            out.traceback = traceback
+            out.progress = progress
+            out.message = message
 
     def cancel(self) -> bool:
         """Cancel the job if it is still waiting. True if it was; False if it
@@ -267,8 +394,6 @@ class Job:
 
 
 def _now() -> float:
-    import time
-
     return time.time()
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 from .exceptions import ConfigurationError, UnknownTaskError, UnknownTopicError
 
 if TYPE_CHECKING:
-    from .extension import MemQueue
     from .job import Job
 
 P = ParamSpec("P")
@@ -26,12 +26,22 @@ R = TypeVar("R")
 MESSAGE_PREFIX = "message:"
 
 
+class Enqueuer(Protocol):
+    """What a task needs of the extension that registered it: to queue a call."""
+
+    def enqueue(self, func: Any, /, *args: Any, **kwargs: Any) -> Job: ...
+
+
 class Task(Generic[P, R]):
     """A function registered with ``@mq.task`` (or a handler with ``@mq.handler``).
 
     Calling the task calls the function right here, synchronously, as if it
     were not decorated. ``task.delay(...)`` queues it instead.
     """
+
+    #: True for the stand-in of a task name this process does not know (a job
+    #: stored by another process): its job fails saying which module to import.
+    missing = False
 
     def __init__(
         self,
@@ -42,7 +52,7 @@ class Task(Generic[P, R]):
         retry_delay: float = 1.0,
         retry_backoff: float = 2.0,
         topic: str | None = None,
-        mq: MemQueue | None = None,
+        mq: Enqueuer | None = None,
     ) -> None:
         if not callable(func):
             raise TypeError(f"a task must be callable, not {func!r}")
@@ -95,6 +105,20 @@ def default_name(func: Callable[..., Any]) -> str:
     module = getattr(func, "__module__", None) or "?"
     qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
     return f"{module}.{qualname}"
+
+
+def missing_task(name: str) -> Task[..., Any]:
+    """A stand-in for a task name this process does not know: its jobs fail, saying why."""
+
+    def missing(*args: Any, **kwargs: Any) -> Any:
+        raise UnknownTaskError(
+            f"no task named {name!r} is registered in process {os.getpid()}: import the module that"
+            " defines it in every process that shares the store (flask memqueue worker included)"
+        )
+
+    task: Task[..., Any] = Task(missing, name)
+    task.missing = True
+    return task
 
 
 def message_task_name(topic: str | None) -> str:

@@ -21,15 +21,14 @@ from typing import TYPE_CHECKING, Any
 from .consumer import Consumer
 from .exceptions import QueueClosed
 from .job import Job, JobStatus
+from .registry import Registry, Task, missing_task
 from .signals import job_enqueued
-from .storage import MemoryStorage, Storage
+from .storage import Storage, StoreContext, open_storage, redact_url
 
 if TYPE_CHECKING:
     from flask import Flask
 
     from .config import Config
-    from .extension import MemQueue
-    from .registry import Task
 
 logger = logging.getLogger("flask_memqueue")
 
@@ -39,14 +38,16 @@ _QUEUES: weakref.WeakSet[AppQueue] = weakref.WeakSet()
 class AppQueue:
     """Everything flask-memqueue keeps for one app in one process."""
 
-    def __init__(self, mq: MemQueue, app: Flask, config: Config) -> None:
-        #: The extension object (its registry holds the tasks).
+    def __init__(self, mq: object, registry: Registry, app: Flask, config: Config) -> None:
+        #: The extension object that bound the app.
         self.mq = mq
         #: The app whose context every job runs in.
         self.app = app
         #: The validated ``MEMQUEUE_*`` settings.
         self.config = config
-        self.registry = mq.registry
+        self.registry = registry
+        # Stand-in tasks for names this process does not know, one per name.
+        self._missing: dict[str, Task[..., Any]] = {}
         #: Guards starting and stopping the consumer.
         self.lock = threading.Lock()
         self._fresh_process()
@@ -76,15 +77,30 @@ class AppQueue:
         self.start_error: str | None = None
 
     def _make_storage(self) -> Storage:
+        """Open the store ``MEMQUEUE_STORAGE`` names (a backend's errors name their key)."""
         c = self.config
-        if c.journal is not None:
-            from .storage.sqlite import SQLiteStorage, journal_path
+        context = StoreContext(
+            namespace=self.app.name,
+            token=self.token,
+            host=self,
+            task=self.task_named,
+            base_dir=self.app.instance_path,
+            maxsize=c.maxsize,
+            max_finished=c.max_finished,
+            result_ttl=c.result_ttl,
+            local_jobs=c.consumer or self.app.testing,
+        )
+        return open_storage(c.storage, c.storage_options, context)
 
-            return SQLiteStorage(
-                journal_path(self.app, c.journal), self, sync=c.journal_sync, maxsize=c.maxsize,
-                max_finished=c.max_finished, result_ttl=c.result_ttl, track_local=c.consumer or self.app.testing,
-            )
-        return MemoryStorage(self.token, c.maxsize, c.max_finished, c.result_ttl)
+    def task_named(self, name: str) -> Task[..., Any]:
+        """The task registered as ``name``; for a name this process does not know, a
+        stand-in whose job fails saying which module to import."""
+        task = self.registry.tasks.get(name)
+        if task is None:
+            task = self._missing.get(name)
+            if task is None:
+                task = self._missing[name] = missing_task(name)
+        return task
 
     # -- enqueue ---------------------------------------------------------------
     def enqueue(
@@ -99,8 +115,7 @@ class AppQueue:
         if eta is None:
             self.storage.put(job)
         else:
-            job.status = JobStatus.SCHEDULED
-            job._outcome().eta = eta
+            job.mark_scheduled(eta)
             self.storage.schedule(job)
         if job_enqueued.receivers:
             job_enqueued.send(self.app, job=job)
@@ -112,7 +127,7 @@ class AppQueue:
         """MEMQUEUE_EAGER: run the job here and now, retries included (without their delays)."""
         if job_enqueued.receivers:
             job_enqueued.send(self.app, job=job)
-        job.status = JobStatus.RUNNING
+        job.mark_running()
         try:
             while True:
                 self.consumer.execute(job)
@@ -157,7 +172,14 @@ class AppQueue:
             self.starts += 1
         return True
 
-    def _consumer_exited(self, ident: int, crashed: bool) -> None:
+    def adopt_consumer_thread(self) -> None:
+        """Make the calling thread this queue's one legitimate consumer
+        (``flask memqueue worker`` consumes in its main thread)."""
+        with self.lock:
+            self.consumer_ident = threading.get_ident()
+            self._alive = True
+
+    def consumer_exited(self, ident: int, crashed: bool) -> None:
         """Called by a consumer thread as its loop ends."""
         with self.lock:
             if self.consumer_ident != ident:
@@ -196,7 +218,8 @@ class AppQueue:
                 " one job at a time, so it would wait for itself. Enqueue a follow-up job instead."
             )
 
-    def _waiter(self, job: Job) -> threading.Event | None:
+    def job_waiter(self, job: Job) -> threading.Event | None:
+        """The event ``job.wait()`` waits on (starting the consumer if it should run)."""
         self._refuse_self_wait("Job.wait()")
         if self.config.consumer and not self._alive and not self.closed:
             self.ensure_consumer()
@@ -210,7 +233,7 @@ class AppQueue:
         """
         self._refuse_self_wait("join()")
         if not self._alive and self.storage.depth():
-            if not self.ensure_consumer() and not self.storage.durable:
+            if not self.ensure_consumer() and not self.storage.capabilities.shared:
                 return False
         return self.storage.join(timeout)
 
@@ -218,16 +241,18 @@ class AppQueue:
     def shutdown(self, wait: bool = True, timeout: float | None = None) -> bool:
         """Stop taking jobs; with ``wait``, run what waits; stop the consumer.
 
-        Returns True if nothing was left unrun. Without a journal, jobs still
-        waiting at the end are marked cancelled and logged (they cannot
-        outlive the process); with one they stay on disk for the next start.
+        Returns True if nothing was left unrun. With a store whose jobs do not
+        outlive the process (memory), jobs still waiting at the end are marked
+        cancelled and logged; with a persistent one they stay in the store for
+        the next start.
         """
         if wait:
             self._refuse_self_wait("shutdown(wait=True)")
         self.closed = True
         deadline = None if timeout is None else time.monotonic() + timeout
         drained = True
-        if wait and not self.storage.durable:  # a journal keeps waiting jobs on disk: no drain
+        persistent = self.storage.capabilities.persistent
+        if wait and not persistent:  # a persistent store keeps waiting jobs: no drain
             if self.storage.depth() and not self.ensure_consumer(draining=True) and not self._alive:
                 drained = False  # nobody can run them: do not wait for nothing
             else:  # what is due now; jobs scheduled for later are cancelled below
@@ -237,20 +262,18 @@ class AppQueue:
         thread = self._thread
         if wait and thread is not None and thread is not threading.current_thread():
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        if not self.storage.durable:
+        if not persistent:
             left = self.storage.drop_waiting()
             if left:
                 drained = False
                 now = time.time()
                 for job in left:
-                    out = job._outcome()
-                    out.error = "cancelled: the queue shut down before the job ran"
-                    out.finished_at = now
-                    job.status = JobStatus.CANCELLED
+                    job.mark_cancelled(now, "cancelled: the queue shut down before the job ran")
                     self.storage.finish(job)  # readable as cancelled; wakes its waiters
                 logger.warning(
                     "app %r shut down with %d job(s) not run (first: %s); they were cancelled."
-                    " Set MEMQUEUE_JOURNAL to keep waiting jobs across restarts.",
+                    " Set MEMQUEUE_STORAGE to a persistent store (sqlite:///jobs.db) to keep waiting"
+                    " jobs across restarts.",
                     self.app.name, len(left), left[0].name,
                 )
         self.storage.close()
@@ -264,13 +287,19 @@ class AppQueue:
         empty, with new locks, a new id prefix and no consumer (one starts on
         first use).
         """
-        inherited = 0 if self.storage.durable else self.storage.depth()  # never use the parent's connection
+        # never use the parent's connection (or socket)
+        inherited = 0 if self.storage.capabilities.reopen_after_fork else self.storage.depth()
         self.lock = threading.Lock()
         self._fresh_process()
         if inherited:
             logger.debug("forked child %d left %d inherited job(s) to its parent", self.pid, inherited)
 
     # -- introspection -----------------------------------------------------------
+    @property
+    def storage_url(self) -> str:
+        """The store's URL as people may see it: any password replaced by ``***``."""
+        return redact_url(self.config.storage)
+
     def consumer_info(self) -> dict[str, Any]:
         thread = self.consumer_thread
         current = self.consumer.current
@@ -298,7 +327,7 @@ class AppQueue:
         return {
             "app": self.app.name,
             "pid": self.pid,
-            "storage": "journal" if self.storage.durable else "memory",
+            "storage": self.storage_url,
             "counts": counts,
             "depth": self.storage.depth(),
             "maxsize": self.config.maxsize,

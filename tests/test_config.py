@@ -23,6 +23,8 @@ BAD_VALUES: dict[str, list[Any]] = {
     "MAX_MESSAGE_BYTES": [0, -5, "big", 1.5],
     "SHUTDOWN_TIMEOUT": [-1, float("nan"), "soon", True],
     "JOURNAL": [42, ["a"]],
+    "STORAGE": [42, "nosuch://x", "jobs.db", "sqlite://somehost/jobs.db", "memory://?a=1&a=2", "memory://x"],
+    "STORAGE_OPTIONS": ["sync=full", {"nosuch": 1}, {1: 2}, ["sync"]],
     "JOURNAL_SYNC": ["always", 1, None],
 }
 
@@ -107,8 +109,8 @@ def test_values_from_environment_strings_are_parsed() -> None:
         shutdown(app)
 
 
-def test_consumer_false_needs_a_journal_outside_testing() -> None:
-    with pytest.raises(ConfigurationError, match="MEMQUEUE_CONSUMER.*MEMQUEUE_JOURNAL"):
+def test_consumer_false_needs_a_shared_store_outside_testing() -> None:
+    with pytest.raises(ConfigurationError, match="MEMQUEUE_CONSUMER.*MEMQUEUE_STORAGE"):
         init({"MEMQUEUE_CONSUMER": False}, testing=False)
 
 

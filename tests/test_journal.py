@@ -21,7 +21,8 @@ from flask import Flask
 
 from flask_memqueue import Job, JobFailed, JobStatus, JournalError, MemQueue, UnknownTaskError
 from flask_memqueue.state import AppQueue
-from flask_memqueue.storage.sqlite import SQLiteStorage, process_alive, process_start_time
+from flask_memqueue.storage.durable import process_alive, process_start_time
+from flask_memqueue.storage.sqlite import SQLiteStorage
 
 MakeApp = Callable[..., Flask]
 
@@ -65,7 +66,7 @@ def test_relative_path_is_in_the_instance_folder_which_is_created(mq: MemQueue, 
     try:
         assert store(app).path == str(instance / "memqueue.db")
         assert (instance / "memqueue.db").is_file()
-        assert store(app).durable is True
+        assert store(app).capabilities.shared is True
     finally:
         app.extensions["memqueue"].shutdown()
 
@@ -197,13 +198,13 @@ def test_concurrent_enqueues_share_commits(mq: MemQueue, make_app: MakeApp, tmp_
     app = journal_app(make_app, tmp_path / "j.db", MEMQUEUE_CONSUMER=False)
     s = store(app)
     commits: list[int] = []
-    real = s._commit_batch
+    real = s._write_batch
 
     def counting(batch: Any) -> None:
-        commits.append(len(batch.rows))
+        commits.append(len(batch.records))
         real(batch)
 
-    s._commit_batch = counting  # type: ignore[method-assign]
+    s._write_batch = counting  # type: ignore[method-assign]
     jobs: list[Job] = []
 
     def enqueue(i: int) -> None:
@@ -214,7 +215,7 @@ def test_concurrent_enqueues_share_commits(mq: MemQueue, make_app: MakeApp, tmp_
         threads = [threading.Thread(target=enqueue, args=(i,)) for i in range(8)]
         for t in threads:
             t.start()
-        wait_until(lambda: s._open_batch is not None and len(s._open_batch.rows) == 7)
+        wait_until(lambda: s._open_batch is not None and len(s._open_batch.records) == 7)
     for t in threads:
         t.join(TIMEOUT)
     assert commits == [1, 7]
@@ -472,8 +473,9 @@ def test_cli_without_a_journal_says_the_queue_lives_in_the_server(make_app: Make
     app = make_app()
     out = app.test_cli_runner().invoke(args=["memqueue", *args])
     assert out.exit_code != 0
-    assert "in memory (MEMQUEUE_JOURNAL is not set)" in out.output
-    assert "only inside the serving process" in out.output.replace("\n", " ")
+    text = out.output.replace("\n", " ")
+    assert "this app's store (memory://) lives inside the serving process" in text
+    assert "MEMQUEUE_STORAGE" in text
 
 
 def test_waiting_is_bounded(mq: MemQueue, make_app: MakeApp, tmp_path: Path) -> None:
@@ -492,7 +494,7 @@ def test_waiting_is_bounded(mq: MemQueue, make_app: MakeApp, tmp_path: Path) -> 
 def test_a_consumer_in_the_enqueuing_process_is_woken_at_once(mq: MemQueue, make_app: MakeApp, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """With the poll made far longer than the test's wait, only the in-process wake-up can run job 2."""
-    import flask_memqueue.storage.sqlite as journal
+    import flask_memqueue.storage.durable as journal
 
     monkeypatch.setattr(journal, "POLL_INTERVAL", 10 * TIMEOUT)
     monkeypatch.setattr(journal, "RECOVER_INTERVAL", 10 * TIMEOUT)

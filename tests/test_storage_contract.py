@@ -69,8 +69,7 @@ def queued(queue: AppQueue, value: Any = None, task: str = "contract.echo") -> J
 
 def scheduled(queue: AppQueue, eta: float, value: Any = None, task: str = "contract.echo") -> Job:
     job = new_job(queue, task, value)
-    job.status = JobStatus.SCHEDULED
-    job._outcome().eta = eta
+    job.mark_scheduled(eta)
     queue.storage.schedule(job)
     return job
 

@@ -1,27 +1,102 @@
-"""The storage contract: what the consumer and the routes may ask of a store.
+"""The storage contract: what the queue, the consumer and the routes may ask of a store.
 
-A store holds job records in four places (waiting now, scheduled for later,
-running, finished) and moves them between those places under its own lock.
-It never calls a task: the consumer does that. So a durable store (the SQLite
-journal) or a remote one can replace the memory store without the consumer or
-the HTTP routes knowing.
+A store holds jobs in four places (waiting now, scheduled for later, running,
+finished) and moves them between those places under its own lock. It never
+calls a task and never decides what happens to a job: the lifecycle (start,
+succeed, fail or retry, cancel, requeue, take-over) is decided by the methods
+of :class:`~flask_memqueue.job.Job`, and a store persists what they decided.
+So a durable store (the SQLite journal), a remote one or a third party's can
+replace the memory store without the consumer or the HTTP routes knowing.
+
+What the rest of the code needs to know about a store it asks of
+:attr:`Storage.capabilities`, never of the store's class: nothing above
+``storage/`` imports a concrete store (a test checks the import graph).
 """
 
 from __future__ import annotations
 
 import abc
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..job import Job, JobStatus
+    from ..job import Job, JobHost, JobStatus, TaskLike
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a store can do, declared by the store (never inferred from its type).
+
+    The queue and the CLI branch on these, so a third-party backend that
+    declares them truthfully behaves like the built-in ones.
+    """
+
+    #: Other processes (and hosts) see this store's jobs and may run them: a
+    #: process that only enqueues (``MEMQUEUE_CONSUMER = False``) makes sense,
+    #: and ``flask memqueue jobs|retry|purge|worker`` can work on it.
+    shared: bool = False
+    #: Waiting jobs outlive the process: shutdown leaves them in the store for
+    #: the next start instead of cancelling them.
+    persistent: bool = False
+    #: Arguments and results must be JSON values, and the enqueuing process
+    #: sees them as a JSON round trip gives them (as any other process would).
+    json_only: bool = False
+    #: :meth:`Storage.wake_from_signal_handler` may be called from a signal
+    #: handler (it takes no lock). Without it a worker's stop request is seen
+    #: within the store's poll interval only.
+    signal_safe_wake: bool = False
+    #: A forked child must never use the inherited store (a connection or
+    #: socket shared with the parent): the queue opens a new one in the child.
+    reopen_after_fork: bool = False
+
+
+@dataclass(frozen=True)
+class StoreContext:
+    """What the queue tells a store when it opens it: nothing Flask-specific.
+
+    :param namespace: the app's name; stores keep apps of different names apart.
+    :param token: this process's random id prefix (new after every fork).
+    :param host: what a :class:`~flask_memqueue.job.Job` made by the store is bound to.
+    :param task: finds a task by its registered name (a stand-in that fails
+        the job for a name this process does not know).
+    :param base_dir: where relative paths in a URL are resolved (the app's
+        instance folder); a store that needs it creates it.
+    :param maxsize: waiting jobs at most (0: no limit).
+    :param max_finished: finished jobs kept at most.
+    :param result_ttl: seconds a finished job stays readable.
+    :param local_jobs: keep this process's enqueued Job objects so its own
+        consumer runs the very object ``enqueue`` returned (a durable store's
+        enqueue-only process that no local consumer drains turns it off).
+    """
+
+    namespace: str
+    token: str
+    host: JobHost
+    task: Callable[[str], TaskLike]
+    base_dir: str
+    maxsize: int = 10_000
+    max_finished: int = 1000
+    result_ttl: float = 3600.0
+    local_jobs: bool = True
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Storage(abc.ABC):
-    """Abstract base of every store. All methods are thread-safe."""
+    """Abstract base of every store. All methods are thread-safe.
 
-    #: True for stores whose jobs outlive the process (arguments must be JSON).
-    durable = False
+    A backend is one module with a subclass of this (or of
+    :class:`~flask_memqueue.storage.durable.DurableStorage` for a store that
+    several processes share) and a factory registered for its URL scheme
+    (see :func:`flask_memqueue.storage.open_storage`).
+    """
+
+    #: Declared by each backend; see :class:`Capabilities`.
+    capabilities: Capabilities = Capabilities()
+
+    #: The store's URL as shown to people (``/stats``, the CLI), password redacted.
+    url: str = "memory://"
 
     @abc.abstractmethod
     def put(self, job: Job) -> None:
@@ -70,7 +145,7 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def get(self, job_id: str) -> Job | None:
-        """The job with that id, if the store still holds it."""
+        """The job with that id, if the store still holds it for this namespace."""
 
     @abc.abstractmethod
     def jobs(self, status: JobStatus | None = None, limit: int = 50, offset: int = 0) -> list[Job]:
@@ -98,15 +173,33 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def waiter(self, job: Job) -> threading.Event | None:
-        """An event set when ``job`` finishes; None if it has finished already."""
+        """An event set when ``job`` finishes; None if it has finished already.
+
+        Whichever object or process ran the job, once the event is set
+        ``job`` (the object passed here) carries the outcome.
+        """
 
     @abc.abstractmethod
     def wake(self) -> None:
         """Make a blocked :meth:`take` return now (used to stop the consumer)."""
 
+    def wake_from_signal_handler(self) -> None:  # noqa: B027 - optional hook
+        """:meth:`wake` for a signal handler: takes no lock (see ``signal_safe_wake``).
+
+        The default does nothing: a store without the capability is woken by
+        its own poll interval.
+        """
+
     @abc.abstractmethod
     def drop_waiting(self) -> list[Job]:
-        """Remove every waiting job and return them (shutdown without a journal)."""
+        """Remove every waiting job of this process and return them (shutdown of a store
+        whose jobs do not outlive the process)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files and connections. The memory store has none."""
+
+
+#: A backend's factory: ``(url, options, context) -> Storage``. ``options`` merges
+#: the URL's query string and ``MEMQUEUE_STORAGE_OPTIONS`` (validated by the
+#: backend, which raises ConfigurationError naming the key).
+StorageFactory = Callable[[str, Mapping[str, Any], StoreContext], Storage]

@@ -15,13 +15,13 @@ import itertools
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from operator import attrgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..exceptions import QueueClosed, QueueFull
+from ..exceptions import ConfigurationError, QueueClosed, QueueFull
 from ..job import JobStatus
-from .base import Storage
+from .base import Capabilities, Storage, StoreContext
 
 if TYPE_CHECKING:
     from ..job import Job
@@ -29,7 +29,20 @@ if TYPE_CHECKING:
 QUEUED = JobStatus.QUEUED
 SCHEDULED = JobStatus.SCHEDULED
 RUNNING = JobStatus.RUNNING
-_seq = attrgetter("_id")
+_seq = attrgetter("key")
+
+
+def open_memory(url: str, options: Mapping[str, Any], context: StoreContext) -> MemoryStorage:
+    """The ``memory://`` entry point (the default store). It takes no options."""
+    if options:
+        raise ConfigurationError(
+            f"MEMQUEUE_STORAGE / MEMQUEUE_STORAGE_OPTIONS: memory:// takes no options, not"
+            f" {', '.join(map(repr, sorted(options)))}"
+        )
+    rest = url.split("://", 1)[1]
+    if rest.split("?", 1)[0] not in ("", "/"):
+        raise ConfigurationError(f"MEMQUEUE_STORAGE: write the memory store as 'memory://', not {url!r}")
+    return MemoryStorage(context.token, context.maxsize, context.max_finished, context.result_ttl)
 
 
 class MemoryStorage(Storage):
@@ -41,6 +54,10 @@ class MemoryStorage(Storage):
     :param result_ttl: seconds a finished job is kept.
     """
 
+    #: Jobs live in this process only: the fast path keeps live objects.
+    capabilities = Capabilities()
+    url = "memory://"
+
     def __init__(self, token: str, maxsize: int = 10_000, max_finished: int = 1000, result_ttl: float = 3600.0):
         self.token = token
         self.maxsize = maxsize
@@ -48,7 +65,7 @@ class MemoryStorage(Storage):
         self.result_ttl = result_ttl
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
-        self._ready: deque[Job] = deque()  # ascending _id: enqueue order
+        self._ready: deque[Job] = deque()  # ascending key: enqueue order
         self._scheduled: list[tuple[float, int, Job]] = []  # heap of (due, tiebreak, job)
         self._tiebreak = itertools.count()
         self._running: dict[int | str, Job] = {}
@@ -93,7 +110,7 @@ class MemoryStorage(Storage):
                     f"{job.name} was not scheduled"
                 )
             if retry:
-                self._running.pop(job._id, None)
+                self._running.pop(job.key, None)
             heapq.heappush(self._scheduled, (due, next(self._tiebreak), job))
             if self._sleeping:  # the consumer may sleep past this job's due time
                 self._sleeping = False
@@ -132,14 +149,14 @@ class MemoryStorage(Storage):
             due = sched[0][0]
             if due <= now:
                 job = heapq.heappop(sched)[2]
-                job.status = RUNNING
-                self._running[job._id] = job
+                job.status = RUNNING  # Job.mark_running(), inlined: the hot path
+                self._running[job.key] = job
                 return job
             self._sleep_for = due - now
         if self._ready:
             job = self._ready.popleft()
-            job.status = RUNNING
-            self._running[job._id] = job
+            job.status = RUNNING  # Job.mark_running(), inlined: the hot path
+            self._running[job.key] = job
             return job
         if self._woken:
             self._woken = False
@@ -174,14 +191,14 @@ class MemoryStorage(Storage):
         Returns the event of a ``Job.wait()`` to set once the lock is released.
         Lock held.
         """
-        self._running.pop(job._id, None)
+        self._running.pop(job.key, None)
         event = None
         if job.status is SCHEDULED:  # a retry, due later: a shutdown's join need not wait for it
             heapq.heappush(self._scheduled, (job.eta or 0.0, next(self._tiebreak), job))
         else:
             self._remember(job)
             if self._waiters:
-                event = self._waiters.pop(job._id, None)
+                event = self._waiters.pop(job.key, None)
         if self._joiners and not (self._ready or self._running):
             self._drained.notify_all()
         return event
@@ -190,10 +207,10 @@ class MemoryStorage(Storage):
         """Keep a finished job for lookups, within both bounds. Lock held."""
         finished = self._finished
         if self.max_finished:
-            finished[job._id] = job
+            finished[job.key] = job
             if len(finished) > self.max_finished:
                 finished.popitem(last=False)
-        now = job._out.finished_at if job._out is not None else None
+        now = job.finished_at
         if now is None or now >= self._next_expiry:
             self._expire(now or time.time())
 
@@ -213,8 +230,8 @@ class MemoryStorage(Storage):
         """Take a waiting job out of its place. Lock held."""
         if job.status is QUEUED:
             ready = self._ready
-            if job._id.__class__ is int:
-                i = bisect.bisect_left(ready, job._id, key=_seq)
+            if job.key.__class__ is int:
+                i = bisect.bisect_left(ready, job.key, key=_seq)
                 if i < len(ready) and ready[i] is job:
                     del ready[i]
                     return True
@@ -230,10 +247,7 @@ class MemoryStorage(Storage):
         with self._lock:
             if job.status not in (QUEUED, SCHEDULED) or not self._remove_waiting(job):
                 return False
-            out = job._outcome()
-            out.finished_at = time.time()
-            out.error = "cancelled"
-            job.status = JobStatus.CANCELLED
+            job.mark_cancelled(time.time())
             event = self._settle(job)
         if event is not None:
             event.set()
@@ -243,8 +257,8 @@ class MemoryStorage(Storage):
         with self._lock:
             if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
                 return False
-            self._finished.pop(job._id, None)
-            job._reset_for_requeue()
+            self._finished.pop(job.key, None)
+            job.reset_for_requeue()
             # A requeued job keeps its old number, so it cannot join the
             # number-ordered deque; as a due "scheduled" entry it runs next.
             heapq.heappush(self._scheduled, (0.0, next(self._tiebreak), job))
@@ -268,10 +282,10 @@ class MemoryStorage(Storage):
                 return job
             ready = self._ready
             i = bisect.bisect_left(ready, seq, key=_seq)
-            if i < len(ready) and ready[i]._id == seq:
+            if i < len(ready) and ready[i].key == seq:
                 return ready[i]
             for entry in self._scheduled:
-                if entry[2]._id == seq:
+                if entry[2].key == seq:
                     return entry[2]
         return None
 
@@ -345,9 +359,9 @@ class MemoryStorage(Storage):
         with self._lock:
             if job.finished:
                 return None
-            event = self._waiters.get(job._id)
+            event = self._waiters.get(job.key)
             if event is None:
-                event = self._waiters[job._id] = threading.Event()
+                event = self._waiters[job.key] = threading.Event()
             return event
 
     def wake(self) -> None:
@@ -363,5 +377,5 @@ def _order(job: Job) -> tuple[float, int, str]:
 
     Ids of one enqueue time are compared by length first, so 10 comes after 9.
     """
-    seq = str(job._id)
+    seq = str(job.key)
     return (job.enqueued_at, len(seq), seq)

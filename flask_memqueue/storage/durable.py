@@ -1,0 +1,790 @@
+"""What every store shared between processes needs, written once.
+
+A cross-process store (the SQLite journal; Redis next) keeps *records*, not
+objects: another process reads them back, so a job is its task's name, JSON
+arguments and its state. Around those records every such store needs the
+same machinery, which lives here so that a backend is only its storage
+commands (SQL, Redis calls) behind the primitives of :class:`DurableStorage`:
+
+- **Job objects.** The process that enqueued a job keeps the object
+  ``enqueue`` returned (``local_jobs``), so its own consumer runs that very
+  object and ``job.result`` fills in without a read; any other job is made
+  from its record, with the task found by name.
+- **Group commit.** Enqueuers of one process share writes: the first thread
+  to find none in progress leads and writes every record queued so far in one
+  write; threads arriving meanwhile join the next batch. N threads cost about
+  two writes, not N, and no extra thread exists (nothing to restart after fork).
+- **Claims.** One primitive records the consumer's previous job and claims
+  the next due one, so a consumer pays one write per job.
+- **Owners and take-over.** A claimed record names its owner
+  ``"<pid>:<start time>:<token>"``. Every consumer checks the owners of
+  running records when it starts and every :data:`RECOVER_INTERVAL` s; a
+  dead owner's jobs are taken over as :meth:`Job.interrupt
+  <flask_memqueue.job.Job.interrupt>` decides (one attempt counted, then the
+  task's retry policy), with a write conditional on the record still being
+  that owner's, so two reclaimers never both take a job.
+- **Waiters.** ``Job.wait()`` on a job this process finishes is woken at
+  once, whichever object it waits on (the outcome is copied onto it); a job
+  another process runs is polled for every :data:`POLL_INTERVAL` s.
+- **Limits.** Finished records beyond ``result_ttl``/``max_finished`` are
+  pruned by idle consumers and before reads in a process that finished jobs.
+
+Delivery is at-least-once: a job that was running (or had run but was not
+yet recorded) when its process died runs again; no job runs twice while its
+owner lives.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..exceptions import MemQueueError, QueueClosed, QueueFull, UnknownTaskError
+from ..job import Job, JobStatus
+from .base import Capabilities, Storage, StoreContext
+
+#: Seconds an idle consumer waits between two looks at the store for jobs
+#: that other processes enqueued (its own process wakes it at once).
+POLL_INTERVAL = 0.2
+#: Seconds between two checks for running jobs whose owner process died.
+RECOVER_INTERVAL = 1.0
+#: A local job whose record is missing this long after its enqueue was purged.
+LOCAL_GRACE = 60.0
+
+RUNNING = JobStatus.RUNNING
+SCHEDULED = JobStatus.SCHEDULED
+FINISHED = ("succeeded", "failed", "cancelled")
+WAITING = ("queued", "scheduled")
+
+
+@dataclass(slots=True)
+class Record:
+    """One job as a cross-process store keeps it: plain values and JSON text only."""
+
+    id: str
+    task: str
+    args: str  # JSON array
+    kwargs: str | None  # JSON object, or None for no keywords
+    status: str
+    attempts: int
+    enqueued_at: float
+    eta: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: str | None = None  # JSON
+    error: str | None = None
+    traceback: str | None = None
+    owner: str | None = None
+
+
+# -- processes -----------------------------------------------------------------------
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name, or None (no /proc, gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def process_start_time(pid: int) -> str:
+    """The start time of ``pid`` in clock ticks since boot, or "" where /proc is missing."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else ""
+
+
+def process_alive(pid: int, start: str) -> bool:
+    """True if process ``pid`` runs and is the one that started at ``start``.
+
+    A zombie (killed, not yet reaped) is dead: it will never finish a job.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's process: it exists
+        pass
+    fields = _proc_stat(pid)
+    if fields is None:
+        # No /proc (macOS): trust the pid alone. On Linux: it died just now.
+        return not os.path.exists("/proc/self/stat")
+    if fields[0] in ("Z", "X"):
+        return False
+    return not start or fields[19] == start
+
+
+def parse_owner(owner: str) -> tuple[int, str] | None:
+    """``(pid, start time)`` of an owner string, or None if it is not one."""
+    pid, _, rest = owner.partition(":")
+    start, _, _token = rest.partition(":")
+    try:
+        return int(pid), start
+    except ValueError:
+        return None
+
+
+class _Batch:
+    """Records waiting for one group write, and what became of each."""
+
+    __slots__ = ("records", "errors", "done")
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.errors: list[BaseException | None] = []
+        self.done = False
+
+
+class _PollingEvent(threading.Event):
+    """The waiter of one ``Job.wait()`` call on a job another process may run.
+
+    Set at once when this process finishes the job (its outcome is copied onto
+    the waiting object first); otherwise every :data:`POLL_INTERVAL` it reads
+    the record, and once the job is finished copies the outcome and is set.
+    """
+
+    def __init__(self, storage: DurableStorage, job: Job) -> None:
+        super().__init__()
+        self._storage = storage
+        self.job = job
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = POLL_INTERVAL if deadline is None else min(POLL_INTERVAL, deadline - time.monotonic())
+            if super().wait(max(0.0, left)):
+                return True
+            if self._storage._refresh_if_finished(self.job):
+                self.set()
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+
+class DurableStorage(Storage):
+    """Base of the stores that several processes share: the contract, written once,
+    over the record primitives a backend implements (the ``_`` abstract methods).
+
+    Every primitive is one atomic step of the backend (a transaction, a
+    script); the namespace (the app's name) scopes every one of them, so two
+    apps sharing a file or a server never see each other's jobs.
+    """
+
+    capabilities = Capabilities(
+        shared=True, persistent=True, json_only=True, signal_safe_wake=True, reopen_after_fork=True
+    )
+
+    def __init__(self, url: str, context: StoreContext) -> None:
+        self.url = url
+        self.context = context
+        self.namespace = context.namespace
+        self.maxsize = context.maxsize
+        self.max_finished = context.max_finished
+        self.result_ttl = context.result_ttl
+        self.local_jobs = context.local_jobs
+        self._pid = os.getpid()
+        #: This process as the owner of the records it runs.
+        self.owner = f"{self._pid}:{process_start_time(self._pid)}:{context.token}"
+        # Group commit.
+        self._gc = threading.Condition(threading.Lock())
+        self._open_batch: _Batch | None = None
+        self._leading = False
+        # Idle consumer wake-up, and stop.
+        self._wakeup = threading.Event()
+        self._woken = False
+        self._closed = False
+        self._settled = threading.Condition(threading.Lock())
+        # Jobs enqueued here and not known to be finished: id -> the Job enqueue returned.
+        self._local: dict[str, Job] = {}
+        # Waiters by job id (one per Job.wait() call, each bound to its own object).
+        self._events: dict[str, list[_PollingEvent]] = {}
+        self._unsettled: list[Job] = []
+        self._llock = threading.Lock()
+        self._next_recover = 0.0
+        self._next_prune = 0.0
+        self._next_sync = 0.0
+        # A job finished here since the last prune: readers prune first, so the
+        # limits hold exactly for what this process did (others prune within 1 s).
+        self._dirty = False
+
+    # -- the primitives a backend implements ----------------------------------------------
+    @abc.abstractmethod
+    def _insert(self, records: list[Record]) -> int:
+        """Add ``records`` (status queued or scheduled) in one write, in order, as many
+        as ``maxsize`` allows; return how many were added (a prefix of the list)."""
+
+    @abc.abstractmethod
+    def _claim(self, settle: list[Record], owner: str, now: float, stop: Callable[[], bool]) -> Record | None:
+        """In one write: save ``settle`` (as :meth:`_save`), then, unless ``stop()``,
+        make the next due record running (owner ``owner``, attempts + 1, started
+        ``now``) and return it as it was before: due scheduled records first (by
+        eta), then queued ones (in insertion order)."""
+
+    @abc.abstractmethod
+    def _save(self, record: Record) -> None:
+        """Overwrite the state of ``record`` (matched by id); insert it if missing."""
+
+    @abc.abstractmethod
+    def _transition(self, job_id: str, from_status: Iterable[str], record: Record) -> bool:
+        """Overwrite the state of ``job_id`` with ``record``'s if its status is one of
+        ``from_status`` (cancel, requeue); False if it is not (or it is gone)."""
+
+    @abc.abstractmethod
+    def _take_over_one(self, job_id: str, owner: str, record: Record) -> bool:
+        """Overwrite ``job_id`` with ``record`` if it is still running for ``owner``."""
+
+    @abc.abstractmethod
+    def _load(self, job_id: str, visible_after: float | None) -> Record | None:
+        """The record of ``job_id``, unless it finished at or before ``visible_after``."""
+
+    @abc.abstractmethod
+    def _load_many(self, job_ids: list[str], finished_only: bool) -> list[Record]:
+        """The records among ``job_ids`` that exist (and are finished, if asked)."""
+
+    @abc.abstractmethod
+    def _list(self, status: str | None, limit: int, offset: int, visible_after: float) -> list[Record]:
+        """Records newest enqueued first (ties: newest inserted first)."""
+
+    @abc.abstractmethod
+    def _count(self, visible_after: float) -> dict[str, int]:
+        """How many records by status (finished ones only if finished after ``visible_after``)."""
+
+    @abc.abstractmethod
+    def _busy(self, statuses: Iterable[str], due_before: float | None) -> int:
+        """How many records have one of ``statuses`` (scheduled ones only if due
+        before ``due_before`` when it is given)."""
+
+    @abc.abstractmethod
+    def _running_owners(self) -> set[str]:
+        """The owners of running records."""
+
+    @abc.abstractmethod
+    def _running_of(self, owner: str) -> list[Record]:
+        """The running records of ``owner``."""
+
+    @abc.abstractmethod
+    def _prune(self, finished_before: float, keep: int) -> None:
+        """Delete finished records that finished at or before ``finished_before``,
+        and all but the newest ``keep`` finished ones."""
+
+    @abc.abstractmethod
+    def _purge(self) -> int:
+        """Delete every finished record; return how many."""
+
+    @abc.abstractmethod
+    def _remove_waiting(self) -> list[Record]:
+        """Delete every waiting record and return them, oldest first."""
+
+    @abc.abstractmethod
+    def _next_eta(self) -> float | None:
+        """The earliest eta of a scheduled record."""
+
+    @abc.abstractmethod
+    def _close(self) -> None:
+        """Release connections."""
+
+    def _owner_alive(self, owner: str) -> bool:
+        """Whether the process ``owner`` names still runs. Host-local by default
+        (pid and start time); a store spanning hosts overrides it (leases)."""
+        parsed = parse_owner(owner)
+        return parsed is not None and process_alive(*parsed)
+
+    def _error(self, exc: BaseException, doing: str) -> MemQueueError:
+        """The error raised when a primitive fails: a backend's own subclass naming it."""
+        return MemQueueError(f"storage {self.url}: {doing} failed: {exc}")
+
+    def _check_process(self) -> None:
+        if self._pid != os.getpid():
+            raise self._error(
+                RuntimeError(f"this store belongs to process {self._pid}; a forked child must open its own"),
+                "using it after fork",
+            )
+
+    # -- records <-> jobs -----------------------------------------------------------------
+    def record_of(self, job: Job) -> Record:
+        """A job as a record. Arguments JSON cannot hold are a TypeError naming the
+        task and the argument; a result JSON cannot hold fails the job (decided by
+        the job's lifecycle) with a message saying so."""
+        task = job.task
+        try:
+            args = json.dumps(job.args, allow_nan=False)
+            kwargs = None if not job.kwargs else json.dumps(job.kwargs, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
+            raise TypeError(_json_complaint(task.name, job.args, job.kwargs, self.url)) from None
+        result = None
+        if job.status is JobStatus.SUCCEEDED and job.result is not None:
+            try:
+                result = json.dumps(job.result, allow_nan=False)
+            except (TypeError, ValueError, RecursionError) as exc:
+                job.fail(
+                    f"TypeError: the result of {job.name} is not JSON-serialisable ({exc}); with a store"
+                    " that other processes share, results must be JSON values",
+                    None, time.time(), fatal=True,
+                )
+        return Record(
+            id=job.id, task=task.name, args=args, kwargs=kwargs, status=job.status.value,
+            attempts=job.attempts, enqueued_at=job.enqueued_at,
+            eta=job.eta if job.status is SCHEDULED else None,
+            started_at=job.started_at, finished_at=job.finished_at, result=result,
+            error=job.error, traceback=job.traceback,
+            owner=self.owner if job.status is RUNNING else None,
+        )
+
+    def job_of(self, record: Record) -> Job:
+        """A Job for a record: this process's own object if it has one, else a new one."""
+        job = self._local.get(record.id)
+        if job is None:
+            kwargs = json.loads(record.kwargs) if record.kwargs else None
+            job = Job(self.context.host, record.id, self.context.task(record.task),
+                      tuple(json.loads(record.args)), kwargs, record.enqueued_at)
+        elif job.status is RUNNING and record.status == "running" and record.owner == self.owner:
+            return job  # running here: the object is ahead of its record (attempts, progress)
+        _restore(job, record)
+        return job
+
+    # -- enqueue: group commit ------------------------------------------------------------
+    def put(self, job: Job) -> None:
+        self._enqueue(job)
+
+    def schedule(self, job: Job, *, retry: bool = False) -> None:
+        if retry:
+            if job.eta is None:
+                job.mark_scheduled(time.time())
+            self._write_settle(job, "recording a retry")
+            return
+        self._enqueue(job)
+
+    def _enqueue(self, job: Job) -> None:
+        if self._closed:
+            raise QueueClosed(f"the queue was shut down; {job.name} was not queued")
+        task = job.task
+        if self.context.task(task.name) is not task:
+            raise UnknownTaskError(
+                f"{task.name!r} is not a registered task: with a store that other processes share"
+                f" ({self.url}), a job is stored by its task's name and found again by it (after a"
+                " restart, or in another process), so enqueue only functions registered with @mq.task"
+                " (or their registered names)"
+            )
+        record = self.record_of(job)  # a TypeError before anything is queued
+        # What any other process will see: the enqueuer sees the same (a tuple
+        # stays a tuple; inside it, tuples become lists, int keys strings).
+        job.args = tuple(json.loads(record.args))
+        if job.kwargs:
+            job.kwargs = json.loads(record.kwargs or "{}")
+        jid = record.id
+        if self.local_jobs:
+            with self._llock:
+                self._local[jid] = job
+        gc = self._gc
+        with gc:
+            batch = self._open_batch
+            if batch is None:
+                batch = self._open_batch = _Batch()
+            index = len(batch.records)
+            batch.records.append(record)
+            batch.errors.append(None)
+            while not batch.done:
+                if not self._leading:
+                    self._leading = True
+                    self._open_batch = None  # arrivals from now on go to the next batch
+                    break
+                gc.wait()
+        if not batch.done:  # this thread leads: write the whole batch
+            try:
+                self._write_batch(batch)
+            finally:
+                with gc:
+                    batch.done = True
+                    self._leading = False
+                    gc.notify_all()
+        error = batch.errors[index]
+        if error is not None:
+            if self.local_jobs:
+                with self._llock:
+                    self._local.pop(jid, None)
+            raise error
+        self._wakeup.set()
+
+    def _write_batch(self, batch: _Batch) -> None:
+        records = batch.records
+        try:
+            self._check_process()
+            accepted = self._insert(records)
+        except BaseException as exc:
+            for i in range(len(records)):
+                batch.errors[i] = exc
+            return
+        for i in range(accepted, len(records)):
+            batch.errors[i] = QueueFull(
+                f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); {records[i].task}"
+                " was not queued"
+            )
+
+    # -- the consumer ---------------------------------------------------------------------
+    def take(self, timeout: float | None, done: Job | None = None) -> Job | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = self._take_next(done)
+        while job is None:
+            if self._woken:
+                self._woken = False
+                return None
+            wait = self._idle()
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                wait = min(wait, left)
+            self._wakeup.wait(wait)
+            self._wakeup.clear()
+            job = self._take_next(None)
+        return job
+
+    def _take_next(self, done: Job | None) -> Job | None:
+        """Record ``done`` and claim the next due job, in one write (unless woken to stop)."""
+        self._check_process()
+        now = time.time()
+        if now >= self._next_recover:
+            self._next_recover = now + RECOVER_INTERVAL
+            self.recover()
+        # Jobs whose record failed (disk full...) are recorded with the next one,
+        # so a job this live process ran is never left "running" for ever.
+        pending = self._unsettled
+        if done is not None:
+            pending.append(done)
+        settle = [self.record_of(ran) for ran in pending]
+        try:
+            record = self._claim(settle, self.owner, now, lambda: self._woken)
+        except Exception as exc:
+            raise self._wrap(exc, "taking a job") from exc
+        settled = pending[:]
+        pending.clear()
+        for ran in settled:
+            self._after_settle(ran)
+        if record is None:
+            return None
+        job = self.job_of(record)
+        job.mark_running()  # attempts stay as before the claim: the consumer counts this one
+        return job
+
+    def _idle(self) -> float:
+        """Chores of an idle consumer; returns how long it may sleep."""
+        now = time.time()
+        if now >= self._next_prune:
+            self._next_prune = now + 1.0
+            self._do_prune(now)
+        if now >= self._next_sync and self._local:
+            self._next_sync = now + 1.0
+            self._sync_local()
+        wait = POLL_INTERVAL
+        eta = self._guard(self._next_eta, "reading")
+        if eta is not None:
+            wait = max(0.0, min(wait, eta - now))
+        return wait
+
+    def finish(self, job: Job) -> None:
+        try:
+            self._write_settle(job, "recording a finished job")
+        except MemQueueError:
+            self._unsettled.append(job)  # recorded with the next take
+            raise
+
+    def _write_settle(self, job: Job, doing: str) -> None:
+        self._check_process()
+        record = self.record_of(job)
+        self._guard(lambda: self._save(record), doing)
+        self._after_settle(job)
+
+    def _after_settle(self, job: Job) -> None:
+        """After a write: wake waiters (with the outcome on their objects), forget a finished local job."""
+        if not job.finished:
+            return
+        self._dirty = True
+        with self._llock:
+            self._local.pop(job.id, None)
+            events = self._events.pop(job.id, ())
+        for event in events:
+            if event.job is not job:
+                _copy_outcome(job, event.job)
+            event.set()
+        with self._settled:
+            self._settled.notify_all()
+
+    # -- take-over ------------------------------------------------------------------------
+    def recover(self) -> int:
+        """Take over the running jobs of dead owners; returns how many.
+
+        What happens to each is decided by :meth:`Job.interrupt
+        <flask_memqueue.job.Job.interrupt>`; each write is conditional on the
+        record still being the dead owner's, so two reclaimers never both
+        take a job, and a reclaimer that dies mid-way holds no lock.
+        """
+        owners = self._guard(self._running_owners, "reading")
+        dead = [o for o in owners if o and o != self.owner and not self._owner_alive(o)]
+        n = 0
+        now = time.time()
+        for owner in dead:
+            for record in self._guard(lambda o=owner: self._running_of(o), "reading"):  # type: ignore[misc]
+                job = self._detached(record)
+                job.interrupt(now, task_known=not getattr(job.task, "missing", False))
+                new = replace(self.record_of(job), owner=None)
+                if self._guard(lambda r=record, nr=new, o=owner: self._take_over_one(r.id, o, nr),  # type: ignore[misc]
+                               "taking over the jobs of a dead process"):
+                    n += 1
+        return n
+
+    def _detached(self, record: Record) -> Job:
+        """A fresh Job for a record, never this process's local object."""
+        kwargs = json.loads(record.kwargs) if record.kwargs else None
+        job = Job(self.context.host, record.id, self.context.task(record.task),
+                  tuple(json.loads(record.args)), kwargs, record.enqueued_at)
+        _restore(job, record)
+        return job
+
+    # -- housekeeping -----------------------------------------------------------------------
+    def _do_prune(self, now: float) -> None:
+        self._dirty = False
+        self._guard(lambda: self._prune(now - self.result_ttl, self.max_finished), "forgetting old finished jobs")
+
+    def _visible(self) -> float:
+        """Prune if a job finished here since the last time; the cut-off of the result TTL."""
+        now = time.time()
+        if self._dirty:
+            self._do_prune(now)
+        return now - self.result_ttl
+
+    def _sync_local(self) -> None:
+        """Drop local jobs another process finished (copying their outcome), 500 at a time."""
+        with self._llock:
+            ids = list(self._local)[:500]
+        if not ids:
+            return
+        finished = self._guard(lambda: self._load_many(ids, True), "reading")
+        found = {r.id for r in finished}
+        for record in finished:
+            self._after_settle(self.job_of(record))
+        # Records gone from the store (purged): nothing will finish them here.
+        # A record is missing too while its enqueue is written (the job is in
+        # _local first): young jobs stay.
+        old = time.time() - LOCAL_GRACE
+        candidates = [j for j in ids if j not in found]
+        with self._llock:
+            stale = [j for j in candidates if (m := self._local.get(j)) is not None
+                     and m.status is not RUNNING and m.enqueued_at <= old]
+        if stale:
+            present = {r.id for r in self._guard(lambda: self._load_many(stale, False), "reading")}
+            with self._llock:
+                for jid in stale:
+                    if jid not in present:
+                        self._local.pop(jid, None)
+
+    def _refresh_if_finished(self, job: Job) -> bool:
+        record = self._guard(lambda: self._load(job.id, None), "reading")
+        if record is None or record.status not in FINISHED:
+            return False
+        _restore(job, record)
+        with self._llock:
+            self._local.pop(job.id, None)
+        return True
+
+    def _guard(self, fn: Callable[[], Any], doing: str) -> Any:
+        """Run a primitive; its failure becomes this store's error, naming the store."""
+        try:
+            return fn()
+        except MemQueueError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, doing) from exc
+
+    def _wrap(self, exc: Exception, doing: str) -> MemQueueError:
+        return exc if isinstance(exc, MemQueueError) else self._error(exc, doing)
+
+    # -- single jobs ------------------------------------------------------------------------
+    def cancel(self, job: Job) -> bool:
+        probe = self._detached_copy(job)
+        probe.mark_cancelled(time.time())
+        record = self.record_of(probe)
+        if not self._guard(lambda: self._transition(job.id, WAITING, record), "cancelling a job"):
+            self._refresh(job)
+            return False
+        _copy_outcome(probe, job)
+        self._after_settle(job)
+        return True
+
+    def requeue(self, job: Job) -> bool:
+        probe = self._detached_copy(job)
+        probe.reset_for_requeue()
+        record = self.record_of(probe)
+        if not self._guard(lambda: self._transition(job.id, ("failed", "cancelled"), record), "queueing a job again"):
+            self._refresh(job)
+            return False
+        job.reset_for_requeue()
+        if self.local_jobs:
+            with self._llock:
+                self._local[job.id] = job
+        self._wakeup.set()
+        return True
+
+    def _detached_copy(self, job: Job) -> Job:
+        copy = Job(self.context.host, job.id, job.task, job.args, job.kwargs, job.enqueued_at, job.status)
+        _copy_outcome(job, copy)
+        return copy
+
+    def _refresh(self, job: Job) -> None:
+        record = self._guard(lambda: self._load(job.id, None), "reading")
+        if record is not None and not (record.status == "running" and record.owner == self.owner):
+            _restore(job, record)
+
+    def get(self, job_id: str) -> Job | None:
+        record = self._guard(lambda: self._load(job_id, self._visible()), "reading")
+        if record is None:
+            return None
+        local = self._local.get(job_id)
+        if local is not None and record.status == "running" and record.owner == self.owner:
+            return local  # running here: the object holds progress the record does not
+        return self.job_of(record)
+
+    # -- listings ---------------------------------------------------------------------------
+    def jobs(self, status: JobStatus | None = None, limit: int = 50, offset: int = 0) -> list[Job]:
+        records = self._guard(
+            lambda: self._list(None if status is None else status.value, limit, offset, self._visible()), "reading"
+        )
+        return [self.job_of(r) for r in records]
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys((s.value for s in JobStatus), 0)
+        counts.update(self._guard(lambda: self._count(self._visible()), "reading"))
+        return counts
+
+    def depth(self) -> int:
+        return int(self._guard(lambda: self._busy(WAITING, None), "reading"))
+
+    def purge_finished(self) -> int:
+        return int(self._guard(self._purge, "purging finished jobs"))
+
+    def drop_waiting(self) -> list[Job]:
+        jobs = [self.job_of(r) for r in self._guard(self._remove_waiting, "dropping waiting jobs")]
+        with self._llock:
+            for job in jobs:
+                self._local.pop(job.id, None)
+        with self._settled:
+            self._settled.notify_all()
+        return jobs
+
+    # -- waiting ----------------------------------------------------------------------------
+    def join(self, timeout: float | None, *, due_only: bool = False) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if due_only:
+                busy = self._guard(lambda: self._busy(("queued", "running", "scheduled"), time.time()), "reading")
+            else:
+                busy = self._guard(lambda: self._busy(("queued", "running", "scheduled"), None), "reading")
+            if not busy:
+                return True
+            wait = POLL_INTERVAL
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                wait = min(wait, left)
+            with self._settled:
+                self._settled.wait(wait)
+
+    def waiter(self, job: Job) -> threading.Event | None:
+        if job.finished:
+            return None
+        event = _PollingEvent(self, job)
+        with self._llock:
+            self._events.setdefault(job.id, []).append(event)
+        return event
+
+    def wake(self) -> None:
+        self._woken = True
+        self._wakeup.set()
+
+    def wake_from_signal_handler(self) -> None:
+        """:meth:`wake` without taking a lock, for a signal handler.
+
+        A handler runs in the main thread between two bytecodes, maybe while
+        that thread holds the wake-up event's (non-reentrant) lock: setting
+        the event there could deadlock. The flag alone is seen by a sleeping
+        :meth:`take` within :data:`POLL_INTERVAL`.
+        """
+        self._woken = True
+
+    def close(self) -> None:
+        if self._pid != os.getpid():
+            return  # a forked child never closes its parent's connections
+        self._closed = True
+        self._close()
+
+
+def _restore(job: Job, record: Record) -> None:
+    """Copy a record's state onto a Job."""
+    job.restore(
+        JobStatus(record.status), record.attempts, eta=record.eta, started_at=record.started_at,
+        finished_at=record.finished_at, result=None if record.result is None else json.loads(record.result),
+        error=record.error, traceback=record.traceback, progress=job.progress, message=job.progress_message,
+    )
+
+
+def _copy_outcome(source: Job, target: Job) -> None:
+    """Give ``target`` (another object for the same job) ``source``'s state."""
+    target.restore(
+        source.status, source.attempts, eta=source.eta, started_at=source.started_at,
+        finished_at=source.finished_at, result=source.result, error=source.error, traceback=source.traceback,
+        progress=source.progress, message=source.progress_message,
+    )
+
+
+def check_options(options: Mapping[str, Any], known: Mapping[str, str], url: str) -> None:
+    """Refuse an option the backend does not know, naming where options come from."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        from ..exceptions import ConfigurationError
+
+        listing = ", ".join(f"{k} ({v})" for k, v in known.items()) or "none"
+        raise ConfigurationError(
+            f"MEMQUEUE_STORAGE / MEMQUEUE_STORAGE_OPTIONS: unknown option(s) {', '.join(map(repr, unknown))}"
+            f" for {url}; this backend takes: {listing}"
+        )
+
+
+def _json_complaint(task: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None, url: str) -> str:
+    """Which argument of a call JSON cannot hold, for the TypeError at enqueue."""
+    which = "an argument"
+    bad: Any = None
+    items: list[tuple[str, Any]] = [(f"argument {i}", v) for i, v in enumerate(args)]
+    items += [(f"keyword argument {k!r}", v) for k, v in (kwargs or {}).items()]
+    for label, value in items:
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
+            which, bad = label, value
+            break
+    try:
+        shown = repr(bad)
+    except Exception:
+        shown = f"<{type(bad).__name__}>"
+    if len(shown) > 200:
+        shown = shown[:200] + "…"
+    return (
+        f"cannot queue {task}: {which} ({type(bad).__name__}: {shown}) is not JSON-serialisable."
+        f" With a store that other processes share ({url}), arguments must be JSON values (str, int,"
+        " finite float, bool, None, and lists and dicts of them) so that another process can read them back"
+    )
+
+
+__all__ = [
+    "DurableStorage",
+    "Record",
+    "check_options",
+    "parse_owner",
+    "process_alive",
+    "process_start_time",
+]
