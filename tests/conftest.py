@@ -37,9 +37,21 @@ TIMEOUT = 10.0
 #: against: its name, and the extra app config that selects it (given a fresh
 #: temporary directory). A new backend adds itself with one entry here.
 STORAGE_BACKENDS: dict[str, Callable[[Path], dict[str, Any]]] = {
-    "memory": lambda tmp_path: {},
-    "sqlite": lambda tmp_path: {"MEMQUEUE_JOURNAL": str(tmp_path / "journal.db")},
+    "memory": lambda tmp_path: {"MEMQUEUE_STORAGE": "memory://"},
+    "sqlite": lambda tmp_path: {"MEMQUEUE_STORAGE": f"sqlite:///{tmp_path / 'journal.db'}"},
+    "journal-alias": lambda tmp_path: {"MEMQUEUE_JOURNAL": str(tmp_path / "journal.db")},
+    "dict": lambda tmp_path: {"MEMQUEUE_STORAGE": _dict_store(tmp_path)},
 }
+
+
+def _dict_store(tmp_path: Path) -> str:
+    """The test-only durable backend (tests/dictstore.py), registered on first use."""
+    from dictstore import SCHEME, open_dict
+
+    from flask_memqueue.storage import register_backend
+
+    register_backend(SCHEME, open_dict)
+    return f"{SCHEME}:///{tmp_path}"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -202,12 +214,19 @@ def storage_factory(
     count = 0
     queues: list[AppQueue] = []
 
-    def make(**config: Any) -> AppQueue:
+    def make(*, like: AppQueue | None = None, name: str | None = None, **config: Any) -> AppQueue:
+        """``like=queue``: open the same store as ``queue`` (as another process would),
+        as the same app unless ``name`` says otherwise."""
         nonlocal count
         count += 1
-        directory = tmp_path / f"{request.param}-{count}"
-        directory.mkdir()
-        app = make_app(f"contract{count}", **{**backend(directory), **config})
+        if like is None:
+            directory = tmp_path / f"{request.param}-{count}"
+            directory.mkdir()
+            app_name = name or f"contract{count}"
+        else:
+            directory = tmp_path / like.app.config["CONTRACT_DIR"]
+            app_name = name or like.app.name
+        app = make_app(app_name, CONTRACT_DIR=directory.name, **{**backend(directory), **config})
         queues.append(app.extensions["memqueue"])
         return queues[-1]
 

@@ -474,3 +474,91 @@ def test_result_ttl(storage_factory: Factory, tasks: dict[str, Any]) -> None:
     assert queue.storage.take(0) is None  # an idle turn: a store may apply its bounds as late as this
     assert queue.storage.get(job.id) is None
     assert queue.storage.counts()["succeeded"] == 0
+
+
+# -- stores that other processes share --------------------------------------------------------
+def shared_only(queue: AppQueue) -> None:
+    if not queue.storage.capabilities.shared:
+        pytest.skip(f"{queue.storage_url} is not shared between processes")
+
+
+def test_capabilities_are_declared(queue: AppQueue) -> None:
+    caps = queue.storage.capabilities
+    if caps.shared:  # a job another process runs must be readable there
+        assert caps.json_only
+    assert queue.storage_url.split("://")[0] == queue.config.storage.split("://")[0]
+
+
+def test_another_app_never_sees_a_jobs_by_id(storage_factory: Factory, tasks: dict[str, Any]) -> None:
+    first = storage_factory()
+    other = storage_factory(like=first, name="another-app")
+    job = queued(first, "mine")
+    assert first.storage.get(job.id) is not None
+    assert other.storage.get(job.id) is None
+    assert other.storage.cancel(job) is False
+    assert other.storage.requeue(job) is False
+    assert other.storage.jobs() == [] and other.storage.depth() == 0
+    assert other.storage.take(0) is None
+    assert status_of(first.storage, job) == "queued"
+
+
+def test_arguments_are_what_a_json_round_trip_gives(storage_factory: Factory, tasks: dict[str, Any]) -> None:
+    queue = storage_factory()
+    shared_only(queue)
+    payload = [1, (2, 3)]
+    job = new_job(queue, "contract.echo", payload, value=None)
+    job.kwargs = {"value": {1: "one"}}
+    queue.storage.put(job)
+    payload.append("later")  # a later change of the caller's object is not the job's
+    assert job.args == ([1, [2, 3]],)
+    assert job.kwargs == {"value": {"1": "one"}}
+    taken = queue.storage.take(0)
+    assert taken is not None and taken.args == job.args and taken.kwargs == job.kwargs
+
+
+def test_non_json_arguments_are_refused_at_enqueue(storage_factory: Factory, tasks: dict[str, Any]) -> None:
+    queue = storage_factory()
+    shared_only(queue)
+    for bad in (object(), float("nan"), {1, 2}):
+        with pytest.raises(TypeError, match="contract.echo.*argument 0"):
+            queued(queue, bad)
+    assert queue.storage.depth() == 0
+
+
+def test_wait_on_another_object_of_the_job_gets_its_outcome(storage_factory: Factory,
+                                                            tasks: dict[str, Any]) -> None:
+    queue = storage_factory()
+    job = queued(queue, "outcome")
+    other = queue.storage.get(job.id)
+    assert other is not None
+    event = queue.storage.waiter(other)
+    assert event is not None
+    taken = queue.storage.take(0)
+    assert taken is not None
+    run(queue, taken)
+    queue.storage.finish(taken)
+    assert event.wait(TIMEOUT)
+    assert other.status == "succeeded" and other.result == "outcome"
+
+
+def test_a_dead_owners_job_is_taken_over_counting_one_attempt(storage_factory: Factory,
+                                                              tasks: dict[str, Any]) -> None:
+    first = storage_factory()
+    shared_only(first)
+    second = storage_factory(like=first)
+    once = queued(first, "once")  # no retries: interrupted means failed
+    twice = queued(first, None, "contract.retry")  # one retry left
+    a, b = first.storage.take(0), first.storage.take(0)
+    assert a is not None and b is not None
+    assert second.storage.take(0) is None  # both running, owned by the first "process"
+    storage = second.storage
+    storage._owner_alive = lambda owner: False  # type: ignore[method-assign]  # the first process died
+    assert storage.recover() == 2  # type: ignore[attr-defined]
+    assert storage.recover() == 0  # type: ignore[attr-defined]  # taken once only
+    gone = storage.get(once.id)
+    assert gone is not None and gone.status == "failed" and gone.error == "interrupted" and gone.attempts == 1
+    again = storage.get(twice.id)
+    assert again is not None and again.status == "scheduled" and again.attempts == 1
+    assert again.error is not None and again.error.startswith("interrupted")
+    retried = storage.take(TIMEOUT)  # retry_delay=0: due at once
+    assert retried is not None and retried.id == twice.id

@@ -1,0 +1,188 @@
+"""A storage backend written only for the tests: records in a dict, behind the durable machinery.
+
+It is the proof of the storage seam: one file plus one entry in
+``STORAGE_BACKENDS`` (conftest.py), and the whole contract runs against it.
+Every operation goes through :class:`~flask_memqueue.storage.durable.DurableStorage`
+(records, JSON arguments, group commit, claims, owners, take-over, waiters),
+so the contract checks that machinery apart from SQL. Stores opened on the
+same URL share one table, as processes share a journal file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from flask_memqueue.storage import StoreContext
+from flask_memqueue.storage.durable import FINISHED, DurableStorage, Record, check_options
+
+SCHEME = "dict"
+
+
+class _Table:
+    """What a file would be: every namespace's records, in insertion order."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows: dict[str, tuple[str, int, Record]] = {}  # id -> (namespace, seq, record)
+        self.seq = itertools.count(1)
+
+
+_TABLES: dict[str, _Table] = {}
+_TABLES_LOCK = threading.Lock()
+
+
+def open_dict(url: str, options: Mapping[str, Any], context: StoreContext) -> DictStorage:
+    check_options(options, {}, url)
+    with _TABLES_LOCK:
+        table = _TABLES.setdefault(url, _Table())
+    return DictStorage(url, context, table)
+
+
+class DictStorage(DurableStorage):
+    def __init__(self, url: str, context: StoreContext, table: _Table) -> None:
+        super().__init__(url, context)
+        self.table = table
+
+    def _mine(self) -> list[tuple[int, Record]]:
+        return [(seq, r) for ns, seq, r in self.table.rows.values() if ns == self.namespace]
+
+    def _insert(self, records: list[Record]) -> int:
+        with self.table.lock:
+            room = len(records)
+            if self.maxsize:
+                waiting = sum(1 for _, r in self._mine() if r.status in ("queued", "scheduled"))
+                room = max(0, min(room, self.maxsize - waiting))
+            for r in records[:room]:
+                self.table.rows[r.id] = (self.namespace, next(self.table.seq), replace(r))
+            return room
+
+    def _save_locked(self, record: Record) -> None:
+        old = self.table.rows.get(record.id)
+        if old is not None and old[0] != self.namespace:
+            return
+        seq = old[1] if old is not None else next(self.table.seq)
+        self.table.rows[record.id] = (self.namespace, seq, replace(record))
+
+    def _save(self, record: Record) -> None:
+        with self.table.lock:
+            self._save_locked(record)
+
+    def _claim(self, settle: list[Record], owner: str, now: float, stop: Callable[[], bool]) -> Record | None:
+        with self.table.lock:
+            for record in settle:
+                self._save_locked(record)
+            if stop():
+                return None
+            mine = self._mine()
+            due = sorted((r.eta or 0.0, seq, r) for seq, r in mine
+                         if r.status == "scheduled" and (r.eta or 0.0) <= now)
+            if due:
+                found = due[0][2]
+            else:
+                queued = sorted((seq, r) for seq, r in mine if r.status == "queued")
+                if not queued:
+                    return None
+                found = queued[0][1]
+            before = replace(found)
+            found.status, found.owner, found.started_at = "running", owner, now
+            found.attempts += 1
+            return before
+
+    def _transition(self, job_id: str, from_status: Iterable[str], record: Record) -> bool:
+        with self.table.lock:
+            old = self.table.rows.get(job_id)
+            if old is None or old[0] != self.namespace or old[2].status not in tuple(from_status):
+                return False
+            self._save_locked(record)
+            return True
+
+    def _take_over_one(self, job_id: str, owner: str, record: Record) -> bool:
+        with self.table.lock:
+            old = self.table.rows.get(job_id)
+            if old is None or old[0] != self.namespace or old[2].status != "running" or old[2].owner != owner:
+                return False
+            self._save_locked(record)
+            return True
+
+    def _load(self, job_id: str, visible_after: float | None) -> Record | None:
+        with self.table.lock:
+            old = self.table.rows.get(job_id)
+            if old is None or old[0] != self.namespace:
+                return None
+            r = old[2]
+            if visible_after is not None and r.finished_at is not None and r.finished_at <= visible_after:
+                return None
+            return replace(r)
+
+    def _load_many(self, job_ids: list[str], finished_only: bool) -> list[Record]:
+        found = [self._load(jid, None) for jid in job_ids]
+        return [r for r in found if r is not None and (not finished_only or r.status in FINISHED)]
+
+    def _list(self, status: str | None, limit: int, offset: int, visible_after: float) -> list[Record]:
+        with self.table.lock:
+            rows = [(r.enqueued_at, seq, r) for seq, r in self._mine()
+                    if (status is None or r.status == status)
+                    and (r.finished_at is None or r.finished_at > visible_after)]
+        rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
+        return [replace(r) for _, _, r in rows[offset:offset + limit]]
+
+    def _count(self, visible_after: float) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with self.table.lock:
+            for _, r in self._mine():
+                if r.finished_at is None or r.finished_at > visible_after:
+                    counts[r.status] = counts.get(r.status, 0) + 1
+        return counts
+
+    def _busy(self, statuses: Iterable[str], due_before: float | None) -> int:
+        wanted = set(statuses)
+        with self.table.lock:
+            return sum(
+                1 for _, r in self._mine()
+                if r.status in wanted
+                and (r.status != "scheduled" or due_before is None or (r.eta or 0.0) <= due_before)
+            )
+
+    def _running_owners(self) -> set[str]:
+        with self.table.lock:
+            return {r.owner for _, r in self._mine() if r.status == "running" and r.owner}
+
+    def _running_of(self, owner: str) -> list[Record]:
+        with self.table.lock:
+            return [replace(r) for _, r in self._mine() if r.status == "running" and r.owner == owner]
+
+    def _prune(self, finished_before: float, keep: int) -> None:
+        with self.table.lock:
+            finished = sorted(((r.finished_at or 0.0), seq, r.id) for seq, r in self._mine() if r.status in FINISHED)
+            drop = {jid for at, _, jid in finished if at <= finished_before}
+            kept = [row for row in finished if row[2] not in drop]
+            if len(kept) > keep:
+                drop.update(jid for _, _, jid in kept[: len(kept) - keep])
+            for jid in drop:
+                del self.table.rows[jid]
+
+    def _purge(self) -> int:
+        with self.table.lock:
+            drop = [r.id for _, r in self._mine() if r.status in FINISHED]
+            for jid in drop:
+                del self.table.rows[jid]
+            return len(drop)
+
+    def _remove_waiting(self) -> list[Record]:
+        with self.table.lock:
+            waiting = sorted((seq, r) for seq, r in self._mine() if r.status in ("queued", "scheduled"))
+            for _, r in waiting:
+                del self.table.rows[r.id]
+            return [r for _, r in waiting]
+
+    def _next_eta(self) -> float | None:
+        with self.table.lock:
+            etas = [r.eta for _, r in self._mine() if r.status == "scheduled" and r.eta is not None]
+        return min(etas) if etas else None
+
+    def _close(self) -> None:
+        pass
