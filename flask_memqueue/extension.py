@@ -15,7 +15,7 @@ import os
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from flask import Flask
 from flask.globals import _cv_app  # behind current_app: one lookup, no proxy (Flask >= 2.2)
@@ -26,8 +26,15 @@ from .job import Job
 from .registry import Registry, Task, default_name, message_task_name
 from .state import AppQueue
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 EXTENSION_KEY = "memqueue"
+
+
+class _Decorator(Protocol):
+    """What ``@mq.task(...)`` returns: a decorator that keeps the function's signature."""
+
+    def __call__(self, func: Callable[P, R], /) -> Task[P, R]: ...
 
 
 class MemQueue:
@@ -130,7 +137,7 @@ class MemQueue:
 
     # -- registration --------------------------------------------------------------
     @overload
-    def task(self, func: F, /) -> Task[..., Any]: ...
+    def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
     def task(
@@ -142,7 +149,7 @@ class MemQueue:
         retries: int = 0,
         retry_delay: float = 1.0,
         retry_backoff: float = 2.0,
-    ) -> Callable[[F], Task[..., Any]]: ...
+    ) -> _Decorator: ...
 
     def task(
         self,
@@ -182,7 +189,7 @@ class MemQueue:
         return register
 
     @overload
-    def handler(self, topic: F, /) -> Task[..., Any]: ...
+    def handler(self, topic: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
     def handler(
@@ -193,7 +200,7 @@ class MemQueue:
         retries: int = 0,
         retry_delay: float = 1.0,
         retry_backoff: float = 2.0,
-    ) -> Callable[[F], Task[..., Any]]: ...
+    ) -> _Decorator: ...
 
     def handler(self, topic: str | Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """Register the function that receives messages (``POST /produce``, :meth:`produce`).
@@ -217,7 +224,13 @@ class MemQueue:
         return register
 
     # -- enqueueing ----------------------------------------------------------------
-    def enqueue(self, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job:
+    @overload
+    def enqueue(self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
+
+    @overload
+    def enqueue(self, func: str, /, *args: Any, **kwargs: Any) -> Job[Any]: ...
+
+    def enqueue(self, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job[Any]:
         """Queue ``func(*args, **kwargs)`` on the current app's queue; returns the :class:`Job`.
 
         ``func`` is a task, a registered task name, or any callable. Every
@@ -233,9 +246,17 @@ class MemQueue:
             queue = self._queue()
         return queue.enqueue(self.registry.resolve(func), args, kwargs)
 
+    @overload
+    def enqueue_in(
+        self, delay: float | _dt.timedelta, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Job[R]: ...
+
+    @overload
+    def enqueue_in(self, delay: float | _dt.timedelta, func: str, /, *args: Any, **kwargs: Any) -> Job[Any]: ...
+
     def enqueue_in(
         self, delay: float | _dt.timedelta, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
-    ) -> Job:
+    ) -> Job[Any]:
         """Queue ``func(*args, **kwargs)`` to run ``delay`` seconds (or a timedelta) from now."""
         seconds = delay.total_seconds() if isinstance(delay, _dt.timedelta) else delay
         if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds):
@@ -244,7 +265,13 @@ class MemQueue:
             raise ValueError(f"delay must not be negative, not {delay!r}")
         return self._queue().enqueue(self.registry.resolve(func), args, kwargs, eta=time.time() + seconds)
 
-    def enqueue_at(self, when: _dt.datetime, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job:
+    @overload
+    def enqueue_at(self, when: _dt.datetime, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
+
+    @overload
+    def enqueue_at(self, when: _dt.datetime, func: str, /, *args: Any, **kwargs: Any) -> Job[Any]: ...
+
+    def enqueue_at(self, when: _dt.datetime, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job[Any]:
         """Queue ``func(*args, **kwargs)`` to run at ``when``, a timezone-aware datetime.
 
         A time in the past runs as soon as the consumer can.
@@ -300,7 +327,15 @@ class MemQueue:
         return self._queue().consumer.run_once(timeout)
 
 
-def enqueue(func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job:
+@overload
+def enqueue(func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
+
+
+@overload
+def enqueue(func: str, /, *args: Any, **kwargs: Any) -> Job[Any]: ...
+
+
+def enqueue(func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job[Any]:
     """Queue a job on the current app's queue, whichever MemQueue bound it.
 
     For code (blueprints, helpers) that has no handle on the ``mq`` object.
