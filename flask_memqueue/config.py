@@ -147,6 +147,7 @@ SETTINGS: dict[str, Setting] = {
     "SHUTDOWN_TIMEOUT": Setting(10.0, _seconds, "Seconds shutdown at interpreter exit waits for the queue to drain."),
     "JOURNAL": Setting(None, _journal, "SQLite journal file; unset: memory only."),
     "JOURNAL_SYNC": Setting("normal", _sync, "'normal' survives a crash, 'full' also power loss."),
+    "METRICS": Setting(True, _bool, "Count jobs for GET <prefix>/metrics (when prometheus_client is installed)."),
 }
 
 
@@ -164,6 +165,7 @@ class Config:
     shutdown_timeout: float
     journal: str | None
     journal_sync: str
+    metrics: bool
 
 
 def read_config(config: Mapping[str, Any]) -> Config:

@@ -90,6 +90,10 @@ class MemQueue:
                 " step its queue with mq.run_once() instead)"
             )
         queue = AppQueue(self, app, config)
+        if config.metrics:
+            from .metrics import install
+
+            queue.metrics = install(queue)  # None without prometheus_client: the route says what to install
         app.extensions[EXTENSION_KEY] = queue
         self._queues.add(queue)
         # The first request starts the consumer (and a request after it died

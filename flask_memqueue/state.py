@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from .config import Config
     from .extension import MemQueue
+    from .metrics import Metrics
     from .registry import Task
 
 logger = logging.getLogger("flask_memqueue")
@@ -54,6 +55,8 @@ class AppQueue:
         # about a key changed later (which would otherwise do nothing, silently).
         self._config_read = {key: value for key, value in app.config.items() if _is_ours(key)}
         self._config_checked = False
+        #: The app's Prometheus metrics (:mod:`flask_memqueue.metrics`), if on and installed.
+        self.metrics: Metrics | None = None
         self._fresh_process()
         _QUEUES.add(self)
 

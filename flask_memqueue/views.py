@@ -319,6 +319,14 @@ def health() -> Response:
     return jsonify(status="ok", pid=os.getpid(), consumer_alive=info["alive"], depth=queue.storage.depth())
 
 
+@blueprint.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format (``pip install "flask-memqueue[metrics]"``; 501 without it)."""
+    from .metrics import response
+
+    return response(_queue())
+
+
 @blueprint.route("/<path:rest>", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
 def not_found(rest: str) -> Response:
     """JSON for every URL under the prefix that no route takes: 405 or 404."""

@@ -24,6 +24,7 @@ BAD_VALUES: dict[str, list[Any]] = {
     "SHUTDOWN_TIMEOUT": [-1, float("nan"), "soon", True],
     "JOURNAL": [42, ["a"]],
     "JOURNAL_SYNC": ["always", 1, None],
+    "METRICS": ["maybe", 2, None],
 }
 
 
