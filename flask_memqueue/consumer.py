@@ -58,8 +58,10 @@ class Consumer:
 
     def __init__(self, queue: AppQueue) -> None:
         self.queue = queue
-        #: Jobs this consumer has run (every attempt counts), across restarts.
+        #: Jobs this consumer has finished (succeeded or failed for good), across restarts.
         self.jobs_done = 0
+        #: Attempts this consumer has run: jobs_done plus every attempt that will be retried.
+        self.attempts = 0
         #: The job running now, if any.
         self.current: Job | None = None
         #: Set by shutdown; the loop ends after the job in hand.
@@ -142,7 +144,9 @@ class Consumer:
                 logger.exception("a teardown_appcontext handler failed after job %s (%s)", job.id, job.name)
             _cv_job.reset(token)
             self.current = None
-            self.jobs_done += 1
+            self.attempts += 1
+            if job.status is not SCHEDULED:  # a job that will be retried is not done yet
+                self.jobs_done += 1
 
     def _failed(self, job: Job, exc: BaseException, *, fatal: bool) -> None:
         out = job._outcome()
@@ -154,10 +158,16 @@ class Consumer:
             delay = task.retry_in(job.attempts)
             out.eta = time.time() + delay
             job.status = SCHEDULED
-            logger.warning(
-                "job %s (%s) failed on attempt %d of %d, retrying in %.3g s: %s",
-                job.id, job.name, job.attempts, task.retries + 1, delay, out.error,
-            )
+            if self.queue.config.eager:  # _run_eagerly runs the retry at once, without the delay
+                logger.warning(
+                    "job %s (%s) failed on attempt %d of %d, retrying now (eager mode): %s",
+                    job.id, job.name, job.attempts, task.retries + 1, out.error,
+                )
+            else:
+                logger.warning(
+                    "job %s (%s) failed on attempt %d of %d, retrying in %.3g s: %s",
+                    job.id, job.name, job.attempts, task.retries + 1, delay, out.error,
+                )
             if job_retrying.receivers:
                 _send(job_retrying, app, job)
             return

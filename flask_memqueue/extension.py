@@ -13,6 +13,7 @@ import datetime as _dt
 import math
 import os
 import time
+import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
@@ -21,7 +22,7 @@ from flask import Flask
 from flask.globals import _cv_app  # behind current_app: one lookup, no proxy (Flask >= 2.2)
 
 from .config import PREFIX, SETTINGS, read_config
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, MainModuleTaskWarning
 from .job import Job
 from .registry import Registry, Task, default_name, message_task_name
 from .state import AppQueue
@@ -89,6 +90,10 @@ class MemQueue:
                 " live in this process, and nobody else could run them (a testing app may"
                 " step its queue with mq.run_once() instead)"
             )
+        if config.journal is not None:
+            main_tasks = [n for n in self.registry.tasks if n.startswith("__main__.")]
+            if main_tasks:
+                _warn_main_module(main_tasks)
         queue = AppQueue(self, app, config)
         if config.metrics:
             from .metrics import install
@@ -186,6 +191,8 @@ class MemQueue:
                 mq=self,
             )
             self.registry.add_task(task)
+            if name is None and task.name.startswith("__main__.") and any(q.config.journal for q in self._queues):
+                _warn_main_module([task.name])
             return task
 
         if func is not None:
@@ -357,6 +364,19 @@ def enqueue(func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job
         )
     app_queue: AppQueue = queue
     return app_queue.enqueue(app_queue.registry.resolve(func), args, kwargs)
+
+
+def _warn_main_module(names: list[str]) -> None:
+    """Tasks of a script run as ``__main__`` cannot be found by name in another process."""
+    warnings.warn(
+        f"task(s) {', '.join(sorted(names))} were defined in a script run as __main__ and this app"
+        " has a journal (MEMQUEUE_JOURNAL): another process (flask memqueue worker, a restarted"
+        " app) reads jobs by task name and cannot import '__main__.*'. Move the tasks into an"
+        " importable module, or give each a name (@mq.task(name='resize')) that the worker's"
+        " imports register too.",
+        MainModuleTaskWarning,
+        stacklevel=3,
+    )
 
 
 def _in_reloader_watcher() -> bool:

@@ -202,16 +202,18 @@ class Job(Generic[R]):
         """Report how far a running job is (0..1), with an optional message.
 
         Call it as ``current_job.set_progress(0.5, "half way")`` from inside
-        the job. Values are clamped to 0..1.
+        the job. A number outside 0..1 raises :class:`ValueError`, as a
+        non-number raises :class:`TypeError`: a silently clamped 2.0 would
+        hide a bug in the caller's arithmetic (pass ``done / total``).
         """
         try:
             value = float(fraction)
         except (TypeError, ValueError):
             raise TypeError(f"progress must be a number between 0 and 1, not {fraction!r}") from None
-        if value != value:  # NaN
-            raise ValueError("progress must be a number between 0 and 1, not NaN")
+        if not 0.0 <= value <= 1.0:  # NaN fails this too
+            raise ValueError(f"progress must be a number between 0 and 1 (a fraction of the work), not {fraction!r}")
         out = self._outcome()
-        out.progress = min(1.0, max(0.0, value))
+        out.progress = value
         out.message = None if message is None else str(message)
 
     def wait(self, timeout: float | None = None) -> R:
@@ -279,6 +281,18 @@ class Job(Generic[R]):
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.name} {self.status.value}>"
+
+
+def describe_task(name: str) -> str:
+    """A task name as a sentence reads it: ``message:`` names (the handlers') say which topic.
+
+    ``"message:"`` is :data:`flask_memqueue.registry.MESSAGE_PREFIX` (not
+    imported: the registry sits above this module).
+    """
+    if name.startswith("message:"):
+        topic = name[len("message:"):]
+        return f"the message for topic {topic!r}" if topic else "the message for the default handler"
+    return f"the job of task {name!r}"
 
 
 def _now() -> float:

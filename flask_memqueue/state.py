@@ -314,6 +314,7 @@ class AppQueue:
             "ident": thread.ident if thread else None,
             "alive": thread is not None,
             "jobs_done": self.consumer.jobs_done,
+            "attempts": self.consumer.attempts,
             "starts": self.starts,
             "enabled": bool(self.config.consumer and not self.config.eager),
             "error": self.start_error,

@@ -73,7 +73,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import JournalError, QueueFull, UnknownTaskError
-from ..job import Job, JobStatus
+from ..job import Job, JobStatus, describe_task
 from ..registry import Task
 from .base import Storage
 
@@ -183,15 +183,22 @@ def journal_path(app: Flask, journal: str) -> str:
     otherwise create a journal nobody looks at.
     """
     if os.path.isabs(journal):
-        return journal
-    try:
-        os.makedirs(app.instance_path, exist_ok=True)
-    except OSError as exc:
+        path = journal
+    else:
+        try:
+            os.makedirs(app.instance_path, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(
+                f"cannot create the instance folder {app.instance_path!r} for the journal {journal!r}"
+                f" (MEMQUEUE_JOURNAL): {exc}"
+            ) from exc
+        path = os.path.join(app.instance_path, journal)
+    if os.path.isdir(path):  # else SQLite says only "unable to open database file"
         raise JournalError(
-            f"cannot create the instance folder {app.instance_path!r} for the journal {journal!r}"
-            f" (MEMQUEUE_JOURNAL): {exc}"
-        ) from exc
-    return os.path.join(app.instance_path, journal)
+            f"MEMQUEUE_JOURNAL {journal!r} is a folder ({path}); it must name the journal file,"
+            f" e.g. {os.path.join(journal, 'memqueue.db')!r}"
+        )
+    return path
 
 
 class _Batch:
@@ -567,7 +574,8 @@ class SQLiteStorage(Storage):
             for i, row in enumerate(rows):
                 if room is not None and len(accepted) >= room:
                     batch.errors[i] = QueueFull(
-                        f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); {row[2]} was not queued"
+                        f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE);"
+                        f" {describe_task(row[2])} was not queued"
                     )
                 else:
                     accepted.append(row)
