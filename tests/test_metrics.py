@@ -92,11 +92,13 @@ def test_the_depth_gauge_counts_waiting_jobs(make_app: Callable[..., Flask], mq:
 
 def test_two_apps_in_one_process_count_apart(make_app: Callable[..., Flask], mq: MemQueue) -> None:
     first, second = make_app("first"), make_app("second")
-    with first.app_context():
-        mq.enqueue(len, "abc").wait(timeout=10)
-        mq.enqueue(len, "abc").wait(timeout=10)
+    with first.app_context():  # join, not wait: wait returns before the job_succeeded receivers ran
+        mq.enqueue(len, "abc")
+        mq.enqueue(len, "abc")
+        assert mq.join(timeout=10)
     with second.app_context():
-        mq.enqueue(len, "abc").wait(timeout=10)
+        mq.enqueue(len, "abc")
+        assert mq.join(timeout=10)
     assert value(scrape(first), "memqueue_jobs_succeeded_total", task="builtins.len", queue="default") == 2
     assert value(scrape(second), "memqueue_jobs_succeeded_total", task="builtins.len", queue="default") == 1
 
