@@ -1,22 +1,64 @@
-"""flask-memqueue: background jobs for Flask, in the same process, with no broker."""
+"""flask-memqueue: background jobs for Flask, in the same process, with no broker.
 
-from .consumer import current_job
-from .exceptions import (
-    ConfigurationError,
-    JobFailed,
-    JournalError,
-    MemQueueError,
-    QueueClosed,
-    QueueFull,
-    UnknownTaskError,
-    UnknownTopicError,
-)
-from .extension import MemQueue, enqueue
-from .job import Job, JobStatus
-from .registry import Task
-from .signals import job_enqueued, job_failed, job_retrying, job_started, job_succeeded
+The names below are imported on first use (PEP 562), so importing the package
+alone costs nothing: pytest loads :mod:`flask_memqueue.pytest_plugin` (and so
+this package) in every test run of an environment where it is installed, and
+that must not import Flask for projects that do not use it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .consumer import current_job
+    from .exceptions import (
+        ConfigurationError,
+        JobFailed,
+        JournalError,
+        MainModuleTaskWarning,
+        MemQueueConfigWarning,
+        MemQueueError,
+        MemQueueWarning,
+        QueueClosed,
+        QueueFull,
+        UnknownTaskError,
+        UnknownTopicError,
+    )
+    from .extension import MemQueue, enqueue
+    from .job import Job, JobStatus
+    from .registry import Task
+    from .signals import job_cancelled, job_enqueued, job_failed, job_retrying, job_started, job_succeeded
 
 __version__ = "1.0.0"
+
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "current_job": "consumer",
+    "ConfigurationError": "exceptions",
+    "JobFailed": "exceptions",
+    "JournalError": "exceptions",
+    "MainModuleTaskWarning": "exceptions",
+    "MemQueueConfigWarning": "exceptions",
+    "MemQueueError": "exceptions",
+    "MemQueueWarning": "exceptions",
+    "QueueClosed": "exceptions",
+    "QueueFull": "exceptions",
+    "UnknownTaskError": "exceptions",
+    "UnknownTopicError": "exceptions",
+    "MemQueue": "extension",
+    "enqueue": "extension",
+    "Job": "job",
+    "JobStatus": "job",
+    "Task": "registry",
+    "job_cancelled": "signals",
+    "job_enqueued": "signals",
+    "job_failed": "signals",
+    "job_retrying": "signals",
+    "job_started": "signals",
+    "job_succeeded": "signals",
+}
 
 __all__ = [
     "ConfigurationError",
@@ -24,8 +66,11 @@ __all__ = [
     "JobFailed",
     "JobStatus",
     "JournalError",
+    "MainModuleTaskWarning",
     "MemQueue",
+    "MemQueueConfigWarning",
     "MemQueueError",
+    "MemQueueWarning",
     "QueueClosed",
     "QueueFull",
     "Task",
@@ -33,9 +78,23 @@ __all__ = [
     "UnknownTopicError",
     "current_job",
     "enqueue",
+    "job_cancelled",
     "job_enqueued",
     "job_failed",
     "job_retrying",
     "job_started",
     "job_succeeded",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flask_memqueue' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # the next lookup is a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

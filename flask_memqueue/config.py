@@ -17,17 +17,42 @@ from .exceptions import ConfigurationError
 PREFIX = "MEMQUEUE_"
 
 
+def _env_hint(key: str, value: Any) -> str:
+    """What to add to an error about a value that may have come from the environment.
+
+    ``app.config.from_prefixed_env()`` JSON-parses every value, so
+    ``FLASK_MEMQUEUE_TOKEN=1234...`` arrives as an int and ``FLASK_MEMQUEUE_X=[1]``
+    as a list. Numbers, lists, dicts and None are what that produces.
+    """
+    if isinstance(value, (int, float, list, dict)) or value is None:
+        return (
+            f" (if it comes from FLASK_{key}: app.config.from_prefixed_env() JSON-parses values,"
+            f" so quote a string inside the variable, e.g. FLASK_{key}='\"...\"')"
+        )
+    return ""
+
+
 def _bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
+    if isinstance(value, int) and value in (0, 1):  # from_prefixed_env turns FLASK_X=1 into the int 1
+        return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
         return value.strip().lower() in ("1", "true", "yes", "on")
-    raise ConfigurationError(f"{key} must be True or False, not {value!r}")
+    hint = (
+        " (from the environment use true/false or 1/0: app.config.from_prefixed_env() JSON-parses"
+        " values)"
+        if isinstance(value, (int, float, list, dict)) or value is None
+        else ""
+    )
+    raise ConfigurationError(f"{key} must be True or False, not {value!r}{hint}")
 
 
 def _int(minimum: int) -> Callable[[str, Any], int]:
     def check(key: str, value: Any) -> int:
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if isinstance(value, float) and value.is_integer():  # FLASK_MEMQUEUE_MAXSIZE=1e4
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise ConfigurationError(f"{key} must be a whole number >= {minimum}, not {value!r}")
@@ -56,7 +81,10 @@ def _url_prefix(key: str, value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.startswith("/") or value != value.strip():
-        raise ConfigurationError(f"{key} must be a path starting with '/' (like '/memqueue'), or None, not {value!r}")
+        raise ConfigurationError(
+            f"{key} must be a path starting with '/' (like '/memqueue'), or None, not {value!r}"
+            + _env_hint(key, value)
+        )
     if not value.rstrip("/"):
         raise ConfigurationError(
             f"{key} cannot be the site root: the blueprint answers every unknown URL under its"
@@ -68,8 +96,12 @@ def _url_prefix(key: str, value: Any) -> str | None:
 def _token(key: str, value: Any) -> str | None:
     if value is None or value == "":
         return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        # from_prefixed_env JSON-parses FLASK_MEMQUEUE_TOKEN=12345678901234567 into an int;
+        # its digits are the secret (the length rule below still applies).
+        value = str(value)
     if not isinstance(value, str):
-        raise ConfigurationError(f"{key} must be a string, not {type(value).__name__}")
+        raise ConfigurationError(f"{key} must be a string, not {type(value).__name__}" + _env_hint(key, value))
     if len(value) < 16:
         raise ConfigurationError(
             f"{key} is too short to be a secret ({len(value)} characters); use at least 16,"
@@ -84,7 +116,7 @@ def _journal(key: str, value: Any) -> str | None:
     import os
 
     if not isinstance(value, (str, os.PathLike)):
-        raise ConfigurationError(f"{key} must be a file path, not {value!r}")
+        raise ConfigurationError(f"{key} must be a file path, not {value!r}" + _env_hint(key, value))
     return os.fspath(value)
 
 
@@ -119,7 +151,7 @@ def _options(key: str, value: Any) -> dict[str, Any]:
 def _sync(key: str, value: Any) -> str:
     if isinstance(value, str) and value.lower() in ("normal", "full"):
         return value.lower()
-    raise ConfigurationError(f"{key} must be 'normal' or 'full', not {value!r}")
+    raise ConfigurationError(f"{key} must be 'normal' or 'full', not {value!r}" + _env_hint(key, value))
 
 
 @dataclass(frozen=True)
@@ -145,6 +177,7 @@ SETTINGS: dict[str, Setting] = {
     "STORAGE_OPTIONS": Setting(None, _options, "The store's own options (a dict); also from the URL's query string."),
     "JOURNAL": Setting(None, _journal, "Alias: a file path means MEMQUEUE_STORAGE = 'sqlite:///<path>'."),
     "JOURNAL_SYNC": Setting("normal", _sync, "With MEMQUEUE_JOURNAL: 'normal' survives a crash, 'full' power loss."),
+    "METRICS": Setting(True, _bool, "Count jobs for GET <prefix>/metrics (when prometheus_client is installed)."),
 }
 
 
@@ -164,6 +197,9 @@ class Config:
     storage: str
     #: The store's options: the URL's query string merged with ``MEMQUEUE_STORAGE_OPTIONS``.
     storage_options: dict[str, Any]
+    #: Which key named the store, for error messages: ``MEMQUEUE_STORAGE`` or ``MEMQUEUE_JOURNAL``.
+    storage_key: str
+    metrics: bool
 
 
 def read_config(config: Mapping[str, Any]) -> Config:
@@ -183,6 +219,7 @@ def read_config(config: Mapping[str, Any]) -> Config:
         key = PREFIX + name
         value = config.get(key, setting.default)
         values[name.lower()] = setting.check(key, value)
+    values["storage_key"] = PREFIX + ("JOURNAL" if values["journal"] is not None else "STORAGE")
     values["storage"], values["storage_options"] = _store(
         values.pop("storage"), values.pop("storage_options"), values.pop("journal"), values.pop("journal_sync"),
         sync_given=PREFIX + "JOURNAL_SYNC" in config,

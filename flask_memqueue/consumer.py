@@ -27,6 +27,7 @@ from .signals import job_failed, job_retrying, job_started, job_succeeded
 if TYPE_CHECKING:
     from flask import Flask
 
+    from .config import Config
     from .storage.base import Storage
 
 
@@ -34,11 +35,13 @@ class ConsumerHost(Protocol):
     """What a consumer needs of its app's queue (the queue module's AppQueue is one)."""
 
     app: Flask
+    config: Config
     storage: Storage
     lock: threading.Lock
     consumer_ident: int | None
 
     def consumer_exited(self, ident: int, crashed: bool) -> None: ...
+
 
 logger = logging.getLogger("flask_memqueue")
 
@@ -69,8 +72,10 @@ class Consumer:
 
     def __init__(self, queue: ConsumerHost) -> None:
         self.queue = queue
-        #: Jobs this consumer has run (every attempt counts), across restarts.
+        #: Jobs this consumer has finished (succeeded or failed for good), across restarts.
         self.jobs_done = 0
+        #: Attempts this consumer has run: jobs_done plus every attempt that will be retried.
+        self.attempts = 0
         #: The job running now, if any.
         self.current: Job | None = None
         #: Set by shutdown; the loop ends after the job in hand.
@@ -144,16 +149,24 @@ class Consumer:
                 logger.exception("a teardown_appcontext handler failed after job %s (%s)", job.id, job.name)
             _cv_job.reset(token)
             self.current = None
-            self.jobs_done += 1
+            self.attempts += 1
+            if job.status is not SCHEDULED:  # a job that will be retried is not done yet
+                self.jobs_done += 1
 
     def _failed(self, job: Job, exc: BaseException, *, fatal: bool) -> None:
         app = self.queue.app
         delay = job.fail(_one_line(exc), traceback.format_exc(), time.time(), fatal=fatal)
         if delay is not None:
-            logger.warning(
-                "job %s (%s) failed on attempt %d of %d, retrying in %.3g s: %s",
-                job.id, job.name, job.attempts, job.task.retries + 1, delay, job.error,
-            )
+            if self.queue.config.eager:  # _run_eagerly runs the retry at once, without the delay
+                logger.warning(
+                    "job %s (%s) failed on attempt %d of %d, retrying now (eager mode): %s",
+                    job.id, job.name, job.attempts, job.task.retries + 1, job.error,
+                )
+            else:
+                logger.warning(
+                    "job %s (%s) failed on attempt %d of %d, retrying in %.3g s: %s",
+                    job.id, job.name, job.attempts, job.task.retries + 1, delay, job.error,
+                )
             if job_retrying.receivers:
                 _send(job_retrying, app, job)
             return

@@ -51,3 +51,24 @@ class JobFailed(MemQueueError):
 
 class JournalError(MemQueueError):
     """The journal file cannot be opened, read or written."""
+
+
+class MemQueueWarning(UserWarning):
+    """Base class of the warnings flask-memqueue gives (filter them all with it)."""
+
+
+class MemQueueConfigWarning(MemQueueWarning):
+    """A ``MEMQUEUE_*`` key on ``app.config`` changed after ``init_app`` read it.
+
+    The keys are read once, in ``init_app``; a later change does nothing.
+    Given at the app's first enqueue, naming the key.
+    """
+
+
+class MainModuleTaskWarning(MemQueueWarning):
+    """A task was registered from a script run as ``__main__``.
+
+    Its default name (``__main__.func``) means nothing to another process: a
+    worker (``flask memqueue worker``) reading it from the journal cannot
+    import it. Give the task a ``name=``, or move it into an importable module.
+    """

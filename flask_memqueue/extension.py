@@ -13,21 +13,29 @@ import datetime as _dt
 import math
 import os
 import time
+import warnings
 import weakref
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from flask import Flask
 from flask.globals import _cv_app  # behind current_app: one lookup, no proxy (Flask >= 2.2)
 
 from .config import PREFIX, SETTINGS, read_config
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, MainModuleTaskWarning
 from .job import Job
 from .registry import Registry, Task, default_name, message_task_name
 from .state import AppQueue
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 EXTENSION_KEY = "memqueue"
+
+
+class _Decorator(Protocol):
+    """What ``@mq.task(...)`` returns: a decorator that keeps the function's signature."""
+
+    def __call__(self, func: Callable[P, R], /) -> Task[P, R]: ...
 
 
 class MemQueue:
@@ -85,6 +93,14 @@ class MemQueue:
                 " process, and nobody else could run them (a testing app may step its queue with"
                 " mq.run_once() instead)"
             )
+        if queue.storage.capabilities.shared:
+            main_tasks = [n for n in self.registry.tasks if n.startswith("__main__.")]
+            if main_tasks:
+                _warn_main_module(main_tasks)
+        if config.metrics:
+            from .metrics import install
+
+            queue.metrics = install(queue)  # None without prometheus_client: the route says what to install
         app.extensions[EXTENSION_KEY] = queue
         self._queues.add(queue)
         # The first request starts the consumer (and a request after it died
@@ -132,7 +148,7 @@ class MemQueue:
 
     # -- registration --------------------------------------------------------------
     @overload
-    def task(self, func: F, /) -> Task[..., Any]: ...
+    def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
     def task(
@@ -144,7 +160,7 @@ class MemQueue:
         retries: int = 0,
         retry_delay: float = 1.0,
         retry_backoff: float = 2.0,
-    ) -> Callable[[F], Task[..., Any]]: ...
+    ) -> _Decorator: ...
 
     def task(
         self,
@@ -177,6 +193,9 @@ class MemQueue:
                 mq=self,
             )
             self.registry.add_task(task)
+            shared = any(q.storage.capabilities.shared for q in self._queues)
+            if name is None and task.name.startswith("__main__.") and shared:
+                _warn_main_module([task.name])
             return task
 
         if func is not None:
@@ -184,7 +203,7 @@ class MemQueue:
         return register
 
     @overload
-    def handler(self, topic: F, /) -> Task[..., Any]: ...
+    def handler(self, topic: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
     def handler(
@@ -195,7 +214,7 @@ class MemQueue:
         retries: int = 0,
         retry_delay: float = 1.0,
         retry_backoff: float = 2.0,
-    ) -> Callable[[F], Task[..., Any]]: ...
+    ) -> _Decorator: ...
 
     def handler(self, topic: str | Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """Register the function that receives messages (``POST /produce``, :meth:`produce`).
@@ -219,7 +238,13 @@ class MemQueue:
         return register
 
     # -- enqueueing ----------------------------------------------------------------
-    def enqueue(self, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job:
+    @overload
+    def enqueue(self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
+
+    @overload
+    def enqueue(self, func: str, /, *args: Any, **kwargs: Any) -> Job[Any]: ...
+
+    def enqueue(self, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job[Any]:
         """Queue ``func(*args, **kwargs)`` on the current app's queue; returns the :class:`Job`.
 
         ``func`` is a task, a registered task name, or any callable. Every
@@ -235,9 +260,17 @@ class MemQueue:
             queue = self._queue()
         return queue.enqueue(self.registry.resolve(func), args, kwargs)
 
+    @overload
+    def enqueue_in(
+        self, delay: float | _dt.timedelta, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Job[R]: ...
+
+    @overload
+    def enqueue_in(self, delay: float | _dt.timedelta, func: str, /, *args: Any, **kwargs: Any) -> Job[Any]: ...
+
     def enqueue_in(
         self, delay: float | _dt.timedelta, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
-    ) -> Job:
+    ) -> Job[Any]:
         """Queue ``func(*args, **kwargs)`` to run ``delay`` seconds (or a timedelta) from now."""
         seconds = delay.total_seconds() if isinstance(delay, _dt.timedelta) else delay
         if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds):
@@ -246,7 +279,13 @@ class MemQueue:
             raise ValueError(f"delay must not be negative, not {delay!r}")
         return self._queue().enqueue(self.registry.resolve(func), args, kwargs, eta=time.time() + seconds)
 
-    def enqueue_at(self, when: _dt.datetime, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job:
+    @overload
+    def enqueue_at(self, when: _dt.datetime, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
+
+    @overload
+    def enqueue_at(self, when: _dt.datetime, func: str, /, *args: Any, **kwargs: Any) -> Job[Any]: ...
+
+    def enqueue_at(self, when: _dt.datetime, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job[Any]:
         """Queue ``func(*args, **kwargs)`` to run at ``when``, a timezone-aware datetime.
 
         A time in the past runs as soon as the consumer can.
@@ -302,7 +341,15 @@ class MemQueue:
         return self._queue().consumer.run_once(timeout)
 
 
-def enqueue(func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job:
+@overload
+def enqueue(func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
+
+
+@overload
+def enqueue(func: str, /, *args: Any, **kwargs: Any) -> Job[Any]: ...
+
+
+def enqueue(func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job[Any]:
     """Queue a job on the current app's queue, whichever MemQueue bound it.
 
     For code (blueprints, helpers) that has no handle on the ``mq`` object.
@@ -320,6 +367,19 @@ def enqueue(func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job
         )
     app_queue: AppQueue = queue
     return app_queue.enqueue(app_queue.registry.resolve(func), args, kwargs)
+
+
+def _warn_main_module(names: list[str]) -> None:
+    """Tasks of a script run as ``__main__`` cannot be found by name in another process."""
+    warnings.warn(
+        f"task(s) {', '.join(sorted(names))} were defined in a script run as __main__ and this app"
+        " has a journal (MEMQUEUE_JOURNAL): another process (flask memqueue worker, a restarted"
+        " app) reads jobs by task name and cannot import '__main__.*'. Move the tasks into an"
+        " importable module, or give each a name (@mq.task(name='resize')) that the worker's"
+        " imports register too.",
+        MainModuleTaskWarning,
+        stacklevel=3,
+    )
 
 
 def _in_reloader_watcher() -> bool:

@@ -15,9 +15,20 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol
 
 from .exceptions import JobFailed
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
+    #: What the job's task returns. Defaults to Any, so a bare ``Job`` in an
+    #: annotation means ``Job[Any]`` (mypy and pyright read PEP 696 defaults).
+    R = TypeVar("R", default=Any)
+else:
+    from typing import TypeVar
+
+    R = TypeVar("R")  # the runtime needs no default: it is erased
 
 
 class TaskLike(Protocol):
@@ -40,9 +51,9 @@ class JobHost(Protocol):
 
     token: str
 
-    def job_waiter(self, job: Job) -> threading.Event | None: ...
+    def job_waiter(self, job: Job[Any]) -> threading.Event | None: ...
 
-    def cancel(self, job: Job) -> bool: ...
+    def cancel(self, job: Job[Any]) -> bool: ...
 
 
 class JobStatus(str, enum.Enum):
@@ -99,12 +110,17 @@ class _Outcome:
 _NO_OUTCOME = _Outcome()  # read-only stand-in for a job that has none yet
 
 
-class Job:
+class Job(Generic[R]):
     """One call of a task (or one message for a handler), and what became of it.
 
     Jobs are made by :meth:`MemQueue.enqueue` and friends, never by hand.
     Their fields are written by the consumer thread; read them freely, and
     call :meth:`wait` to block until the job is done.
+
+    Generic in what the task returns: ``resize.delay("a.png")`` is a
+    ``Job[Image]`` when ``resize`` returns an ``Image``, and ``job.wait()`` an
+    ``Image``. ``Generic`` adds no per-instance cost (its ``__slots__`` is
+    empty and it defines no ``__new__``), so the enqueue path pays nothing.
     """
 
     __slots__ = ("key", "_queue", "task", "args", "kwargs", "status", "enqueued_at", "attempts", "_out")
@@ -165,9 +181,9 @@ class Job:
         return out
 
     @property
-    def result(self) -> Any:
-        """What the task returned, once it succeeded."""
-        return (self._out or _NO_OUTCOME).result
+    def result(self) -> R | None:
+        """What the task returned, once it succeeded (None before)."""
+        return (self._out or _NO_OUTCOME).result  # type: ignore[no-any-return]
 
     @property
     def error(self) -> str | None:
@@ -214,19 +230,21 @@ class Job:
         """Report how far a running job is (0..1), with an optional message.
 
         Call it as ``current_job.set_progress(0.5, "half way")`` from inside
-        the job. Values are clamped to 0..1.
+        the job. A number outside 0..1 raises :class:`ValueError`, as a
+        non-number raises :class:`TypeError`: a silently clamped 2.0 would
+        hide a bug in the caller's arithmetic (pass ``done / total``).
         """
         try:
             value = float(fraction)
         except (TypeError, ValueError):
             raise TypeError(f"progress must be a number between 0 and 1, not {fraction!r}") from None
-        if value != value:  # NaN
-            raise ValueError("progress must be a number between 0 and 1, not NaN")
+        if not 0.0 <= value <= 1.0:  # NaN fails this too
+            raise ValueError(f"progress must be a number between 0 and 1 (a fraction of the work), not {fraction!r}")
         out = self._outcome()
-        out.progress = min(1.0, max(0.0, value))
+        out.progress = value
         out.message = None if message is None else str(message)
 
-    def wait(self, timeout: float | None = None) -> Any:
+    def wait(self, timeout: float | None = None) -> R:
         """Block until the job finishes and return its result.
 
         :raises JobFailed: the job failed or was cancelled.
@@ -237,7 +255,7 @@ class Job:
             if event is not None and not event.wait(timeout):
                 raise TimeoutError(f"job {self.id} ({self.name}) did not finish within {timeout} s")
         if self.status is JobStatus.SUCCEEDED:
-            return self.result
+            return (self._out or _NO_OUTCOME).result  # type: ignore[no-any-return]
         raise JobFailed(self)
 
     # -- the lifecycle: every transition of a job is decided here ---------------
@@ -391,6 +409,18 @@ class Job:
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.name} {self.status.value}>"
+
+
+def describe_task(name: str) -> str:
+    """A task name as a sentence reads it: ``message:`` names (the handlers') say which topic.
+
+    ``"message:"`` is :data:`flask_memqueue.registry.MESSAGE_PREFIX` (not
+    imported: the registry sits above this module).
+    """
+    if name.startswith("message:"):
+        topic = name[len("message:"):]
+        return f"the message for topic {topic!r}" if topic else "the message for the default handler"
+    return f"the job of task {name!r}"
 
 
 def _now() -> float:

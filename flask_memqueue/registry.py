@@ -86,8 +86,12 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)
 
-    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
-        """Queue a call of this task on the current app's queue; returns the Job."""
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """Queue a call of this task on the current app's queue; returns the Job.
+
+        Takes exactly the function's parameters (a type checker holds you to
+        them), and ``job.wait()`` returns what the function returns.
+        """
         if self._mq is None:
             raise RuntimeError(f"task {self.name!r} is not registered on a MemQueue")
         return self._mq.enqueue(self, *args, **kwargs)

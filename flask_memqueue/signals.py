@@ -21,3 +21,6 @@ job_succeeded = _signals.signal("memqueue-job-succeeded")
 job_failed = _signals.signal("memqueue-job-failed")
 #: The job raised and is scheduled to run again (``job.eta``).
 job_retrying = _signals.signal("memqueue-job-retrying")
+#: A waiting job was cancelled (``job.cancel()``, the dashboard, ``POST /jobs/<id>/cancel``,
+#: or a shutdown without a journal that left it unrun).
+job_cancelled = _signals.signal("memqueue-job-cancelled")

@@ -15,20 +15,22 @@ import os
 import secrets
 import threading
 import time
+import warnings
 import weakref
 from typing import TYPE_CHECKING, Any
 
 from .consumer import Consumer
-from .exceptions import QueueClosed
+from .exceptions import MemQueueConfigWarning, QueueClosed
 from .job import Job, JobStatus
 from .registry import Registry, Task, missing_task
-from .signals import job_enqueued
+from .signals import job_cancelled, job_enqueued
 from .storage import Storage, StoreContext, open_storage, redact_url
 
 if TYPE_CHECKING:
     from flask import Flask
 
     from .config import Config
+    from .metrics import Metrics
 
 logger = logging.getLogger("flask_memqueue")
 
@@ -50,6 +52,12 @@ class AppQueue:
         self._missing: dict[str, Task[..., Any]] = {}
         #: Guards starting and stopping the consumer.
         self.lock = threading.Lock()
+        # The MEMQUEUE_* values init_app read, to warn at the first enqueue
+        # about a key changed later (which would otherwise do nothing, silently).
+        self._config_read = {key: value for key, value in app.config.items() if _is_ours(key)}
+        self._config_checked = False
+        #: The app's Prometheus metrics (:mod:`flask_memqueue.metrics`), if on and installed.
+        self.metrics: Metrics | None = None
         self._fresh_process()
         _QUEUES.add(self)
 
@@ -89,6 +97,7 @@ class AppQueue:
             max_finished=c.max_finished,
             result_ttl=c.result_ttl,
             local_jobs=c.consumer or self.app.testing,
+            config_key=c.storage_key,
         )
         return open_storage(c.storage, c.storage_options, context)
 
@@ -109,6 +118,8 @@ class AppQueue:
         """Queue a call of ``task`` (at Unix time ``eta`` if given)."""
         if self.closed:
             raise QueueClosed(f"the queue of app {self.app.name!r} was shut down; it takes no more jobs")
+        if not self._config_checked:
+            self.warn_config_changed()
         job = Job(self, next(self._ids), task, args, kwargs or None, time.time())
         if self.config.eager:
             return self._run_eagerly(job)
@@ -122,6 +133,26 @@ class AppQueue:
         if not self._alive:
             self.ensure_consumer()
         return job
+
+    def warn_config_changed(self) -> None:
+        """Warn (:class:`MemQueueConfigWarning`) about each ``MEMQUEUE_*`` key changed since init_app.
+
+        Runs once, at the first enqueue: a test that sets ``MEMQUEUE_EAGER``
+        after ``create_app()`` learns why nothing ran inline.
+        """
+        self._config_checked = True
+        now = {key: value for key, value in self.app.config.items() if _is_ours(key)}
+        for key in sorted(set(now) | set(self._config_read)):
+            before, after = self._config_read.get(key, _MISSING), now.get(key, _MISSING)
+            if before is _MISSING or after is _MISSING or before != after:
+                warnings.warn(
+                    f"{key} was changed on app.config after init_app ({_show(before)} -> {_show(after)});"
+                    f" the queue of app {self.app.name!r} still uses {_show(before)}. flask-memqueue reads"
+                    " its keys once, in init_app: set them before mq.init_app(app) (in your app factory,"
+                    " or the config you pass it). In tests the memqueue_eager fixture switches eager mode.",
+                    MemQueueConfigWarning,
+                    stacklevel=4,
+                )
 
     def _run_eagerly(self, job: Job) -> Job:
         """MEMQUEUE_EAGER: run the job here and now, retries included (without their delays)."""
@@ -200,7 +231,10 @@ class AppQueue:
         return self.storage.get(job_id)
 
     def cancel(self, job: Job) -> bool:
-        return self.storage.cancel(job)
+        done = self.storage.cancel(job)
+        if done and job_cancelled.receivers:
+            job_cancelled.send(self.app, job=job)
+        return done
 
     def requeue(self, job: Job) -> bool:
         if self.closed:
@@ -270,6 +304,8 @@ class AppQueue:
                 for job in left:
                     job.mark_cancelled(now, "cancelled: the queue shut down before the job ran")
                     self.storage.finish(job)  # readable as cancelled; wakes its waiters
+                    if job_cancelled.receivers:
+                        job_cancelled.send(self.app, job=job)
                 logger.warning(
                     "app %r shut down with %d job(s) not run (first: %s); they were cancelled."
                     " Set MEMQUEUE_STORAGE to a persistent store (sqlite:///jobs.db) to keep waiting"
@@ -308,6 +344,7 @@ class AppQueue:
             "ident": thread.ident if thread else None,
             "alive": thread is not None,
             "jobs_done": self.consumer.jobs_done,
+            "attempts": self.consumer.attempts,
             "starts": self.starts,
             "enabled": bool(self.config.consumer and not self.config.eager),
             "error": self.start_error,
@@ -338,6 +375,17 @@ class AppQueue:
             "closed": self.closed,
             "throughput": self.consumer.throughput(),
         }
+
+
+_MISSING: Any = object()
+
+
+def _is_ours(key: object) -> bool:
+    return isinstance(key, str) and key.startswith("MEMQUEUE_")
+
+
+def _show(value: Any) -> str:
+    return "unset" if value is _MISSING else repr(value)
 
 
 def _after_fork_in_child() -> None:

@@ -174,6 +174,21 @@ def _produce(message: Any, topic: str | None) -> Response:
     return _accepted(queue.enqueue(task, (message,), None))
 
 
+def _content_type_hint() -> str:
+    """Why a body may not be JSON: a form, or another Content-Type (the body is parsed as JSON anyway)."""
+    mimetype = request.mimetype
+    if mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        what = f"a form ({mimetype})"
+    elif mimetype and not request.is_json:
+        what = mimetype
+    else:
+        return ""
+    return (
+        f". This request sent {what}: send the message as JSON with 'Content-Type: application/json',"
+        ' like {"message": "hi"}'
+    )
+
+
 @blueprint.post("/produce")
 def produce() -> Response:
     """Queue ``{"message": <any JSON>, "topic": <optional str>}`` for its handler."""
@@ -181,7 +196,7 @@ def produce() -> Response:
     try:
         payload = json.loads(data)
     except ValueError as exc:
-        raise APIError(400, f"the body is not valid JSON: {exc}") from None
+        raise APIError(400, f"the body is not valid JSON: {exc}{_content_type_hint()}") from None
     if not isinstance(payload, dict) or "message" not in payload:
         raise APIError(400, 'the body must be a JSON object with a "message" key, like {"message": "hi"}')
     unknown = set(payload) - {"message", "topic"}
@@ -317,6 +332,14 @@ def health() -> Response:
         return error_response(503, f"the consumer thread is dead and could not be restarted: {queue.start_error}")
     info = queue.consumer_info()
     return jsonify(status="ok", pid=os.getpid(), consumer_alive=info["alive"], depth=queue.storage.depth())
+
+
+@blueprint.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format (``pip install "flask-memqueue[metrics]"``; 501 without it)."""
+    from .metrics import response
+
+    return response(_queue())
 
 
 @blueprint.route("/<path:rest>", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])

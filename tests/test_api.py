@@ -377,13 +377,17 @@ def test_current_job_set_progress(app: Flask, mq: MemQueue) -> None:
         seen["id"] = current_job.id
         current_job.set_progress(0.5, "half way")
         seen["half"] = (current_job.progress, current_job.progress_message)
-        current_job.set_progress(7)
-        seen["clamped"] = current_job.progress
+        for bad in (7, 2.0, -0.1, float("nan")):
+            with pytest.raises(ValueError, match="between 0 and 1"):
+                current_job.set_progress(bad)
+        with pytest.raises(TypeError, match="between 0 and 1, not 'half'"):
+            current_job.set_progress("half")  # type: ignore[arg-type]
+        seen["kept"] = current_job.progress  # a refused value changes nothing
         current_job.set_progress(0.75, "nearly")
 
     job = work.delay()
     job.wait(TIMEOUT)
-    assert seen == {"id": job.id, "half": (0.5, "half way"), "clamped": 1.0}
+    assert seen == {"id": job.id, "half": (0.5, "half way"), "kept": 0.5}
     assert job.progress == 0.75 and job.progress_message == "nearly"
     assert job.to_dict()["progress"] == 0.75
 

@@ -16,16 +16,17 @@ BAD_VALUES: dict[str, list[Any]] = {
     "RESULT_TTL": [-1, "an hour", float("nan"), float("inf"), True],
     "MAX_FINISHED": [-1, "many", 2.5, False],
     "EAGER": ["perhaps", 2, None],
-    "AUTOSTART": ["soon", 1, []],
-    "CONSUMER": ["sometimes", 0],
+    "AUTOSTART": ["soon", 2, []],
+    "CONSUMER": ["sometimes", -1],
     "URL_PREFIX": ["memqueue", "", " /memqueue", 42],
-    "TOKEN": ["short", 1234567890123456789, b"0123456789abcdef0123"],
+    "TOKEN": ["short", 123456789, b"0123456789abcdef0123", 1.5e20],
     "MAX_MESSAGE_BYTES": [0, -5, "big", 1.5],
     "SHUTDOWN_TIMEOUT": [-1, float("nan"), "soon", True],
     "JOURNAL": [42, ["a"]],
     "STORAGE": [42, "nosuch://x", "jobs.db", "sqlite://somehost/jobs.db", "memory://?a=1&a=2", "memory://x"],
     "STORAGE_OPTIONS": ["sync=full", {"nosuch": 1}, {1: 2}, ["sync"]],
     "JOURNAL_SYNC": ["always", 1, None],
+    "METRICS": ["maybe", 2, None],
 }
 
 
@@ -128,3 +129,69 @@ def test_two_tasks_with_one_name_are_refused() -> None:
     mq.task(name="same")(lambda: 1)
     with pytest.raises(ConfigurationError, match="'same'"):
         mq.task(name="same")(lambda: 2)
+
+
+# -- values as app.config.from_prefixed_env() delivers them ------------------------------
+def from_env(monkeypatch: pytest.MonkeyPatch, **env: str) -> Flask:
+    """An app configured the 12-factor way: FLASK_MEMQUEUE_* variables, then init_app."""
+    for name, value in env.items():
+        monkeypatch.setenv(f"FLASK_{name}", value)
+    app = Flask("from_env")
+    app.config["TESTING"] = True
+    app.config.from_prefixed_env()
+    MemQueue().init_app(app)
+    return app
+
+
+def test_from_prefixed_env_json_values_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = from_env(
+        monkeypatch,
+        MEMQUEUE_EAGER="1",  # the int 1
+        MEMQUEUE_AUTOSTART="0",  # the int 0
+        MEMQUEUE_CONSUMER="true",  # the bool True
+        MEMQUEUE_TOKEN="12345678901234567890",  # the int 12345678901234567890
+        MEMQUEUE_RESULT_TTL="30",  # the int 30
+        MEMQUEUE_SHUTDOWN_TIMEOUT="2.5",  # the float 2.5
+        MEMQUEUE_MAXSIZE="100",
+        MEMQUEUE_URL_PREFIX="/jobs-api",  # not JSON: stays a string
+    )
+    assert app.config["MEMQUEUE_EAGER"] == 1  # what Flask delivered; the queue reads it as a bool
+    config = app.extensions["memqueue"].config
+    assert config.eager is True and config.autostart is False and config.consumer is True
+    assert config.token == "12345678901234567890"
+    assert config.result_ttl == 30.0 and config.shutdown_timeout == 2.5 and config.maxsize == 100
+    assert config.url_prefix == "/jobs-api"
+    shutdown(app)
+
+
+def test_a_quoted_numeric_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = from_env(monkeypatch, MEMQUEUE_TOKEN='"00012345678901234567"')  # leading zeros need quotes
+    assert app.extensions["memqueue"].config.token == "00012345678901234567"
+    shutdown(app)
+
+
+def test_a_short_numeric_token_is_refused_by_the_length_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigurationError, match=r"MEMQUEUE_TOKEN is too short .*\(5 characters\)"):
+        from_env(monkeypatch, MEMQUEUE_TOKEN="12345")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("MEMQUEUE_EAGER", "2", "MEMQUEUE_EAGER must be True or False, not 2 (from the environment use true/false"),
+        ("MEMQUEUE_URL_PREFIX", "42", "MEMQUEUE_URL_PREFIX must be a path"),
+        ("MEMQUEUE_JOURNAL", "[1]", "MEMQUEUE_JOURNAL must be a file path, not [1]"),
+        ("MEMQUEUE_JOURNAL_SYNC", "1", "MEMQUEUE_JOURNAL_SYNC must be 'normal' or 'full', not 1"),
+        ("MEMQUEUE_TOKEN", "[1, 2]", "MEMQUEUE_TOKEN must be a string, not list"),
+    ],
+)
+def test_a_refused_environment_value_says_from_prefixed_env_parses_json(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        from_env(monkeypatch, **{name: value})
+    message = str(info.value)
+    assert message.startswith(expected), message
+    assert "from_prefixed_env() JSON-parses" in message
+    if name != "MEMQUEUE_EAGER":
+        assert f"FLASK_{name}=" in message and "quote" in message

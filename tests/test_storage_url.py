@@ -197,5 +197,5 @@ def test_a_journal_that_is_a_folder_says_so(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="names no file"):
         MemQueue().init_app(app)
     app.config.update(MEMQUEUE_STORAGE=f"sqlite:///{tmp_path}")
-    with pytest.raises(JournalError, match="that is a folder"):
+    with pytest.raises(JournalError, match="MEMQUEUE_STORAGE .* is a folder"):
         MemQueue().init_app(app)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -80,7 +80,9 @@ class StoreContext:
     max_finished: int = 1000
     result_ttl: float = 3600.0
     local_jobs: bool = True
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    #: The config key the URL came from, for error messages
+    #: (``MEMQUEUE_STORAGE``, or ``MEMQUEUE_JOURNAL`` for the alias).
+    config_key: str = "MEMQUEUE_STORAGE"
 
 
 class Storage(abc.ABC):

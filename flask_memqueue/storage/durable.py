@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..exceptions import MemQueueError, QueueClosed, QueueFull, UnknownTaskError
-from ..job import Job, JobStatus
+from ..job import Job, JobStatus, describe_task
 from .base import Capabilities, Storage, StoreContext
 
 #: Seconds an idle consumer waits between two looks at the store for jobs
@@ -362,7 +362,7 @@ class DurableStorage(Storage):
 
     def _enqueue(self, job: Job) -> None:
         if self._closed:
-            raise QueueClosed(f"the queue was shut down; {job.name} was not queued")
+            raise QueueClosed(f"the queue was shut down; {describe_task(job.name)} was not queued")
         task = job.task
         if self.context.task(task.name) is not task:
             raise UnknownTaskError(
@@ -422,8 +422,8 @@ class DurableStorage(Storage):
             return
         for i in range(accepted, len(records)):
             batch.errors[i] = QueueFull(
-                f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); {records[i].task}"
-                " was not queued"
+                f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE);"
+                f" {describe_task(records[i].task)} was not queued"
             )
 
     # -- the consumer ---------------------------------------------------------------------

@@ -20,7 +20,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigurationError, QueueClosed, QueueFull
-from ..job import JobStatus
+from ..job import JobStatus, describe_task
 from .base import Capabilities, Storage, StoreContext
 
 if TYPE_CHECKING:
@@ -88,11 +88,11 @@ class MemoryStorage(Storage):
     def put(self, job: Job) -> None:
         with self._lock:
             if self._closed:
-                raise QueueClosed(f"the queue was shut down; {job.name} was not queued")
+                raise QueueClosed(f"the queue was shut down; {describe_task(job.name)} was not queued")
             if self.maxsize and len(self._ready) + len(self._scheduled) >= self.maxsize:
                 raise QueueFull(
                     f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); "
-                    f"{job.name} was not queued"
+                    f"{describe_task(job.name)} was not queued"
                 )
             self._ready.append(job)
             if self._sleeping:

@@ -102,7 +102,7 @@ def journal_file(url: str, base_dir: str) -> str:
         os.makedirs(base_dir, exist_ok=True)
     except OSError as exc:
         raise JournalError(
-            f"cannot create the instance folder {base_dir!r} for the journal {path!r} (MEMQUEUE_STORAGE): {exc}"
+            f"cannot create the instance folder {base_dir!r} for the journal {path!r}: {exc}"
         ) from exc
     return os.path.join(base_dir, path)
 
@@ -130,6 +130,7 @@ class SQLiteStorage(DurableStorage):
         super().__init__(url or f"sqlite:///{path}", context)
         self.path = path
         self.sync = sync
+        self.key = context.config_key
         # One connection for writes and one for reads, each behind its own lock
         # (WAL lets readers go on while a write commits).
         self._wlock = threading.Lock()
@@ -144,7 +145,7 @@ class SQLiteStorage(DurableStorage):
 
     # -- connections --------------------------------------------------------------------
     def _error(self, exc: BaseException, doing: str) -> JournalError:
-        return JournalError(f"journal {self.path!r} (MEMQUEUE_STORAGE): {doing} failed: {exc}")
+        return JournalError(f"journal {self.path!r} ({self.key}): {doing} failed: {exc}")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
@@ -159,24 +160,24 @@ class SQLiteStorage(DurableStorage):
     def _open(self) -> None:
         """Open (creating if need be) and check the file: every error names it, at init_app."""
         folder = os.path.dirname(os.path.abspath(self.path))
-        if os.path.isdir(self.path):
+        if os.path.isdir(self.path):  # else SQLite says only "unable to open database file"
             raise JournalError(
-                f"journal {self.path!r} (MEMQUEUE_STORAGE): that is a folder; name a file in it,"
-                " like 'sqlite:///jobs.db'"
+                f"{self.key} {self.path!r} is a folder (not a file); it must name the journal file,"
+                f" e.g. {os.path.join(self.path, 'memqueue.db')!r}"
             )
         if not os.path.isdir(folder):
             raise JournalError(
-                f"journal {self.path!r} (MEMQUEUE_STORAGE): its folder {folder!r} does not exist (or is not"
+                f"journal {self.path!r} ({self.key}): its folder {folder!r} does not exist (or is not"
                 " a folder); create it, or use a path relative to the instance folder"
             )
         if not os.access(folder, os.W_OK | os.X_OK):
             raise JournalError(
-                f"journal {self.path!r} (MEMQUEUE_STORAGE): its folder {folder!r} is not writable by this"
+                f"journal {self.path!r} ({self.key}): its folder {folder!r} is not writable by this"
                 " process (SQLite writes the -wal and -shm files next to the journal)"
             )
         if os.path.exists(self.path) and not os.access(self.path, os.R_OK | os.W_OK):
             raise JournalError(
-                f"journal {self.path!r} (MEMQUEUE_STORAGE): the file is not readable and writable by this"
+                f"journal {self.path!r} ({self.key}): the file is not readable and writable by this"
                 " process; fix its permissions or point MEMQUEUE_STORAGE at another file"
             )
         try:
@@ -187,7 +188,7 @@ class SQLiteStorage(DurableStorage):
             mode = w.execute("PRAGMA journal_mode").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise JournalError(
-                    f"journal {self.path!r} (MEMQUEUE_STORAGE): cannot use WAL mode (got {mode!r});"
+                    f"journal {self.path!r} ({self.key}): cannot use WAL mode (got {mode!r});"
                     " put the journal on a local file system"
                 )
             try:
@@ -199,7 +200,7 @@ class SQLiteStorage(DurableStorage):
             check = w.execute("PRAGMA quick_check(1)").fetchone()
             if check is None or str(check[0]).lower() != "ok":
                 raise JournalError(
-                    f"journal {self.path!r} (MEMQUEUE_STORAGE): the file is damaged ({check[0] if check else '?'});"
+                    f"journal {self.path!r} ({self.key}): the file is damaged ({check[0] if check else '?'});"
                     " move it aside (its waiting jobs may be recovered with the sqlite3 tool's .recover)"
                     " and start again"
                 )

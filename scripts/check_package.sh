@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# CI: build the sdist and the wheel as a user's pip would, check their metadata
+# (twine check --strict), install the wheel into a fresh venv and look at what
+# arrived: a file missing from the wheel (py.typed, a template, the LICENSE,
+# the pytest plugin's entry point) fails here, not in a user's project.
+# Uses .venv's build and twine (the dev extra): run scripts/test.sh first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+"$PY" -m build --outdir "$tmp/dist" . >"$tmp/build.log" 2>&1 || { cat "$tmp/build.log" >&2; exit 1; }
+"$PY" -m twine check --strict "$tmp"/dist/*
+
+sdist=$(ls "$tmp"/dist/*.tar.gz)
+wheel=$(ls "$tmp"/dist/*.whl)
+listing=$(tar tzf "$sdist")  # not piped into grep -q: pipefail would see tar's SIGPIPE
+for f in LICENSE README.md CHANGELOG.md pyproject.toml flask_memqueue/py.typed; do
+    grep -qx "[^/]*/$f" <<<"$listing" || { echo "the sdist lacks $f" >&2; exit 1; }
+done
+
+"$PY" -m venv "$tmp/venv"
+"$tmp/venv/bin/python" -m pip install -q "$wheel" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+"$tmp/venv/bin/python" -m pip show -q flask-memqueue >/dev/null || { echo "the wheel did not install" >&2; exit 1; }
+# Run from the temporary directory, so the import finds the installed copy, not this checkout.
+(cd "$tmp" && "$tmp/venv/bin/python" - <<'PY'
+import importlib.metadata as md
+from importlib.resources import files
+
+import flask_memqueue
+from flask_memqueue import MemQueue  # the lazy re-exports resolve
+
+pkg = files("flask_memqueue")
+assert "site-packages" in str(pkg), f"imported from {pkg}, not from the installed wheel"
+assert pkg.joinpath("py.typed").is_file(), "py.typed is missing: type checkers would ignore the hints"
+templates = sorted(p.name for p in pkg.joinpath("templates", "memqueue").iterdir())
+for name in ("base.html", "dashboard.html", "error.html", "job.html", "sign_in.html"):
+    assert name in templates, f"template {name} is missing from the wheel: {templates}"
+dist = md.distribution("flask-memqueue")
+assert dist.metadata["License-Expression"] == "BSD-3-Clause", dist.metadata["License-Expression"]
+licenses = [f for f in dist.files or [] if f.name == "LICENSE"]
+assert licenses and "BSD 3-Clause" in licenses[0].read_text(), "the LICENSE file is missing from the wheel"
+plugins = [ep for ep in md.entry_points(group="pytest11") if ep.value == "flask_memqueue.pytest_plugin"]
+assert plugins, "the pytest11 entry point of the pytest plugin is missing"
+assert pkg.joinpath("pytest_plugin.py").is_file()  # not imported: pytest is not installed here
+assert MemQueue.__module__ == "flask_memqueue.extension"
+print(f"flask-memqueue {flask_memqueue.__version__}: the wheel installs and imports; py.typed,"
+      f" {len(templates)} templates, LICENSE and the pytest plugin are in it")
+PY
+)

@@ -1,0 +1,90 @@
+"""Checked by ``mypy --strict`` (see ``[tool.mypy]`` in pyproject.toml), never run.
+
+Proves that ``@mq.task`` and ``@mq.handler`` keep a function's signature: the
+``assert_type`` lines must hold, and every line marked ``# type: ignore[...]``
+must stay an error (``warn_unused_ignores`` fails the check if one passes).
+tests/test_typing.py runs mypy on this file, so the suite covers it too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from typing_extensions import assert_type
+
+from flask_memqueue import Job, MemQueue, Task, current_job, enqueue
+
+mq = MemQueue()
+
+
+@mq.task
+def resize(path: str, width: int = 100) -> bytes:
+    return path.encode() * width
+
+
+@mq.task(retries=3, retry_delay=0.5)
+def count(items: list[int], *, scale: float = 1.0) -> float:
+    return len(items) * scale
+
+
+@mq.handler
+def on_message(message: Any) -> None:
+    return None
+
+
+@mq.handler("orders")
+def on_order(message: dict[str, int]) -> int:
+    return len(message)
+
+
+# -- the decorators keep the signature --------------------------------------------
+# (assert_type cannot spell parameter names, so: assignable to the right
+# signature, and not to a wrong one, as Task[..., Any] would be.)
+resize_task: Task[[str, int], bytes] = resize
+as_callable: Callable[[str], bytes] = resize
+order_task: Task[[dict[str, int]], int] = on_order
+message_task: Task[[Any], None] = on_message
+wrong_params: Callable[[int], bytes] = resize  # type: ignore[assignment]
+wrong_result: Callable[[str], int] = resize  # type: ignore[assignment]
+wrong_handler: Callable[[str], int] = on_order  # type: ignore[assignment]
+
+# -- calling a task calls the function ----------------------------------------------
+assert_type(resize("a.png"), bytes)
+assert_type(count([1, 2], scale=2.0), float)
+resize(123)  # type: ignore[arg-type]
+resize("a.png", width="wide")  # type: ignore[arg-type]
+count([1], 2.0)  # type: ignore[call-arg]
+resize()  # type: ignore[call-arg]
+
+# -- .delay() takes exactly the parameters and returns a Job of the result -----------
+job = resize.delay("a.png", width=10)
+assert_type(job, Job[bytes])
+assert_type(job.wait(), bytes)
+assert_type(job.wait(timeout=1.0), bytes)
+assert_type(job.result, bytes | None)
+assert_type(count.delay([1, 2, 3], scale=0.5).wait(), float)
+assert_type(on_order.delay({"a": 1}), Job[int])
+resize.delay(123)  # type: ignore[arg-type]
+resize.delay("a.png", height=3)  # type: ignore[call-arg]
+count.delay([1], 2.0)  # type: ignore[call-arg]
+
+# -- enqueue and friends check the arguments against the callable --------------------
+assert_type(mq.enqueue(resize, "a.png"), Job[bytes])
+assert_type(mq.enqueue(len, "abc"), Job[int])
+assert_type(mq.enqueue_in(5, resize, "a.png"), Job[bytes])
+assert_type(mq.enqueue_in(dt.timedelta(seconds=5), count, [1]), Job[float])
+assert_type(mq.enqueue_at(dt.datetime.now(dt.timezone.utc), resize, "a.png", 3), Job[bytes])
+assert_type(enqueue(resize, "a.png"), Job[bytes])
+assert_type(mq.enqueue("module.resize", 1, 2), Job[Any])  # by name: nothing to check against
+mq.enqueue(resize, 123)  # type: ignore[call-overload]
+mq.enqueue_in(5, resize)  # type: ignore[call-overload]
+enqueue(count, "not a list")  # type: ignore[call-overload]
+
+# -- a bare Job is a Job[Any]; current_job is one --------------------------------------
+assert_type(current_job, Job[Any])
+
+
+def untyped_result(j: Job) -> Any:  # no "missing type parameters" error
+    return j.wait()
