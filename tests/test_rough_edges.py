@@ -83,7 +83,8 @@ def test_a_relative_journal_folder_in_the_instance_folder_says_so(tmp_path: Path
     app = Flask("folder", instance_path=str(tmp_path / "instance"))
     (tmp_path / "instance" / "jobs").mkdir(parents=True)
     app.config.update(TESTING=True, MEMQUEUE_JOURNAL="jobs")
-    with pytest.raises(JournalError, match=r"MEMQUEUE_JOURNAL '.*/instance/jobs' is a folder .*e\.g\. '.*/jobs/memqueue\.db'"):
+    with pytest.raises(JournalError,
+                       match=r"MEMQUEUE_JOURNAL '.*/instance/jobs' is a folder .*e\.g\. '.*/jobs/memqueue\.db'"):
         MemQueue(app)
 
 
