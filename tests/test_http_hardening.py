@@ -273,3 +273,41 @@ def test_defect6_crafted_sign_in_and_csrf_cookies_are_refused_not_500(make_app: 
     assert page.status_code == 200
     assert value not in page.get_data(as_text=True)  # a cookie that is no token of ours is replaced
     assert_json_error(client.post("/memqueue/jobs/purge", headers={"X-CSRF-Token": value, **cookies}), 401)
+
+
+# -- found by the fuzz suite and while fixing the above ---------------------------------------------------
+@pytest.mark.parametrize("method", ["POST", "PROPFIND", "DELETE"])
+def test_a_wrong_method_on_the_dashboard_root_answers_json(hq: Any, method: str) -> None:
+    """The old catch-all ``/<path:rest>`` did not match the prefix's root: an HTML 405."""
+    _, _, client = hq
+    assert_json_error(client.open("/memqueue/", method=method), 405)
+
+
+@pytest.mark.parametrize("origin", ["http://[", "http://[::1", "https://]x["])
+def test_a_broken_origin_header_is_refused_not_500(hq: Any, origin: str) -> None:
+    app, _, client = hq
+    response = client.post("/memqueue/produce", json={"message": 1}, headers={"Origin": origin})
+    assert_json_error(response, 403)
+    assert _total(app) == 0
+
+
+def test_a_lone_surrogate_in_a_message_does_not_break_its_pages(hq: Any) -> None:
+    """``"\\ud800"`` is valid JSON but no UTF-8 can encode it; the pages escape it."""
+    app, _, client = hq
+    response = client.post("/memqueue/produce", data='{"message": "a\\ud800b"}', content_type="application/json")
+    assert response.status_code == 202
+    job_id = response.get_json()["id"]
+    assert _strict_json(client.get(f"/memqueue/jobs/{job_id}"))["args"] == ["a\ud800b"]
+    for path in ("/memqueue/", f"/memqueue/ui/jobs/{job_id}"):
+        page = client.get(path, headers=HTML)
+        assert page.status_code == 200, page.get_data()[:300]
+    assert "a\\ud800b" in client.get(f"/memqueue/ui/jobs/{job_id}", headers=HTML).get_data(as_text=True)
+
+
+def test_an_eta_no_datetime_can_hold_does_not_break_to_dict(hq: Any) -> None:
+    app, mq, client = hq
+    with app.app_context():
+        job = mq.enqueue_in(1e20, lambda: None)
+        assert job.to_dict()["eta"] is None
+    assert _strict_json(client.get(f"/memqueue/jobs/{job.id}"))["status"] == "scheduled"
+    assert client.get(f"/memqueue/ui/jobs/{job.id}", headers=HTML).status_code == 200
