@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -46,6 +47,8 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 #: Seconds a sign-in lasts; after that the browser signs in again.
 SESSION_MAX_AGE = 12 * 3600
+#: A sign-in cookie longer than this is none of ours and is not unsigned at all.
+SESSION_COOKIE_LIMIT = 1024
 _SALT = "flask-memqueue.dashboard-sign-in"
 
 #: Attribute names of the markers set on view functions.
@@ -120,11 +123,11 @@ def session_value(token: str) -> str:
 def session_ok(token: str) -> bool:
     """True if the request carries a valid, unexpired sign-in cookie for ``token``."""
     raw = request.cookies.get(SESSION_COOKIE)
-    if not raw or not current_app.secret_key:
+    if not raw or len(raw) > SESSION_COOKIE_LIMIT or not raw.isascii() or not current_app.secret_key:
         return False
     try:
         data = _serializer().loads(raw, max_age=SESSION_MAX_AGE)
-    except BadSignature:  # also SignatureExpired
+    except (BadSignature, ValueError):  # BadSignature: also SignatureExpired
         return False
     return isinstance(data, dict) and hmac.compare_digest(str(data.get("t", "")), _fingerprint(token))
 
@@ -146,13 +149,26 @@ def delete_cookie(response: Response, name: str) -> None:
 
 
 # -- CSRF -----------------------------------------------------------------------------
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{32,128}")
+
+
+def _csrf_cookie() -> str | None:
+    """The CSRF cookie if it looks like a token we make (``secrets.token_urlsafe(32)``), else None.
+
+    A cookie is input: whatever else it holds is never echoed into a page
+    nor compared, it is replaced by a new token.
+    """
+    value = request.cookies.get(CSRF_COOKIE, "")
+    return value if _TOKEN_SHAPE.fullmatch(value) else None
+
+
 def csrf_token() -> str:
     """This browser's CSRF token; a new one is made (and set by :func:`save_csrf_cookie`) if it has none."""
     known = getattr(g, "_memqueue_csrf", None)
     if known is not None:
         return str(known)
-    token = request.cookies.get(CSRF_COOKIE, "")
-    if len(token) < 32:
+    token = _csrf_cookie()
+    if token is None:
         token = secrets.token_urlsafe(32)
         g._memqueue_new_csrf = True
     g._memqueue_csrf = token
@@ -171,6 +187,8 @@ def csrf_ok(*, form: bool = True) -> bool:
     JSON routes pass ``form=False``: parsing a form body there would consume
     the body the route itself reads.
     """
-    cookie = request.cookies.get(CSRF_COOKIE, "")
+    cookie = _csrf_cookie()
+    if cookie is None:
+        return False
     sent = request.headers.get(CSRF_HEADER) or (request.form.get(CSRF_FIELD, "") if form else "")
-    return len(cookie) >= 32 and hmac.compare_digest(sent.encode(), cookie.encode())
+    return sent.isascii() and hmac.compare_digest(sent.encode(), cookie.encode())

@@ -21,11 +21,12 @@ import datetime as _dt
 import hmac
 import json
 import math
+import re
 import secrets
 import time
 from typing import Any
 
-from flask import current_app, g, jsonify, redirect, render_template, request, url_for
+from flask import current_app, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
@@ -33,7 +34,17 @@ from . import access
 from .exceptions import QueueClosed
 from .job import JobStatus, isotime
 from .state import AppQueue
-from .views import APIError, _job_or_404, blueprint, status_arg
+from .views import (
+    APIError,
+    _job_or_404,
+    _shorten,
+    blueprint,
+    job_dict,
+    json_response,
+    parse_json,
+    status_arg,
+    whole_number,
+)
 
 #: Jobs one page of the dashboard's table shows.
 PER_PAGE = 25
@@ -43,6 +54,12 @@ DEFAULT_REFRESH = 2.0
 SHOW_LIMIT = 20_000
 #: Cookie carrying the outcome of the last action to the page shown after the redirect.
 NOTICE_COOKIE = "memqueue_notice"
+#: Characters of a notice's text kept; what we write stays far below a browser's 4 KB per cookie.
+NOTICE_TEXT_LIMIT = 300
+#: A notice cookie longer than this is none of ours and is not read at all.
+NOTICE_COOKIE_LIMIT = 4096
+#: What ``?refresh=`` may look like: seconds, ASCII digits, at most six before and after the point.
+_SECONDS = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6})?")
 
 STATUSES = [s.value for s in JobStatus]
 _WAITING = {"queued", "scheduled"}
@@ -129,11 +146,22 @@ def consumer_state(stats: dict[str, Any]) -> tuple[str, str]:
 
 
 # -- page plumbing ---------------------------------------------------------------------
+def _render(template: str, **context: Any) -> bytes:
+    """A page as UTF-8 bytes, whatever the job data in it holds.
+
+    Job data may hold lone surrogates (``"\\ud800"`` is valid JSON, so a
+    message can carry one), which UTF-8 cannot encode: encoding the page
+    here, with escapes for them, keeps one such job from making every
+    page that shows it a 500.
+    """
+    return render_template(template, **context).encode("utf-8", "backslashreplace")
+
+
 def _error_page(status: int, message: str, headers: dict[str, str]) -> ResponseReturnValue:
     """How a page answers a refusal or an error: the sign-in form for a 401, else a short page."""
     if status == 401:
         return _sign_in_page(401, None, _safe_next(request.full_path if request.method == "GET" else None))
-    body = render_template("memqueue/error.html", status=status, message=message, **_common())
+    body = _render("memqueue/error.html", status=status, message=message, **_common())
     return body, status, headers
 
 
@@ -204,22 +232,36 @@ def _safe_next(target: str | None) -> str:
 
 
 def _notice(response: Response, kind: str, text: str) -> Response:
+    if len(text) > NOTICE_TEXT_LIMIT:
+        text = text[: NOTICE_TEXT_LIMIT - 1] + "…"
     raw = base64.urlsafe_b64encode(json.dumps({"k": kind, "m": text}).encode()).decode()
     access.set_cookie(response, NOTICE_COOKIE, raw, 60)
     return response
 
 
 def _take_notice() -> dict[str, str] | None:
+    """The notice the last action left, if the cookie holds one as :func:`_notice` writes it.
+
+    The cookie is input like any other (anyone can set it in their own
+    browser, a sibling site may set it for ours): it is read only if it is
+    short, and used only if it is exactly a dict of two short strings.
+    Anything else is ignored (and deleted), never an error.
+    """
     raw = request.cookies.get(NOTICE_COOKIE)
     if not raw:
         return None
     g._memqueue_notice_shown = True
-    try:
-        data = json.loads(base64.urlsafe_b64decode(raw.encode()))
-        kind, text = str(data["k"]), str(data["m"])
-    except (ValueError, KeyError, TypeError):
+    if len(raw) > NOTICE_COOKIE_LIMIT:
         return None
-    return {"kind": kind if kind in ("ok", "error") else "error", "text": text[:500]}
+    try:
+        data = parse_json(base64.urlsafe_b64decode(raw.encode("ascii")))
+    except ValueError:  # also binascii.Error, UnicodeError, and what parse_json refuses
+        return None
+    if not (isinstance(data, dict) and data.keys() == {"k", "m"}
+            and isinstance(data["k"], str) and isinstance(data["m"], str)):
+        return None
+    kind, text = data["k"], data["m"]
+    return {"kind": kind if kind in ("ok", "error") else "error", "text": text[:NOTICE_TEXT_LIMIT]}
 
 
 def _back(kind: str, text: str) -> Response:
@@ -229,23 +271,20 @@ def _back(kind: str, text: str) -> Response:
 
 # -- pages ------------------------------------------------------------------------------
 def _refresh() -> float:
+    """``?refresh=`` in seconds: plain ASCII decimals only (``float()`` also takes "nan", "1_0" and "½")."""
     raw = request.args.get("refresh")
     if not raw:
         return DEFAULT_REFRESH
-    try:
-        value = float(raw)
-    except ValueError:
-        raise APIError(400, f"refresh must be a number of seconds (0 = off), not {raw!r}") from None
+    if not _SECONDS.fullmatch(raw):
+        raise APIError(400, f"refresh must be a number of seconds like 2 or 0.5 (0 = off), not {_shorten(raw)}")
+    value = float(raw)
     if value != 0 and not 0.2 <= value <= 3600:
-        raise APIError(400, f"refresh must be 0 (off) or between 0.2 and 3600 seconds, not {raw!r}")
+        raise APIError(400, f"refresh must be 0 (off) or between 0.2 and 3600 seconds, not {_shorten(raw)}")
     return value
 
 
 def _page_number() -> int:
-    raw = request.args.get("page") or "1"
-    if not raw.isdigit() or not 1 <= int(raw) <= 10**6:
-        raise APIError(400, f"page must be a whole number from 1, not {raw!r}")
-    return int(raw)
+    return whole_number("page", request.args.get("page") or "1", 1, 10**6)
 
 
 @blueprint.get("/")
@@ -253,9 +292,9 @@ def _page_number() -> int:
 def index() -> ResponseReturnValue:
     """The dashboard; a client that asks for JSON only gets the list of routes instead."""
     if request.accept_mimetypes.best_match(["text/html", "application/json"]) != "text/html":
-        return jsonify(routes=sorted(
+        return json_response({"routes": sorted(
             str(rule) for rule in current_app.url_map.iter_rules() if rule.endpoint.startswith("memqueue.")
-        ))
+        )})
     status = status_arg()
     page_no = _page_number()
     refresh = _refresh()
@@ -264,7 +303,7 @@ def index() -> ResponseReturnValue:
     counts = stats["counts"]
     total = counts[status.value] if status is not None else sum(counts.values())
     offset = (page_no - 1) * PER_PAGE
-    jobs = [j.to_dict() for j in queue.storage.jobs(status, PER_PAGE, offset)]
+    jobs = [job_dict(j) for j in queue.storage.jobs(status, PER_PAGE, offset)]
 
     def link(**changes: Any) -> str:
         args: dict[str, Any] = {"status": status.value if status else None, "page": None,
@@ -279,7 +318,7 @@ def index() -> ResponseReturnValue:
     gauge_width = 0.0 if not depth or fill is None else max(1.0, round(fill * 100, 1))
     fill_text = "under 0.1%" if depth and fill is not None and fill < 0.001 else f"{(fill or 0) * 100:.1f}%"
     state_class, state_words = consumer_state(stats)
-    return render_template(
+    return _render(
         "memqueue/dashboard.html",
         stats=stats,
         consumer=stats["consumer"],
@@ -315,7 +354,7 @@ def index() -> ResponseReturnValue:
 def job_page(job_id: str) -> ResponseReturnValue:
     """One job: its arguments (cut to a readable length), result, error and traceback."""
     data = _job_or_404(job_id).to_dict()
-    return render_template(
+    return _render(
         "memqueue/job.html",
         job=data,
         args_text=_shown(data["args"]),
@@ -381,7 +420,7 @@ def _sign_in_page(status: int, error: str | None, next_url: str) -> ResponseRetu
         access.session_value("probe")
     except access.NoSecretKey as exc:  # say so before anyone types the token
         problem = str(exc)
-    body = render_template("memqueue/sign_in.html", error=error, problem=problem, next_url=next_url, **_common())
+    body = _render("memqueue/sign_in.html", error=error, problem=problem, next_url=next_url, **_common())
     return body, status, {"WWW-Authenticate": 'Bearer realm="memqueue"'} if status == 401 else {}
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import json
+import math
+import reprlib
 import threading
 import time
 from collections.abc import Callable
@@ -379,7 +381,8 @@ class Job(Generic[R]):
         """A JSON-safe dict of everything known about the job.
 
         Arguments and results that JSON cannot hold are shown by their
-        ``repr``, cut to :data:`REPR_LIMIT` characters.
+        ``repr``, cut to :data:`REPR_LIMIT` characters (see :func:`json_safe`);
+        a number is never NaN or infinite. It does not raise.
         """
         out = self._out or _NO_OUTCOME
         started, finished = out.started_at, out.finished_at
@@ -398,17 +401,24 @@ class Job(Generic[R]):
             "traceback": out.traceback,
             "attempts": self.attempts,
             "retries": self.task.retries,
-            "progress": out.progress,
+            "progress": _finite(out.progress),
             "progress_message": out.message,
             "enqueued_at": isotime(self.enqueued_at),
             "eta": isotime(out.eta),
             "started_at": isotime(started),
             "finished_at": isotime(finished),
-            "duration": None if duration is None else round(duration, 6),
+            "duration": _finite(None if duration is None else round(duration, 6)),
         }
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.name} {self.status.value}>"
+
+
+def _finite(number: float | None) -> float | None:
+    """``number``, or None for NaN and infinities (JSON has no such numbers)."""
+    if number is None or math.isfinite(number):
+        return number
+    return None
 
 
 def describe_task(name: str) -> str:
@@ -428,25 +438,95 @@ def _now() -> float:
 
 
 def isotime(ts: float | None) -> str | None:
-    """A Unix time as an ISO 8601 string in UTC, or None."""
+    """A Unix time as an ISO 8601 string in UTC, or None.
+
+    None also for a time no ``datetime`` can hold (``enqueue_in(1e20, ...)``):
+    a job's page must show, not fail on, an ETA a caller got wrong.
+    """
     if ts is None:
         return None
-    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat()
+    try:
+        return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat()
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+#: How deep arrays and objects may nest in what :func:`json_safe` passes on
+#: as JSON (and what the routes accept). Deeper data is shown as text: every
+#: JSON encoder and decoder in the chain (Python's, Flask's, a browser's)
+#: recurses, and one job must never make them fail.
+MAX_JSON_DEPTH = 100
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """True if lists, tuples and dicts in ``value`` nest more than ``limit`` levels deep.
+
+    Iterative, so it works on data too deep for anything recursive, and it
+    stops at the first container below ``limit``.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list, tuple)))
+    return False
+
+
+def safe_repr(value: Any, limit: int = REPR_LIMIT) -> str:
+    """``repr(value)`` cut to ``limit`` characters; never raises.
+
+    A user's ``__repr__`` may raise, and a deeply nested value makes
+    ``repr`` itself raise ``RecursionError``: then a shallower
+    :mod:`reprlib` view, and as a last resort the type's name.
+    """
+    try:
+        shown = repr(value)
+    except Exception:
+        try:
+            shown = _SHALLOW.repr(value)
+        except Exception:
+            shown = f"<{type(value).__name__} object: its repr() failed>"
+    if len(shown) > limit:
+        shown = shown[:limit] + f"… ({len(shown) - limit} more characters)"
+    return shown
+
+
+_SHALLOW = reprlib.Repr()
+_SHALLOW.maxlevel = 10
+_SHALLOW.maxstring = _SHALLOW.maxother = REPR_LIMIT // 4
 
 
 def json_safe(value: Any, limit: int = REPR_LIMIT) -> Any:
-    """``value`` if JSON can hold it (and it is short enough), else a cut repr.
+    """``value`` as plain JSON data if it is JSON (and short enough), else a cut repr.
 
     The dashboard and ``/jobs`` show arguments of any type; this keeps them
-    from failing on a ``datetime`` or a 10 MB string.
+    from failing on a ``datetime``, a 10 MB string, a list nested 5,000
+    deep, a ``__repr__`` that raises or a NaN (which ``JSON.parse`` refuses).
+    It never raises. What it returns is what ``json.loads`` made of the
+    text, so encoding it again cannot fail whatever the value's own
+    methods do; keys are dumped as Flask's ``jsonify`` dumps them (sorted),
+    so a dict mixing ``int`` and ``str`` keys is shown as text too.
     """
     try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
+        text: str | None = json.dumps(value, allow_nan=False, sort_keys=True)
+    except Exception:  # TypeError, ValueError (NaN, a cycle), RecursionError, a raising method
         text = None
     if text is not None and len(text) <= limit:
-        return value
-    shown = text if text is not None else repr(value)
+        deep = text.count("[") + text.count("{") > MAX_JSON_DEPTH
+        try:
+            data = json.loads(text)
+            if not (deep and nested_deeper_than(data, MAX_JSON_DEPTH)):
+                return data
+        except RecursionError:
+            pass
+    shown = text if text is not None else safe_repr(value, limit)
     if len(shown) > limit:
         shown = shown[:limit] + f"… ({len(shown) - limit} more characters)"
     return shown

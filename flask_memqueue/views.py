@@ -1,7 +1,11 @@
 """The ``memqueue`` blueprint: JSON routes to produce messages and to look at jobs.
 
 Every answer is JSON, errors too (``{"error": ..., "status": ...}``), also for
-a URL under the prefix that matches no route. Access: with ``MEMQUEUE_TOKEN``
+a URL under the prefix that matches no route, whatever its method (only the
+dashboard's pages answer in HTML). Every JSON answer is strict JSON (no NaN
+or Infinity, which ``JSON.parse`` refuses), and what comes in is parsed as
+strictly: one JSON parser for request data, which refuses NaN, Infinity and
+nesting deeper than :data:`MAX_JSON_DEPTH`. Access: with ``MEMQUEUE_TOKEN``
 set a request needs ``Authorization: Bearer <token>``; without it the routes
 answer only a debug or testing app. Unsafe methods from a browser must come
 from the same origin (no cross-site request can enqueue).
@@ -11,18 +15,20 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import os
 import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, request, url_for
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import RequestRedirect
 
 from . import access
 from .exceptions import QueueClosed, QueueFull, UnknownTopicError
-from .job import Job, JobStatus
+from .job import MAX_JSON_DEPTH, Job, JobStatus, nested_deeper_than, safe_repr
 from .state import _QUEUES, AppQueue
 
 blueprint = Blueprint("memqueue", __name__, template_folder="templates")
@@ -31,6 +37,10 @@ blueprint = Blueprint("memqueue", __name__, template_folder="templates")
 RETRY_AFTER = 1
 #: Jobs one page of ``GET /jobs`` returns at most.
 MAX_LIMIT = 500
+#: Characters of a whole-number query argument at most (``int()`` is not asked to read more).
+MAX_DIGITS = 18
+
+__all__ = ["MAX_JSON_DEPTH", "blueprint"]
 
 
 class APIError(Exception):
@@ -47,28 +57,146 @@ def _queue() -> AppQueue:
     return current_app.extensions["memqueue"]  # type: ignore[no-any-return]
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    response = jsonify(error=message, status=status)
-    response.status_code = status
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """Every JSON answer of the blueprint: strict JSON, whatever the app's JSON provider does.
+
+    Not ``jsonify``: Flask's provider writes ``NaN`` and ``Infinity`` (as
+    Python's ``json`` does by default), which ``JSON.parse`` refuses, so
+    one such number would break the dashboard's polling. Here that is a
+    ``ValueError``, a bug answered as a 500, never invalid JSON.
+    """
+    body = json.dumps(data, allow_nan=False, separators=(",", ":"))
+    response = current_app.response_class(body + "\n", status=status, mimetype="application/json")
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response
 
 
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response({"error": message, "status": status}, status, headers)
+
+
+def _error_answer(status: int, message: str, headers: dict[str, str]) -> ResponseReturnValue:
+    """An error in the form the view answers in: a page for a dashboard page, else JSON."""
+    render_page = access.view_marker(access.PAGE_ATTR)
+    if render_page is not None:
+        try:
+            return render_page(status, message, headers)  # type: ignore[no-any-return]
+        except Exception:  # the page itself failed: the log has it, the client gets JSON
+            current_app.logger.exception("rendering the memqueue error page for a %s failed", status)
+    return error_response(status, message, headers)
+
+
 @blueprint.errorhandler(APIError)
 def _api_error(exc: APIError) -> ResponseReturnValue:
-    render_page = access.view_marker(access.PAGE_ATTR)  # a dashboard page answers in HTML
-    if render_page is not None:
-        return render_page(exc.status, exc.message, exc.headers)  # type: ignore[no-any-return]
-    return error_response(exc.status, exc.message, exc.headers)
+    return _error_answer(exc.status, exc.message, exc.headers)
 
 
 @blueprint.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
+def _http_error(exc: HTTPException) -> ResponseReturnValue:
+    """Werkzeug's errors (400, 404, 405, 413, ...) in our form, not its HTML page."""
     headers = {}
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         headers["Allow"] = ", ".join(sorted(exc.valid_methods))
-    return error_response(exc.code or 500, exc.description or exc.name, headers)
+    return _error_answer(exc.code or 500, exc.description or exc.name, headers)
+
+
+@blueprint.errorhandler(Exception)
+def _unexpected_error(exc: Exception) -> ResponseReturnValue:
+    """A bug (or a store that failed) answers a 500 in our form; the traceback goes to the log only.
+
+    Without this a debug app would show its traceback page, and a
+    production one Flask's HTML 500, to a client that asked for JSON.
+    """
+    current_app.logger.error("Exception on %s [%s]", request.path, request.method, exc_info=exc)
+    return _error_answer(500, "internal error in the memqueue routes; the app's log has the traceback", {})
+
+
+@blueprint.before_app_request
+def _unrouted() -> ResponseReturnValue | None:
+    """Answer a request under the prefix that matches no route (404) or not its method (405).
+
+    Flask hands such a request to the app's error handlers only, never to
+    the blueprint's (it matched no endpoint of ours), and werkzeug answers
+    it with an HTML page. A catch-all route cannot take every case: a route
+    lists its methods (TRACE, PROPFIND or a made-up one would still be an
+    HTML 405) and the ``path`` converter does not match a newline. So this
+    app-wide hook takes what routing refused under our prefix; everything
+    else goes on untouched (it costs one attribute test per request). The
+    access rule comes first, as for any route: without the token the
+    answer is a 401, and the routes we have are not disclosed.
+    """
+    if request.routing_exception is None:
+        return None
+    return _answer_unrouted()
+
+
+def _answer_unrouted() -> ResponseReturnValue | None:
+    exc = request.routing_exception
+    if not isinstance(exc, HTTPException) or isinstance(exc, RequestRedirect):
+        return None
+    queue: AppQueue | None = current_app.extensions.get("memqueue")
+    prefix = queue.config.url_prefix if queue is not None else None
+    path = request.path
+    if prefix is None or not (path == prefix or path.startswith(prefix + "/")):
+        return None
+    try:
+        _authorize()
+    except APIError as refused:
+        return error_response(refused.status, refused.message, refused.headers)
+    if isinstance(exc, MethodNotAllowed):
+        allowed = sorted(exc.valid_methods or ())
+        return error_response(405, f"{_shorten(request.method)} is not allowed here; use {', '.join(allowed)}",
+                              {"Allow": ", ".join(allowed)})
+    if exc.code == 404:
+        return error_response(404, f"no memqueue route at {_shorten(path, 200)}")
+    return error_response(exc.code or 500, exc.description or exc.name)
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    """``repr(text)`` of at most about ``limit`` characters: what an error message echoes of input."""
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f" (and {len(text) - limit} more characters)"
+
+
+# -- reading input ---------------------------------------------------------------------
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (JSON has no NaN or Infinity): send a number, a string or null")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is too large for a 64-bit float")
+    return value
+
+
+def parse_json(data: bytes | str) -> Any:
+    """The one way request data (a body, a cookie) is read as JSON: strictly.
+
+    Refuses what ``json.loads`` takes but JSON does not have, or what would
+    fail later: ``NaN``, ``Infinity``, a number too large for a float (it
+    would become ``inf``), and arrays or objects nested deeper than
+    :data:`MAX_JSON_DEPTH` (a kilobyte of ``[`` makes ``json.loads`` raise
+    ``RecursionError``, and anything deep breaks encoders and handlers
+    downstream). The depth is counted only when the text holds more
+    brackets than the limit, so a common body costs nothing extra.
+
+    :raises ValueError: with a message for the client.
+    """
+    try:
+        value = json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        value = _TOO_DEEP
+    if value is not _TOO_DEEP:
+        brackets = data.count(b"[") + data.count(b"{") if isinstance(data, bytes) else data.count("[") + data.count("{")
+        if brackets <= MAX_JSON_DEPTH or not nested_deeper_than(value, MAX_JSON_DEPTH):
+            return value
+    raise ValueError(f"arrays or objects nest more than {MAX_JSON_DEPTH} levels deep")
+
+
+_TOO_DEEP = object()
 
 
 @blueprint.errorhandler(QueueFull)
@@ -104,7 +232,10 @@ def same_origin() -> bool:
         return True
     if origin == "null":
         return False
-    parts = urlsplit(origin)
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # "http://[" is no origin of ours (urlsplit raises on a broken IPv6 host)
+        return False
     return parts.netloc == request.host and parts.scheme == request.scheme
 
 
@@ -159,10 +290,8 @@ def _read_body(limit: int) -> bytes:
 
 
 def _accepted(job: Job) -> Response:
-    response = jsonify(id=job.id, status=job.status.value)
-    response.status_code = 202
-    response.headers["Location"] = url_for("memqueue.job", job_id=job.id)
-    return response
+    return json_response({"id": job.id, "status": job.status.value}, 202,
+                         {"Location": url_for("memqueue.job", job_id=job.id)})
 
 
 def _produce(message: Any, topic: str | None) -> Response:
@@ -194,7 +323,7 @@ def produce() -> Response:
     """Queue ``{"message": <any JSON>, "topic": <optional str>}`` for its handler."""
     data = _read_body(_queue().config.max_message_bytes)
     try:
-        payload = json.loads(data)
+        payload = parse_json(data)
     except ValueError as exc:
         raise APIError(400, f"the body is not valid JSON: {exc}{_content_type_hint()}") from None
     if not isinstance(payload, dict) or "message" not in payload:
@@ -226,7 +355,7 @@ def produce_path(message: str) -> Response:
 def _job_or_404(job_id: str) -> Job:
     job = _queue().get_job(job_id)
     if job is None:
-        raise APIError(404, f"no job {job_id!r}: it never existed here, or it finished more than"
+        raise APIError(404, f"no job {_shorten(job_id, 100)}: it never existed here, or it finished more than"
                        " MEMQUEUE_RESULT_TTL seconds ago (or MEMQUEUE_MAX_FINISHED jobs ago)")
     return job
 
@@ -235,10 +364,21 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise APIError(400, f"{name} must be a whole number, not {raw!r}") from None
+    return whole_number(name, raw, lo, hi)
+
+
+def whole_number(name: str, raw: str, lo: int, hi: int) -> int:
+    """The query argument ``name`` as an int from ``lo`` to ``hi``, or a 400.
+
+    Checked by what it is made of, not by ``int()`` alone: ``int()`` also
+    takes ``" 5"``, ``"+5"``, ``"1_0"`` and non-ASCII digits like ``"٥"``,
+    and raises ``ValueError`` for more than 4,300 digits, while
+    ``str.isdigit()`` is True for ``"²"``, which ``int()`` refuses. Only
+    ASCII digits pass, and no more than :data:`MAX_DIGITS` of them.
+    """
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= MAX_DIGITS):
+        raise APIError(400, f"{name} must be a whole number from {lo} to {hi} (digits 0-9 only), not {_shorten(raw)}")
+    value = int(raw)
     if not lo <= value <= hi:
         raise APIError(400, f"{name} must be between {lo} and {hi}, not {value}")
     return value
@@ -252,7 +392,7 @@ def status_arg() -> JobStatus | None:
         return JobStatus(raw)
     except ValueError:
         choices = ", ".join(s.value for s in JobStatus)
-        raise APIError(400, f"status must be one of {choices}, not {raw!r}") from None
+        raise APIError(400, f"status must be one of {choices}, not {_shorten(raw)}") from None
 
 
 @blueprint.get("/jobs")
@@ -265,15 +405,33 @@ def jobs() -> Response:
     counts = queue.storage.counts()
     total = counts[status.value] if status is not None else sum(counts.values())
     found = queue.storage.jobs(status, limit, offset)
-    return jsonify(jobs=[j.to_dict() for j in found], total=total, limit=limit, offset=offset,
-                   status=None if status is None else status.value)
+    return json_response({"jobs": [job_dict(j) for j in found], "total": total, "limit": limit, "offset": offset,
+                          "status": None if status is None else status.value})
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    """``job.to_dict()``, or what can be said of a job whose ``to_dict()`` failed.
+
+    ``to_dict()`` is meant never to raise, but a list is only as robust as
+    its worst row: one job must never take ``/jobs`` or the dashboard down.
+    """
+    try:
+        return job.to_dict()
+    except Exception:
+        current_app.logger.exception("job %s could not be shown", safe_repr(job, 200))
+    return {
+        "id": job.id, "task": None, "topic": None, "status": "unknown",
+        "args": [], "kwargs": {}, "result": None, "error": "this job could not be shown (the app's log says why)",
+        "traceback": None, "attempts": None, "retries": None, "progress": None, "progress_message": None,
+        "enqueued_at": None, "eta": None, "started_at": None, "finished_at": None, "duration": None,
+    }
 
 
 @blueprint.get("/jobs/<job_id>")
 def job(job_id: str) -> Response:
     if job_id == "purge":  # the POST-only route, not a job id
         raise MethodNotAllowed(valid_methods=["POST"], description="use POST to purge finished jobs")
-    return jsonify(_job_or_404(job_id).to_dict())
+    return json_response(_job_or_404(job_id).to_dict())
 
 
 @blueprint.post("/jobs/<job_id>/cancel")
@@ -281,7 +439,7 @@ def cancel_job(job_id: str) -> Response:
     found = _job_or_404(job_id)
     if not found.cancel():
         raise APIError(409, f"job {job_id} is {found.status.value}; only a queued or scheduled job can be cancelled")
-    return jsonify(id=found.id, status=found.status.value)
+    return json_response({"id": found.id, "status": found.status.value})
 
 
 @blueprint.post("/jobs/<job_id>/retry")
@@ -295,7 +453,7 @@ def retry_job(job_id: str) -> Response:
 @blueprint.post("/jobs/purge")
 def purge_jobs() -> Response:
     """Forget every finished job (succeeded, failed, cancelled)."""
-    return jsonify(purged=_queue().storage.purge_finished())
+    return json_response({"purged": _queue().storage.purge_finished()})
 
 
 # -- the process -------------------------------------------------------------------
@@ -315,12 +473,13 @@ def threads() -> Response:
         }
         for t in threading.enumerate()
     ]
-    return jsonify(pid=os.getpid(), app=queue.app.name, consumer=queue.consumer_info(), threads=listing)
+    return json_response({"pid": os.getpid(), "app": queue.app.name, "consumer": queue.consumer_info(),
+                          "threads": listing})
 
 
 @blueprint.get("/stats")
 def stats() -> Response:
-    return jsonify(_queue().stats())
+    return json_response(_queue().stats())
 
 
 @blueprint.get("/health")
@@ -331,7 +490,8 @@ def health() -> Response:
     if info["enabled"] and not queue.closed and not info["alive"] and not queue.ensure_consumer():
         return error_response(503, f"the consumer thread is dead and could not be restarted: {queue.start_error}")
     info = queue.consumer_info()
-    return jsonify(status="ok", pid=os.getpid(), consumer_alive=info["alive"], depth=queue.storage.depth())
+    return json_response({"status": "ok", "pid": os.getpid(), "consumer_alive": info["alive"],
+                          "depth": queue.storage.depth()})
 
 
 @blueprint.get("/metrics")
@@ -340,24 +500,6 @@ def metrics() -> Response:
     from .metrics import response
 
     return response(_queue())
-
-
-@blueprint.route("/<path:rest>", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
-def not_found(rest: str) -> Response:
-    """JSON for every URL under the prefix that no route takes: 405 or 404."""
-    adapter = current_app.url_map.bind_to_environ(request.environ)
-    allowed = set()
-    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
-        try:
-            endpoint, _ = adapter.match(request.path, method=method)
-        except HTTPException:
-            continue
-        if endpoint != "memqueue.not_found":
-            allowed.add(method)
-    if allowed:
-        raise MethodNotAllowed(valid_methods=sorted(allowed),
-                               description=f"{request.method} is not allowed here; use {', '.join(sorted(allowed))}")
-    raise NotFound(f"no memqueue route at {request.path}")
 
 
 # The dashboard's pages and forms are routes of this same blueprint.
