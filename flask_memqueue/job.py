@@ -209,6 +209,11 @@ class Job:
             event = self._queue._waiter(self)
             if event is not None and not event.wait(timeout):
                 raise TimeoutError(f"job {self.id} ({self.name}) did not finish within {timeout} s")
+            if not self.finished:
+                # The waiter fired for the job, but another object ran it: with a
+                # journal, get_job() makes a new object per read and the consumer
+                # (here or in another process) runs its own. Read the outcome.
+                self._queue.storage.refresh(self)
         if self.status is JobStatus.SUCCEEDED:
             return self.result
         raise JobFailed(self)

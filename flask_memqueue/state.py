@@ -143,7 +143,7 @@ class AppQueue:
                 name=f"memqueue-consumer[{self.app.name}]",
                 daemon=True,
             )
-            self.consumer.stopping = False
+            self.consumer.reset()
             try:
                 thread.start()
             except RuntimeError as exc:  # "can't start new thread"
@@ -232,7 +232,7 @@ class AppQueue:
                 drained = False  # nobody can run them: do not wait for nothing
             else:  # what is due now; jobs scheduled for later are cancelled below
                 drained = self.storage.join(timeout, due_only=True)
-        self.consumer.stopping = True
+        self.consumer.stop()
         self.storage.wake()
         thread = self._thread
         if wait and thread is not None and thread is not threading.current_thread():
@@ -282,6 +282,7 @@ class AppQueue:
             "starts": self.starts,
             "enabled": bool(self.config.consumer and not self.config.eager),
             "error": self.start_error,
+            "store_error": self.consumer.store_error,
             "current": None,
         }
         if current is not None:

@@ -51,6 +51,10 @@ class Storage(abc.ABC):
         ``done`` is the job this consumer ran last: it is recorded first, as
         :meth:`finish` would (or as a retry, if its status is SCHEDULED), in
         the same critical section, so the consumer takes one lock per job.
+
+        If it raises, ``done`` is still the store's to record: it must do so
+        on a later call (the consumer backs off and calls again with
+        ``done=None``), so a job that ran is never left RUNNING.
         """
 
     @abc.abstractmethod
@@ -107,6 +111,16 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def drop_waiting(self) -> list[Job]:
         """Remove every waiting job and return them (shutdown without a journal)."""
+
+    def refresh(self, job: Job) -> None:  # noqa: B027 - optional hook
+        """Copy the stored state of ``job`` onto this object.
+
+        For stores where one job can have several :class:`Job` objects (a
+        durable store makes one per read, and another process may run the
+        job): :meth:`Job.wait` calls it when its waiter fired but the object
+        it was called on was not the one that finished. The memory store
+        holds one live object per job, so it has nothing to do.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files and connections. The memory store has none."""

@@ -4,7 +4,9 @@ Hot path: :meth:`MemoryStorage.put` takes one lock and, only when the consumer
 sleeps, releases one wake-up lock. The consumer blocks on that lock when idle
 (no polling) and takes one lock per job. Waiting jobs sit in a deque in the
 order they were numbered, so a lookup by id is a binary search, not a dict
-entry per job.
+entry per job. Numbers are taken before this store's lock (``AppQueue.enqueue``
+makes the Job first), so two enqueuers can reach :meth:`MemoryStorage.put` in
+the other order; ``put`` keeps the deque sorted anyway (see there).
 """
 
 from __future__ import annotations
@@ -77,7 +79,17 @@ class MemoryStorage(Storage):
                     f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); "
                     f"{job.name} was not queued"
                 )
-            self._ready.append(job)
+            ready = self._ready
+            if ready and ready[-1]._id > job._id:  # type: ignore[operator]  # ids here are ints
+                # Numbered before a job that got the lock first (threads race
+                # between next(ids) and this lock). Appending would break the
+                # deque's order, and get()/cancel() binary-search it: the job
+                # would be invisible and uncancellable while it waits. Insert
+                # it in number order instead; it lands a few places from the
+                # end, so this costs little, and only when enqueuers race.
+                bisect.insort_right(ready, job, key=_seq)
+            else:
+                ready.append(job)
             if self._sleeping:
                 self._sleeping = False
                 self._wakeup.release()

@@ -41,6 +41,8 @@ longest job; a hung process's job stays running until it dies.
 
 **Several apps.** Rows carry the app's name (``app.name``): apps of one name
 share jobs, two different apps can share one file without seeing each other's.
+Every query, by id too (get, cancel, requeue, refresh, settle), has
+``queue=?`` in its WHERE clause: an id from another app is no job here.
 
 **Limits.** ``MEMQUEUE_RESULT_TTL`` and ``MEMQUEUE_MAX_FINISHED`` prune
 finished rows (readers in this process see them exactly; other processes
@@ -121,6 +123,11 @@ CREATE INDEX IF NOT EXISTS memqueue_jobs_next ON memqueue_jobs (queue, status, e
 # One index serves both claims (queued rows have eta NULL, so they sort by seq
 # within it; scheduled rows sort by eta) and the counts by status. Each index
 # costs pages written on every commit, so there is no other.
+
+_DAMAGED_ADVICE = (
+    "Stop every process that uses it, then restore it from a backup, or move it aside to start with an"
+    " empty journal (its jobs are lost then); the sqlite3 shell's .recover may save what can be saved"
+)
 
 #: Every store not yet closed, referenced so that it is never garbage-collected
 #: open: a forked child drops its inherited store (AppQueue makes a new one), and
@@ -336,6 +343,15 @@ class SQLiteStorage(Storage):
                 f"journal {self.path!r} (MEMQUEUE_JOURNAL): its folder {folder!r} is not writable by this"
                 " process (SQLite writes the -wal and -shm files next to the journal)"
             )
+        for name in (self.path, self.path + "-wal", self.path + "-shm"):
+            # SQLite opens a file it may not write read-only, without a word: the
+            # first enqueue would fail, and a consumer on every turn (issue 9, defect 8).
+            if os.path.exists(name) and not os.access(name, os.R_OK | os.W_OK):
+                raise JournalError(
+                    f"journal {self.path!r} (MEMQUEUE_JOURNAL): {name!r} is read-only for this process;"
+                    " make it readable and writable by the user the app runs as (chmod u+rw), or point"
+                    " MEMQUEUE_JOURNAL at another file"
+                )
         try:
             w = self._connect()
         except sqlite3.Error as exc:
@@ -354,14 +370,56 @@ class SQLiteStorage(Storage):
                     w.execute("ROLLBACK")
                 raise
             w.execute("SELECT count(*) FROM memqueue_jobs WHERE queue = ? AND status = 'queued'", (self.name,))
+            self._check(w)
             r = self._connect()
         except sqlite3.Error as exc:
             w.close()
+            if "malformed" in str(exc):
+                raise JournalError(
+                    f"journal {self.path!r} (MEMQUEUE_JOURNAL): the file is damaged ({exc}). {_DAMAGED_ADVICE}"
+                ) from exc
             raise self._error(exc, "opening it (is it a SQLite database, and writable?)") from exc
         except BaseException:
             w.close()
             raise
         self._w, self._r = w, r
+
+    def _check(self, conn: sqlite3.Connection) -> None:
+        """Refuse at init_app a journal that every later write or read would fail on.
+
+        Without this a damaged or read-only file opened fine and failed only
+        at run time, where a worker restarted its consumer a thousand times a
+        second (issue 9, defect 8). Two cheap checks:
+
+        - a write transaction that changes nothing (``UPDATE ... WHERE 0``
+          still asks SQLite for a write lock on the file): catches what
+          ``os.access`` cannot see, such as a read-only mount;
+        - ``PRAGMA quick_check``: reads every page once (milliseconds for a
+          journal of some thousand rows) and finds a page overwritten by
+          garbage; the full ``integrity_check`` also compares indexes with
+          rows, which costs more than an app start should pay.
+        """
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("UPDATE memqueue_jobs SET seq = seq WHERE 0")
+            finally:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise JournalError(
+                f"journal {self.path!r} (MEMQUEUE_JOURNAL): cannot write to it ({exc}); make the file and"
+                " its folder writable by the user the app runs as, or point MEMQUEUE_JOURNAL elsewhere"
+            ) from exc
+        try:
+            found = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.Error as exc:
+            found = [str(exc)]
+        if found != ["ok"]:
+            shown = "; ".join(str(line) for line in found)[:500]
+            raise JournalError(
+                f"journal {self.path!r} (MEMQUEUE_JOURNAL): the file is damaged (PRAGMA quick_check: {shown})."
+                f" {_DAMAGED_ADVICE}"
+            )
 
     def _writer(self) -> sqlite3.Connection:
         """The write connection (lock held). Refused in a forked child, reopened after close()."""
@@ -469,10 +527,10 @@ class SQLiteStorage(Storage):
                 out.result = None
         owner = self.owner if job.status is RUNNING else None
         params = (job.status.value, job.attempts, out.eta if job.status is SCHEDULED else None,
-                  out.started_at, out.finished_at, result, out.error, out.traceback, owner, job.id)
+                  out.started_at, out.finished_at, result, out.error, out.traceback, owner, job.id, self.name)
         cur = conn.execute(
             "UPDATE memqueue_jobs SET status=?, attempts=?, eta=?, started_at=?, finished_at=?,"
-            " result=?, error=?, traceback=?, owner=? WHERE id=?",
+            " result=?, error=?, traceback=?, owner=? WHERE id=? AND queue=?",
             params,
         )
         if cur.rowcount == 0:  # eager mode: the job never went through put()
@@ -484,7 +542,7 @@ class SQLiteStorage(Storage):
             )
             conn.execute(
                 "UPDATE memqueue_jobs SET status=?, attempts=?, eta=?, started_at=?, finished_at=?,"
-                " result=?, error=?, traceback=?, owner=? WHERE id=?",
+                " result=?, error=?, traceback=?, owner=? WHERE id=? AND queue=?",
                 params,
             )
 
@@ -606,16 +664,17 @@ class SQLiteStorage(Storage):
 
     def _claim(self, done: Job | None) -> Job | None:
         """In one transaction: record ``done``, then claim the next due job (unless woken to stop)."""
+        # Jobs whose record failed (disk full...) are recorded with the next one,
+        # so a job this live process ran is never left "running" for ever.
+        # Kept before anything here can fail (recover() too): see Storage.take.
+        pending = self._unsettled
+        if done is not None:
+            pending.append(done)
+
         now = time.time()
         if now >= self._next_recover:
             self._next_recover = now + RECOVER_INTERVAL
             self.recover()
-
-        # Jobs whose record failed (disk full...) are recorded with the next one,
-        # so a job this live process ran is never left "running" for ever.
-        pending = self._unsettled
-        if done is not None:
-            pending.append(done)
 
         def claim(conn: sqlite3.Connection) -> Any:
             for ran in pending:
@@ -759,7 +818,8 @@ class SQLiteStorage(Storage):
             return
         marks = ",".join("?" * len(ids))
         rows = self._read(
-            f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE id IN ({marks}) AND status IN {_FINISHED_SQL}", ids
+            f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE queue=? AND id IN ({marks}) AND status IN {_FINISHED_SQL}",
+            [self.name, *ids],
         )
         found = {row[1] for row in rows}
         for row in rows:
@@ -774,11 +834,11 @@ class SQLiteStorage(Storage):
                 mine = self._local.get(jid)
                 if jid in found or mine is None or mine.status is RUNNING or mine.enqueued_at > old:
                     continue
-                if not self._read("SELECT 1 FROM memqueue_jobs WHERE id=?", (jid,)):
+                if not self._read("SELECT 1 FROM memqueue_jobs WHERE id=? AND queue=?", (jid, self.name)):
                     del self._local[jid]
 
     def _refresh_if_finished(self, job: Job) -> bool:
-        rows = self._read(f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE id=?", (job.id,))
+        rows = self._read(f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE id=? AND queue=?", (job.id, self.name))
         if not rows or rows[0][6] not in ("succeeded", "failed", "cancelled"):
             return False
         _apply_row(job, rows[0])
@@ -793,8 +853,8 @@ class SQLiteStorage(Storage):
         n = self._write(
             lambda conn: conn.execute(
                 "UPDATE memqueue_jobs SET status='cancelled', error='cancelled', finished_at=?, eta=NULL"
-                " WHERE id=? AND status IN ('queued', 'scheduled')",
-                (now, job.id),
+                " WHERE id=? AND queue=? AND status IN ('queued', 'scheduled')",
+                (now, job.id, self.name),
             ).rowcount,
             "cancelling a job",
         )
@@ -814,8 +874,8 @@ class SQLiteStorage(Storage):
             lambda conn: conn.execute(
                 "UPDATE memqueue_jobs SET status='queued', attempts=0, eta=NULL, started_at=NULL,"
                 " finished_at=NULL, result=NULL, error=NULL, traceback=NULL, owner=NULL"
-                " WHERE id=? AND status IN ('failed', 'cancelled')",
-                (job.id,),
+                " WHERE id=? AND queue=? AND status IN ('failed', 'cancelled')",
+                (job.id, self.name),
             ).rowcount,
             "queueing a job again",
         )
@@ -829,8 +889,11 @@ class SQLiteStorage(Storage):
         self._wakeup.set()
         return True
 
+    def refresh(self, job: Job) -> None:
+        self._refresh(job)
+
     def _refresh(self, job: Job) -> None:
-        rows = self._read(f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE id=?", (job.id,))
+        rows = self._read(f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE id=? AND queue=?", (job.id, self.name))
         if rows and not (rows[0][6] == "running" and rows[0][15] == self.owner):
             _apply_row(job, rows[0])
 
@@ -842,9 +905,13 @@ class SQLiteStorage(Storage):
         return now - self.result_ttl
 
     def get(self, job_id: str) -> Job | None:
+        # Scoped to this app's rows like every query here: two apps may share
+        # one file, and an id from another app must be "no such job", never
+        # that app's job (issue 9, defect 10).
         rows = self._read(
-            f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE id=? AND (finished_at IS NULL OR finished_at > ?)",
-            (job_id, self._visible()),
+            f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE id=? AND queue=?"
+            " AND (finished_at IS NULL OR finished_at > ?)",
+            (job_id, self.name, self._visible()),
         )
         if not rows:
             return None
