@@ -248,13 +248,41 @@ class AppQueue:
                     out.finished_at = now
                     job.status = JobStatus.CANCELLED
                     self.storage.finish(job)  # readable as cancelled; wakes its waiters
+                shown = ", ".join(f"{job.id} ({job.name})" for job in left[:10])
+                if len(left) > 10:
+                    shown += f" and {len(left) - 10} more"
                 logger.warning(
-                    "app %r shut down with %d job(s) not run (first: %s); they were cancelled."
+                    "app %r shut down with %d job(s) not run; they were cancelled: %s."
                     " Set MEMQUEUE_JOURNAL to keep waiting jobs across restarts.",
-                    self.app.name, len(left), left[0].name,
+                    self.app.name, len(left), shown,
                 )
         self.storage.close()
         return drained
+
+    def stop_for_signal(self, name: str) -> None:
+        """The process is about to die of signal ``name``: log what becomes of every job, stop.
+
+        Called by the SIGTERM handler of a development server process
+        (:mod:`flask_memqueue.sigterm`), from its helper thread. Nothing is
+        waited for: the process dies right after, as it would have without us.
+        """
+        current = self.consumer.current
+        if current is not None:
+            logger.warning(
+                "%s: job %s (%s) of app %r was running and is interrupted; %s", name, current.id, current.name,
+                self.app.name, "the journal runs it again once another process finds this one dead"
+                if self.storage.durable else "it is lost (set MEMQUEUE_JOURNAL to keep jobs across restarts)",
+            )
+        if self.storage.durable:
+            waiting = self.storage.depth()
+            if waiting:
+                logger.warning(
+                    "%s: %d waiting job(s) of app %r stay in the journal %s for the next start",
+                    name, waiting, self.app.name, getattr(self.storage, "path", ""),
+                )
+        else:
+            logger.warning("%s: the queue of app %r stops; waiting jobs are cancelled", name, self.app.name)
+        self.shutdown(wait=False)  # memory: marks the waiting jobs cancelled and logs them
 
     def _after_fork_in_child(self) -> None:
         """A forked child owns none of its parent's jobs or threads.
@@ -315,6 +343,17 @@ class AppQueue:
 def _after_fork_in_child() -> None:
     for queue in list(_QUEUES):
         queue._after_fork_in_child()
+
+
+def _stop_all_for_signal(name: str) -> None:
+    """Every queue of this process: the process dies of signal ``name`` next."""
+    pid = os.getpid()
+    for queue in list(_QUEUES):
+        if queue.pid == pid and not queue.closed:
+            try:
+                queue.stop_for_signal(name)
+            except Exception:  # pragma: no cover - the next queue still gets its say
+                logger.exception("%s: stopping the queue of %r failed", name, queue.app.name)
 
 
 def _shutdown_all() -> None:
