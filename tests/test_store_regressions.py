@@ -174,3 +174,43 @@ def test_wait_on_a_journal_job_enqueued_by_another_process(mq: MemQueue, make_ap
         found = [mq.get_job(job.id) for job in waiting]
         assert sorted(job.wait(TIMEOUT) for job in found if job is not None) == [0, 1, 2, 3, 4]
         assert all(job is not None and job.status is JobStatus.SUCCEEDED for job in found)
+
+
+# -- found by the soak: a reader's older row copied onto the job the consumer runs -----------------------
+def test_a_readers_older_row_never_rewinds_a_job_the_consumer_holds(mq: MemQueue, make_app: MakeApp,
+                                                                    tmp_path: Path) -> None:
+    """A get_job()/cancel() that read the row before the claim (or before the outcome was recorded)
+    copied it onto the very object the consumer runs: the job was recorded "queued" again and ran
+    twice, or "running" for ever. ``_job_of(stale_row)`` is what such a reader does."""
+    from flask_memqueue.storage.sqlite import _COLUMNS, SQLiteStorage
+
+    runs: list[int] = []
+
+    @mq.task(name="once")
+    def once() -> str:
+        runs.append(1)
+        return "ran"
+
+    app = make_app("japp", MEMQUEUE_JOURNAL=str(tmp_path / "j.db"), MEMQUEUE_CONSUMER=False)
+    queue: AppQueue = app.extensions["memqueue"]
+    store = queue.storage
+    assert isinstance(store, SQLiteStorage)
+    with app.app_context():
+        job = mq.enqueue(once)
+
+    def row() -> Any:
+        return store._read(f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE id=?", (job.id,))[0]
+
+    queued_row = row()
+    assert store.take(0) is job and job.status is JobStatus.RUNNING
+    running_row = row()
+    store._job_of(queued_row)  # a reader whose read came before the claim
+    assert job.status is JobStatus.RUNNING
+    queue.consumer.execute(job)
+    assert job.status is JobStatus.SUCCEEDED
+    store._job_of(running_row)  # a reader whose read came before the outcome was recorded
+    store.refresh(job)
+    assert job.status is JobStatus.SUCCEEDED
+    store.finish(job)
+    assert store.take(0) is None  # recorded as succeeded: nothing to claim again
+    assert row()[6] == "succeeded" and runs == [1]

@@ -95,6 +95,7 @@ BUSY_TIMEOUT = 30.0
 SCHEDULED = JobStatus.SCHEDULED
 RUNNING = JobStatus.RUNNING
 _FINISHED_SQL = "('succeeded', 'failed', 'cancelled')"
+_FINAL = frozenset({"succeeded", "failed", "cancelled"})
 _COLUMNS = (
     "seq, id, queue, task, args, kwargs, status, attempts, enqueued_at, eta,"
     " started_at, finished_at, result, error, traceback, owner"
@@ -303,6 +304,9 @@ class SQLiteStorage(Storage):
         # them (Job.wait() racing the consumer's first touch of a fresh job).
         self._events: dict[str, _JournalEvent] = {}
         self._unsettled: list[Job] = []
+        # Ids of jobs this process's consumer claimed and has not yet recorded:
+        # their Job objects are ahead of their rows (see _apply_unless_ahead).
+        self._held: set[str] = set()
         self._llock = threading.Lock()
         self._next_recover = 0.0
         self._next_prune = 0.0
@@ -502,14 +506,30 @@ class SQLiteStorage(Storage):
         """A Job for a row: this process's own object if it has one, else a new one."""
         (_seq, jid, _q, name, args, kwargs, status, attempts, enqueued_at, eta,
          started_at, finished_at, result, error, tb, _owner) = row
-        job = self._local.get(jid)
-        if job is None:
-            job = Job(self.queue, jid, self._task(name), tuple(json.loads(args)),
-                      json.loads(kwargs) if kwargs else None, enqueued_at)
-        elif job.status is RUNNING and status == "running" and _owner == self.owner:
-            return job  # running here: the object is ahead of its row (attempts, progress)
+        with self._llock:
+            job = self._local.get(jid)
+            if job is not None:
+                self._apply_unless_ahead(job, row)
+                return job
+        job = Job(self.queue, jid, self._task(name), tuple(json.loads(args)),
+                  json.loads(kwargs) if kwargs else None, enqueued_at)
         _apply(job, status, attempts, eta, started_at, finished_at, result, error, tb)
         return job
+
+    def _apply_unless_ahead(self, job: Job, row: Any) -> None:
+        """Copy a row onto an existing Job, unless the object is ahead of the row. ``_llock`` held.
+
+        A reader's row may be older than the object: read just before this
+        process's consumer claimed the job, or before it recorded the outcome.
+        Copying it then turned a running job back to "queued", or a finished
+        one back to "running", and the consumer recorded that: the job ran
+        twice, or stayed "running" for ever (found by tests/test_soak.py). So
+        the object wins while this process holds the job (claimed, outcome not
+        yet recorded), and a finished object only takes a finished row.
+        """
+        if row[6] not in _FINAL and (job.id in self._held or job.finished):
+            return
+        _apply_row(job, row)
 
     def _settle_sql(self, conn: sqlite3.Connection, job: Job) -> None:
         """Record what the consumer made of a job it ran (finished, or a retry). Transaction open."""
@@ -548,12 +568,13 @@ class SQLiteStorage(Storage):
 
     def _after_settle(self, job: Job) -> None:
         """Outside the transaction: wake waiters, forget a finished local job."""
-        if job.status is SCHEDULED:
-            return
-        self._dirty = True
         with self._llock:
+            self._held.discard(job.id)  # recorded: the row is as new as the object
+            if job.status is SCHEDULED:
+                return
             self._local.pop(job.id, None)
             event = self._events.pop(job.id, None)
+        self._dirty = True
         if event is not None:
             event.set()
         with self._settled:
@@ -568,6 +589,8 @@ class SQLiteStorage(Storage):
             if job.eta is None:
                 job._outcome().eta = time.time()
             self._write(lambda conn: self._settle_sql(conn, job), "recording a retry")
+            with self._llock:
+                self._held.discard(job.id)
             return
         self._enqueue(job)
 
@@ -708,8 +731,16 @@ class SQLiteStorage(Storage):
             self._after_settle(ran)
         if row is None:
             return None
+        jid = row[1]
+        with self._llock:  # readers check _held under this lock: none copies an older row from now on
+            self._held.add(jid)
+            job = self._local.get(jid)
+            if job is not None:
+                _apply_row(job, row)  # the claim's own row: the truth
+                job.status = RUNNING  # attempts stay as before the claim: the consumer counts this one
+                return job
         job = self._job_of(row)
-        job.status = RUNNING  # attempts stay as before the claim: the consumer counts this one
+        job.status = RUNNING
         return job
 
     def _idle(self) -> float:
@@ -894,8 +925,9 @@ class SQLiteStorage(Storage):
 
     def _refresh(self, job: Job) -> None:
         rows = self._read(f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE id=? AND queue=?", (job.id, self.name))
-        if rows and not (rows[0][6] == "running" and rows[0][15] == self.owner):
-            _apply_row(job, rows[0])
+        if rows:
+            with self._llock:
+                self._apply_unless_ahead(job, rows[0])
 
     def _visible(self) -> float:
         """Prune if a job finished here since the last time; the cut-off of the result TTL."""
