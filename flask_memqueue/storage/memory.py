@@ -74,12 +74,12 @@ class MemoryStorage(Storage):
         with self._lock:
             if self._closed:
                 raise QueueClosed(f"the queue was shut down; {job.name} was not queued")
-            if self.maxsize and len(self._ready) + len(self._scheduled) >= self.maxsize:
+            ready = self._ready
+            if self.maxsize and len(ready) + len(self._scheduled) >= self.maxsize:
                 raise QueueFull(
                     f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); "
                     f"{job.name} was not queued"
                 )
-            ready = self._ready
             if ready and ready[-1]._id > job._id:  # type: ignore[operator]  # ids here are ints
                 # Numbered before a job that got the lock first (threads race
                 # between next(ids) and this lock). Appending would break the
