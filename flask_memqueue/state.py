@@ -341,8 +341,23 @@ class AppQueue:
 
 
 def _after_fork_in_child() -> None:
+    """Reset every queue in a forked child; one that cannot be reset never stops the others.
+
+    A queue shut down before the fork stays shut down (nothing is reopened
+    for it: its journal may be gone or damaged by now). A queue whose store
+    cannot be reopened here is closed and says why, instead of raising out of
+    the fork hook, which left every later queue with its parent's state (a
+    consumer believed alive that the child does not have, so jobs never ran).
+    """
     for queue in list(_QUEUES):
-        queue._after_fork_in_child()
+        if queue.closed:
+            continue
+        try:
+            queue._after_fork_in_child()
+        except Exception as exc:
+            queue.closed = True
+            queue.start_error = f"{type(exc).__name__}: {exc}"
+            logger.error("forked child %d: the queue of %r is closed: %s", os.getpid(), queue.app.name, exc)
 
 
 def _stop_all_for_signal(name: str) -> None:
