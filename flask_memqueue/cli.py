@@ -100,13 +100,25 @@ def worker_command() -> None:
     click.echo(f"memqueue worker {os.getpid()}: stopped", err=True)
 
 
+#: The worker exits with an error after this many consecutive failures of its
+#: store (with the consumer's backoff, 0.1 + 0.2 + ... + 10 s: about 30 s), or
+#: this many consecutive crashes of its loop that ran no job in between. A
+#: process supervisor (systemd, Kubernetes) then sees it fail and can say so,
+#: where a worker retrying for ever would look healthy and run nothing.
+WORKER_MAX_FAILURES = 10
+
+
 def run_worker(queue: AppQueue) -> None:
     """Consume ``queue`` in the calling (main) thread until a signal stops it.
 
     The calling thread becomes the queue's one legitimate consumer (the same
     ident guard as the consumer thread), so nothing in this process starts a
     second one. A crashed loop (a bug, or ``SystemExit`` in a job) is
-    started again; a stop request is honoured after the job in hand.
+    started again (after a backoff unless it ran a job); a stop request is
+    honoured after the job in hand.
+
+    :raises click.ClickException: the store failed, or the loop crashed,
+        :data:`WORKER_MAX_FAILURES` times in a row (the command exits 1).
     """
     consumer = queue.consumer
     storage = queue.storage
@@ -123,13 +135,32 @@ def run_worker(queue: AppQueue) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, on_signal)
+    consumer.max_store_failures = WORKER_MAX_FAILURES
+    crashes = 0
     try:
         while not stop:
             queue.adopt_consumer_thread()
-            consumer.stopping = False
+            consumer.reset()
             if stop:
                 break
+            ran = consumer.jobs_done
             consumer.run()
+            if consumer.gave_up is not None:
+                raise click.ClickException(
+                    f"{consumer.gave_up}. The worker stops (after {WORKER_MAX_FAILURES} consecutive failures);"
+                    " fix the store, then start it again"
+                )
+            if stop:
+                break
+            # run() ended without a stop request: it crashed (and logged why).
+            crashes = 0 if consumer.jobs_done != ran else crashes + 1
+            if crashes >= WORKER_MAX_FAILURES:
+                raise click.ClickException(
+                    f"the consumer loop of {queue.app.name!r} crashed {crashes} times in a row without running a"
+                    " job (the log above says why); the worker stops"
+                )
+            if crashes:
+                consumer.back_off(crashes)
     finally:
         for signo, handler in previous.items():
             signal.signal(signo, handler)  # type: ignore[arg-type]

@@ -58,6 +58,15 @@ SCHEDULED = JobStatus.SCHEDULED
 BUCKET_SECONDS = 10
 BUCKETS = 60
 
+#: After the store fails, the consumer waits this long before it tries again,
+#: twice as long after each further failure, at most :data:`BACKOFF_MAX` s.
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 10.0
+#: A backoff wait looks at ``stopping`` at least this often: the worker's
+#: signal handler may only set that flag (setting an Event there could
+#: deadlock on the Event's own lock), so it is not woken by the Event.
+BACKOFF_SLICE = 0.1
+
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
@@ -84,6 +93,17 @@ class Consumer:
         self.history: deque[tuple[int, int]] = deque(maxlen=BUCKETS)
         self._bucket_end = 0.0
         self._bucket_jobs = 0
+        #: Why the store fails, while it does (``/health`` answers 503 with it).
+        self.store_error: str | None = None
+        #: Consecutive failed calls to the store in the current outage.
+        self.store_failures = 0
+        #: Stop :meth:`run` after this many consecutive store failures (the
+        #: worker sets it, to exit with an error); None: retry for ever.
+        self.max_store_failures: int | None = None
+        #: Why :meth:`run` gave up, once it has.
+        self.gave_up: str | None = None
+        # Set by stop(): ends a backoff wait at once.
+        self._stop = threading.Event()
 
     # -- one step ------------------------------------------------------------
     def run_once(self, timeout: float | None = 0.0) -> bool:
@@ -196,9 +216,70 @@ class Consumer:
             for b in range(last - BUCKETS + 1, last + 1)
         ]
 
+    # -- stopping and backing off ---------------------------------------------------
+    def stop(self) -> None:
+        """Make the loop end after the job in hand (and any backoff wait end now)."""
+        self.stopping = True
+        self._stop.set()
+
+    def reset(self) -> None:
+        """Before a (re)start: not stopping, not given up."""
+        self.stopping = False
+        self._stop.clear()
+        self.gave_up = None
+
+    def back_off(self, failures: int) -> None:
+        """Wait after the ``failures``-th failure in a row (:func:`backoff_delay`), cut short by :meth:`stop`."""
+        deadline = time.monotonic() + backoff_delay(failures)
+        while not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._stop.wait(min(left, BACKOFF_SLICE))
+
+    def _store_failed(self, exc: Exception) -> bool:
+        """Count a failed call to the store, log the first of an outage, back off.
+
+        Returns False when :attr:`max_store_failures` is reached (the loop
+        then ends, :attr:`gave_up` says why). Never a tight loop: a store
+        that fails on every call (a damaged or read-only journal) once
+        restarted the consumer about a thousand times a second, logging a
+        traceback each time (issue 9, defect 8).
+        """
+        self.store_failures += 1
+        cause = _one_line(exc)
+        name = self.queue.app.name
+        if self.store_failures == 1:
+            self.store_error = cause
+            logger.error(
+                "the job store of %r fails: %s. The consumer tries again after %.3g s, then less and less"
+                " often (at most every %.3g s), and logs again when the store works",
+                name, cause, BACKOFF_FIRST, BACKOFF_MAX, exc_info=exc,
+            )
+        limit = self.max_store_failures
+        if limit is not None and self.store_failures >= limit:
+            self.gave_up = f"the job store of {name!r} failed {self.store_failures} times in a row; last: {cause}"
+            logger.critical("%s; giving up", self.gave_up)
+            return False
+        self.back_off(self.store_failures)
+        return True
+
+    def _store_recovered(self) -> None:
+        logger.warning(
+            "the job store of %r works again after %d failed attempt(s) (%s)",
+            self.queue.app.name, self.store_failures, self.store_error,
+        )
+        self.store_failures = 0
+        self.store_error = None
+
     # -- the driver ------------------------------------------------------------
     def run(self) -> None:
-        """The thread's body: a loop around the step, guarded by the thread ident."""
+        """The thread's body: a loop around the step, guarded by the thread ident.
+
+        A failing store (an exception from ``take``) does not end the loop: it
+        backs off and tries again (see :meth:`_store_failed`); the store keeps
+        the job handed back and records it on a later call.
+        """
         queue = self.queue
         with queue.lock:  # the starter records our ident under this lock
             me = threading.get_ident()
@@ -211,7 +292,14 @@ class Consumer:
             execute = self.execute
             while not self.stopping and queue.consumer_ident == me:
                 done, job = job, None
-                job = take(None, done)  # hands back the last job and takes the next
+                try:
+                    job = take(None, done)  # hands back the last job and takes the next
+                except Exception as exc:
+                    if not self._store_failed(exc):
+                        break
+                    continue
+                if self.store_failures:
+                    self._store_recovered()
                 if job is not None:
                     execute(job)
             if job is not None:
@@ -231,6 +319,11 @@ class Consumer:
                 )
         finally:
             queue.consumer_exited(me, crashed)
+
+
+def backoff_delay(failures: int) -> float:
+    """Seconds to wait after the ``failures``-th failure in a row: 0.1, 0.2, 0.4, ... at most 10."""
+    return float(min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** min(max(failures, 1) - 1, 30)))
 
 
 def _send(signal: Signal, app: Any, job: Job) -> None:

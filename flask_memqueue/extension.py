@@ -25,7 +25,9 @@ from .config import PREFIX, SETTINGS, read_config
 from .exceptions import ConfigurationError, MainModuleTaskWarning
 from .job import Job
 from .registry import Registry, Task, default_name, message_task_name
-from .state import AppQueue
+from .sigterm import install as install_sigterm_handler
+from .sigterm import serves_with_dev_server
+from .state import AppQueue, _stop_all_for_signal
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -116,6 +118,8 @@ class MemQueue:
         app.cli.add_command(memqueue_cli)
         if config.autostart and not _in_reloader_watcher():
             queue.ensure_consumer()
+        if serves_with_dev_server():  # it dies of SIGTERM without a word: see sigterm.py
+            install_sigterm_handler(_stop_all_for_signal)
 
     def _queue(self) -> AppQueue:
         """The current app's queue, with an error that says how to fix its absence."""

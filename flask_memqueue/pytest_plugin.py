@@ -120,7 +120,6 @@ def memqueue_captured(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
     a queued :class:`~flask_memqueue.Job` that never runs; ``entry.run()``
     calls the task by hand.
     """
-    from .job import Job, JobStatus
 
     queue = _queue(request)
     captured = EnqueuedJobs()
@@ -129,10 +128,7 @@ def memqueue_captured(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
         task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None, eta: float | None = None
     ) -> Job[Any]:
         # The job is made as AppQueue.enqueue makes it (same id sequence), and goes nowhere.
-        job: Job[Any] = Job(queue, next(queue._ids), task, args, kwargs or None, time.time())
-        if eta is not None:
-            job.status = JobStatus.SCHEDULED
-            job._outcome().eta = eta
+        job: Job[Any] = queue.new_job(task, args, kwargs, eta)
         captured.append(EnqueuedJob(task.name, args, dict(kwargs or {}), "default", eta, job, task))
         return job
 

@@ -154,6 +154,16 @@ class AppQueue:
                     stacklevel=4,
                 )
 
+    def new_job(
+        self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None, eta: float | None = None
+    ) -> Job:
+        """A job as :meth:`enqueue` makes it (same id sequence), handed to no store
+        (the pytest plugin's ``memqueue_captured`` records such jobs)."""
+        job = Job(self, next(self._ids), task, args, kwargs or None, time.time())
+        if eta is not None:
+            job.mark_scheduled(eta)
+        return job
+
     def _run_eagerly(self, job: Job) -> Job:
         """MEMQUEUE_EAGER: run the job here and now, retries included (without their delays)."""
         if job_enqueued.receivers:
@@ -189,7 +199,7 @@ class AppQueue:
                 name=f"memqueue-consumer[{self.app.name}]",
                 daemon=True,
             )
-            self.consumer.stopping = False
+            self.consumer.reset()
             try:
                 thread.start()
             except RuntimeError as exc:  # "can't start new thread"
@@ -291,7 +301,7 @@ class AppQueue:
                 drained = False  # nobody can run them: do not wait for nothing
             else:  # what is due now; jobs scheduled for later are cancelled below
                 drained = self.storage.join(timeout, due_only=True)
-        self.consumer.stopping = True
+        self.consumer.stop()
         self.storage.wake()
         thread = self._thread
         if wait and thread is not None and thread is not threading.current_thread():
@@ -306,14 +316,43 @@ class AppQueue:
                     self.storage.finish(job)  # readable as cancelled; wakes its waiters
                     if job_cancelled.receivers:
                         job_cancelled.send(self.app, job=job)
+                shown = ", ".join(f"{job.id} ({job.name})" for job in left[:10])
+                if len(left) > 10:
+                    shown += f" and {len(left) - 10} more"
                 logger.warning(
-                    "app %r shut down with %d job(s) not run (first: %s); they were cancelled."
+                    "app %r shut down with %d job(s) not run; they were cancelled: %s."
                     " Set MEMQUEUE_STORAGE to a persistent store (sqlite:///jobs.db) to keep waiting"
                     " jobs across restarts.",
-                    self.app.name, len(left), left[0].name,
+                    self.app.name, len(left), shown,
                 )
         self.storage.close()
         return drained
+
+    def stop_for_signal(self, name: str) -> None:
+        """The process is about to die of signal ``name``: log what becomes of every job, stop.
+
+        Called by the SIGTERM handler of a development server process
+        (:mod:`flask_memqueue.sigterm`), from its helper thread. Nothing is
+        waited for: the process dies right after, as it would have without us.
+        """
+        current = self.consumer.current
+        if current is not None:
+            logger.warning(
+                "%s: job %s (%s) of app %r was running and is interrupted; %s", name, current.id, current.name,
+                self.app.name, "the store runs it again once another process finds this one dead"
+                if self.storage.capabilities.persistent
+                else "it is lost (set MEMQUEUE_STORAGE to a persistent store to keep jobs across restarts)",
+            )
+        if self.storage.capabilities.persistent:
+            waiting = self.storage.depth()
+            if waiting:
+                logger.warning(
+                    "%s: %d waiting job(s) of app %r stay in the store %s for the next start",
+                    name, waiting, self.app.name, self.storage_url,
+                )
+        else:
+            logger.warning("%s: the queue of app %r stops; waiting jobs are cancelled", name, self.app.name)
+        self.shutdown(wait=False)  # memory: marks the waiting jobs cancelled and logs them
 
     def _after_fork_in_child(self) -> None:
         """A forked child owns none of its parent's jobs or threads.
@@ -348,6 +387,7 @@ class AppQueue:
             "starts": self.starts,
             "enabled": bool(self.config.consumer and not self.config.eager),
             "error": self.start_error,
+            "store_error": self.consumer.store_error,
             "current": None,
         }
         if current is not None:
@@ -389,8 +429,34 @@ def _show(value: Any) -> str:
 
 
 def _after_fork_in_child() -> None:
+    """Reset every queue in a forked child; one that cannot be reset never stops the others.
+
+    A queue shut down before the fork stays shut down (nothing is reopened
+    for it: its journal may be gone or damaged by now). A queue whose store
+    cannot be reopened here is closed and says why, instead of raising out of
+    the fork hook, which left every later queue with its parent's state (a
+    consumer believed alive that the child does not have, so jobs never ran).
+    """
     for queue in list(_QUEUES):
-        queue._after_fork_in_child()
+        if queue.closed:
+            continue
+        try:
+            queue._after_fork_in_child()
+        except Exception as exc:
+            queue.closed = True
+            queue.start_error = f"{type(exc).__name__}: {exc}"
+            logger.error("forked child %d: the queue of %r is closed: %s", os.getpid(), queue.app.name, exc)
+
+
+def _stop_all_for_signal(name: str) -> None:
+    """Every queue of this process: the process dies of signal ``name`` next."""
+    pid = os.getpid()
+    for queue in list(_QUEUES):
+        if queue.pid == pid and not queue.closed:
+            try:
+                queue.stop_for_signal(name)
+            except Exception:  # pragma: no cover - the next queue still gets its say
+                logger.exception("%s: stopping the queue of %r failed", name, queue.app.name)
 
 
 def _shutdown_all() -> None:

@@ -484,9 +484,12 @@ def stats() -> Response:
 
 @blueprint.get("/health")
 def health() -> Response:
-    """200 while the consumer runs or is not needed; 503 if it is dead and cannot be restarted."""
+    """200 while the consumer runs or is not needed; 503 if it is dead and cannot be restarted,
+    or while the job store fails."""
     queue = _queue()
     info = queue.consumer_info()
+    if info["store_error"] is not None:  # the consumer backs off until the store works again
+        return error_response(503, f"the job store fails, jobs do not run until it works again: {info['store_error']}")
     if info["enabled"] and not queue.closed and not info["alive"] and not queue.ensure_consumer():
         return error_response(503, f"the consumer thread is dead and could not be restarted: {queue.start_error}")
     info = queue.consumer_info()

@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 import pytest
+from conftest import wait_until
 from flask import Flask
 
 from flask_memqueue import ConfigurationError, JobStatus, MemQueue, QueueClosed
@@ -114,30 +115,38 @@ def test_an_enqueue_after_shutdown_dropped_the_queue_is_refused_not_stranded() -
         queue.closed = True
 
 
-def test_a_store_that_keeps_failing_does_not_restart_the_consumer_in_a_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_store_that_keeps_failing_backs_off_in_its_thread_instead_of_restarting(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 9, defect 8: the consumer stays, backs off, logs once per outage, recovers."""
     app, mq = _app()
     with app.app_context():
         queue = app.extensions["memqueue"]
         real_take = queue.storage.take
         calls: list[int] = []
+        works = threading.Event()
 
-        def take(timeout: Any, done: Any = None) -> None:
+        def take(timeout: Any, done: Any = None) -> Any:
+            if works.is_set():
+                return real_take(timeout, done)
             calls.append(1)
             raise OSError("disk on fire")
 
         monkeypatch.setattr(queue.storage, "take", take)
-        job = mq.enqueue(lambda: "ran")  # starts the consumer, whose first take() fails
-        thread = queue._thread
-        assert thread is not None
-        thread.join(10)
-        assert not thread.is_alive()
-        assert queue.starts == 1 and len(calls) == 1  # it did not restart itself
-        monkeypatch.setattr(queue.storage, "take", real_take)
+        job = mq.enqueue(lambda: "ran")  # starts the consumer, whose take() fails
+        wait_until(lambda: len(calls) >= 3)  # tried again after 0.1 s, then after 0.2 s
         client = app.test_client()
-        assert client.get("/memqueue/health").status_code == 200  # the next request restarts it
-        assert queue.starts == 2
+        r = client.get("/memqueue/health")
+        assert r.status_code == 503 and "disk on fire" in r.get_json()["error"]
+        assert queue.starts == 1  # one thread all along: no restart loop
+        works.set()
         assert job.wait(timeout=10) == "ran"  # nothing queued was lost
+        assert client.get("/memqueue/health").status_code == 200
+        assert queue.starts == 1
         mq.shutdown(timeout=5)
+    fails = [r for r in caplog.records if "fails: OSError: disk on fire" in r.getMessage()]
+    recovered = [r for r in caplog.records if "works again" in r.getMessage()]
+    assert len(fails) == 1 and len(recovered) == 1, [r.getMessage() for r in caplog.records]
 
 
 def test_shutdown_drains_due_jobs_and_cancels_those_scheduled_for_later() -> None:

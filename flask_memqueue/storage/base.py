@@ -128,6 +128,10 @@ class Storage(abc.ABC):
         ``done`` is the job this consumer ran last: it is recorded first, as
         :meth:`finish` would (or as a retry, if its status is SCHEDULED), in
         the same critical section, so the consumer takes one lock per job.
+
+        If it raises, ``done`` is still the store's to record: it must do so
+        on a later call (the consumer backs off and calls again with
+        ``done=None``), so a job that ran is never left RUNNING.
         """
 
     @abc.abstractmethod

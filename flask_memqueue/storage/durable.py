@@ -205,6 +205,9 @@ class DurableStorage(Storage):
         # Waiters by job id (one per Job.wait() call, each bound to its own object).
         self._events: dict[str, list[_PollingEvent]] = {}
         self._unsettled: list[Job] = []
+        # Ids of jobs this process's consumer claimed and has not yet recorded:
+        # their Job objects are ahead of their records (see _restore_unless_ahead).
+        self._held: set[str] = set()
         self._llock = threading.Lock()
         self._next_recover = 0.0
         self._next_prune = 0.0
@@ -338,15 +341,27 @@ class DurableStorage(Storage):
 
     def job_of(self, record: Record) -> Job:
         """A Job for a record: this process's own object if it has one, else a new one."""
-        job = self._local.get(record.id)
-        if job is None:
-            kwargs = json.loads(record.kwargs) if record.kwargs else None
-            job = Job(self.context.host, record.id, self.context.task(record.task),
-                      tuple(json.loads(record.args)), kwargs, record.enqueued_at)
-        elif job.status is RUNNING and record.status == "running" and record.owner == self.owner:
-            return job  # running here: the object is ahead of its record (attempts, progress)
+        with self._llock:
+            job = self._local.get(record.id)
+            if job is not None:
+                self._restore_unless_ahead(job, record)
+                return job
+        return self._detached(record)
+
+    def _restore_unless_ahead(self, job: Job, record: Record) -> None:
+        """Copy a record onto an existing Job unless the object is ahead of it. ``_llock`` held.
+
+        A reader's record may be older than the object: read just before this
+        process's consumer claimed the job, or before it recorded the outcome.
+        Copying it then would turn a running job back to "queued", or a
+        finished one back to "running", and the consumer would record that:
+        the job would run twice, or stay "running" for ever. So the object
+        wins while this process holds the job (claimed, outcome not yet
+        recorded), and a finished object only takes a finished record.
+        """
+        if record.status not in FINISHED and (job.id in self._held or job.finished):
+            return
         _restore(job, record)
-        return job
 
     # -- enqueue: group commit ------------------------------------------------------------
     def put(self, job: Job) -> None:
@@ -447,16 +462,17 @@ class DurableStorage(Storage):
 
     def _take_next(self, done: Job | None) -> Job | None:
         """Record ``done`` and claim the next due job, in one write (unless woken to stop)."""
+        # Jobs whose record failed (disk full...) are recorded with the next one,
+        # so a job this live process ran is never left "running" for ever. Kept
+        # before anything here can fail (recover() too): see Storage.take.
+        pending = self._unsettled
+        if done is not None:
+            pending.append(done)
         self._check_process()
         now = time.time()
         if now >= self._next_recover:
             self._next_recover = now + RECOVER_INTERVAL
             self.recover()
-        # Jobs whose record failed (disk full...) are recorded with the next one,
-        # so a job this live process ran is never left "running" for ever.
-        pending = self._unsettled
-        if done is not None:
-            pending.append(done)
         settle = [self.record_of(ran) for ran in pending]
         try:
             record = self._claim(settle, self.owner, now, lambda: self._woken)
@@ -468,7 +484,13 @@ class DurableStorage(Storage):
             self._after_settle(ran)
         if record is None:
             return None
-        job = self.job_of(record)
+        with self._llock:  # readers check _held under this lock: none copies an older record from now on
+            self._held.add(record.id)
+            job = self._local.get(record.id)
+            if job is not None:
+                _restore(job, record)  # the claim's own record: the truth
+        if job is None:
+            job = self._detached(record)
         job.mark_running()  # attempts stay as before the claim: the consumer counts this one
         return job
 
@@ -502,12 +524,13 @@ class DurableStorage(Storage):
 
     def _after_settle(self, job: Job) -> None:
         """After a write: wake waiters (with the outcome on their objects), forget a finished local job."""
-        if not job.finished:
-            return
-        self._dirty = True
         with self._llock:
+            self._held.discard(job.id)  # recorded: the record is as new as the object
+            if not job.finished:
+                return
             self._local.pop(job.id, None)
             events = self._events.pop(job.id, ())
+        self._dirty = True
         for event in events:
             if event.job is not job:
                 _copy_outcome(job, event.job)
@@ -637,17 +660,15 @@ class DurableStorage(Storage):
 
     def _refresh(self, job: Job) -> None:
         record = self._guard(lambda: self._load(job.id, None), "reading")
-        if record is not None and not (record.status == "running" and record.owner == self.owner):
-            _restore(job, record)
+        if record is not None:
+            with self._llock:
+                self._restore_unless_ahead(job, record)
 
     def get(self, job_id: str) -> Job | None:
         record = self._guard(lambda: self._load(job_id, self._visible()), "reading")
         if record is None:
             return None
-        local = self._local.get(job_id)
-        if local is not None and record.status == "running" and record.owner == self.owner:
-            return local  # running here: the object holds progress the record does not
-        return self.job_of(record)
+        return self.job_of(record)  # this process's own object, if it has one (it holds progress)
 
     # -- listings ---------------------------------------------------------------------------
     def jobs(self, status: JobStatus | None = None, limit: int = 50, offset: int = 0) -> list[Job]:

@@ -4,7 +4,9 @@ Hot path: :meth:`MemoryStorage.put` takes one lock and, only when the consumer
 sleeps, releases one wake-up lock. The consumer blocks on that lock when idle
 (no polling) and takes one lock per job. Waiting jobs sit in a deque in the
 order they were numbered, so a lookup by id is a binary search, not a dict
-entry per job.
+entry per job. Numbers are taken before this store's lock (``AppQueue.enqueue``
+makes the Job first), so two enqueuers can reach :meth:`MemoryStorage.put` in
+the other order; ``put`` keeps the deque sorted anyway (see there).
 """
 
 from __future__ import annotations
@@ -89,12 +91,22 @@ class MemoryStorage(Storage):
         with self._lock:
             if self._closed:
                 raise QueueClosed(f"the queue was shut down; {describe_task(job.name)} was not queued")
-            if self.maxsize and len(self._ready) + len(self._scheduled) >= self.maxsize:
+            ready = self._ready
+            if self.maxsize and len(ready) + len(self._scheduled) >= self.maxsize:
                 raise QueueFull(
                     f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); "
                     f"{describe_task(job.name)} was not queued"
                 )
-            self._ready.append(job)
+            if ready and ready[-1].key > job.key:  # type: ignore[operator]  # keys here are ints
+                # Numbered before a job that got the lock first (threads race
+                # between next(ids) and this lock). Appending would break the
+                # deque's order, and get()/cancel() binary-search it: the job
+                # would be invisible and uncancellable while it waits. Insert
+                # it in number order instead; it lands a few places from the
+                # end, so this costs little, and only when enqueuers race.
+                bisect.insort_right(ready, job, key=_seq)
+            else:
+                ready.append(job)
             if self._sleeping:
                 self._sleeping = False
                 self._wakeup.release()

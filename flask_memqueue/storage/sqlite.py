@@ -73,6 +73,11 @@ CREATE INDEX IF NOT EXISTS memqueue_jobs_next ON memqueue_jobs (queue, status, e
 # within it; scheduled rows sort by eta) and the counts by status. Each index
 # costs pages written on every commit, so there is no other.
 
+_DAMAGED_ADVICE = (
+    "Stop every process that uses it, then restore it from a backup, or move it aside to start with an"
+    " empty journal (its jobs are lost then); the sqlite3 shell's .recover may save what can be saved"
+)
+
 #: The options this backend takes, and what each means.
 OPTIONS = {"sync": "'normal' (default) survives a crash; 'full' also survives power loss"}
 
@@ -175,11 +180,15 @@ class SQLiteStorage(DurableStorage):
                 f"journal {self.path!r} ({self.key}): its folder {folder!r} is not writable by this"
                 " process (SQLite writes the -wal and -shm files next to the journal)"
             )
-        if os.path.exists(self.path) and not os.access(self.path, os.R_OK | os.W_OK):
-            raise JournalError(
-                f"journal {self.path!r} ({self.key}): the file is not readable and writable by this"
-                " process; fix its permissions or point MEMQUEUE_STORAGE at another file"
-            )
+        for name in (self.path, self.path + "-wal", self.path + "-shm"):
+            # SQLite opens a file it may not write read-only, without a word: the
+            # first enqueue would fail, and a consumer on every turn.
+            if os.path.exists(name) and not os.access(name, os.R_OK | os.W_OK):
+                raise JournalError(
+                    f"journal {self.path!r} ({self.key}): {name!r} is read-only for this process;"
+                    f" make it readable and writable by the user the app runs as (chmod u+rw), or point"
+                    f" {self.key} at another file"
+                )
         try:
             w = self._connect()
         except sqlite3.Error as exc:
@@ -197,22 +206,56 @@ class SQLiteStorage(DurableStorage):
                 if w.in_transaction:
                     w.execute("ROLLBACK")
                 raise
-            check = w.execute("PRAGMA quick_check(1)").fetchone()
-            if check is None or str(check[0]).lower() != "ok":
-                raise JournalError(
-                    f"journal {self.path!r} ({self.key}): the file is damaged ({check[0] if check else '?'});"
-                    " move it aside (its waiting jobs may be recovered with the sqlite3 tool's .recover)"
-                    " and start again"
-                )
             w.execute("SELECT count(*) FROM memqueue_jobs WHERE queue = ? AND status = 'queued'", (self.namespace,))
+            self._check(w)
             r = self._connect()
         except sqlite3.Error as exc:
             w.close()
+            if "malformed" in str(exc):
+                raise JournalError(
+                    f"journal {self.path!r} ({self.key}): the file is damaged ({exc}). {_DAMAGED_ADVICE}"
+                ) from exc
             raise self._error(exc, "opening it (is it a SQLite database, and writable?)") from exc
         except BaseException:
             w.close()
             raise
         self._w, self._r = w, r
+
+    def _check(self, conn: sqlite3.Connection) -> None:
+        """Refuse at init_app a journal that every later write or read would fail on.
+
+        Without this a damaged or read-only file opened fine and failed only
+        at run time, on every turn of a consumer. Two cheap checks:
+
+        - a write transaction that changes nothing (``UPDATE ... WHERE 0``
+          still asks SQLite for a write lock on the file): catches what
+          ``os.access`` cannot see, such as a read-only mount;
+        - ``PRAGMA quick_check``: reads every page once (milliseconds for a
+          journal of some thousand rows) and finds a page overwritten by
+          garbage; the full ``integrity_check`` also compares indexes with
+          rows, which costs more than an app start should pay.
+        """
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("UPDATE memqueue_jobs SET seq = seq WHERE 0")
+            finally:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise JournalError(
+                f"journal {self.path!r} ({self.key}): cannot write to it ({exc}); make the file and"
+                f" its folder writable by the user the app runs as, or point {self.key} elsewhere"
+            ) from exc
+        try:
+            found = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.Error as exc:
+            found = [str(exc)]
+        if found != ["ok"]:
+            shown = "; ".join(str(line) for line in found)[:500]
+            raise JournalError(
+                f"journal {self.path!r} ({self.key}): the file is damaged (PRAGMA quick_check: {shown})."
+                f" {_DAMAGED_ADVICE}"
+            )
 
     def _writer(self) -> sqlite3.Connection:
         """The write connection (lock held). Refused in a forked child, reopened after close()."""
