@@ -33,18 +33,20 @@ from werkzeug.wrappers import Response
 from . import access
 from .exceptions import QueueClosed
 from .job import JobStatus, isotime
+from .routes import APIError, RouteTable
 from .state import AppQueue
 from .views import (
-    APIError,
-    _job_or_404,
-    _shorten,
-    blueprint,
     job_dict,
+    job_or_404,
     json_response,
     parse_json,
+    shorten,
     status_arg,
     whole_number,
 )
+
+#: The pages' routes and hooks, put on a blueprint by :func:`~flask_memqueue.blueprint.make_blueprint`.
+routes = RouteTable()
 
 #: Jobs one page of the dashboard's table shows.
 PER_PAGE = 25
@@ -187,7 +189,7 @@ def _common() -> dict[str, Any]:
     }
 
 
-@blueprint.after_request
+@routes.after_request
 def _page_headers(response: Response) -> Response:
     """Pages get a strict CSP (nonce'd script only), no framing, no caching, and the CSRF cookie."""
     if access.view_marker(access.PAGE_ATTR) is None:
@@ -276,10 +278,10 @@ def _refresh() -> float:
     if not raw:
         return DEFAULT_REFRESH
     if not _SECONDS.fullmatch(raw):
-        raise APIError(400, f"refresh must be a number of seconds like 2 or 0.5 (0 = off), not {_shorten(raw)}")
+        raise APIError(400, f"refresh must be a number of seconds like 2 or 0.5 (0 = off), not {shorten(raw)}")
     value = float(raw)
     if value != 0 and not 0.2 <= value <= 3600:
-        raise APIError(400, f"refresh must be 0 (off) or between 0.2 and 3600 seconds, not {_shorten(raw)}")
+        raise APIError(400, f"refresh must be 0 (off) or between 0.2 and 3600 seconds, not {shorten(raw)}")
     return value
 
 
@@ -287,7 +289,7 @@ def _page_number() -> int:
     return whole_number("page", request.args.get("page") or "1", 1, 10**6)
 
 
-@blueprint.get("/")
+@routes.get("/")
 @_page
 def index() -> ResponseReturnValue:
     """The dashboard; a client that asks for JSON only gets the list of routes instead."""
@@ -349,11 +351,11 @@ def index() -> ResponseReturnValue:
     )
 
 
-@blueprint.get("/ui/jobs/<job_id>")
+@routes.get("/ui/jobs/<job_id>")
 @_page
 def job_page(job_id: str) -> ResponseReturnValue:
     """One job: its arguments (cut to a readable length), result, error and traceback."""
-    data = _job_or_404(job_id).to_dict()
+    data = job_or_404(job_id).to_dict()
     return _render(
         "memqueue/job.html",
         job=data,
@@ -371,7 +373,7 @@ def job_page(job_id: str) -> ResponseReturnValue:
 
 
 # -- actions ----------------------------------------------------------------------------
-@blueprint.post("/ui/jobs/<job_id>/cancel")
+@routes.post("/ui/jobs/<job_id>/cancel")
 @_page
 def cancel_action(job_id: str) -> ResponseReturnValue:
     """The dashboard's Cancel button (the JSON API's is ``POST /jobs/<id>/cancel``)."""
@@ -385,7 +387,7 @@ def cancel_action(job_id: str) -> ResponseReturnValue:
     return _back("ok", f"Cancelled job {job_id} ({job.name}).")
 
 
-@blueprint.post("/ui/jobs/<job_id>/retry")
+@routes.post("/ui/jobs/<job_id>/retry")
 @_page
 def retry_action(job_id: str) -> ResponseReturnValue:
     """The dashboard's Retry button: a failed or cancelled job is queued again."""
@@ -404,7 +406,7 @@ def retry_action(job_id: str) -> ResponseReturnValue:
     return _back("ok", f"Job {job_id} ({job.name}) is queued again.")
 
 
-@blueprint.post("/ui/purge")
+@routes.post("/ui/purge")
 @_page
 def purge_action() -> ResponseReturnValue:
     """The dashboard's Purge button: forget every finished job."""
@@ -424,7 +426,7 @@ def _sign_in_page(status: int, error: str | None, next_url: str) -> ResponseRetu
     return body, status, {"WWW-Authenticate": 'Bearer realm="memqueue"'} if status == 401 else {}
 
 
-@blueprint.route("/ui/sign-in", methods=["GET", "POST"])
+@routes.route("/ui/sign-in", methods=["GET", "POST"])
 @access.public
 @_page
 def sign_in() -> ResponseReturnValue:
@@ -450,7 +452,7 @@ def sign_in() -> ResponseReturnValue:
     return response
 
 
-@blueprint.post("/ui/sign-out")
+@routes.post("/ui/sign-out")
 @_page
 def sign_out() -> ResponseReturnValue:
     """Forget the sign-in cookie in this browser."""

@@ -110,9 +110,9 @@ class MemQueue:
         # every request of the app, and a hook costs several times more there.
         app.wsgi_app = _StartConsumer(app.wsgi_app, queue)  # type: ignore[method-assign]
         if config.url_prefix is not None:
-            from .views import blueprint
+            from .blueprint import make_blueprint
 
-            app.register_blueprint(blueprint, url_prefix=config.url_prefix)
+            app.register_blueprint(make_blueprint(), url_prefix=config.url_prefix)
         from .cli import memqueue_cli
 
         app.cli.add_command(memqueue_cli)

@@ -191,7 +191,7 @@ def response(queue: AppQueue) -> Response:
     """What ``GET <prefix>/metrics`` answers."""
     from flask import Response
 
-    from .views import APIError
+    from .routes import APIError
 
     if not queue.config.metrics:
         raise APIError(404, "metrics are turned off for this app (MEMQUEUE_METRICS = False)")

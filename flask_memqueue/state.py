@@ -17,7 +17,7 @@ import threading
 import time
 import warnings
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .consumer import Consumer
 from .exceptions import MemQueueConfigWarning, QueueClosed
@@ -30,11 +30,16 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from .config import Config
-    from .metrics import Metrics
 
 logger = logging.getLogger("flask_memqueue")
 
 _QUEUES: weakref.WeakSet[AppQueue] = weakref.WeakSet()
+
+
+class MetricsExporter(Protocol):
+    """What the queue keeps of its app's metrics (:class:`flask_memqueue.metrics.Metrics`)."""
+
+    def render(self) -> tuple[bytes, str]: ...
 
 
 class AppQueue:
@@ -57,7 +62,7 @@ class AppQueue:
         self._config_read = {key: value for key, value in app.config.items() if _is_ours(key)}
         self._config_checked = False
         #: The app's Prometheus metrics (:mod:`flask_memqueue.metrics`), if on and installed.
-        self.metrics: Metrics | None = None
+        self.metrics: MetricsExporter | None = None
         self._fresh_process()
         _QUEUES.add(self)
 
@@ -426,6 +431,11 @@ def _is_ours(key: object) -> bool:
 
 def _show(value: Any) -> str:
     return "unset" if value is _MISSING else repr(value)
+
+
+def all_queues() -> list[AppQueue]:
+    """Every queue of every app bound in this process (``/threads`` names their consumers)."""
+    return list(_QUEUES)
 
 
 def _after_fork_in_child() -> None:

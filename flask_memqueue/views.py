@@ -21,7 +21,7 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, request, url_for
+from flask import Response, current_app, request, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import RequestRedirect
@@ -29,9 +29,11 @@ from werkzeug.routing import RequestRedirect
 from . import access
 from .exceptions import QueueClosed, QueueFull, UnknownTopicError
 from .job import MAX_JSON_DEPTH, Job, JobStatus, nested_deeper_than, safe_repr
-from .state import _QUEUES, AppQueue
+from .routes import APIError, RouteTable
+from .state import AppQueue, all_queues
 
-blueprint = Blueprint("memqueue", __name__, template_folder="templates")
+#: The JSON API's routes and hooks, put on a blueprint by :func:`~flask_memqueue.blueprint.make_blueprint`.
+routes = RouteTable()
 
 #: Seconds a client is asked to wait after a 503 for a full queue.
 RETRY_AFTER = 1
@@ -40,17 +42,7 @@ MAX_LIMIT = 500
 #: Characters of a whole-number query argument at most (``int()`` is not asked to read more).
 MAX_DIGITS = 18
 
-__all__ = ["MAX_JSON_DEPTH", "blueprint"]
-
-
-class APIError(Exception):
-    """An error answer of the JSON API (also for what the dashboard posts)."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
+__all__ = ["MAX_JSON_DEPTH", "APIError", "routes"]
 
 
 def _queue() -> AppQueue:
@@ -87,12 +79,12 @@ def _error_answer(status: int, message: str, headers: dict[str, str]) -> Respons
     return error_response(status, message, headers)
 
 
-@blueprint.errorhandler(APIError)
+@routes.errorhandler(APIError)
 def _api_error(exc: APIError) -> ResponseReturnValue:
     return _error_answer(exc.status, exc.message, exc.headers)
 
 
-@blueprint.errorhandler(HTTPException)
+@routes.errorhandler(HTTPException)
 def _http_error(exc: HTTPException) -> ResponseReturnValue:
     """Werkzeug's errors (400, 404, 405, 413, ...) in our form, not its HTML page."""
     headers = {}
@@ -101,7 +93,7 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
     return _error_answer(exc.code or 500, exc.description or exc.name, headers)
 
 
-@blueprint.errorhandler(Exception)
+@routes.errorhandler(Exception)
 def _unexpected_error(exc: Exception) -> ResponseReturnValue:
     """A bug (or a store that failed) answers a 500 in our form; the traceback goes to the log only.
 
@@ -112,7 +104,7 @@ def _unexpected_error(exc: Exception) -> ResponseReturnValue:
     return _error_answer(500, "internal error in the memqueue routes; the app's log has the traceback", {})
 
 
-@blueprint.before_app_request
+@routes.before_app_request
 def _unrouted() -> ResponseReturnValue | None:
     """Answer a request under the prefix that matches no route (404) or not its method (405).
 
@@ -146,14 +138,14 @@ def _answer_unrouted() -> ResponseReturnValue | None:
         return error_response(refused.status, refused.message, refused.headers)
     if isinstance(exc, MethodNotAllowed):
         allowed = sorted(exc.valid_methods or ())
-        return error_response(405, f"{_shorten(request.method)} is not allowed here; use {', '.join(allowed)}",
+        return error_response(405, f"{shorten(request.method)} is not allowed here; use {', '.join(allowed)}",
                               {"Allow": ", ".join(allowed)})
     if exc.code == 404:
-        return error_response(404, f"no memqueue route at {_shorten(path, 200)}")
+        return error_response(404, f"no memqueue route at {shorten(path, 200)}")
     return error_response(exc.code or 500, exc.description or exc.name)
 
 
-def _shorten(text: str, limit: int = 40) -> str:
+def shorten(text: str, limit: int = 40) -> str:
     """``repr(text)`` of at most about ``limit`` characters: what an error message echoes of input."""
     if len(text) <= limit:
         return repr(text)
@@ -199,12 +191,12 @@ def parse_json(data: bytes | str) -> Any:
 _TOO_DEEP = object()
 
 
-@blueprint.errorhandler(QueueFull)
+@routes.errorhandler(QueueFull)
 def _queue_full(exc: QueueFull) -> Response:
     return error_response(503, str(exc), {"Retry-After": str(RETRY_AFTER)})
 
 
-@blueprint.errorhandler(QueueClosed)
+@routes.errorhandler(QueueClosed)
 def _queue_closed(exc: QueueClosed) -> Response:
     return error_response(503, str(exc))
 
@@ -239,7 +231,7 @@ def same_origin() -> bool:
     return parts.netloc == request.host and parts.scheme == request.scheme
 
 
-@blueprint.before_request
+@routes.before_request
 def _authorize() -> None:
     """One access rule for every route of the blueprint, JSON API and dashboard pages alike.
 
@@ -318,7 +310,7 @@ def _content_type_hint() -> str:
     )
 
 
-@blueprint.post("/produce")
+@routes.post("/produce")
 def produce() -> Response:
     """Queue ``{"message": <any JSON>, "topic": <optional str>}`` for its handler."""
     data = _read_body(_queue().config.max_message_bytes)
@@ -337,7 +329,7 @@ def produce() -> Response:
     return _produce(payload["message"], topic)
 
 
-@blueprint.route("/produce/<path:message>", methods=["GET", "POST"])
+@routes.route("/produce/<path:message>", methods=["GET", "POST"])
 def produce_path(message: str) -> Response:
     """Queue the path's text as a message (GET only in debug, for a browser's address bar)."""
     if request.method == "GET" and not current_app.debug:
@@ -352,10 +344,10 @@ def produce_path(message: str) -> Response:
 
 
 # -- jobs ----------------------------------------------------------------------
-def _job_or_404(job_id: str) -> Job:
+def job_or_404(job_id: str) -> Job:
     job = _queue().get_job(job_id)
     if job is None:
-        raise APIError(404, f"no job {_shorten(job_id, 100)}: it never existed here, or it finished more than"
+        raise APIError(404, f"no job {shorten(job_id, 100)}: it never existed here, or it finished more than"
                        " MEMQUEUE_RESULT_TTL seconds ago (or MEMQUEUE_MAX_FINISHED jobs ago)")
     return job
 
@@ -377,7 +369,7 @@ def whole_number(name: str, raw: str, lo: int, hi: int) -> int:
     ASCII digits pass, and no more than :data:`MAX_DIGITS` of them.
     """
     if not (raw.isascii() and raw.isdigit() and len(raw) <= MAX_DIGITS):
-        raise APIError(400, f"{name} must be a whole number from {lo} to {hi} (digits 0-9 only), not {_shorten(raw)}")
+        raise APIError(400, f"{name} must be a whole number from {lo} to {hi} (digits 0-9 only), not {shorten(raw)}")
     value = int(raw)
     if not lo <= value <= hi:
         raise APIError(400, f"{name} must be between {lo} and {hi}, not {value}")
@@ -392,10 +384,10 @@ def status_arg() -> JobStatus | None:
         return JobStatus(raw)
     except ValueError:
         choices = ", ".join(s.value for s in JobStatus)
-        raise APIError(400, f"status must be one of {choices}, not {_shorten(raw)}") from None
+        raise APIError(400, f"status must be one of {choices}, not {shorten(raw)}") from None
 
 
-@blueprint.get("/jobs")
+@routes.get("/jobs")
 def jobs() -> Response:
     """Jobs, newest first: ``?status=failed&limit=50&offset=0``."""
     status = status_arg()
@@ -427,41 +419,41 @@ def job_dict(job: Job) -> dict[str, Any]:
     }
 
 
-@blueprint.get("/jobs/<job_id>")
+@routes.get("/jobs/<job_id>")
 def job(job_id: str) -> Response:
     if job_id == "purge":  # the POST-only route, not a job id
         raise MethodNotAllowed(valid_methods=["POST"], description="use POST to purge finished jobs")
-    return json_response(_job_or_404(job_id).to_dict())
+    return json_response(job_or_404(job_id).to_dict())
 
 
-@blueprint.post("/jobs/<job_id>/cancel")
+@routes.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
-    found = _job_or_404(job_id)
+    found = job_or_404(job_id)
     if not found.cancel():
         raise APIError(409, f"job {job_id} is {found.status.value}; only a queued or scheduled job can be cancelled")
     return json_response({"id": found.id, "status": found.status.value})
 
 
-@blueprint.post("/jobs/<job_id>/retry")
+@routes.post("/jobs/<job_id>/retry")
 def retry_job(job_id: str) -> Response:
-    found = _job_or_404(job_id)
+    found = job_or_404(job_id)
     if not _queue().requeue(found):
         raise APIError(409, f"job {job_id} is {found.status.value}; only a failed or cancelled job can be retried")
     return _accepted(found)
 
 
-@blueprint.post("/jobs/purge")
+@routes.post("/jobs/purge")
 def purge_jobs() -> Response:
     """Forget every finished job (succeeded, failed, cancelled)."""
     return json_response({"purged": _queue().storage.purge_finished()})
 
 
 # -- the process -------------------------------------------------------------------
-@blueprint.get("/threads")
+@routes.get("/threads")
 def threads() -> Response:
     """This process, this app's consumer, and every thread with whose consumer it is."""
     queue = _queue()
-    owners = {q.consumer_ident: q.app.name for q in list(_QUEUES) if q.consumer_ident is not None}
+    owners = {q.consumer_ident: q.app.name for q in all_queues() if q.consumer_ident is not None}
     listing = [
         {
             "name": t.name,
@@ -477,12 +469,12 @@ def threads() -> Response:
                           "threads": listing})
 
 
-@blueprint.get("/stats")
+@routes.get("/stats")
 def stats() -> Response:
     return json_response(_queue().stats())
 
 
-@blueprint.get("/health")
+@routes.get("/health")
 def health() -> Response:
     """200 while the consumer runs or is not needed; 503 if it is dead and cannot be restarted,
     or while the job store fails."""
@@ -497,13 +489,10 @@ def health() -> Response:
                           "depth": queue.storage.depth()})
 
 
-@blueprint.get("/metrics")
+@routes.get("/metrics")
 def metrics() -> Response:
     """Prometheus text format (``pip install "flask-memqueue[metrics]"``; 501 without it)."""
     from .metrics import response
 
     return response(_queue())
 
-
-# The dashboard's pages and forms are routes of this same blueprint.
-from . import dashboard  # noqa: E402, F401
