@@ -405,6 +405,6 @@ class _StartConsumer:
 
     def __call__(self, environ: Any, start_response: Any) -> Any:
         queue = self.queue
-        if not queue._alive:
+        if not queue.consumer_alive:
             queue.ensure_consumer()
         return self.wsgi_app(environ, start_response)

@@ -79,9 +79,9 @@ class AppQueue:
         #: The ident of the one legitimate consumer thread, or None.
         self.consumer_ident: int | None = None
         self._thread: threading.Thread | None = None
-        # True from a successful start until the thread's loop exits: cheaper
-        # than Thread.is_alive() on every enqueue and request.
-        self._alive = False
+        #: True from a successful start until the thread's loop exits: cheaper
+        #: than Thread.is_alive() on every enqueue and request.
+        self.consumer_alive = False
         #: Set by shutdown(); enqueue raises QueueClosed after it.
         self.closed = False
         #: Consumer threads started in this process (1 + restarts).
@@ -135,7 +135,7 @@ class AppQueue:
             self.storage.schedule(job)
         if job_enqueued.receivers:
             job_enqueued.send(self.app, job=job)
-        if not self._alive:
+        if not self.consumer_alive:
             self.ensure_consumer()
         return job
 
@@ -192,12 +192,12 @@ class AppQueue:
         after shutdown, or when the thread cannot be started (then
         :attr:`start_error` says why and ``/health`` answers 503).
         """
-        if self._alive:
+        if self.consumer_alive:
             return True
         if (self.closed and not draining) or self.config.eager or not self.config.consumer:
             return False
         with self.lock:
-            if self._alive:
+            if self.consumer_alive:
                 return True
             thread = threading.Thread(
                 target=self.consumer.run,
@@ -213,7 +213,7 @@ class AppQueue:
                 return False
             self._thread = thread
             self.consumer_ident = thread.ident
-            self._alive = True
+            self.consumer_alive = True
             self.start_error = None
             self.starts += 1
         return True
@@ -223,14 +223,14 @@ class AppQueue:
         (``flask memqueue worker`` consumes in its main thread)."""
         with self.lock:
             self.consumer_ident = threading.get_ident()
-            self._alive = True
+            self.consumer_alive = True
 
     def consumer_exited(self, ident: int, crashed: bool) -> None:
         """Called by a consumer thread as its loop ends."""
         with self.lock:
             if self.consumer_ident != ident:
                 return
-            self._alive = False
+            self.consumer_alive = False
             self.consumer_ident = None
         if crashed and not self.closed:
             self.ensure_consumer()  # nothing queued waits for the next request
@@ -239,7 +239,7 @@ class AppQueue:
     def consumer_thread(self) -> threading.Thread | None:
         """The consumer thread, if one is alive."""
         thread = self._thread
-        return thread if self._alive and thread is not None and thread.is_alive() else None
+        return thread if self.consumer_alive and thread is not None and thread.is_alive() else None
 
     # -- jobs ------------------------------------------------------------------
     def get_job(self, job_id: str) -> Job | None:
@@ -255,13 +255,13 @@ class AppQueue:
         if self.closed:
             raise QueueClosed(f"the queue of app {self.app.name!r} was shut down; it takes no more jobs")
         done = self.storage.requeue(job)
-        if done and not self._alive:
+        if done and not self.consumer_alive:
             self.ensure_consumer()
         return done
 
     def _refuse_self_wait(self, what: str) -> None:
         """A job of this queue waiting for this queue would wait for itself, forever."""
-        if self._alive and threading.get_ident() == self.consumer_ident:
+        if self.consumer_alive and threading.get_ident() == self.consumer_ident:
             raise RuntimeError(
                 f"{what} was called from inside a job of app {self.app.name!r}: the consumer runs"
                 " one job at a time, so it would wait for itself. Enqueue a follow-up job instead."
@@ -270,7 +270,7 @@ class AppQueue:
     def job_waiter(self, job: Job) -> threading.Event | None:
         """The event ``job.wait()`` waits on (starting the consumer if it should run)."""
         self._refuse_self_wait("Job.wait()")
-        if self.config.consumer and not self._alive and not self.closed:
+        if self.config.consumer and not self.consumer_alive and not self.closed:
             self.ensure_consumer()
         return self.storage.waiter(job)
 
@@ -281,7 +281,7 @@ class AppQueue:
         (it cannot be started, or this process has none and no journal).
         """
         self._refuse_self_wait("join()")
-        if not self._alive and self.storage.depth():
+        if not self.consumer_alive and self.storage.depth():
             if not self.ensure_consumer() and not self.storage.capabilities.shared:
                 return False
         return self.storage.join(timeout)
@@ -302,7 +302,7 @@ class AppQueue:
         drained = True
         persistent = self.storage.capabilities.persistent
         if wait and not persistent:  # a persistent store keeps waiting jobs: no drain
-            if self.storage.depth() and not self.ensure_consumer(draining=True) and not self._alive:
+            if self.storage.depth() and not self.ensure_consumer(draining=True) and not self.consumer_alive:
                 drained = False  # nobody can run them: do not wait for nothing
             else:  # what is due now; jobs scheduled for later are cancelled below
                 drained = self.storage.join(timeout, due_only=True)
