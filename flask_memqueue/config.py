@@ -177,7 +177,7 @@ SETTINGS: dict[str, Setting] = {
     "STORAGE_OPTIONS": Setting(None, _options, "The store's own options (a dict); also from the URL's query string."),
     "JOURNAL": Setting(None, _journal, "Alias: a file path means MEMQUEUE_STORAGE = 'sqlite:///<path>'."),
     "JOURNAL_SYNC": Setting("normal", _sync, "With MEMQUEUE_JOURNAL: 'normal' survives a crash, 'full' power loss."),
-    "METRICS": Setting(True, _bool, "Count jobs for GET <prefix>/metrics (when prometheus_client is installed)."),
+    "METRICS": Setting(False, _bool, "Count jobs for GET <prefix>/metrics (needs the metrics extra)."),
 }
 
 

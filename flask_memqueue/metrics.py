@@ -1,7 +1,8 @@
 """Prometheus metrics for ``GET <prefix>/metrics``, fed by the job signals.
 
 Everything about metrics is in this module. ``init_app`` calls
-:func:`install` when ``MEMQUEUE_METRICS`` is on (the default) and
+:func:`install` when ``MEMQUEUE_METRICS`` is on (off by default: counting
+costs each job a few signal sends, several microseconds) and
 ``prometheus_client`` is importable (``pip install "flask-memqueue[metrics]"``);
 otherwise no receiver is connected, so the job path pays nothing, and the
 route answers 501 (extra missing) or 404 (turned off) saying why.
@@ -194,7 +195,17 @@ def response(queue: AppQueue) -> Response:
     from .routes import APIError
 
     if not queue.config.metrics:
-        raise APIError(404, "metrics are turned off for this app (MEMQUEUE_METRICS = False)")
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise APIError(
+                501,
+                f"metrics need the prometheus_client package, which is not installed: {INSTALL_HINT},"
+                " then set MEMQUEUE_METRICS = True (and restart the app)",
+            ) from None
+        raise APIError(
+            404, "metrics are turned off for this app (MEMQUEUE_METRICS = False); set MEMQUEUE_METRICS = True"
+        )
     metrics = queue.metrics
     if metrics is None:
         raise APIError(

@@ -31,7 +31,7 @@ def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: st
 
 
 def test_counters_histograms_and_gauges(make_app: Callable[..., Flask], mq: MemQueue) -> None:
-    app = make_app()
+    app = make_app(MEMQUEUE_METRICS=True)
 
     @mq.task(name="ok")
     def ok(x: int) -> int:
@@ -80,7 +80,7 @@ def test_counters_histograms_and_gauges(make_app: Callable[..., Flask], mq: MemQ
 
 
 def test_the_depth_gauge_counts_waiting_jobs(make_app: Callable[..., Flask], mq: MemQueue) -> None:
-    app = make_app(MEMQUEUE_CONSUMER=False)  # a testing app that steps its own queue
+    app = make_app(MEMQUEUE_CONSUMER=False, MEMQUEUE_METRICS=True)  # a testing app that steps its own queue
     with app.app_context():
         mq.enqueue(print, "a")
         mq.enqueue_in(60, print, "b")
@@ -91,7 +91,7 @@ def test_the_depth_gauge_counts_waiting_jobs(make_app: Callable[..., Flask], mq:
 
 
 def test_two_apps_in_one_process_count_apart(make_app: Callable[..., Flask], mq: MemQueue) -> None:
-    first, second = make_app("first"), make_app("second")
+    first, second = make_app("first", MEMQUEUE_METRICS=True), make_app("second", MEMQUEUE_METRICS=True)
     with first.app_context():  # join, not wait: wait returns before the job_succeeded receivers ran
         mq.enqueue(len, "abc")
         mq.enqueue(len, "abc")
@@ -104,7 +104,7 @@ def test_two_apps_in_one_process_count_apart(make_app: Callable[..., Flask], mq:
 
 
 def test_eager_jobs_are_counted(make_app: Callable[..., Flask], mq: MemQueue) -> None:
-    app = make_app(MEMQUEUE_EAGER=True)
+    app = make_app(MEMQUEUE_EAGER=True, MEMQUEUE_METRICS=True)
     with app.app_context():
         mq.enqueue(len, "abc")
     s = scrape(app)
@@ -116,7 +116,7 @@ def test_without_prometheus_client_the_route_says_what_to_install(
     make_app: Callable[..., Flask], mq: MemQueue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import raises ImportError
-    app = make_app()
+    app = make_app(MEMQUEUE_METRICS=True)
     assert app.extensions["memqueue"].metrics is None
     assert list(job_enqueued.receivers_for(app)) == []
     response = app.test_client().get("/memqueue/metrics")
@@ -135,15 +135,31 @@ def test_metrics_off_connects_nothing_and_answers_404(make_app: Callable[..., Fl
     response = app.test_client().get("/memqueue/metrics")
     assert response.status_code == 404
     assert response.get_json() == {
-        "error": "metrics are turned off for this app (MEMQUEUE_METRICS = False)", "status": 404
+        "error": "metrics are turned off for this app (MEMQUEUE_METRICS = False); set MEMQUEUE_METRICS = True",
+        "status": 404,
     }
 
 
 def test_the_route_is_protected_like_every_other(make_app: Callable[..., Flask]) -> None:
     token = "metrics-token-0123456789"
-    app = make_app(testing=False, MEMQUEUE_TOKEN=token)
+    app = make_app(testing=False, MEMQUEUE_TOKEN=token, MEMQUEUE_METRICS=True)
     response = app.test_client().get("/memqueue/metrics")
     assert response.status_code == 401 and response.get_json()["status"] == 401
     assert ("memqueue_consumer_threads", frozenset()) in scrape(app, Authorization=f"Bearer {token}")
-    production = make_app("production", testing=False)
+    production = make_app("production", testing=False, MEMQUEUE_METRICS=True)
     assert production.test_client().get("/memqueue/metrics").status_code == 403
+
+
+def test_metrics_are_off_by_default_and_the_route_says_how_to_turn_them_on(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app()
+    assert app.extensions["memqueue"].metrics is None
+    assert list(job_enqueued.receivers_for(app)) == []  # the job path pays nothing
+    answer = app.test_client().get("/memqueue/metrics")
+    assert answer.status_code == 404 and "set MEMQUEUE_METRICS = True" in answer.get_json()["error"]
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    answer = app.test_client().get("/memqueue/metrics")
+    assert answer.status_code == 501
+    assert 'pip install "flask-memqueue[metrics]"' in answer.get_json()["error"]
+    assert "MEMQUEUE_METRICS = True" in answer.get_json()["error"]
