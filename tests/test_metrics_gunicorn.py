@@ -132,7 +132,8 @@ def test_counters_are_summed_over_two_workers(tmp_path: Path) -> None:
         d.mkdir()
     (src / "metrics_app.py").write_text(APP)
     (src / "gunicorn_conf.py").write_text(CONFIG)
-    env = {"MT_DIR": str(data), "FLASK_MEMQUEUE_TOKEN": TOKEN, "FLASK_MEMQUEUE_METRICS": "true", "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+    env = {"MT_DIR": str(data), "FLASK_MEMQUEUE_TOKEN": TOKEN,
+           "FLASK_MEMQUEUE_METRICS": "true", "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
     with gunicorn("metrics_app:app", cwd=src, workers=2, env=env, args=["--config", "gunicorn_conf.py"],
                   log_path=tmp_path / "server.log", ready_path="/memqueue/health") as server:
         first = Hold(server, data, "gate-1")
