@@ -205,9 +205,11 @@ class DurableStorage(Storage):
         # Waiters by job id (one per Job.wait() call, each bound to its own object).
         self._events: dict[str, list[_PollingEvent]] = {}
         self._unsettled: list[Job] = []
-        # Ids of jobs this process's consumer claimed and has not yet recorded:
-        # their Job objects are ahead of their records (see _restore_unless_ahead).
-        self._held: set[str] = set()
+        # Jobs this process's consumer claimed and has not yet recorded: their
+        # Job objects are ahead of their records (see _restore_unless_ahead).
+        # By id, the claimed record's JSON arguments: recording the outcome
+        # needs them (a record is whole) without encoding them again.
+        self._held: dict[str, tuple[str, str | None]] = {}
         self._llock = threading.Lock()
         self._next_recover = 0.0
         self._next_prune = 0.0
@@ -315,11 +317,15 @@ class DurableStorage(Storage):
         task and the argument; a result JSON cannot hold fails the job (decided by
         the job's lifecycle) with a message saying so."""
         task = job.task
-        try:
-            args = json.dumps(job.args, allow_nan=False)
-            kwargs = None if not job.kwargs else json.dumps(job.kwargs, allow_nan=False)
-        except (TypeError, ValueError, RecursionError):
-            raise TypeError(_json_complaint(task.name, job.args, job.kwargs, self.url)) from None
+        encoded = self._held.get(job.id)  # a job this consumer claimed: its arguments as stored
+        if encoded is not None:
+            args, kwargs = encoded
+        else:
+            try:
+                args = json.dumps(job.args, allow_nan=False)
+                kwargs = None if not job.kwargs else json.dumps(job.kwargs, allow_nan=False)
+            except (TypeError, ValueError, RecursionError):
+                raise TypeError(_json_complaint(task.name, job.args, job.kwargs, self.url)) from None
         result = None
         if job.status is JobStatus.SUCCEEDED and job.result is not None:
             try:
@@ -485,7 +491,7 @@ class DurableStorage(Storage):
         if record is None:
             return None
         with self._llock:  # readers check _held under this lock: none copies an older record from now on
-            self._held.add(record.id)
+            self._held[record.id] = (record.args, record.kwargs)
             job = self._local.get(record.id)
             if job is not None:
                 _restore(job, record)  # the claim's own record: the truth
@@ -525,7 +531,7 @@ class DurableStorage(Storage):
     def _after_settle(self, job: Job) -> None:
         """After a write: wake waiters (with the outcome on their objects), forget a finished local job."""
         with self._llock:
-            self._held.discard(job.id)  # recorded: the record is as new as the object
+            self._held.pop(job.id, None)  # recorded: the record is as new as the object
             if not job.finished:
                 return
             self._local.pop(job.id, None)
