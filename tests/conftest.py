@@ -44,6 +44,11 @@ STORAGE_BACKENDS: dict[str, Callable[[Path], dict[str, Any]]] = {
 }
 
 
+#: The backends whose jobs live in one process (capabilities.shared is False):
+#: the contract's cases about sharing a store between processes skip them.
+LOCAL_BACKENDS = {"memory"}
+
+
 def _dict_store(tmp_path: Path) -> str:
     """The test-only durable backend (tests/dictstore.py), registered on first use."""
     from dictstore import SCHEME, open_dict
@@ -200,17 +205,10 @@ def queue(app: Flask) -> AppQueue:
 
 
 # -- the storage contract ---------------------------------------------------------------
-@pytest.fixture(params=list(STORAGE_BACKENDS))
-def storage_factory(
-    request: pytest.FixtureRequest, make_app: Callable[..., Flask], tmp_path: Path
+def _storage_factory(
+    backend_name: str, make_app: Callable[..., Flask], tmp_path: Path
 ) -> Iterator[Callable[..., AppQueue]]:
-    """``storage_factory(MEMQUEUE_MAXSIZE=2, ...)`` -> an :class:`AppQueue` whose
-    ``storage`` is a fresh store of the backend under test.
-
-    The store is built the way ``init_app`` builds it; the contract calls the
-    store directly and never starts a consumer.
-    """
-    backend = STORAGE_BACKENDS[request.param]
+    backend = STORAGE_BACKENDS[backend_name]
     count = 0
     queues: list[AppQueue] = []
 
@@ -220,7 +218,7 @@ def storage_factory(
         nonlocal count
         count += 1
         if like is None:
-            directory = tmp_path / f"{request.param}-{count}"
+            directory = tmp_path / f"{backend_name}-{count}"
             directory.mkdir()
             app_name = name or f"contract{count}"
         else:
@@ -233,6 +231,28 @@ def storage_factory(
     yield make
     for queue in queues:  # jobs the contract took and never finished must not be waited for
         queue.shutdown(wait=False)
+
+
+@pytest.fixture(params=list(STORAGE_BACKENDS))
+def storage_factory(
+    request: pytest.FixtureRequest, make_app: Callable[..., Flask], tmp_path: Path
+) -> Iterator[Callable[..., AppQueue]]:
+    """``storage_factory(MEMQUEUE_MAXSIZE=2, ...)`` -> an :class:`AppQueue` whose
+    ``storage`` is a fresh store of the backend under test.
+
+    The store is built the way ``init_app`` builds it; the contract calls the
+    store directly and never starts a consumer.
+    """
+    yield from _storage_factory(request.param, make_app, tmp_path)
+
+
+@pytest.fixture(params=[name for name in STORAGE_BACKENDS if name not in LOCAL_BACKENDS])
+def shared_storage_factory(
+    request: pytest.FixtureRequest, make_app: Callable[..., Flask], tmp_path: Path
+) -> Iterator[Callable[..., AppQueue]]:
+    """:func:`storage_factory` for the backends whose stores other processes share
+    (the tests check that they declare it)."""
+    yield from _storage_factory(request.param, make_app, tmp_path)
 
 
 def new_job(queue: AppQueue, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:

@@ -477,9 +477,11 @@ def test_result_ttl(storage_factory: Factory, tasks: dict[str, Any]) -> None:
 
 
 # -- stores that other processes share --------------------------------------------------------
-def shared_only(queue: AppQueue) -> None:
-    if not queue.storage.capabilities.shared:
-        pytest.skip(f"{queue.storage_url} is not shared between processes")
+def test_the_local_and_shared_backends_are_listed_truthfully(queue: AppQueue) -> None:
+    from conftest import LOCAL_BACKENDS, STORAGE_BACKENDS
+
+    name = next(n for n in STORAGE_BACKENDS if queue.app.config["CONTRACT_DIR"].startswith(n + "-"))
+    assert queue.storage.capabilities.shared is (name not in LOCAL_BACKENDS)
 
 
 def test_capabilities_are_declared(queue: AppQueue) -> None:
@@ -502,9 +504,9 @@ def test_another_app_never_sees_a_jobs_by_id(storage_factory: Factory, tasks: di
     assert status_of(first.storage, job) == "queued"
 
 
-def test_arguments_are_what_a_json_round_trip_gives(storage_factory: Factory, tasks: dict[str, Any]) -> None:
-    queue = storage_factory()
-    shared_only(queue)
+def test_arguments_are_what_a_json_round_trip_gives(shared_storage_factory: Factory,
+                                                    tasks: dict[str, Any]) -> None:
+    queue = shared_storage_factory()
     payload = [1, (2, 3)]
     job = new_job(queue, "contract.echo", payload, value=None)
     job.kwargs = {"value": {1: "one"}}
@@ -516,9 +518,9 @@ def test_arguments_are_what_a_json_round_trip_gives(storage_factory: Factory, ta
     assert taken is not None and taken.args == job.args and taken.kwargs == job.kwargs
 
 
-def test_non_json_arguments_are_refused_at_enqueue(storage_factory: Factory, tasks: dict[str, Any]) -> None:
-    queue = storage_factory()
-    shared_only(queue)
+def test_non_json_arguments_are_refused_at_enqueue(shared_storage_factory: Factory,
+                                                  tasks: dict[str, Any]) -> None:
+    queue = shared_storage_factory()
     for bad in (object(), float("nan"), {1, 2}):
         with pytest.raises(TypeError, match="contract.echo.*argument 0"):
             queued(queue, bad)
@@ -541,11 +543,10 @@ def test_wait_on_another_object_of_the_job_gets_its_outcome(storage_factory: Fac
     assert other.status == "succeeded" and other.result == "outcome"
 
 
-def test_a_dead_owners_job_is_taken_over_counting_one_attempt(storage_factory: Factory,
+def test_a_dead_owners_job_is_taken_over_counting_one_attempt(shared_storage_factory: Factory,
                                                               tasks: dict[str, Any]) -> None:
-    first = storage_factory()
-    shared_only(first)
-    second = storage_factory(like=first)
+    first = shared_storage_factory()
+    second = shared_storage_factory(like=first)
     once = queued(first, "once")  # no retries: interrupted means failed
     twice = queued(first, None, "contract.retry")  # one retry left
     a, b = first.storage.take(0), first.storage.take(0)
