@@ -222,6 +222,14 @@ class Job(Generic[R]):
         """Unix time a scheduled job (or a retry) becomes due."""
         return (self._out or _NO_OUTCOME).eta
 
+    def outcome(self) -> tuple[float | None, float | None, float | None, Any, str | None, str | None]:
+        """``(eta, started_at, finished_at, result, error, traceback)`` in one call:
+        what a store writes of a job's last run (cheaper than six properties)."""
+        out = self._out
+        if out is None:
+            return (None, None, None, None, None, None)
+        return (out.eta, out.started_at, out.finished_at, out.result, out.error, out.traceback)
+
     @property
     def finished(self) -> bool:
         """True once the job succeeded, failed or was cancelled."""

@@ -59,6 +59,9 @@ LOCAL_GRACE = 60.0
 
 RUNNING = JobStatus.RUNNING
 SCHEDULED = JobStatus.SCHEDULED
+SUCCEEDED = JobStatus.SUCCEEDED
+#: Argument types a JSON round trip gives back unchanged (NaN and infinities are refused before).
+_PLAIN = (str, int, float, bool, type(None))
 FINISHED = ("succeeded", "failed", "cancelled")
 WAITING = ("queued", "scheduled")
 
@@ -316,8 +319,8 @@ class DurableStorage(Storage):
         """A job as a record. Arguments JSON cannot hold are a TypeError naming the
         task and the argument; a result JSON cannot hold fails the job (decided by
         the job's lifecycle) with a message saying so."""
-        task = job.task
-        encoded = self._held.get(job.id)  # a job this consumer claimed: its arguments as stored
+        jid = job.id
+        encoded = self._held.get(jid)  # a job this consumer claimed: its arguments as stored
         if encoded is not None:
             args, kwargs = encoded
         else:
@@ -325,24 +328,25 @@ class DurableStorage(Storage):
                 args = json.dumps(job.args, allow_nan=False)
                 kwargs = None if not job.kwargs else json.dumps(job.kwargs, allow_nan=False)
             except (TypeError, ValueError, RecursionError):
-                raise TypeError(_json_complaint(task.name, job.args, job.kwargs, self.url)) from None
+                raise TypeError(_json_complaint(job.task.name, job.args, job.kwargs, self.url)) from None
+        status = job.status
+        eta, started_at, finished_at, value, error, traceback = job.outcome()
         result = None
-        if job.status is JobStatus.SUCCEEDED and job.result is not None:
+        if status is SUCCEEDED and value is not None:
             try:
-                result = json.dumps(job.result, allow_nan=False)
+                result = json.dumps(value, allow_nan=False)
             except (TypeError, ValueError, RecursionError) as exc:
                 job.fail(
                     f"TypeError: the result of {job.name} is not JSON-serialisable ({exc}); with a store"
                     " that other processes share, results must be JSON values",
                     None, time.time(), fatal=True,
                 )
+                status = job.status
+                eta, started_at, finished_at, value, error, traceback = job.outcome()
         return Record(
-            id=job.id, task=task.name, args=args, kwargs=kwargs, status=job.status.value,
-            attempts=job.attempts, enqueued_at=job.enqueued_at,
-            eta=job.eta if job.status is SCHEDULED else None,
-            started_at=job.started_at, finished_at=job.finished_at, result=result,
-            error=job.error, traceback=job.traceback,
-            owner=self.owner if job.status is RUNNING else None,
+            jid, job.task.name, args, kwargs, status.value, job.attempts, job.enqueued_at,
+            eta if status is SCHEDULED else None, started_at, finished_at, result, error, traceback,
+            self.owner if status is RUNNING else None,
         )
 
     def job_of(self, record: Record) -> Job:
@@ -395,10 +399,11 @@ class DurableStorage(Storage):
         record = self.record_of(job)  # a TypeError before anything is queued
         # What any other process will see: the enqueuer sees the same (a tuple
         # stays a tuple; inside it, tuples become lists, int keys strings).
-        job.args = tuple(json.loads(record.args))
-        if job.kwargs:
-            job.kwargs = json.loads(record.kwargs or "{}")
-        jid = record.id
+        if job.kwargs or not all(type(a) in _PLAIN for a in job.args):  # else the round trip is the identity
+            job.args = tuple(json.loads(record.args))
+            if job.kwargs:
+                job.kwargs = json.loads(record.kwargs or "{}")
+        jid = job.key = record.id  # from now on the id is the key: no formatting per read
         if self.local_jobs:
             with self._llock:
                 self._local[jid] = job
@@ -435,7 +440,6 @@ class DurableStorage(Storage):
     def _write_batch(self, batch: _Batch) -> None:
         records = batch.records
         try:
-            self._check_process()
             accepted = self._insert(records)
         except BaseException as exc:
             for i in range(len(records)):
@@ -474,7 +478,6 @@ class DurableStorage(Storage):
         pending = self._unsettled
         if done is not None:
             pending.append(done)
-        self._check_process()
         now = time.time()
         if now >= self._next_recover:
             self._next_recover = now + RECOVER_INTERVAL
@@ -523,7 +526,6 @@ class DurableStorage(Storage):
             raise
 
     def _write_settle(self, job: Job, doing: str) -> None:
-        self._check_process()
         record = self.record_of(job)
         self._guard(lambda: self._save(record), doing)
         self._after_settle(job)
