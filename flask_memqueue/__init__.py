@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         MemQueueWarning,
         QueueClosed,
         QueueFull,
+        StorageError,
         UnknownTaskError,
         UnknownTopicError,
     )
@@ -45,6 +46,7 @@ _EXPORTS = {
     "MemQueueWarning": "exceptions",
     "QueueClosed": "exceptions",
     "QueueFull": "exceptions",
+    "StorageError": "exceptions",
     "UnknownTaskError": "exceptions",
     "UnknownTopicError": "exceptions",
     "MemQueue": "extension",
@@ -73,6 +75,7 @@ __all__ = [
     "MemQueueWarning",
     "QueueClosed",
     "QueueFull",
+    "StorageError",
     "Task",
     "UnknownTaskError",
     "UnknownTopicError",

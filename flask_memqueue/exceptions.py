@@ -49,7 +49,15 @@ class JobFailed(MemQueueError):
         super().__init__(f"job {job.id} ({job.name}) {job.status}: {job.error}")
 
 
-class JournalError(MemQueueError):
+class StorageError(MemQueueError):
+    """The store cannot be reached, read or written (a disk, a file, a server).
+
+    Nothing was changed by the call that raised it; the routes answer 503
+    with ``Retry-After``, and the consumer backs off and tries again.
+    """
+
+
+class JournalError(StorageError):
     """The journal file cannot be opened, read or written."""
 
 

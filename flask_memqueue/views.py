@@ -27,7 +27,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import RequestRedirect
 
 from . import access
-from .exceptions import QueueClosed, QueueFull, UnknownTopicError
+from .exceptions import QueueClosed, QueueFull, StorageError, UnknownTopicError
 from .job import MAX_JSON_DEPTH, Job, JobStatus, nested_deeper_than, safe_repr
 from .routes import APIError, RouteTable
 from .state import AppQueue, all_queues
@@ -194,6 +194,14 @@ _TOO_DEEP = object()
 @routes.errorhandler(QueueFull)
 def _queue_full(exc: QueueFull) -> Response:
     return error_response(503, str(exc), {"Retry-After": str(RETRY_AFTER)})
+
+
+@routes.errorhandler(StorageError)
+def _storage_error(exc: StorageError) -> Response:
+    current_app.logger.warning("memqueue: the store failed: %s", exc)
+    return error_response(
+        503, f"the job store is unavailable, try again later: {exc}", {"Retry-After": str(RETRY_AFTER)}
+    )
 
 
 @routes.errorhandler(QueueClosed)

@@ -199,3 +199,27 @@ def test_a_journal_that_is_a_folder_says_so(tmp_path: Path) -> None:
     app.config.update(MEMQUEUE_STORAGE=f"sqlite:///{tmp_path}")
     with pytest.raises(JournalError, match="MEMQUEUE_STORAGE .* is a folder"):
         MemQueue().init_app(app)
+
+
+def test_a_store_that_fails_answers_503_and_keeps_nothing_half_done(make_app: MakeApp, mq: MemQueue,
+                                                                     tmp_path: Path) -> None:
+    from flask_memqueue import StorageError
+
+    @mq.handler
+    def on_message(message: Any) -> None: ...
+
+    app = make_app(MEMQUEUE_STORAGE=f"sqlite:///{tmp_path / 'j.db'}", MEMQUEUE_CONSUMER=False)
+    store = app.extensions["memqueue"].storage
+
+    def broken(records: Any) -> int:
+        raise OSError("injected: the disk is gone")
+
+    store._insert = broken  # type: ignore[method-assign]
+    answer = app.test_client().post("/memqueue/produce", json={"message": "hi"})
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "1"
+    body = answer.get_json()
+    assert body["status"] == 503 and "the job store is unavailable" in body["error"] and "disk is gone" in body["error"]
+    with app.app_context(), pytest.raises(StorageError, match="enqueueing|disk is gone"):
+        mq.produce("again")
+    assert store.depth() == 0 and store.jobs() == []

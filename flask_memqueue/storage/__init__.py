@@ -126,6 +126,13 @@ def split_url(url: str, key: str = "MEMQUEUE_STORAGE") -> tuple[str, dict[str, s
         parts = urlsplit(url)
     except ValueError as exc:
         raise ConfigurationError(f"{key} is not a valid URL ({exc}): {redact_url(url)!r}") from None
+    if url != url.strip():
+        raise ConfigurationError(f"{key} has spaces around it: {redact_url(url)!r}; remove them")
+    if parts.fragment or url.endswith("#"):
+        raise ConfigurationError(
+            f"{key}: a URL fragment ('#...') means nothing here: {redact_url(url)!r}; a '#' in a file name"
+            " is written %23"
+        )
     if not parts.scheme or "://" not in url:
         raise ConfigurationError(
             f"{key} must be a URL like 'memory://' or 'sqlite:///jobs.db', not {redact_url(url)!r}"

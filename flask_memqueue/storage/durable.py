@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..exceptions import MemQueueError, QueueClosed, QueueFull, UnknownTaskError
+from ..exceptions import MemQueueError, QueueClosed, QueueFull, StorageError, UnknownTaskError
 from ..job import Job, JobStatus, describe_task
 from .base import Capabilities, Storage, StoreContext
 
@@ -304,8 +304,11 @@ class DurableStorage(Storage):
         return parsed is not None and process_alive(*parsed)
 
     def _error(self, exc: BaseException, doing: str) -> MemQueueError:
-        """The error raised when a primitive fails: a backend's own subclass naming it."""
-        return MemQueueError(f"storage {self.url}: {doing} failed: {exc}")
+        """The error raised when a primitive fails: a :class:`StorageError` (a backend
+        may return its own subclass) naming the store, its password redacted."""
+        from . import redact_url
+
+        return StorageError(f"storage {redact_url(self.url)}: {doing} failed: {exc}")
 
     def _check_process(self) -> None:
         if self._pid != os.getpid():
@@ -442,8 +445,11 @@ class DurableStorage(Storage):
         try:
             accepted = self._insert(records)
         except BaseException as exc:
+            error = self._wrap(exc, f"enqueueing {len(records)} job(s)") if isinstance(exc, Exception) else exc
+            if error is not exc:
+                error.__cause__ = exc
             for i in range(len(records)):
-                batch.errors[i] = exc
+                batch.errors[i] = error
             return
         for i in range(accepted, len(records)):
             batch.errors[i] = QueueFull(
