@@ -164,3 +164,34 @@ def test_a_grandchild_is_fork_safe_too(app: Flask, mq: MemQueue) -> None:
         return {"mine": mine, **in_child(grandchild)}
 
     assert in_child(child) == {"mine": "child", "result": "grandchild"}
+
+
+def test_a_queue_that_cannot_be_reset_in_the_child_never_stops_the_others(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fork hook resets every queue; one that fails is closed with its reason, the next is still reset."""
+    broken_app = make_app("broken")
+    good_app = make_app("good")
+    closed_app = make_app("closed_before_fork")
+    broken: AppQueue = broken_app.extensions["memqueue"]
+    good: AppQueue = good_app.extensions["memqueue"]
+    closed: AppQueue = closed_app.extensions["memqueue"]
+    closed.shutdown()
+    parent_pid, good_token = os.getpid(), good.token
+
+    def refuse() -> Any:
+        raise OSError("injected: this store cannot be reopened here")
+
+    monkeypatch.setattr(broken, "_make_storage", lambda: refuse() if os.getpid() != parent_pid else None)
+
+    def child() -> dict[str, Any]:
+        return {
+            "broken_closed": broken.closed, "broken_error": broken.start_error,
+            "good_pid": good.pid, "good_token_new": good.token != good_token, "good_closed": good.closed,
+            "closed_pid": closed.pid,
+        }
+
+    seen = in_child(child)
+    assert seen["broken_closed"] is True and "cannot be reopened" in seen["broken_error"]
+    assert seen["good_pid"] != parent_pid and seen["good_token_new"] and seen["good_closed"] is False
+    assert seen["closed_pid"] == parent_pid  # shut down before the fork: left alone
