@@ -18,10 +18,10 @@ import threading
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from ..exceptions import ConfigurationError
-from .base import Capabilities, Storage, StorageFactory, StoreContext
+from .base import Capabilities, Storage, StorageFactory, StoreContext, redact_url
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -95,26 +95,6 @@ def _factory(scheme: str) -> StorageFactory | None:
     with _lock:
         _registered.setdefault(scheme, loaded)
     return loaded
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``: what logs and pages show."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"{user}:***@{host}" + (f":{port}" if port is not None else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def split_url(url: str, key: str = "MEMQUEUE_STORAGE") -> tuple[str, dict[str, str]]:

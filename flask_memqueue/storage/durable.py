@@ -47,7 +47,7 @@ from typing import Any
 
 from ..exceptions import MemQueueError, QueueClosed, QueueFull, StorageError, UnknownTaskError
 from ..job import Job, JobStatus, describe_task
-from .base import Capabilities, Storage, StoreContext
+from .base import Capabilities, Storage, StoreContext, redact_url
 
 #: Seconds an idle consumer waits between two looks at the store for jobs
 #: that other processes enqueued (its own process wakes it at once).
@@ -184,7 +184,9 @@ class DurableStorage(Storage):
     )
 
     def __init__(self, url: str, context: StoreContext) -> None:
-        self.url = url
+        #: The store's URL as people see it (password redacted); a backend that
+        #: needs the password to connect keeps the URL it was given itself.
+        self.url = redact_url(url)
         self.context = context
         self.namespace = context.namespace
         self.maxsize = context.maxsize
@@ -306,9 +308,7 @@ class DurableStorage(Storage):
     def _error(self, exc: BaseException, doing: str) -> MemQueueError:
         """The error raised when a primitive fails: a :class:`StorageError` (a backend
         may return its own subclass) naming the store, its password redacted."""
-        from . import redact_url
-
-        return StorageError(f"storage {redact_url(self.url)}: {doing} failed: {exc}")
+        return StorageError(f"storage {self.url}: {doing} failed: {exc}")
 
     def _check_process(self) -> None:
         if self._pid != os.getpid():
