@@ -44,6 +44,8 @@ class TaskLike(Protocol):
     topic: str | None
     retries: int
     func: Callable[..., Any]
+    #: True for the stand-in of a task name this process does not know.
+    missing: bool
 
     def retry_in(self, attempt: int) -> float: ...
 

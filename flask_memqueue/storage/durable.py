@@ -42,10 +42,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from ..exceptions import MemQueueError, QueueClosed, QueueFull, StorageError, UnknownTaskError
+from ..exceptions import ConfigurationError, MemQueueError, QueueClosed, QueueFull, StorageError, UnknownTaskError
 from ..job import Job, JobStatus, describe_task
 from .base import Capabilities, Storage, StoreContext, redact_url
 
@@ -519,7 +519,7 @@ class DurableStorage(Storage):
             self._next_sync = now + 1.0
             self._sync_local()
         wait = POLL_INTERVAL
-        eta = self._guard(self._next_eta, "reading")
+        eta = self._guard("reading", self._next_eta)
         if eta is not None:
             wait = max(0.0, min(wait, eta - now))
         return wait
@@ -533,7 +533,7 @@ class DurableStorage(Storage):
 
     def _write_settle(self, job: Job, doing: str) -> None:
         record = self.record_of(job)
-        self._guard(lambda: self._save(record), doing)
+        self._guard(doing, self._save, record)
         self._after_settle(job)
 
     def _after_settle(self, job: Job) -> None:
@@ -561,17 +561,16 @@ class DurableStorage(Storage):
         record still being the dead owner's, so two reclaimers never both
         take a job, and a reclaimer that dies mid-way holds no lock.
         """
-        owners = self._guard(self._running_owners, "reading")
+        owners = self._guard("reading", self._running_owners)
         dead = [o for o in owners if o and o != self.owner and not self._owner_alive(o)]
         n = 0
         now = time.time()
         for owner in dead:
-            for record in self._guard(lambda o=owner: self._running_of(o), "reading"):  # type: ignore[misc]
+            for record in self._guard("reading", self._running_of, owner):
                 job = self._detached(record)
-                job.interrupt(now, task_known=not getattr(job.task, "missing", False))
-                new = replace(self.record_of(job), owner=None)
-                if self._guard(lambda r=record, nr=new, o=owner: self._take_over_one(r.id, o, nr),  # type: ignore[misc]
-                               "taking over the jobs of a dead process"):
+                job.interrupt(now, task_known=not job.task.missing)
+                new = self.record_of(job)  # no longer running: no owner
+                if self._guard("taking over the jobs of a dead process", self._take_over_one, record.id, owner, new):
                     n += 1
         return n
 
@@ -586,7 +585,7 @@ class DurableStorage(Storage):
     # -- housekeeping -----------------------------------------------------------------------
     def _do_prune(self, now: float) -> None:
         self._dirty = False
-        self._guard(lambda: self._prune(now - self.result_ttl, self.max_finished), "forgetting old finished jobs")
+        self._guard("forgetting old finished jobs", self._prune, now - self.result_ttl, self.max_finished)
 
     def _visible(self) -> float:
         """Prune if a job finished here since the last time; the cut-off of the result TTL."""
@@ -601,7 +600,7 @@ class DurableStorage(Storage):
             ids = list(self._local)[:500]
         if not ids:
             return
-        finished = self._guard(lambda: self._load_many(ids, True), "reading")
+        finished = self._guard("reading", self._load_many, ids, True)
         found = {r.id for r in finished}
         for record in finished:
             self._after_settle(self.job_of(record))
@@ -614,14 +613,14 @@ class DurableStorage(Storage):
             stale = [j for j in candidates if (m := self._local.get(j)) is not None
                      and m.status is not RUNNING and m.enqueued_at <= old]
         if stale:
-            present = {r.id for r in self._guard(lambda: self._load_many(stale, False), "reading")}
+            present = {r.id for r in self._guard("reading", self._load_many, stale, False)}
             with self._llock:
                 for jid in stale:
                     if jid not in present:
                         self._local.pop(jid, None)
 
     def _refresh_if_finished(self, job: Job) -> bool:
-        record = self._guard(lambda: self._load(job.id, None), "reading")
+        record = self._guard("reading", self._load, job.id, None)
         if record is None or record.status not in FINISHED:
             return False
         _restore(job, record)
@@ -629,10 +628,10 @@ class DurableStorage(Storage):
             self._local.pop(job.id, None)
         return True
 
-    def _guard(self, fn: Callable[[], Any], doing: str) -> Any:
-        """Run a primitive; its failure becomes this store's error, naming the store."""
+    def _guard(self, doing: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a primitive, ``fn(*args)``; its failure becomes this store's error, naming the store."""
         try:
-            return fn()
+            return fn(*args)
         except MemQueueError:
             raise
         except Exception as exc:
@@ -646,7 +645,7 @@ class DurableStorage(Storage):
         probe = self._detached_copy(job)
         probe.mark_cancelled(time.time())
         record = self.record_of(probe)
-        if not self._guard(lambda: self._transition(job.id, WAITING, record), "cancelling a job"):
+        if not self._guard("cancelling a job", self._transition, job.id, WAITING, record):
             self._refresh(job)
             return False
         _copy_outcome(probe, job)
@@ -657,7 +656,7 @@ class DurableStorage(Storage):
         probe = self._detached_copy(job)
         probe.reset_for_requeue()
         record = self.record_of(probe)
-        if not self._guard(lambda: self._transition(job.id, ("failed", "cancelled"), record), "queueing a job again"):
+        if not self._guard("queueing a job again", self._transition, job.id, ("failed", "cancelled"), record):
             self._refresh(job)
             return False
         job.reset_for_requeue()
@@ -673,37 +672,36 @@ class DurableStorage(Storage):
         return copy
 
     def _refresh(self, job: Job) -> None:
-        record = self._guard(lambda: self._load(job.id, None), "reading")
+        record = self._guard("reading", self._load, job.id, None)
         if record is not None:
             with self._llock:
                 self._restore_unless_ahead(job, record)
 
     def get(self, job_id: str) -> Job | None:
-        record = self._guard(lambda: self._load(job_id, self._visible()), "reading")
+        record = self._guard("reading", self._load, job_id, self._visible())
         if record is None:
             return None
         return self.job_of(record)  # this process's own object, if it has one (it holds progress)
 
     # -- listings ---------------------------------------------------------------------------
     def jobs(self, status: JobStatus | None = None, limit: int = 50, offset: int = 0) -> list[Job]:
-        records = self._guard(
-            lambda: self._list(None if status is None else status.value, limit, offset, self._visible()), "reading"
-        )
+        value = None if status is None else status.value
+        records = self._guard("reading", self._list, value, limit, offset, self._visible())
         return [self.job_of(r) for r in records]
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys((s.value for s in JobStatus), 0)
-        counts.update(self._guard(lambda: self._count(self._visible()), "reading"))
+        counts.update(self._guard("reading", self._count, self._visible()))
         return counts
 
     def depth(self) -> int:
-        return int(self._guard(lambda: self._busy(WAITING, None), "reading"))
+        return int(self._guard("reading", self._busy, WAITING, None))
 
     def purge_finished(self) -> int:
-        return int(self._guard(self._purge, "purging finished jobs"))
+        return int(self._guard("purging finished jobs", self._purge))
 
     def drop_waiting(self) -> list[Job]:
-        jobs = [self.job_of(r) for r in self._guard(self._remove_waiting, "dropping waiting jobs")]
+        jobs = [self.job_of(r) for r in self._guard("dropping waiting jobs", self._remove_waiting)]
         with self._llock:
             for job in jobs:
                 self._local.pop(job.id, None)
@@ -715,10 +713,8 @@ class DurableStorage(Storage):
     def join(self, timeout: float | None, *, due_only: bool = False) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if due_only:
-                busy = self._guard(lambda: self._busy(("queued", "running", "scheduled"), time.time()), "reading")
-            else:
-                busy = self._guard(lambda: self._busy(("queued", "running", "scheduled"), None), "reading")
+            due_before = time.time() if due_only else None  # due_only: jobs scheduled for later do not count
+            busy = self._guard("reading", self._busy, ("queued", "running", "scheduled"), due_before)
             if not busy:
                 return True
             wait = POLL_INTERVAL
@@ -781,8 +777,6 @@ def check_options(options: Mapping[str, Any], known: Mapping[str, str], url: str
     """Refuse an option the backend does not know, naming where options come from."""
     unknown = sorted(set(options) - set(known))
     if unknown:
-        from ..exceptions import ConfigurationError
-
         listing = ", ".join(f"{k} ({v})" for k, v in known.items()) or "none"
         raise ConfigurationError(
             f"MEMQUEUE_STORAGE / MEMQUEUE_STORAGE_OPTIONS: unknown option(s) {', '.join(map(repr, unknown))}"
