@@ -184,6 +184,12 @@ def test_passwords_are_never_shown(make_app: MakeApp, dict_backend: str, caplog:
         ("redis://user:pw@host/0?x=1", "redis://user:***@host/0?x=1"),
         ("amqp://guest:guest@[::1]:5672/%2F", "amqp://guest:***@[::1]:5672/%2F"),
         ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+        ("sqlite:////tmp/a@b.db", "sqlite:////tmp/a@b.db"),
+        ("pg://admin:hun/ter2@dbhost/jobs", "pg://admin:***@dbhost/jobs"),
+        ("redis://u:p?w@h/0", "redis://u:***@h/0"),
+        ("redis://hunter2@host", "redis://***@host"),
+        ("redis://:pw@host:99999/0", "redis://:***@host:99999/0"),
+        ("postgresql://host/db?password=hunter2&x=1&API_KEY=k", "postgresql://host/db?password=***&x=1&API_KEY=***"),
         ("memory://", "memory://"),
     ],
 )
@@ -223,3 +229,36 @@ def test_a_store_that_fails_answers_503_and_keeps_nothing_half_done(make_app: Ma
     with app.app_context(), pytest.raises(StorageError, match="enqueueing|disk is gone"):
         mq.produce("again")
     assert store.depth() == 0 and store.jobs() == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["memory://user:hunter2@host", "sqlite://u:hunter2@host/x.db", "sqlite://:hunter2@/x.db",
+     "nosuch://u:hunter2@h/?token=hunter2", "sqlite:///x.db?password=hunter2"],
+)
+def test_a_password_is_never_in_an_init_app_error(tmp_path: Path, url: str) -> None:
+    app = Flask("secret", instance_path=str(tmp_path))
+    app.config.update(TESTING=True, MEMQUEUE_STORAGE=url)
+    with pytest.raises(ConfigurationError) as info:
+        MemQueue().init_app(app)
+    assert "hunter2" not in str(info.value) and "***" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ({"MEMQUEUE_STORAGE": "sqlite:///%00.db"}, "MEMQUEUE_STORAGE: the sqlite file name .* NUL"),
+        ({"MEMQUEUE_STORAGE": "sqlite:///a\x00b.db"}, "MEMQUEUE_STORAGE holds a control character"),
+        ({"MEMQUEUE_STORAGE": "sqlite:///a\nb.db"}, "MEMQUEUE_STORAGE holds a control character"),
+        ({"MEMQUEUE_JOURNAL": "a\x00b.db"}, "MEMQUEUE_JOURNAL: the sqlite file name .* control character or NUL"),
+        ({"MEMQUEUE_STORAGE": "sqlite:///:memory:"}, "in-memory SQLite database .* use 'memory://'"),
+        ({"MEMQUEUE_JOURNAL": "/"}, "MEMQUEUE_JOURNAL: the sqlite URL .* names no file"),
+        ({"MEMQUEUE_JOURNAL": " "}, "MEMQUEUE_JOURNAL: the sqlite URL .* names no file"),
+    ],
+)
+def test_unusable_file_names_are_refused_naming_the_key(tmp_path: Path, config: dict[str, Any], match: str) -> None:
+    app = Flask("names", instance_path=str(tmp_path))
+    app.config.update(TESTING=True, **config)
+    with pytest.raises(ConfigurationError, match=match):
+        MemQueue().init_app(app)
+    assert list(tmp_path.iterdir()) == []  # no stray file was made

@@ -106,6 +106,8 @@ def split_url(url: str, key: str = "MEMQUEUE_STORAGE") -> tuple[str, dict[str, s
         parts = urlsplit(url)
     except ValueError as exc:
         raise ConfigurationError(f"{key} is not a valid URL ({exc}): {redact_url(url)!r}") from None
+    if any(ord(c) < 32 or c == "\x7f" for c in url):  # urlsplit would drop tabs and newlines silently
+        raise ConfigurationError(f"{key} holds a control character (a tab, a newline, a NUL byte): {redact_url(url)!r}")
     if url != url.strip():
         raise ConfigurationError(f"{key} has spaces around it: {redact_url(url)!r}; remove them")
     if parts.fragment or url.endswith("#"):

@@ -20,7 +20,6 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from ..job import Job, JobHost, JobStatus, TaskLike
@@ -212,21 +211,34 @@ class Storage(abc.ABC):
 StorageFactory = Callable[[str, Mapping[str, Any], StoreContext], Storage]
 
 
+#: Query-string options whose values are secrets (matched case-insensitively, as a part of the name).
+_SECRET_OPTIONS = ("password", "passwd", "pwd", "secret", "token", "key", "auth", "credential")
+
+
 def redact_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``: what logs and pages show."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
+    """``url`` as logs, pages and errors show it: every secret replaced by ``***``.
+
+    Worked on the text, not on a parsed URL, so that an unencoded ``/``, ``?``
+    or ``@`` in a password cannot hide it from the parser: everything before
+    the last ``@`` of the part after ``://`` is the user information (a user
+    name stays, the password goes; a lone token goes), and query options whose
+    names say they are secrets (``password``, ``token``, ``key``...) lose their value.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"{user}:***@{host}" + (f":{port}" if port is not None else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    at = rest.rfind("@")
+    if at >= 0 and not rest.startswith("/"):  # "scheme:///path": no user information, an "@" is the path's
+        user, colon, _secret = rest[:at].partition(":")
+        rest = (f"{user}:***" if colon else "***") + rest[at:]
+    head, qmark, query = rest.partition("?")
+    if qmark:
+        query, hash_, fragment = query.partition("#")
+        parts = []
+        for item in query.split("&"):
+            name, eq, _value = item.partition("=")
+            if eq and any(word in name.lower() for word in _SECRET_OPTIONS):
+                item = f"{name}=***"
+            parts.append(item)
+        rest = head + "?" + "&".join(parts) + hash_ + fragment
+    return f"{scheme}://{rest}"

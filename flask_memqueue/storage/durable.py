@@ -780,7 +780,7 @@ def check_options(options: Mapping[str, Any], known: Mapping[str, str], url: str
         listing = ", ".join(f"{k} ({v})" for k, v in known.items()) or "none"
         raise ConfigurationError(
             f"MEMQUEUE_STORAGE / MEMQUEUE_STORAGE_OPTIONS: unknown option(s) {', '.join(map(repr, unknown))}"
-            f" for {url}; this backend takes: {listing}"
+            f" for {redact_url(url)}; this backend takes: {listing}"
         )
 
 

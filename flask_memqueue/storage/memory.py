@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigurationError, QueueClosed, QueueFull
 from ..job import JobStatus, describe_task
-from .base import Capabilities, Storage, StoreContext
+from .base import Capabilities, Storage, StoreContext, redact_url
 
 if TYPE_CHECKING:
     from ..job import Job
@@ -43,7 +43,7 @@ def open_memory(url: str, options: Mapping[str, Any], context: StoreContext) -> 
         )
     rest = url.split("://", 1)[1]
     if rest.split("?", 1)[0] not in ("", "/"):
-        raise ConfigurationError(f"MEMQUEUE_STORAGE: write the memory store as 'memory://', not {url!r}")
+        raise ConfigurationError(f"MEMQUEUE_STORAGE: write the memory store as 'memory://', not {redact_url(url)!r}")
     return MemoryStorage(context.token, context.maxsize, context.max_finished, context.result_ttl)
 
 

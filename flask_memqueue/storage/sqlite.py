@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..exceptions import ConfigurationError, JournalError
-from .base import StoreContext
+from .base import StoreContext, redact_url
 from .durable import DurableStorage, Record, check_options
 
 #: Seconds SQLite waits for another process's write lock before giving up.
@@ -87,20 +87,29 @@ OPTIONS = {"sync": "'normal' (default) survives a crash; 'full' also survives po
 _OPEN: set[SQLiteStorage] = set()
 
 
-def journal_file(url: str, base_dir: str) -> str:
+def journal_file(url: str, base_dir: str, key: str = "MEMQUEUE_STORAGE") -> str:
     """The file a ``sqlite://`` URL names: three slashes and a relative path are
-    relative to ``base_dir`` (the instance folder, made if missing), four an absolute one."""
+    relative to ``base_dir`` (the instance folder, made if missing), four an absolute one.
+    Errors name ``key``, the config key the URL came from."""
     parts = urlsplit(url)
+    shown = redact_url(url)
     if parts.netloc:
         raise ConfigurationError(
-            f"MEMQUEUE_STORAGE: a sqlite URL has no host; use 'sqlite:///relative.db' (in the"
-            f" instance folder) or 'sqlite:////absolute/path.db', not {url!r}"
+            f"{key}: a sqlite URL has no host; use 'sqlite:///relative.db' (in the"
+            f" instance folder) or 'sqlite:////absolute/path.db', not {shown!r}"
         )
-    path = unquote(parts.path)
+    path = unquote(parts.path, errors="strict")
     if path.startswith("/"):
         path = path[1:]
-    if not path or path.endswith("/"):
-        raise ConfigurationError(f"MEMQUEUE_STORAGE: the sqlite URL {url!r} names no file, like 'sqlite:///jobs.db'")
+    if not path or path.endswith("/") or not path.strip():
+        raise ConfigurationError(f"{key}: the sqlite URL {shown!r} names no file, like 'sqlite:///jobs.db'")
+    if path == ":memory:":
+        raise ConfigurationError(
+            f"{key}: an in-memory SQLite database ({shown!r}) is not shared between processes or"
+            " connections; for jobs in memory use 'memory://', for a journal name a file"
+        )
+    if any(ord(c) < 32 or c == "\x7f" for c in path):
+        raise ConfigurationError(f"{key}: the sqlite file name in {shown!r} holds a control character or NUL byte")
     if os.path.isabs(path):
         return path
     try:
@@ -121,7 +130,7 @@ def open_sqlite(url: str, options: Mapping[str, Any], context: StoreContext) -> 
             f"MEMQUEUE_STORAGE / MEMQUEUE_STORAGE_OPTIONS: the sqlite option sync must be 'normal' or 'full',"
             f" not {options.get('sync')!r}"
         )
-    return SQLiteStorage(journal_file(url, context.base_dir), context, sync=sync, url=url)
+    return SQLiteStorage(journal_file(url, context.base_dir, context.config_key), context, sync=sync, url=url)
 
 
 class SQLiteStorage(DurableStorage):
