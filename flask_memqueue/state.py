@@ -243,6 +243,8 @@ class AppQueue:
 
     # -- jobs ------------------------------------------------------------------
     def get_job(self, job_id: str) -> Job | None:
+        if not isinstance(job_id, str):  # the same answer from every store
+            raise TypeError(f"a job id is a string, like the one Job.id gives, not {type(job_id).__name__}")
         return self.storage.get(job_id)
 
     def cancel(self, job: Job) -> bool:
@@ -311,6 +313,14 @@ class AppQueue:
         thread = self._thread
         if wait and thread is not None and thread is not threading.current_thread():
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            running = self.consumer.current
+            if thread.is_alive() and running is not None:  # still running when the time was up: say so
+                drained = False
+                logger.warning(
+                    "app %r shut down while job %s (%s) was still running; %s", self.app.name, running.id,
+                    running.name, "if the process ends now, another process takes it over once this one is gone"
+                    if persistent else "if the process ends now, it is interrupted and lost",
+                )
         if not persistent:
             left = self.storage.drop_waiting()
             if left:

@@ -563,3 +563,26 @@ def test_a_dead_owners_job_is_taken_over_counting_one_attempt(shared_storage_fac
     assert again.error is not None and again.error.startswith("interrupted")
     retried = storage.take(TIMEOUT)  # retry_delay=0: due at once
     assert retried is not None and retried.id == twice.id
+
+
+def test_a_result_is_what_a_json_round_trip_gives_on_every_object(shared_storage_factory: Factory,
+                                                                  mq: MemQueue) -> None:
+    @mq.task(name="contract.pair")
+    def pair(value: Any = None) -> Any:
+        return (1, {2: "two"})
+
+    queue = shared_storage_factory()
+    job = queued(queue, task="contract.pair")
+    taken = queue.storage.take(0)
+    assert taken is not None
+    run(queue, taken)
+    queue.storage.finish(taken)
+    found = queue.storage.get(job.id)
+    assert found is not None
+    assert taken.result == found.result == [1, {"2": "two"}]
+
+
+def test_get_job_refuses_an_id_that_is_not_a_string(storage_factory: Factory, tasks: dict[str, Any]) -> None:
+    queue = storage_factory()
+    with pytest.raises(TypeError, match="a job id is a string"):
+        queue.get_job(123)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ are in ``test_faults.py``, with the other faults.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -214,3 +215,18 @@ def test_a_readers_older_row_never_rewinds_a_job_the_consumer_holds(mq: MemQueue
     store.finish(job)
     assert store.take(0) is None  # recorded as succeeded: nothing to claim again
     assert row().status == "succeeded" and runs == [1]
+
+
+def test_shutdown_says_which_job_was_still_running_when_its_time_was_up(
+    make_app: Callable[..., Flask], mq: MemQueue, gate: Gate, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job that outlives MEMQUEUE_SHUTDOWN_TIMEOUT at exit is named in the log, never silently cut off."""
+    app = make_app()
+    with app.app_context():
+        job = mq.enqueue(gate)
+        gate.wait_entered()
+        with caplog.at_level(logging.WARNING, logger="flask_memqueue"):
+            assert mq.shutdown(timeout=0.05) is False
+    gate.release()
+    assert f"while job {job.id} ({job.name}) was still running" in caplog.text
+    assert "interrupted and lost" in caplog.text

@@ -338,6 +338,8 @@ class DurableStorage(Storage):
         if status is SUCCEEDED and value is not None:
             try:
                 result = json.dumps(value, allow_nan=False)
+                if type(value) not in _PLAIN:  # every object of the job, in every process, holds the same value
+                    job.succeed(json.loads(result), finished_at or time.time())
             except (TypeError, ValueError, RecursionError) as exc:
                 job.fail(
                     f"TypeError: the result of {job.name} is not JSON-serialisable ({exc}); with a store"
