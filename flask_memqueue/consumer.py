@@ -177,16 +177,12 @@ class Consumer:
         app = self.queue.app
         delay = job.fail(_one_line(exc), traceback.format_exc(), time.time(), fatal=fatal)
         if delay is not None:
-            if self.queue.config.eager:  # _run_eagerly runs the retry at once, without the delay
-                logger.warning(
-                    "job %s (%s) failed on attempt %d of %d, retrying now (eager mode): %s",
-                    job.id, job.name, job.attempts, job.task.retries + 1, job.error,
-                )
-            else:
-                logger.warning(
-                    "job %s (%s) failed on attempt %d of %d, retrying in %.3g s: %s",
-                    job.id, job.name, job.attempts, job.task.retries + 1, delay, job.error,
-                )
+            # _run_eagerly runs the retry at once, without the delay
+            when = "now (eager mode)" if self.queue.config.eager else f"in {delay:.3g} s"
+            logger.warning(
+                "job %s (%s) failed on attempt %d of %d, retrying %s: %s",
+                job.id, job.name, job.attempts, job.task.retries + 1, when, job.error,
+            )
             if job_retrying.receivers:
                 _send(job_retrying, app, job)
             return

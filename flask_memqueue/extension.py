@@ -377,7 +377,7 @@ def _warn_main_module(names: list[str]) -> None:
     """Tasks of a script run as ``__main__`` cannot be found by name in another process."""
     warnings.warn(
         f"task(s) {', '.join(sorted(names))} were defined in a script run as __main__ and this app"
-        " has a journal (MEMQUEUE_JOURNAL): another process (flask memqueue worker, a restarted"
+        " has a store other processes share (MEMQUEUE_STORAGE): another process (flask memqueue worker, a restarted"
         " app) reads jobs by task name and cannot import '__main__.*'. Move the tasks into an"
         " importable module, or give each a name (@mq.task(name='resize')) that the worker's"
         " imports register too.",
