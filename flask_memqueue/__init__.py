@@ -24,12 +24,13 @@ if TYPE_CHECKING:
         QueueClosed,
         QueueFull,
         StorageError,
+        UnknownQueueError,
         UnknownTaskError,
         UnknownTopicError,
     )
     from .extension import MemQueue, enqueue
     from .job import Job, JobStatus
-    from .registry import Task
+    from .registry import Options, Task, TaskOptions
     from .signals import job_cancelled, job_enqueued, job_failed, job_retrying, job_started, job_succeeded
 
 __version__ = "1.0.0"
@@ -47,13 +48,16 @@ _EXPORTS = {
     "QueueClosed": "exceptions",
     "QueueFull": "exceptions",
     "StorageError": "exceptions",
+    "UnknownQueueError": "exceptions",
     "UnknownTaskError": "exceptions",
     "UnknownTopicError": "exceptions",
     "MemQueue": "extension",
     "enqueue": "extension",
     "Job": "job",
     "JobStatus": "job",
+    "Options": "registry",
     "Task": "registry",
+    "TaskOptions": "registry",
     "job_cancelled": "signals",
     "job_enqueued": "signals",
     "job_failed": "signals",
@@ -73,10 +77,13 @@ __all__ = [
     "MemQueueConfigWarning",
     "MemQueueError",
     "MemQueueWarning",
+    "Options",
     "QueueClosed",
     "QueueFull",
     "StorageError",
     "Task",
+    "TaskOptions",
+    "UnknownQueueError",
     "UnknownTaskError",
     "UnknownTopicError",
     "current_job",

@@ -7,19 +7,23 @@ they read and write it; ``worker`` runs its jobs.
 
 These commands never start a consumer thread: ``jobs``, ``retry`` and
 ``purge`` only touch records (a job queued again is run by whichever
-consumer claims it), and ``worker`` consumes in its own main thread.
+consumer claims it); ``worker`` runs the queue's consumer threads and
+supervises them from its main thread.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from types import FrameType
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from .consumer import backoff_delay
+from .job import check_queue_name
 from .state import AppQueue
 
 
@@ -82,86 +86,129 @@ def purge_command(finished: bool) -> None:
 
 
 @memqueue_cli.command("worker")
+@click.option(
+    "--queues", "queues_opt", metavar="NAMES",
+    help="Comma-separated queues to consume (default: those MEMQUEUE_QUEUES gives threads).",
+)
+@click.option(
+    "--threads", type=click.IntRange(1, 256), default=None,
+    help="Consumer threads per queue (default: MEMQUEUE_QUEUES's count, or 1).",
+)
 @with_appcontext
-def worker_command() -> None:
-    """Run the journal's jobs in this process until SIGTERM or Ctrl-C.
+def worker_command(queues_opt: str | None, threads: int | None) -> None:
+    """Run the store's jobs in this process until SIGTERM or Ctrl-C.
 
     For apps whose web processes only enqueue (``MEMQUEUE_CONSUMER = False``
-    there). The first SIGTERM/SIGINT stops after the job in hand; a second
-    one stops at once (the interrupted job is taken up again later).
+    there, or 0 threads for a queue in ``MEMQUEUE_QUEUES``). The first
+    SIGTERM/SIGINT stops after the jobs in hand; a second one stops at once
+    (the interrupted jobs are taken up again later).
     """
     queue = _queue()
+    plan = worker_threads(queue.config.queues, queues_opt, threads)
+    shown = ", ".join(f"{name}x{n}" for name, n in plan.items())
     click.echo(
         f"memqueue worker {os.getpid()}: running the jobs of {queue.app.name!r}"
-        f" from {queue.storage_url}",
+        f" from {queue.storage_url}; queues (threads): {shown}",
         err=True,
     )
-    run_worker(queue)
+    run_worker(queue, plan)
     click.echo(f"memqueue worker {os.getpid()}: stopped", err=True)
+
+
+def worker_threads(configured: dict[str, int], queues: str | None, threads: int | None) -> dict[str, int]:
+    """The queues a worker consumes and the threads of each, from its options and MEMQUEUE_QUEUES."""
+    if queues is None:
+        names = [name for name, n in configured.items() if n > 0] or ["default"]
+    else:
+        names = [name.strip() for name in queues.split(",") if name.strip()]
+        if not names:
+            raise click.BadParameter("name at least one queue, like --queues emails,default", param_hint="--queues")
+        for name in names:
+            try:
+                check_queue_name(name, "--queues")
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--queues") from None
+    return {name: threads if threads is not None else max(1, configured.get(name, 1)) for name in names}
 
 
 #: The worker exits with an error after this many consecutive failures of its
 #: store (with the consumer's backoff, 0.1 + 0.2 + ... + 10 s: about 30 s), or
-#: this many consecutive crashes of its loop that ran no job in between. A
+#: this many consecutive crashes of its loops that ran no job in between. A
 #: process supervisor (systemd, Kubernetes) then sees it fail and can say so,
 #: where a worker retrying for ever would look healthy and run nothing.
 WORKER_MAX_FAILURES = 10
+#: Seconds between two looks of the worker's main thread at its pool.
+SUPERVISE_INTERVAL = 0.1
 
 
-def run_worker(queue: AppQueue) -> None:
-    """Consume ``queue`` in the calling (main) thread until a signal stops it.
+def run_worker(queue: AppQueue, plan: dict[str, int] | None = None) -> None:
+    """Consume ``queue`` with a pool of threads per queue (``plan``) until a signal stops it.
 
-    The calling thread becomes the queue's one legitimate consumer (the same
-    ident guard as the consumer thread), so nothing in this process starts a
-    second one. A crashed loop (a bug, or ``SystemExit`` in a job) is
-    started again (after a backoff unless it ran a job); a stop request is
-    honoured after the job in hand.
+    The main thread supervises: the pools are the queue's own guarded
+    consumer threads (the same ident guard as in a web process); a loop that
+    crashed is started again (after a backoff unless it ran a job); a stop
+    request is honoured after the jobs in hand. The signal handler only sets
+    flags (no lock may be taken in it); the main thread, which sees them
+    within :data:`SUPERVISE_INTERVAL`, stops the pools.
 
-    :raises click.ClickException: the store failed, or the loop crashed,
+    :raises click.ClickException: the store failed, or the loops crashed,
         :data:`WORKER_MAX_FAILURES` times in a row (the command exits 1).
     """
-    consumer = queue.consumer
-    storage = queue.storage
-    stop: list[bool] = []  # set by the handler: no lock may be taken there
+    queue.become_worker(plan or worker_threads(queue.config.queues, None, None))
+    consumers = queue.all_consumers()
+    stop: list[bool] = []  # set by the handler
     previous: dict[int, object] = {}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.append(True)
-        consumer.stopping = True
-        if storage.capabilities.signal_safe_wake:
-            storage.wake_from_signal_handler()
+        for consumer in consumers:
+            consumer.stopping = True
         for signo, handler in previous.items():  # a second signal stops at once
             signal.signal(signo, handler)  # type: ignore[arg-type]
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, on_signal)
-    consumer.max_store_failures = WORKER_MAX_FAILURES
+    for consumer in consumers:
+        consumer.max_store_failures = WORKER_MAX_FAILURES
     crashes = 0
+    seen: dict[int, int] = {}
     try:
         while not stop:
-            queue.adopt_consumer_thread()
-            consumer.reset()
-            if stop:
-                break
-            ran = consumer.jobs_done
-            consumer.run()
-            if consumer.gave_up is not None:
-                raise click.ClickException(
-                    f"{consumer.gave_up}. The worker stops (after {WORKER_MAX_FAILURES} consecutive failures);"
-                    " fix the store, then start it again"
-                )
-            if stop:
-                break
-            # run() ended without a stop request: it crashed (and logged why).
-            crashes = 0 if consumer.jobs_done != ran else crashes + 1
-            if crashes >= WORKER_MAX_FAILURES:
-                raise click.ClickException(
-                    f"the consumer loop of {queue.app.name!r} crashed {crashes} times in a row without running a"
-                    " job (the log above says why); the worker stops"
-                )
-            if crashes:
-                consumer.back_off(crashes)
+            dead = [c for c in consumers if not c.alive]
+            if dead:
+                gave_up = next((c.gave_up for c in dead if c.gave_up is not None), None)
+                if gave_up is not None:
+                    raise click.ClickException(
+                        f"{gave_up}. The worker stops (after {WORKER_MAX_FAILURES} consecutive failures);"
+                        " fix the store, then start it again"
+                    )
+                if seen:  # not the first start: these loops crashed (and logged why)
+                    ran = any(c.jobs_done != seen.get(id(c), 0) for c in dead)
+                    crashes = 0 if ran else crashes + 1
+                    if crashes >= WORKER_MAX_FAILURES:
+                        raise click.ClickException(
+                            f"the consumer loops of {queue.app.name!r} crashed {crashes} times in a row without"
+                            " running a job (the log above says why); the worker stops"
+                        )
+                    if crashes:
+                        _sleep_unless(stop, backoff_delay(crashes))
+                        if stop:
+                            break
+                seen = {id(c): c.jobs_done for c in consumers}
+                if not queue.ensure_consumer() and queue.start_error:
+                    raise click.ClickException(f"cannot start the consumer threads: {queue.start_error}")
+            _sleep_unless(stop, SUPERVISE_INTERVAL)
     finally:
         for signo, handler in previous.items():
             signal.signal(signo, handler)  # type: ignore[arg-type]
         queue.shutdown(wait=True, timeout=queue.config.shutdown_timeout)
+
+
+def _sleep_unless(stop: list[bool], seconds: float) -> None:
+    """Sleep ``seconds`` in slices, returning as soon as a signal asked to stop."""
+    deadline = time.monotonic() + seconds
+    while not stop:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, SUPERVISE_INTERVAL))

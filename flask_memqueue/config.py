@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .exceptions import ConfigurationError
+from .job import DEFAULT_QUEUE, check_queue_name
 
 PREFIX = "MEMQUEUE_"
 
@@ -154,6 +155,51 @@ def _sync(key: str, value: Any) -> str:
     raise ConfigurationError(f"{key} must be 'normal' or 'full', not {value!r}" + _env_hint(key, value))
 
 
+#: Consumer threads per queue at most: threads share one GIL, so more than
+#: this only adds switching (use processes, ``flask memqueue worker``, instead).
+MAX_THREADS = 256
+
+
+def _threads(key: str, value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_THREADS:
+        raise ConfigurationError(
+            f"{key} must be a number of threads from 0 to {MAX_THREADS} (0: this process enqueues to the"
+            f" queue but does not consume it), not {value!r}"
+        )
+    return value
+
+
+def _queues(key: str, value: Any) -> dict[str, int]:
+    """``{"default": 1, "emails": 4}``, or ``{"emails": {"threads": 4}}``: threads per queue."""
+    if value is None:
+        return {DEFAULT_QUEUE: 1}
+    if not isinstance(value, dict):
+        raise ConfigurationError(
+            f"{key} must be a dict of queue names to thread counts, like {{'default': 1, 'emails': 4}},"
+            f" not {value!r}" + _env_hint(key, value)
+        )
+    queues: dict[str, int] = {}
+    for name, spec in value.items():
+        try:
+            check_queue_name(name, f"{key}: {name!r}")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        where = f"{key}[{name!r}]"
+        if isinstance(spec, dict):
+            unknown = sorted(map(str, set(spec) - {"threads"}))
+            if unknown:
+                raise ConfigurationError(
+                    f"{where}: unknown option(s) {', '.join(map(repr, unknown))}; a queue takes {{'threads': N}}"
+                )
+            spec = spec.get("threads", 1)
+            where += "['threads']"
+        queues[name] = _threads(where, spec)
+    queues.setdefault(DEFAULT_QUEUE, 1)  # always there: a task without queue= goes to it
+    return queues
+
+
 @dataclass(frozen=True)
 class Setting:
     default: Any
@@ -169,6 +215,9 @@ SETTINGS: dict[str, Setting] = {
     "EAGER": Setting(False, _bool, "Run every job inline at enqueue (for tests)."),
     "AUTOSTART": Setting(False, _bool, "Start the consumer in init_app instead of on first use."),
     "CONSUMER": Setting(True, _bool, "Run a consumer in this process (False: enqueue only)."),
+    "QUEUES": Setting(
+        None, _queues, "Queues this process declares, and its consumer threads per queue: {'default': 1, 'emails': 4}."
+    ),
     "URL_PREFIX": Setting("/memqueue", _url_prefix, "Where the blueprint is mounted; None: no routes."),
     "TOKEN": Setting(None, _token, "Bearer token the routes require; unset: debug/testing apps only."),
     "MAX_MESSAGE_BYTES": Setting(65536, _int(1), "Largest body /produce accepts."),
@@ -189,6 +238,8 @@ class Config:
     eager: bool
     autostart: bool
     consumer: bool
+    #: Consumer threads per queue (0: declared, enqueued to, not consumed here); "default" always present.
+    queues: dict[str, int]
     url_prefix: str | None
     token: str | None
     max_message_bytes: int

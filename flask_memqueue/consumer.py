@@ -1,10 +1,11 @@
 """The guarded consumer: one step (:meth:`Consumer.run_once`) and a driver loop.
 
-There is one consumer thread per app per process. Its loop checks, on every
-turn, that its own thread ident is still the one the app's queue recorded as
-legitimate; any other loop (a duplicate started by a race, or a stale one)
-exits at once. Every job runs in a fresh app context of its app, so
-``current_app``, ``g`` and ``teardown_appcontext`` behave as in a request.
+Each app runs a pool of consumer threads per named queue (``MEMQUEUE_QUEUES``),
+one :class:`Consumer` per thread. A loop checks, on every turn, that its own
+thread ident is still the one the app's queue recorded for its place in the
+pool; any other loop (a duplicate started by a race, or a stale one) exits at
+once. Every job runs in a fresh app context of its app, so ``current_app``,
+``g`` and ``teardown_appcontext`` behave as in a request.
 """
 
 from __future__ import annotations
@@ -38,9 +39,8 @@ class ConsumerHost(Protocol):
     config: Config
     storage: Storage
     lock: threading.Lock
-    consumer_ident: int | None
 
-    def consumer_exited(self, ident: int, crashed: bool) -> None: ...
+    def consumer_exited(self, consumer: Consumer, ident: int, crashed: bool) -> None: ...
 
 
 logger = logging.getLogger("flask_memqueue")
@@ -77,10 +77,22 @@ def _one_line(exc: BaseException) -> str:
 
 
 class Consumer:
-    """Runs the jobs of one app's queue, one at a time."""
+    """One consumer thread's place in a pool: runs the jobs of one named queue, one at a time."""
 
-    def __init__(self, queue: ConsumerHost) -> None:
+    def __init__(self, queue: ConsumerHost, queue_name: str = "default", index: int = 0) -> None:
         self.queue = queue
+        #: The named queue this consumer takes jobs from.
+        self.queue_name = queue_name
+        #: Its place in that queue's pool (0, 1, ...).
+        self.index = index
+        #: The ident of the one thread legitimately running this consumer's loop, or None.
+        self.ident: int | None = None
+        #: That thread, once started.
+        self.thread: threading.Thread | None = None
+        #: True from a successful start until the loop exits (cheaper than Thread.is_alive()).
+        self.alive = False
+        #: Threads started for this place (1 + restarts).
+        self.starts = 0
         #: Jobs this consumer has finished (succeeded or failed for good), across restarts.
         self.jobs_done = 0
         #: Attempts this consumer has run: jobs_done plus every attempt that will be retried.
@@ -113,7 +125,7 @@ class Consumer:
         with it instead of running the thread.
         """
         storage = self.queue.storage
-        job = storage.take(timeout)
+        job = storage.take(timeout, queue=self.queue_name)
         if job is None:
             return False
         try:
@@ -279,17 +291,22 @@ class Consumer:
         queue = self.queue
         with queue.lock:  # the starter records our ident under this lock
             me = threading.get_ident()
-            if me != queue.consumer_ident:
+            if me != self.ident:
                 return
         crashed = False
         job: Job | None = None
+        name = self.queue_name
+
+        def stop() -> bool:  # asked by the store before it claims, and when woken
+            return self.stopping or self.ident != me
+
         try:
             take = queue.storage.take
             execute = self.execute
-            while not self.stopping and queue.consumer_ident == me:
+            while not self.stopping and self.ident == me:
                 done, job = job, None
                 try:
-                    job = take(None, done)  # hands back the last job and takes the next
+                    job = take(None, done, queue=name, stop=stop)  # hands back the last job, takes the next
                 except Exception as exc:
                     if not self._store_failed(exc):
                         break
@@ -314,7 +331,7 @@ class Consumer:
                     queue.app.name, exc_info=True,
                 )
         finally:
-            queue.consumer_exited(me, crashed)
+            queue.consumer_exited(self, me, crashed)
 
 
 def backoff_delay(failures: int) -> float:

@@ -37,6 +37,11 @@ class UnknownTopicError(MemQueueError, LookupError):
     """No message handler is registered for that topic."""
 
 
+class UnknownQueueError(MemQueueError, LookupError):
+    """A job was sent to a queue that no process declares (``MEMQUEUE_QUEUES``):
+    nobody would ever run it."""
+
+
 class JobFailed(MemQueueError):
     """Raised by :meth:`Job.wait` when the job failed or was cancelled.
 

@@ -10,7 +10,6 @@ their own queue and consumer.
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import os
 import time
 import warnings
@@ -24,7 +23,7 @@ from flask.globals import _cv_app  # behind current_app: one lookup, no proxy (F
 from .config import PREFIX, SETTINGS, read_config
 from .exceptions import ConfigurationError, MainModuleTaskWarning
 from .job import Job
-from .registry import Registry, Task, default_name, message_task_name
+from .registry import Options, Registry, Task, default_name, eta_at, eta_in, message_task_name
 from .sigterm import install as install_sigterm_handler
 from .sigterm import serves_with_dev_server
 from .state import AppQueue, _stop_all_for_signal
@@ -164,6 +163,8 @@ class MemQueue:
         retries: int = 0,
         retry_delay: float = 1.0,
         retry_backoff: float = 2.0,
+        queue: str = "default",
+        priority: int = 0,
     ) -> _Decorator: ...
 
     def task(
@@ -175,6 +176,8 @@ class MemQueue:
         retries: int = 0,
         retry_delay: float = 1.0,
         retry_backoff: float = 2.0,
+        queue: str = "default",
+        priority: int = 0,
     ) -> Any:
         """Register a function as a task: ``@mq.task`` or ``@mq.task(retries=3, ...)``.
 
@@ -183,6 +186,10 @@ class MemQueue:
         :param retries: how many times a failing job is tried again.
         :param retry_delay: seconds before the first retry.
         :param retry_backoff: each further retry waits this many times longer.
+        :param queue: the named queue its jobs wait in (``MEMQUEUE_QUEUES`` declares
+            the queues and their threads); a call may choose another with
+            :meth:`Task.options <flask_memqueue.Task.options>`.
+        :param priority: -100..100, higher runs first within its queue.
         """
 
         def register(fn: Callable[..., Any]) -> Task[..., Any]:
@@ -195,6 +202,8 @@ class MemQueue:
                 retry_delay=retry_delay,
                 retry_backoff=retry_backoff,
                 mq=self,
+                queue=queue,
+                priority=priority,
             )
             self.registry.add_task(task)
             shared = any(q.storage.capabilities.shared for q in self._queues)
@@ -218,19 +227,22 @@ class MemQueue:
         retries: int = 0,
         retry_delay: float = 1.0,
         retry_backoff: float = 2.0,
+        queue: str = "default",
+        priority: int = 0,
     ) -> _Decorator: ...
 
     def handler(self, topic: str | Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """Register the function that receives messages (``POST /produce``, :meth:`produce`).
 
         ``@mq.handler`` takes messages without a topic; ``@mq.handler("orders")``
-        those of one topic. Options are those of :meth:`task` (``retries``...).
+        those of one topic. Options are those of :meth:`task` (``retries``,
+        ``queue``, ``priority``...).
         """
         if callable(topic):
             return self.handler(None)(topic)
         if topic is not None and (not isinstance(topic, str) or not topic):
             raise TypeError(f"a handler's topic must be a non-empty string or None, not {topic!r}")
-        unknown = set(options) - {"retries", "retry_delay", "retry_backoff"}
+        unknown = set(options) - {"retries", "retry_delay", "retry_backoff", "queue", "priority"}
         if unknown:
             raise TypeError(f"unknown handler option(s): {', '.join(sorted(unknown))}")
 
@@ -264,6 +276,36 @@ class MemQueue:
             queue = self._queue()
         return queue.enqueue(self.registry.resolve(func), args, kwargs)
 
+    def options(self, *, queue: str | None = None, priority: int | None = None) -> Options:
+        """Job options for the calls made through the returned object:
+        ``mq.options(queue="urgent", priority=50).enqueue(func, *args, **kwargs)``
+        (also ``.enqueue_in`` and ``.enqueue_at``).
+
+        Options never travel in the job's own keyword arguments, which all go
+        to the function. For a task, ``task.options(...).delay(...)`` does the same.
+
+        :param queue: the named queue instead of the task's own.
+        :param priority: -100..100 instead of the task's own; higher runs first.
+        :raises ValueError: a bad queue name or priority (the message names it).
+        """
+        return Options(self, queue=queue, priority=priority)
+
+    def submit(
+        self,
+        func: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        *,
+        eta: float | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> Job[Any]:
+        """Queue a call with every option spelled out (what :class:`Options` calls).
+
+        ``eta`` is a Unix time; ``queue``/``priority`` None mean the task's own.
+        """
+        return self._queue().enqueue(self.registry.resolve(func), args, kwargs, eta, queue, priority)
+
     @overload
     def enqueue_in(
         self, delay: float | _dt.timedelta, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
@@ -276,12 +318,7 @@ class MemQueue:
         self, delay: float | _dt.timedelta, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
     ) -> Job[Any]:
         """Queue ``func(*args, **kwargs)`` to run ``delay`` seconds (or a timedelta) from now."""
-        seconds = delay.total_seconds() if isinstance(delay, _dt.timedelta) else delay
-        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds):
-            raise TypeError(f"delay must be a number of seconds or a timedelta, not {delay!r}")
-        if seconds < 0:
-            raise ValueError(f"delay must not be negative, not {delay!r}")
-        return self._queue().enqueue(self.registry.resolve(func), args, kwargs, eta=time.time() + seconds)
+        return self._queue().enqueue(self.registry.resolve(func), args, kwargs, eta=eta_in(delay))
 
     @overload
     def enqueue_at(self, when: _dt.datetime, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
@@ -294,14 +331,7 @@ class MemQueue:
 
         A time in the past runs as soon as the consumer can.
         """
-        if not isinstance(when, _dt.datetime):
-            raise TypeError(f"when must be a datetime, not {when!r}")
-        if when.tzinfo is None or when.utcoffset() is None:
-            raise ValueError(
-                "when must be timezone-aware, e.g. datetime.now(timezone.utc) + timedelta(minutes=5);"
-                f" got the naive {when!r}"
-            )
-        return self._queue().enqueue(self.registry.resolve(func), args, kwargs, eta=when.timestamp())
+        return self._queue().enqueue(self.registry.resolve(func), args, kwargs, eta=eta_at(when))
 
     def produce(self, message: Any, topic: str | None = None) -> Job:
         """Queue ``message`` for the handler of ``topic`` (the default handler if None).
@@ -315,12 +345,13 @@ class MemQueue:
         """The job with that id in the current app's queue, if it is still known."""
         return self._queue().get_job(job_id)
 
-    def join(self, timeout: float | None = None) -> bool:
-        """Block until no job of the current app waits or runs (retries included).
+    def join(self, timeout: float | None = None, queue: str | None = None) -> bool:
+        """Block until no job of the current app waits or runs (retries included),
+        in every queue, or in ``queue``.
 
         Returns False if ``timeout`` seconds passed first. For tests and scripts.
         """
-        return self._queue().join(timeout)
+        return self._queue().join(timeout, queue)
 
     def shutdown(self, wait: bool = True, timeout: float | None = None) -> bool:
         """Stop taking jobs, run those waiting (with ``wait``), stop the consumer.
@@ -340,9 +371,13 @@ class MemQueue:
                 drained = queue.shutdown(wait=wait, timeout=left) and drained
         return drained
 
-    def run_once(self, timeout: float | None = 0.0) -> bool:
-        """Run the next due job of the current app in this thread; False if there was none."""
-        return self._queue().consumer.run_once(timeout)
+    def run_once(self, timeout: float | None = 0.0, queue: str | None = None) -> bool:
+        """Run the next due job of the current app in this thread; False if there was none.
+
+        With ``queue``, a job of that queue; else of any queue (the default
+        queue first; a ``timeout`` waits for the default queue).
+        """
+        return self._queue().run_once(timeout, queue)
 
 
 @overload

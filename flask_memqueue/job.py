@@ -127,23 +127,27 @@ class Job(Generic[R]):
     empty and it defines no ``__new__``), so the enqueue path pays nothing.
     """
 
-    __slots__ = ("key", "_queue", "task", "args", "kwargs", "status", "enqueued_at", "attempts", "_out")
+    __slots__ = (
+        "key", "_queue", "task", "args", "kwargs", "status", "enqueued_at", "attempts", "_out", "queue", "priority"
+    )
 
     def __init__(
         self,
-        queue: JobHost,
+        host: JobHost,
         id: int | str,
         task: TaskLike,
         args: tuple[Any, ...],
         kwargs: dict[str, Any] | None,
         enqueued_at: float,
         status: JobStatus = JobStatus.QUEUED,
+        queue: str = "default",
+        priority: int = 0,
     ) -> None:
         #: The store's key for the job: the memory store's enqueue number (an
         #: int, so its waiting jobs stay ordered and ids are made only when
         #: read), or the full :attr:`id` for a store that keeps records.
         self.key = id
-        self._queue = queue
+        self._queue = host
         #: The :class:`~flask_memqueue.registry.Task` this job calls.
         self.task = task
         #: Positional arguments of the call.
@@ -157,6 +161,11 @@ class Job(Generic[R]):
         #: How many times the job has been started (retries included).
         self.attempts = 0
         self._out: _Outcome | None = None
+        #: The named queue the job waits in (``"default"`` unless the task or
+        #: the call said otherwise); only that queue's consumer threads run it.
+        self.queue = queue
+        #: -100..100: within its queue a higher priority runs first (0 by default).
+        self.priority = priority
 
     # -- identity --------------------------------------------------------
     @property
@@ -403,6 +412,8 @@ class Job(Generic[R]):
             "id": self.id,
             "task": self.name,
             "topic": self.topic,
+            "queue": self.queue,
+            "priority": self.priority,
             "status": self.status.value,
             "args": json_safe(list(self.args)),
             "kwargs": json_safe(self.kwargs or {}),
@@ -422,6 +433,40 @@ class Job(Generic[R]):
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.name} {self.status.value}>"
+
+
+#: The queue every job waits in unless its task or its call names another.
+DEFAULT_QUEUE = "default"
+#: Priorities run from this low...
+MIN_PRIORITY = -100
+#: ...to this high (as in Django's task framework); higher runs first.
+MAX_PRIORITY = 100
+_QUEUE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-:")
+QUEUE_NAME_MAX = 64
+
+
+def check_queue_name(name: object, where: str = "queue") -> str:
+    """``name`` if it can name a queue, else a ValueError naming ``where`` and the value.
+
+    Queue names appear in URLs (``/jobs?queue=``), log lines, SQL rows and
+    Redis keys, so they are kept to letters, digits and ``_ . - :``.
+    """
+    if not isinstance(name, str) or not name or len(name) > QUEUE_NAME_MAX or not _QUEUE_NAME_CHARS.issuperset(name):
+        raise ValueError(
+            f"{where}: a queue name is 1 to {QUEUE_NAME_MAX} letters, digits or '_', '.', '-', ':',"
+            f" not {safe_repr(name, 80)}"
+        )
+    return name
+
+
+def check_priority(value: object, where: str = "priority") -> int:
+    """``value`` if it is a priority (an int from -100 to 100), else a ValueError naming it."""
+    if not isinstance(value, int) or isinstance(value, bool) or not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise ValueError(
+            f"{where} must be an int from {MIN_PRIORITY} to {MAX_PRIORITY} (higher runs first),"
+            f" not {safe_repr(value, 80)}"
+        )
+    return value
 
 
 def _finite(number: float | None) -> float | None:

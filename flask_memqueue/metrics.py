@@ -99,7 +99,7 @@ class Metrics:
 
     # -- receivers (connected by install, for this app only) --------------------------
     def on_enqueued(self, sender: Any, job: Job[Any], **extra: Any) -> None:
-        self.enqueued.labels(job.name, DEFAULT_QUEUE).inc()
+        self.enqueued.labels(job.name, job.queue).inc()
         eta = job.eta
         if eta is not None:
             with self._lock:
@@ -107,31 +107,31 @@ class Metrics:
         self._gauges()
 
     def on_started(self, sender: Any, job: Job[Any], **extra: Any) -> None:
-        self.started.labels(job.name, DEFAULT_QUEUE).inc()
+        self.started.labels(job.name, job.queue).inc()
         started = job.started_at or time.time()
         with self._lock:
             due = self._due.pop(job.id, None)
         if due is None and job.attempts == 1:
             due = job.enqueued_at
         if due is not None:
-            self.waiting.labels(job.name, DEFAULT_QUEUE).observe(max(0.0, started - due))
+            self.waiting.labels(job.name, job.queue).observe(max(0.0, started - due))
         self._gauges()
 
     def _ran(self, job: Job[Any]) -> None:
         started = job.started_at
         if started is not None:
-            self.duration.labels(job.name, DEFAULT_QUEUE).observe(max(0.0, time.time() - started))
+            self.duration.labels(job.name, job.queue).observe(max(0.0, time.time() - started))
 
     def on_succeeded(self, sender: Any, job: Job[Any], **extra: Any) -> None:
-        self.succeeded.labels(job.name, DEFAULT_QUEUE).inc()
+        self.succeeded.labels(job.name, job.queue).inc()
         self._ran(job)
 
     def on_failed(self, sender: Any, job: Job[Any], **extra: Any) -> None:
-        self.failed.labels(job.name, DEFAULT_QUEUE).inc()
+        self.failed.labels(job.name, job.queue).inc()
         self._ran(job)
 
     def on_retrying(self, sender: Any, job: Job[Any], **extra: Any) -> None:
-        self.retried.labels(job.name, DEFAULT_QUEUE).inc()
+        self.retried.labels(job.name, job.queue).inc()
         self._ran(job)
         eta = job.eta
         if eta is not None:
@@ -139,7 +139,7 @@ class Metrics:
                 self._due[job.id] = eta
 
     def on_cancelled(self, sender: Any, job: Job[Any], **extra: Any) -> None:
-        self.cancelled.labels(job.name, DEFAULT_QUEUE).inc()
+        self.cancelled.labels(job.name, job.queue).inc()
         with self._lock:
             self._due.pop(job.id, None)
         self._gauges()
@@ -151,8 +151,12 @@ class Metrics:
     def read_gauges(self) -> None:
         """Set the gauges from the queue as it is now."""
         queue = self.queue
-        self.depth.labels(DEFAULT_QUEUE).set(queue.storage.depth() if not queue.closed else 0)
-        self.consumers.set(1 if queue.consumer_thread is not None else 0)
+        if queue.closed:
+            self.depth.labels(DEFAULT_QUEUE).set(0)
+        else:
+            for name, row in queue.queues_info().items():
+                self.depth.labels(name).set(row["depth"])
+        self.consumers.set(len(queue.live_threads()))
 
     # -- the scrape -----------------------------------------------------------
     def render(self) -> tuple[bytes, str]:

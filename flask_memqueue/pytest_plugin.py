@@ -202,7 +202,7 @@ def memqueue_drain(request: pytest.FixtureRequest) -> Iterator[Callable[..., Non
             if queue.config.consumer:
                 drained = queue.join(timeout)
             else:  # no consumer thread here: step the queue in this thread
-                while queue.consumer.run_once(0.0):
+                while queue.run_once(0.0):
                     if time.monotonic() > deadline:
                         break
                 drained = queue.storage.depth() == 0
@@ -211,7 +211,7 @@ def memqueue_drain(request: pytest.FixtureRequest) -> Iterator[Callable[..., Non
         if failed:
             pytest.fail(_describe_failures(failed), pytrace=False)
         if not drained:
-            running = queue.consumer.current
+            running = next((c.current for c in queue.all_consumers() if c.current is not None), None)
             pytest.fail(
                 f"the queue of app {queue.app.name!r} did not drain within {timeout} s:"
                 f" {queue.storage.depth()} job(s) still waiting"

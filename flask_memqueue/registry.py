@@ -8,13 +8,16 @@ shared by every app).
 
 from __future__ import annotations
 
+import datetime as _dt
 import functools
 import math
 import os
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 from .exceptions import ConfigurationError, UnknownTaskError, UnknownTopicError
+from .job import DEFAULT_QUEUE, check_priority, check_queue_name
 
 if TYPE_CHECKING:
     from .job import Job
@@ -30,6 +33,100 @@ class Enqueuer(Protocol):
     """What a task needs of the extension that registered it: to queue a call."""
 
     def enqueue(self, func: Any, /, *args: Any, **kwargs: Any) -> Job: ...
+
+    def submit(
+        self,
+        func: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        *,
+        eta: float | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> Job: ...
+
+
+def eta_in(delay: float | _dt.timedelta) -> float:
+    """The Unix time ``delay`` seconds (or a timedelta) from now, for ``enqueue_in``."""
+    seconds = delay.total_seconds() if isinstance(delay, _dt.timedelta) else delay
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds):
+        raise TypeError(f"delay must be a number of seconds or a timedelta, not {delay!r}")
+    if seconds < 0:
+        raise ValueError(f"delay must not be negative, not {delay!r}")
+    return time.time() + seconds
+
+
+def eta_at(when: _dt.datetime) -> float:
+    """The Unix time of ``when``, a timezone-aware datetime, for ``enqueue_at``."""
+    if not isinstance(when, _dt.datetime):
+        raise TypeError(f"when must be a datetime, not {when!r}")
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(
+            "when must be timezone-aware, e.g. datetime.now(timezone.utc) + timedelta(minutes=5);"
+            f" got the naive {when!r}"
+        )
+    return when.timestamp()
+
+
+class Options:
+    """Job options for calls made through it: ``mq.options(queue="urgent", priority=50)``.
+
+    Options are never passed through the job's own keyword arguments (a task
+    may well have a ``queue`` or ``priority`` parameter of its own), so they
+    live on this object, whose methods mirror the extension's.
+    """
+
+    __slots__ = ("_mq", "queue", "priority")
+
+    def __init__(self, mq: Enqueuer, *, queue: str | None = None, priority: int | None = None) -> None:
+        self._mq = mq
+        #: The queue these calls go to (None: the task's own).
+        self.queue = None if queue is None else check_queue_name(queue, "options(queue=...)")
+        #: Their priority (None: the task's own).
+        self.priority = None if priority is None else check_priority(priority, "options(priority=...)")
+
+    def enqueue(self, func: Any, /, *args: Any, **kwargs: Any) -> Job:
+        """Queue ``func(*args, **kwargs)`` with these options (as :meth:`MemQueue.enqueue`)."""
+        return self._mq.submit(func, args, kwargs, queue=self.queue, priority=self.priority)
+
+    def enqueue_in(self, delay: float | _dt.timedelta, func: Any, /, *args: Any, **kwargs: Any) -> Job:
+        """Queue ``func(*args, **kwargs)`` to run ``delay`` seconds from now, with these options."""
+        return self._mq.submit(func, args, kwargs, eta=eta_in(delay), queue=self.queue, priority=self.priority)
+
+    def enqueue_at(self, when: _dt.datetime, func: Any, /, *args: Any, **kwargs: Any) -> Job:
+        """Queue ``func(*args, **kwargs)`` to run at ``when`` (timezone-aware), with these options."""
+        return self._mq.submit(func, args, kwargs, eta=eta_at(when), queue=self.queue, priority=self.priority)
+
+    def __repr__(self) -> str:
+        return f"<Options queue={self.queue!r} priority={self.priority!r}>"
+
+
+class TaskOptions(Generic[P, R]):
+    """A task with job options: ``send_email.options(queue="urgent").delay(to)``.
+
+    Its methods take exactly the task's parameters, as :meth:`Task.delay` does.
+    """
+
+    __slots__ = ("task", "options")
+
+    def __init__(self, task: Task[P, R], options: Options) -> None:
+        self.task = task
+        self.options = options
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """Queue a call of the task now, with these options."""
+        return self.options.enqueue(self.task, *args, **kwargs)
+
+    def enqueue_in(self, delay: float | _dt.timedelta, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """Queue a call of the task ``delay`` seconds (or a timedelta) from now, with these options."""
+        return self.options.enqueue_in(delay, self.task, *args, **kwargs)
+
+    def enqueue_at(self, when: _dt.datetime, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """Queue a call of the task at ``when`` (timezone-aware), with these options."""
+        return self.options.enqueue_at(when, self.task, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<TaskOptions {self.task.name} queue={self.options.queue!r} priority={self.options.priority!r}>"
 
 
 class Task(Generic[P, R]):
@@ -53,6 +150,8 @@ class Task(Generic[P, R]):
         retry_backoff: float = 2.0,
         topic: str | None = None,
         mq: Enqueuer | None = None,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
     ) -> None:
         if not callable(func):
             raise TypeError(f"a task must be callable, not {func!r}")
@@ -68,6 +167,11 @@ class Task(Generic[P, R]):
                 raise ConfigurationError(f"task {name!r}: {label} must be a number >= 0, not {value!r}")
         if retry_backoff < 1:
             raise ConfigurationError(f"task {name!r}: retry_backoff must be >= 1, not {retry_backoff!r}")
+        try:
+            check_queue_name(queue, f"task {name!r}: queue")
+            check_priority(priority, f"task {name!r}: priority")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         #: The wrapped function.
         self.func = func
         #: The registered name; a job enqueued by name finds the task by it.
@@ -80,6 +184,10 @@ class Task(Generic[P, R]):
         self.retry_backoff = float(retry_backoff)
         #: For a message handler, its topic (None for the default handler).
         self.topic = topic
+        #: The queue its jobs wait in unless a call says otherwise.
+        self.queue = queue
+        #: Their priority (-100..100, higher first) unless a call says otherwise.
+        self.priority = priority
         self._mq = mq
         functools.update_wrapper(self, func)
 
@@ -95,6 +203,17 @@ class Task(Generic[P, R]):
         if self._mq is None:
             raise RuntimeError(f"task {self.name!r} is not registered on a MemQueue")
         return self._mq.enqueue(self, *args, **kwargs)
+
+    def options(self, *, queue: str | None = None, priority: int | None = None) -> TaskOptions[P, R]:
+        """This task with job options for one call: ``task.options(queue="urgent", priority=50).delay(...)``.
+
+        :param queue: the queue to wait in instead of the task's own.
+        :param priority: -100..100 instead of the task's own; higher runs first.
+        :raises ValueError: a bad queue name or priority (the message names it).
+        """
+        if self._mq is None:
+            raise RuntimeError(f"task {self.name!r} is not registered on a MemQueue")
+        return TaskOptions(self, Options(self._mq, queue=queue, priority=priority))
 
     def retry_in(self, attempt: int) -> float:
         """Seconds to wait before retrying after failed attempt number ``attempt``."""

@@ -1,4 +1,4 @@
-"""Per-app, per-process state: the store, the consumer thread and its guard.
+"""Per-app, per-process state: the store, the consumer threads and their guard.
 
 One :class:`AppQueue` lives in ``app.extensions["memqueue"]`` for every app
 that ``init_app`` bound. Nothing here is global but two hooks: one that
@@ -20,8 +20,8 @@ import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .consumer import Consumer
-from .exceptions import MemQueueConfigWarning, QueueClosed
-from .job import Job, JobStatus
+from .exceptions import MemQueueConfigWarning, QueueClosed, UnknownQueueError
+from .job import DEFAULT_QUEUE, Job, JobStatus
 from .registry import Registry, Task, missing_task
 from .signals import job_cancelled, job_enqueued
 from .storage import Storage, StoreContext, open_storage, redact_url
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flask_memqueue")
 
 _QUEUES: weakref.WeakSet[AppQueue] = weakref.WeakSet()
+QUEUED = JobStatus.QUEUED
 
 
 class MetricsExporter(Protocol):
@@ -57,6 +58,13 @@ class AppQueue:
         self._missing: dict[str, Task[..., Any]] = {}
         #: Guards starting and stopping the consumer.
         self.lock = threading.Lock()
+        #: Consumer threads this process runs per named queue (MEMQUEUE_QUEUES, or
+        #: the worker's --queues/--threads); 0 declares a queue without consuming it.
+        self.threads: dict[str, int] = dict(config.queues)
+        # Queue names an enqueue may use: see declared_queues().
+        self._declared: frozenset[str] = frozenset()
+        #: A ``flask memqueue worker`` process: consumes whatever MEMQUEUE_CONSUMER says.
+        self.worker = False
         # The MEMQUEUE_* values init_app read, to warn at the first enqueue
         # about a key changed later (which would otherwise do nothing, silently).
         self._config_read = {key: value for key, value in app.config.items() if _is_ours(key)}
@@ -75,16 +83,16 @@ class AppQueue:
         self.started_at = time.time()
         self._ids = itertools.count(1)
         self.storage: Storage = self._make_storage()
-        self.consumer = Consumer(self)
-        #: The ident of the one legitimate consumer thread, or None.
-        self.consumer_ident: int | None = None
-        self._thread: threading.Thread | None = None
-        #: True from a successful start until the thread's loop exits: cheaper
-        #: than Thread.is_alive() on every enqueue and request.
+        #: One Consumer per thread, per queue: the pools' places.
+        self.pools: dict[str, list[Consumer]] = {}
+        self._make_pools()
+        #: True while every consumer thread that should run here is alive:
+        #: one attribute read on every enqueue and request (a dead thread is
+        #: replaced by the next of them).
         self.consumer_alive = False
         #: Set by shutdown(); enqueue raises QueueClosed after it.
         self.closed = False
-        #: Consumer threads started in this process (1 + restarts).
+        #: Consumer threads started in this process (one per place, + restarts).
         self.starts = 0
         #: Why the consumer could not be started, if it could not.
         self.start_error: str | None = None
@@ -106,6 +114,54 @@ class AppQueue:
         )
         return open_storage(c.storage, c.storage_options, context)
 
+    def _make_pools(self) -> None:
+        """One Consumer per thread of every queue in :attr:`threads` (none alive yet)."""
+        self.pools = {name: [Consumer(self, name, i) for i in range(n)] for name, n in self.threads.items()}
+        pool = self.pools.get(DEFAULT_QUEUE)
+        #: The default queue's first consumer: it runs eager jobs and
+        #: ``mq.run_once()``, and ``/stats`` shows it as "the consumer".
+        self.consumer: Consumer = pool[0] if pool else Consumer(self, DEFAULT_QUEUE, 0)
+        self._declared = frozenset(self.threads) | frozenset(self.config.queues)
+
+    def become_worker(self, threads: dict[str, int]) -> None:
+        """Run exactly these queues with these thread counts (``flask memqueue worker
+        --queues/--threads``), even where ``MEMQUEUE_CONSUMER = False``; before any
+        consumer thread started."""
+        with self.lock:
+            if any(c.alive for c in self.all_consumers()):
+                raise RuntimeError("become_worker() must come before the consumer threads start")
+            self.worker = True
+            self.threads = dict(threads)
+            self._make_pools()
+
+    def all_consumers(self) -> list[Consumer]:
+        """Every place of every pool, queue by queue."""
+        return [c for pool in self.pools.values() for c in pool]
+
+    def declared_queues(self) -> frozenset[str]:
+        """The queues an enqueue may name: this process's ``MEMQUEUE_QUEUES`` (and the
+        worker's ``--queues``), plus, with a store that other processes share,
+        every queue a registered task or handler names (``@mq.task(queue=...)``):
+        a worker process, which imports the same tasks, consumes it there."""
+        declared = self._declared
+        if self.storage.capabilities.shared:
+            declared = declared | {t.queue for t in self.registry.tasks.values()}
+        return declared
+
+    def _undeclared(self, name: str) -> UnknownQueueError:
+        known = ", ".join(sorted(self.declared_queues()))
+        shared = self.storage.capabilities.shared
+        return UnknownQueueError(
+            f"no process declares the queue {name!r}, so nothing would run its jobs (declared: {known})."
+            f" Add it to MEMQUEUE_QUEUES, e.g. MEMQUEUE_QUEUES = {{'default': 1, {name!r}: 1}}"
+            + (
+                f" (with 0 threads in a process that only enqueues to it, and run a worker with"
+                f" --queues {name}), or name it in a task's @mq.task(queue={name!r})"
+                if shared
+                else ""
+            )
+        )
+
     def task_named(self, name: str) -> Task[..., Any]:
         """The task registered as ``name``; for a name this process does not know, a
         stand-in whose job fails saying which module to import."""
@@ -118,14 +174,28 @@ class AppQueue:
 
     # -- enqueue ---------------------------------------------------------------
     def enqueue(
-        self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None, eta: float | None = None
+        self,
+        task: Task[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        eta: float | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
     ) -> Job:
-        """Queue a call of ``task`` (at Unix time ``eta`` if given)."""
+        """Queue a call of ``task`` (at Unix time ``eta`` if given), in the task's
+        queue with its priority unless ``queue``/``priority`` say otherwise.
+
+        :raises UnknownQueueError: no process declares that queue.
+        """
         if self.closed:
             raise QueueClosed(f"the queue of app {self.app.name!r} was shut down; it takes no more jobs")
         if not self._config_checked:
             self.warn_config_changed()
-        job = Job(self, next(self._ids), task, args, kwargs or None, time.time())
+        name = task.queue if queue is None else queue
+        if name not in self._declared and name not in self.declared_queues():
+            raise self._undeclared(name)
+        job = Job(self, next(self._ids), task, args, kwargs or None, time.time(), QUEUED, name,
+                  task.priority if priority is None else priority)
         if self.config.eager:
             return self._run_eagerly(job)
         if eta is None:
@@ -160,11 +230,18 @@ class AppQueue:
                 )
 
     def new_job(
-        self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None, eta: float | None = None
+        self,
+        task: Task[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        eta: float | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
     ) -> Job:
         """A job as :meth:`enqueue` makes it (same id sequence), handed to no store
         (the pytest plugin's ``memqueue_captured`` records such jobs)."""
-        job = Job(self, next(self._ids), task, args, kwargs or None, time.time())
+        job = Job(self, next(self._ids), task, args, kwargs or None, time.time(), QUEUED,
+                  task.queue if queue is None else queue, task.priority if priority is None else priority)
         if eta is not None:
             job.mark_scheduled(eta)
         return job
@@ -183,63 +260,109 @@ class AppQueue:
             self.storage.finish(job)
         return job
 
-    # -- the consumer thread -------------------------------------------------------
+    # -- the consumer threads -----------------------------------------------------
     def ensure_consumer(self, *, draining: bool = False) -> bool:
-        """Start the consumer thread unless it runs. Idempotent and thread-safe.
+        """Start every consumer thread that should run and does not. Idempotent and thread-safe.
 
-        Returns True if a consumer runs afterwards. It does not in an
+        Returns True if every queue's pool runs afterwards. None does in an
         enqueue-only process (``MEMQUEUE_CONSUMER = False``), in eager mode,
-        after shutdown, or when the thread cannot be started (then
-        :attr:`start_error` says why and ``/health`` answers 503).
+        after shutdown, or when a thread cannot be started (then
+        :attr:`start_error` says why and ``/health`` answers 503); a process
+        whose queues all have 0 threads runs none either.
         """
         if self.consumer_alive:
             return True
-        if (self.closed and not draining) or self.config.eager or not self.config.consumer:
+        if (self.closed and not draining) or self.config.eager or not (self.config.consumer or self.worker):
             return False
         with self.lock:
             if self.consumer_alive:
                 return True
-            thread = threading.Thread(
-                target=self.consumer.run,
-                name=f"memqueue-consumer[{self.app.name}]",
-                daemon=True,
-            )
-            self.consumer.reset()
-            try:
-                thread.start()
-            except RuntimeError as exc:  # "can't start new thread"
-                self.start_error = f"{type(exc).__name__}: {exc}"
-                logger.error("cannot start the consumer thread of %r: %s", self.app.name, exc)
+            consumers = self.all_consumers()
+            if not consumers:
                 return False
-            self._thread = thread
-            self.consumer_ident = thread.ident
+            for consumer in consumers:
+                if consumer.alive:
+                    continue
+                thread = threading.Thread(target=consumer.run, name=self._thread_name(consumer), daemon=True)
+                consumer.reset()
+                try:
+                    thread.start()
+                except RuntimeError as exc:  # "can't start new thread"
+                    self.start_error = f"{type(exc).__name__}: {exc}"
+                    logger.error("cannot start a consumer thread of %r: %s", self.app.name, exc)
+                    return False
+                consumer.thread = thread
+                consumer.ident = thread.ident
+                consumer.alive = True
+                consumer.starts += 1
+                self.starts += 1
             self.consumer_alive = True
             self.start_error = None
-            self.starts += 1
         return True
 
-    def adopt_consumer_thread(self) -> None:
-        """Make the calling thread this queue's one legitimate consumer
-        (``flask memqueue worker`` consumes in its main thread)."""
-        with self.lock:
-            self.consumer_ident = threading.get_ident()
-            self.consumer_alive = True
+    def _thread_name(self, consumer: Consumer) -> str:
+        if consumer.queue_name == DEFAULT_QUEUE and len(self.pools.get(DEFAULT_QUEUE, ())) == 1:
+            return f"memqueue-consumer[{self.app.name}]"
+        return f"memqueue-consumer[{self.app.name}:{consumer.queue_name}#{consumer.index}]"
 
-    def consumer_exited(self, ident: int, crashed: bool) -> None:
+    def consumer_exited(self, consumer: Consumer, ident: int, crashed: bool) -> None:
         """Called by a consumer thread as its loop ends."""
         with self.lock:
-            if self.consumer_ident != ident:
+            if consumer.ident != ident:
                 return
+            consumer.alive = False
+            consumer.ident = None
             self.consumer_alive = False
-            self.consumer_ident = None
         if crashed and not self.closed:
             self.ensure_consumer()  # nothing queued waits for the next request
 
     @property
+    def consumer_idents(self) -> dict[str, list[int]]:
+        """The idents of the legitimate consumer threads, per queue."""
+        return {
+            name: [c.ident for c in pool if c.alive and c.ident is not None] for name, pool in self.pools.items()
+        }
+
+    @property
+    def consumer_ident(self) -> int | None:
+        """The ident of the default queue's first consumer thread, if it runs."""
+        c = self.consumer
+        return c.ident if c.alive else None
+
+    @property
     def consumer_thread(self) -> threading.Thread | None:
-        """The consumer thread, if one is alive."""
-        thread = self._thread
-        return thread if self.consumer_alive and thread is not None and thread.is_alive() else None
+        """The default queue's first consumer thread, if it is alive."""
+        c = self.consumer
+        thread = c.thread
+        return thread if c.alive and thread is not None and thread.is_alive() else None
+
+    def live_threads(self) -> list[threading.Thread]:
+        """Every consumer thread of this app that is alive."""
+        return [c.thread for c in self.all_consumers() if c.alive and c.thread is not None and c.thread.is_alive()]
+
+    def _consumer_of_this_thread(self) -> Consumer | None:
+        me = threading.get_ident()
+        for consumer in self.all_consumers():
+            if consumer.alive and consumer.ident == me:
+                return consumer
+        return None
+
+    def run_once(self, timeout: float | None = 0.0, queue: str | None = None) -> bool:
+        """Run one due job in the calling thread: of ``queue``, or of any queue
+        (the default queue first, then the others by name; a ``timeout`` waits
+        for the default queue only). False if there was none."""
+        if queue is not None and queue != DEFAULT_QUEUE:
+            return Consumer(self, queue).run_once(timeout)
+        if queue is None:
+            if self.consumer.run_once(0.0):
+                return True
+            others = (set(self.threads) | set(self.storage.queue_counts())) - {DEFAULT_QUEUE}
+            for name in sorted(others):
+                if Consumer(self, name).run_once(0.0):
+                    return True
+            if not timeout:
+                return False
+        return self.consumer.run_once(timeout)
 
     # -- jobs ------------------------------------------------------------------
     def get_job(self, job_id: str) -> Job | None:
@@ -261,32 +384,40 @@ class AppQueue:
             self.ensure_consumer()
         return done
 
-    def _refuse_self_wait(self, what: str) -> None:
-        """A job of this queue waiting for this queue would wait for itself, forever."""
-        if self.consumer_alive and threading.get_ident() == self.consumer_ident:
+    def _refuse_self_wait(self, what: str, queue: str | None = None) -> None:
+        """A job waiting for its own queue (``queue``; None: every queue) could wait for itself, forever."""
+        consumer = self._consumer_of_this_thread()
+        if consumer is not None and (queue is None or queue == consumer.queue_name):
             raise RuntimeError(
-                f"{what} was called from inside a job of app {self.app.name!r}: the consumer runs"
-                " one job at a time, so it would wait for itself. Enqueue a follow-up job instead."
+                f"{what} was called from inside a job of queue {consumer.queue_name!r} of app"
+                f" {self.app.name!r}: its consumer threads run one job each, so it could wait for"
+                " itself. Enqueue a follow-up job instead."
             )
 
     def job_waiter(self, job: Job) -> threading.Event | None:
-        """The event ``job.wait()`` waits on (starting the consumer if it should run)."""
-        self._refuse_self_wait("Job.wait()")
+        """The event ``job.wait()`` waits on (starting the consumers if they should run)."""
+        self._refuse_self_wait("Job.wait()", job.queue)
         if self.config.consumer and not self.consumer_alive and not self.closed:
             self.ensure_consumer()
         return self.storage.waiter(job)
 
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait until no job waits or runs; False on timeout.
+    def join(self, timeout: float | None = None, queue: str | None = None) -> bool:
+        """Wait until no job waits or runs (in ``queue``, or in every queue); False on timeout.
 
-        Also False at once when jobs wait and no consumer can run them here
-        (it cannot be started, or this process has none and no journal).
+        Also False at once when jobs wait in a queue that nobody here can run
+        (its threads cannot be started, or it has none here) and no other
+        process shares the store.
         """
-        self._refuse_self_wait("join()")
-        if not self.consumer_alive and self.storage.depth():
-            if not self.ensure_consumer() and not self.storage.capabilities.shared:
-                return False
-        return self.storage.join(timeout)
+        self._refuse_self_wait("join()", queue)
+        storage = self.storage
+        if not self.consumer_alive and storage.depth(queue):
+            self.ensure_consumer()
+        if not storage.capabilities.shared:
+            for name, row in storage.queue_counts().items():
+                if (queue is None or name == queue) and (row["queued"] or row["scheduled"]) \
+                        and not any(c.alive for c in self.pools.get(name, ())):
+                    return False  # nobody here runs them, and nobody else can
+        return storage.join(timeout, queue=queue)
 
     # -- shutdown --------------------------------------------------------------
     def shutdown(self, wait: bool = True, timeout: float | None = None) -> bool:
@@ -304,23 +435,34 @@ class AppQueue:
         drained = True
         persistent = self.storage.capabilities.persistent
         if wait and not persistent:  # a persistent store keeps waiting jobs: no drain
-            if self.storage.depth() and not self.ensure_consumer(draining=True) and not self.consumer_alive:
+            self.ensure_consumer(draining=True)
+            unrunnable = [
+                name for name, row in self.storage.queue_counts().items()
+                if (row["queued"] or row["scheduled"]) and not any(c.alive for c in self.pools.get(name, ()))
+            ]
+            if unrunnable:
                 drained = False  # nobody can run them: do not wait for nothing
             else:  # what is due now; jobs scheduled for later are cancelled below
                 drained = self.storage.join(timeout, due_only=True)
-        self.consumer.stop()
+        consumers = self.all_consumers()
+        for consumer in consumers:
+            consumer.stop()
         self.storage.wake()
-        thread = self._thread
-        if wait and thread is not None and thread is not threading.current_thread():
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            running = self.consumer.current
-            if thread.is_alive() and running is not None:  # still running when the time was up: say so
-                drained = False
-                logger.warning(
-                    "app %r shut down while job %s (%s) was still running; %s", self.app.name, running.id,
-                    running.name, "if the process ends now, another process takes it over once this one is gone"
-                    if persistent else "if the process ends now, it is interrupted and lost",
-                )
+        if wait:
+            me = threading.current_thread()
+            for consumer in consumers:
+                thread = consumer.thread
+                if thread is None or thread is me:
+                    continue
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                running = consumer.current
+                if thread.is_alive() and running is not None:  # still running when the time was up: say so
+                    drained = False
+                    logger.warning(
+                        "app %r shut down while job %s (%s) was still running; %s", self.app.name, running.id,
+                        running.name, "if the process ends now, another process takes it over once this one is"
+                        " gone" if persistent else "if the process ends now, it is interrupted and lost",
+                    )
         if not persistent:
             left = self.storage.drop_waiting()
             if left:
@@ -350,8 +492,10 @@ class AppQueue:
         (:mod:`flask_memqueue.sigterm`), from its helper thread. Nothing is
         waited for: the process dies right after, as it would have without us.
         """
-        current = self.consumer.current
-        if current is not None:
+        for consumer in self.all_consumers():
+            current = consumer.current
+            if current is None:
+                continue
             logger.warning(
                 "%s: job %s (%s) of app %r was running and is interrupted; %s", name, current.id, current.name,
                 self.app.name, "the store runs it again once another process finds this one dead"
@@ -391,28 +535,63 @@ class AppQueue:
         return redact_url(self.config.storage)
 
     def consumer_info(self) -> dict[str, Any]:
+        """The consumer threads: totals, the default queue's first thread, and every thread."""
+        consumers = self.all_consumers()
         thread = self.consumer_thread
-        current = self.consumer.current
         info: dict[str, Any] = {
             "name": thread.name if thread else None,
             "ident": thread.ident if thread else None,
             "alive": thread is not None,
-            "jobs_done": self.consumer.jobs_done,
-            "attempts": self.consumer.attempts,
+            "jobs_done": sum(c.jobs_done for c in consumers),
+            "attempts": sum(c.attempts for c in consumers),
             "starts": self.starts,
             "enabled": bool(self.config.consumer and not self.config.eager),
             "error": self.start_error,
-            "store_error": self.consumer.store_error,
-            "current": None,
+            "store_error": next((c.store_error for c in consumers if c.store_error), None),
+            "current": _current(self.consumer),
+            "threads": [
+                {
+                    "queue": c.queue_name,
+                    "index": c.index,
+                    "name": c.thread.name if c.thread is not None and c.alive else None,
+                    "ident": c.ident if c.alive else None,
+                    "alive": c.alive,
+                    "jobs_done": c.jobs_done,
+                    "starts": c.starts,
+                    "current": _current(c),
+                }
+                for c in consumers
+            ],
         }
-        if current is not None:
-            started = current.started_at
-            info["current"] = {
-                "id": current.id,
-                "task": current.name,
-                "running_for": None if started is None else round(time.time() - started, 3),
-            }
         return info
+
+    def queues_info(self) -> dict[str, dict[str, Any]]:
+        """Per queue: its threads here (declared and alive) and its jobs in the store."""
+        counts = self.storage.queue_counts()
+        out: dict[str, dict[str, Any]] = {}
+        for name in sorted(set(self.threads) | set(counts), key=lambda n: (n != DEFAULT_QUEUE, n)):
+            row = counts.get(name, {"queued": 0, "scheduled": 0, "running": 0})
+            pool = self.pools.get(name, [])
+            out[name] = {
+                "threads": self.threads.get(name, 0),
+                "alive": sum(1 for c in pool if c.alive),
+                "declared": name in self._declared,
+                "depth": row["queued"] + row["scheduled"],
+                **row,
+            }
+        return out
+
+    def throughput(self) -> list[dict[str, Any]]:
+        """Jobs finished per time bucket, every consumer thread added up."""
+        total: list[dict[str, Any]] | None = None
+        for consumer in self.all_consumers() or [self.consumer]:
+            rows = consumer.throughput()
+            if total is None:
+                total = rows
+            else:
+                for mine, theirs in zip(total, rows, strict=False):
+                    mine["jobs"] += theirs["jobs"]
+        return total or []
 
     def stats(self) -> dict[str, Any]:
         counts = self.storage.counts()
@@ -423,13 +602,27 @@ class AppQueue:
             "counts": counts,
             "depth": self.storage.depth(),
             "maxsize": self.config.maxsize,
+            "queues": self.queues_info(),
             "consumer": self.consumer_info(),
             "consumer_alive": self.consumer_thread is not None,
             "uptime": round(time.time() - self.started_at, 3),
             "eager": self.config.eager,
             "closed": self.closed,
-            "throughput": self.consumer.throughput(),
+            "throughput": self.throughput(),
         }
+
+
+def _current(consumer: Consumer) -> dict[str, Any] | None:
+    current = consumer.current
+    if current is None:
+        return None
+    started = current.started_at
+    return {
+        "id": current.id,
+        "task": current.name,
+        "queue": current.queue,
+        "running_for": None if started is None else round(time.time() - started, 3),
+    }
 
 
 _MISSING: Any = object()

@@ -27,8 +27,8 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import RequestRedirect
 
 from . import access
-from .exceptions import QueueClosed, QueueFull, StorageError, UnknownTopicError
-from .job import MAX_JSON_DEPTH, Job, JobStatus, nested_deeper_than, safe_repr
+from .exceptions import QueueClosed, QueueFull, StorageError, UnknownQueueError, UnknownTopicError
+from .job import MAX_JSON_DEPTH, Job, JobStatus, check_queue_name, nested_deeper_than, safe_repr
 from .routes import APIError, RouteTable
 from .state import AppQueue, all_queues
 
@@ -300,7 +300,11 @@ def _produce(message: Any, topic: str | None) -> Response:
         task = queue.registry.handler(topic)
     except UnknownTopicError as exc:
         raise APIError(404, str(exc)) from None
-    return _accepted(queue.enqueue(task, (message,), None))
+    try:
+        job = queue.enqueue(task, (message,), None)
+    except UnknownQueueError as exc:  # the app's configuration, not the request, is wrong
+        raise APIError(500, f"the handler cannot queue its message: {exc}") from None
+    return _accepted(job)
 
 
 def _content_type_hint() -> str:
@@ -395,18 +399,30 @@ def status_arg() -> JobStatus | None:
         raise APIError(400, f"status must be one of {choices}, not {shorten(raw)}") from None
 
 
+def queue_arg() -> str | None:
+    """The ``queue`` query argument: a queue name, or a 400 saying what one is."""
+    raw = request.args.get("queue") or None
+    if raw is None:
+        return None
+    try:
+        return check_queue_name(raw, "queue")
+    except ValueError as exc:
+        raise APIError(400, str(exc)) from None
+
+
 @routes.get("/jobs")
 def jobs() -> Response:
-    """Jobs, newest first: ``?status=failed&limit=50&offset=0``."""
+    """Jobs, newest first: ``?status=failed&queue=emails&limit=50&offset=0``."""
     status = status_arg()
+    name = queue_arg()
     limit = _int_arg("limit", 50, 1, MAX_LIMIT)
     offset = _int_arg("offset", 0, 0, 10**9)
     queue = _queue()
-    counts = queue.storage.counts()
+    counts = queue.storage.counts(name)
     total = counts[status.value] if status is not None else sum(counts.values())
-    found = queue.storage.jobs(status, limit, offset)
+    found = queue.storage.jobs(status, limit, offset, queue=name)
     return json_response({"jobs": [job_dict(j) for j in found], "total": total, "limit": limit, "offset": offset,
-                          "status": None if status is None else status.value})
+                          "status": None if status is None else status.value, "queue": name})
 
 
 def job_dict(job: Job) -> dict[str, Any]:
@@ -420,7 +436,7 @@ def job_dict(job: Job) -> dict[str, Any]:
     except Exception:
         current_app.logger.exception("job %s could not be shown", safe_repr(job, 200))
     return {
-        "id": job.id, "task": None, "topic": None, "status": "unknown",
+        "id": job.id, "task": None, "topic": None, "queue": None, "priority": None, "status": "unknown",
         "args": [], "kwargs": {}, "result": None, "error": "this job could not be shown (the app's log says why)",
         "traceback": None, "attempts": None, "retries": None, "progress": None, "progress_message": None,
         "enqueued_at": None, "eta": None, "started_at": None, "finished_at": None, "duration": None,
@@ -461,18 +477,23 @@ def purge_jobs() -> Response:
 def threads() -> Response:
     """This process, this app's consumer, and every thread with whose consumer it is."""
     queue = _queue()
-    owners = {q.consumer_ident: q.app.name for q in all_queues() if q.consumer_ident is not None}
-    listing = [
-        {
+    owners: dict[int, tuple[str, str]] = {}
+    for q in all_queues():
+        for name, idents in q.consumer_idents.items():
+            for ident in idents:
+                owners[ident] = (q.app.name, name)
+    listing = []
+    for t in threading.enumerate():
+        owner = owners.get(t.ident) if t.ident is not None else None
+        listing.append({
             "name": t.name,
             "ident": t.ident,
             "daemon": t.daemon,
             "alive": t.is_alive(),
-            "is_consumer": t.ident == queue.consumer_ident and queue.consumer_thread is not None,
-            "consumer_of": owners.get(t.ident) if t.ident is not None else None,
-        }
-        for t in threading.enumerate()
-    ]
+            "is_consumer": owner is not None and owner[0] == queue.app.name,
+            "consumer_of": None if owner is None else owner[0],
+            "queue": None if owner is None else owner[1],
+        })
     return json_response({"pid": os.getpid(), "app": queue.app.name, "consumer": queue.consumer_info(),
                           "threads": listing})
 
@@ -494,7 +515,8 @@ def health() -> Response:
         return error_response(503, f"the consumer thread is dead and could not be restarted: {queue.start_error}")
     info = queue.consumer_info()
     return json_response({"status": "ok", "pid": os.getpid(), "consumer_alive": info["alive"],
-                          "depth": queue.storage.depth()})
+                          "depth": queue.storage.depth(),
+                          "threads": sum(1 for t in info["threads"] if t["alive"])})
 
 
 @routes.get("/metrics")

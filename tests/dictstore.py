@@ -71,22 +71,22 @@ class DictStorage(DurableStorage):
         with self.table.lock:
             self._save_locked(record)
 
-    def _claim(self, settle: list[Record], owner: str, now: float, stop: Callable[[], bool]) -> Record | None:
+    def _claim(
+        self, settle: list[Record], owner: str, now: float, stop: Callable[[], bool], queue: str
+    ) -> Record | None:
         with self.table.lock:
             for record in settle:
                 self._save_locked(record)
             if stop():
                 return None
-            mine = self._mine()
-            due = sorted((r.eta or 0.0, seq, r) for seq, r in mine
-                         if r.status == "scheduled" and (r.eta or 0.0) <= now)
-            if due:
-                found = due[0][2]
-            else:
-                queued = sorted((seq, r) for seq, r in mine if r.status == "queued")
-                if not queued:
-                    return None
-                found = queued[0][1]
+            mine = [(seq, r) for seq, r in self._mine() if r.queue == queue]
+            # priority first; a due scheduled record before a queued one; then eta, then insertion
+            ready = sorted((-r.priority, 0, r.eta or 0.0, seq, r) for seq, r in mine
+                           if r.status == "scheduled" and (r.eta or 0.0) <= now)
+            ready += sorted((-r.priority, 1, 0.0, seq, r) for seq, r in mine if r.status == "queued")
+            if not ready:
+                return None
+            found = min(ready, key=lambda row: row[:4])[4]
             before = replace(found)
             found.status, found.owner, found.started_at = "running", owner, now
             found.attempts += 1
@@ -122,28 +122,39 @@ class DictStorage(DurableStorage):
         found = [self._load(jid, None) for jid in job_ids]
         return [r for r in found if r is not None and (not finished_only or r.status in FINISHED)]
 
-    def _list(self, status: str | None, limit: int, offset: int, visible_after: float) -> list[Record]:
+    def _list(
+        self, status: str | None, limit: int, offset: int, visible_after: float, queue: str | None = None
+    ) -> list[Record]:
         with self.table.lock:
             rows = [(r.enqueued_at, seq, r) for seq, r in self._mine()
-                    if (status is None or r.status == status)
+                    if (status is None or r.status == status) and (queue is None or r.queue == queue)
                     and (r.finished_at is None or r.finished_at > visible_after)]
         rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
         return [replace(r) for _, _, r in rows[offset:offset + limit]]
 
-    def _count(self, visible_after: float) -> dict[str, int]:
+    def _count(self, visible_after: float, queue: str | None = None) -> dict[str, int]:
         counts: dict[str, int] = {}
         with self.table.lock:
             for _, r in self._mine():
-                if r.finished_at is None or r.finished_at > visible_after:
+                if (r.finished_at is None or r.finished_at > visible_after) and (queue is None or r.queue == queue):
                     counts[r.status] = counts.get(r.status, 0) + 1
         return counts
 
-    def _busy(self, statuses: Iterable[str], due_before: float | None) -> int:
+    def _queue_counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        with self.table.lock:
+            for _, r in self._mine():
+                if r.status in ("queued", "scheduled", "running"):
+                    row = out.setdefault(r.queue, {"queued": 0, "scheduled": 0, "running": 0})
+                    row[r.status] += 1
+        return out
+
+    def _busy(self, statuses: Iterable[str], due_before: float | None, queue: str | None = None) -> int:
         wanted = set(statuses)
         with self.table.lock:
             return sum(
                 1 for _, r in self._mine()
-                if r.status in wanted
+                if r.status in wanted and (queue is None or r.queue == queue)
                 and (r.status != "scheduled" or due_before is None or (r.eta or 0.0) <= due_before)
             )
 
@@ -179,9 +190,10 @@ class DictStorage(DurableStorage):
                 del self.table.rows[r.id]
             return [r for _, r in waiting]
 
-    def _next_eta(self) -> float | None:
+    def _next_eta(self, queue: str | None = None) -> float | None:
         with self.table.lock:
-            etas = [r.eta for _, r in self._mine() if r.status == "scheduled" and r.eta is not None]
+            etas = [r.eta for _, r in self._mine() if r.status == "scheduled" and r.eta is not None
+                    and (queue is None or r.queue == queue)]
         return min(etas) if etas else None
 
     def _close(self) -> None:

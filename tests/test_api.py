@@ -468,7 +468,7 @@ def test_shutdown_without_wait_cancels_what_waits(app: Flask, mq: MemQueue, queu
     assert [job.status for job in waiting] == ["cancelled"] * 3
     gate.release()
     assert running.wait(TIMEOUT) == "gate"  # the job in hand still finishes
-    thread = queue._thread
+    thread = queue.consumer.thread
     assert thread is not None
     thread.join(TIMEOUT)
     assert not thread.is_alive()

@@ -147,10 +147,10 @@ def test_a_loop_on_a_foreign_thread_exits_before_any_consumer_started(app: Flask
 
 def test_a_running_loop_whose_ident_is_no_longer_recorded_exits(app: Flask, mq: MemQueue, queue: AppQueue) -> None:
     mq.enqueue(noop).wait(TIMEOUT)
-    thread = queue._thread
+    thread = queue.consumer.thread
     assert thread is not None and thread.is_alive()
     with queue.lock:
-        queue.consumer_ident = -1  # as if another thread were now the legitimate consumer
+        queue.consumer.ident = -1  # as if another thread were now the legitimate consumer
     queue.storage.wake()
     thread.join(TIMEOUT)
     assert not thread.is_alive()

@@ -55,13 +55,20 @@ class FailingStore(Storage):
         self.failing = threading.Event()
         self.failures = 0
 
-    def take(self, timeout: float | None, done: Job | None = None) -> Job | None:
+    def take(
+        self,
+        timeout: float | None,
+        done: Job | None = None,
+        *,
+        queue: str = "default",
+        stop: Callable[[], bool] | None = None,
+    ) -> Job | None:
         if self.failing.is_set():
             if done is not None:
                 self.inner.finish(done)
             self.failures += 1
             raise OSError("injected: the disk is on fire")
-        return self.inner.take(timeout, done)
+        return self.inner.take(timeout, done, queue=queue, stop=stop)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -85,20 +92,25 @@ class FailingStore(Storage):
     def get(self, job_id: str) -> Job | None:
         return self.inner.get(job_id)
 
-    def jobs(self, status: JobStatus | None = None, limit: int = 50, offset: int = 0) -> list[Job]:
-        return self.inner.jobs(status, limit, offset)
+    def jobs(
+        self, status: JobStatus | None = None, limit: int = 50, offset: int = 0, *, queue: str | None = None
+    ) -> list[Job]:
+        return self.inner.jobs(status, limit, offset, queue=queue)
 
-    def counts(self) -> dict[str, int]:
-        return self.inner.counts()
+    def counts(self, queue: str | None = None) -> dict[str, int]:
+        return self.inner.counts(queue)
 
-    def depth(self) -> int:
-        return self.inner.depth()
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        return self.inner.queue_counts()
+
+    def depth(self, queue: str | None = None) -> int:
+        return self.inner.depth(queue)
 
     def purge_finished(self) -> int:
         return self.inner.purge_finished()
 
-    def join(self, timeout: float | None, *, due_only: bool = False) -> bool:
-        return self.inner.join(timeout, due_only=due_only)
+    def join(self, timeout: float | None, *, due_only: bool = False, queue: str | None = None) -> bool:
+        return self.inner.join(timeout, due_only=due_only, queue=queue)
 
     def waiter(self, job: Job) -> threading.Event | None:
         return self.inner.waiter(job)

@@ -126,9 +126,9 @@ def test_a_store_that_keeps_failing_backs_off_in_its_thread_instead_of_restartin
         calls: list[int] = []
         works = threading.Event()
 
-        def take(timeout: Any, done: Any = None) -> Any:
+        def take(timeout: Any, done: Any = None, **kw: Any) -> Any:
             if works.is_set():
-                return real_take(timeout, done)
+                return real_take(timeout, done, **kw)
             calls.append(1)
             raise OSError("disk on fire")
 

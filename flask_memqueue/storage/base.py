@@ -118,12 +118,24 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
-    def take(self, timeout: float | None, done: Job | None = None) -> Job | None:
-        """Move the next due job to RUNNING and return it.
+    def take(
+        self,
+        timeout: float | None,
+        done: Job | None = None,
+        *,
+        queue: str = "default",
+        stop: Callable[[], bool] | None = None,
+    ) -> Job | None:
+        """Move the next due job of ``queue`` to RUNNING and return it.
 
-        Due scheduled jobs come first, then waiting jobs in FIFO order.
+        Within a queue the highest priority goes first; within a priority, due
+        scheduled jobs (by due time) before waiting ones (FIFO). Several
+        threads may take from one queue at once: each job goes to one of them.
         Blocks up to ``timeout`` seconds (None: until woken) when nothing is
-        due, and returns None then, or when :meth:`wake` is called.
+        due, and returns None then, or when :meth:`wake` is called: with
+        ``stop``, a woken taker returns None only if ``stop()`` is true (every
+        thread of a pool sees its own stop request); without it, the first
+        taker woken returns None.
 
         ``done`` is the job this consumer ran last: it is recorded first, as
         :meth:`finish` would (or as a retry, if its status is SCHEDULED), in
@@ -154,24 +166,30 @@ class Storage(abc.ABC):
         """The job with that id, if the store still holds it for this namespace."""
 
     @abc.abstractmethod
-    def jobs(self, status: JobStatus | None = None, limit: int = 50, offset: int = 0) -> list[Job]:
-        """Jobs, newest enqueued first, optionally of one status."""
+    def jobs(
+        self, status: JobStatus | None = None, limit: int = 50, offset: int = 0, *, queue: str | None = None
+    ) -> list[Job]:
+        """Jobs, newest enqueued first, optionally of one status and of one queue."""
 
     @abc.abstractmethod
-    def counts(self) -> dict[str, int]:
-        """How many jobs the store holds, by status value."""
+    def counts(self, queue: str | None = None) -> dict[str, int]:
+        """How many jobs the store holds (in ``queue``, or in all), by status value."""
 
     @abc.abstractmethod
-    def depth(self) -> int:
-        """How many jobs wait (queued + scheduled)."""
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        """Per queue name with live jobs: how many are ``queued``, ``scheduled`` and ``running``."""
+
+    @abc.abstractmethod
+    def depth(self, queue: str | None = None) -> int:
+        """How many jobs wait (queued + scheduled), in every queue or in one."""
 
     @abc.abstractmethod
     def purge_finished(self) -> int:
         """Forget every finished job; returns how many."""
 
     @abc.abstractmethod
-    def join(self, timeout: float | None, *, due_only: bool = False) -> bool:
-        """Block until no job waits or runs. False on timeout.
+    def join(self, timeout: float | None, *, due_only: bool = False, queue: str | None = None) -> bool:
+        """Block until no job waits or runs (in ``queue``, or in any queue). False on timeout.
 
         With ``due_only``, jobs scheduled for later do not count (shutdown
         drains what is due; it does not wait an hour for a job due in one).
@@ -187,7 +205,7 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def wake(self) -> None:
-        """Make a blocked :meth:`take` return now (used to stop the consumer)."""
+        """Make every blocked :meth:`take` look again now (used to stop the consumers)."""
 
     def wake_from_signal_handler(self) -> None:  # noqa: B027 - optional hook
         """:meth:`wake` for a signal handler: takes no lock (see ``signal_safe_wake``).

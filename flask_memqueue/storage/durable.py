@@ -84,6 +84,10 @@ class Record:
     error: str | None = None
     traceback: str | None = None
     owner: str | None = None
+    #: The named queue the record waits in; a consumer claims from its own queue only.
+    queue: str = "default"
+    #: -100..100; higher is claimed first within its queue.
+    priority: int = 0
 
 
 # -- processes -----------------------------------------------------------------------
@@ -200,8 +204,12 @@ class DurableStorage(Storage):
         self._gc = threading.Condition(threading.Lock())
         self._open_batch: _Batch | None = None
         self._leading = False
-        # Idle consumer wake-up, and stop.
-        self._wakeup = threading.Event()
+        # Idle consumers' wake-up: a generation bumped by every local enqueue,
+        # so a consumer that looked at the store before the bump never sleeps
+        # through it (several threads may wait; an Event cleared by one would
+        # leave another asleep for a poll interval).
+        self._kick = threading.Condition(threading.Lock())
+        self._kicks = 0
         self._woken = False
         self._closed = False
         self._settled = threading.Condition(threading.Lock())
@@ -230,11 +238,14 @@ class DurableStorage(Storage):
         as ``maxsize`` allows; return how many were added (a prefix of the list)."""
 
     @abc.abstractmethod
-    def _claim(self, settle: list[Record], owner: str, now: float, stop: Callable[[], bool]) -> Record | None:
+    def _claim(
+        self, settle: list[Record], owner: str, now: float, stop: Callable[[], bool], queue: str
+    ) -> Record | None:
         """In one write: save ``settle`` (as :meth:`_save`), then, unless ``stop()``,
-        make the next due record running (owner ``owner``, attempts + 1, started
-        ``now``) and return it as it was before: due scheduled records first (by
-        eta), then queued ones (in insertion order)."""
+        make the next due record of ``queue`` running (owner ``owner``, attempts + 1,
+        started ``now``) and return it as it was before: the highest priority
+        first; within a priority, due scheduled records (by eta, then insertion)
+        before queued ones (in insertion order)."""
 
     @abc.abstractmethod
     def _save(self, record: Record) -> None:
@@ -258,17 +269,24 @@ class DurableStorage(Storage):
         """The records among ``job_ids`` that exist (and are finished, if asked)."""
 
     @abc.abstractmethod
-    def _list(self, status: str | None, limit: int, offset: int, visible_after: float) -> list[Record]:
-        """Records newest enqueued first (ties: newest inserted first)."""
+    def _list(
+        self, status: str | None, limit: int, offset: int, visible_after: float, queue: str | None = None
+    ) -> list[Record]:
+        """Records (of ``queue`` if given) newest enqueued first (ties: newest inserted first)."""
 
     @abc.abstractmethod
-    def _count(self, visible_after: float) -> dict[str, int]:
-        """How many records by status (finished ones only if finished after ``visible_after``)."""
+    def _count(self, visible_after: float, queue: str | None = None) -> dict[str, int]:
+        """How many records (of ``queue`` if given) by status (finished ones only
+        if finished after ``visible_after``)."""
 
     @abc.abstractmethod
-    def _busy(self, statuses: Iterable[str], due_before: float | None) -> int:
-        """How many records have one of ``statuses`` (scheduled ones only if due
-        before ``due_before`` when it is given)."""
+    def _queue_counts(self) -> dict[str, dict[str, int]]:
+        """Per queue with live records: how many are queued, scheduled and running."""
+
+    @abc.abstractmethod
+    def _busy(self, statuses: Iterable[str], due_before: float | None, queue: str | None = None) -> int:
+        """How many records (of ``queue`` if given) have one of ``statuses``
+        (scheduled ones only if due before ``due_before`` when it is given)."""
 
     @abc.abstractmethod
     def _running_owners(self) -> set[str]:
@@ -292,8 +310,8 @@ class DurableStorage(Storage):
         """Delete every waiting record and return them, oldest first."""
 
     @abc.abstractmethod
-    def _next_eta(self) -> float | None:
-        """The earliest eta of a scheduled record."""
+    def _next_eta(self, queue: str | None = None) -> float | None:
+        """The earliest eta of a scheduled record (of ``queue`` if given)."""
 
     @abc.abstractmethod
     def _close(self) -> None:
@@ -351,7 +369,7 @@ class DurableStorage(Storage):
         return Record(
             jid, job.task.name, args, kwargs, status.value, job.attempts, job.enqueued_at,
             eta if status is SCHEDULED else None, started_at, finished_at, result, error, traceback,
-            self.owner if status is RUNNING else None,
+            self.owner if status is RUNNING else None, job.queue, job.priority,
         )
 
     def job_of(self, record: Record) -> Job:
@@ -440,7 +458,13 @@ class DurableStorage(Storage):
                 with self._llock:
                     self._local.pop(jid, None)
             raise error
-        self._wakeup.set()
+        self._notify()
+
+    def _notify(self) -> None:
+        """Wake this process's idle consumers: a job was queued here."""
+        with self._kick:
+            self._kicks += 1
+            self._kick.notify_all()
 
     def _write_batch(self, batch: _Batch) -> None:
         records = batch.records
@@ -460,44 +484,66 @@ class DurableStorage(Storage):
             )
 
     # -- the consumer ---------------------------------------------------------------------
-    def take(self, timeout: float | None, done: Job | None = None) -> Job | None:
+    def take(
+        self,
+        timeout: float | None,
+        done: Job | None = None,
+        *,
+        queue: str = "default",
+        stop: Callable[[], bool] | None = None,
+    ) -> Job | None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        job = self._take_next(done)
+        stopped = stop if stop is not None else self._is_woken
+        kicks = self._kicks
+        job = self._take_next(done, queue, stopped)
         while job is None:
-            if self._woken:
-                self._woken = False
+            if stop is None:
+                if self._woken:
+                    self._woken = False
+                    return None
+            elif stop():
                 return None
-            wait = self._idle()
+            wait = self._idle(queue)
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
                 wait = min(wait, left)
-            self._wakeup.wait(wait)
-            self._wakeup.clear()
-            job = self._take_next(None)
+            with self._kick:
+                if self._kicks == kicks and not self._woken:
+                    self._kick.wait(wait)
+                kicks = self._kicks
+            job = self._take_next(None, queue, stopped)
         return job
 
-    def _take_next(self, done: Job | None) -> Job | None:
+    def _is_woken(self) -> bool:
+        return self._woken
+
+    def _take_next(self, done: Job | None, queue: str, stop: Callable[[], bool]) -> Job | None:
         """Record ``done`` and claim the next due job, in one write (unless woken to stop)."""
         # Jobs whose record failed (disk full...) are recorded with the next one,
         # so a job this live process ran is never left "running" for ever. Kept
         # before anything here can fail (recover() too): see Storage.take.
-        pending = self._unsettled
+        # Several consumer threads share the list: each takes all of it at once.
+        with self._llock:
+            pending, self._unsettled = self._unsettled, []
         if done is not None:
             pending.append(done)
-        now = time.time()
-        if now >= self._next_recover:
-            self._next_recover = now + RECOVER_INTERVAL
-            self.recover()
-        settle = [self.record_of(ran) for ran in pending]
         try:
-            record = self._claim(settle, self.owner, now, lambda: self._woken)
-        except Exception as exc:
-            raise self._wrap(exc, "taking a job") from exc
-        settled = pending[:]
-        pending.clear()
-        for ran in settled:
+            now = time.time()
+            if now >= self._next_recover:
+                self._next_recover = now + RECOVER_INTERVAL
+                self.recover()
+            settle = [self.record_of(ran) for ran in pending]
+            try:
+                record = self._claim(settle, self.owner, now, stop, queue)
+            except Exception as exc:
+                raise self._wrap(exc, "taking a job") from exc
+        except BaseException:
+            with self._llock:
+                self._unsettled.extend(pending)
+            raise
+        for ran in pending:
             self._after_settle(ran)
         if record is None:
             return None
@@ -511,8 +557,8 @@ class DurableStorage(Storage):
         job.mark_running()  # attempts stay as before the claim: the consumer counts this one
         return job
 
-    def _idle(self) -> float:
-        """Chores of an idle consumer; returns how long it may sleep."""
+    def _idle(self, queue: str) -> float:
+        """Chores of an idle consumer of ``queue``; returns how long it may sleep."""
         now = time.time()
         if now >= self._next_prune:
             self._next_prune = now + 1.0
@@ -521,7 +567,7 @@ class DurableStorage(Storage):
             self._next_sync = now + 1.0
             self._sync_local()
         wait = POLL_INTERVAL
-        eta = self._guard("reading", self._next_eta)
+        eta = self._guard("reading", self._next_eta, queue)
         if eta is not None:
             wait = max(0.0, min(wait, eta - now))
         return wait
@@ -530,7 +576,8 @@ class DurableStorage(Storage):
         try:
             self._write_settle(job, "recording a finished job")
         except MemQueueError:
-            self._unsettled.append(job)  # recorded with the next take
+            with self._llock:
+                self._unsettled.append(job)  # recorded with the next take
             raise
 
     def _write_settle(self, job: Job, doing: str) -> None:
@@ -580,7 +627,8 @@ class DurableStorage(Storage):
         """A fresh Job for a record, never this process's local object."""
         kwargs = json.loads(record.kwargs) if record.kwargs else None
         job = Job(self.context.host, record.id, self.context.task(record.task),
-                  tuple(json.loads(record.args)), kwargs, record.enqueued_at)
+                  tuple(json.loads(record.args)), kwargs, record.enqueued_at,
+                  queue=record.queue, priority=record.priority)
         _restore(job, record)
         return job
 
@@ -665,11 +713,12 @@ class DurableStorage(Storage):
         if self.local_jobs:
             with self._llock:
                 self._local[job.id] = job
-        self._wakeup.set()
+        self._notify()
         return True
 
     def _detached_copy(self, job: Job) -> Job:
-        copy = Job(self.context.host, job.id, job.task, job.args, job.kwargs, job.enqueued_at, job.status)
+        copy = Job(self.context.host, job.id, job.task, job.args, job.kwargs, job.enqueued_at, job.status,
+                   job.queue, job.priority)
         _copy_outcome(job, copy)
         return copy
 
@@ -686,18 +735,24 @@ class DurableStorage(Storage):
         return self.job_of(record)  # this process's own object, if it has one (it holds progress)
 
     # -- listings ---------------------------------------------------------------------------
-    def jobs(self, status: JobStatus | None = None, limit: int = 50, offset: int = 0) -> list[Job]:
+    def jobs(
+        self, status: JobStatus | None = None, limit: int = 50, offset: int = 0, *, queue: str | None = None
+    ) -> list[Job]:
         value = None if status is None else status.value
-        records = self._guard("reading", self._list, value, limit, offset, self._visible())
+        records = self._guard("reading", self._list, value, limit, offset, self._visible(), queue)
         return [self.job_of(r) for r in records]
 
-    def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys((s.value for s in JobStatus), 0)
-        counts.update(self._guard("reading", self._count, self._visible()))
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = self._guard("reading", self._queue_counts)
         return counts
 
-    def depth(self) -> int:
-        return int(self._guard("reading", self._busy, WAITING, None))
+    def counts(self, queue: str | None = None) -> dict[str, int]:
+        counts = dict.fromkeys((s.value for s in JobStatus), 0)
+        counts.update(self._guard("reading", self._count, self._visible(), queue))
+        return counts
+
+    def depth(self, queue: str | None = None) -> int:
+        return int(self._guard("reading", self._busy, WAITING, None, queue))
 
     def purge_finished(self) -> int:
         return int(self._guard("purging finished jobs", self._purge))
@@ -712,11 +767,11 @@ class DurableStorage(Storage):
         return jobs
 
     # -- waiting ----------------------------------------------------------------------------
-    def join(self, timeout: float | None, *, due_only: bool = False) -> bool:
+    def join(self, timeout: float | None, *, due_only: bool = False, queue: str | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             due_before = time.time() if due_only else None  # due_only: jobs scheduled for later do not count
-            busy = self._guard("reading", self._busy, ("queued", "running", "scheduled"), due_before)
+            busy = self._guard("reading", self._busy, ("queued", "running", "scheduled"), due_before, queue)
             if not busy:
                 return True
             wait = POLL_INTERVAL
@@ -737,8 +792,10 @@ class DurableStorage(Storage):
         return event
 
     def wake(self) -> None:
-        self._woken = True
-        self._wakeup.set()
+        with self._kick:
+            self._woken = True
+            self._kicks += 1
+            self._kick.notify_all()
 
     def wake_from_signal_handler(self) -> None:
         """:meth:`wake` without taking a lock, for a signal handler.

@@ -17,7 +17,7 @@ import itertools
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -47,11 +47,51 @@ def open_memory(url: str, options: Mapping[str, Any], context: StoreContext) -> 
     return MemoryStorage(context.token, context.maxsize, context.max_finished, context.result_ttl)
 
 
+class _Lane:
+    """One named queue's waiting jobs, and the consumer threads asleep on it.
+
+    Ready jobs sit in one deque per priority, each in job-number order (so a
+    lookup by id is a binary search), with the priorities that have jobs kept
+    in ``negprios`` (negated, ascending: the highest priority first). Jobs
+    scheduled for later wait in a heap by due time; once due they move to
+    ``due``, a heap by (priority, due time), and compete with ready jobs by
+    priority, a due job winning a tie (it waited longer). Nearly every app has
+    one priority per queue: then a take is a ``popleft`` as before.
+    """
+
+    __slots__ = ("name", "ready", "negprios", "scheduled", "due", "sleepers", "running")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ready: dict[int, deque[Job]] = {}
+        self.negprios: list[int] = []
+        self.scheduled: list[tuple[float, int, Job]] = []
+        self.due: list[tuple[int, float, int, Job]] = []
+        #: One pre-acquired lock per sleeping consumer thread; a producer
+        #: releases one (the thread wakes), wake() releases all.
+        self.sleepers: list[threading.Lock] = []
+        self.running = 0
+
+    def waiting(self) -> int:
+        return sum(map(len, self.ready.values())) + len(self.scheduled) + len(self.due)
+
+    def idle(self) -> bool:
+        return not (self.negprios or self.due or self.running)
+
+    def waiting_jobs(self) -> Iterator[Job]:
+        for d in self.ready.values():
+            yield from d
+        for entry in self.scheduled:
+            yield entry[2]
+        for dentry in self.due:
+            yield dentry[3]
+
+
 class MemoryStorage(Storage):
     """Waiting, scheduled, running and recently finished jobs, in memory.
 
     :param token: the queue's id prefix; ids with another prefix are not ours.
-    :param maxsize: waiting jobs (queued + scheduled) at most; 0 = no limit.
+    :param maxsize: waiting jobs (queued + scheduled, every queue) at most; 0 = no limit.
     :param max_finished: finished jobs kept for lookups at most.
     :param result_ttl: seconds a finished job is kept.
     """
@@ -67,8 +107,8 @@ class MemoryStorage(Storage):
         self.result_ttl = result_ttl
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
-        self._ready: deque[Job] = deque()  # ascending key: enqueue order
-        self._scheduled: list[tuple[float, int, Job]] = []  # heap of (due, tiebreak, job)
+        self._lanes: dict[str, _Lane] = {}
+        self._waiting = 0  # jobs waiting in every lane: MEMQUEUE_MAXSIZE bounds it
         self._tiebreak = itertools.count()
         self._running: dict[int | str, Job] = {}
         self._finished: OrderedDict[int | str, Job] = OrderedDict()  # in finishing order
@@ -77,27 +117,44 @@ class MemoryStorage(Storage):
         # Kept here, not on the job, so the consumer (which fills in the job
         # without this lock) can never overwrite one.
         self._waiters: dict[int | str, threading.Event] = {}
-        # A lock used as a binary semaphore: held while nobody needs waking.
-        self._wakeup = threading.Lock()
-        self._wakeup.acquire()
-        self._sleeping = False
-        self._sleep_for: float | None = None
+        self._tls = threading.local()  # each consumer thread's own wake-up lock
         self._woken = False
         self._closed = False
         self._next_expiry = 0.0
+
+    def _lane(self, name: str) -> _Lane:
+        """The lane of queue ``name``, made on first use. Lock held."""
+        lane = self._lanes.get(name)
+        if lane is None:
+            lane = self._lanes[name] = _Lane(name)
+        return lane
+
+    def _lanes_of(self, queue: str | None) -> list[_Lane]:
+        """Every lane, or the lane of ``queue`` (none if it never had a job). Lock held."""
+        if queue is None:
+            return list(self._lanes.values())
+        lane = self._lanes.get(queue)
+        return [] if lane is None else [lane]
 
     # -- the hot path ------------------------------------------------------
     def put(self, job: Job) -> None:
         with self._lock:
             if self._closed:
                 raise QueueClosed(f"the queue was shut down; {describe_task(job.name)} was not queued")
-            ready = self._ready
-            if self.maxsize and len(ready) + len(self._scheduled) >= self.maxsize:
+            if self.maxsize and self._waiting >= self.maxsize:
                 raise QueueFull(
                     f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); "
                     f"{describe_task(job.name)} was not queued"
                 )
-            if ready and ready[-1].key > job.key:  # type: ignore[operator]  # keys here are ints
+            lane = self._lanes.get(job.queue) or self._lane(job.queue)
+            prio = job.priority
+            ready = lane.ready.get(prio)
+            if ready is None:
+                ready = lane.ready[prio] = deque()
+            if not ready:
+                bisect.insort(lane.negprios, -prio)
+                ready.append(job)
+            elif ready[-1].key > job.key:  # type: ignore[operator]  # keys here are ints
                 # Numbered before a job that got the lock first (threads race
                 # between next(ids) and this lock). Appending would break the
                 # deque's order, and get()/cancel() binary-search it: the job
@@ -107,89 +164,113 @@ class MemoryStorage(Storage):
                 bisect.insort_right(ready, job, key=_seq)
             else:
                 ready.append(job)
-            if self._sleeping:
-                self._sleeping = False
-                self._wakeup.release()
+            self._waiting += 1
+            if lane.sleepers:
+                lane.sleepers.pop().release()
 
     def schedule(self, job: Job, *, retry: bool = False) -> None:
         due = job.eta if job.eta is not None else time.time()
         with self._lock:
             if self._closed and not retry:
                 raise QueueClosed(f"the queue was shut down; {job.name} was not scheduled")
-            if not retry and self.maxsize and len(self._ready) + len(self._scheduled) >= self.maxsize:
+            if not retry and self.maxsize and self._waiting >= self.maxsize:
                 raise QueueFull(
                     f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); "
                     f"{job.name} was not scheduled"
                 )
-            if retry:
-                self._running.pop(job.key, None)
-            heapq.heappush(self._scheduled, (due, next(self._tiebreak), job))
-            if self._sleeping:  # the consumer may sleep past this job's due time
-                self._sleeping = False
-                self._wakeup.release()
+            lane = self._lane(job.queue)
+            if retry and self._running.pop(job.key, None) is not None:
+                lane.running -= 1
+            heapq.heappush(lane.scheduled, (due, next(self._tiebreak), job))
+            self._waiting += 1
+            if lane.sleepers:  # a consumer may sleep past this job's due time
+                lane.sleepers.pop().release()
 
-    def take(self, timeout: float | None, done: Job | None = None) -> Job | None:
+    def take(
+        self,
+        timeout: float | None,
+        done: Job | None = None,
+        *,
+        queue: str = "default",
+        stop: Callable[[], bool] | None = None,
+    ) -> Job | None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        if done is not None:
-            self._lock.acquire()
-            event = None
-            try:
+        lock = self._lock
+        event = None
+        lock.acquire()
+        try:
+            if done is not None:
                 event = self._settle(done)
-                job = self._take_locked(deadline)
-                if job is not None or not self._sleeping:
+            lane = self._lanes.get(queue) or self._lane(queue)
+            while True:
+                job = self._pop(lane)
+                if job is not None:
                     return job
-            finally:
-                self._lock.release()
+                # Nothing due: sleep, unless told to stop.
+                if stop is None:
+                    if self._woken:
+                        self._woken = False
+                        return None
+                elif stop():
+                    return None
+                wait: float | None = None
+                if lane.scheduled:
+                    wait = max(0.0, lane.scheduled[0][0] - time.time())
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    wait = left if wait is None else min(wait, left)
+                me = self._sleeper()
+                lane.sleepers.append(me)
+                lock.release()
                 if event is not None:
                     event.set()
-            # _sleeping is set: a producer will release the wake-up lock, so we
-            # must sleep on it now, or a second release would find it unlocked.
-            self._sleep()
-        while True:
-            with self._lock:
-                job = self._take_locked(deadline)
-                if job is not None or not self._sleeping:
-                    return job
-            self._sleep()
+                    event = None
+                woken = me.acquire(True, -1 if wait is None else wait)
+                lock.acquire()
+                if not woken:
+                    try:
+                        lane.sleepers.remove(me)
+                    except ValueError:  # released just as we timed out: take the release back
+                        me.acquire(False)
+        finally:
+            lock.release()
+            if event is not None:
+                event.set()
 
-    def _take_locked(self, deadline: float | None) -> Job | None:
-        """The next due job, or None; sets ``_sleeping`` when the caller should sleep. Lock held."""
-        self._sleep_for = None
-        sched = self._scheduled
+    def _sleeper(self) -> threading.Lock:
+        """This thread's wake-up lock, held while nobody needs waking."""
+        try:
+            return self._tls.lock  # type: ignore[no-any-return]
+        except AttributeError:
+            me = self._tls.lock = threading.Lock()
+            me.acquire()
+            return me
+
+    def _pop(self, lane: _Lane) -> Job | None:
+        """The next due job of ``lane``, now RUNNING, or None. Lock held."""
+        sched = lane.scheduled
         if sched:
             now = time.time()
-            due = sched[0][0]
-            if due <= now:
-                job = heapq.heappop(sched)[2]
-                job.status = RUNNING  # Job.mark_running(), inlined: the hot path
-                self._running[job.key] = job
-                return job
-            self._sleep_for = due - now
-        if self._ready:
-            job = self._ready.popleft()
-            job.status = RUNNING  # Job.mark_running(), inlined: the hot path
-            self._running[job.key] = job
-            return job
-        if self._woken:
-            self._woken = False
+            while sched and sched[0][0] <= now:
+                due, tie, job = heapq.heappop(sched)
+                heapq.heappush(lane.due, (-job.priority, due, tie, job))
+        negprios = lane.negprios
+        if lane.due and (not negprios or lane.due[0][0] <= negprios[0]):
+            job = heapq.heappop(lane.due)[3]
+        elif negprios:
+            ready = lane.ready[-negprios[0]]
+            job = ready.popleft()
+            if not ready:
+                del negprios[0]
+        else:
             return None
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            self._sleep_for = left if self._sleep_for is None else min(self._sleep_for, left)
-        self._sleeping = True
-        return None
-
-    def _sleep(self) -> None:
-        """Block until a producer releases the wake-up lock, or the sleep is over."""
-        wait = self._sleep_for
-        if not self._wakeup.acquire(True, -1 if wait is None else wait):
-            with self._lock:
-                if self._sleeping:
-                    self._sleeping = False
-                else:  # released just as we timed out: take the release back
-                    self._wakeup.acquire(False)
+        self._waiting -= 1
+        lane.running += 1
+        job.status = RUNNING  # Job.mark_running(), inlined: the hot path
+        self._running[job.key] = job
+        return job
 
     def finish(self, job: Job) -> None:
         with self._lock:
@@ -203,15 +284,18 @@ class MemoryStorage(Storage):
         Returns the event of a ``Job.wait()`` to set once the lock is released.
         Lock held.
         """
-        self._running.pop(job.key, None)
+        lane = self._lanes.get(job.queue) or self._lane(job.queue)
+        if self._running.pop(job.key, None) is not None:
+            lane.running -= 1
         event = None
         if job.status is SCHEDULED:  # a retry, due later: a shutdown's join need not wait for it
-            heapq.heappush(self._scheduled, (job.eta or 0.0, next(self._tiebreak), job))
+            heapq.heappush(lane.scheduled, (job.eta or 0.0, next(self._tiebreak), job))
+            self._waiting += 1
         else:
             self._remember(job)
             if self._waiters:
                 event = self._waiters.pop(job.key, None)
-        if self._joiners and not (self._ready or self._running):
+        if self._joiners and lane.idle():
             self._drained.notify_all()
         return event
 
@@ -240,19 +324,22 @@ class MemoryStorage(Storage):
     # -- single jobs -------------------------------------------------------
     def _remove_waiting(self, job: Job) -> bool:
         """Take a waiting job out of its place. Lock held."""
-        if job.status is QUEUED:
-            ready = self._ready
-            if job.key.__class__ is int:
+        lane = self._lanes.get(job.queue)
+        if lane is None:
+            return False
+        if job.status is QUEUED and job.key.__class__ is int:
+            ready = lane.ready.get(job.priority)
+            if ready:
                 i = bisect.bisect_left(ready, job.key, key=_seq)
                 if i < len(ready) and ready[i] is job:
                     del ready[i]
+                    if not ready:
+                        lane.negprios.remove(-job.priority)
+                    self._waiting -= 1
                     return True
-        for i, entry in enumerate(self._scheduled):
-            if entry[2] is job:
-                self._scheduled[i] = self._scheduled[-1]
-                self._scheduled.pop()
-                heapq.heapify(self._scheduled)
-                return True
+        if _remove_from_heap(lane.scheduled, job) or _remove_from_heap(lane.due, job):
+            self._waiting -= 1
+            return True
         return False
 
     def cancel(self, job: Job) -> bool:
@@ -271,12 +358,14 @@ class MemoryStorage(Storage):
                 return False
             self._finished.pop(job.key, None)
             job.reset_for_requeue()
-            # A requeued job keeps its old number, so it cannot join the
-            # number-ordered deque; as a due "scheduled" entry it runs next.
-            heapq.heappush(self._scheduled, (0.0, next(self._tiebreak), job))
-            if self._sleeping:
-                self._sleeping = False
-                self._wakeup.release()
+            # A requeued job keeps its old number, so it cannot join a
+            # number-ordered deque; as a due "scheduled" entry it takes its
+            # place by priority, ahead of the ready jobs of its priority.
+            lane = self._lane(job.queue)
+            heapq.heappush(lane.scheduled, (0.0, next(self._tiebreak), job))
+            self._waiting += 1
+            if lane.sleepers:
+                lane.sleepers.pop().release()
         return True
 
     def get(self, job_id: str) -> Job | None:
@@ -292,25 +381,30 @@ class MemoryStorage(Storage):
             job = self._running.get(seq) or self._finished.get(seq)
             if job is not None:
                 return job
-            ready = self._ready
-            i = bisect.bisect_left(ready, seq, key=_seq)
-            if i < len(ready) and ready[i].key == seq:
-                return ready[i]
-            for entry in self._scheduled:
-                if entry[2].key == seq:
-                    return entry[2]
+            for lane in self._lanes.values():
+                for ready in lane.ready.values():
+                    i = bisect.bisect_left(ready, seq, key=_seq)
+                    if i < len(ready) and ready[i].key == seq:
+                        return ready[i]
+                for entry in lane.scheduled:
+                    if entry[2].key == seq:
+                        return entry[2]
+                for dentry in lane.due:
+                    if dentry[3].key == seq:
+                        return dentry[3]
         return None
 
     # -- listings ----------------------------------------------------------
-    def jobs(self, status: JobStatus | None = None, limit: int = 50, offset: int = 0) -> list[Job]:
+    def jobs(
+        self, status: JobStatus | None = None, limit: int = 50, offset: int = 0, *, queue: str | None = None
+    ) -> list[Job]:
         with self._lock:
             self._expire(time.time())
+            lanes = self._lanes_of(queue)
             sources: list[Iterable[Job]] = []
             if status is None or status is QUEUED or status is SCHEDULED:
-                sched = sorted((e[2] for e in self._scheduled), key=_order, reverse=True)
-                sources.append(sched)
-                if status is None or status is QUEUED:
-                    sources.append(reversed(self._ready))
+                waiting = [j for lane in lanes for j in lane.waiting_jobs()]
+                sources.append(sorted(waiting, key=_order, reverse=True))
             if status is None or status is RUNNING:
                 sources.append(sorted(self._running.values(), key=_order, reverse=True))
             if status is None or status.finished:
@@ -318,22 +412,46 @@ class MemoryStorage(Storage):
             merged: Iterator[Job] = heapq.merge(*sources, key=_order, reverse=True)
             if status is not None:
                 merged = (j for j in merged if j.status is status)
+            if queue is not None:
+                merged = (j for j in merged if j.queue == queue)
             return list(itertools.islice(merged, offset, offset + limit))
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, queue: str | None = None) -> dict[str, int]:
         with self._lock:
             self._expire(time.time())
             counts = dict.fromkeys((s.value for s in JobStatus), 0)
-            counts["queued"] = len(self._ready)
-            counts["running"] = len(self._running)
-            for entry in self._scheduled:
-                counts[entry[2].status.value] += 1
+            lanes = self._lanes_of(queue)
+            if queue is None:
+                counts["running"] = len(self._running)
+            else:
+                counts["running"] = sum(lane.running for lane in lanes)
+            for lane in lanes:
+                counts["queued"] += sum(map(len, lane.ready.values()))
+                for entry in lane.scheduled:
+                    counts[entry[2].status.value] += 1
+                for dentry in lane.due:
+                    counts[dentry[3].status.value] += 1
             for job in self._finished.values():
-                counts[job.status.value] += 1
+                if queue is None or job.queue == queue:
+                    counts[job.status.value] += 1
         return counts
 
-    def depth(self) -> int:
-        return len(self._ready) + len(self._scheduled)
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            out: dict[str, dict[str, int]] = {}
+            for name, lane in self._lanes.items():
+                row = {"queued": sum(map(len, lane.ready.values())), "scheduled": 0, "running": lane.running}
+                for job in itertools.chain((e[2] for e in lane.scheduled), (e[3] for e in lane.due)):
+                    row[job.status.value] += 1
+                out[name] = row
+        return out
+
+    def depth(self, queue: str | None = None) -> int:
+        if queue is None:
+            return self._waiting
+        with self._lock:
+            lane = self._lanes.get(queue)
+            return 0 if lane is None else lane.waiting()
 
     def purge_finished(self) -> int:
         with self._lock:
@@ -344,21 +462,29 @@ class MemoryStorage(Storage):
     def drop_waiting(self) -> list[Job]:
         with self._lock:
             self._closed = True  # an enqueue racing with shutdown must not slip in after this
-            dropped = list(self._ready) + [e[2] for e in self._scheduled]
-            self._ready.clear()
-            self._scheduled.clear()
-            if self._joiners and not self._running:
+            dropped = [job for lane in self._lanes.values() for job in lane.waiting_jobs()]
+            dropped.sort(key=_seq_order)
+            for lane in self._lanes.values():
+                lane.ready.clear()
+                lane.negprios.clear()
+                lane.scheduled.clear()
+                lane.due.clear()
+            self._waiting = 0
+            if self._joiners:
                 self._drained.notify_all()
         return dropped
 
     # -- waiting -----------------------------------------------------------
-    def join(self, timeout: float | None, *, due_only: bool = False) -> bool:
+    def join(self, timeout: float | None, *, due_only: bool = False, queue: str | None = None) -> bool:
         def idle() -> bool:
-            if self._ready or self._running:
-                return False
-            if due_only:
-                return not self._scheduled or self._scheduled[0][0] > time.time()
-            return not self._scheduled
+            lanes = self._lanes_of(queue)
+            now = time.time()
+            for lane in lanes:
+                if not lane.idle():
+                    return False
+                if lane.scheduled and (not due_only or lane.scheduled[0][0] <= now):
+                    return False
+            return True
 
         with self._drained:
             self._joiners += 1
@@ -379,9 +505,25 @@ class MemoryStorage(Storage):
     def wake(self) -> None:
         with self._lock:
             self._woken = True
-            if self._sleeping:
-                self._sleeping = False
-                self._wakeup.release()
+            for lane in self._lanes.values():
+                while lane.sleepers:
+                    lane.sleepers.pop().release()
+
+
+def _remove_from_heap(heap: list[Any], job: Job) -> bool:
+    """Remove ``job``'s entry (its last item) from a heap. Lock held."""
+    for i, entry in enumerate(heap):
+        if entry[-1] is job:
+            heap[i] = heap[-1]
+            heap.pop()
+            heapq.heapify(heap)
+            return True
+    return False
+
+
+def _seq_order(job: Job) -> tuple[int, str]:
+    seq = str(job.key)
+    return (len(seq), seq)
 
 
 def _order(job: Job) -> tuple[float, int, str]:

@@ -44,7 +44,7 @@ BUSY_TIMEOUT = 30.0
 _FINISHED_SQL = "('succeeded', 'failed', 'cancelled')"
 _COLUMNS = (
     "id, task, args, kwargs, status, attempts, enqueued_at, eta,"
-    " started_at, finished_at, result, error, traceback, owner"
+    " started_at, finished_at, result, error, traceback, owner, lane, priority"
 )
 _STATE_COLUMNS = "status, attempts, eta, started_at, finished_at, result, error, traceback, owner"
 _STATE = "status=?, attempts=?, eta=?, started_at=?, finished_at=?, result=?, error=?, traceback=?, owner=?"
@@ -65,13 +65,26 @@ CREATE TABLE IF NOT EXISTS memqueue_jobs (
     result TEXT,
     error TEXT,
     traceback TEXT,
-    owner TEXT
-);
-CREATE INDEX IF NOT EXISTS memqueue_jobs_next ON memqueue_jobs (queue, status, eta, seq);
+    owner TEXT,
+    lane TEXT NOT NULL DEFAULT 'default',
+    priority INTEGER NOT NULL DEFAULT 0
+)
 """
-# One index serves both claims (queued rows have eta NULL, so they sort by seq
-# within it; scheduled rows sort by eta) and the counts by status. Each index
-# costs pages written on every commit, so there is no other.
+# ``queue`` is the app's name (the namespace, as in 1.x journals); ``lane`` is
+# the named queue a job waits in (MEMQUEUE_QUEUES), a column 1.x journals get
+# by ALTER TABLE when a newer version opens them.
+_MIGRATIONS = (
+    ("lane", "ALTER TABLE memqueue_jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'default'"),
+    ("priority", "ALTER TABLE memqueue_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0"),
+)
+# One index serves both claims of a lane (queued rows have eta NULL, so they
+# sort by priority then seq within it; scheduled rows by priority then eta) and
+# the counts. Each index costs pages written on every commit, so there is no
+# other; 1.x's (queue, status, eta, seq) index is replaced.
+_INDEXES = (
+    "DROP INDEX IF EXISTS memqueue_jobs_next",
+    "CREATE INDEX IF NOT EXISTS memqueue_jobs_claim ON memqueue_jobs (queue, lane, status, priority DESC, eta, seq)",
+)
 
 _DAMAGED_ADVICE = (
     "Stop every process that uses it, then restore it from a backup, or move it aside to start with an"
@@ -209,8 +222,16 @@ class SQLiteStorage(DurableStorage):
                     f"journal {self.path!r} ({self.key}): cannot use WAL mode (got {mode!r});"
                     " put the journal on a local file system"
                 )
+            w.execute("BEGIN IMMEDIATE")
             try:
-                w.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+                w.execute(_SCHEMA)
+                columns = {row[1] for row in w.execute("PRAGMA table_info(memqueue_jobs)")}
+                for column, alter in _MIGRATIONS:
+                    if column not in columns:
+                        w.execute(alter)
+                for statement in _INDEXES:
+                    w.execute(statement)
+                w.execute("COMMIT")
             except BaseException:
                 if w.in_transaction:
                     w.execute("ROLLBACK")
@@ -329,9 +350,10 @@ class SQLiteStorage(DurableStorage):
                 self._recount = time.time() + 1.0
             accepted = records if room is None else records[: max(0, room)]
             conn.executemany(
-                "INSERT INTO memqueue_jobs (id, queue, task, args, kwargs, status, enqueued_at, eta)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.id, ns, r.task, r.args, r.kwargs, r.status, r.enqueued_at, r.eta) for r in accepted],
+                "INSERT INTO memqueue_jobs (id, queue, task, args, kwargs, status, enqueued_at, eta, lane, priority)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.id, ns, r.task, r.args, r.kwargs, r.status, r.enqueued_at, r.eta, r.queue, r.priority)
+                 for r in accepted],
             )
             self._room = None if room is None else room - len(accepted)
             return len(accepted)
@@ -343,15 +365,18 @@ class SQLiteStorage(DurableStorage):
         cur = conn.execute(f"UPDATE memqueue_jobs SET {_STATE} WHERE id=? AND queue=?", (*state, r.id, self.namespace))
         if cur.rowcount == 0:  # eager mode: the job never went through put()
             conn.execute(
-                f"INSERT INTO memqueue_jobs (id, queue, task, args, kwargs, enqueued_at, {_STATE_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (r.id, self.namespace, r.task, r.args, r.kwargs, r.enqueued_at, *state),
+                "INSERT INTO memqueue_jobs (id, queue, task, args, kwargs, enqueued_at, lane, priority,"
+                f" {_STATE_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (r.id, self.namespace, r.task, r.args, r.kwargs, r.enqueued_at, r.queue, r.priority, *state),
             )
 
     def _save(self, record: Record) -> None:
         self._write(lambda conn: self._save_in(conn, record), "recording a job")
 
-    def _claim(self, settle: list[Record], owner: str, now: float, stop: Callable[[], bool]) -> Record | None:
+    def _claim(
+        self, settle: list[Record], owner: str, now: float, stop: Callable[[], bool], queue: str
+    ) -> Record | None:
         ns = self.namespace
 
         def claim(conn: sqlite3.Connection) -> Any:
@@ -359,17 +384,20 @@ class SQLiteStorage(DurableStorage):
                 self._save_in(conn, record)
             if stop():
                 return None
-            row = conn.execute(
-                f"SELECT seq, {_COLUMNS} FROM memqueue_jobs WHERE queue=? AND status='scheduled' AND eta<=?"
-                " ORDER BY eta, seq LIMIT 1",
-                (ns, now),
+            # Two index walks: the best due scheduled row and the best queued
+            # row; the scheduled one wins a tie of priority (it waited longer).
+            due = conn.execute(
+                f"SELECT seq, {_COLUMNS} FROM memqueue_jobs WHERE queue=? AND lane=? AND status='scheduled'"
+                " AND eta<=? ORDER BY priority DESC, eta, seq LIMIT 1",
+                (ns, queue, now),
             ).fetchone()
-            if row is None:
-                row = conn.execute(
-                    f"SELECT seq, {_COLUMNS} FROM memqueue_jobs WHERE queue=? AND status='queued' AND eta IS NULL"
-                    " ORDER BY seq LIMIT 1",
-                    (ns,),
-                ).fetchone()
+            row = conn.execute(
+                f"SELECT seq, {_COLUMNS} FROM memqueue_jobs WHERE queue=? AND lane=? AND status='queued'"
+                " ORDER BY priority DESC, seq LIMIT 1",
+                (ns, queue),
+            ).fetchone()
+            if due is not None and (row is None or due[-1] >= row[-1]):
+                row = due
             if row is None:
                 return None
             conn.execute(
@@ -425,9 +453,13 @@ class SQLiteStorage(DurableStorage):
         )
         return [Record(*row) for row in rows]
 
-    def _list(self, status: str | None, limit: int, offset: int, visible_after: float) -> list[Record]:
-        where = "" if status is None else " AND status=?"
-        params: tuple[Any, ...] = (self.namespace,) + (() if status is None else (status,))
+    def _list(
+        self, status: str | None, limit: int, offset: int, visible_after: float, queue: str | None = None
+    ) -> list[Record]:
+        where = ("" if status is None else " AND status=?") + ("" if queue is None else " AND lane=?")
+        params: tuple[Any, ...] = (
+            (self.namespace,) + (() if status is None else (status,)) + (() if queue is None else (queue,))
+        )
         rows = self._read(
             f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE queue=?{where} AND (finished_at IS NULL OR finished_at > ?)"
             " ORDER BY enqueued_at DESC, seq DESC LIMIT ? OFFSET ?",
@@ -435,20 +467,33 @@ class SQLiteStorage(DurableStorage):
         )
         return [Record(*row) for row in rows]
 
-    def _count(self, visible_after: float) -> dict[str, int]:
+    def _count(self, visible_after: float, queue: str | None = None) -> dict[str, int]:
+        lane = "" if queue is None else " AND lane=?"
         rows = self._read(
-            "SELECT status, count(*) FROM memqueue_jobs WHERE queue=? AND (finished_at IS NULL OR finished_at > ?)"
-            " GROUP BY status",
-            (self.namespace, visible_after),
+            f"SELECT status, count(*) FROM memqueue_jobs WHERE queue=?{lane}"
+            " AND (finished_at IS NULL OR finished_at > ?) GROUP BY status",
+            (self.namespace, *(() if queue is None else (queue,)), visible_after),
         )
         return {status: int(n) for status, n in rows}
 
-    def _busy(self, statuses: Iterable[str], due_before: float | None) -> int:
+    def _queue_counts(self) -> dict[str, dict[str, int]]:
+        rows = self._read(
+            "SELECT lane, status, count(*) FROM memqueue_jobs WHERE queue=?"
+            " AND status IN ('queued', 'scheduled', 'running') GROUP BY lane, status",
+            (self.namespace,),
+        )
+        out: dict[str, dict[str, int]] = {}
+        for lane, status, n in rows:
+            out.setdefault(lane, {"queued": 0, "scheduled": 0, "running": 0})[status] = int(n)
+        return out
+
+    def _busy(self, statuses: Iterable[str], due_before: float | None, queue: str | None = None) -> int:
         wanted = tuple(statuses)
         plain = tuple(s for s in wanted if due_before is None or s != "scheduled")
         marks = ",".join("?" * len(plain)) or "NULL"
-        sql = f"SELECT count(*) FROM memqueue_jobs WHERE queue=? AND (status IN ({marks})"
-        params: list[Any] = [self.namespace, *plain]
+        lane = "" if queue is None else " AND lane=?"
+        sql = f"SELECT count(*) FROM memqueue_jobs WHERE queue=?{lane} AND (status IN ({marks})"
+        params: list[Any] = [self.namespace, *(() if queue is None else (queue,)), *plain]
         if due_before is not None and "scheduled" in wanted:
             sql += " OR (status = 'scheduled' AND eta <= ?)"
             params.append(due_before)
@@ -505,6 +550,14 @@ class SQLiteStorage(DurableStorage):
 
         return [Record(*row) for row in self._write(drop, "dropping waiting jobs")]
 
-    def _next_eta(self) -> float | None:
-        rows = self._read("SELECT min(eta) FROM memqueue_jobs WHERE queue=? AND status='scheduled'", (self.namespace,))
+    def _next_eta(self, queue: str | None = None) -> float | None:
+        if queue is None:
+            rows = self._read(
+                "SELECT min(eta) FROM memqueue_jobs WHERE queue=? AND status='scheduled'", (self.namespace,)
+            )
+        else:
+            rows = self._read(
+                "SELECT min(eta) FROM memqueue_jobs WHERE queue=? AND lane=? AND status='scheduled'",
+                (self.namespace, queue),
+            )
         return None if not rows or rows[0][0] is None else float(rows[0][0])
