@@ -74,7 +74,16 @@ class Hold:
         assert isinstance(self.response, Response) and self.response.status == 200, self.response
 
 
-def produce_on_free_worker(server: Server, held: int, tag: str, accepted: dict[str, int]) -> None:
+def consumer_names(threads: int) -> list[str]:
+    """The consumer threads a process of example_app runs with ``threads`` on the default queue."""
+    if threads == 1:
+        return ["memqueue-consumer[example_app]"]
+    return [f"memqueue-consumer[example_app:default#{i}]" for i in range(threads)]
+
+
+def produce_on_free_worker(
+    server: Server, held: int, tag: str, accepted: dict[str, int], threads: int = 1
+) -> None:
     """Produce messages while worker ``held`` is busy; adds {job id: pid that accepted it} to ``accepted``."""
     for i in range(JOBS_PER_WORKER):
         r = http("POST", server.url + "/memqueue/produce", json={"message": f"{tag}-{i}"}, headers=AUTH)
@@ -84,23 +93,26 @@ def produce_on_free_worker(server: Server, held: int, tag: str, accepted: dict[s
         job_id = r.json()["id"]
         assert job_id not in accepted, f"job id {job_id} was given out twice (by {accepted[job_id]} and {pid})"
         accepted[job_id] = pid
-    # The worker that accepted them has one consumer, its own.
+    # The worker that accepted them has its own pool of consumers, none inherited.
     info = http("GET", server.url + "/memqueue/threads", headers=AUTH).json()
     assert info["pid"] != held
-    assert [t["name"] for t in info["threads"] if t["is_consumer"]] == ["memqueue-consumer[example_app]"]
-    assert sum(t["name"].startswith("memqueue-consumer") for t in info["threads"]) == 1, info
+    assert sorted(t["name"] for t in info["threads"] if t["is_consumer"]) == consumer_names(threads)
+    assert sum(t["name"].startswith("memqueue-consumer") for t in info["threads"]) == threads, info
 
 
 def read_imports(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-@pytest.mark.parametrize("preload", [True, False], ids=["preload", "no-preload"])
-def test_each_process_runs_its_own_jobs_once(app_dir: Path, tmp_path: Path, preload: bool) -> None:
+@pytest.mark.parametrize(
+    ("preload", "threads"), [(True, 1), (False, 1), (True, 3)], ids=["preload", "no-preload", "preload-pool-of-3"]
+)
+def test_each_process_runs_its_own_jobs_once(app_dir: Path, tmp_path: Path, preload: bool, threads: int) -> None:
     data = tmp_path / "data"
     data.mkdir()
     log = data / "runs.log"
-    env = {"MEMQUEUE_TEST_DIR": str(data), "FLASK_MEMQUEUE_TOKEN": TOKEN}
+    env = {"MEMQUEUE_TEST_DIR": str(data), "FLASK_MEMQUEUE_TOKEN": TOKEN,
+           "FLASK_MEMQUEUE_QUEUES": json.dumps({"default": threads})}
     with gunicorn("recording_app:app", cwd=app_dir, workers=2, preload=preload, env=env,
                   log_path=tmp_path / "server.log", ready_path="/memqueue/health") as server:
         master = server.pid
@@ -126,11 +138,11 @@ def test_each_process_runs_its_own_jobs_once(app_dir: Path, tmp_path: Path, prel
 
         accepted: dict[str, int] = {}
         first = Hold(server, log, data, "gate-1")
-        produce_on_free_worker(server, first.pid, "a", accepted)
+        produce_on_free_worker(server, first.pid, "a", accepted, threads)
         second = Hold(server, log, data, "gate-2")  # the only free worker is the other one
         assert second.pid != first.pid
         first.release()
-        produce_on_free_worker(server, second.pid, "b", accepted)
+        produce_on_free_worker(server, second.pid, "b", accepted, threads)
         second.release()
 
         workers = {first.pid, second.pid}

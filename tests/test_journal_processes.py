@@ -320,3 +320,33 @@ def _poke(server: Server) -> bool:
 
 
 assert HOST == "127.0.0.1"
+
+
+def test_a_web_process_and_a_worker_keep_queues_and_priorities(env: Env, tmp_path: Path) -> None:
+    """Issue 11 across processes: a web process that only enqueues (0 threads per queue),
+    and ``flask memqueue worker --queues reports``: priority then FIFO, and only that queue."""
+    queues = '{"default": 0, "reports": 0}'
+    with flask_run("journal_app", cwd=env.src, debug=False, log_path=tmp_path / "web.log",
+                   env={**env.env, "JT_QUEUES": queues}) as web:
+        plan = [(0, 0), (1, 5), (2, -5), (3, 5), (4, 10), (5, 0)]
+        for n, priority in plan:
+            r = http("POST", web.url + "/enqueue", json={"task": "ordered", "args": [n], "priority": priority})
+            assert r.status == 200, r.text
+        r = http("POST", web.url + "/enqueue", json={"task": "record", "args": [99]})  # the default queue
+        assert r.status == 200, r.text
+        default_job = r.json()["id"]
+        worker = env.popen([str(bin_path("flask")), "--app", "journal_app", "memqueue", "worker",
+                            "--queues", "reports", "--threads", "1"], "worker", JT_QUEUES=queues)
+        wait_until(lambda: len(env.lines("ordered")) == len(plan) or worker.poll() is not None, DEADLINE,
+                   lambda: "the reports jobs to run: " + env.output("worker"))
+        assert "queues (threads): reportsx1" in env.output("worker")
+        assert [n for n, _ in env.lines("ordered")] == [4, 1, 3, 0, 5, 2]  # priority, then FIFO
+        assert {pid for _, pid in env.lines("ordered")} == {worker.pid}
+        # The worker consumes only the queues it was given: the default queue's job waits.
+        r = http("GET", web.url + f"/memqueue/jobs/{default_job}")
+        assert r.status == 200 and r.json()["status"] == "queued", r.text
+        stats = http("GET", web.url + "/memqueue/stats").json()
+        assert stats["queues"]["default"]["queued"] == 1 and stats["queues"]["reports"]["queued"] == 0
+        worker.send_signal(signal.SIGTERM)
+        assert exited(worker) == 0, env.output("worker")
+    assert env.lines("run") == []

@@ -12,6 +12,7 @@ watcher serves nothing, so its threads are read from ``/proc``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -165,4 +166,48 @@ def test_reloader_one_consumer_in_serving_child(
         # Jobs live in the process that enqueued them: the old child's are gone with it.
         assert http("GET", server.url + f"/memqueue/jobs/{old_ids[0]}").status == 404
 
+    assert not server.alive()
+
+
+POOLS = {"default": 2, "emails": 3}
+
+
+def check_pools_in_child(server: Server) -> int:
+    """The serving child runs exactly the declared threads per queue; the watcher none. Returns the child."""
+    info = get_json(server, "/memqueue/threads")
+    consumers = [t for t in info["threads"] if t["is_consumer"]]
+    per_queue: dict[str, int] = {}
+    for t in consumers:
+        per_queue[t["queue"]] = per_queue.get(t["queue"], 0) + 1
+    assert per_queue == POOLS, info
+    named = sorted(t["name"] for t in info["threads"] if t["name"].startswith("memqueue-consumer"))
+    assert named == sorted(t["name"] for t in consumers), f"a consumer thread nobody recorded runs: {info}"
+    assert [t for t in info["consumer"]["threads"] if not t["alive"]] == []
+    serving = info["pid"]
+    watcher = server.pid
+    assert parent_pid(serving) == watcher
+    names = threads_of(watcher)
+    assert len(names) == 1, f"the watcher {watcher} runs {len(names)} threads: {names}"
+    return serving  # type: ignore[no-any-return]
+
+
+def test_reloader_pools_per_queue_in_serving_child_only(app_dir: Path, tmp_path: Path) -> None:
+    env = {"FLASK_MEMQUEUE_QUEUES": json.dumps(POOLS)}
+    with flask_run("example_app", cwd=app_dir, log_path=tmp_path / "server.log",
+                   args=["--exclude-patterns", EXCLUDE], env=env) as server:
+        first = check_pools_in_child(server)
+        check_jobs_processed(server, "before")
+        touch_source(app_dir / "example_app" / "tasks.py")
+
+        def reloaded() -> int | None:
+            try:
+                r = http("GET", server.url + "/memqueue/health", timeout=5)
+            except (OSError, HTTPException):
+                return None
+            pid = r.json().get("pid") if r.status == 200 else None
+            return pid if pid not in (None, first) else None
+
+        wait_until(reloaded, DEADLINE, lambda: f"the reload: {server.describe()}")
+        assert check_pools_in_child(server) != first
+        check_jobs_processed(server, "after")
     assert not server.alive()

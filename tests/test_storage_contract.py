@@ -586,3 +586,104 @@ def test_get_job_refuses_an_id_that_is_not_a_string(storage_factory: Factory, ta
     queue = storage_factory()
     with pytest.raises(TypeError, match="a job id is a string"):
         queue.get_job(123)  # type: ignore[arg-type]
+
+
+# -- named queues and priorities (issue 11) ---------------------------------------------------------
+def in_queue(queue: AppQueue, name: str, priority: int = 0, value: Any = None, eta: float | None = None) -> Job:
+    job = new_job(queue, "contract.echo", value)
+    job.queue, job.priority = name, priority
+    if eta is None:
+        queue.storage.put(job)
+    else:
+        job.mark_scheduled(eta)
+        queue.storage.schedule(job)
+    return job
+
+
+def take_all(queue: AppQueue, name: str) -> list[Job]:
+    out = []
+    while (job := queue.storage.take(0, queue=name)) is not None:
+        out.append(job)
+        queue.storage.finish(run(queue, job))
+    return out
+
+
+def test_take_is_by_priority_then_fifo_and_a_due_job_wins_a_tie(queue: AppQueue) -> None:
+    past = time.time() - 1
+    plan = [in_queue(queue, "q", 0, "a"), in_queue(queue, "q", 5, "b"), in_queue(queue, "q", -5, "c"),
+            in_queue(queue, "q", 5, "d"), in_queue(queue, "q", 0, "e", eta=past),
+            in_queue(queue, "q", 5, "f", eta=past), in_queue(queue, "q", 100, "later", eta=time.time() + 3600)]
+    taken = take_all(queue, "q")
+    assert [j.args[0] for j in taken] == ["f", "b", "d", "e", "a", "c"]
+    assert queue.storage.depth("q") == 1 and plan[-1].status is JobStatus.SCHEDULED
+
+
+def test_a_consumer_takes_from_its_own_queue_only(queue: AppQueue) -> None:
+    a = in_queue(queue, "a", value=1)
+    b = in_queue(queue, "b", value=2)
+    assert queue.storage.take(0, queue="nowhere") is None
+    assert ids([queue.storage.take(0, queue="b")]) == [b.id]
+    assert queue.storage.depth() == 1 and queue.storage.depth("a") == 1 and queue.storage.depth("b") == 0
+    counts = queue.storage.queue_counts()
+    assert counts["a"] == {"queued": 1, "scheduled": 0, "running": 0}
+    assert counts["b"] == {"queued": 0, "scheduled": 0, "running": 1}
+    assert ids(queue.storage.jobs(queue="a")) == [a.id]
+    assert queue.storage.counts("b")["running"] == 1 and queue.storage.counts("a")["running"] == 0
+    found = queue.storage.get(a.id)
+    assert found is not None and (found.queue, found.priority) == ("a", 0)
+
+
+def test_join_of_one_queue_ignores_the_others(queue: AppQueue) -> None:
+    in_queue(queue, "busy")
+    assert queue.storage.join(0.05, queue="idle") is True
+    assert queue.storage.join(0.05, queue="busy") is False
+    take_all(queue, "busy")
+    assert queue.storage.join(TIMEOUT, queue="busy") is True
+
+
+def test_several_threads_take_from_one_queue_and_each_job_goes_to_one(queue: AppQueue) -> None:
+    jobs = [in_queue(queue, "pool", value=i) for i in range(200)]
+    got: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(4)
+
+    def taker() -> None:
+        barrier.wait(TIMEOUT)
+        while (job := queue.storage.take(0, queue="pool")) is not None:
+            with lock:
+                got.append(job.id)
+            queue.storage.finish(run(queue, job))
+
+    threads = [threading.Thread(target=taker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert sorted(got) == sorted(ids(jobs)) and len(set(got)) == 200
+
+
+def test_wake_releases_every_blocked_taker_whose_stop_says_so(queue: AppQueue) -> None:
+    stopping = threading.Event()
+    returned: list[Job | None] = []
+    threads = [
+        threading.Thread(target=lambda: returned.append(
+            queue.storage.take(None, queue="pool", stop=stopping.is_set)))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    stopping.set()
+    queue.storage.wake()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert not any(t.is_alive() for t in threads) and returned == [None, None, None]
+
+
+def test_a_put_wakes_a_blocked_taker_of_that_queue(queue: AppQueue) -> None:
+    got: list[Job | None] = []
+    taker = threading.Thread(target=lambda: got.append(queue.storage.take(TIMEOUT, queue="wake")))
+    taker.start()
+    job = in_queue(queue, "wake", value="x")
+    taker.join(TIMEOUT)
+    assert ids(got) == [job.id]
+    queue.storage.finish(run(queue, got[0]))  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ Every response carries ``X-Pid``, the pid of the process that served it.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -75,6 +76,13 @@ def block(n: int, gate: str) -> int:
     return n
 
 
+@mq.task(name="ordered", queue="reports")
+def ordered(n: int) -> int:
+    """Log the order jobs of the ``reports`` queue run in."""
+    log("ordered", n, os.getpid())
+    return n
+
+
 def create_app() -> Flask:
     app = Flask("journal_app", instance_path=str(_dir() / "instance"))
     app.config.update(
@@ -84,6 +92,7 @@ def create_app() -> Flask:
         MEMQUEUE_SHUTDOWN_TIMEOUT=0.5,
         MEMQUEUE_MAXSIZE=0,
         MEMQUEUE_MAX_FINISHED=100_000,
+        MEMQUEUE_QUEUES=json.loads(os.environ.get("JT_QUEUES", '{"default": 1}')),
     )
     mq.init_app(app)
 
@@ -99,7 +108,8 @@ def create_app() -> Flask:
     @app.post("/enqueue")
     def enqueue() -> Any:
         data = request.get_json()
-        job = mq.enqueue(data["task"], *data.get("args", []))
+        options = mq.options(queue=data.get("queue"), priority=data.get("priority"))
+        job = options.enqueue(data["task"], *data.get("args", []))
         return jsonify(id=job.id, pid=os.getpid())
 
     @app.get("/hold/<token>")
