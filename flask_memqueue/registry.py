@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .exceptions import ConfigurationError, UnknownTaskError, UnknownTopicError
 from .job import DEFAULT_QUEUE, check_priority, check_queue_name
@@ -85,15 +85,35 @@ class Options:
         #: Their priority (None: the task's own).
         self.priority = None if priority is None else check_priority(priority, "options(priority=...)")
 
-    def enqueue(self, func: Any, /, *args: Any, **kwargs: Any) -> Job:
+    @overload
+    def enqueue(self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
+
+    @overload
+    def enqueue(self, func: str, /, *args: Any, **kwargs: Any) -> Job[Any]: ...
+
+    def enqueue(self, func: Any, /, *args: Any, **kwargs: Any) -> Job[Any]:
         """Queue ``func(*args, **kwargs)`` with these options (as :meth:`MemQueue.enqueue`)."""
         return self._mq.submit(func, args, kwargs, queue=self.queue, priority=self.priority)
 
-    def enqueue_in(self, delay: float | _dt.timedelta, func: Any, /, *args: Any, **kwargs: Any) -> Job:
+    @overload
+    def enqueue_in(
+        self, delay: float | _dt.timedelta, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Job[R]: ...
+
+    @overload
+    def enqueue_in(self, delay: float | _dt.timedelta, func: str, /, *args: Any, **kwargs: Any) -> Job[Any]: ...
+
+    def enqueue_in(self, delay: float | _dt.timedelta, func: Any, /, *args: Any, **kwargs: Any) -> Job[Any]:
         """Queue ``func(*args, **kwargs)`` to run ``delay`` seconds from now, with these options."""
         return self._mq.submit(func, args, kwargs, eta=eta_in(delay), queue=self.queue, priority=self.priority)
 
-    def enqueue_at(self, when: _dt.datetime, func: Any, /, *args: Any, **kwargs: Any) -> Job:
+    @overload
+    def enqueue_at(self, when: _dt.datetime, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
+
+    @overload
+    def enqueue_at(self, when: _dt.datetime, func: str, /, *args: Any, **kwargs: Any) -> Job[Any]: ...
+
+    def enqueue_at(self, when: _dt.datetime, func: Any, /, *args: Any, **kwargs: Any) -> Job[Any]:
         """Queue ``func(*args, **kwargs)`` to run at ``when`` (timezone-aware), with these options."""
         return self._mq.submit(func, args, kwargs, eta=eta_at(when), queue=self.queue, priority=self.priority)
 

@@ -88,3 +88,14 @@ assert_type(current_job, Job[Any])
 
 def untyped_result(j: Job) -> Any:  # no "missing type parameters" error
     return j.wait()
+
+
+# -- per-call options keep the signature too (issue 11) ---------------------------
+assert_type(resize.options(queue="images", priority=10).delay("a.png", 3), Job[bytes])
+assert_type(resize.options(priority=-1).enqueue_in(5, "a.png"), Job[bytes])
+assert_type(count.options(queue="q").enqueue_at(dt.datetime.now(dt.timezone.utc), [1], scale=2.0), Job[float])
+assert_type(mq.options(queue="q").enqueue(resize, "a.png"), Job[bytes])
+assert_type(mq.options(priority=5).enqueue_in(1, count, [1]), Job[float])
+assert_type(mq.options().enqueue("module.resize", 1), Job[Any])
+resize.options(queue="q").delay(3)  # type: ignore[arg-type]
+mq.options(queue="q").enqueue(resize, 3)  # type: ignore[call-overload]
