@@ -40,6 +40,7 @@ from .views import (
     job_or_404,
     json_response,
     parse_json,
+    queue_arg,
     shorten,
     status_arg,
     whole_number,
@@ -298,17 +299,19 @@ def index() -> ResponseReturnValue:
             str(rule) for rule in current_app.url_map.iter_rules() if rule.endpoint.startswith("memqueue.")
         )})
     status = status_arg()
+    only = queue_arg()
     page_no = _page_number()
     refresh = _refresh()
     queue = _queue()
     stats = queue.stats()
     counts = stats["counts"]
-    total = counts[status.value] if status is not None else sum(counts.values())
+    shown = counts if only is None else queue.storage.counts(only)
+    total = shown[status.value] if status is not None else sum(shown.values())
     offset = (page_no - 1) * PER_PAGE
-    jobs = [job_dict(j) for j in queue.storage.jobs(status, PER_PAGE, offset)]
+    jobs = [job_dict(j) for j in queue.storage.jobs(status, PER_PAGE, offset, queue=only)]
 
     def link(**changes: Any) -> str:
-        args: dict[str, Any] = {"status": status.value if status else None, "page": None,
+        args: dict[str, Any] = {"status": status.value if status else None, "queue": only, "page": None,
                                 "refresh": request.args.get("refresh")}
         args.update(changes)
         return url_for("memqueue.index", **{k: v for k, v in args.items() if v not in (None, "", 1)})
@@ -327,9 +330,12 @@ def index() -> ResponseReturnValue:
         state_class=state_class,
         state_words=state_words,
         counts=counts,
+        shown_counts=shown,
         statuses=STATUSES,
         status=status.value if status else None,
-        total_jobs=sum(counts.values()),
+        queues=stats["queues"],
+        only=only,
+        total_jobs=sum(shown.values()),
         fill=fill,
         gauge_width=gauge_width,
         fill_text=fill_text,

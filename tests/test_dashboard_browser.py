@@ -15,6 +15,7 @@ Skipped, with the reason, when Playwright or /usr/bin/chromium is missing
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -101,6 +102,14 @@ def _echo(message: Any) -> Any:
 @mq.handler(FAIL)
 def _fail(message: Any) -> None:
     raise ValueError(f"cannot handle {message}")
+
+
+SLOW = "dashboard-test:slow"
+
+
+@mq.handler(SLOW, queue="slow", priority=5)
+def _slow(message: Any) -> Any:
+    return message
 
 
 # -- server, browser, page -----------------------------------------------------------------
@@ -384,3 +393,19 @@ def test_sign_in_screenshot(browser: Browser, served_with_token: Served) -> None
             page.screenshot(path=str(ARTIFACTS / f"sign-in-{label}-dark.png"))
         finally:
             context.close()
+
+
+def test_queues_show_live_and_filter_the_jobs(page: Page) -> None:
+    with contextlib.contextmanager(_serve)({"MEMQUEUE_QUEUES": {"slow": 2}}) as served:
+        page.goto(served.dashboard())
+        slow_row = page.locator('#queues tr[data-queue="slow"]')
+        expect(slow_row.locator('[data-q="threads"]')).to_have_text("2 / 2")
+        slow_job = served.produce("to the slow queue", SLOW)
+        default_job = served.produce("to the default queue", ECHO)
+        expect(row(page, slow_job).locator('[data-c="queue"]')).to_have_text("slow · priority 5")
+        expect(row(page, slow_job).locator('[data-c="status"]')).to_have_text("succeeded")
+        expect(row(page, default_job).locator('[data-c="queue"]')).to_have_text("")
+        page.get_by_role("navigation", name="Show jobs by queue").get_by_role("link", name="slow").click()
+        expect(row(page, slow_job)).to_be_visible()
+        expect(row(page, default_job)).to_have_count(0)
+        expect(page.locator("#jobs-caption")).to_contain_text("jobs of queue slow")

@@ -616,3 +616,24 @@ def test_sign_in_without_secret_key_fails_with_a_clear_message(make: Callable[..
 def test_without_a_token_there_is_nothing_to_sign_in_to(h: Harness) -> None:
     r = h.client.get("/memqueue/ui/sign-in", headers=HTML)
     assert r.status_code == 303 and r.headers["Location"] == "/memqueue/"
+
+
+# -- queues (issue 11) -----------------------------------------------------------------------------
+def test_the_dashboard_shows_a_row_per_queue_and_filters_by_queue(make: Callable[..., Harness]) -> None:
+    h = make(MEMQUEUE_QUEUES={"emails": 2, "reports": 0})
+    with h.app.app_context():
+        waiting = h.mq.options(queue="reports", priority=7).enqueue(h.tasks["ok"], "r")
+        done = h.mq.options(queue="emails").enqueue(h.tasks["ok"], "e")
+        assert done.wait(WAIT) == {"echo": "e"}
+    page = h.client.get("/memqueue/", headers=HTML)
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    for name in ("default", "emails", "reports"):
+        assert f'<tr role="row" data-queue="{name}">' in text
+    assert re.search(r'data-queue="emails">.*?data-q="threads">2 / 2<', text, re.S)
+    assert re.search(r'data-queue="reports">.*?data-q="threads">0 / 0<.*?data-q="queued">1<', text, re.S)
+    only = h.client.get("/memqueue/?queue=reports", headers=HTML).get_data(as_text=True)
+    assert len(ROW.findall(only)) == 1 and waiting.id in only and done.id not in only
+    assert "reports · priority 7" in only and "jobs of queue reports" in only
+    bad = h.client.get("/memqueue/?queue=no%20such", headers=HTML)
+    assert bad.status_code == 400 and "queue name" in bad.get_data(as_text=True)
