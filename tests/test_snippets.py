@@ -28,6 +28,7 @@ from conftest import TIMEOUT
 from flask import Flask
 
 from flask_memqueue import MemQueue
+from flask_memqueue.state import _QUEUES
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted([*(ROOT / "docs").glob("*.rst"), *(ROOT / "docs").glob("*.md")])]
@@ -108,8 +109,12 @@ def page_blocks(path: Path) -> list[Block]:
     return markdown_blocks(path) if path.suffix == ".md" else rest_blocks(path)
 
 
-def _shutdown_everything(namespace: dict[str, Any]) -> None:
-    """Shut down every queue the page's blocks bound, so no consumer thread outlives the test."""
+def _shutdown_everything(namespace: dict[str, Any], before: set[int]) -> None:
+    """Shut down every queue the page's blocks bound, so no consumer thread outlives the test
+    (also those of an app a later block rebound the name of: ``app = Flask(...)`` twice)."""
+    for queue in list(_QUEUES):
+        if id(queue) not in before and not queue.closed:
+            queue.shutdown(wait=True, timeout=TIMEOUT)
     for value in list(namespace.values()):
         if isinstance(value, MemQueue):
             value.shutdown(wait=True, timeout=TIMEOUT)
@@ -122,6 +127,7 @@ def _shutdown_everything(namespace: dict[str, Any]) -> None:
 def run_page(path: Path) -> int:
     """Run a page's Python blocks in order in one namespace; returns how many ran."""
     namespace: dict[str, Any] = {"__name__": "docs_snippet"}
+    before = {id(queue) for queue in _QUEUES}
     ran = 0
     try:
         for block in page_blocks(path):
@@ -143,7 +149,7 @@ def run_page(path: Path) -> int:
                 ) from exc
             ran += 1
     finally:
-        _shutdown_everything(namespace)
+        _shutdown_everything(namespace, before)
     return ran
 
 
