@@ -75,7 +75,7 @@ class EnqueuedJob:
     args: tuple[Any, ...]
     #: Keyword arguments of the call.
     kwargs: dict[str, Any]
-    #: The queue it was sent to; ``"default"`` (one queue per app for now).
+    #: The named queue it was sent to (the task's, or the call's ``options(queue=...)``).
     queue: str
     #: Unix time it was scheduled for (``enqueue_in``/``enqueue_at``), else None.
     eta: float | None
@@ -83,6 +83,8 @@ class EnqueuedJob:
     job: Job[Any]
     #: The task that would have run.
     task: Task[..., Any]
+    #: Its priority (-100..100).
+    priority: int = 0
 
     def run(self) -> Any:
         """Call the task here, as the job would have (no app context is pushed)."""
@@ -125,11 +127,17 @@ def memqueue_captured(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
     captured = EnqueuedJobs()
 
     def capture(
-        task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None, eta: float | None = None
+        task: Task[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        eta: float | None = None,
+        queue_name: str | None = None,
+        priority: int | None = None,
     ) -> Job[Any]:
-        # The job is made as AppQueue.enqueue makes it (same id sequence), and goes nowhere.
-        job: Job[Any] = queue.new_job(task, args, kwargs, eta)
-        captured.append(EnqueuedJob(task.name, args, dict(kwargs or {}), "default", eta, job, task))
+        # The job is made as AppQueue.enqueue makes it (same id sequence, same
+        # check of its queue), and goes nowhere.
+        job: Job[Any] = queue.new_job(task, args, kwargs, eta, queue_name, priority)
+        captured.append(EnqueuedJob(task.name, args, dict(kwargs or {}), job.queue, eta, job, task, job.priority))
         return job
 
     monkeypatch.setattr(queue, "enqueue", capture)  # an instance attribute, removed after the test

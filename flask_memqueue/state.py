@@ -238,8 +238,12 @@ class AppQueue:
         queue: str | None = None,
         priority: int | None = None,
     ) -> Job:
-        """A job as :meth:`enqueue` makes it (same id sequence), handed to no store
-        (the pytest plugin's ``memqueue_captured`` records such jobs)."""
+        """A job as :meth:`enqueue` makes it (same id sequence, same check of its
+        queue), handed to no store (the pytest plugin's ``memqueue_captured``
+        records such jobs)."""
+        name = task.queue if queue is None else queue
+        if name not in self._declared and name not in self.declared_queues():
+            raise self._undeclared(name)
         job = Job(self, next(self._ids), task, args, kwargs or None, time.time(), QUEUED,
                   task.queue if queue is None else queue, task.priority if priority is None else priority)
         if eta is not None:

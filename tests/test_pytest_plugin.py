@@ -89,6 +89,8 @@ def test_captured_records_every_enqueue_form_without_running(project: pytest.Pyt
     project.makepyfile(
         """
         import datetime as dt
+        import pytest
+        from flask_memqueue import UnknownQueueError
         from userapp import mq, on_order, send_mail, sent
 
         def test_capture(app, memqueue_captured):
@@ -113,6 +115,11 @@ def test_captured_records_every_enqueue_form_without_running(project: pytest.Pyt
             assert later.kwargs == {"subject": "later"} and later.eta is not None and later.job.status == "scheduled"
             assert len(memqueue_captured.of("userapp.send_mail")) == 4
             assert len(memqueue_captured.of(on_order)) == 1
+            with app.app_context():
+                send_mail.options(priority=9).delay("f@example.com")
+            assert (memqueue_captured[-1].queue, memqueue_captured[-1].priority) == ("default", 9)
+            with app.app_context(), pytest.raises(UnknownQueueError, match="nowhere"):
+                send_mail.options(queue="nowhere").delay("g@example.com")
             assert first.run() == "sent to a@example.com" and sent == [("a@example.com", "welcome")]
             assert app.extensions["memqueue"].storage.depth() == 0
 
