@@ -65,6 +65,9 @@ class AppQueue:
         self._declared: frozenset[str] = frozenset()
         #: A ``flask memqueue worker`` process: consumes whatever MEMQUEUE_CONSUMER says.
         self.worker = False
+        # Queues other processes declared in a shared store, and until when that is fresh.
+        self._known: frozenset[str] = frozenset()
+        self._known_until = 0.0
         # The MEMQUEUE_* values init_app read, to warn at the first enqueue
         # about a key changed later (which would otherwise do nothing, silently).
         self._config_read = {key: value for key, value in app.config.items() if _is_ours(key)}
@@ -141,11 +144,19 @@ class AppQueue:
     def declared_queues(self) -> frozenset[str]:
         """The queues an enqueue may name: this process's ``MEMQUEUE_QUEUES`` (and the
         worker's ``--queues``), plus, with a store that other processes share,
-        every queue a registered task or handler names (``@mq.task(queue=...)``):
-        a worker process, which imports the same tasks, consumes it there."""
+        every queue a registered task or handler names (``@mq.task(queue=...)``:
+        a worker, which imports the same tasks, consumes it) and every queue a
+        process consuming that store declared there in the last minute (a
+        worker's ``--queues``). The store is asked at most once a second."""
         declared = self._declared
-        if self.storage.capabilities.shared:
+        storage = self.storage
+        if storage.capabilities.shared:
             declared = declared | {t.queue for t in self.registry.tasks.values()}
+            now = time.monotonic()
+            if now >= self._known_until:
+                self._known = frozenset(storage.known_queues())
+                self._known_until = now + 1.0
+            declared = declared | self._known
         return declared
 
     def _undeclared(self, name: str) -> UnknownQueueError:
@@ -155,8 +166,9 @@ class AppQueue:
             f"no process declares the queue {name!r}, so nothing would run its jobs (declared: {known})."
             f" Add it to MEMQUEUE_QUEUES, e.g. MEMQUEUE_QUEUES = {{'default': 1, {name!r}: 1}}"
             + (
-                f" (with 0 threads in a process that only enqueues to it, and run a worker with"
-                f" --queues {name}), or name it in a task's @mq.task(queue={name!r})"
+                f" (with 0 threads in a process that only enqueues to it), name it in a task's"
+                f" @mq.task(queue={name!r}), or start a worker with --queues {name} (a running"
+                " worker declares its queues in the store)"
                 if shared
                 else ""
             )
@@ -302,6 +314,11 @@ class AppQueue:
                 self.starts += 1
             self.consumer_alive = True
             self.start_error = None
+        if self.storage.capabilities.shared:  # other processes may now enqueue to these queues
+            try:
+                self.storage.declare_queues(name for name, pool in self.pools.items() if pool)
+            except Exception as exc:  # the consumers back off on the store themselves; they redeclare
+                logger.debug("declaring the queues of %r failed: %s", self.app.name, exc)
         return True
 
     def _thread_name(self, consumer: Consumer) -> str:

@@ -29,6 +29,7 @@ class _Table:
         self.lock = threading.Lock()
         self.rows: dict[str, tuple[str, int, Record]] = {}  # id -> (namespace, seq, record)
         self.seq = itertools.count(1)
+        self.consumers: dict[tuple[str, str, str], float] = {}  # (namespace, owner, queue) -> seen at
 
 
 _TABLES: dict[str, _Table] = {}
@@ -195,6 +196,16 @@ class DictStorage(DurableStorage):
             etas = [r.eta for _, r in self._mine() if r.status == "scheduled" and r.eta is not None
                     and (queue is None or r.queue == queue)]
         return min(etas) if etas else None
+
+    def _declare(self, owner: str, queues: tuple[str, ...], now: float) -> None:
+        with self.table.lock:
+            self.table.consumers = {k: v for k, v in self.table.consumers.items() if k[:2] != (self.namespace, owner)}
+            for lane in queues:
+                self.table.consumers[(self.namespace, owner, lane)] = now
+
+    def _declared(self, seen_after: float) -> set[str]:
+        with self.table.lock:
+            return {k[2] for k, seen in self.table.consumers.items() if k[0] == self.namespace and seen > seen_after}
 
     def _close(self) -> None:
         pass

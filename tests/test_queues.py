@@ -396,3 +396,29 @@ def test_stats_threads_and_jobs_show_the_queues(make_app: MakeApp, mq: MemQueue,
         gate.release()
         assert mq.join(TIMEOUT, queue="emails")
         assert waiting.cancel()
+
+
+def test_with_a_shared_store_a_queue_only_a_worker_declares_is_accepted(
+    make_app: MakeApp, mq: MemQueue, tmp_path: Any
+) -> None:
+    """A worker's --queues are recorded in the store; a web process may then enqueue to them."""
+    @mq.task
+    def length(text: str) -> int:
+        return len(text)
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    web = make_app("split_app", MEMQUEUE_STORAGE=url, MEMQUEUE_QUEUES={"default": 0})
+    with web.app_context(), pytest.raises(UnknownQueueError, match="--queues adhoc"):
+        mq.options(queue="adhoc").enqueue(length, "x")
+    worker = make_app("split_app", MEMQUEUE_STORAGE=url, MEMQUEUE_CONSUMER=False)
+    worker_queue: AppQueue = worker.extensions["memqueue"]
+    worker_queue.become_worker({"adhoc": 1})
+    with worker.app_context():
+        assert worker_queue.ensure_consumer()
+    web_queue: AppQueue = web.extensions["memqueue"]
+    web_queue._known_until = 0.0  # the web process asks the store again at most once a second
+    with web.app_context():
+        job = mq.options(queue="adhoc").enqueue(length, "xyz")
+        assert job.wait(TIMEOUT) == 3
+    assert worker_queue.shutdown(wait=True, timeout=TIMEOUT)
+    assert "adhoc" not in web_queue.storage.known_queues()  # a worker that stopped forgets its queues

@@ -687,3 +687,15 @@ def test_a_put_wakes_a_blocked_taker_of_that_queue(queue: AppQueue) -> None:
     taker.join(TIMEOUT)
     assert ids(got) == [job.id]
     queue.storage.finish(run(queue, got[0]))  # type: ignore[arg-type]
+
+
+def test_a_shared_store_remembers_which_queues_a_process_declares(shared_storage_factory: Factory) -> None:
+    first = shared_storage_factory()
+    other = shared_storage_factory(like=first)
+    assert other.storage.known_queues() == set()
+    first.storage.declare_queues(["emails", "default"])
+    assert other.storage.known_queues() == {"emails", "default"}
+    first.storage.declare_queues(["emails"])
+    assert other.storage.known_queues() == {"emails"}
+    stranger = shared_storage_factory(like=first, name="another_app")
+    assert stranger.storage.known_queues() == set()  # apps sharing a store keep apart

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -218,6 +218,18 @@ class Storage(abc.ABC):
     def drop_waiting(self) -> list[Job]:
         """Remove every waiting job of this process and return them (shutdown of a store
         whose jobs do not outlive the process)."""
+
+    def declare_queues(self, queues: Iterable[str]) -> None:  # noqa: B027 - optional hook
+        """Record that this process consumes ``queues`` (a store other processes share
+        keeps it for a while, so their enqueues may name a queue only a worker declares).
+
+        The default records nothing: a store whose jobs live in one process has
+        no other process to tell.
+        """
+
+    def known_queues(self) -> set[str]:
+        """Queues that some process sharing this store declared lately (see :meth:`declare_queues`)."""
+        return set()
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files and connections. The memory store has none."""

@@ -56,6 +56,10 @@ POLL_INTERVAL = 0.2
 RECOVER_INTERVAL = 1.0
 #: A local job whose record is missing this long after its enqueue was purged.
 LOCAL_GRACE = 60.0
+#: A consuming process says again which queues it consumes this often...
+DECLARE_INTERVAL = 10.0
+#: ...and another process believes it for this long after the last time.
+DECLARED_FOR = 60.0
 
 RUNNING = JobStatus.RUNNING
 SCHEDULED = JobStatus.SCHEDULED
@@ -225,6 +229,8 @@ class DurableStorage(Storage):
         self._held: dict[str, tuple[str, str | None]] = {}
         self._llock = threading.Lock()
         self._next_recover = 0.0
+        self._next_declare = 0.0
+        self._declared_here: tuple[str, ...] = ()
         self._next_prune = 0.0
         self._next_sync = 0.0
         # A job finished here since the last prune: readers prune first, so the
@@ -316,6 +322,14 @@ class DurableStorage(Storage):
     @abc.abstractmethod
     def _close(self) -> None:
         """Release connections."""
+
+    def _declare(self, owner: str, queues: tuple[str, ...], now: float) -> None:  # noqa: B027 - optional
+        """Record that ``owner`` consumes ``queues`` (seen at ``now``); with no queues,
+        forget ``owner``'s. A backend without it: enqueues check this process's queues only."""
+
+    def _declared(self, seen_after: float) -> set[str]:
+        """Queues some owner declared after ``seen_after``."""
+        return set()
 
     def _owner_alive(self, owner: str) -> bool:
         """Whether the process ``owner`` names still runs. Host-local by default
@@ -560,6 +574,9 @@ class DurableStorage(Storage):
     def _idle(self, queue: str) -> float:
         """Chores of an idle consumer of ``queue``; returns how long it may sleep."""
         now = time.time()
+        if self._declared_here and now >= self._next_declare:
+            self._next_declare = now + DECLARE_INTERVAL
+            self._guard("declaring queues", self._declare, self.owner, self._declared_here, now)
         if now >= self._next_prune:
             self._next_prune = now + 1.0
             self._do_prune(now)
@@ -807,9 +824,26 @@ class DurableStorage(Storage):
         """
         self._woken = True
 
+    def declare_queues(self, queues: Iterable[str]) -> None:
+        names = tuple(sorted(set(queues)))
+        if names == self._declared_here:
+            return
+        self._declared_here = names
+        now = time.time()
+        self._next_declare = now + DECLARE_INTERVAL
+        self._guard("declaring queues", self._declare, self.owner, names, now)
+
+    def known_queues(self) -> set[str]:
+        return set(self._guard("reading", self._declared, time.time() - DECLARED_FOR))
+
     def close(self) -> None:
         if self._pid != os.getpid():
             return  # a forked child never closes its parent's connections
+        if self._declared_here:
+            try:
+                self._declare(self.owner, (), time.time())
+            except Exception:  # closing anyway; the entries expire by themselves
+                pass
         self._closed = True
         self._close()
 

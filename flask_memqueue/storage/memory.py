@@ -202,10 +202,22 @@ class MemoryStorage(Storage):
             if done is not None:
                 event = self._settle(done)
             lane = self._lanes.get(queue) or self._lane(queue)
+            negprios = lane.negprios
             while True:
-                job = self._pop(lane)
-                if job is not None:
+                # The common case inlined (what _pop does): nothing scheduled, ready jobs waiting.
+                if negprios and not lane.scheduled and not lane.due:
+                    ready = lane.ready[-negprios[0]]
+                    job = ready.popleft()
+                    if not ready:
+                        del negprios[0]
+                    self._waiting -= 1
+                    lane.running += 1
+                    job.status = RUNNING  # Job.mark_running(), inlined: the hot path
+                    self._running[job.key] = job
                     return job
+                found = self._pop(lane)
+                if found is not None:
+                    return found
                 # Nothing due: sleep, unless told to stop.
                 if stop is None:
                     if self._woken:
@@ -292,23 +304,20 @@ class MemoryStorage(Storage):
             heapq.heappush(lane.scheduled, (job.eta or 0.0, next(self._tiebreak), job))
             self._waiting += 1
         else:
-            self._remember(job)
+            # _remember(), inlined: the hot path
+            finished = self._finished
+            if self.max_finished:
+                finished[job.key] = job
+                if len(finished) > self.max_finished:
+                    finished.popitem(last=False)
+            now = job.finished_at
+            if now is None or now >= self._next_expiry:
+                self._expire(now or time.time())
             if self._waiters:
                 event = self._waiters.pop(job.key, None)
         if self._joiners and lane.idle():
             self._drained.notify_all()
         return event
-
-    def _remember(self, job: Job) -> None:
-        """Keep a finished job for lookups, within both bounds. Lock held."""
-        finished = self._finished
-        if self.max_finished:
-            finished[job.key] = job
-            if len(finished) > self.max_finished:
-                finished.popitem(last=False)
-        now = job.finished_at
-        if now is None or now >= self._next_expiry:
-            self._expire(now or time.time())
 
     def _expire(self, now: float) -> None:
         """Forget finished jobs older than the TTL (at most once a second). Lock held."""

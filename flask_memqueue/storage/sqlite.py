@@ -73,6 +73,17 @@ CREATE TABLE IF NOT EXISTS memqueue_jobs (
 # ``queue`` is the app's name (the namespace, as in 1.x journals); ``lane`` is
 # the named queue a job waits in (MEMQUEUE_QUEUES), a column 1.x journals get
 # by ALTER TABLE when a newer version opens them.
+# Which queues each consuming process consumes, so that another process may
+# enqueue to a queue only a worker declares (refreshed every 10 s, believed 60 s).
+_CONSUMERS = """
+CREATE TABLE IF NOT EXISTS memqueue_consumers (
+    queue TEXT NOT NULL,
+    lane TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    PRIMARY KEY (queue, lane, owner)
+)
+"""
 _MIGRATIONS = (
     ("lane", "ALTER TABLE memqueue_jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'default'"),
     ("priority", "ALTER TABLE memqueue_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0"),
@@ -225,6 +236,7 @@ class SQLiteStorage(DurableStorage):
             w.execute("BEGIN IMMEDIATE")
             try:
                 w.execute(_SCHEMA)
+                w.execute(_CONSUMERS)
                 columns = {row[1] for row in w.execute("PRAGMA table_info(memqueue_jobs)")}
                 for column, alter in _MIGRATIONS:
                     if column not in columns:
@@ -549,6 +561,22 @@ class SQLiteStorage(DurableStorage):
             return rows
 
         return [Record(*row) for row in self._write(drop, "dropping waiting jobs")]
+
+    def _declare(self, owner: str, queues: tuple[str, ...], now: float) -> None:
+        ns = self.namespace
+
+        def declare(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM memqueue_consumers WHERE queue=? AND (owner=? OR seen_at < ?)",
+                         (ns, owner, now - 3600.0))
+            conn.executemany("INSERT INTO memqueue_consumers (queue, lane, owner, seen_at) VALUES (?, ?, ?, ?)",
+                             [(ns, lane, owner, now) for lane in queues])
+
+        self._write(declare, "declaring queues")
+
+    def _declared(self, seen_after: float) -> set[str]:
+        rows = self._read("SELECT DISTINCT lane FROM memqueue_consumers WHERE queue=? AND seen_at > ?",
+                          (self.namespace, seen_after))
+        return {lane for (lane,) in rows}
 
     def _next_eta(self, queue: str | None = None) -> float | None:
         if queue is None:
