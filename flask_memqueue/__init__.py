@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .consumer import current_job
     from .exceptions import (
+        BrokerUnavailable,
         ConfigurationError,
         JobFailed,
         JournalError,
@@ -37,6 +38,7 @@ __version__ = "1.0.0"
 #: Public name -> the module that defines it.
 _EXPORTS = {
     "current_job": "consumer",
+    "BrokerUnavailable": "exceptions",
     "ConfigurationError": "exceptions",
     "JobFailed": "exceptions",
     "JournalError": "exceptions",
@@ -63,6 +65,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "BrokerUnavailable",
     "ConfigurationError",
     "Job",
     "JobFailed",
