@@ -93,6 +93,5 @@ if os.environ.get("AT_PRODUCE_AT_IMPORT"):
         mq.produce(os.environ["AT_PRODUCE_AT_IMPORT"], topic="work")
 
 if __name__ == "__main__":  # a consumer process that runs until it is killed
-    append(f"ready - {os.getpid()}")
     while True:
         time.sleep(3600)
