@@ -115,7 +115,8 @@ class Published:
     topic: str | None
     #: The queue it was published to.
     queue: str
-    #: Always ``"published"``: the broker confirmed it (``/produce`` answers this status).
+    #: ``"published"``: the broker confirmed it (``/produce`` answers this status);
+    #: ``"captured"`` under the ``memqueue_captured`` fixture, which sends nothing.
     status: str = "published"
 
 
@@ -251,9 +252,18 @@ class AmqpState:
                     with self._lock:
                         self._publishers.add(publisher)
                 publisher.publish(name, body, props, self._declared)
-            except (errors.UnroutableError, errors.NackError) as exc:
+            except errors.UnroutableError as exc:
+                self._give_back(publisher)
+                if attempt == 1:  # the queue was deleted since this process declared it: declare it again
+                    self._declared.discard(name)
+                    continue
+                raise self._unavailable(f"the broker did not route the message to queue {name!r}", exc) from None
+            except errors.NackError as exc:
                 self._give_back(publisher)
                 raise self._unavailable(f"the broker did not take the message for queue {name!r}", exc) from None
+            except errors.ChannelClosedByBroker as exc:  # e.g. a queue declared elsewhere with other arguments
+                self._discard(publisher)
+                raise self._unavailable(f"the broker refused to publish to queue {name!r}", exc) from None
             except (errors.AMQPError, OSError) as exc:
                 self._discard(publisher)
                 if reused and attempt == 1:  # a pooled connection the broker closed meanwhile: once more, anew

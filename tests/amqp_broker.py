@@ -10,7 +10,7 @@ SIGKILL after a deadline), and its ``epmd`` by pid.
 
 Without the binary the tests that need it are skipped, saying how to
 install it, except under CI (``CI`` set), where that is a failure.
-``benchmarks/amqp.py`` starts its broker with :func:`start_broker` too.
+``benchmarks/amqp_bench.py`` starts its broker with :func:`start_broker` too.
 """
 
 from __future__ import annotations

@@ -284,8 +284,10 @@ def test_broker_stopped_and_restarted_mid_run(
         assert r.status_code == 503 and r.headers["Retry-After"] == "1", r.json
         assert rabbitmq.password not in r.get_data(as_text=True)
         wait_until(lambda: client.get("/memqueue/health").status_code == 503)  # the consumers noticed
-        for path in ("/memqueue/stats", "/memqueue/threads", "/memqueue/health", "/memqueue/"):
+        for path in ("/memqueue/stats", "/memqueue/threads", "/memqueue/health"):
             assert rabbitmq.password not in client.get(path).get_data(as_text=True), path
+        page = client.get("/memqueue/", headers={"Accept": "text/html"}).get_data(as_text=True)
+        assert "RabbitMQ" in page and "Broker unreachable" in page and rabbitmq.password not in page
         release.set()  # the held message is handled; its ack cannot reach the broker
     finally:
         release.set()
@@ -372,3 +374,33 @@ def test_eager_mode_runs_the_handler_inline_without_a_broker(make_app: Callable[
     with app.app_context():
         job = mq.produce("m", topic="x")
     assert got == ["m"] and not isinstance(job, Published) and job.result == "ok"
+
+
+def test_produce_to_a_queue_deleted_meanwhile_declares_it_again(
+    rabbitmq: Broker, amqp_app: Callable[..., Flask], mq: MemQueue, qname: str
+) -> None:
+    @mq.handler("x", amqp_queue=qname)
+    def x(message: Any) -> None: ...
+
+    app = amqp_app(MEMQUEUE_CONSUMER=False)
+    with app.app_context():
+        mq.produce(1, topic="x")
+        delete_queues(rabbitmq, qname)  # the pooled connection believes it declared it
+        mq.produce(2, topic="x")
+    assert [json.loads(body) for _, body in get_all(rabbitmq, qname)] == [2]
+    delete_queues(rabbitmq, qname)
+
+
+@pytest.mark.app_config(MEMQUEUE_AMQP_URL="amqp://nobody:pw@127.0.0.1:1/%2F", MEMQUEUE_CONSUMER=False)
+def test_memqueue_captured_captures_produce_instead_of_publishing(
+    app: Flask, mq: MemQueue, memqueue_captured: Any
+) -> None:
+    @mq.handler("x", amqp_queue="never.published")
+    def x(message: Any) -> None: ...
+
+    with app.app_context():  # no broker listens on port 1: publishing would raise BrokerUnavailable
+        sent = mq.produce({"a": 1}, topic="x")
+    assert isinstance(sent, Published) and sent.status == "captured" and sent.queue == "never.published"
+    r = app.test_client().post("/memqueue/produce", json={"message": 2, "topic": "x"})
+    assert r.status_code == 202 and r.json["status"] == "captured", r.json
+    assert [entry.args for entry in memqueue_captured.of(x)] == [({"a": 1},), (2,)]
