@@ -191,8 +191,6 @@ class FlaskMemqueue(Contender):
         app.config.update(MEMQUEUE_AMQP_URL=self.url)
         mq.init_app(app)
         self.mq, self.app = mq, app
-        self.ctx = app.app_context()
-        self.ctx.push()
 
     def start_consumer(self) -> None:
         self.mq.queue_for(self.app).ensure_consumer()
@@ -200,12 +198,12 @@ class FlaskMemqueue(Contender):
 
     def publish(self, n: int) -> None:
         produce = self.mq.produce
-        for i in range(n):
-            produce({"n": i}, topic="bench")
+        with self.app.app_context():  # as a view runs: one app context around its produce() calls
+            for i in range(n):
+                produce({"n": i}, topic="bench")
 
     def stop(self) -> None:
         self.mq.shutdown(timeout=10)
-        self.ctx.pop()
 
 
 class Peer(Contender):
@@ -228,7 +226,8 @@ class Peer(Contender):
     def start_consumer(self) -> None:
         self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{self.peer}-", suffix=".log", delete=False)
         self.worker = subprocess.Popen(self.worker_argv(), cwd=HERE, env=dict(os.environ), stdin=subprocess.DEVNULL,
-                                       stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+                                       stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                       preexec_fn=_die_with_parent)
         wait_for(lambda: consumers(self.url, self.queue) >= 1, 60, f"the {self.peer} worker to consume")
 
     def publish(self, n: int) -> None:
@@ -246,6 +245,17 @@ class Peer(Contender):
             except subprocess.TimeoutExpired:
                 os.killpg(self.worker.pid, signal.SIGKILL)
                 self.worker.wait(10)
+
+
+def _die_with_parent() -> None:
+    """In a peer's worker (Linux): SIGTERM when the cell that started it dies, however it dies."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 class CeleryPeer(Peer):
