@@ -383,9 +383,13 @@ class AmqpState:
     def info(self) -> dict[str, Any]:
         """What ``/stats``, ``/threads``, ``/health`` and the dashboard show: never a password."""
         consumers = [c.info() for c in list(self.consumers)]
+        try:
+            queues = sorted(self.routes())
+        except ConfigurationError:  # a clash registered after init_app: the consumers log it
+            queues = []
         return {
             "url": self.url,
-            "queues": sorted(self.routes()) if self.host.registry.handlers else [],
+            "queues": queues,
             "consumers": consumers,
             "connected": sum(1 for c in consumers if c["connected"]),
             "outage": self.outage,
