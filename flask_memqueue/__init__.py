@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .consumer import current_job
     from .exceptions import (
+        BrokerUnavailable,
         ConfigurationError,
         JobFailed,
         JournalError,
@@ -38,6 +39,7 @@ __version__ = "1.0.0"
 #: Public name -> the module that defines it.
 _EXPORTS = {
     "current_job": "consumer",
+    "BrokerUnavailable": "exceptions",
     "ConfigurationError": "exceptions",
     "JobFailed": "exceptions",
     "JournalError": "exceptions",
@@ -67,6 +69,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "BrokerUnavailable",
     "ConfigurationError",
     "Job",
     "JobFailed",

@@ -27,10 +27,17 @@ from .job import check_queue_name
 from .state import AppQueue
 
 
-def _queue() -> AppQueue:
+def _queue(*, amqp_will_do: bool = False) -> AppQueue:
+    """The app's queue, refused where this command could not see its jobs.
+
+    ``amqp_will_do``: the command is also useful for the messages of a
+    RabbitMQ-backed app (the worker consumes them), whatever its store.
+    """
     queue: AppQueue | None = current_app.extensions.get("memqueue")
     if queue is None:
         raise click.ClickException("this app has no MemQueue; call mq.init_app(app)")
+    if amqp_will_do and queue.amqp is not None:
+        return queue
     if not queue.storage.capabilities.shared:
         raise click.ClickException(
             f"this app's store ({queue.storage_url}) lives inside the serving process: another process"
@@ -103,9 +110,14 @@ def worker_command(queues_opt: str | None, threads: int | None) -> None:
     SIGTERM/SIGINT stops after the jobs in hand; a second one stops at once
     (the interrupted jobs are taken up again later).
     """
-    queue = _queue()
-    plan = worker_threads(queue.config.queues, queues_opt, threads)
-    shown = ", ".join(f"{name}x{n}" for name, n in plan.items())
+    queue = _queue(amqp_will_do=True)
+    if not queue.storage.capabilities.shared and queues_opt is None:
+        plan = {}  # RabbitMQ only: no other process could have queued jobs in this one's memory
+    else:
+        plan = worker_threads(queue.config.queues, queues_opt, threads)
+    shown = ", ".join(f"{name}x{n}" for name, n in plan.items()) or "none"
+    if queue.amqp is not None:
+        shown += f"; RabbitMQ {queue.amqp.info()['url']} for the handlers' messages"
     click.echo(
         f"memqueue worker {os.getpid()}: running the jobs of {queue.app.name!r}"
         f" from {queue.storage_url}; queues (threads): {shown}",
@@ -154,7 +166,7 @@ def run_worker(queue: AppQueue, plan: dict[str, int] | None = None) -> None:
     :raises click.ClickException: the store failed, or the loops crashed,
         :data:`WORKER_MAX_FAILURES` times in a row (the command exits 1).
     """
-    queue.become_worker(plan or worker_threads(queue.config.queues, None, None))
+    queue.become_worker(worker_threads(queue.config.queues, None, None) if plan is None else plan)
     consumers = queue.all_consumers()
     stop: list[bool] = []  # set by the handler
     previous: dict[int, object] = {}
@@ -173,6 +185,9 @@ def run_worker(queue: AppQueue, plan: dict[str, int] | None = None) -> None:
     crashes = 0
     seen: dict[int, int] = {}
     try:
+        if not queue.ensure_consumer() and queue.start_error:  # the pools, and RabbitMQ's consumers
+            raise click.ClickException(f"cannot start the consumer threads: {queue.start_error}")
+        seen = {id(c): c.jobs_done for c in consumers}
         while not stop:
             dead = [c for c in consumers if not c.alive]
             if dead:
@@ -182,18 +197,19 @@ def run_worker(queue: AppQueue, plan: dict[str, int] | None = None) -> None:
                         f"{gave_up}. The worker stops (after {WORKER_MAX_FAILURES} consecutive failures);"
                         " fix the store, then start it again"
                     )
-                if seen:  # not the first start: these loops crashed (and logged why)
-                    ran = any(c.jobs_done != seen.get(id(c), 0) for c in dead)
-                    crashes = 0 if ran else crashes + 1
-                    if crashes >= WORKER_MAX_FAILURES:
-                        raise click.ClickException(
-                            f"the consumer loops of {queue.app.name!r} crashed {crashes} times in a row without"
-                            " running a job (the log above says why); the worker stops"
-                        )
-                    if crashes:
-                        _sleep_unless(stop, backoff_delay(crashes))
-                        if stop:
-                            break
+                # These loops crashed (and logged why): start them again, after a backoff
+                # unless they ran a job since the last start.
+                ran = any(c.jobs_done != seen.get(id(c), 0) for c in dead)
+                crashes = 0 if ran else crashes + 1
+                if crashes >= WORKER_MAX_FAILURES:
+                    raise click.ClickException(
+                        f"the consumer loops of {queue.app.name!r} crashed {crashes} times in a row without"
+                        " running a job (the log above says why); the worker stops"
+                    )
+                if crashes:
+                    _sleep_unless(stop, backoff_delay(crashes))
+                    if stop:
+                        break
                 seen = {id(c): c.jobs_done for c in consumers}
                 if not queue.ensure_consumer() and queue.start_error:
                     raise click.ClickException(f"cannot start the consumer threads: {queue.start_error}")

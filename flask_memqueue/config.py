@@ -171,6 +171,25 @@ def _threads(key: str, value: Any) -> int:
     return value
 
 
+def _amqp_url(key: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    from .storage.base import redact_url
+
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"{key} must be a URL string like 'amqp://user:pass@127.0.0.1:5672/%2F', not {type(value).__name__}"
+            + _env_hint(key, value)
+        )
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("amqp", "amqps") or value != value.strip() or not rest:
+        raise ConfigurationError(
+            f"{key} must be an amqp:// or amqps:// URL like 'amqp://user:pass@127.0.0.1:5672/%2F',"
+            f" not {redact_url(value)!r}"
+        )
+    return value
+
+
 def _queues(key: str, value: Any) -> dict[str, int]:
     """``{"default": 1, "emails": 4}``, or ``{"emails": {"threads": 4}}``: threads per queue."""
     if value is None:
@@ -200,6 +219,15 @@ def _queues(key: str, value: Any) -> dict[str, int]:
     return queues
 
 
+def _queue_prefix(key: str, value: Any) -> str:
+    if not isinstance(value, str) or value != value.strip() or value.startswith("amq."):
+        raise ConfigurationError(
+            f"{key} must be a string without spaces around it that does not start with 'amq.'"
+            f" (RabbitMQ reserves those names), like 'memqueue.', not {value!r}" + _env_hint(key, value)
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     default: Any
@@ -227,6 +255,10 @@ SETTINGS: dict[str, Setting] = {
     "JOURNAL": Setting(None, _journal, "Alias: a file path means MEMQUEUE_STORAGE = 'sqlite:///<path>'."),
     "JOURNAL_SYNC": Setting("normal", _sync, "With MEMQUEUE_JOURNAL: 'normal' survives a crash, 'full' power loss."),
     "METRICS": Setting(False, _bool, "Count jobs for GET <prefix>/metrics (needs the metrics extra)."),
+    "AMQP_URL": Setting(None, _amqp_url, "RabbitMQ for messages (produce, handlers): amqp:// or amqps://."),
+    "AMQP_QUEUE_PREFIX": Setting("memqueue.", _queue_prefix, "A handler's queue is this prefix + its topic."),
+    "AMQP_THREADS": Setting(1, _int(1), "Consumer threads (one connection each) per app for RabbitMQ."),
+    "AMQP_PREFETCH": Setting(8, _int(1), "Unacknowledged messages one RabbitMQ consumer thread holds at most."),
 }
 
 
@@ -251,6 +283,11 @@ class Config:
     #: Which key named the store, for error messages: ``MEMQUEUE_STORAGE`` or ``MEMQUEUE_JOURNAL``.
     storage_key: str
     metrics: bool
+    #: RabbitMQ for messages (``MEMQUEUE_AMQP_URL``), or None: messages use the store.
+    amqp_url: str | None = None
+    amqp_queue_prefix: str = "memqueue."
+    amqp_threads: int = 1
+    amqp_prefetch: int = 8
 
 
 def read_config(config: Mapping[str, Any]) -> Config:

@@ -66,6 +66,15 @@ class JournalError(StorageError):
     """The journal file cannot be opened, read or written."""
 
 
+class BrokerUnavailable(StorageError):
+    """RabbitMQ (``MEMQUEUE_AMQP_URL``) cannot be reached, or did not confirm a message.
+
+    Raised by ``produce()``: the message was not published (the routes
+    answer 503 with ``Retry-After``). The text names the URL with its
+    password replaced by ``***``.
+    """
+
+
 class MemQueueWarning(UserWarning):
     """Base class of the warnings flask-memqueue gives (filter them all with it)."""
 

@@ -20,6 +20,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 from flask import Flask
 from flask.globals import _cv_app  # behind current_app: one lookup, no proxy (Flask >= 2.2)
 
+from .amqp import AmqpState, Published
 from .config import PREFIX, SETTINGS, read_config
 from .exceptions import ConfigurationError, MainModuleTaskWarning
 from .job import Job
@@ -98,6 +99,12 @@ class MemQueue:
             main_tasks = [n for n in self.registry.tasks if n.startswith("__main__.")]
             if main_tasks:
                 _warn_main_module(main_tasks)
+        if config.amqp_url is not None:
+            try:
+                queue.amqp = AmqpState(queue)
+            except BaseException:
+                queue.storage.close()
+                raise
         if config.metrics:
             from .metrics import install
 
@@ -229,6 +236,7 @@ class MemQueue:
         retry_backoff: float = 2.0,
         queue: str = "default",
         priority: int = 0,
+        amqp_queue: str | None = None,
     ) -> _Decorator: ...
 
     def handler(self, topic: str | Callable[..., Any] | None = None, /, **options: Any) -> Any:
@@ -236,18 +244,27 @@ class MemQueue:
 
         ``@mq.handler`` takes messages without a topic; ``@mq.handler("orders")``
         those of one topic. Options are those of :meth:`task` (``retries``,
-        ``queue``, ``priority``...).
+        ``queue``, ``priority``...), and ``amqp_queue``: with
+        ``MEMQUEUE_AMQP_URL``, the RabbitMQ queue this handler consumes (and
+        ``produce`` publishes to), instead of the configured prefix and the
+        topic (see :doc:`amqp`).
         """
         if callable(topic):
             return self.handler(None)(topic)
         if topic is not None and (not isinstance(topic, str) or not topic):
             raise TypeError(f"a handler's topic must be a non-empty string or None, not {topic!r}")
-        unknown = set(options) - {"retries", "retry_delay", "retry_backoff", "queue", "priority"}
+        unknown = set(options) - {"retries", "retry_delay", "retry_backoff", "queue", "priority", "amqp_queue"}
         if unknown:
             raise TypeError(f"unknown handler option(s): {', '.join(sorted(unknown))}")
+        amqp_queue = options.pop("amqp_queue", None)
+        if amqp_queue is not None:
+            from .amqp import check_queue_name
+
+            check_queue_name(amqp_queue, "amqp_queue")
 
         def register(fn: Callable[..., Any]) -> Task[..., Any]:
             task: Task[..., Any] = Task(fn, message_task_name(topic), topic=topic, mq=self, **options)
+            task.amqp_queue = amqp_queue
             self.registry.add_handler(task)
             return task
 
@@ -333,12 +350,22 @@ class MemQueue:
         """
         return self._queue().enqueue(self.registry.resolve(func), args, kwargs, eta=eta_at(when))
 
-    def produce(self, message: Any, topic: str | None = None) -> Job:
+    def produce(self, message: Any, topic: str | None = None) -> Job | Published:
         """Queue ``message`` for the handler of ``topic`` (the default handler if None).
 
+        With ``MEMQUEUE_AMQP_URL`` (and not in eager mode) the message is
+        published to that handler's RabbitMQ queue instead, and what comes
+        back is a :class:`~flask_memqueue.amqp.Published` receipt: the broker
+        has confirmed it.
+
         :raises UnknownTopicError: no handler is registered for that topic.
+        :raises BrokerUnavailable: RabbitMQ cannot be reached or did not take the message.
         """
-        return self._queue().enqueue(self.registry.handler(topic), (message,), None)
+        queue = self._queue()
+        task = self.registry.handler(topic)
+        if queue.amqp is not None and not queue.config.eager:
+            return queue.amqp.publish(task, message)
+        return queue.enqueue(task, (message,), None)
 
     # -- the queue ---------------------------------------------------------------------
     def get_job(self, job_id: str) -> Job | None:

@@ -119,8 +119,10 @@ def memqueue_captured(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
 
     Every enqueue form is captured (``enqueue``, ``delay``, ``enqueue_in``,
     ``enqueue_at``, ``produce``, ``POST /memqueue/produce``). The caller gets
-    a queued :class:`~flask_memqueue.Job` that never runs; ``entry.run()``
-    calls the task by hand.
+    a queued :class:`~flask_memqueue.Job` that never runs (with
+    ``MEMQUEUE_AMQP_URL``, ``produce`` returns a
+    :class:`~flask_memqueue.amqp.Published` whose status is ``"captured"``
+    and nothing reaches the broker); ``entry.run()`` calls the task by hand.
     """
 
     queue = _queue(request)
@@ -141,6 +143,16 @@ def memqueue_captured(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
         return job
 
     monkeypatch.setattr(queue, "enqueue", capture)  # an instance attribute, removed after the test
+    if queue.amqp is not None:  # MEMQUEUE_AMQP_URL: produce() would publish; it is captured the same way
+        from .amqp import Published, queue_name
+
+        amqp = queue.amqp
+
+        def capture_message(task: Task[..., Any], message: Any) -> Published:
+            job = capture(task, (message,), None)
+            return Published(job.id, task.topic, queue_name(task, amqp.prefix), status="captured")
+
+        monkeypatch.setattr(amqp, "publish", capture_message)
     return captured
 
 

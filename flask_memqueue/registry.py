@@ -160,6 +160,11 @@ class Task(Generic[P, R]):
     #: stored by another process): its job fails saying which module to import.
     missing = False
 
+    #: For a message handler with ``MEMQUEUE_AMQP_URL``: the RabbitMQ queue it
+    #: consumes, given as ``@mq.handler(topic, amqp_queue=...)`` (None: the
+    #: configured prefix and its topic; see :mod:`flask_memqueue.amqp`).
+    amqp_queue: str | None = None
+
     def __init__(
         self,
         func: Callable[P, R],

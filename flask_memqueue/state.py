@@ -29,6 +29,7 @@ from .storage import Storage, StoreContext, open_storage, redact_url
 if TYPE_CHECKING:
     from flask import Flask
 
+    from .amqp import AmqpState
     from .config import Config
 
 logger = logging.getLogger("flask_memqueue")
@@ -74,6 +75,8 @@ class AppQueue:
         self._config_checked = False
         #: The app's Prometheus metrics (:mod:`flask_memqueue.metrics`), if on and installed.
         self.metrics: MetricsExporter | None = None
+        #: Messages over RabbitMQ (:mod:`flask_memqueue.amqp`), if ``MEMQUEUE_AMQP_URL`` is set.
+        self.amqp: AmqpState | None = None
         self._fresh_process()
         _QUEUES.add(self)
 
@@ -290,6 +293,8 @@ class AppQueue:
             return True
         if (self.closed and not draining) or self.config.eager or not (self.config.consumer or self.worker):
             return False
+        if self.amqp is not None and not self.closed:
+            self.amqp.ensure_consumers()
         with self.lock:
             if self.consumer_alive:
                 return True
@@ -468,6 +473,9 @@ class AppQueue:
         consumers = self.all_consumers()
         for consumer in consumers:
             consumer.stop()
+        if self.amqp is not None:  # after the message each holds; unacknowledged ones go back to the broker
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            drained = self.amqp.stop(remaining if wait else 0.0) and drained
         self.storage.wake()
         if wait:
             me = threading.current_thread()
@@ -630,6 +638,7 @@ class AppQueue:
             "eager": self.config.eager,
             "closed": self.closed,
             "throughput": self.throughput(),
+            "amqp": self.amqp.info() if self.amqp is not None else None,
         }
 
 

@@ -27,7 +27,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import RequestRedirect
 
 from . import access
-from .exceptions import QueueClosed, QueueFull, StorageError, UnknownQueueError, UnknownTopicError
+from .exceptions import BrokerUnavailable, QueueClosed, QueueFull, StorageError, UnknownQueueError, UnknownTopicError
 from .job import MAX_JSON_DEPTH, Job, JobStatus, check_queue_name, nested_deeper_than, safe_repr
 from .routes import APIError, RouteTable
 from .state import AppQueue, all_queues
@@ -204,6 +204,13 @@ def _storage_error(exc: StorageError) -> Response:
     )
 
 
+@routes.errorhandler(BrokerUnavailable)
+def _broker_unavailable(exc: BrokerUnavailable) -> Response:
+    current_app.logger.warning("memqueue: a message was not published: %s", exc)  # the URL is redacted
+    return error_response(503, f"the message broker is unavailable, try again later: {exc}",
+                          {"Retry-After": str(RETRY_AFTER)})
+
+
 @routes.errorhandler(QueueClosed)
 def _queue_closed(exc: QueueClosed) -> Response:
     return error_response(503, str(exc))
@@ -300,6 +307,9 @@ def _produce(message: Any, topic: str | None) -> Response:
         task = queue.registry.handler(topic)
     except UnknownTopicError as exc:
         raise APIError(404, str(exc)) from None
+    if queue.amqp is not None and not queue.config.eager:  # the broker confirmed it: no job to look at here
+        sent = queue.amqp.publish(task, message)
+        return json_response({"id": sent.id, "status": sent.status, "queue": sent.queue}, 202)
     try:
         job = queue.enqueue(task, (message,), None)
     except UnknownQueueError as exc:  # the app's configuration, not the request, is wrong
@@ -495,7 +505,7 @@ def threads() -> Response:
             "queue": None if owner is None else owner[1],
         })
     return json_response({"pid": os.getpid(), "app": queue.app.name, "consumer": queue.consumer_info(),
-                          "threads": listing})
+                          "threads": listing, "amqp": queue.amqp.info() if queue.amqp is not None else None})
 
 
 @routes.get("/stats")
@@ -514,9 +524,12 @@ def health() -> Response:
     if info["enabled"] and not queue.closed and not info["alive"] and not queue.ensure_consumer():
         return error_response(503, f"the consumer thread is dead and could not be restarted: {queue.start_error}")
     info = queue.consumer_info()
+    amqp = queue.amqp.info() if queue.amqp is not None else None
+    if amqp is not None and amqp["outage"] is not None:
+        return error_response(503, f"RabbitMQ ({amqp['url']}) cannot be reached by the consumers: {amqp['outage']}")
     return json_response({"status": "ok", "pid": os.getpid(), "consumer_alive": info["alive"],
                           "depth": queue.storage.depth(),
-                          "threads": sum(1 for t in info["threads"] if t["alive"])})
+                          "threads": sum(1 for t in info["threads"] if t["alive"]), "amqp": amqp})
 
 
 @routes.get("/metrics")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: makes .venv, installs the
 # package with its test extras, installs Debian's Chromium for the browser
-# tests when it can (root with apt-get), then runs pytest. Extra arguments go
-# to pytest, e.g. scripts/test.sh -k reloader.
+# tests and Debian's rabbitmq-server for the AMQP tests when it can (root with
+# apt-get), then runs pytest. Extra arguments go to pytest, e.g.
+# scripts/test.sh -k reloader.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -15,5 +16,12 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     echo "installing Debian's chromium for the browser tests" >&2
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
         || echo "could not install chromium: the browser tests will be skipped" >&2
+fi
+if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    # The AMQP tests start their own broker from it (tests/amqp_broker.py); the
+    # package's service is not started (policy-rc.d or no init here, and unused).
+    echo "installing Debian's rabbitmq-server for the AMQP tests" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null) \
+        || echo "could not install rabbitmq-server: the AMQP tests will be skipped (and fail under CI)" >&2
 fi
 exec .venv/bin/python -m pytest "$@"

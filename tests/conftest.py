@@ -8,6 +8,7 @@
   passes config to it (it must be known at ``init_app``).
 - ``storage_factory``: parametrized over :data:`STORAGE_BACKENDS`, for the one
   storage contract every backend must pass.
+- ``rabbitmq``: a real RabbitMQ broker for the session (``tests/amqp_broker.py``).
 - ``leak_detector`` (autouse): fails a test that leaves an app or request
   context pushed or a ``memqueue-consumer[...]`` thread running.
 """
@@ -253,6 +254,15 @@ def shared_storage_factory(
     """:func:`storage_factory` for the backends whose stores other processes share
     (the tests check that they declare it)."""
     yield from _storage_factory(request.param, make_app, tmp_path)
+
+
+# -- RabbitMQ ---------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[Any]:
+    """A real RabbitMQ broker (tests/amqp_broker.py), started once per session; skips without it, fails in CI."""
+    from amqp_broker import broker_fixture
+
+    yield from broker_fixture()
 
 
 def new_job(queue: AppQueue, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:

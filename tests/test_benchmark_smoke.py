@@ -24,3 +24,23 @@ def test_benchmark_script_runs_and_prints_every_table() -> None:
     assert out.count("| `flask_memqueue` |") == 4, out
     assert out.count("| `raw_flask` |") == 4, out
     assert "1.00×" in out
+
+
+AMQP_SCRIPT = SCRIPT.with_name("amqp_bench.py")
+
+
+def test_amqp_benchmark_script_runs(rabbitmq: object) -> None:
+    """benchmarks/amqp_bench.py starts its own broker and prints its tables (the rabbitmq
+    fixture only decides skip or fail when rabbitmq-server is missing)."""
+    proc = subprocess.run(
+        [sys.executable, str(AMQP_SCRIPT), "--quick", "--contenders", "bare_pika,flask_memqueue", "--workloads", "P,E"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for title in ("### P.", "### E."):
+        assert title in proc.stdout, proc.stdout
+    assert proc.stdout.count("| `flask_memqueue` |") == 2, proc.stdout + proc.stderr
+    assert "| — |" not in proc.stdout and "failed" not in proc.stderr, proc.stdout + proc.stderr  # every cell ran
+    assert "1.00×" in proc.stdout

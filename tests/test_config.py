@@ -31,6 +31,11 @@ BAD_VALUES: dict[str, list[Any]] = {
     "STORAGE_OPTIONS": ["sync=full", {"nosuch": 1}, {1: 2}, ["sync"]],
     "JOURNAL_SYNC": ["always", 1, None],
     "METRICS": ["maybe", 2, None],
+    "AMQP_URL": [5672, "redis://localhost", " amqp://localhost", "amqp://", "localhost:5672",
+                 "amqp://h/%2F?heartbeat=abc", "amqp://h/%2F?nosuch=1", "amqp://u:p@h:notaport/"],
+    "AMQP_QUEUE_PREFIX": ["amq.x", 5, " p.", None],
+    "AMQP_THREADS": [0, -1, "many", 1.5],
+    "AMQP_PREFETCH": [0, -1, "lots", 2.5],
 }
 
 
