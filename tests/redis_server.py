@@ -133,7 +133,9 @@ class RedisServer:
     def client(self, **kwargs: Any) -> Any:
         import redis
 
-        return redis.Redis(host=HOST if self.bind in ("0.0.0.0", HOST) else self.bind, port=self.port,
+        addresses = self.bind.split()
+        host = HOST if HOST in addresses or "0.0.0.0" in addresses else addresses[0]
+        return redis.Redis(host=host, port=self.port,
                            password=self.password, decode_responses=True, socket_timeout=5, **kwargs)
 
     def flush(self) -> None:
