@@ -55,7 +55,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from ..exceptions import ConfigurationError, MemQueueError, RedisUnavailable, StorageError
 from .base import Capabilities, StoreContext
@@ -248,7 +248,8 @@ class RedisStorage(DurableStorage):
         kwargs.update(decode_responses=True, protocol=2, health_check_interval=0)
         parts = urlsplit(url)
         try:
-            self._pool = redis.ConnectionPool.from_url(urlunsplit(parts._replace(query="")), **kwargs)
+            # the query string holds this store's options: they come in as ``connect``
+            self._pool = redis.ConnectionPool.from_url(url.partition("?")[0], **kwargs)
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"{self.key}: not a Redis URL redis-py can use ({exc}): {self.url!r}") from None
         self._password = unquote(parts.password or "") or str(kwargs.get("password") or "")
