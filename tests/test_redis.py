@@ -288,18 +288,17 @@ def test_a_prefix_shares_jobs_between_apps_of_different_names(make: Callable[...
 
 def test_bytes_per_queued_job_in_redis(make: Callable[..., AppQueue], tasks: dict[str, Any],
                                        server: RedisServer) -> None:
-    """What the README states: one key (a hash) and one list entry per queued job, and the
-    bytes that costs with a 100-character argument (a hash field over 64 bytes makes Redis
-    keep the hash as a table, not a listpack: about 780 bytes here)."""
+    """What the README states: one key (a string) and one list entry per queued job, within
+    the issue's 400 bytes with a 100-character argument (RQ: about 1.4 kB)."""
     queue = make(MEMQUEUE_MAXSIZE=0)
     with server.client() as c:
         before = int(c.info("memory")["used_memory"])
-        for i in range(2000):
+        for i in range(20_000):  # enough that the server's growing tables average out
             queue.storage.put(new_job(queue, "t.echo", f"{i:0100d}"))
-        per_job = (int(c.info("memory")["used_memory"]) - before) / 2000
+        per_job = (int(c.info("memory")["used_memory"]) - before) / 20_000
         keys = c.dbsize()
-    assert keys < 2000 + 20, "a queued job is one key (its hash), plus a few shared ones"
-    assert per_job < 1000, per_job
+    assert keys < 20_000 + 20, "a queued job is one key, plus a few shared ones"
+    assert per_job <= 400, per_job
 
 
 @pytest.fixture

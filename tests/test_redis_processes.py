@@ -12,6 +12,7 @@ what it waits for, never for time to pass.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -129,7 +130,7 @@ def owner_of(client: Any, pid: int) -> str:
 def record_of(client: Any, n: int, task: str = "record") -> dict[str, str]:
     """The stored job whose first argument is ``n``."""
     for key in client.scan_iter(f"{PREFIX}:j:*", count=1000):
-        h = client.hgetall(key)
+        h = json.loads(client.get(key))
         if h.get("t") == task and (h.get("a", "").startswith(f"[{n},") or h.get("a") == f"[{n}]"):
             return dict(h)
     raise AssertionError(f"no stored job {task}({n})")

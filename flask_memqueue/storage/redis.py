@@ -47,6 +47,7 @@ replaced by ``***``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -199,10 +200,14 @@ def _float(text: str | None) -> float | None:
 
 
 def _record(flat: list[Any]) -> RedisRecord:
-    """A record from a script's flat array: id, then field, value, ..."""
-    h = dict(zip(flat[1::2], flat[2::2], strict=False))
+    """A record from a script's ``{id, JSON text}``."""
+    return _parse(flat[0], flat[1])
+
+
+def _parse(jid: str, text: str | bytes) -> RedisRecord:
+    h: dict[str, str] = json.loads(text)
     return RedisRecord(
-        id=flat[0], task=h.get("t", ""), args=h.get("a", "[]"), kwargs=h.get("k"), status=h.get("s", "queued"),
+        id=jid, task=h.get("t", ""), args=h.get("a", "[]"), kwargs=h.get("k"), status=h.get("s", "queued"),
         attempts=int(h.get("n", 0)), enqueued_at=float(h.get("e", 0.0)), eta=_float(h.get("eta")),
         started_at=_float(h.get("sa")), finished_at=_float(h.get("fa")), result=h.get("r"), error=h.get("er"),
         traceback=h.get("tb"), owner=h.get("o"), progress=_float(h.get("pg")), message=h.get("pm"),
@@ -407,29 +412,28 @@ class RedisStorage(DurableStorage):
     def _load(self, job_id: str, visible_after: float | None) -> RedisRecord | None:
         self._check_process()
         try:
-            flat = self._r.hgetall(f"{self.prefix}:j:{job_id}")
+            text = self._r.get(f"{self.prefix}:j:{job_id}")
         except self._redis.RedisError as exc:
             raise self._error(exc, "reading a job") from exc
-        if not flat:
+        if not text:
             return None
-        record = _record([job_id, *(x for kv in flat.items() for x in kv)])
+        record = _parse(job_id, text)
         if visible_after is not None and record.finished_at is not None and record.finished_at <= visible_after:
             return None
         return record
 
     def _load_many(self, job_ids: list[str], finished_only: bool) -> list[Record]:
         self._check_process()
+        if not job_ids:
+            return []
         try:
-            with self._r.pipeline(transaction=False) as pipe:
-                for jid in job_ids:
-                    pipe.hgetall(f"{self.prefix}:j:{jid}")
-                found = pipe.execute()
+            found = self._r.mget([f"{self.prefix}:j:{jid}" for jid in job_ids])
         except self._redis.RedisError as exc:
             raise self._error(exc, "reading jobs") from exc
         records: list[Record] = []
-        for jid, flat in zip(job_ids, found, strict=False):
-            if flat:
-                record = _record([jid, *(x for kv in flat.items() for x in kv)])
+        for jid, text in zip(job_ids, found, strict=False):
+            if text:
+                record = _parse(jid, text)
                 if not finished_only or record.status in FINISHED:
                     records.append(record)
         return records
@@ -717,7 +721,7 @@ class RedisStorage(DurableStorage):
 # slot). The layout, for each app (prefix) on a server:
 #
 # ========================  ====================================================================
-# ``P:j:<id>``               the job: a hash of short fields (below)
+# ``P:j:<id>``               the job: a string, a JSON object of short text fields (below)
 # ``P:seq``                  insertion counter (``i``): FIFO order and "newest first" listings
 # ``P:qs``                   set of queue names ever used
 # ``P:p:<queue>``            zset of the priorities that have waiting jobs in ``queue``
@@ -733,12 +737,15 @@ class RedisStorage(DurableStorage):
 # ``P:done`` (channel)       ids of jobs that just finished, for ``Job.wait()`` in any process
 # ========================  ====================================================================
 #
-# Job hash fields: ``t`` task, ``a`` args (JSON), ``k`` kwargs (JSON, absent for
+# Job fields: ``t`` task, ``a`` args (JSON), ``k`` kwargs (JSON, absent for
 # none), ``s`` status, ``n`` attempts, ``e`` enqueued_at, ``i`` insertion number,
 # ``q`` queue, ``p`` priority, and while they have a value ``eta``, ``sa``
 # started_at, ``fa`` finished_at, ``r`` result (JSON), ``er`` error, ``tb``
 # traceback, ``o`` owner, ``ct`` claim token, ``pg``/``pm`` progress and its
-# message. A queued job costs one hash and one list entry, nothing more.
+# message. A queued job costs one string and one list entry, nothing more (one string, not a
+# hash: Redis keeps a hash with a value over 64 bytes as a table, and arguments often are; a
+# string of the same fields costs less than half of that). Every value is text, so numbers
+# keep their exact digits through cjson.
 #
 # State values travel as ARGV strings tagged by their first character: ``n``
 # is "no value" (the field is deleted), ``v<text>`` a value.
@@ -755,6 +762,13 @@ local FINISHED = {succeeded = true, failed = true, cancelled = true}
 local STATE = {'s', 'n', 'eta', 'sa', 'fa', 'r', 'er', 'tb', 'o', 'pg', 'pm'}
 
 local function jk(id) return P .. ':j:' .. id end
+-- A job is one string: a JSON object of text fields (see the field names above).
+local function get(id)
+  local v = redis.call('GET', jk(id))
+  if not v then return false end
+  return cjson.decode(v)
+end
+local function put(id, h) redis.call('SET', jk(id), cjson.encode(h)) end
 local function qk(q, p) return P .. ':q:' .. q .. ':' .. p end
 local function sk(q, p) return P .. ':s:' .. q .. ':' .. p end
 local function xk(s) return P .. ':x:' .. s end
@@ -829,30 +843,19 @@ local function wake(q, n)
   redis.call('LTRIM', k, 0, 15)
 end
 
--- Overwrite the state fields of key k with the 11 tagged values from ARGV[b]; returns them.
-local function write_state(k, b)
-  local v, set, del = {}, {}, {}
+-- Overwrite the state fields of job h with the 11 tagged values from ARGV[b]; returns h.
+local function write_state(h, b)
   for i, f in ipairs(STATE) do
     local x = dec(ARGV[b + i - 1])
-    v[f] = x
-    if x then
-      set[#set + 1] = f
-      set[#set + 1] = x
-    else
-      del[#del + 1] = f
-    end
+    if x then h[f] = x else h[f] = nil end
   end
-  if v.s ~= 'running' then del[#del + 1] = 'ct' end
-  redis.call('HSET', k, unpack(set))
-  if #del > 0 then redis.call('HDEL', k, unpack(del)) end
-  return v
+  if h.s ~= 'running' then h.ct = nil end
+  return h
 end
 
--- A record as a flat array: id, then the hash's fields and values.
+-- A record for Python: {id, its JSON text}.
 local function rec(id)
-  local r = redis.call('HGETALL', jk(id))
-  table.insert(r, 1, id)
-  return r
+  return {id, redis.call('GET', jk(id))}
 end
 
 -- Record the outcome of a job owner ran, from the 18 ARGV values at b: id, task, args,
@@ -861,32 +864,33 @@ end
 -- a late outcome (the job is no longer this owner's: its lease lapsed, another took it).
 local function settle(owner, b)
   local id = ARGV[b]
-  local k = jk(id)
-  local cur = redis.call('HMGET', k, 's', 'o', 'q', 'p', 'i', 'n', 'sa', 'fa', 'eta')
-  if not cur[1] then
-    local seq = redis.call('INCR', P .. ':seq')
+  local h = get(id)
+  if not h then
+    local seq = tostring(redis.call('INCR', P .. ':seq'))
     local q, p = ARGV[b + 5], ARGV[b + 6]
-    redis.call('HSET', k, 't', ARGV[b + 1], 'a', ARGV[b + 2], 'e', ARGV[b + 4], 'i', seq, 'q', q, 'p', p)
+    h = {t = ARGV[b + 1], a = ARGV[b + 2], e = ARGV[b + 4], i = seq, q = q, p = p}
     local kw = dec(ARGV[b + 3])
-    if kw then redis.call('HSET', k, 'k', kw) end
-    local v = write_state(k, b + 7)
+    if kw then h.k = kw end
+    local v = write_state(h, b + 7)
+    put(id, v)
     redis.call('SADD', QUEUES, q)
     index(id, v.s, q, p, seq, v.eta, v.fa, v.o, false)
     if FINISHED[v.s] then redis.call('PUBLISH', DONE, id) end
     return false
   end
-  if cur[1] ~= 'running' or cur[2] ~= owner then
+  if h.s ~= 'running' or h.o ~= owner then
     -- the very outcome written before (a write repeated after its reply was lost) is no late one
-    if cur[1] == dec(ARGV[b + 7]) and cur[6] == dec(ARGV[b + 8]) and cur[7] == dec(ARGV[b + 10])
-        and cur[8] == dec(ARGV[b + 11]) and cur[9] == dec(ARGV[b + 9]) then
+    if h.s == dec(ARGV[b + 7]) and (h.n or false) == dec(ARGV[b + 8]) and (h.sa or false) == dec(ARGV[b + 10])
+        and (h.fa or false) == dec(ARGV[b + 11]) and (h.eta or false) == dec(ARGV[b + 9]) then
       return false
     end
-    return cur[1]
+    return h.s
   end
-  local q, p = cur[3], cur[4]
+  local q, p, seq = h.q, h.p, h.i
   unindex(id, 'running', q, p, owner, false)
-  local v = write_state(k, b + 7)
-  index(id, v.s, q, p, cur[5], v.eta, v.fa, v.o, false)
+  local v = write_state(h, b + 7)
+  put(id, v)
+  index(id, v.s, q, p, seq, v.eta, v.fa, v.o, false)
   if FINISHED[v.s] then redis.call('PUBLISH', DONE, id) end
   if v.s == 'scheduled' then wake(q, 1) end
   return false
@@ -894,14 +898,13 @@ end
 
 -- Delete a finished (or any) job and its index entries.
 local function forget(id)
-  local k = jk(id)
-  local cur = redis.call('HMGET', k, 's', 'q', 'p', 'o')
-  if cur[1] then
-    unindex(id, cur[1], cur[2], cur[3], cur[4], false)
+  local h = get(id)
+  if h then
+    unindex(id, h.s, h.q, h.p, h.o, false)
   else
     redis.call('ZREM', FIN, id)
   end
-  redis.call('DEL', k)
+  redis.call('DEL', jk(id))
 end
 
 -- Delete the jobs that finished at or before t (the result TTL).
@@ -932,16 +935,15 @@ local woken = {}
 for i = 0, room - 1 do
   local b = 3 + i * 9
   local id = ARGV[b]
-  local k = jk(id)
-  if redis.call('EXISTS', k) == 0 then
-    local seq = redis.call('INCR', P .. ':seq')
+  if redis.call('EXISTS', jk(id)) == 0 then
+    local seq = tostring(redis.call('INCR', P .. ':seq'))
     local st, q, p = ARGV[b + 4], ARGV[b + 7], ARGV[b + 8]
-    redis.call('HSET', k, 't', ARGV[b + 1], 'a', ARGV[b + 2], 's', st, 'n', 0, 'e', ARGV[b + 5], 'i', seq,
-               'q', q, 'p', p)
+    local h = {t = ARGV[b + 1], a = ARGV[b + 2], s = st, n = '0', e = ARGV[b + 5], i = seq, q = q, p = p}
     local kw = dec(ARGV[b + 3])
-    if kw then redis.call('HSET', k, 'k', kw) end
+    if kw then h.k = kw end
     local eta = dec(ARGV[b + 6])
-    if eta then redis.call('HSET', k, 'eta', eta) end
+    if eta then h.eta = eta end
+    put(id, h)
     if not woken[q] then redis.call('SADD', QUEUES, q) end
     index(id, st, q, p, seq, eta, false, false, false)
     woken[q] = (woken[q] or 0) + 1
@@ -967,14 +969,13 @@ if nf > 0 then
   local failed = {}
   for i = 0, nf - 1 do failed[ARGV[b + i]] = true end
   for _, id in ipairs(redis.call('SMEMBERS', hk(owner))) do
-    local k = jk(id)
-    local cur = redis.call('HMGET', k, 'ct', 'q', 'p', 'n', 'i')
-    if cur[1] and failed[cur[1]] then
-      unindex(id, 'running', cur[2], cur[3], owner, false)
-      redis.call('HSET', k, 's', 'queued', 'n', math.max(0, tonumber(cur[4]) - 1))
-      redis.call('HDEL', k, 'o', 'sa', 'ct')
-      index(id, 'queued', cur[2], cur[3], cur[5], false, false, false, true)
-      wake(cur[2], 1)
+    local h = get(id)
+    if h and h.ct and failed[h.ct] then
+      unindex(id, 'running', h.q, h.p, owner, false)
+      h.s, h.n, h.o, h.sa, h.ct = 'queued', tostring(math.max(0, tonumber(h.n) - 1)), nil, nil, nil
+      put(id, h)
+      index(id, 'queued', h.q, h.p, h.i, false, false, false, true)
+      wake(h.q, 1)
     end
   end
   b = b + nf
@@ -995,13 +996,10 @@ redis.call('SET', P .. ':l:' .. owner, now, 'PX', lease)
 if repeated then
   -- this call was sent before and its reply lost: the job it claimed then is the answer
   for _, id in ipairs(redis.call('SMEMBERS', hk(owner))) do
-    if redis.call('HGET', jk(id), 'ct') == token then
-      local r = rec(id)
-      for i = 2, #r, 2 do
-        if r[i] == 'n' then r[i + 1] = tostring(tonumber(r[i + 1]) - 1) end
-        if r[i] == 's' then r[i + 1] = 'queued' end
-      end
-      return {discarded, id, r}
+    local h = get(id)
+    if h and h.ct == token then
+      h.n, h.s, h.o, h.sa, h.ct = tostring(tonumber(h.n) - 1), 'queued', nil, nil, nil
+      return {discarded, id, {id, cjson.encode(h)}}
     end
   end
 end
@@ -1016,7 +1014,7 @@ for _, p in ipairs(prios) do
         -- equal etas: the first inserted goes first
         local best = false
         for _, t in ipairs(redis.call('ZRANGEBYSCORE', sk(queue, p), due[2], due[2])) do
-          local s = tonumber(redis.call('HGET', jk(t), 'i'))
+          local s = tonumber(get(t).i)
           if not best or s < best then best, id = s, t end
         end
       end
@@ -1026,13 +1024,12 @@ for _, p in ipairs(prios) do
     end
     if not id then break end
     local r = rec(id)
-    if #r > 1 then
-      local k = jk(id)
-      local cur = redis.call('HMGET', k, 's', 'n', 'i')
-      unindex(id, cur[1], queue, p, false, popped)
-      redis.call('HSET', k, 's', 'running', 'n', tonumber(cur[2] or 0) + 1, 'sa', now, 'o', owner, 'ct', token)
-      redis.call('HDEL', k, 'eta')
-      index(id, 'running', queue, p, cur[3], false, false, owner, false)
+    if r[2] then
+      local h = cjson.decode(r[2])
+      unindex(id, h.s, queue, p, false, popped)
+      h.s, h.n, h.sa, h.o, h.ct, h.eta = 'running', tostring(tonumber(h.n or '0') + 1), now, owner, token, nil
+      put(id, h)
+      index(id, 'running', queue, p, h.i, false, false, owner, false)
       return {discarded, id, r}
     end
     if not popped then redis.call('ZREM', sk(queue, p), id) end
@@ -1052,16 +1049,16 @@ return settle(ARGV[1], 2)
 #: Cancel or requeue: ARGV = id, from statuses (comma-separated), 11 state values. 1 if done.
 TRANSITION = PRELUDE + r"""
 local id = ARGV[1]
-local k = jk(id)
-local cur = redis.call('HMGET', k, 's', 'q', 'p', 'i', 'o')
-if not cur[1] or not string.find(',' .. ARGV[2] .. ',', ',' .. cur[1] .. ',', 1, true) then return 0 end
-local q, p, seq = cur[2], cur[3], cur[4]
-unindex(id, cur[1], q, p, cur[5], false)
-local v = write_state(k, 3)
+local h = get(id)
+if not h or not string.find(',' .. ARGV[2] .. ',', ',' .. h.s .. ',', 1, true) then return 0 end
+local q, p, seq = h.q, h.p, h.i
+unindex(id, h.s, q, p, h.o, false)
+local v = write_state(h, 3)
 if v.s == 'queued' then
-  seq = redis.call('INCR', P .. ':seq')  -- queued again: a new place, at the end of the line
-  redis.call('HSET', k, 'i', seq)
+  seq = tostring(redis.call('INCR', P .. ':seq'))  -- queued again: a new place, at the end of the line
+  v.i = seq
 end
+put(id, v)
 index(id, v.s, q, p, seq, v.eta, v.fa, v.o, false)
 if FINISHED[v.s] then redis.call('PUBLISH', DONE, id) end
 if v.s == 'queued' or v.s == 'scheduled' then wake(q, 1) end
@@ -1072,14 +1069,15 @@ return 1
 #: Conditional on the job still running for that owner, so two reclaimers never both take it.
 TAKE_OVER = PRELUDE + r"""
 local id, owner = ARGV[1], ARGV[2]
-local k = jk(id)
-local cur = redis.call('HMGET', k, 's', 'o', 'q', 'p', 'i')
-if cur[1] ~= 'running' or cur[2] ~= owner then return 0 end
-unindex(id, 'running', cur[3], cur[4], owner, false)
-local v = write_state(k, 3)
-index(id, v.s, cur[3], cur[4], cur[5], v.eta, v.fa, v.o, true)
+local h = get(id)
+if not h or h.s ~= 'running' or h.o ~= owner then return 0 end
+local q, p, seq = h.q, h.p, h.i
+unindex(id, 'running', q, p, owner, false)
+local v = write_state(h, 3)
+put(id, v)
+index(id, v.s, q, p, seq, v.eta, v.fa, v.o, true)
 if FINISHED[v.s] then redis.call('PUBLISH', DONE, id) end
-if v.s == 'queued' or v.s == 'scheduled' then wake(cur[3], 1) end
+if v.s == 'queued' or v.s == 'scheduled' then wake(q, 1) end
 return 1
 """
 
@@ -1090,13 +1088,13 @@ prune_before(ARGV[4])
 local want = offset + limit
 local found = {}
 local function add(id, seq)
-  if queue == '' or redis.call('HGET', jk(id), 'q') == queue then found[#found + 1] = {tonumber(seq), id} end
+  if queue == '' or get(id).q == queue then found[#found + 1] = {tonumber(seq), id} end
 end
 if status == '' or status == 'queued' then
   for _, q in ipairs(queues(queue)) do
     for _, p in ipairs(redis.call('ZRANGE', pk(q), 0, -1)) do
       for _, id in ipairs(redis.call('LRANGE', qk(q, p), 0, want - 1)) do
-        add(id, redis.call('HGET', jk(id), 'i'))
+        add(id, get(id).i)
       end
     end
   end
@@ -1168,7 +1166,8 @@ return out
 RUNNING_OF = PRELUDE + r"""
 local out = {}
 for _, id in ipairs(redis.call('SMEMBERS', hk(ARGV[1]))) do
-  if redis.call('HGET', jk(id), 'o') == ARGV[1] then out[#out + 1] = rec(id) end
+  local h = get(id)
+  if h and h.o == ARGV[1] then out[#out + 1] = {id, cjson.encode(h)} end
 end
 return out
 """
@@ -1201,11 +1200,11 @@ for _, q in ipairs(redis.call('SMEMBERS', QUEUES)) do
     for _, id in ipairs(redis.call('ZRANGE', sk(q, p), 0, -1)) do ids[#ids + 1] = id end
     for _, id in ipairs(ids) do
       local r = rec(id)
-      local cur = redis.call('HMGET', jk(id), 's', 'i')
-      if cur[1] then
-        found[#found + 1] = {tonumber(cur[2]), r}
-        if cur[1] == 'scheduled' then redis.call('ZREM', xk('scheduled'), id) end
-        count(cur[1], q, -1)
+      if r[2] then
+        local h = cjson.decode(r[2])
+        found[#found + 1] = {tonumber(h.i), r}
+        if h.s == 'scheduled' then redis.call('ZREM', xk('scheduled'), id) end
+        count(h.s, q, -1)
       end
       redis.call('DEL', jk(id))
     end
@@ -1243,12 +1242,10 @@ return had
 PROGRESS = PRELUDE + r"""
 local owner = ARGV[1]
 for b = 2, #ARGV, 3 do
-  local k = jk(ARGV[b])
-  local cur = redis.call('HMGET', k, 's', 'o')
-  if cur[1] == 'running' and cur[2] == owner then
-    redis.call('HSET', k, 'pg', ARGV[b + 1])
-    local m = dec(ARGV[b + 2])
-    if m then redis.call('HSET', k, 'pm', m) else redis.call('HDEL', k, 'pm') end
+  local h = get(ARGV[b])
+  if h and h.s == 'running' and h.o == owner then
+    h.pg, h.pm = ARGV[b + 1], dec(ARGV[b + 2]) or nil
+    put(ARGV[b], h)
   end
 end
 return 1
