@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -79,9 +80,9 @@ def _redis_store(tmp_path: Path) -> str:
 def _stop_redis_server() -> Iterator[None]:
     """Stops the session's redis-server, if a test started it."""
     yield
-    from redis_server import stop_shared_server
-
-    stop_shared_server()
+    module = sys.modules.get("redis_server")  # imported only by the tests that use Redis
+    if module is not None:
+        module.stop_shared_server()
 
 
 def pytest_configure(config: pytest.Config) -> None:
