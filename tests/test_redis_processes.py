@@ -192,8 +192,8 @@ def test_kill_9_one_of_two_workers_loses_nothing_and_reruns_only_its_job_after_t
 
 
 def test_a_job_running_three_leases_on_a_live_worker_is_never_taken_over(env: Env, server: RedisServer) -> None:
-    a = env.worker("a", RT_LEASE="1")
-    b = env.worker("b", RT_LEASE="1")  # idle: it looks for lapsed leases every second
+    a = env.worker("a", RT_LEASE="2")
+    b = env.worker("b", RT_LEASE="2")  # idle: it looks for lapsed leases every second
     producer = env.main("producer", "enqueue", "0", RT_CONSUMER="0")
     assert producer.wait(DEADLINE) == 0
     enqueue = env.popen([sys.executable, "-c", (
@@ -206,7 +206,7 @@ def test_a_job_running_three_leases_on_a_live_worker_is_never_taken_over(env: En
 
         def three_leases_later() -> bool:
             assert c.exists(f"{PREFIX}:l:{owner}"), "the live worker's lease lapsed"
-            return time.time() >= started + 3 * 1.0
+            return time.time() >= started + 3 * 2.0
 
         wait_until(three_leases_later, DEADLINE, "three leases to pass", interval=0.05)
         (env.dir / "gate").touch()
