@@ -497,6 +497,37 @@ class RedisStorage(DurableStorage):
         return {flat[i]: {"queued": int(flat[i + 1]), "scheduled": int(flat[i + 2]), "running": int(flat[i + 3])}
                 for i in range(0, len(flat), 4)}
 
+    def _declare(self, owner: str, queues: tuple[str, ...], now: float) -> None:
+        """``<prefix>:dq`` holds, per owner, when it last said which queues it consumes."""
+        key = f"{self.prefix}:dq"
+        self._check_process()
+        try:
+            if queues:
+                self._r.hset(key, owner, json.dumps([now, list(queues)]))
+            else:
+                self._r.hdel(key, owner)
+        except self._redis.RedisError as exc:
+            raise self._error(exc, "declaring queues") from exc
+
+    def _declared(self, seen_after: float) -> set[str]:
+        key = f"{self.prefix}:dq"
+        self._check_process()
+        try:
+            entries = self._r.hgetall(key)
+            names: set[str] = set()
+            stale = []
+            for owner, text in entries.items():
+                seen, queues = json.loads(text)
+                if seen > seen_after:
+                    names.update(queues)
+                else:
+                    stale.append(owner)
+            if stale:  # gone quiet long ago (killed): nobody will forget them otherwise
+                self._r.hdel(key, *stale)
+        except self._redis.RedisError as exc:
+            raise self._error(exc, "reading declared queues") from exc
+        return names
+
     def _close(self) -> None:
         self._closing.set()
         self._beat_wake.set()
@@ -735,6 +766,7 @@ class RedisStorage(DurableStorage):
 # ``P:r:<queue>``            wake-up tokens: an idle consumer blocks on it (``BLPOP``)
 # ``P:w:<owner>``            a private wake-up list (``wake()`` ends this owner's ``BLPOP``)
 # ``P:done`` (channel)       ids of jobs that just finished, for ``Job.wait()`` in any process
+# ``P:dq``                   hash: owner -> [when, queues it consumes] (``declare_queues``)
 # ========================  ====================================================================
 #
 # Job fields: ``t`` task, ``a`` args (JSON), ``k`` kwargs (JSON, absent for
