@@ -137,8 +137,11 @@ def test_routes_cli_and_logs_never_show_the_password(tmp_path: Path, make_app: C
             assert job.wait(TIMEOUT) == "x"
         pages = [client.get(path, headers=auth) for path in
                  ("/memqueue/stats", "/memqueue/threads", "/memqueue/health", "/memqueue/jobs",
-                  f"/memqueue/jobs/{job.id}", "/memqueue/", "/memqueue/dashboard")]
-        assert [p.status_code for p in pages[:5]] == [200] * 5
+                  f"/memqueue/jobs/{job.id}", f"/memqueue/ui/jobs/{job.id}")]
+        assert [p.status_code for p in pages[:5]] == [200] * 5, [p.status_code for p in pages]
+        dashboard = client.get("/memqueue/", headers={**auth, "Accept": "text/html"})
+        assert dashboard.status_code == 200 and job.id in dashboard.get_data(as_text=True)
+        pages.append(dashboard)
         runner = app.test_cli_runner()
         cli = [runner.invoke(memqueue_cli, ["jobs"]), runner.invoke(memqueue_cli, ["purge", "--finished"])]
         assert cli[0].exit_code == 0 and job.id in cli[0].output
