@@ -634,8 +634,6 @@ class DurableStorage(Storage):
         """After a write: wake waiters (with the outcome on their objects), forget a finished local job."""
         stored = self._discarded_outcome(job)
         if stored is not None:  # taken over meanwhile: the store's record is the truth, not this object
-            with self._llock:
-                self._held.pop(job.id, None)
             _restore(job, stored)
         with self._llock:
             self._held.pop(job.id, None)  # recorded: the record is as new as the object
