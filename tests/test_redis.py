@@ -333,3 +333,12 @@ def _try_enqueue(mq: MemQueue, task: Any) -> Any:
         return mq.enqueue(task, 2)
     except RedisUnavailable:
         return None
+
+
+def test_tls_to_a_server_without_tls_is_named_as_such(make_app: Callable[..., Flask], mq: MemQueue,
+                                                      tasks: dict[str, Any], server: RedisServer) -> None:
+    app = make_app(MEMQUEUE_STORAGE=f"rediss://:{QUOTED}@127.0.0.1:{server.port}/0", MEMQUEUE_CONSUMER=False,
+                   MEMQUEUE_STORAGE_OPTIONS={"socket_timeout": 2})
+    with app.app_context(), pytest.raises(RedisUnavailable, match="TLS") as caught:
+        mq.enqueue(tasks["echo"], 1)
+    assert SECRET not in str(caught.value) and QUOTED not in str(caught.value)

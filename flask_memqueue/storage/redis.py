@@ -287,8 +287,12 @@ class RedisStorage(DurableStorage):
         if self._password:
             text = text.replace(self._password, "***")
         where = f"Redis {self.url} ({self.key})"
+        tls = self.url.startswith("rediss:")
         if isinstance(exc, r.AuthenticationError) or "WRONGPASS" in text or "NOAUTH" in text:
             why = f"the server refused the credentials (wrong password or user name): {text}"
+        elif tls and isinstance(exc, (r.ConnectionError, r.TimeoutError)) and "connecting" in text.lower():
+            # a TLS client talking to a plain port waits for a handshake that never comes
+            why = f"the TLS connection failed (does the server speak TLS on this port, with this CA?): {text}"
         elif isinstance(exc, r.TimeoutError):
             why = f"no answer in time (the server is stopped, overloaded, or the network is cut): {text}"
         elif isinstance(exc, r.ConnectionError):
