@@ -180,8 +180,10 @@ def run_worker(queue: AppQueue, plan: dict[str, int] | None = None) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, on_signal)
+    # A server's outage ends by itself (the worker resumes then); a broken file does not.
+    limit = None if queue.storage.capabilities.outages_end else WORKER_MAX_FAILURES
     for consumer in consumers:
-        consumer.max_store_failures = WORKER_MAX_FAILURES
+        consumer.max_store_failures = limit
     crashes = 0
     seen: dict[int, int] = {}
     try:

@@ -75,6 +75,17 @@ class BrokerUnavailable(StorageError):
     """
 
 
+class RedisUnavailable(StorageError):
+    """The Redis server cannot be reached or refuses this client (down, unreachable,
+    wrong password, TLS handshake failed, no answer in time).
+
+    The message names the server's URL with its password replaced by ``***``,
+    and says which of those it was. Nothing the failing call asked for was
+    done, except that an enqueue whose answer was lost may still have been
+    queued (the command reached Redis, the reply did not come back).
+    """
+
+
 class MemQueueWarning(UserWarning):
     """Base class of the warnings flask-memqueue gives (filter them all with it)."""
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: makes .venv, installs the
 # package with its test extras, installs Debian's Chromium for the browser
-# tests and Debian's rabbitmq-server for the AMQP tests when it can (root with
-# apt-get), then runs pytest. Extra arguments go to pytest, e.g.
-# scripts/test.sh -k reloader.
+# tests, Debian's rabbitmq-server for the AMQP tests and Debian's redis-server
+# for the Redis store's tests when it can (root with apt-get), then runs pytest.
+# Extra arguments go to pytest, e.g. scripts/test.sh -k reloader.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -23,5 +23,12 @@ if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && [ "$(id -u)" = 0 ] && comma
     echo "installing Debian's rabbitmq-server for the AMQP tests" >&2
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null) \
         || echo "could not install rabbitmq-server: the AMQP tests will be skipped (and fail under CI)" >&2
+fi
+if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    # The Redis store's tests start a real redis-server (never an imitation); under CI
+    # (CI set) they fail without one instead of skipping.
+    echo "installing Debian's redis-server for the Redis store's tests" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
+        || echo "could not install redis-server: the Redis tests will be skipped (or fail under CI)" >&2
 fi
 exec .venv/bin/python -m pytest "$@"

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ STORAGE_BACKENDS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "sqlite": lambda tmp_path: {"MEMQUEUE_STORAGE": f"sqlite:///{tmp_path / 'journal.db'}"},
     "journal-alias": lambda tmp_path: {"MEMQUEUE_JOURNAL": str(tmp_path / "journal.db")},
     "dict": lambda tmp_path: {"MEMQUEUE_STORAGE": _dict_store(tmp_path)},
+    "redis": lambda tmp_path: {"MEMQUEUE_STORAGE": _redis_store(tmp_path)},
 }
 
 
@@ -58,6 +60,30 @@ def _dict_store(tmp_path: Path) -> str:
 
     register_backend(SCHEME, open_dict)
     return f"{SCHEME}:///{tmp_path}"
+
+
+_REDIS_TESTS: set[Path] = set()
+
+
+def _redis_store(tmp_path: Path) -> str:
+    """The session's redis-server (tests/redis_server.py), flushed at a test's first store:
+    stores of one test share it, as processes do; no test sees an earlier one's jobs."""
+    from redis_server import shared_server
+
+    server = shared_server()  # skips (or, under CI, fails) without redis-server
+    if tmp_path.parent not in _REDIS_TESTS:
+        _REDIS_TESTS.add(tmp_path.parent)
+        server.flush()
+    return server.url()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_redis_server() -> Iterator[None]:
+    """Stops the session's redis-server, if a test started it."""
+    yield
+    module = sys.modules.get("redis_server")  # imported only by the tests that use Redis
+    if module is not None:
+        module.stop_shared_server()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -2,7 +2,7 @@
 
 Backends register a factory under the entry-point group
 ``flask_memqueue.storage``, keyed by URL scheme; the built-in ones
-(``memory``, ``sqlite``) are registered the same way in this package's
+(``memory``, ``sqlite``, and ``redis``/``rediss``/``unix`` for Redis) are registered the same way in this package's
 metadata, so a Postgres backend written elsewhere needs no change here::
 
     [project.entry-points."flask_memqueue.storage"]
@@ -44,6 +44,9 @@ ENTRY_POINT_GROUP = "flask_memqueue.storage"
 _BUILTIN = {
     "memory": "flask_memqueue.storage.memory:open_memory",
     "sqlite": "flask_memqueue.storage.sqlite:open_sqlite",
+    "redis": "flask_memqueue.storage.redis:open_redis",
+    "rediss": "flask_memqueue.storage.redis:open_redis",
+    "unix": "flask_memqueue.storage.redis:open_redis",
 }
 
 _lock = threading.Lock()

@@ -50,6 +50,11 @@ class Capabilities:
     #: A forked child must never use the inherited store (a connection or
     #: socket shared with the parent): the queue opens a new one in the child.
     reopen_after_fork: bool = False
+    #: The store is a server reached over a network: a failure is an outage that
+    #: ends by itself (a restart, a cut link), so ``flask memqueue worker`` keeps
+    #: backing off and trying for as long as it lasts instead of exiting after a
+    #: number of consecutive failures (which suits a damaged or read-only file).
+    outages_end: bool = False
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,8 @@ class _PollingEvent(threading.Event):
     def wait(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            left = POLL_INTERVAL if deadline is None else min(POLL_INTERVAL, deadline - time.monotonic())
+            poll = self._storage.waiter_poll_interval
+            left = poll if deadline is None else min(poll, deadline - time.monotonic())
             if super().wait(max(0.0, left)):
                 return True
             if self._storage._refresh_if_finished(self.job):
@@ -336,6 +337,36 @@ class DurableStorage(Storage):
         (pid and start time); a store spanning hosts overrides it (leases)."""
         parsed = parse_owner(owner)
         return parsed is not None and process_alive(*parsed)
+
+    # -- hooks a backend may override (the defaults suit a store on one host) ----------------
+    #: Seconds an idle consumer sleeps at most before it looks at the store again. Polling
+    #: stores keep it short; a store that blocks in its server until a job arrives
+    #: (:meth:`_sleep`) makes it longer: then it only bounds how soon a stop request made
+    #: from a signal handler (which may not call the server) is seen.
+    idle_wait: float = POLL_INTERVAL
+    #: Seconds between two reads of a job's record by ``Job.wait()`` on a job another
+    #: process may run. A store that tells waiters when a job finishes (pub/sub) makes
+    #: it long: the poll is then only a safety net for a lost notification.
+    waiter_poll_interval: float = POLL_INTERVAL
+
+    def _sleep(self, timeout: float, queue: str, kicks: int) -> int:
+        """Wait up to ``timeout`` s for work in ``queue``, unless this process enqueued
+        (or :meth:`wake` ran) since the consumer saw the kick generation ``kicks``; returns
+        the generation now. A store whose server can block until a job arrives from any
+        process (Redis ``BLPOP``) overrides it, so that a consumer wakes within
+        milliseconds of another process's enqueue instead of at its next poll."""
+        with self._kick:
+            if self._kicks == kicks and not self._woken:
+                self._kick.wait(timeout)
+            return self._kicks
+
+    def _discarded_outcome(self, job: Job) -> Record | None:
+        """The stored record of ``job`` if the last write of its outcome by this process
+        was discarded, else None. A store with leases discards the late outcome of a job
+        whose lease lapsed and that another process took over (the first outcome
+        recorded stands); the object then takes the stored record. A store that takes
+        over only the jobs of dead processes never discards one: the default."""
+        return None
 
     def _error(self, exc: BaseException, doing: str) -> MemQueueError:
         """The error raised when a primitive fails: a :class:`StorageError` (a backend
@@ -523,10 +554,7 @@ class DurableStorage(Storage):
                 if left <= 0:
                     return None
                 wait = min(wait, left)
-            with self._kick:
-                if self._kicks == kicks and not self._woken:
-                    self._kick.wait(wait)
-                kicks = self._kicks
+            kicks = self._sleep(wait, queue, kicks)
             job = self._take_next(None, queue, stopped)
         return job
 
@@ -583,7 +611,7 @@ class DurableStorage(Storage):
         if now >= self._next_sync and self._local:
             self._next_sync = now + 1.0
             self._sync_local()
-        wait = POLL_INTERVAL
+        wait = self.idle_wait
         eta = self._guard("reading", self._next_eta, queue)
         if eta is not None:
             wait = max(0.0, min(wait, eta - now))
@@ -604,6 +632,9 @@ class DurableStorage(Storage):
 
     def _after_settle(self, job: Job) -> None:
         """After a write: wake waiters (with the outcome on their objects), forget a finished local job."""
+        stored = self._discarded_outcome(job)
+        if stored is not None:  # taken over meanwhile: the store's record is the truth, not this object
+            _restore(job, stored)
         with self._llock:
             self._held.pop(job.id, None)  # recorded: the record is as new as the object
             if not job.finished:
