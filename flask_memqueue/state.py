@@ -206,11 +206,7 @@ class AppQueue:
             raise QueueClosed(f"the queue of app {self.app.name!r} was shut down; it takes no more jobs")
         if not self._config_checked:
             self.warn_config_changed()
-        name = task.queue if queue is None else queue
-        if name not in self._declared and name not in self.declared_queues():
-            raise self._undeclared(name)
-        job = Job(self, next(self._ids), task, args, kwargs or None, time.time(), QUEUED, name,
-                  task.priority if priority is None else priority)
+        job = self.new_job(task, args, kwargs, None, queue, priority)
         if self.config.eager:
             return self._run_eagerly(job)
         if eta is None:
