@@ -293,7 +293,9 @@ class MemQueue:
             queue = self._queue()
         return queue.enqueue(self.registry.resolve(func), args, kwargs)
 
-    def options(self, *, queue: str | None = None, priority: int | None = None) -> Options:
+    def options(
+        self, *, queue: str | None = None, priority: int | None = None, unique_key: str | None = None
+    ) -> Options:
         """Job options for the calls made through the returned object:
         ``mq.options(queue="urgent", priority=50).enqueue(func, *args, **kwargs)``
         (also ``.enqueue_in`` and ``.enqueue_at``).
@@ -303,9 +305,11 @@ class MemQueue:
 
         :param queue: the named queue instead of the task's own.
         :param priority: -100..100 instead of the task's own; higher runs first.
-        :raises ValueError: a bad queue name or priority (the message names it).
+        :param unique_key: while a job with this key waits or runs, return it
+            instead of queueing another (see :meth:`Task.options <flask_memqueue.Task.options>`).
+        :raises ValueError: a bad queue name, priority or key (the message names it).
         """
-        return Options(self, queue=queue, priority=priority)
+        return Options(self, queue=queue, priority=priority, unique_key=unique_key)
 
     def submit(
         self,
@@ -316,12 +320,14 @@ class MemQueue:
         eta: float | None = None,
         queue: str | None = None,
         priority: int | None = None,
+        unique_key: str | None = None,
     ) -> Job[Any]:
         """Queue a call with every option spelled out (what :class:`Options` calls).
 
-        ``eta`` is a Unix time; ``queue``/``priority`` None mean the task's own.
+        ``eta`` is a Unix time; ``queue``/``priority`` None mean the task's own;
+        ``unique_key`` None means none.
         """
-        return self._queue().enqueue(self.registry.resolve(func), args, kwargs, eta, queue, priority)
+        return self._queue().enqueue(self.registry.resolve(func), args, kwargs, eta, queue, priority, unique_key)
 
     @overload
     def enqueue_in(

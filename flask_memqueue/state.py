@@ -196,9 +196,13 @@ class AppQueue:
         eta: float | None = None,
         queue: str | None = None,
         priority: int | None = None,
+        unique_key: str | None = None,
     ) -> Job:
         """Queue a call of ``task`` (at Unix time ``eta`` if given), in the task's
         queue with its priority unless ``queue``/``priority`` say otherwise.
+
+        With ``unique_key``, a live job holding that key is returned instead
+        (nothing is queued, no signal is sent).
 
         :raises UnknownQueueError: no process declares that queue.
         """
@@ -206,13 +210,18 @@ class AppQueue:
             raise QueueClosed(f"the queue of app {self.app.name!r} was shut down; it takes no more jobs")
         if not self._config_checked:
             self.warn_config_changed()
-        job = self.new_job(task, args, kwargs, None, queue, priority)
+        job = self.new_job(task, args, kwargs, None, queue, priority, unique_key)
         if self.config.eager:
             return self._run_eagerly(job)
-        if eta is None:
+        if eta is not None:
+            job.mark_scheduled(eta)
+        if unique_key is not None:
+            holder = self.storage.put_unique(job)
+            if holder is not job:
+                return holder
+        elif eta is None:
             self.storage.put(job)
         else:
-            job.mark_scheduled(eta)
             self.storage.schedule(job)
         if job_enqueued.receivers:
             job_enqueued.send(self.app, job=job)
@@ -248,6 +257,7 @@ class AppQueue:
         eta: float | None = None,
         queue: str | None = None,
         priority: int | None = None,
+        unique_key: str | None = None,
     ) -> Job:
         """A job as :meth:`enqueue` makes it (same id sequence, same check of its
         queue), handed to no store (the pytest plugin's ``memqueue_captured``
@@ -256,7 +266,8 @@ class AppQueue:
         if name not in self._declared and name not in self.declared_queues():
             raise self._undeclared(name)
         job = Job(self, next(self._ids), task, args, kwargs or None, time.time(), QUEUED,
-                  task.queue if queue is None else queue, task.priority if priority is None else priority)
+                  task.queue if queue is None else queue, task.priority if priority is None else priority,
+                  unique_key)
         if eta is not None:
             job.mark_scheduled(eta)
         return job
