@@ -21,6 +21,7 @@ from .job import DEFAULT_QUEUE, check_priority, check_queue_name, check_unique_k
 
 if TYPE_CHECKING:
     from .job import Job
+    from .schedule import Periodic
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -194,6 +195,7 @@ class Task(Generic[P, R]):
         mq: Enqueuer | None = None,
         queue: str = DEFAULT_QUEUE,
         priority: int = 0,
+        periodic: Periodic | None = None,
     ) -> None:
         if not callable(func):
             raise TypeError(f"a task must be callable, not {func!r}")
@@ -230,6 +232,9 @@ class Task(Generic[P, R]):
         self.queue = queue
         #: Their priority (-100..100, higher first) unless a call says otherwise.
         self.priority = priority
+        #: For a task registered with ``@mq.periodic``: its schedule, time zone
+        #: and catch-up rule; None for other tasks.
+        self.periodic = periodic
         self._mq = mq
         functools.update_wrapper(self, func)
 
@@ -310,6 +315,8 @@ class Registry:
         self._by_func: dict[Any, Task[..., Any]] = {}
         self._adhoc: dict[Any, Task[..., Any]] = {}
         self.handlers: dict[str | None, Task[..., Any]] = {}
+        #: The periodic tasks (``@mq.periodic``) by name: what the scheduler runs.
+        self.periodic: dict[str, Task[..., Any]] = {}
 
     def add_task(self, task: Task[..., Any]) -> None:
         old = self.tasks.get(task.name)
@@ -320,6 +327,10 @@ class Registry:
             )
         self.tasks[task.name] = task
         self._by_func[task.func] = task
+        if task.periodic is not None:
+            self.periodic[task.name] = task
+        else:
+            self.periodic.pop(task.name, None)
 
     def add_handler(self, task: Task[..., Any]) -> None:
         old = self.handlers.get(task.topic)
