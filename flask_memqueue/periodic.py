@@ -149,6 +149,10 @@ class HostLock:
         """Give the schedule up (shutdown): another process takes it at its next tick."""
         fd, self._fd = self._fd, None
         if fd is not None and self._pid == os.getpid():
+            try:
+                os.ftruncate(fd, 0)  # no holder's pid left behind
+            except OSError:
+                pass
             os.close(fd)  # closing the last descriptor of the open file description unlocks it
 
     def forget_after_fork(self) -> None:
@@ -161,7 +165,11 @@ class HostLock:
                 pass
 
     def holder_pid(self) -> int | None:
-        """The pid written by the process that holds the lock now, if one does (any process may ask)."""
+        """The pid written by the process that holds the lock, if it is alive (any process may ask).
+
+        A holder that ended cleanly erased it; one that was killed left it, and
+        is seen dead (a reused pid would show a wrong holder until the next one writes).
+        """
         if self.held:
             return os.getpid()
         try:
@@ -177,7 +185,7 @@ class HostLock:
             return None
         except PermissionError:
             pass
-        return pid if _locked_by_someone(self.path) else None
+        return pid  # not probed with flock: a probe could make a process taking over miss its tick
 
     def read_state(self) -> dict[str, float]:
         """The last ticks the holders wrote; empty if there is no (readable) state file."""
@@ -197,25 +205,6 @@ class HostLock:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"ticks": ticks, "pid": os.getpid()}, f)
         os.replace(tmp, self.state_path)
-
-
-def _locked_by_someone(path: str) -> bool:
-    """True if some process holds the flock on ``path`` (tried without keeping it)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        return True
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # also drops the lock if we just took it
-    return False
 
 
 def _forget_locks_in_child() -> None:

@@ -509,6 +509,13 @@ def threads() -> Response:
                           "threads": listing, "amqp": queue.amqp.info() if queue.amqp is not None else None})
 
 
+@routes.get("/periodic")
+def periodic() -> Response:
+    """Each periodic task: its schedule, time zone, next run, last run and its job;
+    the scheduler of this process, and in memory mode which process holds the schedule."""
+    return json_response(_queue().scheduler.info())
+
+
 @routes.get("/stats")
 def stats() -> Response:
     return json_response(_queue().stats())

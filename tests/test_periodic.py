@@ -434,3 +434,57 @@ def test_info_lists_each_task_with_its_next_and_last_run(mq: MemQueue, make_papp
     assert job is not None and job.tick == 101.0
     assert by_name["digest"]["next_run"] is not None
     queue.storage.drop_waiting()
+
+
+def test_the_route_the_dashboard_and_the_cli_show_the_schedule(
+    mq: MemQueue, make_papp: Callable[..., Flask]
+) -> None:
+    @mq.periodic("*/10 * * * *", name="purge_sessions")
+    def purge_sessions() -> None: ...
+
+    app = make_papp()
+    queue = queue_of(app)
+    queue.scheduler.started_at = 0.5
+    queue.scheduler.step(0.5)
+    queue.scheduler.step(600.0)
+    client = app.test_client()
+    body = client.get("/memqueue/periodic").get_json()
+    [task] = body["tasks"]
+    assert task["name"] == "purge_sessions" and task["schedule"] == "*/10 * * * *" and task["timezone"] == "UTC"
+    assert task["last_run"]["tick"] == "1970-01-01T00:10:00+00:00"
+    assert task["last_run"]["status"] in ("queued", "running", "succeeded")  # the request started the consumer
+    assert body["scheduler"]["holds_schedule"] is True and body["mode"] == "host lock"
+    page = client.get("/memqueue/", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert "Periodic tasks" in page and 'data-periodic="purge_sessions"' in page and task["last_run"]["job_id"] in page
+    result = app.test_cli_runner().invoke(args=["memqueue", "periodic"])
+    assert result.exit_code == 0, result.output
+    assert "held by process" in result.output
+    assert "purge_sessions\t*/10 * * * *\tUTC\t" in result.output and task["last_run"]["job_id"] in result.output
+    queue.storage.drop_waiting()
+
+
+def test_the_route_keeps_the_access_rules(mq: MemQueue, tmp_path: Path) -> None:
+    mq.periodic(every=60, name="minutely")(lambda: None)
+    app = Flask("prod", instance_path=str(tmp_path))
+    app.config.update(MEMQUEUE_PERIODIC=False)
+    mq.init_app(app)
+    try:
+        assert app.test_client().get("/memqueue/periodic").status_code == 403  # production, no token
+    finally:
+        queue_of(app).shutdown()
+    token = "s3cret-token-0123456789"
+    app = Flask("prod2", instance_path=str(tmp_path))
+    app.config.update(MEMQUEUE_PERIODIC=False, MEMQUEUE_TOKEN=token)
+    mq.init_app(app)
+    try:
+        client = app.test_client()
+        assert client.get("/memqueue/periodic").status_code == 401
+        ok = client.get("/memqueue/periodic", headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200 and ok.get_json()["tasks"][0]["name"] == "minutely"
+    finally:
+        queue_of(app).shutdown()
+
+
+def test_the_cli_says_when_there_is_no_periodic_task(make_papp: Callable[..., Flask]) -> None:
+    result = make_papp().test_cli_runner().invoke(args=["memqueue", "periodic"])
+    assert result.exit_code == 0 and "no periodic tasks" in result.output
