@@ -26,8 +26,9 @@ The thread sleeps until the next tick on an :class:`threading.Event` (stopping
 is immediate) and is guarded like the consumers: its ident is recorded by
 the queue, and a loop whose ident is not the recorded one exits.
 
-**Catch-up.** A tick that comes while the scheduler thread runs is run (the
-latest one only, if the process was suspended over several). A tick that
+**Catch-up.** A tick that comes while the scheduler thread runs is run; a
+thread that wakes late queues each tick it overslept, up to
+:data:`MAX_LATE_TICKS` (beyond that, a suspended machine: the latest only). A tick that
 passed before the thread started is *missed*: with ``catch_up=True`` (the
 default) the latest missed tick runs once if no process claimed it (its
 last claimed tick is older), never a burst; with ``catch_up=False`` it is
@@ -65,6 +66,9 @@ logger = logging.getLogger("flask_memqueue")
 MAX_SLEEP = 60.0
 #: After a step failed (the store is down), wait this long, doubling up to :data:`MAX_SLEEP`.
 BACKOFF_FIRST = 0.1
+#: A scheduler that wakes late (a busy machine) queues each tick it overslept, up to
+#: this many; more than this (a suspended machine) is one run, for the latest tick.
+MAX_LATE_TICKS = 10
 
 
 class SchedulerHost(Protocol):
@@ -358,7 +362,8 @@ class Scheduler:
     def _tick(self, task: Task[..., Any], now: float, default: _dt.tzinfo, last: TickInfo | None) -> None:
         spec = task.periodic
         assert spec is not None
-        due = spec.schedule.latest(now, spec.zone(default))
+        zone = spec.zone(default)
+        due = spec.schedule.latest(now, zone)
         if due is None:
             return
         known = self._known.get(task.name)
@@ -368,23 +373,45 @@ class Scheduler:
         if last is not None and last.tick >= due:
             return  # claimed (by this or another process)
         started = self.started_at if self.started_at is not None else now
+        if known is not None:
+            # This thread handled the task's previous tick, so every tick since came
+            # while it ran: a late wake (a busy machine) queues each one it overslept.
+            start = known if last is None else max(known, last.tick)
+            for tick in self._overslept(spec.schedule, start, due, zone):
+                self._claim(task, tick, run=True, started=started)
+            return
         if last is None:
-            run = False  # a task never scheduled before: enrol it; nothing was missed
+            self._claim(task, due, run=False, started=started)  # never scheduled before: enrol it, nothing missed
         elif due >= started:
-            run = True  # the tick came while this scheduler ran
-        else:
-            run = spec.catch_up  # missed while no scheduler ran here
-            if not run:
-                return
-        self._persist(task.name, due)
+            self._claim(task, due, run=True, started=started)  # the tick came while this scheduler ran
+        elif spec.catch_up:
+            self._claim(task, due, run=True, started=started)  # missed while no scheduler ran here: once
+        # else: a missed tick, and no catch-up wanted
+
+    @staticmethod
+    def _overslept(schedule: Any, start: float, due: float, zone: _dt.tzinfo) -> list[float]:
+        """The ticks after ``start`` up to ``due``; only ``due`` if more than :data:`MAX_LATE_TICKS`
+        (a suspended machine: one run, never a burst)."""
+        ticks: list[float] = []
+        tick: float | None = start
+        while len(ticks) <= MAX_LATE_TICKS:
+            tick = schedule.next_after(tick, zone)
+            if tick is None or tick > due:
+                break
+            ticks.append(tick)
+        return ticks if len(ticks) <= MAX_LATE_TICKS else [due]
+
+    def _claim(self, task: Task[..., Any], tick: float, *, run: bool, started: float) -> None:
+        """Claim ``tick`` with a job (``run``) or without one (enrolment), the state file first."""
+        self._persist(task.name, tick)
         if run:
-            claimed = self.host.enqueue_tick(task, due)
+            claimed = self.host.enqueue_tick(task, tick)
         else:
-            claimed = self.host.storage.claim_tick(task.name, due, None)
+            claimed = self.host.storage.claim_tick(task.name, tick, None)
         if claimed:
-            self.claims[task.name] = Claim(due, run, time.time())
-            if run and due < started:
-                logger.info("periodic task %s: one catch-up run for the missed tick %s", task.name, isotime(due))
+            self.claims[task.name] = Claim(tick, run, time.time())
+            if run and tick < started:
+                logger.info("periodic task %s: one catch-up run for the missed tick %s", task.name, isotime(tick))
 
     def _persist(self, name: str, tick: float) -> None:
         """Memory mode: write the tick to the state file before its job is queued (at most once)."""

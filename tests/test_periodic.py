@@ -212,7 +212,7 @@ def every_second(mq: MemQueue) -> Any:
     return beat
 
 
-def test_first_start_enrols_then_one_job_per_tick_and_at_most_one_after_a_gap(
+def test_first_start_enrols_then_one_job_per_tick_each_overslept_one_and_one_after_a_suspension(
     every_second: Any, make_papp: Callable[..., Flask]
 ) -> None:
     queue = queue_of(make_papp())
@@ -225,10 +225,12 @@ def test_first_start_enrols_then_one_job_per_tick_and_at_most_one_after_a_gap(
     scheduler.step(101.5)
     scheduler.step(102.0)
     assert waiting_ticks(queue) == [101.0, 102.0]
-    scheduler.step(107.3)  # suspended over 103..106: the latest only
-    assert waiting_ticks(queue) == [101.0, 102.0, 107.0]
+    scheduler.step(105.3)  # woke late (a busy machine): each tick it overslept, in order
+    assert waiting_ticks(queue) == [101.0, 102.0, 103.0, 104.0, 105.0]
+    scheduler.step(130.5)  # suspended over 25 ticks (more than MAX_LATE_TICKS): the latest only
+    assert waiting_ticks(queue) == [101.0, 102.0, 103.0, 104.0, 105.0, 130.0]
     job = queue.get_job(queue.storage.last_ticks()["beat"].job_id or "")
-    assert job is not None and job.tick == 107.0 and job.to_dict()["tick"].startswith("1970-01-01T00:01:47")
+    assert job is not None and job.tick == 130.0 and job.to_dict()["tick"].startswith("1970-01-01T00:02:10")
     queue.storage.drop_waiting()
 
 
