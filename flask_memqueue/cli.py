@@ -246,6 +246,8 @@ def run_worker(queue: AppQueue, plan: dict[str, int] | None = None) -> None:
                 seen = {id(c): c.jobs_done for c in consumers}
                 if not queue.ensure_consumer() and queue.start_error:
                     raise click.ClickException(f"cannot start the consumer threads: {queue.start_error}")
+            if not queue.scheduler.alive:  # periodic tasks: a scheduler that ended is started again
+                queue.ensure_scheduler()
             _sleep_unless(stop, SUPERVISE_INTERVAL)
     finally:
         for signo, handler in previous.items():

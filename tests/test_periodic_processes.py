@@ -199,10 +199,15 @@ def test_flask_run_debug_runs_the_schedule_in_the_serving_child_once_per_tick(en
 
 # -- three processes on one journal ---------------------------------------------------------------
 def test_three_processes_on_a_journal_one_job_per_tick_one_killed_midway(env: Env) -> None:
+    """Two app processes and a ``flask memqueue worker`` (which runs the schedule too); the worker is killed."""
     journal = env.dir / "jobs.db"
-    procs = [env.main(f"p{i}", PT_STORAGE=f"sqlite:///{journal}") for i in range(3)]
-    wait_until(lambda: len(env.lines("started")) == 3, DEADLINE,
+    store = {"PT_STORAGE": f"sqlite:///{journal}"}
+    worker_argv = [str(Path(sys.executable).parent / "flask"), "--app", "periodic_app", "memqueue", "worker"]
+    procs = [env.main("p0", **store), env.popen(worker_argv, "p1", **store), env.main("p2", **store)]
+    wait_until(lambda: len(env.lines("started")) == 2 and f"memqueue worker {procs[1].pid}: running"
+               in env.output("p1"), DEADLINE,
                lambda: "3 processes to start: " + " | ".join(env.output(f"p{i}") for i in range(3)))
+    wait_until(lambda: _tick_rows(journal), DEADLINE, "a first claim in the journal")
     wait_ticks(env, 4, describe=lambda: env.output("p0"))
     victim = procs[1]
     os.kill(victim.pid, signal.SIGKILL)
@@ -226,6 +231,20 @@ def test_three_processes_on_a_journal_one_job_per_tick_one_killed_midway(env: En
     # A job runs twice only if its process died while running it (at-least-once), counted as a 2nd attempt.
     interrupted = {tick for tick, _, attempts in per_tick if attempts > 1}
     assert {t for t, n in runs.items() if n > 1} <= interrupted
+
+
+def _tick_rows(journal: Path) -> list[Any] | None:
+    """The journal's memqueue_ticks rows (None while the table is not there yet)."""
+    try:
+        conn = sqlite3.connect(journal, timeout=10)
+    except sqlite3.Error:
+        return None
+    try:
+        return conn.execute("SELECT task, tick, job_id FROM memqueue_ticks").fetchall()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
 
 
 # -- catch-up after every process was down ---------------------------------------------------------
