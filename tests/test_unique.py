@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT, Gate
+from conftest import STORAGE_BACKENDS, TIMEOUT, Gate
 from flask import Flask
 
 from flask_memqueue import Job, MemQueue, job_enqueued
 
 STORES: dict[str, Callable[[Path], dict[str, Any]]] = {
-    "memory": lambda tmp: {},
-    "sqlite": lambda tmp: {"MEMQUEUE_STORAGE": f"sqlite:///{tmp / 'jobs.db'}"},
+    name: STORAGE_BACKENDS[name] for name in ("memory", "sqlite", "redis")
 }
 
 
