@@ -197,17 +197,59 @@ def test_flask_run_debug_runs_the_schedule_in_the_serving_child_once_per_tick(en
     assert_no_gap_but_one([t for t, _ in ticks])
 
 
-# -- three processes on one journal ---------------------------------------------------------------
-def test_three_processes_on_a_journal_one_job_per_tick_one_killed_midway(env: Env) -> None:
-    """Two app processes and a ``flask memqueue worker`` (which runs the schedule too); the worker is killed."""
+def store_url(store: str, env: Env) -> str:
+    """``MEMQUEUE_STORAGE`` for a store kind: a journal in the test's folder, or the session's
+    redis-server, emptied (without redis-server the test skips; under CI it fails)."""
+    if store == "memory":
+        return "memory://"
+    if store == "sqlite":
+        return f"sqlite:///{env.dir / 'jobs.db'}"
+    from redis_server import shared_server
+
+    server = shared_server()
+    server.flush()
+    return server.url()
+
+
+# -- three processes on one shared store ------------------------------------------------------------
+def _jobs_per_tick(store: str, url: str, journal: Path) -> list[tuple[float, int, int]]:
+    """``(tick, jobs, most attempts)`` per tick, read from the store itself."""
+    if store == "sqlite":
+        conn = sqlite3.connect(journal, timeout=10)
+        try:
+            rows = conn.execute("SELECT tick, count(*), max(attempts) FROM memqueue_jobs WHERE tick IS NOT NULL"
+                                " GROUP BY tick ORDER BY tick").fetchall()
+        finally:
+            conn.close()
+        return [(float(t), int(n), int(a)) for t, n, a in rows]
+    import json
+
+    import redis
+
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        found: dict[float, list[int]] = {}
+        for key in client.scan_iter("memqueue:{periodic_app}:j:*"):
+            h = json.loads(client.get(key) or "{}")
+            if h.get("tk") is not None:
+                found.setdefault(float(h["tk"]), []).append(int(h.get("n", 0)))
+    finally:
+        client.close()
+    return [(t, len(a), max(a)) for t, a in sorted(found.items())]
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_three_processes_on_a_shared_store_one_job_per_tick_one_killed_midway(env: Env, store: str) -> None:
+    """Two app processes and a ``flask memqueue worker`` (which runs the schedule too) on one
+    journal or one Redis; the worker is SIGKILLed mid-way."""
     journal = env.dir / "jobs.db"
-    store = {"PT_STORAGE": f"sqlite:///{journal}"}
+    url = store_url(store, env)
+    stores = {"PT_STORAGE": url}
     worker_argv = [str(Path(sys.executable).parent / "flask"), "--app", "periodic_app", "memqueue", "worker"]
-    procs = [env.main("p0", **store), env.popen(worker_argv, "p1", **store), env.main("p2", **store)]
+    procs = [env.main("p0", **stores), env.popen(worker_argv, "p1", **stores), env.main("p2", **stores)]
     wait_until(lambda: len(env.lines("started")) == 2 and f"memqueue worker {procs[1].pid}: running"
                in env.output("p1"), DEADLINE,
                lambda: "3 processes to start: " + " | ".join(env.output(f"p{i}") for i in range(3)))
-    wait_until(lambda: _tick_rows(journal), DEADLINE, "a first claim in the journal")
     wait_ticks(env, 4, describe=lambda: env.output("p0"))
     victim = procs[1]
     os.kill(victim.pid, signal.SIGKILL)
@@ -217,40 +259,24 @@ def test_three_processes_on_a_journal_one_job_per_tick_one_killed_midway(env: En
     for i in (0, 2):
         procs[i].send_signal(signal.SIGTERM)
         assert procs[i].wait(DEADLINE) == 0, env.output(f"p{i}")
-    conn = sqlite3.connect(journal, timeout=10)
-    try:
-        per_tick = conn.execute("SELECT tick, count(*), max(attempts) FROM memqueue_jobs WHERE tick IS NOT NULL"
-                                " GROUP BY tick ORDER BY tick").fetchall()
-    finally:
-        conn.close()
+    per_tick = _jobs_per_tick(store, url, journal)
     assert all(n == 1 for _, n, _ in per_tick), f"a tick got two jobs: {per_tick}"
     jobs = [tick for tick, _, _ in per_tick]
     assert [round(b - a) for a, b in zip(jobs, jobs[1:], strict=False)] == [1] * (len(jobs) - 1), jobs
     runs = Counter(t for t, _ in env.ticks())
-    assert set(runs) == set(jobs)
-    # A job runs twice only if its process died while running it (at-least-once), counted as a 2nd attempt.
+    assert set(runs) <= set(jobs)
+    # Every job ran, but on Redis one the killed worker held waits for its lease (30 s) to lapse:
+    # only such a job may be missing from the runs, and a job runs twice only if its process died
+    # while running it (at-least-once), counted as a second attempt.
+    assert len(set(jobs) - set(runs)) <= (1 if store == "redis" else 0)
     interrupted = {tick for tick, _, attempts in per_tick if attempts > 1}
     assert {t for t, n in runs.items() if n > 1} <= interrupted
 
 
-def _tick_rows(journal: Path) -> list[Any] | None:
-    """The journal's memqueue_ticks rows (None while the table is not there yet)."""
-    try:
-        conn = sqlite3.connect(journal, timeout=10)
-    except sqlite3.Error:
-        return None
-    try:
-        return conn.execute("SELECT task, tick, job_id FROM memqueue_ticks").fetchall()
-    except sqlite3.Error:
-        return None
-    finally:
-        conn.close()
-
-
 # -- catch-up after every process was down ---------------------------------------------------------
-@pytest.mark.parametrize("store", ["memory", "sqlite"])
+@pytest.mark.parametrize("store", ["memory", "sqlite", "redis"])
 def test_a_restart_after_missed_ticks_runs_one_catch_up_not_a_burst(env: Env, store: str) -> None:
-    extra = {} if store == "memory" else {"PT_STORAGE": f"sqlite:///{env.dir / 'jobs.db'}"}
+    extra = {"PT_STORAGE": store_url(store, env)}
     first = env.main("first", **extra)
     wait_ticks(env, 3, describe=lambda: env.output("first"))
     first.send_signal(signal.SIGTERM)
