@@ -230,6 +230,8 @@ def _queue_prefix(key: str, value: Any) -> str:
 
 def _timezone(key: str, value: Any) -> str:
     """An IANA time zone name for cron schedules (``"UTC"``, ``"Europe/Paris"``)."""
+    if value == "UTC":  # the default: no time zone module to import
+        return "UTC"
     from .schedule import resolve_timezone
 
     try:

@@ -25,7 +25,6 @@ from .config import PREFIX, SETTINGS, read_config
 from .exceptions import ConfigurationError, MainModuleTaskWarning, ScheduleError
 from .job import Job
 from .registry import Options, Registry, Task, default_name, eta_at, eta_in, message_task_name
-from .schedule import make_periodic
 from .sigterm import install as install_sigterm_handler
 from .sigterm import serves_with_dev_server
 from .state import AppQueue, _in_reloader_watcher, _stop_all_for_signal
@@ -263,6 +262,8 @@ class MemQueue:
 
         .. versionadded:: 1.1
         """
+
+        from .schedule import make_periodic  # imported by the apps that have periodic tasks only
 
         def register(fn: Callable[..., Any]) -> Task[..., Any]:
             if isinstance(fn, Task):

@@ -46,11 +46,9 @@ import re
 import threading
 import time
 import weakref
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .job import isotime
-from .schedule import resolve_timezone
 from .storage.base import TickInfo
 
 if TYPE_CHECKING:
@@ -221,9 +219,8 @@ if hasattr(os, "register_at_fork"):
 
 
 # -- the scheduler ---------------------------------------------------------------------------
-@dataclass
-class Claim:
-    """What this process's scheduler last did for a task (shown by ``/periodic``)."""
+class Claim(NamedTuple):
+    """What this process's scheduler last did for a task."""
 
     tick: float
     ran: bool
@@ -322,6 +319,8 @@ class Scheduler:
 
     # -- one step ---------------------------------------------------------------------------
     def default_zone(self) -> _dt.tzinfo:
+        from .schedule import resolve_timezone  # apps without periodic tasks never import it
+
         return resolve_timezone(self.host.config.timezone, "MEMQUEUE_TIMEZONE")
 
     def step(self, now: float) -> float:

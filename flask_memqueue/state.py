@@ -216,16 +216,18 @@ class AppQueue:
         job = self.new_job(task, args, kwargs, None, queue, priority, unique_key)
         if self.config.eager:
             return self._run_eagerly(job)
-        if eta is not None:
-            job.mark_scheduled(eta)
-        if unique_key is not None:
+        if unique_key is None:  # the hot path first, as it was
+            if eta is None:
+                self.storage.put(job)
+            else:
+                job.mark_scheduled(eta)
+                self.storage.schedule(job)
+        else:
+            if eta is not None:
+                job.mark_scheduled(eta)
             holder = self.storage.put_unique(job)
             if holder is not job:
                 return holder
-        elif eta is None:
-            self.storage.put(job)
-        else:
-            self.storage.schedule(job)
         if job_enqueued.receivers:
             job_enqueued.send(self.app, job=job)
         if not self.consumer_alive:
@@ -304,7 +306,8 @@ class AppQueue:
         """
         if self.consumer_alive:
             return True
-        scheduled = self.ensure_scheduler(serving=serving)
+        # An enqueue-only process passes here on every enqueue: no call without periodic tasks.
+        scheduled = self.ensure_scheduler(serving=serving) if self.registry.periodic else True
         if (self.closed and not draining) or self.config.eager or not (self.config.consumer or self.worker):
             return False
         if self.amqp is not None and not self.closed:
