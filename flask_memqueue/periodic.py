@@ -262,7 +262,7 @@ class Scheduler:
         self._known.clear()
 
     def stop(self) -> None:
-        """End the loop now (it sleeps on an Event) and give the host lock up."""
+        """End the loop now (it sleeps on an Event); the thread gives the host lock up as it ends."""
         self._stop.set()
 
     def release(self) -> None:
@@ -368,9 +368,9 @@ class Scheduler:
         known = self._known.get(task.name)
         if known is not None and due <= known:
             return
-        self._known[task.name] = due
         if last is not None and last.tick >= due:
-            return  # claimed (by this or another process)
+            self._known[task.name] = due  # claimed (by this or another process)
+            return
         started = self.started_at if self.started_at is not None else now
         if known is not None:
             # This thread handled the task's previous tick, so every tick since came
@@ -378,14 +378,15 @@ class Scheduler:
             start = known if last is None else max(known, last.tick)
             for tick in self._overslept(spec.schedule, start, due, zone):
                 self._claim(task, tick, run=True, started=started)
-            return
-        if last is None:
+        elif last is None:
             self._claim(task, due, run=False, started=started)  # never scheduled before: enrol it, nothing missed
         elif due >= started:
             self._claim(task, due, run=True, started=started)  # the tick came while this scheduler ran
         elif spec.catch_up:
             self._claim(task, due, run=True, started=started)  # missed while no scheduler ran here: once
         # else: a missed tick, and no catch-up wanted
+        # Handled only now: a claim that raised (the store is down) is tried again at the next step.
+        self._known[task.name] = due
 
     @staticmethod
     def _overslept(schedule: Any, start: float, due: float, zone: _dt.tzinfo) -> list[float]:

@@ -21,7 +21,7 @@ import pytest
 from conftest import TIMEOUT, scheduler_threads, wait_until
 from flask import Flask
 
-from flask_memqueue import ConfigurationError, Job, MemQueue, current_job
+from flask_memqueue import ConfigurationError, Job, MemQueue, StorageError, current_job
 from flask_memqueue.exceptions import ScheduleError
 from flask_memqueue.periodic import HostLock, Scheduler
 from flask_memqueue.schedule import Cron, Every
@@ -231,6 +231,30 @@ def test_first_start_enrols_then_one_job_per_tick_each_overslept_one_and_one_aft
     assert waiting_ticks(queue) == [101.0, 102.0, 103.0, 104.0, 105.0, 130.0]
     job = queue.get_job(queue.storage.last_ticks()["beat"].job_id or "")
     assert job is not None and job.tick == 130.0 and job.to_dict()["tick"].startswith("1970-01-01T00:02:10")
+    queue.storage.drop_waiting()
+
+
+def test_a_tick_whose_claim_failed_is_claimed_at_the_next_step(
+    every_second: Any, make_papp: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = queue_of(make_papp())
+    scheduler = queue.scheduler
+    scheduler.started_at = 100.5
+    scheduler.step(100.5)
+    real = queue.storage.claim_tick
+    calls: list[float] = []
+
+    def down_once(task: str, tick: float, job: Job | None) -> bool:
+        calls.append(tick)
+        if len(calls) == 1:
+            raise StorageError("injected: the store is down")
+        return real(task, tick, job)
+
+    monkeypatch.setattr(queue.storage, "claim_tick", down_once)
+    with pytest.raises(StorageError):
+        scheduler.step(101.0)  # the thread logs it and backs off
+    scheduler.step(101.3)
+    assert calls == [101.0, 101.0] and waiting_ticks(queue) == [101.0]
     queue.storage.drop_waiting()
 
 
