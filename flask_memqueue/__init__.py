@@ -50,6 +50,7 @@ _EXPORTS = {
     "MemQueueWarning": "exceptions",
     "QueueClosed": "exceptions",
     "QueueFull": "exceptions",
+    "ScheduleError": "exceptions",
     "RedisUnavailable": "exceptions",
     "StorageError": "exceptions",
     "UnknownQueueError": "exceptions",

@@ -92,6 +92,37 @@ def purge_command(finished: bool) -> None:
     click.echo(f"purged {n} finished job(s)")
 
 
+@memqueue_cli.command("periodic")
+@with_appcontext
+def periodic_command() -> None:
+    """List the periodic tasks: schedule, time zone, next run, last run and its job.
+
+    Works with every store: with the memory store it reads the state file the
+    process holding the schedule writes (the jobs themselves live in that process).
+    """
+    queue: AppQueue | None = current_app.extensions.get("memqueue")
+    if queue is None:
+        raise click.ClickException("this app has no MemQueue; call mq.init_app(app)")
+    info = queue.scheduler.info()
+    if not info["tasks"]:
+        click.echo("no periodic tasks are registered (@mq.periodic) in this app")
+        return
+    sched = info["scheduler"]
+    if info["mode"] == "shared store":
+        click.echo(f"schedule: run by every process sharing {queue.storage_url}; each tick is claimed once")
+    elif sched["holder_pid"]:
+        click.echo(f"schedule: held by process {sched['holder_pid']} on this host ({sched['lock_file']})")
+    else:
+        click.echo(f"schedule: no process holds it now ({sched['lock_file']})")
+    click.echo("task\tschedule\ttimezone\tnext run\tlast run\tjob\tstatus")
+    for t in info["tasks"]:
+        last = t["last_run"] or {}
+        click.echo("\t".join([
+            t["name"], t["schedule"], t["timezone"] or "-", t["next_run"] or "-", last.get("tick") or "-",
+            last.get("job_id") or "-", last.get("status") or "-",
+        ]))
+
+
 @memqueue_cli.command("worker")
 @click.option(
     "--queues", "queues_opt", metavar="NAMES",
@@ -215,6 +246,8 @@ def run_worker(queue: AppQueue, plan: dict[str, int] | None = None) -> None:
                 seen = {id(c): c.jobs_done for c in consumers}
                 if not queue.ensure_consumer() and queue.start_error:
                     raise click.ClickException(f"cannot start the consumer threads: {queue.start_error}")
+            if not queue.scheduler.alive:  # periodic tasks: a scheduler that ended is started again
+                queue.ensure_scheduler()
             _sleep_unless(stop, SUPERVISE_INTERVAL)
     finally:
         for signo, handler in previous.items():

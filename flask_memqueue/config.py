@@ -228,6 +228,19 @@ def _queue_prefix(key: str, value: Any) -> str:
     return value
 
 
+def _timezone(key: str, value: Any) -> str:
+    """An IANA time zone name for cron schedules (``"UTC"``, ``"Europe/Paris"``)."""
+    if value == "UTC":  # the default: no time zone module to import
+        return "UTC"
+    from .schedule import resolve_timezone
+
+    try:
+        resolve_timezone(value, key)
+    except ConfigurationError as exc:
+        raise ConfigurationError(str(exc) + _env_hint(key, value)) from None
+    return str(value)
+
+
 @dataclass(frozen=True)
 class Setting:
     default: Any
@@ -259,6 +272,8 @@ SETTINGS: dict[str, Setting] = {
     "AMQP_QUEUE_PREFIX": Setting("memqueue.", _queue_prefix, "A handler's queue is this prefix + its topic."),
     "AMQP_THREADS": Setting(1, _int(1), "Consumer threads (one connection each) per app for RabbitMQ."),
     "AMQP_PREFETCH": Setting(8, _int(1), "Unacknowledged messages one RabbitMQ consumer thread holds at most."),
+    "PERIODIC": Setting(True, _bool, "Run the schedule of periodic tasks in this process (False: never)."),
+    "TIMEZONE": Setting("UTC", _timezone, "The IANA time zone of cron schedules without timezone=."),
 }
 
 
@@ -288,6 +303,10 @@ class Config:
     amqp_queue_prefix: str = "memqueue."
     amqp_threads: int = 1
     amqp_prefetch: int = 8
+    #: Run the schedule of periodic tasks here (``MEMQUEUE_PERIODIC``).
+    periodic: bool = True
+    #: The time zone of cron schedules that name none (``MEMQUEUE_TIMEZONE``), an IANA name.
+    timezone: str = "UTC"
 
 
 def read_config(config: Mapping[str, Any]) -> Config:

@@ -353,6 +353,7 @@ def index() -> ResponseReturnValue:
         waiting=_WAITING,
         retryable=_RETRYABLE,
         now_iso=isotime(time.time()),
+        periodic=queue.scheduler.info() if queue.registry.periodic else None,
         **_common(),
     )
 

@@ -17,6 +17,17 @@ class ConfigurationError(MemQueueError, ValueError):
     """
 
 
+class ScheduleError(ConfigurationError):
+    """A periodic task's schedule cannot work: an invalid cron expression, a zero
+    or negative interval, an unknown time zone, or a cron expression without the
+    ``cron`` extra installed.
+
+    Raised by ``@mq.periodic(...)`` (or by :meth:`MemQueue.init_app` for what
+    depends on the app, like ``MEMQUEUE_TIMEZONE``), naming the task, so a
+    schedule that could never run fails at import, not silently at run time.
+    """
+
+
 class QueueFull(MemQueueError):
     """The queue holds ``MEMQUEUE_MAXSIZE`` waiting jobs already.
 

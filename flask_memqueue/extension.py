@@ -22,12 +22,12 @@ from flask.globals import _cv_app  # behind current_app: one lookup, no proxy (F
 
 from .amqp import AmqpState, Published
 from .config import PREFIX, SETTINGS, read_config
-from .exceptions import ConfigurationError, MainModuleTaskWarning
+from .exceptions import ConfigurationError, MainModuleTaskWarning, ScheduleError
 from .job import Job
 from .registry import Options, Registry, Task, default_name, eta_at, eta_in, message_task_name
 from .sigterm import install as install_sigterm_handler
 from .sigterm import serves_with_dev_server
-from .state import AppQueue, _stop_all_for_signal
+from .state import AppQueue, _in_reloader_watcher, _stop_all_for_signal
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -222,6 +222,74 @@ class MemQueue:
             return register(func)
         return register
 
+    def periodic(
+        self,
+        cron: str | None = None,
+        /,
+        *,
+        every: _dt.timedelta | float | None = None,
+        timezone: str | None = None,
+        catch_up: bool = True,
+        name: str | None = None,
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        retry_backoff: float = 2.0,
+        queue: str = "default",
+        priority: int = 0,
+    ) -> _Decorator:
+        """Register a task that runs on a schedule: ``@mq.periodic("*/10 * * * *")``
+        or ``@mq.periodic(every=timedelta(seconds=30))``.
+
+        Exactly one job per tick is queued across every process that shares the
+        store (with a memory store: across the app's processes on the host, one
+        of which holds the schedule through a lock in the instance folder); see
+        :doc:`/periodic`. The function is called with no arguments; it is also a
+        normal task (call it, or ``.delay()`` it). Other options are those of
+        :meth:`task`.
+
+        :param cron: a cron expression (five fields; needs the ``cron`` extra,
+            ``pip install "flask-memqueue[cron]"``).
+        :param every: an interval (a timedelta or seconds); ticks lie on the
+            grid of its multiples since the Unix epoch.
+        :param timezone: the IANA time zone of a cron expression (default
+            ``MEMQUEUE_TIMEZONE``, itself ``"UTC"`` by default).
+        :param catch_up: when the schedule comes back after every process was
+            down over a tick, run once for the latest missed tick (never more);
+            False waits for the next tick.
+        :raises ScheduleError: an invalid cron expression or interval, an
+            unknown time zone, cron without the extra, or a function that needs
+            arguments (the message names the task).
+
+        .. versionadded:: 1.1
+        """
+
+        from .schedule import make_periodic  # imported by the apps that have periodic tasks only
+
+        def register(fn: Callable[..., Any]) -> Task[..., Any]:
+            if isinstance(fn, Task):
+                fn = fn.func
+            task_name = name or default_name(fn)
+            spec = make_periodic(task_name, cron, every, timezone, catch_up)
+            _check_no_arguments(fn, task_name)
+            task: Task[..., Any] = Task(
+                fn,
+                task_name,
+                retries=retries,
+                retry_delay=retry_delay,
+                retry_backoff=retry_backoff,
+                mq=self,
+                queue=queue,
+                priority=priority,
+                periodic=spec,
+            )
+            self.registry.add_task(task)
+            shared = any(q.storage.capabilities.shared for q in self._queues)
+            if name is None and task.name.startswith("__main__.") and shared:
+                _warn_main_module([task.name])
+            return task
+
+        return register  # type: ignore[return-value]  # register keeps the signature: Task(fn)
+
     @overload
     def handler(self, topic: Callable[P, R], /) -> Task[P, R]: ...
 
@@ -293,7 +361,9 @@ class MemQueue:
             queue = self._queue()
         return queue.enqueue(self.registry.resolve(func), args, kwargs)
 
-    def options(self, *, queue: str | None = None, priority: int | None = None) -> Options:
+    def options(
+        self, *, queue: str | None = None, priority: int | None = None, unique_key: str | None = None
+    ) -> Options:
         """Job options for the calls made through the returned object:
         ``mq.options(queue="urgent", priority=50).enqueue(func, *args, **kwargs)``
         (also ``.enqueue_in`` and ``.enqueue_at``).
@@ -303,9 +373,11 @@ class MemQueue:
 
         :param queue: the named queue instead of the task's own.
         :param priority: -100..100 instead of the task's own; higher runs first.
-        :raises ValueError: a bad queue name or priority (the message names it).
+        :param unique_key: while a job with this key waits or runs, return it
+            instead of queueing another (see :meth:`Task.options <flask_memqueue.Task.options>`).
+        :raises ValueError: a bad queue name, priority or key (the message names it).
         """
-        return Options(self, queue=queue, priority=priority)
+        return Options(self, queue=queue, priority=priority, unique_key=unique_key)
 
     def submit(
         self,
@@ -316,12 +388,14 @@ class MemQueue:
         eta: float | None = None,
         queue: str | None = None,
         priority: int | None = None,
+        unique_key: str | None = None,
     ) -> Job[Any]:
         """Queue a call with every option spelled out (what :class:`Options` calls).
 
-        ``eta`` is a Unix time; ``queue``/``priority`` None mean the task's own.
+        ``eta`` is a Unix time; ``queue``/``priority`` None mean the task's own;
+        ``unique_key`` None means none.
         """
-        return self._queue().enqueue(self.registry.resolve(func), args, kwargs, eta, queue, priority)
+        return self._queue().enqueue(self.registry.resolve(func), args, kwargs, eta, queue, priority, unique_key)
 
     @overload
     def enqueue_in(
@@ -448,14 +522,23 @@ def _warn_main_module(names: list[str]) -> None:
     )
 
 
-def _in_reloader_watcher() -> bool:
-    """True in a process run by the ``flask`` command outside the reloader's serving child.
+def _check_no_arguments(func: Callable[..., Any], name: str) -> None:
+    """A periodic task is called with no arguments: refuse a function that needs some."""
+    import inspect
 
-    That is the reloader's watcher (which only restarts children), and also
-    ``flask shell``/``flask routes``: none of them should run a consumer
-    they were not asked for. The serving child has ``WERKZEUG_RUN_MAIN``.
-    """
-    return os.environ.get("FLASK_RUN_FROM_CLI") == "true" and os.environ.get("WERKZEUG_RUN_MAIN") != "true"
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: let it fail at run time
+        return
+    required = [
+        p.name for p in params
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if required:
+        raise ScheduleError(
+            f"periodic task {name!r}: its schedule calls it with no arguments, but {', '.join(required)}"
+            " has no default; give it a default, or read what it needs inside the function"
+        )
 
 
 class _StartConsumer:
@@ -468,5 +551,5 @@ class _StartConsumer:
     def __call__(self, environ: Any, start_response: Any) -> Any:
         queue = self.queue
         if not queue.consumer_alive:
-            queue.ensure_consumer()
+            queue.ensure_consumer(serving=True)
         return self.wsgi_app(environ, start_response)

@@ -128,7 +128,8 @@ class Job(Generic[R]):
     """
 
     __slots__ = (
-        "key", "_queue", "task", "args", "kwargs", "status", "enqueued_at", "attempts", "_out", "queue", "priority"
+        "key", "_queue", "task", "args", "kwargs", "status", "enqueued_at", "attempts", "_out", "queue", "priority",
+        "unique_key", "tick",
     )
 
     def __init__(
@@ -142,6 +143,8 @@ class Job(Generic[R]):
         status: JobStatus = JobStatus.QUEUED,
         queue: str = "default",
         priority: int = 0,
+        unique_key: str | None = None,
+        tick: float | None = None,
     ) -> None:
         #: The store's key for the job: the memory store's enqueue number (an
         #: int, so its waiting jobs stay ordered and ids are made only when
@@ -166,6 +169,12 @@ class Job(Generic[R]):
         self.queue = queue
         #: -100..100: within its queue a higher priority runs first (0 by default).
         self.priority = priority
+        #: ``task.options(unique_key=...)``: while this job waits or runs, an enqueue
+        #: with the same key returns this job instead of queueing another.
+        self.unique_key = unique_key
+        #: For a job a periodic task's schedule made: the Unix time of its tick
+        #: (when it was due; a catch-up run starts later). None for other jobs.
+        self.tick = tick
 
     # -- identity --------------------------------------------------------
     @property
@@ -414,6 +423,8 @@ class Job(Generic[R]):
             "topic": self.topic,
             "queue": self.queue,
             "priority": self.priority,
+            "unique_key": self.unique_key,
+            "tick": isotime(self.tick),
             "status": self.status.value,
             "args": json_safe(list(self.args)),
             "kwargs": json_safe(self.kwargs or {}),
@@ -457,6 +468,21 @@ def check_queue_name(name: object, where: str = "queue") -> str:
             f" not {safe_repr(name, 80)}"
         )
     return name
+
+
+#: A unique key is at most this many characters (it is stored and shown with every job).
+UNIQUE_KEY_MAX = 255
+
+
+def check_unique_key(key: object, where: str = "unique_key") -> str:
+    """``key`` if it can be a job's unique key (a non-empty string of at most 255
+    characters), else a ValueError naming ``where`` and the value."""
+    if not isinstance(key, str) or not key or len(key) > UNIQUE_KEY_MAX:
+        raise ValueError(
+            f"{where} must be a non-empty string of at most {UNIQUE_KEY_MAX} characters, like"
+            f" 'report:42' (prefix it with the task's name by convention), not {safe_repr(key, 80)}"
+        )
+    return key
 
 
 def check_priority(value: object, where: str = "priority") -> int:

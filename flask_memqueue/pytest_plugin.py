@@ -85,6 +85,9 @@ class EnqueuedJob:
     task: Task[..., Any]
     #: Its priority (-100..100).
     priority: int = 0
+    #: The call's ``options(unique_key=...)``, else None (captured calls are
+    #: never deduplicated: each is recorded).
+    unique_key: str | None = None
 
     def run(self) -> Any:
         """Call the task here, as the job would have (no app context is pushed)."""
@@ -135,11 +138,13 @@ def memqueue_captured(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
         eta: float | None = None,
         queue_name: str | None = None,
         priority: int | None = None,
+        unique_key: str | None = None,
     ) -> Job[Any]:
         # The job is made as AppQueue.enqueue makes it (same id sequence, same
         # check of its queue), and goes nowhere.
-        job: Job[Any] = queue.new_job(task, args, kwargs, eta, queue_name, priority)
-        captured.append(EnqueuedJob(task.name, args, dict(kwargs or {}), job.queue, eta, job, task, job.priority))
+        job: Job[Any] = queue.new_job(task, args, kwargs, eta, queue_name, priority, unique_key)
+        captured.append(EnqueuedJob(task.name, args, dict(kwargs or {}), job.queue, eta, job, task, job.priority,
+                                    unique_key))
         return job
 
     monkeypatch.setattr(queue, "enqueue", capture)  # an instance attribute, removed after the test

@@ -17,10 +17,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .exceptions import ConfigurationError, UnknownTaskError, UnknownTopicError
-from .job import DEFAULT_QUEUE, check_priority, check_queue_name
+from .job import DEFAULT_QUEUE, check_priority, check_queue_name, check_unique_key
 
 if TYPE_CHECKING:
     from .job import Job
+    from .schedule import Periodic
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -43,6 +44,7 @@ class Enqueuer(Protocol):
         eta: float | None = None,
         queue: str | None = None,
         priority: int | None = None,
+        unique_key: str | None = None,
     ) -> Job: ...
 
 
@@ -76,14 +78,24 @@ class Options:
     live on this object, whose methods mirror the extension's.
     """
 
-    __slots__ = ("_mq", "queue", "priority")
+    __slots__ = ("_mq", "queue", "priority", "unique_key")
 
-    def __init__(self, mq: Enqueuer, *, queue: str | None = None, priority: int | None = None) -> None:
+    def __init__(
+        self, mq: Enqueuer, *, queue: str | None = None, priority: int | None = None, unique_key: str | None = None
+    ) -> None:
         self._mq = mq
         #: The queue these calls go to (None: the task's own).
         self.queue = None if queue is None else check_queue_name(queue, "options(queue=...)")
         #: Their priority (None: the task's own).
         self.priority = None if priority is None else check_priority(priority, "options(priority=...)")
+        #: While a job with this key waits or runs, these calls return it instead of
+        #: queueing another (None: no key).
+        self.unique_key = None if unique_key is None else check_unique_key(unique_key, "options(unique_key=...)")
+
+    def _submit(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], eta: float | None) -> Job[Any]:
+        return self._mq.submit(
+            func, args, kwargs, eta=eta, queue=self.queue, priority=self.priority, unique_key=self.unique_key
+        )
 
     @overload
     def enqueue(self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
@@ -92,8 +104,12 @@ class Options:
     def enqueue(self, func: str, /, *args: Any, **kwargs: Any) -> Job[Any]: ...
 
     def enqueue(self, func: Any, /, *args: Any, **kwargs: Any) -> Job[Any]:
-        """Queue ``func(*args, **kwargs)`` with these options (as :meth:`MemQueue.enqueue`)."""
-        return self._mq.submit(func, args, kwargs, queue=self.queue, priority=self.priority)
+        """Queue ``func(*args, **kwargs)`` with these options (as :meth:`MemQueue.enqueue`).
+
+        With a ``unique_key`` held by a job that waits or runs, that job is
+        returned and nothing is queued.
+        """
+        return self._submit(func, args, kwargs, None)
 
     @overload
     def enqueue_in(
@@ -105,7 +121,7 @@ class Options:
 
     def enqueue_in(self, delay: float | _dt.timedelta, func: Any, /, *args: Any, **kwargs: Any) -> Job[Any]:
         """Queue ``func(*args, **kwargs)`` to run ``delay`` seconds from now, with these options."""
-        return self._mq.submit(func, args, kwargs, eta=eta_in(delay), queue=self.queue, priority=self.priority)
+        return self._submit(func, args, kwargs, eta_in(delay))
 
     @overload
     def enqueue_at(self, when: _dt.datetime, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
@@ -115,10 +131,11 @@ class Options:
 
     def enqueue_at(self, when: _dt.datetime, func: Any, /, *args: Any, **kwargs: Any) -> Job[Any]:
         """Queue ``func(*args, **kwargs)`` to run at ``when`` (timezone-aware), with these options."""
-        return self._mq.submit(func, args, kwargs, eta=eta_at(when), queue=self.queue, priority=self.priority)
+        return self._submit(func, args, kwargs, eta_at(when))
 
     def __repr__(self) -> str:
-        return f"<Options queue={self.queue!r} priority={self.priority!r}>"
+        key = "" if self.unique_key is None else f" unique_key={self.unique_key!r}"
+        return f"<Options queue={self.queue!r} priority={self.priority!r}{key}>"
 
 
 class TaskOptions(Generic[P, R]):
@@ -146,7 +163,8 @@ class TaskOptions(Generic[P, R]):
         return self.options.enqueue_at(when, self.task, *args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"<TaskOptions {self.task.name} queue={self.options.queue!r} priority={self.options.priority!r}>"
+        key = "" if self.options.unique_key is None else f" unique_key={self.options.unique_key!r}"
+        return f"<TaskOptions {self.task.name} queue={self.options.queue!r} priority={self.options.priority!r}{key}>"
 
 
 class Task(Generic[P, R]):
@@ -177,6 +195,7 @@ class Task(Generic[P, R]):
         mq: Enqueuer | None = None,
         queue: str = DEFAULT_QUEUE,
         priority: int = 0,
+        periodic: Periodic | None = None,
     ) -> None:
         if not callable(func):
             raise TypeError(f"a task must be callable, not {func!r}")
@@ -213,6 +232,9 @@ class Task(Generic[P, R]):
         self.queue = queue
         #: Their priority (-100..100, higher first) unless a call says otherwise.
         self.priority = priority
+        #: For a task registered with ``@mq.periodic``: its schedule, time zone
+        #: and catch-up rule; None for other tasks.
+        self.periodic = periodic
         self._mq = mq
         functools.update_wrapper(self, func)
 
@@ -229,16 +251,24 @@ class Task(Generic[P, R]):
             raise RuntimeError(f"task {self.name!r} is not registered on a MemQueue")
         return self._mq.enqueue(self, *args, **kwargs)
 
-    def options(self, *, queue: str | None = None, priority: int | None = None) -> TaskOptions[P, R]:
+    def options(
+        self, *, queue: str | None = None, priority: int | None = None, unique_key: str | None = None
+    ) -> TaskOptions[P, R]:
         """This task with job options for one call: ``task.options(queue="urgent", priority=50).delay(...)``.
 
         :param queue: the queue to wait in instead of the task's own.
         :param priority: -100..100 instead of the task's own; higher runs first.
-        :raises ValueError: a bad queue name or priority (the message names it).
+        :param unique_key: while a job with this key is queued, scheduled or
+            running, ``.delay()`` returns that job instead of queueing another
+            (``send_report.options(unique_key="report:42").delay(42)``). One key
+            is one identity across the app's tasks: prefix it with the task's name.
+            The key is free again once its job finished (succeeded, failed for
+            good, or was cancelled).
+        :raises ValueError: a bad queue name, priority or key (the message names it).
         """
         if self._mq is None:
             raise RuntimeError(f"task {self.name!r} is not registered on a MemQueue")
-        return TaskOptions(self, Options(self._mq, queue=queue, priority=priority))
+        return TaskOptions(self, Options(self._mq, queue=queue, priority=priority, unique_key=unique_key))
 
     def retry_in(self, attempt: int) -> float:
         """Seconds to wait before retrying after failed attempt number ``attempt``."""
@@ -285,6 +315,8 @@ class Registry:
         self._by_func: dict[Any, Task[..., Any]] = {}
         self._adhoc: dict[Any, Task[..., Any]] = {}
         self.handlers: dict[str | None, Task[..., Any]] = {}
+        #: The periodic tasks (``@mq.periodic``) by name: what the scheduler runs.
+        self.periodic: dict[str, Task[..., Any]] = {}
 
     def add_task(self, task: Task[..., Any]) -> None:
         old = self.tasks.get(task.name)
@@ -295,6 +327,10 @@ class Registry:
             )
         self.tasks[task.name] = task
         self._by_func[task.func] = task
+        if task.periodic is not None:
+            self.periodic[task.name] = task
+        else:
+            self.periodic.pop(task.name, None)
 
     def add_handler(self, task: Task[..., Any]) -> None:
         old = self.handlers.get(task.topic)

@@ -20,8 +20,9 @@ import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .consumer import Consumer
-from .exceptions import MemQueueConfigWarning, QueueClosed, UnknownQueueError
+from .exceptions import MemQueueConfigWarning, QueueClosed, QueueFull, UnknownQueueError
 from .job import DEFAULT_QUEUE, Job, JobStatus
+from .periodic import Scheduler
 from .registry import Registry, Task, missing_task
 from .signals import job_cancelled, job_enqueued
 from .storage import Storage, StoreContext, open_storage, redact_url
@@ -102,6 +103,8 @@ class AppQueue:
         self.starts = 0
         #: Why the consumer could not be started, if it could not.
         self.start_error: str | None = None
+        #: The schedule of the periodic tasks in this process (its thread starts with the consumers).
+        self.scheduler = Scheduler(self)
 
     def _make_storage(self) -> Storage:
         """Open the store ``MEMQUEUE_STORAGE`` names (a backend's errors name their key)."""
@@ -196,9 +199,13 @@ class AppQueue:
         eta: float | None = None,
         queue: str | None = None,
         priority: int | None = None,
+        unique_key: str | None = None,
     ) -> Job:
         """Queue a call of ``task`` (at Unix time ``eta`` if given), in the task's
         queue with its priority unless ``queue``/``priority`` say otherwise.
+
+        With ``unique_key``, a live job holding that key is returned instead
+        (nothing is queued, no signal is sent).
 
         :raises UnknownQueueError: no process declares that queue.
         """
@@ -206,14 +213,21 @@ class AppQueue:
             raise QueueClosed(f"the queue of app {self.app.name!r} was shut down; it takes no more jobs")
         if not self._config_checked:
             self.warn_config_changed()
-        job = self.new_job(task, args, kwargs, None, queue, priority)
+        job = self.new_job(task, args, kwargs, None, queue, priority, unique_key)
         if self.config.eager:
             return self._run_eagerly(job)
-        if eta is None:
-            self.storage.put(job)
+        if unique_key is None:  # the hot path first, as it was
+            if eta is None:
+                self.storage.put(job)
+            else:
+                job.mark_scheduled(eta)
+                self.storage.schedule(job)
         else:
-            job.mark_scheduled(eta)
-            self.storage.schedule(job)
+            if eta is not None:
+                job.mark_scheduled(eta)
+            holder = self.storage.put_unique(job)
+            if holder is not job:
+                return holder
         if job_enqueued.receivers:
             job_enqueued.send(self.app, job=job)
         if not self.consumer_alive:
@@ -248,6 +262,7 @@ class AppQueue:
         eta: float | None = None,
         queue: str | None = None,
         priority: int | None = None,
+        unique_key: str | None = None,
     ) -> Job:
         """A job as :meth:`enqueue` makes it (same id sequence, same check of its
         queue), handed to no store (the pytest plugin's ``memqueue_captured``
@@ -256,7 +271,8 @@ class AppQueue:
         if name not in self._declared and name not in self.declared_queues():
             raise self._undeclared(name)
         job = Job(self, next(self._ids), task, args, kwargs or None, time.time(), QUEUED,
-                  task.queue if queue is None else queue, task.priority if priority is None else priority)
+                  task.queue if queue is None else queue, task.priority if priority is None else priority,
+                  unique_key)
         if eta is not None:
             job.mark_scheduled(eta)
         return job
@@ -276,7 +292,7 @@ class AppQueue:
         return job
 
     # -- the consumer threads -----------------------------------------------------
-    def ensure_consumer(self, *, draining: bool = False) -> bool:
+    def ensure_consumer(self, *, draining: bool = False, serving: bool = False) -> bool:
         """Start every consumer thread that should run and does not. Idempotent and thread-safe.
 
         Returns True if every queue's pool runs afterwards. None does in an
@@ -284,9 +300,14 @@ class AppQueue:
         after shutdown, or when a thread cannot be started (then
         :attr:`start_error` says why and ``/health`` answers 503); a process
         whose queues all have 0 threads runs none either.
+
+        The scheduler of periodic tasks starts here too (:meth:`ensure_scheduler`);
+        ``serving`` says a request of this process's server asks.
         """
         if self.consumer_alive:
             return True
+        # An enqueue-only process passes here on every enqueue: no call without periodic tasks.
+        scheduled = self.ensure_scheduler(serving=serving) if self.registry.periodic else True
         if (self.closed and not draining) or self.config.eager or not (self.config.consumer or self.worker):
             return False
         if self.amqp is not None and not self.closed:
@@ -313,13 +334,82 @@ class AppQueue:
                 consumer.alive = True
                 consumer.starts += 1
                 self.starts += 1
-            self.consumer_alive = True
+            # The one flag read per request and enqueue also covers the scheduler:
+            # while it should run and does not, the next request starts it.
+            self.consumer_alive = scheduled
             self.start_error = None
         if self.storage.capabilities.shared:  # other processes may now enqueue to these queues
             try:
                 self.storage.declare_queues(name for name, pool in self.pools.items() if pool)
             except Exception as exc:  # the consumers back off on the store themselves; they redeclare
                 logger.debug("declaring the queues of %r failed: %s", self.app.name, exc)
+        return True
+
+    # -- the scheduler -----------------------------------------------------------------
+    def scheduler_wanted(self) -> bool:
+        """True if a scheduler thread should run here: periodic tasks are registered,
+        ``MEMQUEUE_PERIODIC`` is on, and the queue is neither eager nor shut down."""
+        return bool(self.registry.periodic) and self.config.periodic and not self.config.eager and not self.closed
+
+    def ensure_scheduler(self, *, serving: bool = False) -> bool:
+        """Start the scheduler thread if it should run and does not. Idempotent and thread-safe.
+
+        Where the consumers start: the first request, the first enqueue,
+        ``MEMQUEUE_AUTOSTART``, ``flask memqueue worker``. Never in a process the
+        ``flask`` command runs outside the reloader's serving child (the watcher,
+        ``flask shell``) unless a request of its own server asks (``serving``):
+        the watcher serves none. Returns True if nothing more is to be done here
+        (it runs, or it should not run), False if it should run and could not start.
+        """
+        scheduler = self.scheduler
+        if scheduler.alive or not self.scheduler_wanted():
+            return True
+        if not serving and not self.worker and _in_reloader_watcher():
+            return False
+        with self.lock:
+            if scheduler.alive:
+                return True
+            thread = threading.Thread(target=scheduler.run, name=f"memqueue-scheduler[{self.app.name}]", daemon=True)
+            scheduler.reset()
+            try:
+                thread.start()
+            except RuntimeError as exc:  # "can't start new thread"
+                scheduler.error = f"{type(exc).__name__}: {exc}"
+                logger.error("cannot start the scheduler thread of %r: %s", self.app.name, exc)
+                return False
+            scheduler.thread = thread
+            scheduler.ident = thread.ident
+            scheduler.alive = True
+            scheduler.starts += 1
+        return True
+
+    def scheduler_exited(self, scheduler: Scheduler, ident: int, crashed: bool) -> None:
+        """Called by the scheduler thread as its loop ends."""
+        with self.lock:
+            if scheduler.ident != ident:
+                return
+            scheduler.alive = False
+            scheduler.ident = None
+            self.consumer_alive = False  # the next request or enqueue starts a new one
+
+    def enqueue_tick(self, task: Task[..., Any], tick: float) -> bool:
+        """Claim ``tick`` of the periodic ``task`` and queue its job, in one step of the store.
+
+        False if a process claimed that tick (or a later one) already. A full
+        store claims nothing: the tick is logged as skipped.
+        """
+        job = Job(self, next(self._ids), task, (), None, time.time(), QUEUED, task.queue, task.priority, None, tick)
+        try:
+            claimed = self.storage.claim_tick(task.name, tick, job)
+        except (QueueFull, QueueClosed) as exc:
+            logger.warning("periodic task %s: the tick %s was not queued: %s", task.name, job.to_dict()["tick"], exc)
+            return False
+        if not claimed:
+            return False
+        if job_enqueued.receivers:
+            job_enqueued.send(self.app, job=job)
+        if not self.consumer_alive:
+            self.ensure_consumer()
         return True
 
     def _thread_name(self, consumer: Consumer) -> str:
@@ -454,6 +544,10 @@ class AppQueue:
             self._refuse_self_wait("shutdown(wait=True)")
         self.closed = True
         deadline = None if timeout is None else time.monotonic() + timeout
+        self.scheduler.stop()  # no new tick from now on
+        if wait:
+            self.scheduler.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        self.scheduler.release()  # another process of the app takes the schedule at its next tick
         drained = True
         persistent = self.storage.capabilities.persistent
         if wait and not persistent:  # a persistent store keeps waiting jobs: no drain
@@ -660,6 +754,16 @@ def _is_ours(key: object) -> bool:
 
 def _show(value: Any) -> str:
     return "unset" if value is _MISSING else repr(value)
+
+
+def _in_reloader_watcher() -> bool:
+    """True in a process run by the ``flask`` command outside the reloader's serving child.
+
+    That is the reloader's watcher (which only restarts children), and also
+    ``flask shell``/``flask routes``: none of them should run a consumer
+    they were not asked for. The serving child has ``WERKZEUG_RUN_MAIN``.
+    """
+    return os.environ.get("FLASK_RUN_FROM_CLI") == "true" and os.environ.get("WERKZEUG_RUN_MAIN") != "true"
 
 
 def all_queues() -> list[AppQueue]:

@@ -446,7 +446,8 @@ def job_dict(job: Job) -> dict[str, Any]:
     except Exception:
         current_app.logger.exception("job %s could not be shown", safe_repr(job, 200))
     return {
-        "id": job.id, "task": None, "topic": None, "queue": None, "priority": None, "status": "unknown",
+        "id": job.id, "task": None, "topic": None, "queue": None, "priority": None, "unique_key": None, "tick": None,
+        "status": "unknown",
         "args": [], "kwargs": {}, "result": None, "error": "this job could not be shown (the app's log says why)",
         "traceback": None, "attempts": None, "retries": None, "progress": None, "progress_message": None,
         "enqueued_at": None, "eta": None, "started_at": None, "finished_at": None, "duration": None,
@@ -506,6 +507,13 @@ def threads() -> Response:
         })
     return json_response({"pid": os.getpid(), "app": queue.app.name, "consumer": queue.consumer_info(),
                           "threads": listing, "amqp": queue.amqp.info() if queue.amqp is not None else None})
+
+
+@routes.get("/periodic")
+def periodic() -> Response:
+    """Each periodic task: its schedule, time zone, next run, last run and its job;
+    the scheduler of this process, and in memory mode which process holds the schedule."""
+    return json_response(_queue().scheduler.info())
 
 
 @routes.get("/stats")

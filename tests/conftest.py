@@ -31,6 +31,8 @@ from flask_memqueue.state import _QUEUES, AppQueue
 
 #: Every name a consumer thread has starts with this.
 CONSUMER_PREFIX = "memqueue-consumer["
+#: Every name a scheduler thread (periodic tasks) has starts with this.
+SCHEDULER_PREFIX = "memqueue-scheduler["
 
 #: Seconds any single wait in a test may take before the test fails.
 TIMEOUT = 10.0
@@ -97,6 +99,11 @@ def consumer_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(CONSUMER_PREFIX) and t.is_alive()]
 
 
+def scheduler_threads() -> list[threading.Thread]:
+    """Every live scheduler thread (periodic tasks) of this process."""
+    return [t for t in threading.enumerate() if t.name.startswith(SCHEDULER_PREFIX) and t.is_alive()]
+
+
 def wait_until(condition: Callable[[], Any], timeout: float = TIMEOUT, interval: float = 0.005) -> Any:
     """Poll ``condition`` until it is truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -159,10 +166,10 @@ def leak_detector() -> Iterator[None]:
     A consumer that is still finishing its last job gets a moment to end;
     one that would run forever is stopped, so the next test starts clean.
     """
-    before = {t.ident for t in consumer_threads()}
+    before = {t.ident for t in consumer_threads() + scheduler_threads()}
     yield
     leaked_contexts = _pop_leaked_contexts()
-    threads = [t for t in consumer_threads() if t.ident not in before]
+    threads = [t for t in consumer_threads() + scheduler_threads() if t.ident not in before]
     deadline = time.monotonic() + 2.0
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
@@ -170,12 +177,12 @@ def leak_detector() -> Iterator[None]:
     if alive:
         idents = {t.ident for t in alive}
         for queue in list(_QUEUES):
-            if queue.consumer_ident in idents:
+            if queue.consumer_ident in idents or queue.scheduler.ident in idents:
                 queue.shutdown(wait=False)
         for thread in alive:
             thread.join(TIMEOUT)
     assert leaked_contexts == [], f"the test left context(s) pushed: {leaked_contexts}"
-    assert alive == [], f"the test left consumer thread(s) running: {[t.name for t in alive]}"
+    assert alive == [], f"the test left consumer or scheduler thread(s) running: {[t.name for t in alive]}"
 
 
 def build_app(mq: MemQueue, name: str = "testapp", *, testing: bool = True, **config: Any) -> Flask:

@@ -30,6 +30,7 @@ class _Table:
         self.rows: dict[str, tuple[str, int, Record]] = {}  # id -> (namespace, seq, record)
         self.seq = itertools.count(1)
         self.consumers: dict[tuple[str, str, str], float] = {}  # (namespace, owner, queue) -> seen at
+        self.ticks: dict[tuple[str, str], tuple[float, str | None, float]] = {}  # (namespace, task) -> last claim
 
 
 _TABLES: dict[str, _Table] = {}
@@ -206,6 +207,31 @@ class DictStorage(DurableStorage):
     def _declared(self, seen_after: float) -> set[str]:
         with self.table.lock:
             return {k[2] for k, seen in self.table.consumers.items() if k[0] == self.namespace and seen > seen_after}
+
+    def _insert_unique(self, record: Record, full: bool) -> Record | None:
+        with self.table.lock:
+            live = sorted((seq, r) for seq, r in self._mine()
+                          if r.unique_key == record.unique_key and r.status in ("queued", "scheduled", "running"))
+            if live:
+                return replace(live[0][1])
+            if full:
+                return None
+            self.table.rows[record.id] = (self.namespace, next(self.table.seq), replace(record))
+            return record
+
+    def _claim_tick(self, task: str, tick: float, record: Record | None, now: float) -> bool:
+        with self.table.lock:
+            last = self.table.ticks.get((self.namespace, task))
+            if last is not None and last[0] >= tick:
+                return False
+            self.table.ticks[(self.namespace, task)] = (tick, None if record is None else record.id, now)
+            if record is not None:
+                self.table.rows[record.id] = (self.namespace, next(self.table.seq), replace(record))
+            return True
+
+    def _ticks(self) -> dict[str, tuple[float, str | None, float]]:
+        with self.table.lock:
+            return {task: row for (ns, task), row in self.table.ticks.items() if ns == self.namespace}
 
     def _close(self) -> None:
         pass

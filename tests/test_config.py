@@ -36,6 +36,8 @@ BAD_VALUES: dict[str, list[Any]] = {
     "AMQP_QUEUE_PREFIX": ["amq.x", 5, " p.", None],
     "AMQP_THREADS": [0, -1, "many", 1.5],
     "AMQP_PREFETCH": [0, -1, "lots", 2.5],
+    "PERIODIC": ["often", 2, None],
+    "TIMEZONE": ["Mars/Olympus_Mons", "", 1, None, "../etc/passwd", " UTC"],
 }
 
 

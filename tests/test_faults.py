@@ -31,7 +31,7 @@ from flask_memqueue import consumer as consumer_module
 from flask_memqueue.cli import WORKER_MAX_FAILURES, run_worker
 from flask_memqueue.consumer import backoff_delay
 from flask_memqueue.state import AppQueue
-from flask_memqueue.storage.base import Storage
+from flask_memqueue.storage.base import Storage, TickInfo
 from flask_memqueue.storage.sqlite import SQLiteStorage
 
 MakeApp = Callable[..., Flask]
@@ -79,6 +79,15 @@ class FailingStore(Storage):
 
     def schedule(self, job: Job, *, retry: bool = False) -> None:
         self.inner.schedule(job, retry=retry)
+
+    def put_unique(self, job: Job) -> Job:
+        return self.inner.put_unique(job)
+
+    def claim_tick(self, task: str, tick: float, job: Job | None) -> bool:
+        return self.inner.claim_tick(task, tick, job)
+
+    def last_ticks(self) -> dict[str, TickInfo]:
+        return self.inner.last_ticks()
 
     def finish(self, job: Job) -> None:
         self.inner.finish(job)

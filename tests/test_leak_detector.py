@@ -60,4 +60,25 @@ def test_a_leaked_consumer_thread_fails_the_test(inner: pytest.Pytester) -> None
     )
     result = inner.runpytest_subprocess()
     result.assert_outcomes(passed=2, errors=1)
-    result.stdout.fnmatch_lines(["*left consumer thread(s) running*memqueue-consumer*"])
+    result.stdout.fnmatch_lines(["*left consumer or scheduler thread(s) running*memqueue-consumer*"])
+
+
+def test_a_leaked_scheduler_thread_fails_the_test(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        from datetime import timedelta
+        from flask import Flask
+        from flask_memqueue import MemQueue
+
+        def test_leaks(tmp_path):
+            mq = MemQueue()
+            mq.periodic(every=timedelta(hours=1), name="hourly")(lambda: None)
+            app = Flask(__name__, instance_path=str(tmp_path))
+            app.config.update(TESTING=True, MEMQUEUE_CONSUMER=False)
+            mq.init_app(app)
+            app.test_client().get("/")
+        """
+    )
+    result = inner.runpytest_subprocess()
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*left consumer or scheduler thread(s) running*memqueue-scheduler*"])

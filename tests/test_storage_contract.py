@@ -699,3 +699,163 @@ def test_a_shared_store_remembers_which_queues_a_process_declares(shared_storage
     assert other.storage.known_queues() == {"emails"}
     stranger = shared_storage_factory(like=first, name="another_app")
     assert stranger.storage.known_queues() == set()  # apps sharing a store keep apart
+
+
+# -- unique keys ------------------------------------------------------------------------------
+def keyed(queue: AppQueue, key: str, value: Any = None, eta: float | None = None,
+          task: str = "contract.echo") -> tuple[Job, Job]:
+    """``(the job made, the job put_unique returned)``."""
+    job = new_job(queue, task, value)
+    job.unique_key = key
+    if eta is not None:
+        job.mark_scheduled(eta)
+    return job, queue.storage.put_unique(job)
+
+
+def test_a_unique_key_returns_the_live_holder_until_it_finishes(queue: AppQueue) -> None:
+    storage = queue.storage
+    first, got = keyed(queue, "report:42", 1)
+    assert got.id == first.id
+    _, again = keyed(queue, "report:42", 2)
+    assert again.id == first.id and storage.depth() == 1
+    _, other = keyed(queue, "report:43", 3)
+    assert other.id != first.id and storage.depth() == 2
+    running = storage.take(0)
+    assert running is not None and running.id == first.id
+    _, while_running = keyed(queue, "report:42", 4)
+    assert while_running.id == first.id and storage.depth() == 1
+    storage.finish(run(queue, running))
+    fresh, after = keyed(queue, "report:42", 5)
+    assert after.id == fresh.id != first.id
+    assert after.unique_key == "report:42" and after.args == (5,)
+
+
+def test_a_unique_key_is_held_through_a_retry_and_freed_by_a_failure_or_a_cancel(queue: AppQueue) -> None:
+    storage = queue.storage
+    job, _ = keyed(queue, "k", task="contract.retry")
+    taken = storage.take(0)
+    assert taken is not None
+    run(queue, taken)
+    assert taken.status == "scheduled"
+    storage.schedule(taken, retry=True)
+    assert keyed(queue, "k")[1].id == job.id  # a retry still holds it
+    taken = storage.take(0)
+    assert taken is not None and taken.id == job.id
+    storage.finish(run(queue, taken))
+    assert status_of(storage, job) == "failed"
+    fresh, got = keyed(queue, "k", eta=time.time() + 3600)
+    assert got.id == fresh.id and status_of(storage, fresh) == "scheduled"
+    assert keyed(queue, "k")[1].id == fresh.id  # a scheduled job holds it
+    assert got.cancel()
+    newest, got = keyed(queue, "k")
+    assert got.id == newest.id
+
+
+def test_a_full_store_refuses_a_new_key_but_returns_a_holder(storage_factory: Factory, tasks: dict[str, Any]) -> None:
+    queue = storage_factory(MEMQUEUE_MAXSIZE=1)
+    held, _ = keyed(queue, "held")
+    with pytest.raises(QueueFull):
+        keyed(queue, "new")
+    assert keyed(queue, "held")[1].id == held.id
+    assert queue.storage.depth() == 1
+
+
+def test_eight_threads_racing_with_one_key_make_one_job(storage_factory: Factory, tasks: dict[str, Any]) -> None:
+    first = storage_factory()
+    # With a shared store the racers are two "processes" (stores) of one app, four threads each.
+    other = storage_factory(like=first) if first.storage.capabilities.shared else first
+    barrier = threading.Barrier(8)
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def racer(queue: AppQueue) -> None:
+        barrier.wait(TIMEOUT)
+        _, job = keyed(queue, "race", "x")
+        with lock:
+            got.append(job.id)
+
+    threads = [threading.Thread(target=racer, args=(first if i % 2 else other,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert len(got) == 8 and len(set(got)) == 1
+    assert first.storage.depth() == 1
+
+
+def test_unique_keys_of_two_apps_sharing_a_store_keep_apart(shared_storage_factory: Factory,
+                                                            tasks: dict[str, Any]) -> None:
+    first = shared_storage_factory()
+    stranger = shared_storage_factory(like=first, name="another_app")
+    mine, _ = keyed(first, "k")
+    theirs, got = keyed(stranger, "k")
+    assert got.id == theirs.id != mine.id
+
+
+# -- periodic ticks ---------------------------------------------------------------------------
+def tick_job(queue: AppQueue, tick: float) -> Job:
+    job = new_job(queue, "contract.echo", "tick")
+    job.tick = tick
+    return job
+
+
+def test_a_tick_is_claimed_once_with_its_job(queue: AppQueue) -> None:
+    storage = queue.storage
+    job = tick_job(queue, 100.0)
+    assert storage.claim_tick("contract.periodic", 100.0, job) is True
+    assert storage.depth() == 1
+    assert storage.claim_tick("contract.periodic", 100.0, tick_job(queue, 100.0)) is False
+    assert storage.claim_tick("contract.periodic", 99.0, tick_job(queue, 99.0)) is False  # never an older one
+    assert storage.depth() == 1
+    last = storage.last_ticks()["contract.periodic"]
+    assert (last.tick, last.job_id) == (100.0, job.id)
+    taken = storage.take(0)
+    assert taken is not None and taken.id == job.id and taken.tick == 100.0
+    storage.finish(run(queue, taken))
+    storage.purge_finished()
+    assert storage.claim_tick("contract.periodic", 100.0, tick_job(queue, 100.0)) is False  # kept after its job
+    assert storage.claim_tick("contract.periodic", 101.0, None) is True  # a claim without a job
+    assert storage.depth() == 0
+    last = storage.last_ticks()["contract.periodic"]
+    assert (last.tick, last.job_id) == (101.0, None)
+    assert storage.claim_tick("contract.other", 50.0, None) is True  # tasks keep apart
+    assert set(storage.last_ticks()) == {"contract.periodic", "contract.other"}
+
+
+def test_a_full_store_claims_no_tick(storage_factory: Factory, tasks: dict[str, Any]) -> None:
+    queue = storage_factory(MEMQUEUE_MAXSIZE=1)
+    queued(queue, "fills it")
+    with pytest.raises(QueueFull):
+        queue.storage.claim_tick("contract.periodic", 100.0, tick_job(queue, 100.0))
+    assert "contract.periodic" not in queue.storage.last_ticks()
+
+
+def test_eight_threads_racing_for_one_tick_claim_it_once(storage_factory: Factory, tasks: dict[str, Any]) -> None:
+    first = storage_factory()
+    other = storage_factory(like=first) if first.storage.capabilities.shared else first
+    barrier = threading.Barrier(8)
+    won: list[bool] = []
+    lock = threading.Lock()
+
+    def racer(queue: AppQueue) -> None:
+        barrier.wait(TIMEOUT)
+        claimed = queue.storage.claim_tick("contract.periodic", 7.0, tick_job(queue, 7.0))
+        with lock:
+            won.append(claimed)
+
+    threads = [threading.Thread(target=racer, args=(first if i % 2 else other,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert sorted(won) == [False] * 7 + [True]
+    assert first.storage.depth() == 1
+
+
+def test_ticks_of_two_apps_sharing_a_store_keep_apart(shared_storage_factory: Factory,
+                                                      tasks: dict[str, Any]) -> None:
+    first = shared_storage_factory()
+    stranger = shared_storage_factory(like=first, name="another_app")
+    assert first.storage.claim_tick("contract.periodic", 5.0, None) is True
+    assert stranger.storage.claim_tick("contract.periodic", 5.0, None) is True
+    assert stranger.storage.last_ticks()["contract.periodic"].tick == 5.0

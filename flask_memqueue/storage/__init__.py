@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ..exceptions import ConfigurationError
-from .base import Capabilities, Storage, StorageFactory, StoreContext, redact_url
+from .base import Capabilities, Storage, StorageFactory, StoreContext, TickInfo, redact_url
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -29,6 +29,7 @@ __all__ = [
     "Storage",
     "StorageFactory",
     "StoreContext",
+    "TickInfo",
     "available_schemes",
     "open_storage",
     "redact_url",

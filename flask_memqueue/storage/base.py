@@ -19,7 +19,7 @@ import abc
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from ..job import Job, JobHost, JobStatus, TaskLike
@@ -55,6 +55,21 @@ class Capabilities:
     #: backing off and trying for as long as it lasts instead of exiting after a
     #: number of consecutive failures (which suits a damaged or read-only file).
     outages_end: bool = False
+
+
+class TickInfo(NamedTuple):
+    """The last tick of a periodic task that some process claimed (:meth:`Storage.claim_tick`).
+
+    A named tuple, not a dataclass: it is made per read, and costs nothing at import.
+    """
+
+    #: The tick's Unix time (when it was due).
+    tick: float
+    #: The id of the job queued for it; None when the tick was claimed without a
+    #: job (a schedule's first start, which missed nothing).
+    job_id: str | None
+    #: When it was claimed (Unix time).
+    claimed_at: float
 
 
 @dataclass(frozen=True)
@@ -121,6 +136,40 @@ class Storage(abc.ABC):
 
         :raises QueueFull: not a retry, and the store is full.
         """
+
+    @abc.abstractmethod
+    def put_unique(self, job: Job) -> Job:
+        """Queue ``job`` (QUEUED, or SCHEDULED with its eta) unless a live job holds
+        its key, ``job.unique_key``: then queue nothing and return that job.
+
+        Live means queued, scheduled (a retry included) or running; a job that
+        succeeded, failed for good or was cancelled holds no key. Returns
+        ``job`` itself when it was queued. Looking for a holder and queueing
+        are one atomic step of the store (its lock, a transaction, a script),
+        so any number of threads and processes racing with one key make one
+        job. A key is one identity across the namespace's tasks.
+
+        :raises QueueFull: no holder, and the store is full.
+        """
+
+    @abc.abstractmethod
+    def claim_tick(self, task: str, tick: float, job: Job | None) -> bool:
+        """Claim tick ``tick`` (a Unix time) of the periodic task named ``task`` and
+        queue ``job`` for it, in one atomic step; or do nothing and return False
+        if a tick at or after ``tick`` was claimed already, by any process.
+
+        The store keeps each task's last claimed tick after its job finished
+        (:meth:`last_ticks`), so a tick is claimed once, and a process that
+        comes late (a slow clock, a restart) can never claim it again, nor an
+        older one. ``job=None`` claims a tick with no job (a schedule's first
+        start: nothing was missed, nothing runs).
+
+        :raises QueueFull: ``job`` given, and the store is full (nothing is claimed).
+        """
+
+    @abc.abstractmethod
+    def last_ticks(self) -> dict[str, TickInfo]:
+        """Every periodic task's last claimed tick, by task name."""
 
     @abc.abstractmethod
     def take(

@@ -47,7 +47,7 @@ from typing import Any
 
 from ..exceptions import ConfigurationError, MemQueueError, QueueClosed, QueueFull, StorageError, UnknownTaskError
 from ..job import Job, JobStatus, describe_task
-from .base import Capabilities, Storage, StoreContext, redact_url
+from .base import Capabilities, Storage, StoreContext, TickInfo, redact_url
 
 #: Seconds an idle consumer waits between two looks at the store for jobs
 #: that other processes enqueued (its own process wakes it at once).
@@ -92,6 +92,11 @@ class Record:
     queue: str = "default"
     #: -100..100; higher is claimed first within its queue.
     priority: int = 0
+    #: While the record is live (queued, scheduled, running), no other record of
+    #: its namespace with this key may be inserted by :meth:`DurableStorage._insert_unique`.
+    unique_key: str | None = None
+    #: For a periodic task's job: the Unix time of the tick it was queued for.
+    tick: float | None = None
 
 
 # -- processes -----------------------------------------------------------------------
@@ -324,6 +329,28 @@ class DurableStorage(Storage):
     def _close(self) -> None:
         """Release connections."""
 
+    # Unique keys and periodic ticks: three small primitives. The caller checks
+    # MEMQUEUE_MAXSIZE before (by a count, as precise as a group write's).
+    @abc.abstractmethod
+    def _insert_unique(self, record: Record, full: bool) -> Record | None:
+        """In one write: the live record (queued, scheduled or running) whose
+        ``unique_key`` is ``record.unique_key``, if there is one (the oldest, if a
+        requeue made two); else, unless ``full`` (the store holds MEMQUEUE_MAXSIZE
+        waiting jobs), insert ``record`` (as :meth:`_insert` would) and return it;
+        else None. The caller compares the returned id with ``record.id``."""
+
+    @abc.abstractmethod
+    def _claim_tick(self, task: str, tick: float, record: Record | None, now: float) -> bool:
+        """In one write: if the last claimed tick of ``task`` is before ``tick`` (or
+        there is none), make ``tick`` its last claimed tick (with ``record``'s id, or
+        None, claimed at ``now``), insert ``record`` if given, and return True;
+        otherwise write nothing and return False. One row per task and namespace,
+        kept after its job finished: it is what makes a tick run once."""
+
+    @abc.abstractmethod
+    def _ticks(self) -> dict[str, tuple[float, str | None, float]]:
+        """Each task's last claimed tick in this namespace: ``(tick, job id or None, claimed at)``."""
+
     def _declare(self, owner: str, queues: tuple[str, ...], now: float) -> None:  # noqa: B027 - optional
         """Record that ``owner`` consumes ``queues`` (seen at ``now``); with no queues,
         forget ``owner``'s. A backend without it: enqueues check this process's queues only."""
@@ -414,7 +441,7 @@ class DurableStorage(Storage):
         return Record(
             jid, job.task.name, args, kwargs, status.value, job.attempts, job.enqueued_at,
             eta if status is SCHEDULED else None, started_at, finished_at, result, error, traceback,
-            self.owner if status is RUNNING else None, job.queue, job.priority,
+            self.owner if status is RUNNING else None, job.queue, job.priority, job.unique_key, job.tick,
         )
 
     def job_of(self, record: Record) -> Job:
@@ -453,7 +480,11 @@ class DurableStorage(Storage):
             return
         self._enqueue(job)
 
-    def _enqueue(self, job: Job) -> None:
+    def _prepare(self, job: Job) -> Record:
+        """Check a job about to be inserted and make its record; register it as local.
+
+        :raises QueueClosed, UnknownTaskError, TypeError: nothing was inserted.
+        """
         if self._closed:
             raise QueueClosed(f"the queue was shut down; {describe_task(job.name)} was not queued")
         task = job.task
@@ -472,9 +503,71 @@ class DurableStorage(Storage):
             if job.kwargs:
                 job.kwargs = json.loads(record.kwargs or "{}")
         jid = job.key = record.id  # from now on the id is the key: no formatting per read
-        if self.local_jobs:
+        if self.local_jobs:  # before the insert: a consumer here may claim it at once
             with self._llock:
                 self._local[jid] = job
+        return record
+
+    def _unprepare(self, job: Job) -> None:
+        """The job's record was not inserted after all: forget it as local."""
+        if self.local_jobs:
+            with self._llock:
+                self._local.pop(job.id, None)
+
+    def _full(self) -> bool:
+        """MEMQUEUE_MAXSIZE for the writes outside group commit (unique keys, ticks): a count first."""
+        return bool(self.maxsize) and self._guard("reading", self._busy, WAITING, None) >= self.maxsize
+
+    def _check_room(self, job: Job) -> None:
+        if self._full():
+            raise _queue_full(self.maxsize, job.name)
+
+    def put_unique(self, job: Job) -> Job:
+        if job.unique_key is None:
+            raise ValueError("put_unique() needs a job with a unique_key")
+        full = self._full()
+        record = self._prepare(job)
+        try:
+            holder: Record | None = self._guard(
+                "enqueueing a job with a unique key", self._insert_unique, record, full
+            )
+        except BaseException:
+            self._unprepare(job)
+            raise
+        if holder is None:
+            self._unprepare(job)
+            raise _queue_full(self.maxsize, job.name)
+        if holder.id != record.id:
+            self._unprepare(job)
+            return self.job_of(holder)
+        self._notify()
+        return job
+
+    def claim_tick(self, task: str, tick: float, job: Job | None) -> bool:
+        record = None
+        if job is not None:
+            self._check_room(job)
+            record = self._prepare(job)
+        try:
+            claimed = bool(self._guard("claiming a periodic tick", self._claim_tick, task, tick, record, time.time()))
+        except BaseException:
+            if job is not None:
+                self._unprepare(job)
+            raise
+        if job is not None:
+            if not claimed:
+                self._unprepare(job)
+            else:
+                self._notify()
+        return claimed
+
+    def last_ticks(self) -> dict[str, TickInfo]:
+        rows: dict[str, tuple[float, str | None, float]] = self._guard("reading", self._ticks)
+        return {task: TickInfo(*row) for task, row in rows.items()}
+
+    def _enqueue(self, job: Job) -> None:
+        record = self._prepare(job)
+        jid = job.id
         gc = self._gc
         with gc:
             batch = self._open_batch
@@ -676,7 +769,7 @@ class DurableStorage(Storage):
         kwargs = json.loads(record.kwargs) if record.kwargs else None
         job = Job(self.context.host, record.id, self.context.task(record.task),
                   tuple(json.loads(record.args)), kwargs, record.enqueued_at,
-                  queue=record.queue, priority=record.priority)
+                  queue=record.queue, priority=record.priority, unique_key=record.unique_key, tick=record.tick)
         _restore(job, record)
         return job
 
@@ -766,7 +859,7 @@ class DurableStorage(Storage):
 
     def _detached_copy(self, job: Job) -> Job:
         copy = Job(self.context.host, job.id, job.task, job.args, job.kwargs, job.enqueued_at, job.status,
-                   job.queue, job.priority)
+                   job.queue, job.priority, job.unique_key, job.tick)
         _copy_outcome(job, copy)
         return copy
 
@@ -877,6 +970,12 @@ class DurableStorage(Storage):
                 pass
         self._closed = True
         self._close()
+
+
+def _queue_full(maxsize: int, task: str) -> QueueFull:
+    return QueueFull(
+        f"the queue holds {maxsize} waiting jobs (MEMQUEUE_MAXSIZE); {describe_task(task)} was not queued"
+    )
 
 
 def _restore(job: Job, record: Record) -> None:

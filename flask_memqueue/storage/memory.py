@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigurationError, QueueClosed, QueueFull
 from ..job import JobStatus, describe_task
-from .base import Capabilities, Storage, StoreContext, redact_url
+from .base import Capabilities, Storage, StoreContext, TickInfo, redact_url
 
 if TYPE_CHECKING:
     from ..job import Job
@@ -121,6 +121,11 @@ class MemoryStorage(Storage):
         self._woken = False
         self._closed = False
         self._next_expiry = 0.0
+        # Unique keys -> the live job holding each (released in _settle when it finishes).
+        self._unique: dict[str, Job] = {}
+        # Periodic tasks' last claimed ticks (this process's: the scheduler's host
+        # lock makes it the one process of the app on the host that claims them).
+        self._ticks: dict[str, TickInfo] = {}
 
     def _lane(self, name: str) -> _Lane:
         """The lane of queue ``name``, made on first use. Lock held."""
@@ -185,6 +190,62 @@ class MemoryStorage(Storage):
             self._waiting += 1
             if lane.sleepers:  # a consumer may sleep past this job's due time
                 lane.sleepers.pop().release()
+
+    # -- unique keys and ticks ---------------------------------------------------
+    def _add_locked(self, job: Job) -> None:
+        """Queue or schedule ``job`` as :meth:`put`/:meth:`schedule` do. Lock held.
+
+        Written apart from those two (and not called by them) so that their
+        hot path stays one inlined critical section; unique and periodic jobs
+        are rare enough to pay a call.
+        """
+        if self._closed:
+            raise QueueClosed(f"the queue was shut down; {describe_task(job.name)} was not queued")
+        if self.maxsize and self._waiting >= self.maxsize:
+            raise QueueFull(
+                f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); "
+                f"{describe_task(job.name)} was not queued"
+            )
+        lane = self._lane(job.queue)
+        if job.status is SCHEDULED:
+            heapq.heappush(lane.scheduled, (job.eta if job.eta is not None else time.time(), next(self._tiebreak), job))
+        else:
+            prio = job.priority
+            ready = lane.ready.get(prio)
+            if ready is None:
+                ready = lane.ready[prio] = deque()
+            if not ready:
+                bisect.insort(lane.negprios, -prio)
+            bisect.insort_right(ready, job, key=_seq)  # numbered before the lock: keep number order
+        self._waiting += 1
+        if lane.sleepers:
+            lane.sleepers.pop().release()
+
+    def put_unique(self, job: Job) -> Job:
+        key = job.unique_key
+        if key is None:
+            raise ValueError("put_unique() needs a job with a unique_key")
+        with self._lock:
+            holder = self._unique.get(key)
+            if holder is not None and not holder.finished:
+                return holder
+            self._add_locked(job)
+            self._unique[key] = job
+        return job
+
+    def claim_tick(self, task: str, tick: float, job: Job | None) -> bool:
+        with self._lock:
+            last = self._ticks.get(task)
+            if last is not None and last.tick >= tick:
+                return False
+            if job is not None:
+                self._add_locked(job)
+            self._ticks[task] = TickInfo(tick, None if job is None else job.id, time.time())
+        return True
+
+    def last_ticks(self) -> dict[str, TickInfo]:
+        with self._lock:
+            return dict(self._ticks)
 
     def take(
         self,
@@ -315,6 +376,8 @@ class MemoryStorage(Storage):
                 self._expire(now or time.time())
             if self._waiters:
                 event = self._waiters.pop(job.key, None)
+            if self._unique and job.unique_key is not None and self._unique.get(job.unique_key) is job:
+                del self._unique[job.unique_key]  # finished: its key is free
         if self._joiners and lane.idle():
             self._drained.notify_all()
         return event
@@ -367,6 +430,10 @@ class MemoryStorage(Storage):
                 return False
             self._finished.pop(job.key, None)
             job.reset_for_requeue()
+            if job.unique_key is not None:  # takes its key back unless another live job holds it now
+                holder = self._unique.get(job.unique_key)
+                if holder is None or holder.finished:
+                    self._unique[job.unique_key] = job
             # A requeued job keeps its old number, so it cannot join a
             # number-ordered deque; as a due "scheduled" entry it takes its
             # place by priority, ahead of the ready jobs of its priority.

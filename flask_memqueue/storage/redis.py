@@ -211,7 +211,7 @@ def _parse(jid: str, text: str | bytes) -> RedisRecord:
         attempts=int(h.get("n", 0)), enqueued_at=float(h.get("e", 0.0)), eta=_float(h.get("eta")),
         started_at=_float(h.get("sa")), finished_at=_float(h.get("fa")), result=h.get("r"), error=h.get("er"),
         traceback=h.get("tb"), owner=h.get("o"), progress=_float(h.get("pg")), message=h.get("pm"),
-        queue=h.get("q", "default"), priority=int(h.get("p", 0)),
+        queue=h.get("q", "default"), priority=int(h.get("p", 0)), unique_key=h.get("uk"), tick=_float(h.get("tk")),
     )
 
 
@@ -329,6 +329,36 @@ class RedisStorage(DurableStorage):
             args += [r.id, r.task, r.args, _tag(r.kwargs), r.status, repr(r.enqueued_at), _tag(r.eta), r.queue,
                      r.priority]
         return int(self._run("insert", args, f"enqueueing {len(records)} job(s)"))
+
+    def _add_args(self, r: Record) -> list[Any]:
+        """The 11 values of the scripts' add_one for a new record."""
+        return [r.id, r.task, r.args, _tag(r.kwargs), r.status, repr(r.enqueued_at), _tag(r.eta), r.queue,
+                r.priority, _tag(r.unique_key), _tag(None if r.tick is None else repr(r.tick))]
+
+    def _insert_unique(self, record: Record, full: bool) -> Record | None:
+        # Not repeated after a lost reply: a second run would find the job it added as the holder
+        # (harmless), but a caller told "failed" must not also get a job it does not know of.
+        found = self._run("insert_unique", ["1" if full else "0", *self._add_args(record)],
+                          "enqueueing a job with a unique key", repeat=False)
+        return _record(found) if found else None
+
+    def _claim_tick(self, task: str, tick: float, record: Record | None, now: float) -> bool:
+        args: list[Any] = [task, repr(tick), repr(now), "0" if record is None else "1"]
+        if record is not None:
+            args += self._add_args(record)
+        return bool(self._run("claim_tick", args, "claiming a periodic tick", repeat=False))
+
+    def _ticks(self) -> dict[str, tuple[float, str | None, float]]:
+        self._check_process()
+        try:
+            rows: dict[Any, Any] = self._r.hgetall(f"{self.prefix}:ticks")  # str: decode_responses
+        except self._redis.RedisError as exc:
+            raise self._error(exc, "reading") from exc
+        out: dict[str, tuple[float, str | None, float]] = {}
+        for task, value in rows.items():
+            tick, job_id, claimed = (str(value).split(" ") + ["", "", "0"])[:3]
+            out[str(task)] = (float(tick), job_id or None, float(claimed or 0.0))
+        return out
 
     def _state(self, r: Record) -> list[str]:
         """The 11 tagged state values of a record (with the progress of a job running here)."""
@@ -932,11 +962,12 @@ local function settle(owner, b)
   return false
 end
 
--- Delete a finished (or any) job and its index entries.
+-- Delete a finished (or any) job and its index entries (and its unique key's entry).
 local function forget(id)
   local h = get(id)
   if h then
     unindex(id, h.s, h.q, h.p, h.o, false)
+    if h.uk and redis.call('HGET', P .. ':uk', h.uk) == id then redis.call('HDEL', P .. ':uk', h.uk) end
   else
     redis.call('ZREM', FIN, id)
   end
@@ -1287,7 +1318,66 @@ end
 return 1
 """
 
+#: Add one job from 11 ARGV values at b (those of INSERT, then its unique key and its
+#: tick, tagged); returns its id. Shared by the two scripts below.
+_ADD_ONE = r"""
+local function add_one(b)
+  local id = ARGV[b]
+  local seq = tostring(redis.call('INCR', P .. ':seq'))
+  local st, q, p = ARGV[b + 4], ARGV[b + 7], ARGV[b + 8]
+  local h = {t = ARGV[b + 1], a = ARGV[b + 2], s = st, n = '0', e = ARGV[b + 5], i = seq, q = q, p = p}
+  local kw = dec(ARGV[b + 3])
+  if kw then h.k = kw end
+  local eta = dec(ARGV[b + 6])
+  if eta then h.eta = eta end
+  local uk = dec(ARGV[b + 9])
+  if uk then h.uk = uk end
+  local tk = dec(ARGV[b + 10])
+  if tk then h.tk = tk end
+  put(id, h)
+  redis.call('SADD', QUEUES, q)
+  index(id, st, q, p, seq, eta, false, false, false)
+  wake(q, 1)
+  return id
+end
+"""
+
+#: Add a job unless a live job holds its unique key: ARGV = full (1/0), then the 11
+#: values of add_one. ``P:uk`` maps each key to the job that took it last (forget()
+#: drops the entry with its job). Returns the holder's record, the new job's, or false
+#: (no holder, and full).
+INSERT_UNIQUE = PRELUDE + _ADD_ONE + r"""
+local UK = P .. ':uk'
+local key = dec(ARGV[11])
+local holder = redis.call('HGET', UK, key)
+if holder then
+  local h = get(holder)
+  if h and (h.s == 'queued' or h.s == 'scheduled' or h.s == 'running') then return rec(holder) end
+end
+if ARGV[1] == '1' then return false end
+local id = add_one(2)
+redis.call('HSET', UK, key, id)
+return rec(id)
+"""
+
+#: Claim a periodic task's tick: ARGV = task, tick, now, has job (1/0), then the 11
+#: values of add_one. ``P:ticks`` keeps each task's last claimed tick as
+#: "<tick> <job id or ''> <claimed at>", after its job is gone. 1 if claimed, 0 if a
+#: tick at or after this one was claimed already (nothing written).
+CLAIM_TICK = PRELUDE + _ADD_ONE + r"""
+local TICKS = P .. ':ticks'
+local task, tick, now = ARGV[1], ARGV[2], ARGV[3]
+local cur = redis.call('HGET', TICKS, task)
+if cur and tonumber(string.match(cur, '^(%S+)')) >= tonumber(tick) then return 0 end
+local id = ''
+if ARGV[4] == '1' then id = add_one(5) end
+redis.call('HSET', TICKS, task, tick .. ' ' .. id .. ' ' .. now)
+return 1
+"""
+
 SCRIPTS = {
+    "insert_unique": INSERT_UNIQUE,
+    "claim_tick": CLAIM_TICK,
     "insert": INSERT,
     "claim": CLAIM,
     "save": SAVE,

@@ -44,7 +44,7 @@ BUSY_TIMEOUT = 30.0
 _FINISHED_SQL = "('succeeded', 'failed', 'cancelled')"
 _COLUMNS = (
     "id, task, args, kwargs, status, attempts, enqueued_at, eta,"
-    " started_at, finished_at, result, error, traceback, owner, lane, priority"
+    " started_at, finished_at, result, error, traceback, owner, lane, priority, unique_key, tick"
 )
 _STATE_COLUMNS = "status, attempts, eta, started_at, finished_at, result, error, traceback, owner"
 _STATE = "status=?, attempts=?, eta=?, started_at=?, finished_at=?, result=?, error=?, traceback=?, owner=?"
@@ -67,7 +67,9 @@ CREATE TABLE IF NOT EXISTS memqueue_jobs (
     traceback TEXT,
     owner TEXT,
     lane TEXT NOT NULL DEFAULT 'default',
-    priority INTEGER NOT NULL DEFAULT 0
+    priority INTEGER NOT NULL DEFAULT 0,
+    unique_key TEXT,
+    tick REAL
 )
 """
 # ``queue`` is the app's name (the namespace, as in 1.x journals); ``lane`` is
@@ -84,10 +86,26 @@ CREATE TABLE IF NOT EXISTS memqueue_consumers (
     PRIMARY KEY (queue, lane, owner)
 )
 """
+# Each periodic task's last claimed tick, one row per task (see DurableStorage._claim_tick):
+# written in the transaction that inserts the tick's job, and kept after the job
+# is pruned, so no process can claim that tick (or an older one) again.
+_TICKS = """
+CREATE TABLE IF NOT EXISTS memqueue_ticks (
+    queue TEXT NOT NULL,
+    task TEXT NOT NULL,
+    tick REAL NOT NULL,
+    job_id TEXT,
+    claimed_at REAL NOT NULL,
+    PRIMARY KEY (queue, task)
+)
+"""
 _MIGRATIONS = (
     ("lane", "ALTER TABLE memqueue_jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'default'"),
     ("priority", "ALTER TABLE memqueue_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0"),
+    ("unique_key", "ALTER TABLE memqueue_jobs ADD COLUMN unique_key TEXT"),
+    ("tick", "ALTER TABLE memqueue_jobs ADD COLUMN tick REAL"),
 )
+_LIVE_SQL = "('queued', 'scheduled', 'running')"
 # One index serves both claims of a lane (queued rows have eta NULL, so they
 # sort by priority then seq within it; scheduled rows by priority then eta) and
 # the counts. Each index costs pages written on every commit, so there is no
@@ -95,6 +113,19 @@ _MIGRATIONS = (
 _INDEXES = (
     "DROP INDEX IF EXISTS memqueue_jobs_next",
     "CREATE INDEX IF NOT EXISTS memqueue_jobs_claim ON memqueue_jobs (queue, lane, status, priority DESC, eta, seq)",
+    # Partial: only live rows with a unique key are in it, so the jobs without
+    # one (nearly all) cost it nothing, and a finished row leaves it by itself.
+    # Not UNIQUE: a requeued job takes its key back even if another holds it;
+    # the check-then-insert of _insert_unique runs under the write lock.
+    "CREATE INDEX IF NOT EXISTS memqueue_jobs_unique ON memqueue_jobs (queue, unique_key)"
+    f" WHERE unique_key IS NOT NULL AND status IN {_LIVE_SQL}",
+)
+
+#: Where ``priority`` is in a ``SELECT seq, {_COLUMNS}`` row.
+_PRIORITY = 1 + [c.strip() for c in _COLUMNS.split(",")].index("priority")
+_INSERT = (
+    "INSERT INTO memqueue_jobs (id, queue, task, args, kwargs, status, enqueued_at, eta, lane, priority,"
+    " unique_key, tick) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 _DAMAGED_ADVICE = (
@@ -237,6 +268,7 @@ class SQLiteStorage(DurableStorage):
             try:
                 w.execute(_SCHEMA)
                 w.execute(_CONSUMERS)
+                w.execute(_TICKS)
                 columns = {row[1] for row in w.execute("PRAGMA table_info(memqueue_jobs)")}
                 for column, alter in _MIGRATIONS:
                     if column not in columns:
@@ -361,26 +393,72 @@ class SQLiteStorage(DurableStorage):
                 room = self.maxsize - waiting
                 self._recount = time.time() + 1.0
             accepted = records if room is None else records[: max(0, room)]
-            conn.executemany(
-                "INSERT INTO memqueue_jobs (id, queue, task, args, kwargs, status, enqueued_at, eta, lane, priority)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.id, ns, r.task, r.args, r.kwargs, r.status, r.enqueued_at, r.eta, r.queue, r.priority)
-                 for r in accepted],
-            )
+            conn.executemany(_INSERT, [self._row(r) for r in accepted])
             self._room = None if room is None else room - len(accepted)
             return len(accepted)
 
         return int(self._write(insert, f"enqueueing {len(records)} job(s)"))
+
+    def _row(self, r: Record) -> tuple[Any, ...]:
+        """The values of :data:`_INSERT` for a new record."""
+        return (r.id, self.namespace, r.task, r.args, r.kwargs, r.status, r.enqueued_at, r.eta, r.queue, r.priority,
+                r.unique_key, r.tick)
+
+    def _insert_unique(self, record: Record, full: bool) -> Record | None:
+        ns = self.namespace
+
+        def insert(conn: sqlite3.Connection) -> Record | None:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE queue=? AND unique_key=? AND unique_key IS NOT NULL"
+                f" AND status IN {_LIVE_SQL} ORDER BY seq LIMIT 1",
+                (ns, record.unique_key),
+            ).fetchone()
+            if row is not None:
+                return Record(*row)
+            if full:
+                return None
+            conn.execute(_INSERT, self._row(record))
+            if self._room is not None:
+                self._room -= 1
+            return record
+
+        return self._write(insert, "enqueueing a job with a unique key")  # type: ignore[no-any-return]
+
+    def _claim_tick(self, task: str, tick: float, record: Record | None, now: float) -> bool:
+        ns = self.namespace
+
+        def claim(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT tick FROM memqueue_ticks WHERE queue=? AND task=?", (ns, task)).fetchone()
+            if row is not None and row[0] >= tick:
+                return False
+            conn.execute(
+                "INSERT INTO memqueue_ticks (queue, task, tick, job_id, claimed_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (queue, task) DO UPDATE SET tick=excluded.tick, job_id=excluded.job_id,"
+                " claimed_at=excluded.claimed_at",
+                (ns, task, tick, None if record is None else record.id, now),
+            )
+            if record is not None:
+                conn.execute(_INSERT, self._row(record))
+                if self._room is not None:
+                    self._room -= 1
+            return True
+
+        return bool(self._write(claim, "claiming a periodic tick"))
+
+    def _ticks(self) -> dict[str, tuple[float, str | None, float]]:
+        rows = self._read("SELECT task, tick, job_id, claimed_at FROM memqueue_ticks WHERE queue=?", (self.namespace,))
+        return {task: (float(tick), job_id, float(claimed)) for task, tick, job_id, claimed in rows}
 
     def _save_in(self, conn: sqlite3.Connection, r: Record) -> None:
         state = (r.status, r.attempts, r.eta, r.started_at, r.finished_at, r.result, r.error, r.traceback, r.owner)
         cur = conn.execute(f"UPDATE memqueue_jobs SET {_STATE} WHERE id=? AND queue=?", (*state, r.id, self.namespace))
         if cur.rowcount == 0:  # eager mode: the job never went through put()
             conn.execute(
-                "INSERT INTO memqueue_jobs (id, queue, task, args, kwargs, enqueued_at, lane, priority,"
-                f" {_STATE_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (r.id, self.namespace, r.task, r.args, r.kwargs, r.enqueued_at, r.queue, r.priority, *state),
+                "INSERT INTO memqueue_jobs (id, queue, task, args, kwargs, enqueued_at, lane, priority, unique_key,"
+                f" tick, {_STATE_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (r.id, self.namespace, r.task, r.args, r.kwargs, r.enqueued_at, r.queue, r.priority, r.unique_key,
+                 r.tick, *state),
             )
 
     def _save(self, record: Record) -> None:
@@ -408,7 +486,7 @@ class SQLiteStorage(DurableStorage):
                 " ORDER BY priority DESC, seq LIMIT 1",
                 (ns, queue),
             ).fetchone()
-            if due is not None and (row is None or due[-1] >= row[-1]):
+            if due is not None and (row is None or due[_PRIORITY] >= row[_PRIORITY]):
                 row = due
             if row is None:
                 return None

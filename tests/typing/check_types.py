@@ -99,3 +99,23 @@ assert_type(mq.options(priority=5).enqueue_in(1, count, [1]), Job[float])
 assert_type(mq.options().enqueue("module.resize", 1), Job[Any])
 resize.options(queue="q").delay(3)  # type: ignore[arg-type]
 mq.options(queue="q").enqueue(resize, 3)  # type: ignore[call-overload]
+
+
+# -- periodic tasks keep their signature; unique keys are an option, not a job argument ---
+@mq.periodic("*/10 * * * *")
+def purge() -> int:
+    return 0
+
+
+@mq.periodic(every=dt.timedelta(seconds=30), timezone=None, catch_up=False, queue="default")
+def refresh() -> str:
+    return "ok"
+
+
+purge_task: Task[[], int] = purge
+assert_type(purge(), int)
+assert_type(refresh.delay(), Job[str])
+purge(1)  # type: ignore[call-arg]
+assert_type(resize.options(unique_key="resize:a.png").delay("a.png"), Job[bytes])
+assert_type(mq.options(unique_key="k").enqueue(resize, "a.png"), Job[bytes])
+resize.options(unique_key=42)  # type: ignore[arg-type]
