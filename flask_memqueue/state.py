@@ -270,9 +270,8 @@ class AppQueue:
         name = task.queue if queue is None else queue
         if name not in self._declared and name not in self.declared_queues():
             raise self._undeclared(name)
-        job = Job(self, next(self._ids), task, args, kwargs or None, time.time(), QUEUED,
-                  task.queue if queue is None else queue, task.priority if priority is None else priority,
-                  unique_key)
+        job = Job(self, next(self._ids), task, args, kwargs or None, time.time(), QUEUED, name,
+                  task.priority if priority is None else priority, unique_key)
         if eta is not None:
             job.mark_scheduled(eta)
         return job
