@@ -317,6 +317,9 @@ class Registry:
         self.handlers: dict[str | None, Task[..., Any]] = {}
         #: The periodic tasks (``@mq.periodic``) by name: what the scheduler runs.
         self.periodic: dict[str, Task[..., Any]] = {}
+        #: Bumped by every registration: a reader caching something derived from
+        #: the tasks (the queues they name) knows when to read them again.
+        self.version = 0
 
     def add_task(self, task: Task[..., Any]) -> None:
         old = self.tasks.get(task.name)
@@ -327,6 +330,7 @@ class Registry:
             )
         self.tasks[task.name] = task
         self._by_func[task.func] = task
+        self.version += 1
         if task.periodic is not None:
             self.periodic[task.name] = task
         else:
@@ -339,6 +343,7 @@ class Registry:
             raise ConfigurationError(f"a handler for {which} is registered already ({old.func!r})")
         self.handlers[task.topic] = task
         self.tasks[task.name] = task
+        self.version += 1
 
     def resolve(self, target: Any) -> Task[..., Any]:
         """The Task for a Task, a registered name, or any callable.

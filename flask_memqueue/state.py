@@ -70,6 +70,8 @@ class AppQueue:
         # Queues other processes declared in a shared store, and until when that is fresh.
         self._known: frozenset[str] = frozenset()
         self._known_until = 0.0
+        # The queues registered tasks name, and the registry's version when they were read.
+        self._task_queues: tuple[int, frozenset[str]] = (-1, frozenset())
         # The MEMQUEUE_* values init_app read, to warn at the first enqueue
         # about a key changed later (which would otherwise do nothing, silently).
         self._config_read = {key: value for key, value in app.config.items() if _is_ours(key)}
@@ -157,7 +159,10 @@ class AppQueue:
         declared = self._declared
         storage = self.storage
         if storage.capabilities.shared:
-            declared = declared | {t.queue for t in self.registry.tasks.values()}
+            registry = self.registry
+            if self._task_queues[0] != registry.version:  # a task was registered since the last look
+                self._task_queues = (registry.version, frozenset(t.queue for t in registry.tasks.values()))
+            declared = declared | self._task_queues[1]
             now = time.monotonic()
             if now >= self._known_until:
                 self._known = frozenset(storage.known_queues())

@@ -127,6 +127,11 @@ def test_with_a_shared_store_a_queue_a_task_names_is_declared(make_app: MakeApp,
         assert job.status == "queued" and pools(web) == {"default": 0}
         with pytest.raises(UnknownQueueError, match="--queues nowhere"):
             mq.options(queue="nowhere").enqueue(report)
+
+        @mq.task(queue="late")  # registered after the first enqueue: its queue counts from now on
+        def late() -> None: ...
+
+        assert late.delay().queue == "late"
     worker = make_app("web_tier", MEMQUEUE_STORAGE=f"sqlite:///{tmp_path / 'jobs.db'}",
                       MEMQUEUE_QUEUES={"default": 0, "reports": 1})
     with worker.app_context():
