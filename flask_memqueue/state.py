@@ -556,14 +556,15 @@ class AppQueue:
         persistent = self.storage.capabilities.persistent
         if wait and not persistent:  # a persistent store keeps waiting jobs: no drain
             self.ensure_consumer(draining=True)
-            unrunnable = [
-                name for name, row in self.storage.queue_counts().items()
-                if (row["queued"] or row["scheduled"]) and not any(c.alive for c in self.pools.get(name, ()))
-            ]
-            if unrunnable:
-                drained = False  # nobody can run them: do not wait for nothing
-            else:  # what is due now; jobs scheduled for later are cancelled below
-                drained = self.storage.join(timeout, due_only=True)
+            # Run what is due in every queue that has threads here (jobs scheduled for
+            # later, and those of a queue nobody here runs, are cancelled below).
+            for name, row in self.storage.queue_counts().items():
+                if not any(c.alive for c in self.pools.get(name, ())):
+                    if row["queued"] or row["scheduled"]:
+                        drained = False  # nobody can run them: do not wait for nothing
+                    continue
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                drained = self.storage.join(remaining, due_only=True, queue=name) and drained
         consumers = self.all_consumers()
         for consumer in consumers:
             consumer.stop()

@@ -427,3 +427,14 @@ def test_with_a_shared_store_a_queue_only_a_worker_declares_is_accepted(
         assert job.wait(TIMEOUT) == 3
     assert worker_queue.shutdown(wait=True, timeout=TIMEOUT)
     assert "adhoc" not in web_queue.storage.known_queues()  # a worker that stopped forgets its queues
+
+
+def test_shutdown_runs_what_it_can_when_one_queue_has_no_threads_here(make_app: MakeApp, mq: MemQueue) -> None:
+    app = make_app(MEMQUEUE_QUEUES={"parked": 0})
+    ran: list[int] = []
+    with app.app_context():
+        parked = mq.options(queue="parked").enqueue(ran.append, -1)
+        runnable = [mq.enqueue(ran.append, i) for i in range(20)]
+        assert mq.shutdown(wait=True, timeout=TIMEOUT) is False  # the parked job could not run here
+    assert sorted(ran) == list(range(20)) and all(j.status == "succeeded" for j in runnable)
+    assert parked.status == "cancelled"
