@@ -202,21 +202,10 @@ class MemQueue:
         def register(fn: Callable[..., Any]) -> Task[..., Any]:
             if isinstance(fn, Task):
                 fn = fn.func
-            task: Task[..., Any] = Task(
-                fn,
-                name or default_name(fn),
-                retries=retries,
-                retry_delay=retry_delay,
-                retry_backoff=retry_backoff,
-                mq=self,
-                queue=queue,
-                priority=priority,
+            return self._register_task(
+                fn, name or default_name(fn), named=name is not None, retries=retries, retry_delay=retry_delay,
+                retry_backoff=retry_backoff, queue=queue, priority=priority,
             )
-            self.registry.add_task(task)
-            shared = any(q.storage.capabilities.shared for q in self._queues)
-            if name is None and task.name.startswith("__main__.") and shared:
-                _warn_main_module([task.name])
-            return task
 
         if func is not None:
             return register(func)
@@ -271,24 +260,22 @@ class MemQueue:
             task_name = name or default_name(fn)
             spec = make_periodic(task_name, cron, every, timezone, catch_up)
             _check_no_arguments(fn, task_name)
-            task: Task[..., Any] = Task(
-                fn,
-                task_name,
-                retries=retries,
-                retry_delay=retry_delay,
-                retry_backoff=retry_backoff,
-                mq=self,
-                queue=queue,
-                priority=priority,
-                periodic=spec,
+            return self._register_task(
+                fn, task_name, named=name is not None, retries=retries, retry_delay=retry_delay,
+                retry_backoff=retry_backoff, queue=queue, priority=priority, periodic=spec,
             )
-            self.registry.add_task(task)
-            shared = any(q.storage.capabilities.shared for q in self._queues)
-            if name is None and task.name.startswith("__main__.") and shared:
-                _warn_main_module([task.name])
-            return task
 
         return register  # type: ignore[return-value]  # register keeps the signature: Task(fn)
+
+    def _register_task(self, fn: Callable[..., Any], task_name: str, *, named: bool, **options: Any) -> Task[..., Any]:
+        """Make and register the Task of ``@mq.task`` and ``@mq.periodic``; warn about a
+        ``__main__`` task (unless ``named``) where a store other processes share reads it by name."""
+        task: Task[..., Any] = Task(fn, task_name, mq=self, **options)
+        self.registry.add_task(task)
+        shared = any(q.storage.capabilities.shared for q in self._queues)
+        if not named and task.name.startswith("__main__.") and shared:
+            _warn_main_module([task.name])
+        return task
 
     @overload
     def handler(self, topic: Callable[P, R], /) -> Task[P, R]: ...

@@ -325,18 +325,11 @@ class AppQueue:
             for consumer in consumers:
                 if consumer.alive:
                     continue
-                thread = threading.Thread(target=consumer.run, name=self._thread_name(consumer), daemon=True)
-                consumer.reset()
-                try:
-                    thread.start()
-                except RuntimeError as exc:  # "can't start new thread"
-                    self.start_error = f"{type(exc).__name__}: {exc}"
-                    logger.error("cannot start a consumer thread of %r: %s", self.app.name, exc)
+                error = _start_guarded(consumer, self._thread_name(consumer))
+                if error is not None:
+                    self.start_error = error
+                    logger.error("cannot start a consumer thread of %r: %s", self.app.name, error)
                     return False
-                consumer.thread = thread
-                consumer.ident = thread.ident
-                consumer.alive = True
-                consumer.starts += 1
                 self.starts += 1
             # The one flag read per request and enqueue also covers the scheduler:
             # while it should run and does not, the next request starts it.
@@ -373,18 +366,11 @@ class AppQueue:
         with self.lock:
             if scheduler.alive:
                 return True
-            thread = threading.Thread(target=scheduler.run, name=f"memqueue-scheduler[{self.app.name}]", daemon=True)
-            scheduler.reset()
-            try:
-                thread.start()
-            except RuntimeError as exc:  # "can't start new thread"
-                scheduler.error = f"{type(exc).__name__}: {exc}"
-                logger.error("cannot start the scheduler thread of %r: %s", self.app.name, exc)
+            error = _start_guarded(scheduler, f"memqueue-scheduler[{self.app.name}]")
+            if error is not None:
+                scheduler.error = error
+                logger.error("cannot start the scheduler thread of %r: %s", self.app.name, error)
                 return False
-            scheduler.thread = thread
-            scheduler.ident = thread.ident
-            scheduler.alive = True
-            scheduler.starts += 1
         return True
 
     def scheduler_exited(self, scheduler: Scheduler, ident: int, crashed: bool) -> None:
@@ -748,6 +734,37 @@ def _current(consumer: Consumer) -> dict[str, Any] | None:
         "queue": current.queue,
         "running_for": None if started is None else round(time.time() - started, 3),
     }
+
+
+class _Guarded(Protocol):
+    """A loop run by one legitimate thread (a Consumer, the Scheduler): the guard's fields."""
+
+    thread: threading.Thread | None
+    ident: int | None
+    alive: bool
+    starts: int
+
+    def run(self) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+def _start_guarded(runner: _Guarded, name: str) -> str | None:
+    """Start ``runner``'s thread and record it as the legitimate one (queue lock held).
+
+    Returns why it could not be started (``"can't start new thread"``), else None.
+    """
+    thread = threading.Thread(target=runner.run, name=name, daemon=True)
+    runner.reset()
+    try:
+        thread.start()
+    except RuntimeError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    runner.thread = thread
+    runner.ident = thread.ident
+    runner.alive = True
+    runner.starts += 1
+    return None
 
 
 _MISSING: Any = object()
