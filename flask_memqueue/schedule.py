@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .exceptions import ScheduleError
+from .extras import install_hint
 
 UTC = _dt.timezone.utc
 
@@ -60,7 +61,7 @@ def resolve_timezone(name: object, where: str) -> _dt.tzinfo:
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ScheduleError(
             f"{where}: unknown time zone {name!r}; use an IANA name like 'Europe/Paris', 'America/New_York'"
-            f" or 'UTC' (a system without a time zone database needs the tzdata package: {CRON_EXTRA}"
+            f" or 'UTC' (a system without a time zone database needs the tzdata package: {install_hint('cron')}"
             " installs it)"
         ) from None
 
@@ -251,7 +252,8 @@ def make_periodic(
         from cronsim import CronSimError
     except ImportError:
         raise ScheduleError(
-            f"{where}: cron expressions need the cron extra ({CRON_EXTRA}); every=timedelta(...) needs nothing"
+            f"{where}: cron expressions need the cron extra ({install_hint('cron')});"
+            " every=timedelta(...) needs nothing"
         ) from None
     zone = UTC if timezone is None else resolve_timezone(timezone, f"{where}: timezone")
     try:

@@ -1,8 +1,10 @@
-"""The rough edges a new user hit (issue 15): each behaviour that changed, kept changed."""
+"""The rough edges a new user hit (issues 15 and 25): each behaviour that changed, kept changed."""
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -187,3 +189,132 @@ def test_tasks_of_a_script_without_journal_do_not_warn(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-W", "error", str(script), "unused"],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+# == issue 25 ======================================================================================
+ROOT = Path(__file__).resolve().parent.parent
+APPS = Path(__file__).resolve().parent / "apps"
+EXTRAS = {"redis": "redis", "amqp": "pika", "cron": "cronsim", "metrics": "prometheus_client"}
+
+
+def _pyproject() -> dict[str, Any]:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())  # type: ignore[no-any-return]
+
+
+# -- installing: what the errors and the docs say works --------------------------------------------
+def _missing_extra_errors(
+    make_app: Callable[..., Flask], mq: MemQueue, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """The error each extra's absence gives, as a user meets it."""
+    from flask_memqueue import ConfigurationError, ScheduleError
+
+    errors: dict[str, str] = {}
+    for module in EXTRAS.values():
+        monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
+    with pytest.raises(ConfigurationError) as redis:
+        make_app("needs_redis", MEMQUEUE_STORAGE="redis://127.0.0.1:1/0")
+    errors["redis"] = str(redis.value)
+    with pytest.raises(ConfigurationError) as amqp:
+        make_app("needs_amqp", MEMQUEUE_AMQP_URL="amqp://127.0.0.1:1/%2F")
+    errors["amqp"] = str(amqp.value)
+    with pytest.raises(ScheduleError) as cron:
+        mq.periodic("@daily", name="needs_cron")(lambda: None)
+    errors["cron"] = str(cron.value)
+    metrics = make_app("needs_metrics", MEMQUEUE_METRICS=True).test_client().get("/memqueue/metrics")
+    assert metrics.status_code == 501
+    errors["metrics"] = metrics.get_json()["error"]
+    return errors
+
+
+def test_a_missing_extra_names_the_install_command_of_this_copy(
+    make_app: Callable[..., Flask], mq: MemQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_memqueue.extras import install_hint
+
+    errors = _missing_extra_errors(make_app, mq, monkeypatch)
+    for extra, text in errors.items():
+        hint = install_hint(extra)
+        assert hint in text, (extra, text)
+        assert hint.endswith(f'[{extra}]"') and not hint.lower().startswith('pip install "flask-memqueue['), hint
+    # This checkout is installed editable by scripts/test.sh: the hint names it, with -e.
+    source = Path(__file__).resolve().parent.parent
+    assert install_hint("cron") == f'pip install -e "{source}[cron]"'
+
+
+def test_the_install_command_in_the_errors_is_one_pip_accepts(tmp_path: Path) -> None:
+    """pip itself reads the command (dry run, this checkout's metadata built as a user's pip
+    would): it finds Flask-MemQueue with the extra, which brings the extra's packages."""
+    import json
+    import shlex
+
+    from flask_memqueue.extras import install_hint
+
+    argv = shlex.split(install_hint("cron"))
+    assert argv[:2] == ["pip", "install"]
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--quiet", "--report", str(report),
+         *argv[2:]], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    (installed,) = json.loads(report.read_text())["install"]
+    assert installed["metadata"]["name"] == "Flask-MemQueue"
+    assert installed["requested_extras"] == ["cron"]
+    requires = installed["metadata"]["requires_dist"]
+    assert any(r.startswith("cronsim") and 'extra == "cron"' in r for r in requires), requires
+
+
+@pytest.mark.parametrize(
+    ("direct_url", "expected"),
+    [
+        ({"url": "https://github.com/o/flask-memqueue.git",
+          "vcs_info": {"vcs": "git", "commit_id": "abc", "requested_revision": "v1.2"}},
+         'pip install "Flask-MemQueue[redis] @ git+https://github.com/o/flask-memqueue.git@v1.2"'),
+        ({"url": "https://example.com/flask_memqueue-1.0.0-py3-none-any.whl", "archive_info": {}},
+         'pip install "Flask-MemQueue[redis] @ https://example.com/flask_memqueue-1.0.0-py3-none-any.whl"'),
+        (None, 'pip install "Flask-MemQueue[redis]"'),  # from an index: the name works there
+    ],
+    ids=["git", "archive", "index"],
+)
+def test_the_install_command_follows_where_the_copy_came_from(
+    monkeypatch: pytest.MonkeyPatch, direct_url: dict[str, Any] | None, expected: str
+) -> None:
+    import json
+    from importlib import metadata
+
+    from flask_memqueue import extras
+
+    class Installed:
+        def read_text(self, name: str) -> str | None:
+            return json.dumps(direct_url) if direct_url is not None else None
+
+        def locate_file(self, name: str) -> Path:
+            return Path(extras.__file__).resolve().parent.parent / name  # this very copy
+
+    monkeypatch.setattr(metadata, "distribution", lambda name: Installed())
+    extras._install_command.cache_clear()
+    try:
+        assert extras.install_hint("redis") == expected
+    finally:
+        extras._install_command.cache_clear()
+
+
+def test_no_page_or_message_names_the_unpublished_package() -> None:
+    """``pip install "flask-memqueue[...]"`` fails in a fresh venv: nothing may tell users to run it."""
+    import re
+
+    wrong = re.compile(r"""pip install ["']?flask-memqueue\[[^\]]*\](?!\s*@)""", re.I)  # "... @ git+URL" works
+    files = [ROOT / "README.md", *(ROOT / "docs").glob("*.*"), *(ROOT / "flask_memqueue").rglob("*.py"),
+             *(ROOT / "flask_memqueue" / "templates").rglob("*.html")]
+    found = [f"{f.relative_to(ROOT)}: {m.group(0)}" for f in files if f.is_file()
+             for m in wrong.finditer(f.read_text(errors="replace"))]
+    assert found == []
+    quickstart = (ROOT / "docs" / "quickstart.md").read_text()
+    assert "## Installing" in quickstart
+    for extra in [*EXTRAS, "docs"]:
+        assert f"| `{extra}` |" in quickstart, extra
+    assert "docs/quickstart.md#installing" in (ROOT / "README.md").read_text()
+
+
