@@ -318,3 +318,68 @@ def test_no_page_or_message_names_the_unpublished_package() -> None:
     assert "docs/quickstart.md#installing" in (ROOT / "README.md").read_text()
 
 
+# -- decorators used without their parentheses, or with a wrong first argument ---------------------
+def test_a_bare_periodic_is_refused_showing_both_forms(mq: MemQueue) -> None:
+    from flask_memqueue import ScheduleError
+
+    def purge() -> None: ...
+
+    with pytest.raises(ScheduleError) as info:
+        mq.periodic(purge)  # what @mq.periodic without parentheses does
+    text = str(info.value)
+    assert "@mq.periodic('*/10 * * * *')" in text and "@mq.periodic(every=timedelta(seconds=30))" in text
+    assert "purge was not registered" in text
+    assert mq.registry.periodic == {} and mq.registry.tasks == {}
+
+
+def test_a_task_name_given_positionally_is_refused(mq: MemQueue) -> None:
+    with pytest.raises(TypeError, match=r"@mq.task\(name='resize'\)"):
+        mq.task("resize")  # type: ignore[call-overload]
+    assert mq.registry.tasks == {}
+
+
+# -- cron shortcuts ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("shortcut", "fields"),
+    [("@yearly", "0 0 1 1 *"), ("@annually", "0 0 1 1 *"), ("@monthly", "0 0 1 * *"), ("@weekly", "0 0 * * 0"),
+     ("@daily", "0 0 * * *"), ("@midnight", "0 0 * * *"), ("@hourly", "0 * * * *")],
+)
+def test_cron_shortcuts_tick_as_their_fields(mq: MemQueue, shortcut: str, fields: str) -> None:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from flask_memqueue.schedule import Cron
+
+    task = mq.periodic(shortcut, name=f"s{shortcut[1:]}", timezone="Europe/Paris")(lambda: None)
+    spec = task.periodic
+    assert spec is not None and isinstance(spec.schedule, Cron)
+    assert spec.schedule.describe() == f"{shortcut} ({fields})"
+    paris = ZoneInfo("Europe/Paris")
+    t = dt.datetime(2026, 3, 28, 22, 30, tzinfo=paris).timestamp()  # the night clocks go forward
+    plain = Cron(fields)
+    for _ in range(3):
+        tick = spec.schedule.next_after(t, paris)
+        assert tick == plain.next_after(t, paris) and tick is not None
+        t = tick
+    assert dt.datetime.fromtimestamp(t, paris).minute == 0
+
+
+def test_reboot_and_unknown_shortcuts_are_refused_saying_why(mq: MemQueue) -> None:
+    from flask_memqueue import ScheduleError
+
+    with pytest.raises(ScheduleError, match=r"'@reboot' is not a schedule here.*in your app factory"):
+        mq.periodic("@reboot", name="boot")(lambda: None)
+    with pytest.raises(ScheduleError) as info:
+        mq.periodic("@fortnightly", name="fortnight")(lambda: None)
+    assert "unknown cron shortcut '@fortnightly'" in str(info.value)
+    assert "@yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly" in str(info.value)
+    assert mq.registry.periodic == {}
+
+
+def test_a_shortcut_shows_in_periodic_listings(make_app: Callable[..., Flask], mq: MemQueue) -> None:
+    mq.periodic("@hourly", name="hourly")(lambda: None)
+    app = make_app(MEMQUEUE_CONSUMER=False)
+    listed = app.test_client().get("/memqueue/periodic").get_json()
+    assert [t["schedule"] for t in listed["tasks"]] == ["@hourly (0 * * * *)"]
+
+
