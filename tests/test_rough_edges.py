@@ -383,3 +383,137 @@ def test_a_shortcut_shows_in_periodic_listings(make_app: Callable[..., Flask], m
     assert [t["schedule"] for t in listed["tasks"]] == ["@hourly (0 * * * *)"]
 
 
+# -- the command line: a failing store ends in one line, never a traceback ------------------------
+CLI_COMMANDS = [["jobs"], ["periodic"], ["retry", "x-1"], ["purge", "--finished"]]
+
+
+def _cli_app(make_app: Callable[..., Flask], mq: MemQueue, url: str) -> Flask:
+    mq.periodic(every=3600, name="cli.hourly")(lambda: None)  # so `periodic` reads the store's ticks
+    return make_app("cliapp", MEMQUEUE_STORAGE=url, MEMQUEUE_CONSUMER=False)
+
+
+def _one_clean_error(result: Any) -> str:
+    """The output of a command that failed cleanly: exit 1 (ClickException), one line ``Error: ...``."""
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, (result.exception, result.output)
+    lines = result.output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert "Traceback" not in result.output
+    return str(lines[0])
+
+
+@pytest.mark.parametrize("args", CLI_COMMANDS, ids=lambda a: a[0])
+def test_cli_commands_say_redis_is_down_in_one_line(
+    make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path, args: list[str]
+) -> None:
+    from redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()
+    url = server.url()
+    server.stop()  # a real server, stopped: its port refuses connections
+    app = _cli_app(make_app, mq, url)
+    line = _one_clean_error(app.test_cli_runner().invoke(args=["memqueue", *args]))
+    assert "(MEMQUEUE_STORAGE)" in line and "the server is unreachable" in line, line
+
+
+@pytest.mark.parametrize("args", CLI_COMMANDS, ids=lambda a: a[0])
+def test_cli_commands_say_the_password_is_wrong_in_one_line(
+    make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path, args: list[str]
+) -> None:
+    from redis_server import RedisServer
+
+    with RedisServer(tmp_path / "redis", password="right-one").start() as server:
+        app = _cli_app(make_app, mq, f"redis://:wrong-one@127.0.0.1:{server.port}/0")
+        line = _one_clean_error(app.test_cli_runner().invoke(args=["memqueue", *args]))
+    assert "refused the credentials (wrong password or user name)" in line, line
+    assert "wrong-one" not in line and "redis://:***@127.0.0.1" in line
+
+
+@pytest.mark.parametrize("args", [["jobs"], ["periodic"], ["worker"]], ids=lambda a: a[0])
+def test_cli_commands_say_the_journal_is_damaged_in_one_line(tmp_path: Path, args: list[str]) -> None:
+    """A damaged journal is refused when the app loads (init_app): the command, a flask.commands
+    plugin, is found all the same and says why in one line (a real `flask` process)."""
+    import shutil
+
+    from servers import bin_path
+    from test_faults import damage, make_journal
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(APPS / "faults_app.py", src / "faults_app.py")
+    journal = tmp_path / "journal.db"
+    make_journal(journal, jobs=50)
+    damage(journal, 2)
+    env = {k: v for k, v in os.environ.items() if k not in ("WERKZEUG_RUN_MAIN", "WERKZEUG_SERVER_FD")}
+    env.update(FA_DIR=str(tmp_path), FA_JOURNAL=str(journal))
+    proc = subprocess.run([str(bin_path("flask")), "--app", "faults_app:create_app()", "memqueue", *args],
+                          cwd=src, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout == "" and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"Error: journal '{journal}' (MEMQUEUE_JOURNAL): the file is damaged"), line
+
+
+def test_the_cli_help_names_the_stores_and_jobs_has_a_header(
+    make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
+) -> None:
+    @mq.task(name="cli.add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    app = make_app("cliapp", MEMQUEUE_JOURNAL=str(tmp_path / "j.db"), MEMQUEUE_CONSUMER=False)
+    runner = app.test_cli_runner()
+    help_text = " ".join(runner.invoke(args=["memqueue", "--help"]).output.split())
+    assert "journal" in help_text and "Redis" in help_text and "flask-memqueue journal" not in help_text
+    assert runner.invoke(args=["memqueue", "jobs"]).output == "no jobs\n"
+    with app.app_context():
+        job = add.delay(1, 2)
+    out = runner.invoke(args=["memqueue", "jobs"]).output.splitlines()
+    assert out == ["id\tstatus\ttask\tattempts\terror", f"{job.id}\tqueued\tcli.add\t0\t"]
+    assert runner.invoke(args=["memqueue", "jobs", "--status", "failed"]).output == "no failed jobs\n"
+    mq.periodic(every=60, name="cli.minutely")(lambda: None)
+    periodic = runner.invoke(args=["memqueue", "periodic"]).output.splitlines()
+    assert periodic[1].startswith("task\tschedule\t")  # the same kind of header row, after the schedule line
+
+
+def test_the_worker_banner_reads_well_and_warns_once_about_a_queue_nobody_names(
+    make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_memqueue import cli
+
+    @mq.task(name="mail.send", queue="emails")
+    def send() -> None: ...
+
+    ran: list[dict[str, int]] = []
+    monkeypatch.setattr(cli, "run_worker", lambda queue, plan: ran.append(plan))  # the banner, not the pools
+    app = make_app("cliapp", MEMQUEUE_JOURNAL=str(tmp_path / "j.db"), MEMQUEUE_CONSUMER=False,
+                   MEMQUEUE_QUEUES={"default": 1, "reports": 0})
+    result = app.test_cli_runner().invoke(args=["memqueue", "worker", "--queues", "emails,nosuch,reports,default",
+                                                "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    assert ran == [{"emails": 2, "nosuch": 2, "reports": 2, "default": 2}]
+    lines = result.stderr.splitlines()
+    assert lines[0].endswith("queues: emails (2 threads), nosuch (2 threads), reports (2 threads), default (2 threads)")
+    warnings = [line for line in lines if "warning" in line]
+    assert len(warnings) == 1 and "names the queue 'nosuch'" in warnings[0], lines  # a task names emails
+    assert "MEMQUEUE_QUEUES" in warnings[0] and "@mq.task(queue=...)" in warnings[0]
+    ran.clear()
+    result = app.test_cli_runner().invoke(args=["memqueue", "worker", "--queues", "default"])
+    assert "queues: default (1 thread)" in result.stderr and "warning" not in result.stderr
+    result = app.test_cli_runner().invoke(args=["memqueue", "worker"])  # MEMQUEUE_QUEUES's own: no warning
+    assert ran[-1] == {"default": 1} and "warning" not in result.stderr
+
+
+
+# -- the command group as a flask.commands plugin --------------------------------------------------
+def test_the_cli_plugin_imports_nothing_else_of_the_package_and_answers_any_app(tmp_path: Path) -> None:
+    """Flask loads plugins for every `flask` command of every app in the environment: loading
+    this one must not import the queue machinery, and an app without MemQueue gets one line."""
+    code = "import sys, flask_memqueue.cli; print(sorted(m for m in sys.modules if m.startswith('flask_memqueue')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert loaded.stdout.strip() == "['flask_memqueue', 'flask_memqueue.cli']", loaded.stdout + loaded.stderr
+    from servers import bin_path
+
+    (tmp_path / "plain.py").write_text("from flask import Flask\napp = Flask('plain')\n")
+    proc = subprocess.run([str(bin_path("flask")), "--app", "plain", "memqueue", "jobs"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stderr == "Error: the app 'plain' has no MemQueue; call mq.init_app(app)\n"
