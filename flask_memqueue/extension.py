@@ -313,6 +313,9 @@ class MemQueue:
         ``MEMQUEUE_AMQP_URL``, the RabbitMQ queue this handler consumes (and
         ``produce`` publishes to), instead of the configured prefix and the
         topic (see :doc:`amqp`).
+
+        :raises TypeError: the function cannot take one argument (the message),
+            or the topic was given as a keyword.
         """
         if callable(topic):
             return self.handler(None)(topic)
@@ -331,6 +334,13 @@ class MemQueue:
 
         def register(fn: Callable[..., Any]) -> Task[..., Any]:
             task: Task[..., Any] = Task(fn, message_task_name(topic), topic=topic, mq=self, **options)
+            try:  # else every message would fail in the consumer
+                task.check_call((None,), None)
+            except TypeError:
+                raise TypeError(
+                    f"a message handler is called with one argument, the message; {default_name(fn)} cannot"
+                    " take one (def on_order(message): ...)"
+                ) from None
             task.amqp_queue = amqp_queue
             self.registry.add_handler(task)
             return task

@@ -271,7 +271,13 @@ class AppQueue:
     ) -> Job:
         """A job as :meth:`enqueue` makes it (same id sequence, same check of its
         queue), handed to no store (the pytest plugin's ``memqueue_captured``
-        records such jobs)."""
+        records such jobs).
+
+        :raises TypeError: the task's function could not take these arguments
+            (:meth:`Task.check_call`): refused here rather than failing in the worker.
+        """
+        if kwargs or not task.min_args <= len(args) <= task.max_args:
+            task.check_call(args, kwargs)
         name = task.queue if queue is None else queue
         if name not in self._declared and name not in self.declared_queues():
             raise self._undeclared(name)

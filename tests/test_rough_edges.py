@@ -338,6 +338,18 @@ def test_a_task_name_given_positionally_is_refused(mq: MemQueue) -> None:
     assert mq.registry.tasks == {}
 
 
+def test_a_handler_that_cannot_take_the_message_is_refused_at_registration(mq: MemQueue) -> None:
+    with pytest.raises(TypeError, match="a message handler is called with one argument, the message"):
+        mq.handler("orders")(lambda: None)
+    with pytest.raises(TypeError, match="a message handler is called with one argument"):
+        mq.handler(lambda a, b: None)
+    with pytest.raises(TypeError, match=r"a handler's topic comes first, not as a keyword: @mq.handler\('orders'\)"):
+        mq.handler(topic="orders")  # type: ignore[call-overload]
+    assert mq.registry.handlers == {}
+    mq.handler("fine")(lambda message, extra=None: None)
+    mq.handler(lambda *args: None)
+
+
 # -- cron shortcuts ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("shortcut", "fields"),
@@ -501,6 +513,214 @@ def test_the_worker_banner_reads_well_and_warns_once_about_a_queue_nobody_names(
     assert "queues: default (1 thread)" in result.stderr and "warning" not in result.stderr
     result = app.test_cli_runner().invoke(args=["memqueue", "worker"])  # MEMQUEUE_QUEUES's own: no warning
     assert ran[-1] == {"default": 1} and "warning" not in result.stderr
+
+
+# -- a call that does not fit the task's signature is refused at enqueue ---------------------------
+ENQUEUE_FORMS: dict[str, Callable[[MemQueue, Any, tuple[Any, ...], dict[str, Any]], Any]] = {
+    "delay": lambda mq, task, a, kw: task.delay(*a, **kw),
+    "enqueue": lambda mq, task, a, kw: mq.enqueue(task, *a, **kw),
+    "enqueue by name": lambda mq, task, a, kw: mq.enqueue(task.name, *a, **kw),
+    "module enqueue": lambda mq, task, a, kw: _module_enqueue(task, *a, **kw),
+    "enqueue_in": lambda mq, task, a, kw: mq.enqueue_in(60, task, *a, **kw),
+    "enqueue_at": lambda mq, task, a, kw: mq.enqueue_at(_in_an_hour(), task, *a, **kw),
+    "options().delay": lambda mq, task, a, kw: task.options(priority=5).delay(*a, **kw),
+    "options().enqueue_in": lambda mq, task, a, kw: task.options(queue="default").enqueue_in(60, *a, **kw),
+    "mq.options().enqueue": lambda mq, task, a, kw: mq.options(unique_key="k").enqueue(task, *a, **kw),
+}
+
+
+def _module_enqueue(task: Any, *args: Any, **kwargs: Any) -> Any:
+    from flask_memqueue import enqueue
+
+    return enqueue(task, *args, **kwargs)
+
+
+def _in_an_hour() -> Any:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+
+
+@pytest.mark.parametrize("journal", [False, True], ids=["memory", "journal"])
+@pytest.mark.parametrize("form", list(ENQUEUE_FORMS))
+@pytest.mark.parametrize(
+    ("args", "kwargs", "why"),
+    [((), {}, "missing a required argument: 'to'"),
+     (("a@example.com",), {"subjet": "hi"}, "got an unexpected keyword argument 'subjet'"),
+     (("a@example.com", "hi", "body", "extra"), {}, "too many positional arguments"),
+     (("a@example.com",), {"to": "b@example.com"}, "multiple values for argument 'to'")],
+    ids=["missing", "unexpected keyword", "too many", "twice"],
+)
+def test_a_call_that_does_not_fit_is_refused_at_enqueue_and_nothing_is_queued(
+    make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path, journal: bool, form: str,
+    args: tuple[Any, ...], kwargs: dict[str, Any], why: str,
+) -> None:
+    @mq.task(name="mail.send")
+    def send(to: str, subject: str = "", body: str = "") -> str:
+        return to
+
+    config: dict[str, Any] = {"MEMQUEUE_CONSUMER": False}
+    if journal:
+        config["MEMQUEUE_JOURNAL"] = str(tmp_path / "j.db")
+    app = make_app(**config)
+    with app.app_context():
+        with pytest.raises(TypeError) as info:
+            ENQUEUE_FORMS[form](mq, send, args, kwargs)
+        text = str(info.value)
+        assert text.startswith("task 'mail.send' cannot be called with these arguments: " + why), text
+        assert text.endswith("It takes send(to, subject='', body=''); nothing was queued"), text
+        assert app.extensions["memqueue"].storage.depth() == 0
+        assert ENQUEUE_FORMS[form](mq, send, ("a@example.com",), {"subject": "hi"}).status.value in (
+            "queued", "scheduled")
+
+
+def test_eager_mode_checks_the_call_too(make_app: Callable[..., Flask], mq: MemQueue) -> None:
+    calls: list[int] = []
+
+    @mq.task
+    def count(n: int) -> None:
+        calls.append(n)
+
+    app = make_app(MEMQUEUE_EAGER=True)
+    with app.app_context(), pytest.raises(TypeError, match="missing a required argument: 'n'"):
+        count.delay()  # type: ignore[call-arg]
+    assert calls == []
+
+
+def test_captured_jobs_check_the_call_too(app: Flask, mq: MemQueue, memqueue_captured: Any) -> None:
+    @mq.task
+    def count(n: int) -> None: ...
+
+    with app.app_context():
+        with pytest.raises(TypeError, match="got an unexpected keyword argument 'm'"):
+            count.delay(1, m=2)  # type: ignore[call-arg]
+        count.delay(n=1)
+    assert [entry.kwargs for entry in memqueue_captured] == [{"n": 1}]
+
+
+def test_produce_checks_nothing_more_than_the_handler_registration(
+    make_app: Callable[..., Flask], mq: MemQueue
+) -> None:
+    mq.handler("orders")(lambda order: None)
+    app = make_app(MEMQUEUE_CONSUMER=False)
+    response = app.test_client().post("/memqueue/produce", json={"topic": "orders", "message": {"id": 1}})
+    assert response.status_code == 202
+
+
+class _Resizer:
+    def __call__(self, path: str, *, width: int) -> str:
+        return path
+
+    def method(self, path: str, /, width: int = 1) -> str:
+        return path
+
+
+@pytest.mark.parametrize(
+    ("func", "good", "bad"),
+    [
+        (lambda *args, **kwargs: None, [((), {}), ((1, 2), {"x": 1})], []),
+        (lambda a, /, b, *, c: None, [((1, 2), {"c": 3}), ((1,), {"b": 2, "c": 3})],
+         [((), {"a": 1, "b": 2, "c": 3}), ((1, 2), {}), ((1, 2, 3), {})]),
+        (lambda a, **kw: None, [((1,), {"z": 2}), ((), {"a": 1, "b": 2})], [((1,), {"a": 2}), ((), {"b": 1})]),
+        (lambda a, /, **kw: None, [((1,), {"a": 2})], [((), {"a": 1})]),
+        (_Resizer(), [(("p",), {"width": 1})], [(("p", 1), {}), (("p",), {})]),
+        (_Resizer().method, [(("p",), {}), (("p", 2), {})], [((), {"path": "p"}), (("p", 1, 2), {})]),
+        (dict, [((), {}), (({"a": 1},), {"b": 2})], []),  # a builtin: whatever its signature allows
+        (len, [(("ab",), {})], [((), {}), (("a", "b"), {})]),
+    ],
+    ids=["varargs", "posonly-kwonly", "varkw", "posonly-varkw", "callable-object", "bound-method", "dict", "len"],
+)
+def test_the_check_takes_every_call_the_function_takes_and_no_other(
+    func: Callable[..., Any], good: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    bad: list[tuple[tuple[Any, ...], dict[str, Any]]],
+) -> None:
+    from flask_memqueue import Task
+
+    task: Task[..., Any] = Task(func, "t")
+    for args, kwargs in good * 2:  # twice: the second time from what the first one compiled
+        task.check_call(args, kwargs)
+    for args, kwargs in bad * 2:
+        with pytest.raises(TypeError, match="task 't' cannot be called with these arguments"):
+            task.check_call(args, kwargs)
+
+
+def test_a_decorator_that_changes_the_signature_is_judged_by_its_wrapper(mq: MemQueue) -> None:
+    """The function's own signature decides, not the one functools.wraps copies from the wrapped
+    function: a decorator that injects an argument must not make valid calls fail."""
+    import functools
+
+    def with_session(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return f("session", *args, **kwargs)
+
+        return wrapper
+
+    @mq.task
+    @with_session
+    def save(session: str, item: int) -> None: ...
+
+    save.check_call((1,), {})  # save.delay(1) is right: the wrapper gives the session
+
+
+def test_the_precompiled_check_agrees_with_signature_bind() -> None:
+    """Random signatures and random calls: check_call refuses exactly the calls bind refuses."""
+    import inspect
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from flask_memqueue import Task
+
+    names = ["a", "b", "c", "d"]
+    kinds = st.sampled_from(["posonly", "pos", "kwonly"])
+
+    @st.composite
+    def signatures(draw: Any) -> str:
+        params = draw(st.lists(st.tuples(kinds, st.booleans()), max_size=4))
+        params.sort(key=lambda p: ["posonly", "pos", "kwonly"].index(p[0]))
+        parts: list[str] = []
+        seen_default = False
+        for i, (kind, default) in enumerate(params):
+            if kind != "kwonly":
+                default = default or seen_default  # after a default, positional ones need one
+                seen_default = default
+            parts.append(names[i] + ("=0" if default else ""))
+            if kind == "posonly" and (i + 1 == len(params) or params[i + 1][0] != "posonly"):
+                parts.append("/")
+        varargs, varkw = draw(st.booleans()), draw(st.booleans())
+        first_kwonly = next((i for i, p in enumerate(parts) if p[0] in names and
+                             params[names.index(p[0])][0] == "kwonly"), None)
+        if varargs or first_kwonly is not None:
+            marker = "*args" if varargs else "*"
+            parts.insert(first_kwonly if first_kwonly is not None else len(parts), marker)
+        if varkw:
+            parts.append("**kw")
+        return ", ".join(parts)
+
+    @settings(max_examples=300, derandomize=True, deadline=None)
+    @given(signatures(), st.integers(0, 5), st.lists(st.sampled_from([*names, "z"]), unique=True, max_size=3))
+    def agree(params: str, n: int, keywords: list[str]) -> None:
+        namespace: dict[str, Any] = {}
+        exec(f"def f({params}): pass", namespace)
+        func = namespace["f"]
+        args, kwargs = tuple(range(n)), {k: 0 for k in keywords}
+        try:
+            inspect.signature(func).bind(*args, **kwargs)
+            binds = True
+        except TypeError:
+            binds = False
+        task: Task[..., Any] = Task(func, "t")
+        for _ in range(2):  # the first call compiles, the second uses what it compiled (and remembered)
+            try:
+                if kwargs or not task.min_args <= len(args) <= task.max_args:  # as the enqueue path does
+                    task.check_call(args, kwargs)
+                checked = True
+            except TypeError:
+                checked = False
+            assert checked == binds, (params, args, kwargs)
+
+    agree()
 
 
 
