@@ -723,6 +723,49 @@ def test_the_precompiled_check_agrees_with_signature_bind() -> None:
     agree()
 
 
+# -- the docs' tooling, and what the test command installs -----------------------------------------
+def test_the_docs_extra_brings_what_the_docs_build_needs() -> None:
+    import re
+
+    import yaml
+
+    extras = _pyproject()["project"]["optional-dependencies"]
+    docs = {re.split(r"[<>=!~ \[]", r)[0].lower() for r in extras["docs"]}
+    assert docs == {"sphinx", "furo", "myst-parser"}
+    test = {re.split(r"[<>=!~ \[]", r)[0].lower() for r in extras["test"]}
+    assert docs <= test  # tests/test_docs.py builds them
+    conf = (ROOT / "docs" / "conf.py").read_text()
+    assert 'html_theme = "furo"' in conf and '"myst_parser"' in conf
+    rtd = yaml.safe_load((ROOT / ".readthedocs.yaml").read_text())
+    assert rtd["version"] == 2
+    assert (ROOT / rtd["sphinx"]["configuration"]).is_file() and rtd["sphinx"]["fail_on_warning"] is True
+    assert rtd["python"]["install"] == [{"method": "pip", "path": ".", "extra_requirements": ["docs"]}]
+    assert rtd["build"]["os"] and rtd["build"]["tools"]["python"]
+    readme = (ROOT / "README.md").read_text()
+    shown = readme[readme.index("## Documentation"):]
+    assert 'pip install -e ".[docs]"' in shown and "sphinx-build" in shown and ".readthedocs.yaml" in shown
+
+
+def test_the_readme_and_the_quickstart_say_what_the_test_command_installs() -> None:
+    import re
+
+    script = (ROOT / "scripts" / "test.sh").read_text()
+    (extras,) = re.findall(r'pip install -q -e "\.\[([a-z,]+)\]"', script)
+    packages = sorted(set(re.findall(r"apt-get install -y -qq (\S+)", script)))
+    assert packages  # chromium, rabbitmq-server, redis-server today
+    said = []
+    for page in (ROOT / "README.md", ROOT / "docs" / "quickstart.md"):
+        text = page.read_text()
+        comment = text[text.index("# 2. run the tests"):text.index("bash scripts/test.sh")]
+        said.append(comment)
+        for extra in extras.split(","):
+            assert f"{extra} extras" in comment or f" {extra} and" in comment or f"{extra}," in comment, (
+                page.name, extra, comment)
+        for package in packages:
+            assert package in comment, (page.name, package, comment)
+    assert said[0] == said[1]  # word for word
+
+
 
 # -- the command group as a flask.commands plugin --------------------------------------------------
 def test_the_cli_plugin_imports_nothing_else_of_the_package_and_answers_any_app(tmp_path: Path) -> None:
