@@ -766,6 +766,43 @@ def test_the_readme_and_the_quickstart_say_what_the_test_command_installs() -> N
     assert said[0] == said[1]  # word for word
 
 
+# -- /stats in a process that only enqueues --------------------------------------------------------
+def test_stats_of_an_enqueue_only_process_show_no_threads_and_who_consumes(
+    make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
+) -> None:
+    @mq.task(name="mail.send", queue="emails")
+    def send(to: str) -> str:
+        return to
+
+    journal = str(tmp_path / "j.db")
+    web = make_app("shop", MEMQUEUE_JOURNAL=journal, MEMQUEUE_CONSUMER=False,
+                   MEMQUEUE_QUEUES={"default": 1, "emails": 4})
+    client = web.test_client()
+    with web.app_context():
+        job = send.delay("a@example.com")
+    stats = client.get("/memqueue/stats").get_json()
+    for name in ("default", "emails"):
+        assert stats["queues"][name]["threads"] == 0 and stats["queues"][name]["alive"] == 0, stats["queues"]
+        assert stats["queues"][name]["consumed_by"] == "nobody"
+    assert stats["queues"]["emails"]["queued"] == 1
+    page = client.get("/memqueue/", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert re.search(r'data-queue="emails">.*?data-q="threads">0 / 0<.*?data-q="consumed_by" class="alert">nobody<',
+                     page, re.S)
+
+    # Another process on the journal consumes "emails" (an app of the same name, as a worker is).
+    worker = make_app("shop", MEMQUEUE_JOURNAL=journal, MEMQUEUE_QUEUES={"default": 0, "emails": 2})
+    assert worker.extensions["memqueue"].ensure_consumer()  # starts its threads and declares its queues
+    with worker.app_context():
+        assert mq.get_job(job.id).wait(TIMEOUT) == "a@example.com"  # type: ignore[union-attr]
+    stats = client.get("/memqueue/stats").get_json()
+    assert stats["queues"]["emails"]["threads"] == 0
+    assert stats["queues"]["emails"]["consumed_by"] == "other processes"
+    assert stats["queues"]["default"]["consumed_by"] == "nobody"
+    page = client.get("/memqueue/", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert re.search(r'data-queue="emails">.*?data-q="consumed_by">other processes<', page, re.S)
+    mine = worker.test_client().get("/memqueue/stats").get_json()["queues"]["emails"]
+    assert (mine["threads"], mine["alive"], mine["consumed_by"]) == (2, 2, "this process")
+
 
 # -- the command group as a flask.commands plugin --------------------------------------------------
 def test_the_cli_plugin_imports_nothing_else_of_the_package_and_answers_any_app(tmp_path: Path) -> None:
