@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine: makes .venv, installs the
-# package with its test extras, installs Debian's Chromium for the browser
-# tests, Debian's rabbitmq-server for the AMQP tests and Debian's redis-server
-# for the Redis store's tests when it can (root with apt-get), then runs pytest.
+# Runs the whole test suite on a fresh machine: makes .venv and installs the
+# package with its test and dev extras; as root with apt-get, also Debian's
+# chromium (browser tests), rabbitmq-server (AMQP tests) and redis-server (Redis
+# store tests) when missing; then runs pytest. The README and docs/quickstart.md
+# say the same (tests/test_rough_edges.py holds them to it).
 # Extra arguments go to pytest, e.g. scripts/test.sh -k reloader.
 set -euo pipefail
 cd "$(dirname "$0")/.."

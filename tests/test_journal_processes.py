@@ -339,7 +339,7 @@ def test_a_web_process_and_a_worker_keep_queues_and_priorities(env: Env, tmp_pat
                             "--queues", "reports", "--threads", "1"], "worker", JT_QUEUES=queues)
         wait_until(lambda: len(env.lines("ordered")) == len(plan) or worker.poll() is not None, DEADLINE,
                    lambda: "the reports jobs to run: " + env.output("worker"))
-        assert "queues (threads): reportsx1" in env.output("worker")
+        assert "queues: reports (1 thread)" in env.output("worker")
         assert [n for n, _ in env.lines("ordered")] == [4, 1, 3, 0, 5, 2]  # priority, then FIFO
         assert {pid for _, pid in env.lines("ordered")} == {worker.pid}
         # The worker consumes only the queues it was given: the default queue's job waits.

@@ -386,8 +386,10 @@ def test_stats_threads_and_jobs_show_the_queues(make_app: MakeApp, mq: MemQueue,
         waiting = mq.options(queue="reports", priority=3).enqueue(lambda: None)
         stats = client.get("/memqueue/stats").get_json()
         assert stats["queues"]["emails"] == {"threads": 2, "alive": 2, "declared": True, "depth": 0,
-                                             "queued": 0, "scheduled": 0, "running": 1}
+                                             "queued": 0, "scheduled": 0, "running": 1,
+                                             "consumed_by": "this process"}
         assert stats["queues"]["reports"]["threads"] == 0 and stats["queues"]["reports"]["queued"] == 1
+        assert stats["queues"]["reports"]["consumed_by"] == "nobody"  # a memory store: no other process
         assert stats["queues"]["default"]["threads"] == 1
         threads = client.get("/memqueue/threads").get_json()
         mine = sorted((t["queue"], t["name"]) for t in threads["threads"] if t["is_consumer"])

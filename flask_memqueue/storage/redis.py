@@ -1,8 +1,8 @@
 """The Redis store: the jobs of every process and host that points at one Redis.
 
 ``MEMQUEUE_STORAGE = "redis://:password@host:6379/0"`` (also ``rediss://``
-for TLS and ``unix:///path/redis.sock``); ``pip install "flask-memqueue[redis]"``
-brings redis-py. Options, from the URL's query string or ``MEMQUEUE_STORAGE_OPTIONS``:
+for TLS and ``unix:///path/redis.sock``); the ``redis`` extra brings
+redis-py. Options, from the URL's query string or ``MEMQUEUE_STORAGE_OPTIONS``:
 
 - ``lease`` (seconds, at least 1, default 30): how long a worker that stops
   renewing (killed, host lost, link cut) keeps its running jobs before a live
@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from ..exceptions import ConfigurationError, MemQueueError, RedisUnavailable, StorageError
+from ..extras import install_hint
 from .base import Capabilities, StoreContext
 from .durable import FINISHED, DurableStorage, Record, _PollingEvent, check_options
 
@@ -114,7 +115,7 @@ def open_redis(url: str, options: Mapping[str, Any], context: StoreContext) -> R
     except ImportError:
         raise ConfigurationError(
             "MEMQUEUE_STORAGE names a Redis server but redis-py is not installed:"
-            " pip install 'flask-memqueue[redis]'"
+            f" {install_hint('redis')}"
         ) from None
     lease = _lease(options.get("lease", DEFAULT_LEASE))
     prefix = _prefix(options.get("prefix"), context.namespace)
