@@ -20,8 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import CONSUMER_PREFIX, TIMEOUT, Gate
 from flask import Flask
+from support.threads import CONSUMER_PREFIX
+from support.waiting import TIMEOUT, Gate
 
 from flask_memqueue import MemQueue
 from flask_memqueue.state import AppQueue

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT, scheduler_threads, wait_until
 from flask import Flask
+from support.threads import scheduler_threads
+from support.waiting import TIMEOUT, wait_until
 
 from flask_memqueue import ConfigurationError, Job, MemQueue, StorageError, current_job
 from flask_memqueue.exceptions import ScheduleError

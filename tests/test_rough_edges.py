@@ -170,6 +170,7 @@ def late(path):
 """
 
 
+@pytest.mark.processes
 def test_tasks_of_a_script_run_as_main_warn_when_a_journal_needs_their_names(tmp_path: Path) -> None:
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(SCRIPT))
@@ -183,6 +184,7 @@ def test_tasks_of_a_script_run_as_main_warn_when_a_journal_needs_their_names(tmp
     assert "thumbnails.make" not in result.stderr  # a named task is found by its name
 
 
+@pytest.mark.processes
 def test_tasks_of_a_script_without_journal_do_not_warn(tmp_path: Path) -> None:
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(SCRIPT).replace("MEMQUEUE_JOURNAL=sys.argv[1]", "MEMQUEUE_MAXSIZE=5"))
