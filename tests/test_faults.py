@@ -23,6 +23,7 @@ import click
 import pytest
 from flask import Flask
 from support.harness import Env
+from support.journals import damage, make_journal
 from support.net import http
 from support.waiting import TIMEOUT, wait_until
 
@@ -154,41 +155,6 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
 
 
 # -- journals that cannot be used: refused at init_app ---------------------------------------------
-def make_journal(path: Path, jobs: int = 300) -> None:
-    """A journal with ``jobs`` waiting jobs, checkpointed into the main file (no -wal left)."""
-    mq = MemQueue()
-
-    @mq.task(name="noop")
-    def noop(payload: str) -> None: ...
-
-    app = Flask("faults_app")
-    app.config.update(TESTING=True, MEMQUEUE_JOURNAL=str(path), MEMQUEUE_CONSUMER=False, MEMQUEUE_MAXSIZE=0)
-    mq.init_app(app)
-    with app.app_context():
-        for _ in range(jobs):
-            mq.enqueue(noop, "x" * 200)
-    app.extensions["memqueue"].shutdown(wait=False)
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        conn.close()
-
-
-def damage(path: Path, page: int) -> None:
-    """Overwrite one page of a SQLite file with garbage (a deterministic pattern)."""
-    conn = sqlite3.connect(path)
-    try:
-        size = conn.execute("PRAGMA page_size").fetchone()[0]
-        count = conn.execute("PRAGMA page_count").fetchone()[0]
-    finally:
-        conn.close()
-    assert page < count
-    with open(path, "r+b") as f:
-        f.seek(size * (page - 1))
-        f.write(bytes((i * 131 + 17) % 251 for i in range(size)))
-
-
 @pytest.mark.parametrize("page", [2, 4, -1])
 def test_a_journal_with_a_garbage_page_is_refused_at_init_app(make_app: MakeApp, tmp_path: Path, page: int) -> None:
     path = tmp_path / "journal.db"

@@ -15,7 +15,8 @@ settings). The Env
 - starts processes (:meth:`Env.popen`, :meth:`Env.python`, :meth:`Env.main`,
   :meth:`Env.worker`, :meth:`Env.flask_run`, :meth:`Env.gunicorn`), each
   with its output in ``data/<name>.out`` (:meth:`Env.output`), and kills
-  whatever is left of them when the test ends;
+  whatever is left of them when the test ends; :meth:`Env.run` runs a short
+  command to its end with stdout and stderr apart;
 - reads the log back: :meth:`Env.events` (split lines), :meth:`Env.lines`
   (typed by the app's line format), :meth:`Env.has`.
 
@@ -35,9 +36,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from support import markers
 from support.base_app import DIR_VARIABLE
 from support.net import Response, http
-from support.processes import Server, bin_path, flask_run, gunicorn, kill_group, spawn
+from support.processes import Server, bin_path, environment, flask_run, gunicorn, kill_group, spawn
 from support.waiting import wait_until
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -156,6 +158,13 @@ class Env:
                        DEADLINE, lambda: f"{name} to start: {self.output(name)}")
             assert proc.poll() is None, self.output(name)
         return proc
+
+    def run(self, argv: list[str], timeout: float = DEADLINE, **env: str) -> subprocess.CompletedProcess[str]:
+        """Run a short command in ``src/`` to its end, stdout and stderr captured apart
+        (for the tests of a command's exact output)."""
+        markers.require(markers.PROCESSES, f"runs {Path(argv[0]).name}")
+        return subprocess.run(argv, cwd=self.src, env=environment({**self.env, **env}), stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout)
 
     def stop(self, proc: subprocess.Popen[bytes], name: str, signum: signal.Signals = signal.SIGTERM) -> None:
         """Send ``signum`` (SIGTERM) and check the process exits with 0."""
