@@ -17,6 +17,8 @@ In the test process:
 - :mod:`support.markers`: the markers ``processes``, ``servers``, ``browser``,
   ``slow`` and the check that a test starting a process or a server carries its marker.
 - :mod:`support.contention`: :func:`~support.contention.switch_often`.
+- :mod:`support.forks`: :func:`~support.forks.in_child` (a body run in a forked child).
+- :mod:`support.journals`: :func:`~support.journals.make_journal`, :func:`~support.journals.damage`.
 
 Real processes and servers:
 
