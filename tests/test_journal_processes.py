@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.harness import RELOADER_EXCLUDE, Env, Hold, edit_source
+from support.harness import RELOADER_EXCLUDE, Env, Hold, edit_source, finished_job
 from support.net import HOST, http
 from support.processes import Server
 from support.waiting import wait_until
@@ -154,7 +154,7 @@ def test_reload_under_flask_run_debug_runs_every_job_in_the_new_child(env: Env) 
         wait_until(all_done, DEADLINE, lambda: f"every job done in {new}: {env.log.read_text()}")
         assert [n for n, pid in env.lines("done") if pid != new] == [], "a job finished outside the new child"
         for job_id in ids:
-            assert http("GET", f"{server.url}/memqueue/jobs/{job_id}").json()["status"] == "succeeded"
+            assert finished_job(server, job_id)["status"] == "succeeded"
 
 
 def test_gunicorn_two_workers_share_one_journal(env: Env) -> None:
@@ -191,7 +191,7 @@ def test_gunicorn_two_workers_share_one_journal(env: Env) -> None:
             assert b not in {pid for _, pid in env.lines("done")}, "the killed worker finished a job"
             assert Counter(n for n, _ in env.lines("done")) == Counter(range(6)), "a job finished twice"
             for job_id in ids:
-                assert http("GET", f"{server.url}/memqueue/jobs/{job_id}").json()["status"] == "succeeded"
+                assert finished_job(server, job_id)["status"] == "succeeded"
         finally:
             for hold in holds:
                 hold.open()

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.harness import Env
+from support.harness import FINISHED, Env, finished_job
 from support.net import http
 from support.servers.redis import RedisServer
 from support.waiting import wait_until
@@ -62,6 +62,16 @@ def owner_of(client: Any, pid: int) -> str:
     mine = [o for o in owners if o.split(":")[0] == str(pid)]
     assert len(mine) == 1, owners
     return mine[0]
+
+
+def finished_record(client: Any, n: int, task: str = "record") -> dict[str, str]:
+    """:func:`record_of`, once the job has finished: its last log line is written before
+    the job returns, so the outcome is stored a moment after a test saw that line."""
+    def finished() -> dict[str, str] | None:
+        stored = record_of(client, n, task)
+        return stored if stored["s"] in FINISHED else None
+
+    return wait_until(finished, DEADLINE, f"{task}({n}) to finish")
 
 
 def record_of(client: Any, n: int, task: str = "record") -> dict[str, str]:
@@ -149,7 +159,7 @@ def test_a_job_running_three_leases_on_a_live_worker_is_never_taken_over(env: En
         wait_until(lambda: env.lines("done"), DEADLINE, lambda: env.output("a") + env.output("b"))
         assert [(x[0], x[1]) for x in env.lines("start")] == [(7, pid)], "the job was taken over"
         assert [(x[0], x[1]) for x in env.lines("done")] == [(7, pid)]
-        stored = record_of(c, 7, "block")
+        stored = finished_record(c, 7, "block")
         assert (stored["s"], stored["n"]) == ("succeeded", "1")
     env.stop(a, "a")
     env.stop(b, "b")
@@ -266,8 +276,8 @@ def test_gunicorn_preload_two_workers_and_a_memqueue_worker_run_each_message_onc
 
         wait_until(lambda: len(env.events("message")) >= 60, DEADLINE, lambda: f"60 messages: {env.events('message')}")
         for job_id in ids:  # any web process reads any job
-            r = http("GET", f"{web.url}/memqueue/jobs/{job_id}", headers=auth)
-            assert r.status == 200 and r.json()["status"] == "succeeded", r.text
+            job = finished_job(web, job_id, headers=auth)
+            assert job["status"] == "succeeded", job
     env.stop(worker, "worker")
     got = Counter(m[1] for m in env.events("message"))
     assert got == Counter(f"m{i}" for i in range(60)), "a message was lost or ran twice"
@@ -343,7 +353,7 @@ def test_workers_on_two_hosts_and_a_cut_link(make_env: MakeEnv, two_hosts: tuple
             runs = e.lines("start")
             assert [pid for _, pid, _ in runs] == [a.pid, b.pid]
             assert runs[1][2] >= cut + 2.0 * 2 / 3, "taken over before the lease lapsed"
-            stored = record_of(c, 1, "block")
+            stored = finished_record(c, 1, "block")
             assert (stored["s"], stored["n"]) == ("succeeded", "2")
         e.stop(b, "b")
     finally:

@@ -197,6 +197,28 @@ class Env:
             kill_group(proc)
 
 
+#: The statuses a job ends in.
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def finished_job(server: Server, job_id: str, headers: Mapping[str, str] | None = None,
+                 timeout: float = DEADLINE) -> dict[str, Any]:
+    """``GET /memqueue/jobs/<id>`` until the job has finished, and return it.
+
+    A job's last log line is written before the job returns, so its outcome
+    is recorded a moment after a test saw that line: a test that checks the
+    outcome waits for it here instead of racing the consumer.
+    """
+
+    def finished() -> dict[str, Any] | None:
+        r = http("GET", f"{server.url}/memqueue/jobs/{job_id}", headers=headers)
+        assert r.status == 200, r.text
+        job: dict[str, Any] = r.json()
+        return job if job["status"] in FINISHED else None
+
+    return wait_until(finished, timeout, lambda: f"job {job_id} to finish: {server.describe()}")
+
+
 def edit_source(path: Path) -> None:
     """Change a file as an editor would: new content, and an mtime that surely moved on
     (so the reloader sees it even on a file system with a coarse clock)."""
