@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -64,60 +65,18 @@ def test_no_test_imports_helpers_from_conftest_another_test_or_a_top_level_modul
 
 
 @pytest.mark.processes
-def test_a_process_or_a_server_without_its_marker_fails_and_says_which_to_add(inner: pytest.Pytester) -> None:
+def test_markers_are_checked_shared_servers_start_once_and_a_missing_server_skips(inner: pytest.Pytester) -> None:
+    """One pytest run (each costs a second): a process or a server without its marker fails
+    naming the marker; a shared server starts once, again after it died, never again after
+    a failed start; a missing server skips saying what to install (CI unset)."""
     inner.makepyfile(
         """
         import sys
 
         import pytest
         from support.processes import spawn
-        from support.servers import shared
+        from support.servers import shared, unavailable
 
-
-        class Fake:
-            def alive(self):
-                return True
-
-            def close(self):
-                pass
-
-
-        def test_unmarked_process(tmp_path):
-            spawn([sys.executable, "-c", "pass"], log_path=tmp_path / "out").wait(10)
-
-
-        @pytest.mark.processes
-        def test_marked_process(tmp_path):
-            assert spawn([sys.executable, "-c", "pass"], log_path=tmp_path / "out").wait(10) == 0
-
-
-        def test_unmarked_server():
-            shared("fake-server", Fake)
-
-
-        @pytest.mark.servers
-        def test_marked_server():
-            assert isinstance(shared("fake-server", Fake), Fake)
-        """
-    )
-    result = inner.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2, failed=2)
-    result.stdout.fnmatch_lines([
-        "*test_unmarked_process starts python* but is not marked 'processes': add @pytest.mark.processes*",
-        "*test_unmarked_server uses the session's fake-server but is not marked 'servers'*",
-    ])
-
-
-@pytest.mark.processes
-def test_a_shared_server_starts_once_again_if_it_died_and_never_after_a_failed_start(
-    inner: pytest.Pytester,
-) -> None:
-    inner.makepyfile(
-        """
-        import pytest
-        from support.servers import shared
-
-        pytestmark = pytest.mark.servers
         STARTS = []
 
 
@@ -138,6 +97,20 @@ def test_a_shared_server_starts_once_again_if_it_died_and_never_after_a_failed_s
             raise OSError("no such port")
 
 
+        def test_unmarked_process(tmp_path):
+            spawn([sys.executable, "-c", "pass"], log_path=tmp_path / "out").wait(10)
+
+
+        @pytest.mark.processes
+        def test_marked_process(tmp_path):
+            assert spawn([sys.executable, "-c", "pass"], log_path=tmp_path / "out").wait(10) == 0
+
+
+        def test_unmarked_server():
+            shared("unmarked", Fake)
+
+
+        @pytest.mark.servers
         def test_started_once_and_again_after_it_died():
             first = shared("fake", Fake)
             assert shared("fake", Fake) is first and len(STARTS) == 1
@@ -145,44 +118,56 @@ def test_a_shared_server_starts_once_again_if_it_died_and_never_after_a_failed_s
             assert shared("fake", Fake) is not first and len(STARTS) == 2
 
 
+        @pytest.mark.servers
         def test_a_failed_start_is_not_tried_again():
             with pytest.raises(OSError):
                 shared("broken", broken)
             with pytest.raises(RuntimeError, match="failed to start earlier"):
                 shared("broken", broken)
             assert STARTS.count("broken") == 1
-        """
-    )
-    inner.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
 
 
-@pytest.mark.processes
-@pytest.mark.parametrize("ci", [False, True], ids=["locally", "under-CI"])
-def test_a_missing_server_skips_locally_and_fails_under_ci(
-    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, ci: bool
-) -> None:
-    if ci:
-        monkeypatch.setenv("CI", "true")
-    inner.makepyfile(
-        """
-        from support.servers import unavailable
-
-        def test_needs_a_server():
+        def test_needs_a_missing_server():
             unavailable("frobd is not installed (apt-get install frobd)")
         """
     )
     result = inner.runpytest_subprocess("-p", "no:cacheprovider", "-rs")
-    if ci:
-        result.assert_outcomes(failed=1)
-        result.stdout.fnmatch_lines(["*CI is set but frobd is not installed (apt-get install frobd)*"])
-    else:
-        result.assert_outcomes(skipped=1)
-        result.stdout.fnmatch_lines(["*frobd is not installed (apt-get install frobd)*"])
+    result.assert_outcomes(passed=3, failed=2, skipped=1)
+    result.stdout.fnmatch_lines([
+        "*test_unmarked_process starts python* but is not marked 'processes': add @pytest.mark.processes*",
+        "*test_unmarked_server uses the session's unmarked but is not marked 'servers'*",
+        "SKIPPED*frobd is not installed (apt-get install frobd)*",
+    ], consecutive=False)
+
+
+@pytest.mark.processes
+def test_a_missing_server_fails_under_ci(inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    inner.makepyfile(
+        """
+        from support.servers import unavailable
+
+        def test_needs_a_missing_server():
+            unavailable("frobd is not installed (apt-get install frobd)")
+        """
+    )
+    result = inner.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*CI is set but frobd is not installed (apt-get install frobd)*"])
 
 
 @pytest.mark.processes
 def test_a_test_using_a_server_or_process_fixture_is_marked_by_it(inner: pytest.Pytester) -> None:
-    """``-m "not servers"`` leaves out a test that uses ``redis_server`` through another fixture."""
+    """The markers come with ``redis_server`` (here through another fixture) and ``make_env``,
+    before ``-m`` selects (collected only: no server starts)."""
+    inner.makeconftest((TESTS / "conftest.py").read_text() + textwrap.dedent(
+        """
+
+        def pytest_collection_finish(session):
+            for item in session.items:
+                print("MARKS", item.name, sorted(m.name for m in item.iter_markers()))
+        """
+    ))
     inner.makepyfile(
         """
         import pytest
@@ -201,7 +186,9 @@ def test_a_test_using_a_server_or_process_fixture_is_marked_by_it(inner: pytest.
             pass
         """
     )
-    result = inner.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q", "-m", "not servers")
-    result.stdout.fnmatch_lines(["*test_with_processes", "*test_plain", "2/3 tests collected (1 deselected)*"])
-    result = inner.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q", "-m", "not processes")
-    result.stdout.fnmatch_lines(["*test_on_redis", "*test_plain", "2/3 tests collected (1 deselected)*"])
+    result = inner.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q", "-s")
+    result.stdout.fnmatch_lines([
+        "MARKS test_on_redis ['servers']",
+        "MARKS test_with_processes ['processes']",
+        "MARKS test_plain []",
+    ])
