@@ -19,7 +19,7 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
         || echo "could not install chromium: the browser tests will be skipped" >&2
 fi
 if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    # The AMQP tests start their own broker from it (tests/amqp_broker.py); the
+    # The AMQP tests start their own broker from it (tests/support/servers/rabbitmq.py); the
     # package's service is not started (policy-rc.d or no init here, and unused).
     echo "installing Debian's rabbitmq-server for the AMQP tests" >&2
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null) \

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT, wait_until
 from flask import Flask
+from support.waiting import TIMEOUT, wait_until
 
 from flask_memqueue import Job, JobFailed, JobStatus, JournalError, MemQueue, UnknownTaskError
 from flask_memqueue.state import AppQueue

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT, scheduler_threads, wait_until
 from flask import Flask
+from support.threads import scheduler_threads
+from support.waiting import TIMEOUT, wait_until
 
 from flask_memqueue import ConfigurationError, Job, MemQueue, StorageError, current_job
 from flask_memqueue.exceptions import ScheduleError
@@ -417,7 +418,7 @@ def test_a_dead_scheduler_thread_is_started_again_by_the_next_request(
 # -- fork ----------------------------------------------------------------------------------------
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_does_not_inherit_the_schedule(every_second: Any, make_papp: Callable[..., Flask]) -> None:
-    from test_fork import in_child
+    from support.forks import in_child
 
     queue = queue_of(make_papp())
     queue.scheduler.step(100.5)

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import CONSUMER_PREFIX, TIMEOUT, Gate, consumer_threads, wait_until
 from flask import Flask
+from support.threads import CONSUMER_PREFIX, consumer_threads
+from support.waiting import TIMEOUT, Gate, wait_until
 
 from flask_memqueue import ConfigurationError, MemQueue, UnknownQueueError
 from flask_memqueue.state import AppQueue

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -14,6 +13,10 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from support.harness import Env
+from support.journals import damage, make_journal
+from support.processes import bin_path
+from support.servers.redis import RedisServer
 
 from flask_memqueue import JournalError, MainModuleTaskWarning, MemQueue, QueueFull
 
@@ -170,6 +173,7 @@ def late(path):
 """
 
 
+@pytest.mark.processes
 def test_tasks_of_a_script_run_as_main_warn_when_a_journal_needs_their_names(tmp_path: Path) -> None:
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(SCRIPT))
@@ -183,6 +187,7 @@ def test_tasks_of_a_script_run_as_main_warn_when_a_journal_needs_their_names(tmp
     assert "thumbnails.make" not in result.stderr  # a named task is found by its name
 
 
+@pytest.mark.processes
 def test_tasks_of_a_script_without_journal_do_not_warn(tmp_path: Path) -> None:
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(SCRIPT).replace("MEMQUEUE_JOURNAL=sys.argv[1]", "MEMQUEUE_MAXSIZE=5"))
@@ -193,7 +198,6 @@ def test_tasks_of_a_script_without_journal_do_not_warn(tmp_path: Path) -> None:
 
 # == issue 25 ======================================================================================
 ROOT = Path(__file__).resolve().parent.parent
-APPS = Path(__file__).resolve().parent / "apps"
 EXTRAS = {"redis": "redis", "amqp": "pika", "cron": "cronsim", "metrics": "prometheus_client"}
 
 
@@ -243,6 +247,7 @@ def test_a_missing_extra_names_the_install_command_of_this_copy(
     assert install_hint("cron") == f'pip install -e "{source}[cron]"'
 
 
+@pytest.mark.processes
 def test_the_install_command_in_the_errors_is_one_pip_accepts(tmp_path: Path) -> None:
     """pip itself reads the command (dry run, this checkout's metadata built as a user's pip
     would): it finds Flask-MemQueue with the extra, which brings the extra's packages."""
@@ -413,12 +418,11 @@ def _one_clean_error(result: Any) -> str:
     return str(lines[0])
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("args", CLI_COMMANDS, ids=lambda a: a[0])
 def test_cli_commands_say_redis_is_down_in_one_line(
     make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path, args: list[str]
 ) -> None:
-    from redis_server import RedisServer
-
     server = RedisServer(tmp_path / "redis").start()
     url = server.url()
     server.stop()  # a real server, stopped: its port refuses connections
@@ -427,12 +431,11 @@ def test_cli_commands_say_redis_is_down_in_one_line(
     assert "(MEMQUEUE_STORAGE)" in line and "the server is unreachable" in line, line
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("args", CLI_COMMANDS, ids=lambda a: a[0])
 def test_cli_commands_say_the_password_is_wrong_in_one_line(
     make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path, args: list[str]
 ) -> None:
-    from redis_server import RedisServer
-
     with RedisServer(tmp_path / "redis", password="right-one").start() as server:
         app = _cli_app(make_app, mq, f"redis://:wrong-one@127.0.0.1:{server.port}/0")
         line = _one_clean_error(app.test_cli_runner().invoke(args=["memqueue", *args]))
@@ -440,25 +443,16 @@ def test_cli_commands_say_the_password_is_wrong_in_one_line(
     assert "wrong-one" not in line and "redis://:***@127.0.0.1" in line
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("args", [["jobs"], ["periodic"], ["worker"]], ids=lambda a: a[0])
-def test_cli_commands_say_the_journal_is_damaged_in_one_line(tmp_path: Path, args: list[str]) -> None:
+def test_cli_commands_say_the_journal_is_damaged_in_one_line(make_env: Callable[..., Env], args: list[str]) -> None:
     """A damaged journal is refused when the app loads (init_app): the command, a flask.commands
     plugin, is found all the same and says why in one line (a real `flask` process)."""
-    import shutil
-
-    from servers import bin_path
-    from test_faults import damage, make_journal
-
-    src = tmp_path / "src"
-    src.mkdir()
-    shutil.copy(APPS / "faults_app.py", src / "faults_app.py")
-    journal = tmp_path / "journal.db"
+    env = make_env("faults_app", target="faults_app:create_app()")
+    journal = env.journal
     make_journal(journal, jobs=50)
     damage(journal, 2)
-    env = {k: v for k, v in os.environ.items() if k not in ("WERKZEUG_RUN_MAIN", "WERKZEUG_SERVER_FD")}
-    env.update(FA_DIR=str(tmp_path), FA_JOURNAL=str(journal))
-    proc = subprocess.run([str(bin_path("flask")), "--app", "faults_app:create_app()", "memqueue", *args],
-                          cwd=src, env=env, capture_output=True, text=True, timeout=60)
+    proc = env.run([str(bin_path("flask")), "--app", env.target, "memqueue", *args], 60, FA_JOURNAL=str(journal))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert proc.stdout == "" and "Traceback" not in proc.stderr, proc.stderr
     (line,) = proc.stderr.splitlines()
@@ -805,14 +799,13 @@ def test_stats_of_an_enqueue_only_process_show_no_threads_and_who_consumes(
 
 
 # -- the command group as a flask.commands plugin --------------------------------------------------
+@pytest.mark.processes
 def test_the_cli_plugin_imports_nothing_else_of_the_package_and_answers_any_app(tmp_path: Path) -> None:
     """Flask loads plugins for every `flask` command of every app in the environment: loading
     this one must not import the queue machinery, and an app without MemQueue gets one line."""
     code = "import sys, flask_memqueue.cli; print(sorted(m for m in sys.modules if m.startswith('flask_memqueue')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert loaded.stdout.strip() == "['flask_memqueue', 'flask_memqueue.cli']", loaded.stdout + loaded.stderr
-    from servers import bin_path
-
     (tmp_path / "plain.py").write_text("from flask import Flask\napp = Flask('plain')\n")
     proc = subprocess.run([str(bin_path("flask")), "--app", "plain", "memqueue", "jobs"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)

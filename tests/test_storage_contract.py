@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT, new_job
+from support.factory import new_job
+from support.waiting import TIMEOUT
 
 from flask_memqueue import Job, JobStatus, MemQueue, QueueFull
 from flask_memqueue.state import AppQueue
@@ -478,7 +479,7 @@ def test_result_ttl(storage_factory: Factory, tasks: dict[str, Any]) -> None:
 
 # -- stores that other processes share --------------------------------------------------------
 def test_the_local_and_shared_backends_are_listed_truthfully(queue: AppQueue) -> None:
-    from conftest import LOCAL_BACKENDS, STORAGE_BACKENDS
+    from support.backends import LOCAL_BACKENDS, STORAGE_BACKENDS
 
     name = next(n for n in STORAGE_BACKENDS if queue.app.config["CONTRACT_DIR"].startswith(n + "-"))
     assert queue.storage.capabilities.shared is (name not in LOCAL_BACKENDS)
