@@ -122,6 +122,7 @@ class AppQueue:
             result_ttl=c.result_ttl,
             local_jobs=c.consumer or self.app.testing,
             config_key=c.storage_key,
+            development=bool(self.app.debug or self.app.testing),
         )
         return open_storage(c.storage, c.storage_options, context)
 
