@@ -293,6 +293,16 @@ class Storage(abc.ABC):
             " .options(on_commit=db.session), which queues the job once the session commits"
         )
 
+    def schema_sql(self) -> str | None:
+        """The SQL that creates (or brings up to date) what this store needs in its
+        database, for a team that applies migrations itself; None: nothing to create."""
+        return None
+
+    def upgrade_schema(self) -> tuple[int, int] | None:
+        """Create or migrate this store's tables: ``(version before, version after)``;
+        None for a store without a schema to manage."""
+        return None
+
     def declare_queues(self, queues: Iterable[str]) -> None:  # noqa: B027 - optional hook
         """Record that this process consumes ``queues`` (a store other processes share
         keeps it for a while, so their enqueues may name a queue only a worker declares).

@@ -194,13 +194,13 @@ def _lock_id(schema: str) -> int:
     return int.from_bytes(hashlib.sha1(f"memqueue-schema:{schema}".encode()).digest()[:8], "big") >> 1
 
 
-def schema_sql(schema: str = "public", *, since: int = 0) -> str:
+def schema_sql(schema: str = "public", *, since: int = 0, transaction: bool = True) -> str:
     """The SQL that brings ``schema`` from version ``since`` to :data:`SCHEMA_VERSION`:
     one transaction, serialised by an advisory lock, each migration applied only
     if ``memqueue_schema`` does not list it yet (so running it twice is harmless).
     What ``flask memqueue db sql`` prints, and what ``db upgrade`` runs."""
     s = _ident(schema)
-    out = ["BEGIN;", f"SELECT pg_advisory_xact_lock({_lock_id(schema)});"]
+    out = (["BEGIN;"] if transaction else []) + [f"SELECT pg_advisory_xact_lock({_lock_id(schema)});"]
     if schema != "public":
         out.append(f"CREATE SCHEMA IF NOT EXISTS {s};")
     out.append(f"CREATE TABLE IF NOT EXISTS {s}.memqueue_schema (\n    version integer PRIMARY KEY,\n"
@@ -215,7 +215,8 @@ def schema_sql(schema: str = "public", *, since: int = 0) -> str:
             f" THEN\n{body}\n    INSERT INTO {s}.memqueue_schema (version, description)"
             f" VALUES ({version}, {_literal(description)});\n  END IF;\nEND $memqueue$;"
         )
-    out.append("COMMIT;")
+    if transaction:
+        out.append("COMMIT;")
     return "\n".join(out) + "\n"
 
 
@@ -504,12 +505,24 @@ class PostgresStorage(DurableStorage):
         return int(row[0] or 0)
 
     def _upgrade(self, conn: Any) -> int:
-        """Apply the missing migrations in one transaction under the schema's advisory lock."""
-        before = self._schema_version(conn)
-        if before >= SCHEMA_VERSION:
-            return before
-        conn.execute(schema_sql(self.schema, since=before))
-        return self._schema_version(conn)
+        """Apply the missing migrations in one transaction under the schema's advisory lock;
+        returns the version found under the lock (what this call started from)."""
+        if self._schema_version(conn) >= SCHEMA_VERSION:
+            return SCHEMA_VERSION
+        # A session lock, then the version in a new transaction (a transaction that began
+        # before another process's migration committed could still see its catalogs without it).
+        conn.execute("SELECT pg_advisory_lock(%s)", (_lock_id(self.schema),))
+        try:
+            before = self._schema_version(conn)
+            if before < SCHEMA_VERSION:
+                conn.execute(schema_sql(self.schema, since=before))
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_id(self.schema),))
+        return before
+
+    def schema_sql(self) -> str:
+        """Every migration as one transaction that can run on any version (see :func:`schema_sql`)."""
+        return schema_sql(self.schema)
 
     def upgrade_schema(self) -> tuple[int, int]:
         """Bring the schema to :data:`SCHEMA_VERSION`: ``(version before, version after)``.
@@ -517,8 +530,8 @@ class PostgresStorage(DurableStorage):
         pg = self._pg
         try:
             with self._pool_connection("upgrading the schema") as conn:
-                before = self._schema_version(conn)
-                after = self._upgrade(conn)
+                before = self._upgrade(conn)
+                after = self._schema_version(conn)
         except (pg.Error, OSError) as exc:
             raise self._error(exc, "upgrading the schema") from exc
         self._ready = True
