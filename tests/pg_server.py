@@ -98,12 +98,23 @@ def _own(path: Path) -> None:
         os.chown(path, pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
 
 
+def _private_dir(directory: Path | None, prefix: str) -> Path:
+    """``directory``, or (as root, whose pytest folders ``nobody`` may not enter, or when
+    none is given) a new temporary one; ``nobody`` owns it when the servers run as that user."""
+    if directory is None or os.geteuid() == 0:
+        path = Path(tempfile.mkdtemp(prefix=prefix))
+    else:
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+    _own(path)
+    return path
+
+
 class PostgresServer:
     """One postgres process with its own data directory."""
 
-    def __init__(self, directory: Path, *, durable: bool = False) -> None:
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, directory: Path | None = None, *, durable: bool = False) -> None:
+        self.dir = _private_dir(directory, "memqueue-pg-")
         _own(self.dir)
         os.chmod(self.dir, 0o755)
         self.data = self.dir / "data"
@@ -230,15 +241,15 @@ class PostgresServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class PgBouncer:
     """Debian's pgbouncer in transaction pooling mode in front of ``server``."""
 
-    def __init__(self, server: PostgresServer, directory: Path) -> None:
+    def __init__(self, server: PostgresServer, directory: Path | None = None) -> None:
         self.server = server
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = _private_dir(directory, "memqueue-pgbouncer-")
         _own(self.dir)
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -306,6 +317,7 @@ class PgBouncer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(DEADLINE)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 _SHARED: PostgresServer | None = None
@@ -317,7 +329,7 @@ def shared_server() -> PostgresServer:
     global _SHARED
     if _SHARED is None or _SHARED.proc is None or _SHARED.proc.poll() is not None:
         require_binaries()
-        _SHARED = PostgresServer(Path(tempfile.mkdtemp(prefix="memqueue-pg-"))).start()
+        _SHARED = PostgresServer().start()
     return _SHARED
 
 
