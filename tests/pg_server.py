@@ -113,8 +113,10 @@ def _private_dir(directory: Path | None, prefix: str) -> Path:
 class PostgresServer:
     """One postgres process with its own data directory."""
 
-    def __init__(self, directory: Path | None = None, *, durable: bool = False) -> None:
+    def __init__(self, directory: Path | None = None, *, durable: bool = False,
+                 settings: dict[str, str] | None = None) -> None:
         self.dir = _private_dir(directory, "memqueue-pg-")
+        self.settings = dict(settings or {})
         _own(self.dir)
         os.chmod(self.dir, 0o755)
         self.data = self.dir / "data"
@@ -165,6 +167,8 @@ class PostgresServer:
                     "-c", "max_connections=200", "-c", "shared_buffers=64MB"]
             if not self.durable:  # a test server: nothing needs to survive a power cut
                 argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+            for name, value in self.settings.items():
+                argv += ["-c", f"{name}={value}"]
             with open(self.log, "ab") as log:
                 self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                              start_new_session=True, cwd=self.dir, **_run_as())

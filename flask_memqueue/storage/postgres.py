@@ -726,31 +726,40 @@ class PostgresStorage(DurableStorage):
     _SET_STATE = ("status = %s, attempts = %s, eta = %s, started_at = %s, finished_at = %s, result = %s,"
                   " error = %s, traceback = %s, owner = %s, progress = %s, message = %s, token = NULL")
 
-    def _save_sql(self) -> str:
-        """Record an outcome of a job this owner runs (or insert it whole: eager mode).
-        Returns (written, status it had): written 0 means a late outcome (the lease lapsed and
-        another worker took the job over, or the outcome was already written)."""
+    _STATE_NAMES = ("status", "attempts", "eta", "started_at", "finished_at", "result", "error", "traceback",
+                    "owner", "progress", "message")
+    _SET_NAMED = ", ".join(f"{c} = %(s_{c})s" for c in _STATE_NAMES) + ", token = NULL"
+
+    def _save_ctes(self) -> str:
+        """Record an outcome of a job this owner runs (or insert it whole: eager mode), as CTEs
+        ``old``, ``upd``, ``ins``, ``n`` (named parameters, see :meth:`_save_params`). Nothing
+        written means a late outcome: the lease lapsed (or the session ended) and another worker
+        took the job over, or this very outcome was written before (a repeat after a lost reply)."""
         t = self._t["jobs"]
+        state = ", ".join(f"%(s_{c})s" for c in self._STATE_NAMES)
         return (
-            f"WITH old AS (SELECT status, owner FROM {t} WHERE id = %s AND ns = %s),"
-            f" upd AS (UPDATE {t} SET {self._SET_STATE} WHERE id = %s AND ns = %s AND status = 'running'"
-            " AND owner = %s RETURNING status),"
+            f"old AS (SELECT status, owner FROM {t} WHERE id = %(s_id)s AND ns = %(ns)s),"
+            f" upd AS (UPDATE {t} SET {self._SET_NAMED} WHERE id = %(s_id)s AND ns = %(ns)s AND status = 'running'"
+            " AND owner = %(me)s RETURNING status),"
             f" ins AS (INSERT INTO {t} (ns, id, task, args, kwargs, enqueued_at, lane, priority, unique_key, tick,"
-            " status, attempts, eta, started_at, finished_at, result, error, traceback, owner, progress, message)"
-            " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+            f" {', '.join(self._STATE_NAMES)}) SELECT %(ns)s, %(s_id)s, %(s_task)s, %(s_args)s, %(s_kwargs)s,"
+            f" %(s_enqueued_at)s, %(s_lane)s, %(s_priority)s, %(s_unique_key)s, %(s_tick)s, {state}"
             " WHERE NOT EXISTS (SELECT 1 FROM old) ON CONFLICT (id) DO NOTHING RETURNING id),"
-            " n AS (SELECT pg_notify(%s, 'd:' || %s) FROM upd WHERE upd.status IN"
+            " n AS (SELECT pg_notify(%(channel)s, 'd:' || %(s_id)s) FROM upd WHERE upd.status IN"
             f" {_FINISHED_SQL})"
-            " SELECT (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins), (SELECT status FROM old),"
-            " (SELECT count(*) FROM n)"
         )
 
-    def _save_params(self, r: Record) -> tuple[Any, ...]:
-        ns = self.namespace
-        state = self._state(r)
-        return (r.id, ns, *state, r.id, ns, self.owner,
-                ns, r.id, r.task, r.args, r.kwargs, r.enqueued_at, r.queue, r.priority, r.unique_key, r.tick, *state,
-                self.channel, r.id)
+    _WRITTEN = "(SELECT count(*) FROM upd) + (SELECT count(*) FROM ins) AS written, (SELECT count(*) FROM n) AS sent"
+
+    def _save_sql(self) -> str:
+        return f"WITH {self._save_ctes()} SELECT {self._WRITTEN}"
+
+    def _save_params(self, r: Record) -> dict[str, Any]:
+        params: dict[str, Any] = {f"s_{c}": v for c, v in zip(self._STATE_NAMES, self._state(r), strict=True)}
+        params.update(s_id=r.id, ns=self.namespace, me=self.owner, s_task=r.task, s_args=r.args, s_kwargs=r.kwargs,
+                      s_enqueued_at=r.enqueued_at, s_lane=r.queue, s_priority=r.priority, s_unique_key=r.unique_key,
+                      s_tick=r.tick, channel=self.channel)
+        return params
 
     def _save(self, record: Record) -> None:
         with self._conn("recording a job") as conn:
@@ -783,22 +792,34 @@ class PostgresStorage(DurableStorage):
             return self._discards.pop(job.id, None)
 
     # -- claims -----------------------------------------------------------------------------
-    def _claim_sql(self) -> str:
+    def _claim_ctes(self) -> str:
+        """The next due job of a queue made running, as CTEs ending in ``claimed`` (its record
+        as it was before the claim). Two partial-index walks, each ``FOR UPDATE SKIP LOCKED``:
+        the best due scheduled row and the best queued row; the scheduled one wins a tie of priority."""
         t = self._t["jobs"]
         return (
-            f"WITH due AS (SELECT seq, priority, 0 AS k, status, attempts, started_at FROM {t}"
+            f"due AS (SELECT seq, priority, 0 AS k, status, attempts, started_at FROM {t}"
             " WHERE ns = %(ns)s AND lane = %(lane)s AND status = 'scheduled' AND eta <= %(now)s"
             " ORDER BY priority DESC, eta, seq LIMIT 1 FOR UPDATE SKIP LOCKED),"
             f" q AS (SELECT seq, priority, 1 AS k, status, attempts, started_at FROM {t}"
             " WHERE ns = %(ns)s AND lane = %(lane)s AND status = 'queued'"
             " ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED),"
-            " pick AS (SELECT * FROM (SELECT * FROM due UNION ALL SELECT * FROM q) x ORDER BY priority DESC, k LIMIT 1)"
-            f" UPDATE {t} j SET status = 'running', owner = %(owner)s, token = %(token)s,"
+            " pick AS (SELECT * FROM (SELECT * FROM due UNION ALL SELECT * FROM q) x"
+            " ORDER BY priority DESC, k LIMIT 1),"
+            f" claimed AS (UPDATE {t} j SET status = 'running', owner = %(me)s, token = %(token)s,"
             " attempts = j.attempts + 1, started_at = %(now)s FROM pick WHERE j.seq = pick.seq"
-            " RETURNING j.id, j.task, j.args, j.kwargs, pick.status, pick.attempts, j.enqueued_at, j.eta,"
-            " pick.started_at, j.finished_at, j.result, j.error, j.traceback, NULL, j.lane, j.priority,"
-            " j.unique_key, j.tick, j.progress, j.message"
+            " RETURNING j.id, j.task, j.args, j.kwargs, pick.status AS was, pick.attempts AS tries, j.enqueued_at,"
+            " j.eta, pick.started_at AS began, j.finished_at, j.result, j.error, j.traceback, NULL::text AS nobody,"
+            " j.lane, j.priority, j.unique_key, j.tick, j.progress, j.message)"
         )
+
+    def _claim_sql(self) -> str:
+        return f"WITH {self._claim_ctes()} SELECT * FROM claimed"
+
+    def _settle_claim_sql(self) -> str:
+        """One statement, one round trip, one commit: the previous job's outcome and the next claim."""
+        return (f"WITH {self._save_ctes()}, {self._claim_ctes()}"
+                f" SELECT c.*, {self._WRITTEN} FROM (SELECT 1) one LEFT JOIN claimed c ON true")
 
     def _claim(
         self, settle: list[Record], owner: str, now: float, stop: Callable[[], bool], queue: str
@@ -809,26 +830,25 @@ class PostgresStorage(DurableStorage):
         with self._plock:
             failed = self._failed_tokens[:]
         pg = self._pg
+        claim_params = {"ns": self.namespace, "lane": queue, "now": now, "me": owner, "token": token}
         try:
             with self._conn("taking a job") as conn:
-                with conn.pipeline(), conn.transaction():
-                    if failed:  # claims whose reply was lost: their jobs go back to the head of their queue
-                        conn.execute(
-                            f"UPDATE {self._t['jobs']} SET status = 'queued', owner = NULL, token = NULL,"
-                            " attempts = attempts - 1, started_at = NULL"
-                            " WHERE ns = %s AND status = 'running' AND owner = %s AND token = ANY(%s)",
-                            (self.namespace, owner, failed),
-                        )
-                    saves = [conn.execute(self._save_sql(), self._save_params(r)) for r in settle]
-                    claim = None
-                    if not stop():
-                        claim = conn.execute(self._claim_sql(), {"ns": self.namespace, "lane": queue, "now": now,
-                                                                 "owner": owner, "token": token})
-                written = [cur.fetchone() for cur in saves]
-                row = None if claim is None else claim.fetchone()
-                for record, result in zip(settle, written, strict=True):
-                    if not result[0]:
-                        self._note_discarded(conn, record)
+                if not failed and len(settle) <= 1:  # the usual case: one statement
+                    stopped = stop()
+                    if settle and not stopped:
+                        row = conn.execute(self._settle_claim_sql(),
+                                           {**self._save_params(settle[0]), **claim_params}).fetchone()
+                        if not row[-2]:
+                            self._note_discarded(conn, settle[0])
+                        row = None if row[0] is None else row[:-2]
+                    elif settle:
+                        if not conn.execute(self._save_sql(), self._save_params(settle[0])).fetchone()[0]:
+                            self._note_discarded(conn, settle[0])
+                        row = None
+                    else:
+                        row = None if stopped else conn.execute(self._claim_sql(), claim_params).fetchone()
+                else:
+                    row = self._claim_in_transaction(conn, settle, failed, stop, claim_params)
         except (MemQueueError, pg.Error, OSError) as exc:
             if isinstance(exc, PostgresUnavailable) or isinstance(exc, (pg.OperationalError, OSError)):
                 with self._plock:  # the next claim puts back what this one may have claimed
@@ -844,6 +864,28 @@ class PostgresStorage(DurableStorage):
             return None
         self._start_thread()
         return PostgresRecord(*row)
+
+    def _claim_in_transaction(
+        self, conn: Any, settle: list[Record], failed: list[str], stop: Callable[[], bool], claim: dict[str, Any]
+    ) -> Any:
+        """The rare claim: after a lost claim reply (its jobs go back to the head of their
+        queue) or with several outcomes to record. One transaction, pipelined."""
+        with conn.pipeline(), conn.transaction():
+            if failed:
+                conn.execute(
+                    f"UPDATE {self._t['jobs']} SET status = 'queued', owner = NULL, token = NULL,"
+                    " attempts = attempts - 1, started_at = NULL"
+                    " WHERE ns = %s AND status = 'running' AND owner = %s AND token = ANY(%s)",
+                    (self.namespace, claim["me"], failed),
+                )
+            saves = [conn.execute(self._save_sql(), self._save_params(r)) for r in settle]
+            cur = None if stop() else conn.execute(self._claim_sql(), claim)
+        written = [c.fetchone() for c in saves]
+        row = None if cur is None else cur.fetchone()
+        for record, result in zip(settle, written, strict=True):
+            if not result[0]:
+                self._note_discarded(conn, record)
+        return row
 
     def take(self, *args: Any, **kwargs: Any) -> Job | None:
         job = super().take(*args, **kwargs)
