@@ -117,7 +117,7 @@ class PostgresRecord(Record):
 # -- the schema: forward migrations ------------------------------------------------------------
 #: ``(version, what it does, statements)``, applied in order, each once. ``{s}`` is the schema.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
-    (1, "jobs, owners (leases), declared queues and periodic ticks", (
+    (1, "jobs, owners (leases), declared queues, waiters and periodic ticks", (
         """CREATE TABLE {s}.memqueue_jobs (
     seq bigint GENERATED ALWAYS AS IDENTITY,
     id text NOT NULL PRIMARY KEY,
@@ -169,6 +169,17 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     owner text NOT NULL,
     seen_at double precision NOT NULL,
     PRIMARY KEY (ns, lane, owner)
+)""",
+        # Who waits for which job (``Job.wait()``, ``"*"`` for ``join()``) in another process:
+        # only the outcome of a job somebody waits for is notified. A NOTIFY serialises the
+        # commits of every notifying transaction (a lock held through the WAL flush), which a
+        # worker should not pay per job for nobody.
+        """CREATE TABLE {s}.memqueue_waiters (
+    ns text NOT NULL,
+    job_id text NOT NULL,
+    owner text NOT NULL,
+    since double precision NOT NULL,
+    PRIMARY KEY (ns, job_id, owner)
 )""",
         """CREATE TABLE {s}.memqueue_ticks (
     ns text NOT NULL,
@@ -334,8 +345,9 @@ class PostgresStorage(DurableStorage):
     #: With notify, an idle worker is woken by NOTIFY; this bound says how soon a stop
     #: requested from a signal handler is seen (and is the poll without notify).
     idle_wait = 1.0
-    #: Waiters are woken by NOTIFY; the poll only covers a notification lost in an outage.
-    waiter_poll_interval = 5.0
+    #: Waiters are woken by NOTIFY; the poll covers a notification lost in an outage, or not
+    #: sent by a worker whose outcome statement began just before the waiter registered.
+    waiter_poll_interval = 1.0
 
     def __init__(
         self, url: str, context: StoreContext, *, schema: str = "public", lease: float = DEFAULT_LEASE,
@@ -368,7 +380,8 @@ class PostgresStorage(DurableStorage):
             timeout=connect_timeout, name=f"memqueue[{context.namespace}]",
         )
         self._pool_open = False
-        self._t = {name: f"{_ident(schema)}.memqueue_{name}" for name in ("jobs", "owners", "consumers", "ticks")}
+        self._t = {name: f"{_ident(schema)}.memqueue_{name}"
+                   for name in ("jobs", "owners", "consumers", "ticks", "waiters")}
         self.channel = "memqueue_" + hashlib.sha1(f"{schema}.{self.namespace}".encode()).hexdigest()[:24]
         self._lock_key = int.from_bytes(hashlib.sha1(self.owner.encode()).digest()[:8], "big") >> 1
         self._ready = False
@@ -746,7 +759,8 @@ class PostgresStorage(DurableStorage):
             f" %(s_enqueued_at)s, %(s_lane)s, %(s_priority)s, %(s_unique_key)s, %(s_tick)s, {state}"
             " WHERE NOT EXISTS (SELECT 1 FROM old) ON CONFLICT (id) DO NOTHING RETURNING id),"
             " n AS (SELECT pg_notify(%(channel)s, 'd:' || %(s_id)s) FROM upd WHERE upd.status IN"
-            f" {_FINISHED_SQL})"
+            f" {_FINISHED_SQL} AND EXISTS (SELECT 1 FROM {self._t['waiters']} w WHERE w.ns = %(ns)s"
+            " AND w.job_id IN (%(s_id)s, '*')))"
         )
 
     _WRITTEN = "(SELECT count(*) FROM upd) + (SELECT count(*) FROM ins) AS written, (SELECT count(*) FROM n) AS sent"
@@ -1003,6 +1017,8 @@ class PostgresStorage(DurableStorage):
             with self._conn("forgetting old leases") as conn:
                 conn.execute(f"DELETE FROM {self._t['owners']} WHERE ns = %s"
                              " AND expires_at < extract(epoch FROM clock_timestamp()) - 3600", (self.namespace,))
+                conn.execute(f"DELETE FROM {self._t['waiters']} WHERE ns = %s AND since < %s",
+                             (self.namespace, now - 3600.0))
         return set(self._alive)
 
     def _owner_alive(self, owner: str) -> bool:
@@ -1256,6 +1272,10 @@ class PostgresStorage(DurableStorage):
             return event
         with self._wlock:
             self._watched.setdefault(job.id, []).append(event)
+        try:  # the worker that finishes it notifies only jobs somebody waits for
+            self._want(job.id)
+        except MemQueueError:
+            pass  # the event's own poll covers it
         self._start_thread()
         if self._listening.wait(1.0):
             try:  # finished before the listener heard: nobody will notify it again
@@ -1275,13 +1295,39 @@ class PostgresStorage(DurableStorage):
             if not event.is_set() and self._refresh_if_finished(event.job):
                 event.set()
         with self._wlock:
-            for jid in [j for j, es in self._watched.items() if all(e.is_set() for e in es)]:
+            done = [j for j, es in self._watched.items() if all(e.is_set() for e in es)]
+            for jid in done:
                 del self._watched[jid]
+        if done:
+            self._unwant(done)
+
+    def _want(self, job_id: str) -> None:
+        """Ask whoever finishes ``job_id`` (``"*"``: every job) to notify."""
+        with self._conn("waiting for a job") as conn:
+            conn.execute(f"INSERT INTO {self._t['waiters']} (ns, job_id, owner, since) VALUES (%s, %s, %s, %s)"
+                         " ON CONFLICT DO NOTHING", (self.namespace, job_id, self.owner, time.time()))
+
+    def _unwant(self, job_ids: list[str]) -> None:
+        try:
+            with self._conn("waiting for a job") as conn:
+                conn.execute(f"DELETE FROM {self._t['waiters']} WHERE ns = %s AND owner = %s AND"
+                             " (job_id = ANY(%s) OR since < %s)",
+                             (self.namespace, self.owner, job_ids, time.time() - 3600.0))
+        except MemQueueError:
+            pass  # left for the hourly sweep
 
     def join(self, timeout: float | None, *, due_only: bool = False, queue: str | None = None) -> bool:
-        if self.notify:
-            self._start_thread()  # finishes in other processes wake it (NOTIFY), not only its poll
-        return super().join(timeout, due_only=due_only, queue=queue)
+        if not self.notify:
+            return super().join(timeout, due_only=due_only, queue=queue)
+        self._start_thread()  # finishes in other processes wake it (NOTIFY), not only its poll
+        try:
+            self._want("*")
+        except MemQueueError:
+            pass  # polls
+        try:
+            return super().join(timeout, due_only=due_only, queue=queue)
+        finally:
+            self._unwant(["*"])
 
     def wake(self) -> None:
         super().wake()
