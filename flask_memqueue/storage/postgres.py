@@ -382,7 +382,14 @@ class PostgresStorage(DurableStorage):
         self._pool_open = False
         self._t = {name: f"{_ident(schema)}.memqueue_{name}"
                    for name in ("jobs", "owners", "consumers", "ticks", "waiters")}
-        self.channel = "memqueue_" + hashlib.sha1(f"{schema}.{self.namespace}".encode()).hexdigest()[:24]
+        digest = hashlib.sha1(f"{schema}.{self.namespace}".encode()).hexdigest()[:24]
+        #: New jobs ("q:<queue>") and wake-ups ("w:"): idle consumer threads listen, each on its own connection.
+        self.channel = "memqueue_" + digest
+        #: Finished jobs somebody waits for ("d:<id>"): the session thread listens while anything waits.
+        self.done_channel = "memqueue_d_" + digest
+        self._tl = threading.local()
+        self._thread_conns: set[Any] = set()
+        self._blocked = 0
         self._lock_key = int.from_bytes(hashlib.sha1(self.owner.encode()).digest()[:8], "big") >> 1
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -758,7 +765,7 @@ class PostgresStorage(DurableStorage):
             f" {', '.join(self._STATE_NAMES)}) SELECT %(ns)s, %(s_id)s, %(s_task)s, %(s_args)s, %(s_kwargs)s,"
             f" %(s_enqueued_at)s, %(s_lane)s, %(s_priority)s, %(s_unique_key)s, %(s_tick)s, {state}"
             " WHERE NOT EXISTS (SELECT 1 FROM old) ON CONFLICT (id) DO NOTHING RETURNING id),"
-            " n AS (SELECT pg_notify(%(channel)s, 'd:' || %(s_id)s) FROM upd WHERE upd.status IN"
+            " n AS (SELECT pg_notify(%(dchannel)s, 'd:' || %(s_id)s) FROM upd WHERE upd.status IN"
             f" {_FINISHED_SQL} AND EXISTS (SELECT 1 FROM {self._t['waiters']} w WHERE w.ns = %(ns)s"
             " AND w.job_id IN (%(s_id)s, '*')))"
         )
@@ -772,7 +779,7 @@ class PostgresStorage(DurableStorage):
         params: dict[str, Any] = {f"s_{c}": v for c, v in zip(self._STATE_NAMES, self._state(r), strict=True)}
         params.update(s_id=r.id, ns=self.namespace, me=self.owner, s_task=r.task, s_args=r.args, s_kwargs=r.kwargs,
                       s_enqueued_at=r.enqueued_at, s_lane=r.queue, s_priority=r.priority, s_unique_key=r.unique_key,
-                      s_tick=r.tick, channel=self.channel)
+                      s_tick=r.tick, dchannel=self.done_channel)
         return params
 
     def _save(self, record: Record) -> None:
@@ -914,20 +921,21 @@ class PostgresStorage(DurableStorage):
         return (
             f"WITH upd AS (UPDATE {t} SET {self._SET_STATE} WHERE id = %s AND ns = %s AND {where}"
             " RETURNING id, lane, status),"
-            " n AS (SELECT pg_notify(%s, CASE WHEN status IN ('queued', 'scheduled') THEN 'q:' || lane"
-            " ELSE 'd:' || id END) FROM upd)"
+            " n AS (SELECT CASE WHEN status IN ('queued', 'scheduled') THEN pg_notify(%s, 'q:' || lane)"
+            " ELSE pg_notify(%s, 'd:' || id) END FROM upd)"
             " SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM n)"
         )
 
     def _transition(self, job_id: str, from_status: Iterable[str], record: Record) -> bool:
         row = self._one(self._change_sql("status = ANY(%s)"),
-                        (*self._state(record), job_id, self.namespace, list(from_status), self.channel),
+                        (*self._state(record), job_id, self.namespace, list(from_status), self.channel,
+                         self.done_channel),
                         "changing a job")
         return bool(row[0])
 
     def _take_over_one(self, job_id: str, owner: str, record: Record) -> bool:
         row = self._one(self._change_sql("status = 'running' AND owner = %s"),
-                        (*self._state(record), job_id, self.namespace, owner, self.channel),
+                        (*self._state(record), job_id, self.namespace, owner, self.channel, self.done_channel),
                         "taking over the jobs of a dead worker")
         return bool(row[0])
 
@@ -1136,9 +1144,49 @@ class PostgresStorage(DurableStorage):
         thread.start()
 
     def _sleep(self, timeout: float, queue: str, kicks: int) -> int:
-        if self.notify:
-            self._start_thread()
-        return super()._sleep(timeout, queue, kicks)
+        """Wait for a NOTIFY of a new job (any process, at its commit) on this thread's own
+        listening connection, or :meth:`wake`, or ``timeout``. A busy consumer reads nothing:
+        what arrived meanwhile is drained at once when it is idle again, so no thread is woken
+        per job while the consumers are busy."""
+        if not self.notify:
+            return super()._sleep(timeout, queue, kicks)
+        self._start_thread()
+        if timeout < 0.001 or self._woken or self._kicks != kicks or self._closing.is_set():
+            return self._kicks
+        pg = self._pg
+        conn = getattr(self._tl, "conn", None)
+        try:
+            if conn is None or conn.closed or conn.broken:
+                self._tl.conn = conn = pg.connect(self._conninfo, **self._connect_kwargs)
+                with self._plock:
+                    self._thread_conns.add(conn)
+                conn.execute(f"LISTEN {_ident(self.channel)}")
+                return self._kicks  # look once more: a job may have committed before LISTEN
+            heard = any(True for _ in conn.notifies(timeout=0.0))  # all that came while busy, at once
+            if not heard and not self._woken and self._kicks == kicks:
+                with self._plock:
+                    self._blocked += 1
+                try:
+                    for _ in conn.notifies(timeout=timeout, stop_after=1):
+                        break
+                finally:
+                    with self._plock:
+                        self._blocked -= 1
+        except pg.Error as exc:
+            self._drop_thread_conn(conn)
+            raise self._error(exc, "waiting for new jobs") from exc
+        return self._kicks
+
+    def _drop_thread_conn(self, conn: Any) -> None:
+        self._tl.conn = None
+        if conn is None:
+            return
+        with self._plock:
+            self._thread_conns.discard(conn)
+        try:
+            conn.close()
+        except Exception:  # noqa: S110 - closing a broken connection
+            pass
 
     def _session(self) -> None:
         """The process's one session thread: LISTEN on the store's channel (waking idle
@@ -1200,7 +1248,7 @@ class PostgresStorage(DurableStorage):
         except pg.Error as exc:
             raise self._error(exc, "listening for new jobs") from exc
         try:
-            conn.execute(f"LISTEN {_ident(self.channel)}")
+            conn.execute(f"LISTEN {_ident(self.done_channel)}")
             conn.execute("SELECT pg_advisory_lock(%s)", (self._lock_key,))
             if self._registered:
                 self._renew(conn, locked=True)
@@ -1332,6 +1380,12 @@ class PostgresStorage(DurableStorage):
     def wake(self) -> None:
         super().wake()
         self._beat_wake.set()
+        if self._blocked and not self._closing.is_set() and self._pid == os.getpid() and self._pool_open:
+            try:  # every consumer blocked in its connection (in every process: they just look again)
+                with self._pool_connection("waking consumers") as conn:
+                    conn.execute("SELECT pg_notify(%s, 'w:')", (self.channel,))
+            except Exception:  # noqa: S110 - they end their wait within idle_wait anyway
+                pass
 
     # -- closing ----------------------------------------------------------------------------
     def _close(self) -> None:
@@ -1341,12 +1395,19 @@ class PostgresStorage(DurableStorage):
         if self._listener is not None and self._pool_open:
             try:  # the session thread blocks in its connection: a word on its channel ends the wait
                 with self._pool_connection("closing") as conn:
-                    conn.execute("SELECT pg_notify(%s, 'w:')", (self.channel,))
+                    conn.execute("SELECT pg_notify(%s, 'w:')", (self.done_channel,))
             except Exception:  # noqa: S110 - it ends within a second anyway
                 pass
         if thread is not None and thread is not threading.current_thread():
             thread.join(2.0 + self.connect_timeout)
         self._drop_listener()
+        with self._plock:
+            conns, self._thread_conns = list(self._thread_conns), set()
+        for conn in conns:  # consumer threads have ended (shutdown joins them first)
+            try:
+                conn.close()
+            except Exception:  # noqa: S110 - closing anyway
+                pass
         if self._registered and self._pool_open:
             try:
                 with self._pool_connection("forgetting this worker's lease") as conn:
