@@ -1,8 +1,8 @@
 """The PostgreSQL store: jobs in the database the app already runs.
 
 ``MEMQUEUE_STORAGE = "postgresql://user:password@host/db"`` (also ``postgres://``
-and SQLAlchemy's ``postgresql+psycopg://``); ``pip install "flask-memqueue[postgres]"``
-brings psycopg 3 and psycopg_pool. Options, from the URL's query string or
+and SQLAlchemy's ``postgresql+psycopg://``); the ``postgres`` extra brings
+psycopg 3 and psycopg_pool. Options, from the URL's query string or
 ``MEMQUEUE_STORAGE_OPTIONS`` (:data:`OPTIONS`): ``schema``, ``pool_size``,
 ``lease``, ``notify``, ``connect_timeout``, and libpq's own connection
 parameters (``sslmode``, ``application_name``...), which go to the driver.
@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from ..exceptions import ConfigurationError, MemQueueError, PostgresUnavailable, SchemaError, StorageError
+from ..extras import install_hint
 from .base import Capabilities, StoreContext
 from .durable import DurableStorage, Record, _PollingEvent, _queue_full, check_options
 
@@ -247,8 +248,8 @@ def open_postgres(url: str, options: Mapping[str, Any], context: StoreContext) -
         import psycopg_pool  # noqa: F401
     except ImportError:
         raise ConfigurationError(
-            f"{context.config_key} names a PostgreSQL database but psycopg 3 is not installed:"
-            " pip install 'flask-memqueue[postgres]'"
+            f"{context.config_key} names a PostgreSQL database but psycopg 3 (and psycopg_pool) is not"
+            f" installed: {install_hint('postgres')}"
         ) from None
     schema = _schema_option(options.get("schema", "public"))
     lease = _number("lease", options.get("lease", DEFAULT_LEASE), minimum=1.0, default="30")
