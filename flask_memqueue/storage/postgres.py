@@ -698,9 +698,10 @@ class PostgresStorage(DurableStorage):
 
         :raises QueueFull: the store holds its maximum of waiting jobs.
         """
-        if job.unique_key is None:
-            self._check_room(job)
-        full = job.unique_key is not None and self._full()
+        room = self._room_for(1)  # counted on the store's own connection, at most once a second
+        if job.unique_key is None and room is not None and room <= 0:
+            raise _queue_full(self.maxsize, job.name)
+        full = room is not None and room <= 0
         if not self._ready:
             self._ensure_schema()
         connection = _dbapi_connection(session)
@@ -731,7 +732,19 @@ class PostgresStorage(DurableStorage):
         if holder.id != record.id:
             self._unprepare(job)
             return self.job_of(holder)
+        if self._room is not None:
+            self._room -= 1
         return job
+
+    def _room_for(self, n: int) -> int | None:
+        """:meth:`_room_left` without a connection while the last count is fresh."""
+        if not self.maxsize:
+            return None
+        room = self._room
+        if room is None or room - n <= self.maxsize // 10 or time.time() > self._recount:
+            with self._conn("counting jobs") as conn:
+                return self._room_left(conn, n)
+        return room
 
     # -- outcomes ---------------------------------------------------------------------------
     def _state(self, r: Record) -> tuple[Any, ...]:
