@@ -19,9 +19,10 @@ job objects, take-over decided by :meth:`Job.interrupt
   the previous job's outcome is written in the same transaction (one round
   trip: psycopg's pipeline mode).
 - **Wake-ups.** Every insert sends ``NOTIFY`` (delivered at commit) on the
-  store's channel; an idle worker listens on a connection of its own and
-  claims within milliseconds. A finished job notifies too, which wakes
-  ``Job.wait()`` and ``join()`` in other processes. With ``notify=false``
+  store's channel; each idle consumer thread listens on a connection of its
+  own and claims within milliseconds. A finished job that some process waits
+  for (``memqueue_waiters``) notifies another channel, which wakes
+  ``Job.wait()`` and ``join()`` there. With ``notify=false``
   (PgBouncer in transaction mode, where ``LISTEN`` cannot work) idle workers
   poll every :data:`POLL_WITHOUT_NOTIFY` s.
 - **Leases.** A worker process writes a row in ``memqueue_owners`` with a
@@ -1203,9 +1204,9 @@ class PostgresStorage(DurableStorage):
             pass
 
     def _session(self) -> None:
-        """The process's one session thread: LISTEN on the store's channel (waking idle
-        consumers, waiters and joins), hold the session lock, renew the lease every
-        lease/3 and write running jobs' progress. An outage is logged once, and its end."""
+        """The process's one session thread: hold the session lock, LISTEN for finished jobs
+        (waking waiters and joins), renew the lease every lease/3 and write running jobs'
+        progress. An outage is logged once, and its end."""
         next_renew = 0.0
         failing: str | None = None
         failures = 0
