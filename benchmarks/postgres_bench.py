@@ -1,6 +1,6 @@
 """flask-memqueue's PostgreSQL store against Procrastinate and a raw floor, side by side.
 
-One PostgreSQL server (Debian's, started here by ``tests/pg_server.py`` with its
+One PostgreSQL server (Debian's, started here by ``tests/support/servers/postgres.py`` with its
 default durability: fsync and synchronous_commit on; ``pg_stat_statements``
 loaded), a fresh database for every measurement, the contenders rotated
 within each repetition. For each contender:
@@ -161,11 +161,10 @@ def role_work(system: str, url: str) -> None:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         sys.path.insert(0, str(HERE.parent / "tests"))
-        import pg_server
+        from support.servers.postgres import PostgresServer  # the tests' server, started the same way
 
-        self.pg = pg_server
         self.args = args
-        self.server = pg_server.PostgresServer(
+        self.server = PostgresServer(
             durable=True, settings={"shared_preload_libraries": "pg_stat_statements",
                                     "pg_stat_statements.track_utility": "off", "max_connections": "200"},
         ).start()

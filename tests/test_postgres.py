@@ -1,4 +1,4 @@
-"""The PostgreSQL store with a real server (tests/pg_server.py): options, the schema and its
+"""The PostgreSQL store with a real server (tests/py): options, the schema and its
 CLI, errors and redaction, wake-ups by NOTIFY, and jobs in the app's own transaction
 (``session=``, with Flask-SQLAlchemy and plain SQLAlchemy) or after it (``on_commit=``).
 
@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT, wait_until
 from flask import Flask
+from support.servers.postgres import PostgresServer, fresh_schema
+from support.waiting import TIMEOUT, wait_until
 
 from flask_memqueue import ConfigurationError, MemQueue, PostgresUnavailable, SchemaError, StorageError
 from flask_memqueue.cli import memqueue_cli
@@ -26,17 +27,15 @@ from flask_memqueue.state import AppQueue
 
 pytestmark = pytest.mark.servers
 
-pg_server = pytest.importorskip("pg_server")
 
-
-@pytest.fixture(scope="module")
-def server() -> Any:
-    return pg_server.shared_server()
+@pytest.fixture
+def server(postgres: PostgresServer) -> PostgresServer:
+    return postgres
 
 
 @pytest.fixture
 def schema() -> str:
-    return pg_server.fresh_schema()
+    return fresh_schema()
 
 
 @pytest.fixture
@@ -146,6 +145,7 @@ def test_db_sql_is_one_transaction_that_can_run_twice(make: Callable[..., AppQue
     assert queue.storage.upgrade_schema() == (1, 1)
 
 
+@pytest.mark.processes
 def test_two_processes_upgrading_an_empty_database_at_once_both_succeed(url: str, tmp_path: Path,
                                                                         server: Any, schema: str) -> None:
     app_file = tmp_path / "upapp.py"

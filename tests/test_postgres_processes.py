@@ -13,113 +13,42 @@ gate file the test creates, never for time to pass.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from servers import bin_path, wait_until
-
-pg_server = pytest.importorskip("pg_server")
+from support.harness import Env
+from support.servers.postgres import PASSWORD, PgBouncer, PostgresServer, fresh_schema
+from support.waiting import wait_until
 
 pytestmark = [pytest.mark.servers, pytest.mark.processes]
 
-APP_SOURCE = Path(__file__).resolve().parent / "apps" / "pg_app.py"
 DEADLINE = 60.0
-MAIN = "import pg_app; pg_app.main()"
+MakeEnv = Callable[..., Env]
 
 
-class Env:
-    """A temporary app directory, its log, and the processes a test started."""
-
-    def __init__(self, tmp_path: Path, url: str) -> None:
-        self.src = tmp_path / "src"
-        self.src.mkdir()
-        shutil.copy(APP_SOURCE, self.src / "pg_app.py")
-        self.dir = tmp_path / "data"
-        self.dir.mkdir()
-        self.log = self.dir / "runs.log"
-        self.url = url
-        self.env = {"RT_URL": url, "RT_DIR": str(self.dir), "PYTHONUNBUFFERED": "1"}
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def lines(self, kind: str) -> list[tuple[int, int, float]]:
-        try:
-            text = self.log.read_text()
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in text.splitlines():
-            fields = line.split()
-            if fields and fields[0] == kind and len(fields) >= 4:
-                out.append((int(fields[1]), int(fields[2]), float(fields[3])))
-        return out
-
-    def popen(self, argv: list[str], name: str, **env: str) -> subprocess.Popen[bytes]:
-        environ = {**os.environ, **self.env, **env}
-        for key in ("WERKZEUG_RUN_MAIN", "WERKZEUG_SERVER_FD"):
-            environ.pop(key, None)
-        out = (self.dir / f"{name}.out").open("wb")
-        try:
-            proc = subprocess.Popen(argv, cwd=self.src, env=environ, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        finally:
-            out.close()
-        self.procs.append(proc)
-        return proc
-
-    def output(self, name: str) -> str:
-        try:
-            return (self.dir / f"{name}.out").read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def main(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        return self.popen([sys.executable, "-c", MAIN, *args], name, **env)
-
-    def worker(self, name: str, **env: str) -> subprocess.Popen[bytes]:
-        proc = self.popen([str(bin_path("flask")), "--app", "pg_app", "memqueue", "worker"], name,
-                          RT_CONSUMER="0", **env)
-        wait_until(lambda: f"memqueue worker {proc.pid}: running" in self.output(name) or proc.poll() is not None,
-                   DEADLINE, lambda: f"{name} to start: {self.output(name)}")
-        assert proc.poll() is None, self.output(name)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes], name: str) -> None:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(DEADLINE) == 0, self.output(name)
-
-    def cleanup(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(10)
+def pg_env(make_env: MakeEnv, url: str) -> Env:
+    """The harness for pg_app on ``url``; its workers share the web processes' config
+    (``MEMQUEUE_CONSUMER = False``): the command consumes anyway."""
+    return make_env("pg_app", fields=(int, int, float), worker_env={"RT_CONSUMER": "0"}, RT_URL=url)
 
 
 @pytest.fixture
-def server() -> Any:
-    return pg_server.shared_server()
+def server(postgres: PostgresServer) -> PostgresServer:
+    return postgres
 
 
 @pytest.fixture
 def schema() -> str:
-    return pg_server.fresh_schema()
+    return fresh_schema()
 
 
 @pytest.fixture
-def env(tmp_path: Path, server: Any, schema: str) -> Iterator[Env]:
-    e = Env(tmp_path, server.url(schema=schema))
-    yield e
-    e.cleanup()
+def env(make_env: MakeEnv, server: PostgresServer, schema: str) -> Env:
+    return pg_env(make_env, server.url(schema=schema))
 
 
 def rows(server: Any, schema: str, where: str = "true") -> list[tuple[Any, ...]]:
@@ -183,14 +112,13 @@ def test_kill_9_of_a_worker_reruns_only_its_job_as_soon_as_the_server_drops_its_
 def test_a_job_running_three_leases_on_a_live_worker_is_never_taken_over(env: Env, server: Any, schema: str) -> None:
     a = env.worker("a", RT_LEASE="1")
     b = env.worker("b", RT_LEASE="1")  # idle: it looks for dead owners every second
-    enqueue = env.popen([sys.executable, "-c", (
-        "import pg_app as r\napp = r.create_app()\nwith app.app_context():\n    r.mq.enqueue(r.block, 7, 'gate')\n"
-    )], "enqueue", RT_CONSUMER="0")
+    code = "import pg_app as r\napp = r.create_app()\nwith app.app_context():\n    r.mq.enqueue(r.block, 7, 'gate')\n"
+    enqueue = env.python("enqueue", code, RT_CONSUMER="0")
     assert enqueue.wait(DEADLINE) == 0, env.output("enqueue")
     (n, pid, started), = wait_until(lambda: env.lines("start"), DEADLINE, lambda: env.output("a") + env.output("b"))
     wait_until(lambda: time.time() >= started + 3 * 1.0, DEADLINE, "three leases to pass", interval=0.05)
     assert rows(server, schema, "status = 'running'")[0][3].split(":")[0] == str(pid)
-    (env.dir / "gate").touch()
+    env.open_gate("gate")
     wait_until(lambda: env.lines("done"), DEADLINE, lambda: env.output("a") + env.output("b"))
     assert [(x[0], x[1]) for x in env.lines("start")] == [(7, pid)], "the job was taken over"
     assert rows(server, schema) == [("7", "succeeded", 1, None)]
@@ -200,11 +128,11 @@ def test_a_job_running_three_leases_on_a_live_worker_is_never_taken_over(env: En
 
 # -- the server restarting ------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_the_server_restarted_mid_run_loses_nothing_committed(tmp_path: Path) -> None:
+def test_the_server_restarted_mid_run_loses_nothing_committed(make_env: MakeEnv) -> None:
     """Enqueue fails clearly (password redacted) while the server is down; the workers ride out
     the restart by themselves, and every acknowledged (committed) job runs, once."""
-    with pg_server.PostgresServer(tmp_path / "pg", durable=True).start() as server:
-        e = Env(tmp_path, server.url(schema="restart"))
+    with PostgresServer(durable=True).start() as server:
+        e = pg_env(make_env, server.url(schema="restart"))
         try:
             setup = e.main("setup", "enqueue", "0", RT_CONSUMER="0")  # creates the schema
             assert setup.wait(DEADLINE) == 0, e.output("setup")
@@ -223,7 +151,7 @@ def test_the_server_restarted_mid_run_loses_nothing_committed(tmp_path: Path) ->
             before = len(acked())
             server.start(server.port)
             wait_until(lambda: len(acked()) >= before + 200, DEADLINE, lambda: e.output("producer"))
-            (e.dir / "stop-producing").touch()
+            e.open_gate("stop-producing")
             assert producer.wait(DEADLINE) == 0, e.output("producer")
             done = acked()
             wait_until(lambda: done <= {n for n, _, _ in e.lines("run")}, DEADLINE,
@@ -238,15 +166,15 @@ def test_the_server_restarted_mid_run_loses_nothing_committed(tmp_path: Path) ->
     message = refused()[0]
     assert "PostgresUnavailable" in message and "postgresql://memqueue:***@127.0.0.1" in message, message
     for text in [*outputs, e.output("producer")]:
-        assert pg_server.PASSWORD not in text
+        assert PASSWORD not in text
     assert any("reachable again" in text for text in outputs), outputs
 
 
 # -- PgBouncer in transaction mode --------------------------------------------------------------------
-def test_behind_pgbouncer_in_transaction_mode_with_notify_off(tmp_path: Path, server: Any, schema: str) -> None:
-    bouncer = pg_server.PgBouncer(server, tmp_path / "bouncer").start()
+def test_behind_pgbouncer_in_transaction_mode_with_notify_off(make_env: MakeEnv, server: Any, schema: str) -> None:
+    bouncer = PgBouncer(server).start()
     try:
-        e = Env(tmp_path, bouncer.url(schema=schema, notify="false"))
+        e = pg_env(make_env, bouncer.url(schema=schema, notify="false"))
         try:
             workers = [e.worker(f"worker{k}") for k in range(2)]
             producers = [e.main(f"producer{k}", "enqueue", "500", RT_CONSUMER="0", RT_OFFSET=str(k * 500),

@@ -3,22 +3,20 @@
 :class:`PostgresServer` runs ``initdb`` in a temporary directory and starts
 ``postgres`` on 127.0.0.1 with a free port and a private socket directory,
 with password authentication (``scram-sha-256``) for TCP connections, and
-stops it by its pid. The server refuses to run as root, and CI runs as root:
-then the data directory belongs to ``nobody`` and both programs run as that
-user (``subprocess.Popen(user=...)``); as any other user they run as that user.
+stops it by its pid (SIGINT: a fast shutdown, which disconnects clients).
+The server refuses to run as root, and CI runs as root: then the data
+directory belongs to ``nobody`` and both programs run as that user
+(``subprocess.Popen(user=...)``); as any other user they run as that user.
+``durable=True`` keeps fsync on (the benchmark, the restart test).
 
-:func:`shared_server` is the one server of a test session (started on first
-use, stopped at the end by a session fixture in conftest.py). Tests keep
-apart by the store's ``schema`` option (:func:`fresh_schema`): stores of one
-test share a schema, as processes do, and no test sees another's jobs.
+:func:`shared_postgres` is the session's one server (:func:`support.servers.shared`).
+Tests keep apart by the store's ``schema`` option (:func:`fresh_schema`):
+stores of one test share a schema, as processes do, and no test sees another's jobs.
 
 :class:`PgBouncer` runs Debian's ``pgbouncer`` in transaction pooling mode in
 front of a server, the setup in which LISTEN and prepared statements do not work.
 
-Without the binaries a test that needs them is skipped saying why, except
-under CI (``CI`` set), where it fails: scripts/test.sh installs them.
-This module is self-contained (standard library and pytest), so that it can
-move into a shared test-support package as it is.
+Without the binaries a test that needs them skips saying why, and fails under CI.
 """
 
 from __future__ import annotations
@@ -34,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
+from support import markers
+from support.servers import shared, unavailable
 
 HOST = "127.0.0.1"
 #: Seconds a start or a stop may take.
@@ -57,22 +56,16 @@ def _binary_dir() -> Path | None:
     return Path(found).parent if found else None
 
 
-def _skip_or_fail(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"CI is set but {reason}")
-    pytest.skip(reason)
-
-
 def require_binaries() -> Path:
     """The directory of initdb and postgres; else skip the test, or fail it under CI."""
     found = _binary_dir()
     if found is None:
-        _skip_or_fail("PostgreSQL is not installed (Debian: apt-get install postgresql; scripts/test.sh"
+        unavailable("PostgreSQL is not installed (Debian: apt-get install postgresql; scripts/test.sh"
                       " installs it when run as root)")
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        _skip_or_fail("psycopg is not installed (pip install -e '.[test]')")
+        unavailable("psycopg is not installed (pip install -e '.[test]')")
     assert found is not None
     return found
 
@@ -157,6 +150,7 @@ class PostgresServer:
     def start(self, port: int | None = None) -> PostgresServer:
         """initdb (once), then start postgres on ``port`` or a free one (up to five tries)."""
         bindir = require_binaries()
+        markers.require(markers.SERVERS, "starts a PostgreSQL server")
         self._initdb(bindir)
         self.sockets.mkdir(exist_ok=True)
         _own(self.sockets)
@@ -244,6 +238,13 @@ class PostgresServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def close(self) -> None:
+        """Stop it for good and remove its directory."""
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -262,9 +263,10 @@ class PgBouncer:
         return self.server.url(port=self.port, **options)
 
     def start(self) -> PgBouncer:
+        markers.require(markers.SERVERS, "starts PgBouncer")
         binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
         if not os.access(binary, os.X_OK):
-            _skip_or_fail("pgbouncer is not installed (Debian: apt-get install pgbouncer; scripts/test.sh"
+            unavailable("pgbouncer is not installed (Debian: apt-get install pgbouncer; scripts/test.sh"
                           " installs it when run as root)")
         for _ in range(5):
             self.port = _free_port()
@@ -324,27 +326,19 @@ class PgBouncer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-_SHARED: PostgresServer | None = None
 _schemas = itertools.count(1)
 
 
-def shared_server() -> PostgresServer:
-    """The session's server, started on first use."""
-    global _SHARED
-    if _SHARED is None or _SHARED.proc is None or _SHARED.proc.poll() is not None:
-        require_binaries()
-        _SHARED = PostgresServer().start()
-    return _SHARED
+def _start_shared() -> PostgresServer:
+    require_binaries()
+    return PostgresServer().start()
+
+
+def shared_postgres() -> PostgresServer:
+    """The session's PostgreSQL server (fsync off), started on first use."""
+    return shared("postgresql", _start_shared)
 
 
 def fresh_schema() -> str:
-    """A schema name no test of this session used (the store creates it: the app is in testing mode)."""
+    """A schema name no test of this session used (the store creates it: test apps are in testing mode)."""
     return f"t{os.getpid()}_{next(_schemas)}"
-
-
-def stop_shared_server() -> None:
-    global _SHARED
-    if _SHARED is not None:
-        _SHARED.stop()
-        shutil.rmtree(_SHARED.dir, ignore_errors=True)
-        _SHARED = None
