@@ -170,6 +170,48 @@ def periodic_command() -> None:
         ]))
 
 
+@memqueue_cli.group("db")
+def db_group() -> None:
+    """The tables of a database store (PostgreSQL): create, migrate, print their SQL."""
+
+
+def _schema_queue() -> AppQueue:
+    queue: AppQueue | None = current_app.extensions.get("memqueue")
+    if queue is None:
+        raise click.ClickException("this app has no MemQueue; call mq.init_app(app)")
+    if queue.storage.schema_sql() is None:
+        raise click.ClickException(
+            f"this app's store ({queue.storage_url}) has no tables to manage; `flask memqueue db` is for"
+            " a database store (MEMQUEUE_STORAGE = 'postgresql://...')"
+        )
+    return queue
+
+
+@db_group.command("upgrade")
+@with_app
+def db_upgrade_command() -> None:
+    """Create the memqueue tables, or migrate them to this version. Safe to run from several
+    processes at once (an advisory lock serialises them) and again (it does nothing then)."""
+    queue = _schema_queue()
+    versions = queue.storage.upgrade_schema()  # a MemQueueError: with_app prints it in one line
+    assert versions is not None
+    before, after = versions
+    if before == after:
+        click.echo(f"{queue.storage_url}: the memqueue schema is current (version {after}); nothing to do")
+    else:
+        click.echo(f"{queue.storage_url}: the memqueue schema went from version {before} to {after}")
+
+
+@db_group.command("sql")
+@with_app
+def db_sql_command() -> None:
+    """Print the SQL of `db upgrade` (one transaction; it applies only the missing
+    migrations), to paste into a migration of your own (Alembic, Flyway...)."""
+    sql = _schema_queue().storage.schema_sql()
+    assert sql is not None
+    click.echo(sql, nl=False)
+
+
 @memqueue_cli.command("worker")
 @click.option(
     "--queues", "queues_opt", metavar="NAMES",

@@ -371,7 +371,8 @@ class MemQueue:
         return queue.enqueue(self.registry.resolve(func), args, kwargs)
 
     def options(
-        self, *, queue: str | None = None, priority: int | None = None, unique_key: str | None = None
+        self, *, queue: str | None = None, priority: int | None = None, unique_key: str | None = None,
+        session: Any = None, on_commit: Any = None,
     ) -> Options:
         """Job options for the calls made through the returned object:
         ``mq.options(queue="urgent", priority=50).enqueue(func, *args, **kwargs)``
@@ -384,9 +385,15 @@ class MemQueue:
         :param priority: -100..100 instead of the task's own; higher runs first.
         :param unique_key: while a job with this key waits or runs, return it
             instead of queueing another (see :meth:`Task.options <flask_memqueue.Task.options>`).
+        :param session: insert the job through this SQLAlchemy session (Flask-SQLAlchemy's
+            ``db.session``) or connection, in its open transaction: it commits or rolls
+            back with your data. Needs a store in that database (``postgresql://``).
+        :param on_commit: with any store: queue the job once this SQLAlchemy session
+            commits; nothing if it rolls back (at most once: see docs/storage).
         :raises ValueError: a bad queue name, priority or key (the message names it).
         """
-        return Options(self, queue=queue, priority=priority, unique_key=unique_key)
+        return Options(self, queue=queue, priority=priority, unique_key=unique_key, session=session,
+                       on_commit=on_commit)
 
     def submit(
         self,
@@ -398,13 +405,21 @@ class MemQueue:
         queue: str | None = None,
         priority: int | None = None,
         unique_key: str | None = None,
+        session: Any = None,
+        on_commit: Any = None,
     ) -> Job[Any]:
         """Queue a call with every option spelled out (what :class:`Options` calls).
 
         ``eta`` is a Unix time; ``queue``/``priority`` None mean the task's own;
-        ``unique_key`` None means none.
+        ``unique_key`` None means none; ``session``/``on_commit`` see :meth:`options`.
         """
-        return self._queue().enqueue(self.registry.resolve(func), args, kwargs, eta, queue, priority, unique_key)
+        state = self._queue()
+        task = self.registry.resolve(func)
+        if session is not None:
+            return state.enqueue_in_session(task, args, kwargs, eta, queue, priority, unique_key, session)
+        if on_commit is not None:
+            return state.enqueue_on_commit(task, args, kwargs, eta, queue, priority, on_commit)
+        return state.enqueue(task, args, kwargs, eta, queue, priority, unique_key)
 
     @overload
     def enqueue_in(

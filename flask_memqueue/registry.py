@@ -48,6 +48,8 @@ class Enqueuer(Protocol):
         queue: str | None = None,
         priority: int | None = None,
         unique_key: str | None = None,
+        session: Any = None,
+        on_commit: Any = None,
     ) -> Job: ...
 
 
@@ -81,10 +83,11 @@ class Options:
     live on this object, whose methods mirror the extension's.
     """
 
-    __slots__ = ("_mq", "queue", "priority", "unique_key")
+    __slots__ = ("_mq", "queue", "priority", "unique_key", "session", "on_commit")
 
     def __init__(
-        self, mq: Enqueuer, *, queue: str | None = None, priority: int | None = None, unique_key: str | None = None
+        self, mq: Enqueuer, *, queue: str | None = None, priority: int | None = None, unique_key: str | None = None,
+        session: Any = None, on_commit: Any = None,
     ) -> None:
         self._mq = mq
         #: The queue these calls go to (None: the task's own).
@@ -94,10 +97,26 @@ class Options:
         #: While a job with this key waits or runs, these calls return it instead of
         #: queueing another (None: no key).
         self.unique_key = None if unique_key is None else check_unique_key(unique_key, "options(unique_key=...)")
+        if session is not None and on_commit is not None:
+            raise ValueError("options(session=..., on_commit=...): give one; session= inserts the job in your"
+                             " transaction (a postgresql:// store), on_commit= queues it after the commit (any store)")
+        if on_commit is not None and self.unique_key is not None:
+            raise ValueError("options(on_commit=..., unique_key=...): a deferred job cannot return the holder of"
+                             " its key (the store is asked only at the commit); use session= with a postgresql://"
+                             " store, or no key")
+        #: Insert the job through this SQLAlchemy session or connection, in its transaction.
+        self.session = session
+        #: Queue the job once this SQLAlchemy session commits (dropped on rollback).
+        self.on_commit = on_commit
 
     def _submit(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], eta: float | None) -> Job[Any]:
+        if self.session is None and self.on_commit is None:
+            return self._mq.submit(
+                func, args, kwargs, eta=eta, queue=self.queue, priority=self.priority, unique_key=self.unique_key
+            )
         return self._mq.submit(
-            func, args, kwargs, eta=eta, queue=self.queue, priority=self.priority, unique_key=self.unique_key
+            func, args, kwargs, eta=eta, queue=self.queue, priority=self.priority, unique_key=self.unique_key,
+            session=self.session, on_commit=self.on_commit,
         )
 
     @overload
@@ -262,7 +281,8 @@ class Task(Generic[P, R]):
         return self._mq.enqueue(self, *args, **kwargs)
 
     def options(
-        self, *, queue: str | None = None, priority: int | None = None, unique_key: str | None = None
+        self, *, queue: str | None = None, priority: int | None = None, unique_key: str | None = None,
+        session: Any = None, on_commit: Any = None,
     ) -> TaskOptions[P, R]:
         """This task with job options for one call: ``task.options(queue="urgent", priority=50).delay(...)``.
 
@@ -274,11 +294,17 @@ class Task(Generic[P, R]):
             is one identity across the app's tasks: prefix it with the task's name.
             The key is free again once its job finished (succeeded, failed for
             good, or was cancelled).
+        :param session: insert the job through this SQLAlchemy session (``db.session``) or
+            connection, in its open transaction, so that it commits or rolls back with
+            your data (a ``postgresql://`` store: see docs/storage, "Jobs in your transaction").
+        :param on_commit: with any store, queue the job once this SQLAlchemy session
+            commits, and never if it rolls back (at most once between the commit and the put).
         :raises ValueError: a bad queue name, priority or key (the message names it).
         """
         if self._mq is None:
             raise RuntimeError(f"task {self.name!r} is not registered on a MemQueue")
-        return TaskOptions(self, Options(self._mq, queue=queue, priority=priority, unique_key=unique_key))
+        return TaskOptions(self, Options(self._mq, queue=queue, priority=priority, unique_key=unique_key,
+                                         session=session, on_commit=on_commit))
 
     def check_call(self, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None) -> None:
         """Refuse, at enqueue, a call the function could not take.

@@ -20,7 +20,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .consumer import Consumer
-from .exceptions import MemQueueConfigWarning, QueueClosed, QueueFull, UnknownQueueError
+from .exceptions import ConfigurationError, MemQueueConfigWarning, QueueClosed, QueueFull, UnknownQueueError
 from .job import DEFAULT_QUEUE, Job, JobStatus
 from .periodic import Scheduler
 from .registry import Registry, Task, missing_task
@@ -122,6 +122,7 @@ class AppQueue:
             result_ttl=c.result_ttl,
             local_jobs=c.consumer or self.app.testing,
             config_key=c.storage_key,
+            development=bool(self.app.debug or self.app.testing),
         )
         return open_storage(c.storage, c.storage_options, context)
 
@@ -237,6 +238,68 @@ class AppQueue:
             job_enqueued.send(self.app, job=job)
         if not self.consumer_alive:
             self.ensure_consumer()
+        return job
+
+    def enqueue_in_session(
+        self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None, eta: float | None,
+        queue: str | None, priority: int | None, unique_key: str | None, session: Any,
+    ) -> Job:
+        """:meth:`enqueue` through ``session`` (``options(session=...)``): the job is inserted
+        in the caller's open transaction and commits or rolls back with it."""
+        if self.closed:
+            raise QueueClosed(f"the queue of app {self.app.name!r} was shut down; it takes no more jobs")
+        job = self.new_job(task, args, kwargs, eta, queue, priority, unique_key)
+        if self.config.eager:
+            return self._run_eagerly(job)
+        if not self.storage.capabilities.transactional:
+            raise ConfigurationError(
+                f"options(session=...) inserts the job in your database transaction, which only a store in that"
+                f" database can do (MEMQUEUE_STORAGE = 'postgresql://...'); this app's store is {self.storage_url}."
+                " Use options(on_commit=db.session) instead: the job is queued once the session commits"
+            )
+        holder = self.storage.put_in_transaction(job, session)
+        if holder is not job:
+            return holder
+        if job_enqueued.receivers:
+            job_enqueued.send(self.app, job=job)
+        if not self.consumer_alive:
+            self.ensure_consumer()
+        return job
+
+    def enqueue_on_commit(
+        self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None, eta: float | None,
+        queue: str | None, priority: int | None, session: Any,
+    ) -> Job:
+        """:meth:`enqueue` once ``session`` commits (``options(on_commit=...)``); nothing if it
+        rolls back. Returns the job now (not in the store yet); see :mod:`flask_memqueue.oncommit`."""
+        from . import oncommit
+
+        if self.closed:
+            raise QueueClosed(f"the queue of app {self.app.name!r} was shut down; it takes no more jobs")
+        job = self.new_job(task, args, kwargs, eta, queue, priority)
+
+        def put() -> None:
+            try:
+                if self.config.eager:
+                    self._run_eagerly(job)
+                    return
+                if eta is None:
+                    self.storage.put(job)
+                else:
+                    self.storage.schedule(job)
+            except Exception as exc:
+                logger.error("job %s (%s) was not queued after its session committed: %s", job.id, job.name, exc)
+                job.mark_cancelled(time.time(), f"not queued after the commit: {exc}")
+                return
+            if job_enqueued.receivers:
+                job_enqueued.send(self.app, job=job)
+            if not self.consumer_alive:
+                self.ensure_consumer()
+
+        def drop() -> None:
+            job.mark_cancelled(time.time(), "cancelled: the session rolled back, so the job was never queued")
+
+        oncommit.defer(session, put, drop)
         return job
 
     def warn_config_changed(self) -> None:

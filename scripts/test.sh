@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: makes .venv and installs the
 # package with its test and dev extras; as root with apt-get, also Debian's
-# chromium (browser tests), rabbitmq-server (AMQP tests) and redis-server (Redis
-# store tests) when missing; then runs pytest. The README and docs/quickstart.md
-# say the same (tests/test_rough_edges.py holds them to it).
+# chromium (browser tests), rabbitmq-server (AMQP tests), redis-server (Redis
+# store tests), postgresql and pgbouncer (PostgreSQL store tests) when missing;
+# then runs pytest. The README and docs/quickstart.md say the same
+# (tests/test_rough_edges.py holds them to it).
 # Extra arguments go to pytest, e.g. scripts/test.sh -k reloader.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,5 +32,18 @@ if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v
     echo "installing Debian's redis-server for the Redis store's tests" >&2
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
         || echo "could not install redis-server: the Redis tests will be skipped (or fail under CI)" >&2
+fi
+if [ ! -x /usr/lib/postgresql/15/bin/postgres ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 \
+        && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    # The PostgreSQL store's tests run initdb and postgres themselves (tests/pg_server.py, as
+    # nobody when root); the package's own cluster and service are not used.
+    echo "installing Debian's postgresql for the PostgreSQL store's tests" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+        || echo "could not install postgresql: the PostgreSQL tests will be skipped (or fail under CI)" >&2
+fi
+if [ ! -x /usr/sbin/pgbouncer ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's pgbouncer for the PostgreSQL store's PgBouncer test" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null) \
+        || echo "could not install pgbouncer: the PgBouncer test will be skipped (or fail under CI)" >&2
 fi
 exec .venv/bin/python -m pytest "$@"

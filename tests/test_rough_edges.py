@@ -198,7 +198,7 @@ def test_tasks_of_a_script_without_journal_do_not_warn(tmp_path: Path) -> None:
 
 # == issue 25 ======================================================================================
 ROOT = Path(__file__).resolve().parent.parent
-EXTRAS = {"redis": "redis", "amqp": "pika", "cron": "cronsim", "metrics": "prometheus_client"}
+EXTRAS = {"redis": "redis", "amqp": "pika", "cron": "cronsim", "metrics": "prometheus_client", "postgres": "psycopg"}
 
 
 def _pyproject() -> dict[str, Any]:
@@ -220,6 +220,9 @@ def _missing_extra_errors(
     with pytest.raises(ConfigurationError) as redis:
         make_app("needs_redis", MEMQUEUE_STORAGE="redis://127.0.0.1:1/0")
     errors["redis"] = str(redis.value)
+    with pytest.raises(ConfigurationError) as postgres:
+        make_app("needs_postgres", MEMQUEUE_STORAGE="postgresql://127.0.0.1:1/db")
+    errors["postgres"] = str(postgres.value)
     with pytest.raises(ConfigurationError) as amqp:
         make_app("needs_amqp", MEMQUEUE_AMQP_URL="amqp://127.0.0.1:1/%2F")
     errors["amqp"] = str(amqp.value)

@@ -102,12 +102,12 @@ def test_bad_storage_settings_are_refused_at_init_app(tmp_path: Path, config: di
 
 def test_an_unknown_scheme_names_the_key_and_lists_the_installed_ones() -> None:
     app = Flask("configured")
-    app.config.update(TESTING=True, MEMQUEUE_STORAGE="postgresql://me:hunter2@db/jobs")
+    app.config.update(TESTING=True, MEMQUEUE_STORAGE="mysql://me:hunter2@db/jobs")
     with pytest.raises(ConfigurationError) as info:
         MemQueue().init_app(app)
     message = str(info.value)
-    assert "MEMQUEUE_STORAGE" in message and "'postgresql'" in message
-    assert "memory://" in message and "sqlite://" in message
+    assert "MEMQUEUE_STORAGE" in message and "'mysql'" in message
+    assert "memory://" in message and "sqlite://" in message and "postgresql://" in message
     assert "hunter2" not in message and "me:***@db" in message
 
 
@@ -117,7 +117,9 @@ def test_the_built_in_backends_are_registered_as_entry_points() -> None:
     names = {ep.name: ep.value for ep in entry_points(group="flask_memqueue.storage")}
     assert names["memory"] == "flask_memqueue.storage.memory:open_memory"
     assert names["sqlite"] == "flask_memqueue.storage.sqlite:open_sqlite"
-    assert {"memory", "sqlite"} <= set(available_schemes())
+    for scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        assert names[scheme] == "flask_memqueue.storage.postgres:open_postgres"
+    assert {"memory", "sqlite", "postgresql"} <= set(available_schemes())
 
 
 @pytest.fixture

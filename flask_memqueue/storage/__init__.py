@@ -2,11 +2,12 @@
 
 Backends register a factory under the entry-point group
 ``flask_memqueue.storage``, keyed by URL scheme; the built-in ones
-(``memory``, ``sqlite``, and ``redis``/``rediss``/``unix`` for Redis) are registered the same way in this package's
-metadata, so a Postgres backend written elsewhere needs no change here::
+(``memory``, ``sqlite``, ``redis``/``rediss``/``unix`` for Redis, and
+``postgresql``/``postgres``/``postgresql+psycopg`` for PostgreSQL) are registered the same way in this package's
+metadata, so a backend written elsewhere needs no change here::
 
     [project.entry-points."flask_memqueue.storage"]
-    postgresql = "my_package.storage:open_postgres"
+    mysql = "my_package.storage:open_mysql"
 
 Entry points are loaded lazily, when a URL names their scheme: a backend's
 driver is imported only by the apps that use it.
@@ -48,6 +49,9 @@ _BUILTIN = {
     "redis": "flask_memqueue.storage.redis:open_redis",
     "rediss": "flask_memqueue.storage.redis:open_redis",
     "unix": "flask_memqueue.storage.redis:open_redis",
+    "postgresql": "flask_memqueue.storage.postgres:open_postgres",
+    "postgres": "flask_memqueue.storage.postgres:open_postgres",
+    "postgresql+psycopg": "flask_memqueue.storage.postgres:open_postgres",
 }
 
 _lock = threading.Lock()

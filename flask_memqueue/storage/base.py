@@ -55,6 +55,10 @@ class Capabilities:
     #: backing off and trying for as long as it lasts instead of exiting after a
     #: number of consecutive failures (which suits a damaged or read-only file).
     outages_end: bool = False
+    #: :meth:`Storage.put_in_transaction` works: a job can be inserted through the
+    #: caller's own database connection, in its open transaction
+    #: (``mq.options(session=db.session)``), and commits or rolls back with it.
+    transactional: bool = False
 
 
 class TickInfo(NamedTuple):
@@ -103,6 +107,9 @@ class StoreContext:
     #: The config key the URL came from, for error messages
     #: (``MEMQUEUE_STORAGE``, or ``MEMQUEUE_JOURNAL`` for the alias).
     config_key: str = "MEMQUEUE_STORAGE"
+    #: ``app.debug`` or ``app.testing``: a store may create what it needs (tables) on
+    #: first use; a production app's store asks for an explicit migration instead.
+    development: bool = False
 
 
 class Storage(abc.ABC):
@@ -272,6 +279,29 @@ class Storage(abc.ABC):
     def drop_waiting(self) -> list[Job]:
         """Remove every waiting job of this process and return them (shutdown of a store
         whose jobs do not outlive the process)."""
+
+    def put_in_transaction(self, job: Job, session: Any) -> Job:
+        """Queue ``job`` (as :meth:`put`, :meth:`schedule` or, with a ``unique_key``,
+        :meth:`put_unique`) through ``session``, the caller's database session or
+        connection, inside its open transaction: the job exists for no one until that
+        transaction commits, and never if it rolls back. Returns the job, or the live
+        holder of its key. Only stores that declare ``transactional`` implement it.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot insert a job in your database transaction (session=): only a"
+            " store in that database can (MEMQUEUE_STORAGE = 'postgresql://...'); with this store use"
+            " .options(on_commit=db.session), which queues the job once the session commits"
+        )
+
+    def schema_sql(self) -> str | None:
+        """The SQL that creates (or brings up to date) what this store needs in its
+        database, for a team that applies migrations itself; None: nothing to create."""
+        return None
+
+    def upgrade_schema(self) -> tuple[int, int] | None:
+        """Create or migrate this store's tables: ``(version before, version after)``;
+        None for a store without a schema to manage."""
+        return None
 
     def declare_queues(self, queues: Iterable[str]) -> None:  # noqa: B027 - optional hook
         """Record that this process consumes ``queues`` (a store other processes share

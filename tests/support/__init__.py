@@ -30,6 +30,6 @@ Real processes and servers:
   the processes a test started), and :class:`~support.harness.Hold`.
 - :mod:`support.base_app`: what every app of ``tests/apps/`` shares (it runs in
   those processes, so it imports Flask and the package only, never pytest).
-- :mod:`support.servers`: real redis-server and rabbitmq-server (PostgreSQL
-  next), each started once per session on a free port and stopped by pid.
+- :mod:`support.servers`: real redis-server, rabbitmq-server and PostgreSQL (with
+  PgBouncer), each started once per session on a free port and stopped by pid.
 """

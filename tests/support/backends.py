@@ -24,6 +24,7 @@ STORAGE_BACKENDS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "journal-alias": lambda tmp_path: {"MEMQUEUE_JOURNAL": str(tmp_path / "journal.db")},
     "dict": lambda tmp_path: {"MEMQUEUE_STORAGE": _dict_store(tmp_path)},
     "redis": lambda tmp_path: {"MEMQUEUE_STORAGE": _redis_store(tmp_path)},
+    "postgres": lambda tmp_path: {"MEMQUEUE_STORAGE": _postgres_store(tmp_path)},
 }
 
 #: The backends whose jobs live in one process (capabilities.shared is False):
@@ -31,7 +32,7 @@ STORAGE_BACKENDS: dict[str, Callable[[Path], dict[str, Any]]] = {
 LOCAL_BACKENDS = {"memory"}
 
 #: The backends that need a real server (their cases are marked ``servers``).
-SERVER_BACKENDS = {"redis"}
+SERVER_BACKENDS = {"redis", "postgres"}
 
 
 def backend_params(names: Iterable[str]) -> list[Any]:
@@ -63,3 +64,17 @@ def _redis_store(tmp_path: Path) -> str:
         _REDIS_TESTS.add(tmp_path.parent)
         server.flush()
     return server.url()
+
+
+_POSTGRES_SCHEMAS: dict[Path, str] = {}
+
+
+def _postgres_store(tmp_path: Path) -> str:
+    """The session's PostgreSQL server, in a schema of the test's own (created on first use:
+    test apps are in testing mode): stores of one test share it, as processes do; no test
+    sees an earlier one's jobs."""
+    from support.servers.postgres import fresh_schema, shared_postgres
+
+    server = shared_postgres()  # skips (or, under CI, fails) without PostgreSQL
+    schema = _POSTGRES_SCHEMAS.setdefault(tmp_path.parent, fresh_schema())
+    return str(server.url(schema=schema))

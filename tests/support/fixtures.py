@@ -14,8 +14,8 @@
 - ``make_env``: :class:`support.harness.Env` for the process tests; whatever
   they started is killed after the test.
 - The servers (:mod:`support.servers`), each started once per session and
-  stopped at its end: ``redis_server`` (flushed for each test) and
-  ``rabbitmq``. A ``postgres`` fixture goes next to them.
+  stopped at its end: ``redis_server`` (flushed for each test), ``rabbitmq``
+  and ``postgres`` (tests keep apart by a schema each: ``postgres_url``).
 - ``leak_detector`` (autouse): fails a test that leaves an app or request
   context pushed or a ``memqueue-consumer[...]`` / ``memqueue-scheduler[...]``
   thread running.
@@ -39,6 +39,7 @@ from support.backends import LOCAL_BACKENDS, STORAGE_BACKENDS, backend_params
 from support.factory import build_app
 from support.harness import Env
 from support.servers import stop_shared
+from support.servers.postgres import PostgresServer, fresh_schema, shared_postgres
 from support.servers.rabbitmq import Broker, shared_rabbitmq
 from support.servers.redis import RedisServer, shared_redis
 from support.threads import consumer_threads, scheduler_threads
@@ -242,4 +243,13 @@ def rabbitmq() -> Broker:
     return shared_rabbitmq()
 
 
-# A ``postgres`` fixture goes here (support/servers/__init__.py says how).
+@pytest.fixture
+def postgres() -> PostgresServer:
+    """The session's PostgreSQL server; skips without PostgreSQL (fails under CI)."""
+    return shared_postgres()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """A ``postgresql://`` URL on the session's server in a schema no other test uses."""
+    return str(postgres.url(schema=fresh_schema()))

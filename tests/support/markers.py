@@ -41,6 +41,8 @@ SLOW = "slow"
 FIXTURE_MARKERS = {
     "redis_server": SERVERS,
     "rabbitmq": SERVERS,
+    "postgres": SERVERS,
+    "postgres_url": SERVERS,
     "make_env": PROCESSES,
 }
 

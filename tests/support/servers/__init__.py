@@ -22,9 +22,11 @@ and every one is handled the same way:
 
 The servers: :mod:`support.servers.redis` (``redis_server`` fixture, and the
 ``redis`` entry of ``STORAGE_BACKENDS``), :mod:`support.servers.rabbitmq`
-(``rabbitmq`` fixture).
+(``rabbitmq`` fixture), :mod:`support.servers.postgres` (``postgres`` and
+``postgres_url`` fixtures, the ``postgres`` entry of ``STORAGE_BACKENDS``, and
+PgBouncer).
 
-Adding one (PostgreSQL is next): a module ``support/servers/postgres.py``
+Adding one: a module ``support/servers/<name>.py``
 with a class that has ``start()``, ``stop()`` (by pid, through
 :func:`~support.processes.stop_group`), ``close()`` (stop for good and remove
 its directory), ``alive()``, ``pid`` and ``url`` (it may have more: a

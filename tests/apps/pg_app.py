@@ -1,0 +1,112 @@
+"""A small app on the PostgreSQL store, for the tests that start real processes (pg_app.py's twin).
+
+Run by :class:`support.harness.Env` from a temporary directory as ``flask
+--app pg_app memqueue worker``, ``gunicorn --preload 'pg_app:create_app()'``
+or ``python -c "import pg_app; pg_app.main()" <mode> ...``. Besides what
+:mod:`support.base_app` gives every app, everything comes from the environment:
+
+- ``RT_URL``: MEMQUEUE_STORAGE (a postgresql:// URL); ``RT_CONSUMER``: "0" for an
+  enqueue-only process; ``RT_LEASE``: the lease option; ``RT_NOTIFY``: the notify option; ``RT_HOLD_FROM``: in
+  this process, the first ``record`` job numbered at least this waits for the
+  gate ``hold``; ``RT_TOKEN``: ``MEMQUEUE_TOKEN``.
+- ``runs.log`` gets ``run <n> <pid> <time>`` for ``record``,
+  ``start``/``done <n> <pid> <time>`` for ``block``, ``holding <n> <pid> <time>``,
+  ``message <text> <pid>`` for a produced message.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from flask import Flask, jsonify, request
+from support.base_app import command_line, data_dir, enqueue_in_threads, log, new_app, pass_gate, wait_for_gate
+
+from flask_memqueue import MemQueue, StorageError
+
+mq = MemQueue()
+GATE_TIMEOUT = 60.0
+_held = threading.Event()
+
+
+@mq.task(name="record", retries=1, retry_delay=0.0)
+def record(n: int) -> int:
+    log("run", n, os.getpid(), repr(time.time()))
+    hold_from = int(os.environ.get("RT_HOLD_FROM", "-1"))
+    if 0 <= hold_from <= n and not _held.is_set():
+        _held.set()
+        log("holding", n, os.getpid(), repr(time.time()))
+        wait_for_gate("hold", GATE_TIMEOUT)
+    return n
+
+
+@mq.task(name="block", retries=1, retry_delay=0.0)
+def block(n: int, gate: str) -> int:
+    log("start", n, os.getpid(), repr(time.time()))
+    pass_gate(gate, GATE_TIMEOUT)
+    log("done", n, os.getpid(), repr(time.time()))
+    return n
+
+
+@mq.handler
+def on_message(message: Any) -> None:
+    log("message", message, os.getpid())
+
+
+def create_app() -> Flask:
+    options: dict[str, Any] = {}
+    if os.environ.get("RT_LEASE"):
+        options["lease"] = float(os.environ["RT_LEASE"])
+    if os.environ.get("RT_NOTIFY"):
+        options["notify"] = os.environ["RT_NOTIFY"]
+    app = new_app(
+        "pg_app", mq,
+        TESTING=True,
+        MEMQUEUE_STORAGE=os.environ["RT_URL"],
+        MEMQUEUE_STORAGE_OPTIONS=options,
+        MEMQUEUE_CONSUMER=os.environ.get("RT_CONSUMER", "1") == "1",
+        MEMQUEUE_SHUTDOWN_TIMEOUT=0.5,
+        MEMQUEUE_MAXSIZE=0,
+        MEMQUEUE_MAX_FINISHED=100_000,
+        MEMQUEUE_TOKEN=os.environ.get("RT_TOKEN") or None,
+    )
+
+    @app.post("/enqueue")
+    def enqueue() -> Any:
+        data = request.get_json()
+        job = mq.enqueue(data["task"], *data.get("args", []))
+        return jsonify(id=job.id, pid=os.getpid())
+
+    return app
+
+
+def main() -> None:
+    """``main <mode> [n]``: ``enqueue`` n jobs numbered from RT_OFFSET (RT_THREADS threads),
+    then exit; ``produce`` up to n jobs one by one until the file ``stop-producing`` exists,
+    writing ``acked <i>`` or ``refused <i> <error>`` to stdout for each (the server restart
+    test), retrying nothing."""
+    mode, n = command_line()
+    threads = int(os.environ.get("RT_THREADS", "1"))
+    offset = int(os.environ.get("RT_OFFSET", "0"))
+    app = create_app()
+    with app.app_context():
+        if mode == "enqueue":
+            enqueue_in_threads(app, range(offset, offset + n), threads, lambda i: mq.enqueue(record, i))
+            log("enqueued", n, os.getpid())
+        elif mode == "produce":
+            stop = data_dir() / "stop-producing"
+            for i in range(offset, offset + n):
+                if stop.exists():
+                    break
+                try:
+                    mq.enqueue(record, i)
+                except StorageError as exc:
+                    print(f"refused {i} {type(exc).__name__}: {exc}", flush=True)
+                    time.sleep(0.02)
+                else:
+                    print(f"acked {i}", flush=True)
+                    time.sleep(0.001)
+            print("produced", flush=True)
+        mq.shutdown(timeout=5)
