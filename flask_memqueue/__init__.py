@@ -17,15 +17,14 @@ if TYPE_CHECKING:
         BrokerUnavailable,
         ConfigurationError,
         JobFailed,
-        JournalError,
         MainModuleTaskWarning,
         MemQueueConfigWarning,
         MemQueueError,
         MemQueueWarning,
         QueueClosed,
         QueueFull,
-        RedisUnavailable,
         StorageError,
+        StorageRefused,
         UnknownQueueError,
         UnknownTaskError,
         UnknownTopicError,
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
     from .job import Job, JobStatus
     from .registry import Options, Task, TaskOptions
     from .signals import job_cancelled, job_enqueued, job_failed, job_retrying, job_started, job_succeeded
+    from .storage import JournalError, RedisUnavailable  # defined by their backends
 
 __version__ = "1.0.0"
 
@@ -53,6 +53,7 @@ _EXPORTS = {
     "ScheduleError": "exceptions",
     "RedisUnavailable": "exceptions",
     "StorageError": "exceptions",
+    "StorageRefused": "exceptions",
     "UnknownQueueError": "exceptions",
     "UnknownTaskError": "exceptions",
     "UnknownTopicError": "exceptions",
@@ -88,6 +89,7 @@ __all__ = [
     "QueueFull",
     "RedisUnavailable",
     "StorageError",
+    "StorageRefused",
     "Task",
     "TaskOptions",
     "UnknownQueueError",
