@@ -215,6 +215,7 @@ def run_worker(queue: AppQueue, plan: dict[str, int] | None = None) -> None:
     limit = None if queue.storage.capabilities.outages_end else WORKER_MAX_FAILURES
     for consumer in consumers:
         consumer.max_store_failures = limit
+        consumer.stop_on_refusal = True  # a refused password is no outage: never retried for ever
     crashes = 0
     seen: dict[int, int] = {}
     try:
@@ -224,6 +225,12 @@ def run_worker(queue: AppQueue, plan: dict[str, int] | None = None) -> None:
         while not stop:
             dead = [c for c in consumers if not c.alive]
             if dead:
+                refused = next((c.gave_up for c in dead if c.refused), None)
+                if refused is not None:
+                    raise click.ClickException(
+                        f"{refused.rstrip('.')}. This is a configuration error, not an outage: the worker stops; fix"
+                        f" {queue.config.storage_key} (or the server's users), then start it again"
+                    )
                 gave_up = next((c.gave_up for c in dead if c.gave_up is not None), None)
                 if gave_up is not None:
                     raise click.ClickException(

@@ -124,6 +124,23 @@ def test_a_wrong_password_is_named_as_such(tmp_path: Path, make_app: Callable[..
         assert "wrong-one" not in str(caught.value)
 
 
+def test_no_password_for_a_server_that_needs_one_is_named_as_such(tmp_path: Path, make_app: Callable[..., Flask],
+                                                                 mq: MemQueue, tasks: dict[str, Any]) -> None:
+    """Redis answers an unauthenticated script with "Protocol error: unauthenticated multibulk
+    length" (or NOAUTH): that is refused credentials, a RedisUnavailable saying how to give
+    them, and a StorageRefused (a configuration error), never a bare ResponseError."""
+    from flask_memqueue import StorageRefused
+
+    with RedisServer(tmp_path / "r", password="right-one").start() as server:
+        app = make_app(MEMQUEUE_STORAGE=f"redis://127.0.0.1:{server.port}/0", MEMQUEUE_CONSUMER=False)
+        with app.app_context(), pytest.raises(RedisUnavailable, match="refused the credentials") as caught:
+            mq.enqueue(tasks["echo"], 1)
+        assert "needs a password and none was given" in str(caught.value)
+        assert isinstance(caught.value, StorageRefused)
+        answer = app.test_client().get("/memqueue/health")
+        assert answer.status_code == 503 and "refused the credentials" in answer.get_json()["error"]
+
+
 def test_routes_cli_and_logs_never_show_the_password(tmp_path: Path, make_app: Callable[..., Flask], mq: MemQueue,
                                                      tasks: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
