@@ -6,8 +6,6 @@
 - ``app``: one app built by ``make_app`` with ``testing=True``; pytest-flask's
   ``client`` fixture uses it. ``@pytest.mark.app_config(MEMQUEUE_MAXSIZE=2)``
   passes config to it (it must be known at ``init_app``).
-- ``storage_factory``: parametrized over :data:`STORAGE_BACKENDS`, for the one
-  storage contract every backend must pass.
 - ``rabbitmq``: a real RabbitMQ broker for the session (``tests/amqp_broker.py``).
 - ``leak_detector`` (autouse): fails a test that leaves an app or request
   context pushed or a ``memqueue-consumer[...]`` thread running.
@@ -19,7 +17,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,48 +33,6 @@ SCHEDULER_PREFIX = "memqueue-scheduler["
 
 #: Seconds any single wait in a test may take before the test fails.
 TIMEOUT = 10.0
-
-#: Every storage backend the contract in ``test_storage_contract.py`` runs
-#: against: its name, and the extra app config that selects it (given a fresh
-#: temporary directory). A new backend adds itself with one entry here.
-STORAGE_BACKENDS: dict[str, Callable[[Path], dict[str, Any]]] = {
-    "memory": lambda tmp_path: {"MEMQUEUE_STORAGE": "memory://"},
-    "sqlite": lambda tmp_path: {"MEMQUEUE_STORAGE": f"sqlite:///{tmp_path / 'journal.db'}"},
-    "journal-alias": lambda tmp_path: {"MEMQUEUE_JOURNAL": str(tmp_path / "journal.db")},
-    "dict": lambda tmp_path: {"MEMQUEUE_STORAGE": _dict_store(tmp_path)},
-    "redis": lambda tmp_path: {"MEMQUEUE_STORAGE": _redis_store(tmp_path)},
-}
-
-
-#: The backends whose jobs live in one process (capabilities.shared is False):
-#: the contract's cases about sharing a store between processes skip them.
-LOCAL_BACKENDS = {"memory"}
-
-
-def _dict_store(tmp_path: Path) -> str:
-    """The test-only durable backend (tests/dictstore.py), registered on first use."""
-    from dictstore import SCHEME, open_dict
-
-    from flask_memqueue.storage import register_backend
-
-    register_backend(SCHEME, open_dict)
-    return f"{SCHEME}:///{tmp_path}"
-
-
-_REDIS_TESTS: set[Path] = set()
-
-
-def _redis_store(tmp_path: Path) -> str:
-    """The session's redis-server (tests/redis_server.py), flushed at a test's first store:
-    stores of one test share it, as processes do; no test sees an earlier one's jobs."""
-    from redis_server import shared_server
-
-    server = shared_server()  # skips (or, under CI, fails) without redis-server
-    if tmp_path.parent not in _REDIS_TESTS:
-        _REDIS_TESTS.add(tmp_path.parent)
-        server.flush()
-    return server.url()
-
 
 @pytest.fixture(scope="session", autouse=True)
 def _stop_redis_server() -> Iterator[None]:
@@ -236,57 +191,6 @@ def app(request: pytest.FixtureRequest, make_app: Callable[..., Flask]) -> Flask
 def queue(app: Flask) -> AppQueue:
     """The app's per-app state (``app.extensions["memqueue"]``)."""
     return app.extensions["memqueue"]  # type: ignore[no-any-return]
-
-
-# -- the storage contract ---------------------------------------------------------------
-def _storage_factory(
-    backend_name: str, make_app: Callable[..., Flask], tmp_path: Path
-) -> Iterator[Callable[..., AppQueue]]:
-    backend = STORAGE_BACKENDS[backend_name]
-    count = 0
-    queues: list[AppQueue] = []
-
-    def make(*, like: AppQueue | None = None, name: str | None = None, **config: Any) -> AppQueue:
-        """``like=queue``: open the same store as ``queue`` (as another process would),
-        as the same app unless ``name`` says otherwise."""
-        nonlocal count
-        count += 1
-        if like is None:
-            directory = tmp_path / f"{backend_name}-{count}"
-            directory.mkdir()
-            app_name = name or f"contract{count}"
-        else:
-            directory = tmp_path / like.app.config["CONTRACT_DIR"]
-            app_name = name or like.app.name
-        app = make_app(app_name, CONTRACT_DIR=directory.name, **{**backend(directory), **config})
-        queues.append(app.extensions["memqueue"])
-        return queues[-1]
-
-    yield make
-    for queue in queues:  # jobs the contract took and never finished must not be waited for
-        queue.shutdown(wait=False)
-
-
-@pytest.fixture(params=list(STORAGE_BACKENDS))
-def storage_factory(
-    request: pytest.FixtureRequest, make_app: Callable[..., Flask], tmp_path: Path
-) -> Iterator[Callable[..., AppQueue]]:
-    """``storage_factory(MEMQUEUE_MAXSIZE=2, ...)`` -> an :class:`AppQueue` whose
-    ``storage`` is a fresh store of the backend under test.
-
-    The store is built the way ``init_app`` builds it; the contract calls the
-    store directly and never starts a consumer.
-    """
-    yield from _storage_factory(request.param, make_app, tmp_path)
-
-
-@pytest.fixture(params=[name for name in STORAGE_BACKENDS if name not in LOCAL_BACKENDS])
-def shared_storage_factory(
-    request: pytest.FixtureRequest, make_app: Callable[..., Flask], tmp_path: Path
-) -> Iterator[Callable[..., AppQueue]]:
-    """:func:`storage_factory` for the backends whose stores other processes share
-    (the tests check that they declare it)."""
-    yield from _storage_factory(request.param, make_app, tmp_path)
 
 
 # -- RabbitMQ ---------------------------------------------------------------------

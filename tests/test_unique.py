@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import STORAGE_BACKENDS, TIMEOUT, Gate
+from conftest import TIMEOUT, Gate
 from flask import Flask
+from test_storage_contract import STORAGE_BACKENDS  # the one table of backends the tests run on
 
 from flask_memqueue import Job, MemQueue, job_enqueued
 
