@@ -1,9 +1,9 @@
-"""``flask memqueue ...``: commands that work on a shared store (the SQLite journal, ...).
+"""``flask memqueue ...``: commands that work on a store that processes share.
 
 An in-memory queue lives inside the serving process only, so there is
 nothing a separate ``flask`` process could show or run; the commands say so.
-With a store that processes share (``MEMQUEUE_STORAGE = "sqlite:///jobs.db"``)
-they read and write it; ``worker`` runs its jobs.
+With a store that processes share (a journal file, a server) they read and
+write it; ``worker`` runs its jobs.
 
 These commands never start a consumer thread: ``jobs``, ``retry`` and
 ``purge`` only touch records (a job queued again is run by whichever
@@ -25,6 +25,7 @@ from flask.cli import with_appcontext
 from .consumer import backoff_delay
 from .job import check_queue_name
 from .state import AppQueue
+from .storage import SHARED_STORE_EXAMPLE
 
 
 def _queue(*, amqp_will_do: bool = False) -> AppQueue:
@@ -42,7 +43,7 @@ def _queue(*, amqp_will_do: bool = False) -> AppQueue:
         raise click.ClickException(
             f"this app's store ({queue.storage_url}) lives inside the serving process: another process"
             " cannot see or run its jobs. Use the HTTP routes (/memqueue/jobs, /memqueue/stats) of the"
-            " running app, or set MEMQUEUE_STORAGE to a shared store, like 'sqlite:///jobs.db'."
+            f" running app, or set MEMQUEUE_STORAGE to a shared store, like {SHARED_STORE_EXAMPLE!r}."
         )
     return queue
 

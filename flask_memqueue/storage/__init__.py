@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "SHARED_STORE_EXAMPLE",
     "Capabilities",
     "JournalError",
     "RedisCredentialsRefused",
@@ -68,6 +69,10 @@ _BUILTIN = {
     "rediss": "flask_memqueue.storage.redis:open_redis",
     "unix": "flask_memqueue.storage.redis:open_redis",
 }
+
+#: A store that processes share and that needs no server, for the messages that suggest
+#: one (the core names no backend: it asks for this).
+SHARED_STORE_EXAMPLE = "sqlite:///jobs.db"
 
 #: Exceptions that live with a built-in backend, by name -> the module that defines
 #: them (none imports its driver). ``flask_memqueue`` and ``flask_memqueue.exceptions``
