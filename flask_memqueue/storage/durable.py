@@ -98,7 +98,8 @@ class DurableStorage(Storage, Primitives):
         self._ulock = threading.Lock()
         self._next_recover = 0.0
 
-    # The wake-up generation and stop flag, as a backend's _sleep reads them.
+    # The wake-up state under the names a backend's _sleep (or wake) used before the
+    # doorbell was its own object: the generation, the stop flag, and their condition.
     @property
     def _kicks(self) -> int:
         return self.doorbell.kicks
@@ -106,6 +107,14 @@ class DurableStorage(Storage, Primitives):
     @property
     def _woken(self) -> bool:
         return self.doorbell.woken
+
+    @_woken.setter
+    def _woken(self, value: bool) -> None:
+        self.doorbell.woken = value
+
+    @property
+    def _kick(self) -> threading.Condition:
+        return self.doorbell.cond
 
     # -- hooks with state -------------------------------------------------------------------
     def _sleep(self, timeout: float, queue: str, kicks: int) -> int:
