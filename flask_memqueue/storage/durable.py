@@ -60,7 +60,41 @@ DECLARE_INTERVAL = 10.0
 DECLARED_FOR = 60.0
 
 
-class DurableStorage(Storage, Primitives):
+class _FormerNames:
+    """The state of the parts under the names a backend written before ``DurableStorage``
+    was split into them uses (its ``_sleep``, ``wake`` or enqueue path), so it keeps working."""
+
+    codec: Codec
+    waiters: Waiters
+    doorbell: Doorbell
+
+    @property
+    def _kicks(self) -> int:
+        return self.doorbell.kicks
+
+    @property
+    def _woken(self) -> bool:
+        return self.doorbell.woken
+
+    @_woken.setter
+    def _woken(self, value: bool) -> None:
+        self.doorbell.woken = value
+
+    @property
+    def _kick(self) -> threading.Condition:
+        return self.doorbell.cond
+
+    @property
+    def _settled(self) -> threading.Condition:
+        """Notified whenever a job settles here (``join()`` sleeps on it)."""
+        return self.waiters.settled
+
+    def _unprepare(self, job: Job) -> None:
+        """The job's record was not inserted after all: forget it as local."""
+        self.codec.forget(job.id)
+
+
+class DurableStorage(Storage, Primitives, _FormerNames):
     """Base of the stores that several processes share: the contract, written once,
     over the record primitives a backend implements (the ``_`` abstract methods of
     :class:`~flask_memqueue.storage.primitives.Primitives`).
@@ -97,24 +131,6 @@ class DurableStorage(Storage, Primitives):
         self._unsettled: list[Job] = []
         self._ulock = threading.Lock()
         self._next_recover = 0.0
-
-    # The wake-up state under the names a backend's _sleep (or wake) used before the
-    # doorbell was its own object: the generation, the stop flag, and their condition.
-    @property
-    def _kicks(self) -> int:
-        return self.doorbell.kicks
-
-    @property
-    def _woken(self) -> bool:
-        return self.doorbell.woken
-
-    @_woken.setter
-    def _woken(self, value: bool) -> None:
-        self.doorbell.woken = value
-
-    @property
-    def _kick(self) -> threading.Condition:
-        return self.doorbell.cond
 
     # -- hooks with state -------------------------------------------------------------------
     def _sleep(self, timeout: float, queue: str, kicks: int) -> int:
@@ -283,7 +299,10 @@ class DurableStorage(Storage, Primitives):
                 self._next_recover = now + RECOVER_INTERVAL
                 self.recover()
             settle = [self.codec.record_of(ran) for ran in pending]
-            record = self._guard("taking a job", self._claim, settle, self.owner, now, stop, queue)
+            try:
+                record = self._claim(settle, self.owner, now, stop, queue)
+            except Exception as exc:
+                raise self._wrap(exc, "taking a job") from exc
         except BaseException:
             with self._ulock:
                 self._unsettled.extend(pending)
@@ -459,6 +478,10 @@ class DurableStorage(Storage, Primitives):
         self.chores.undeclare()
         self._closed = True
         self._close()
+
+
+#: The waiter event under the name backends imported it by.
+_PollingEvent = PollingEvent
 
 
 def _queue_full(maxsize: int, task: str) -> QueueFull:

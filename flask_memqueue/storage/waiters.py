@@ -52,7 +52,8 @@ class Waiters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._events: dict[str, list[PollingEvent]] = {}
-        self._settled = threading.Condition(threading.Lock())
+        #: Notified whenever a job settles here (``join()`` sleeps on it).
+        self.settled = threading.Condition(threading.Lock())
 
     def add(self, event: PollingEvent) -> None:
         with self._lock:
@@ -60,8 +61,10 @@ class Waiters:
 
     def finished(self, job: Job) -> None:
         """``job`` finished here: give its outcome to every object waited on, and wake them."""
-        with self._lock:
-            events = self._events.pop(job.id, ())
+        events: list[PollingEvent] | tuple[()] = ()
+        if job.id in self._events:  # nearly always not: no lock then (a waiter added meanwhile polls)
+            with self._lock:
+                events = self._events.pop(job.id, ())
         for event in events:
             if event.job is not job:
                 copy_outcome(job, event.job)
@@ -70,13 +73,13 @@ class Waiters:
 
     def notify(self) -> None:
         """Something settled: every ``join()`` looks again now."""
-        with self._settled:
-            self._settled.notify_all()
+        with self.settled:
+            self.settled.notify_all()
 
     def sleep(self, seconds: float) -> None:
         """Sleep up to ``seconds``, or until :meth:`notify`."""
-        with self._settled:
-            self._settled.wait(seconds)
+        with self.settled:
+            self.settled.wait(seconds)
 
 
 __all__ = ["PollingEvent", "Waiters"]

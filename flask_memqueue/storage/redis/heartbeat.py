@@ -59,15 +59,19 @@ class Heartbeat:
     def track(self, job: Job) -> None:
         """``job`` was claimed here and runs: from now on its progress reaches Redis within
         :data:`PROGRESS_INTERVAL`. Starts the thread (the lease must be renewed while a
-        job runs) and wakes it, so it looks at its jobs now."""
+        job runs), and wakes it if nothing ran here: it may be asleep until its next
+        renewal then. While jobs run it looks every PROGRESS_INTERVAL anyway, so a busy
+        consumer does not wake it once per job."""
         with self._lock:
+            idle = not self._running
             self._running[job.id] = job  # before the wake-up: the thread sees it
             start = self._thread is None and not self._closing.is_set()
             if start:
                 self._thread = threading.Thread(target=self._beat, name=self._name, daemon=True)
         if start:
             self._thread.start()  # type: ignore[union-attr]
-        self._wake.set()
+        elif idle:
+            self._wake.set()
 
     def untrack(self, job_ids: Iterable[str]) -> None:
         """These jobs' outcomes were written: no more progress to write for them."""
