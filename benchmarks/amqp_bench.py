@@ -6,7 +6,7 @@
     python benchmarks/amqp_bench.py --quick          # tiny sizes: checks that it runs
 
 Starts its own broker (Debian's rabbitmq-server, as the tests do:
-tests/amqp_broker.py) on free ports in a temporary directory, and stops it.
+tests/support/servers/rabbitmq.py) on free ports in a temporary directory, and stops it.
 Every (repetition, workload, contender) cell runs in a fresh subprocess,
 contenders rotated inside each repetition; tables show the median and
 [min-max] and the ratio to bare pika.
@@ -367,7 +367,7 @@ def main() -> int:
     workloads = [w for w in args.workloads.split(",") if w]
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from amqp_broker import start_broker
+    from support.servers.rabbitmq import start_broker
 
     broker = start_broker()
     results: dict[tuple[str, str], list[float]] = {}

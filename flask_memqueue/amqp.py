@@ -51,6 +51,7 @@ from urllib.parse import unquote
 
 from .consumer import _one_line, backoff_delay
 from .exceptions import BrokerUnavailable, ConfigurationError, QueueClosed
+from .extras import install_hint
 from .storage.base import redact_url
 
 if TYPE_CHECKING:
@@ -146,7 +147,7 @@ def _pika() -> Any:
         import pika
     except ImportError:
         raise ConfigurationError(
-            f"{URL_KEY} is set, but pika is not installed: pip install 'flask-memqueue[amqp]'"
+            f"{URL_KEY} is set, but pika is not installed: {install_hint('amqp')}"
         ) from None
     return pika
 

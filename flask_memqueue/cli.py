@@ -9,23 +9,59 @@ These commands never start a consumer thread: ``jobs``, ``retry`` and
 ``purge`` only touch records (a job queued again is run by whichever
 consumer claims it); ``worker`` runs the queue's consumer threads and
 supervises them from its main thread.
+
+A store that fails (Redis down or refusing the password, a damaged journal
+that ``init_app`` refuses) ends every command with one line, ``Error: ...``,
+and exit status 1, never a traceback. The group is also a ``flask.commands``
+plugin (pyproject.toml), so ``flask memqueue`` exists even when the app's
+``init_app`` raised, and can say why. That is also why this module imports
+nothing of the package at import time: Flask loads plugins for every
+``flask`` command of every app in the environment.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
+from collections.abc import Callable
 from types import FrameType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from flask import current_app
-from flask.cli import with_appcontext
+from flask.cli import ScriptInfo
 
-from .consumer import backoff_delay
-from .job import check_queue_name
-from .state import AppQueue
-from .storage import SHARED_STORE_EXAMPLE
+if TYPE_CHECKING:
+    from .state import AppQueue
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_app(f: F) -> F:
+    """:func:`flask.cli.with_appcontext`, where a :class:`~flask_memqueue.MemQueueError`
+    (loading the app, or during the command) ends the command with ``Error: <one line>``.
+
+    Loading the app runs ``init_app``, which opens the store: a damaged journal
+    raises there. A shared store's server is first reached by the command
+    itself: Redis down or a wrong password raise there.
+    """
+
+    @click.pass_context
+    def decorator(ctx: click.Context, /, *args: Any, **kwargs: Any) -> Any:
+        from .exceptions import MemQueueError
+
+        try:
+            if not current_app:
+                app = ctx.ensure_object(ScriptInfo).load_app()
+                ctx.with_resource(app.app_context())
+            return ctx.invoke(f, *args, **kwargs)
+        except MemQueueError as exc:
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            raise click.ClickException(lines[0]) from exc
+
+    return functools.update_wrapper(decorator, f)  # type: ignore[return-value]
 
 
 def _queue(*, amqp_will_do: bool = False) -> AppQueue:
@@ -36,10 +72,12 @@ def _queue(*, amqp_will_do: bool = False) -> AppQueue:
     """
     queue: AppQueue | None = current_app.extensions.get("memqueue")
     if queue is None:
-        raise click.ClickException("this app has no MemQueue; call mq.init_app(app)")
+        raise click.ClickException(f"the app {current_app.name!r} has no MemQueue; call mq.init_app(app)")
     if amqp_will_do and queue.amqp is not None:
         return queue
     if not queue.storage.capabilities.shared:
+        from .storage import SHARED_STORE_EXAMPLE
+
         raise click.ClickException(
             f"this app's store ({queue.storage_url}) lives inside the serving process: another process"
             " cannot see or run its jobs. Use the HTTP routes (/memqueue/jobs, /memqueue/stats) of the"
@@ -50,25 +88,35 @@ def _queue(*, amqp_will_do: bool = False) -> AppQueue:
 
 @click.group("memqueue")
 def memqueue_cli() -> None:
-    """Look at and work the flask-memqueue journal."""
+    """Look at and run the jobs of this app's shared store (MEMQUEUE_STORAGE: the SQLite
+    journal, Redis, ...), and list its periodic tasks."""
+
+
+#: The columns of ``flask memqueue jobs`` (tab-separated, like ``periodic``'s).
+JOBS_HEADER = "id\tstatus\ttask\tattempts\terror"
 
 
 @memqueue_cli.command("jobs")
 @click.option("--status", type=click.Choice(["queued", "scheduled", "running", "succeeded", "failed", "cancelled"]))
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
-@with_appcontext
+@with_app
 def jobs_command(status: str | None, limit: int) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first: a header row, then one tab-separated row per job."""
     from .job import JobStatus
 
     queue = _queue()
-    for job in queue.storage.jobs(JobStatus(status) if status else None, limit, 0):
+    jobs = queue.storage.jobs(JobStatus(status) if status else None, limit, 0)
+    if not jobs:
+        click.echo(f"no {status} jobs" if status else "no jobs")
+        return
+    click.echo(JOBS_HEADER)
+    for job in jobs:
         click.echo(f"{job.id}\t{job.status.value}\t{job.name}\t{job.attempts}\t{job.error or ''}")
 
 
 @memqueue_cli.command("retry")
 @click.argument("job_id")
-@with_appcontext
+@with_app
 def retry_command(job_id: str) -> None:
     """Queue a failed or cancelled job again (its attempts start from 0)."""
     queue = _queue()
@@ -84,7 +132,7 @@ def retry_command(job_id: str) -> None:
 
 @memqueue_cli.command("purge")
 @click.option("--finished", is_flag=True, help="Forget every succeeded, failed and cancelled job.")
-@with_appcontext
+@with_app
 def purge_command(finished: bool) -> None:
     """Forget finished jobs (waiting and running ones are never purged)."""
     if not finished:
@@ -94,7 +142,7 @@ def purge_command(finished: bool) -> None:
 
 
 @memqueue_cli.command("periodic")
-@with_appcontext
+@with_app
 def periodic_command() -> None:
     """List the periodic tasks: schedule, time zone, next run, last run and its job.
 
@@ -103,7 +151,7 @@ def periodic_command() -> None:
     """
     queue: AppQueue | None = current_app.extensions.get("memqueue")
     if queue is None:
-        raise click.ClickException("this app has no MemQueue; call mq.init_app(app)")
+        raise click.ClickException(f"the app {current_app.name!r} has no MemQueue; call mq.init_app(app)")
     info = queue.scheduler.info()
     if not info["tasks"]:
         click.echo("no periodic tasks are registered (@mq.periodic) in this app")
@@ -133,7 +181,7 @@ def periodic_command() -> None:
     "--threads", type=click.IntRange(1, 256), default=None,
     help="Consumer threads per queue (default: MEMQUEUE_QUEUES's count, or 1).",
 )
-@with_appcontext
+@with_app
 def worker_command(queues_opt: str | None, threads: int | None) -> None:
     """Run the store's jobs in this process until SIGTERM or Ctrl-C.
 
@@ -147,16 +195,31 @@ def worker_command(queues_opt: str | None, threads: int | None) -> None:
         plan = {}  # RabbitMQ only: no other process could have queued jobs in this one's memory
     else:
         plan = worker_threads(queue.config.queues, queues_opt, threads)
-    shown = ", ".join(f"{name}x{n}" for name, n in plan.items()) or "none"
+    shown = ", ".join(f"{name} ({n} thread{'' if n == 1 else 's'})" for name, n in plan.items()) or "none"
     if queue.amqp is not None:
         shown += f"; RabbitMQ {queue.amqp.info()['url']} for the handlers' messages"
     click.echo(
         f"memqueue worker {os.getpid()}: running the jobs of {queue.app.name!r}"
-        f" from {queue.storage_url}; queues (threads): {shown}",
+        f" from {queue.storage_url}; queues: {shown}",
         err=True,
     )
+    if queues_opt is not None:
+        for name in unnamed_queues(queue, plan):
+            click.echo(
+                f"memqueue worker {os.getpid()}: warning: no task and no MEMQUEUE_QUEUES names the queue"
+                f" {name!r}. This worker consumes it, but only a call with options(queue={name!r}) puts jobs"
+                f" there. Queues are named by MEMQUEUE_QUEUES (0 threads in a process that only enqueues)"
+                f" and by tasks, @mq.task(queue=...); check the spelling of --queues.",
+                err=True,
+            )
     run_worker(queue, plan)
     click.echo(f"memqueue worker {os.getpid()}: stopped", err=True)
+
+
+def unnamed_queues(queue: AppQueue, plan: dict[str, int]) -> list[str]:
+    """The queues of ``plan`` that neither MEMQUEUE_QUEUES nor a registered task or handler names."""
+    named = set(queue.config.queues) | {task.queue for task in queue.registry.tasks.values()}
+    return [name for name in plan if name not in named]
 
 
 def worker_threads(configured: dict[str, int], queues: str | None, threads: int | None) -> dict[str, int]:
@@ -167,6 +230,8 @@ def worker_threads(configured: dict[str, int], queues: str | None, threads: int 
         names = [name.strip() for name in queues.split(",") if name.strip()]
         if not names:
             raise click.BadParameter("name at least one queue, like --queues emails,default", param_hint="--queues")
+        from .job import check_queue_name
+
         for name in names:
             try:
                 check_queue_name(name, "--queues")
@@ -248,6 +313,8 @@ def run_worker(queue: AppQueue, plan: dict[str, int] | None = None) -> None:
                         " running a job (the log above says why); the worker stops"
                     )
                 if crashes:
+                    from .consumer import backoff_delay
+
                     _sleep_unless(stop, backoff_delay(crashes))
                     if stop:
                         break

@@ -199,7 +199,10 @@ class MemQueue:
             the queues and their threads); a call may choose another with
             :meth:`Task.options <flask_memqueue.Task.options>`.
         :param priority: -100..100, higher runs first within its queue.
+        :raises TypeError: a name given positionally (``@mq.task("resize")``).
         """
+        if isinstance(func, str):  # else the string would become the "function" of a task
+            raise TypeError(f"@mq.task takes a task's name as a keyword: @mq.task(name={func!r})")
 
         def register(fn: Callable[..., Any]) -> Task[..., Any]:
             if isinstance(fn, Task):
@@ -238,8 +241,8 @@ class MemQueue:
         normal task (call it, or ``.delay()`` it). Other options are those of
         :meth:`task`.
 
-        :param cron: a cron expression (five fields; needs the ``cron`` extra,
-            ``pip install "flask-memqueue[cron]"``).
+        :param cron: a cron expression (five fields, or a shortcut such as
+            ``"@daily"``; needs the ``cron`` extra: see "Installing" in the quickstart).
         :param every: an interval (a timedelta or seconds); ticks lie on the
             grid of its multiples since the Unix epoch.
         :param timezone: the IANA time zone of a cron expression (default
@@ -249,10 +252,17 @@ class MemQueue:
             False waits for the next tick.
         :raises ScheduleError: an invalid cron expression or interval, an
             unknown time zone, cron without the extra, or a function that needs
-            arguments (the message names the task).
+            arguments (the message names the task); also a bare ``@mq.periodic``
+            without parentheses, which has no schedule to run on.
 
         .. versionadded:: 1.1
         """
+        if callable(cron):  # @mq.periodic on a function: no schedule, and the name would be rebound
+            raise ScheduleError(
+                f"@mq.periodic needs a schedule, in parentheses: @mq.periodic('*/10 * * * *') or"
+                f" @mq.periodic(every=timedelta(seconds=30)); {default_name(cron)} was not registered"
+                " (for a task that runs only when called, use @mq.task)"
+            )
 
         from .schedule import make_periodic  # imported by the apps that have periodic tasks only
 
@@ -305,9 +315,14 @@ class MemQueue:
         ``MEMQUEUE_AMQP_URL``, the RabbitMQ queue this handler consumes (and
         ``produce`` publishes to), instead of the configured prefix and the
         topic (see :doc:`amqp`).
+
+        :raises TypeError: the function cannot take one argument (the message),
+            or the topic was given as a keyword.
         """
         if callable(topic):
             return self.handler(None)(topic)
+        if "topic" in options:
+            raise TypeError(f"a handler's topic comes first, not as a keyword: @mq.handler({options['topic']!r})")
         if topic is not None and (not isinstance(topic, str) or not topic):
             raise TypeError(f"a handler's topic must be a non-empty string or None, not {topic!r}")
         unknown = set(options) - {"retries", "retry_delay", "retry_backoff", "queue", "priority", "amqp_queue"}
@@ -321,6 +336,13 @@ class MemQueue:
 
         def register(fn: Callable[..., Any]) -> Task[..., Any]:
             task: Task[..., Any] = Task(fn, message_task_name(topic), topic=topic, mq=self, **options)
+            try:  # else every message would fail in the consumer
+                task.check_call((None,), None)
+            except TypeError:
+                raise TypeError(
+                    f"a message handler is called with one argument, the message; {default_name(fn)} cannot"
+                    " take one (def on_order(message): ...)"
+                ) from None
             task.amqp_queue = amqp_queue
             self.registry.add_handler(task)
             return task

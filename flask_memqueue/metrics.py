@@ -3,7 +3,7 @@
 Everything about metrics is in this module. ``init_app`` calls
 :func:`install` when ``MEMQUEUE_METRICS`` is on (off by default: counting
 costs each job a few signal sends, several microseconds) and
-``prometheus_client`` is importable (``pip install "flask-memqueue[metrics]"``);
+``prometheus_client`` is importable (the ``metrics`` extra; :func:`~flask_memqueue.extras.install_hint`);
 otherwise no receiver is connected, so the job path pays nothing, and the
 route answers 501 (extra missing) or 404 (turned off) saying why.
 
@@ -21,14 +21,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from .extras import install_hint
+
 if TYPE_CHECKING:
     from flask import Response
 
     from .job import Job
     from .state import AppQueue
 
-#: What to install when the route answers 501.
-INSTALL_HINT = 'pip install "flask-memqueue[metrics]"'
 #: The only queue so far; the label is there for the queues to come.
 DEFAULT_QUEUE = "default"
 #: Histogram buckets in seconds, from a fast job to a slow report.
@@ -204,7 +204,7 @@ def response(queue: AppQueue) -> Response:
         except ImportError:
             raise APIError(
                 501,
-                f"metrics need the prometheus_client package, which is not installed: {INSTALL_HINT},"
+                f"metrics need the prometheus_client package, which is not installed: {install_hint('metrics')},"
                 " then set MEMQUEUE_METRICS = True (and restart the app)",
             ) from None
         raise APIError(
@@ -214,7 +214,7 @@ def response(queue: AppQueue) -> Response:
     if metrics is None:
         raise APIError(
             501,
-            f"metrics need the prometheus_client package, which is not installed: {INSTALL_HINT}"
+            f"metrics need the prometheus_client package, which is not installed: {install_hint('metrics')}"
             " (then restart the app)",
         )
     body, content_type = metrics.render()

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import inspect
 import math
 import os
+import sys
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .exceptions import ConfigurationError, UnknownTaskError, UnknownTopicError
@@ -236,6 +239,13 @@ class Task(Generic[P, R]):
         #: and catch-up rule; None for other tasks.
         self.periodic = periodic
         self._mq = mq
+        #: A call with positional arguments only binds to the function when their
+        #: count lies in ``min_args..max_args``: the enqueue path tests that
+        #: inline and calls :meth:`check_call` otherwise. An empty range until
+        #: the first call compiles the check (most ad-hoc callables never pay).
+        self.min_args = 1
+        self.max_args = 0
+        self._call_spec: _CallSpec | None = None
         functools.update_wrapper(self, func)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -270,12 +280,149 @@ class Task(Generic[P, R]):
             raise RuntimeError(f"task {self.name!r} is not registered on a MemQueue")
         return TaskOptions(self, Options(self._mq, queue=queue, priority=priority, unique_key=unique_key))
 
+    def check_call(self, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None) -> None:
+        """Refuse, at enqueue, a call the function could not take.
+
+        A job whose arguments do not fit would fail later, in the worker, with
+        a ``TypeError`` (and be retried for nothing). The enqueue path runs the
+        inline test ``kwargs or not task.min_args <= len(args) <= task.max_args``
+        first (about 0.05 µs) and calls this only when it fails: the first call
+        of a task, calls with keywords (a precompiled test of the names, no
+        :meth:`inspect.Signature.bind`), and wrong calls. A function whose
+        signature cannot be read (some builtins) takes anything here.
+
+        :raises TypeError: naming the task and what is wrong; nothing is queued.
+        """
+        spec = self._call_spec
+        if spec is None:
+            spec = self._call_spec = _CallSpec.of(self.func)
+            self.min_args, self.max_args = spec.min_args, spec.max_args
+        if not kwargs:
+            if spec.min_args <= len(args) <= spec.max_args:
+                return
+        else:
+            shape = (len(args), *kwargs)  # a call's keywords come in few layouts: remember those that fit
+            good = spec.good_shapes
+            if shape in good:
+                return
+            if spec.fits(args, kwargs):
+                if len(good) >= _CallSpec.SHAPES:
+                    good.clear()
+                good.add(shape)
+                return
+        try:  # Python's own words for what is wrong; the test above only ever refuses too much
+            signature = inspect.signature(self.func, follow_wrapped=False)
+        except (TypeError, ValueError):
+            return
+        try:
+            signature.bind(*args, **(kwargs or {}))
+        except TypeError as exc:
+            bare = signature.replace(  # the parameters as a call spells them, without annotations
+                parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+                return_annotation=signature.empty,
+            )
+            raise TypeError(
+                f"task {self.name!r} cannot be called with these arguments: {exc}. It takes"
+                f" {getattr(self.func, '__name__', None) or self.name}{bare}; nothing was queued"
+            ) from None
+
     def retry_in(self, attempt: int) -> float:
         """Seconds to wait before retrying after failed attempt number ``attempt``."""
         return self.retry_delay * self.retry_backoff ** max(0, attempt - 1)
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
+
+
+class _CallSpec:
+    """What calls a function takes, precompiled from its signature for :meth:`Task.check_call`.
+
+    :meth:`fits` may refuse a call the function would take (then
+    ``Signature.bind`` decides, so nothing valid is ever refused), never the
+    reverse. The signature is the function's own (``follow_wrapped=False``):
+    a decorator that changes what its wrapper takes is judged by the wrapper.
+    """
+
+    __slots__ = ("min_args", "max_args", "positional", "positions", "posonly", "kwonly", "required_kwonly", "varkw",
+                 "_required", "good_shapes")
+
+    #: How many keyword layouts that fit are remembered (then forgotten all at once).
+    SHAPES = 64
+
+    def __init__(
+        self,
+        positional: tuple[str, ...],
+        required: int,
+        posonly: int,
+        varargs: bool,
+        kwonly: frozenset[str],
+        required_kwonly: frozenset[str],
+        varkw: bool,
+    ) -> None:
+        #: Positional counts a call without keywords may have (an empty range when
+        #: a keyword-only argument is required: every call takes the slow test).
+        self.max_args = sys.maxsize if varargs else len(positional)
+        self.min_args = required if not required_kwonly else self.max_args + 1
+        #: Index of each positional parameter; the first ``posonly`` take no keyword.
+        self.positional = positional
+        self.positions = {name: i for i, name in enumerate(positional)}
+        self.posonly = posonly
+        self.kwonly = kwonly
+        self.required_kwonly = required_kwonly
+        self.varkw = varkw
+        self._required = required  # positional parameters without a default: the first ones
+        #: ``(number of positional arguments, *keyword names)`` of calls that fit.
+        self.good_shapes: set[tuple[Any, ...]] = set()
+
+    @classmethod
+    def of(cls, func: Callable[..., Any]) -> _CallSpec:
+        """The spec of ``func``: from its code object for a plain function (about 1 µs),
+        else from :func:`inspect.signature`; one that takes anything if neither says."""
+        if type(func) is types.FunctionType and "__signature__" not in func.__dict__:
+            code = func.__code__
+            n, nkw = code.co_argcount, code.co_kwonlyargcount
+            names = code.co_varnames
+            kwdefaults = func.__kwdefaults__ or {}
+            kwonly = names[n:n + nkw]
+            return cls(names[:n], n - len(func.__defaults__ or ()), code.co_posonlyargcount,
+                       bool(code.co_flags & inspect.CO_VARARGS), frozenset(kwonly),
+                       frozenset(k for k in kwonly if k not in kwdefaults),
+                       bool(code.co_flags & inspect.CO_VARKEYWORDS))
+        try:
+            params = list(inspect.signature(func, follow_wrapped=False).parameters.values())
+        except (TypeError, ValueError):  # no signature to read: take anything
+            return cls((), 0, 0, True, frozenset(), frozenset(), True)
+        P_ = inspect.Parameter
+        positional = [p for p in params if p.kind in (P_.POSITIONAL_ONLY, P_.POSITIONAL_OR_KEYWORD)]
+        kwonly_params = [p for p in params if p.kind is P_.KEYWORD_ONLY]
+        return cls(
+            tuple(p.name for p in positional),
+            sum(1 for p in positional if p.default is P_.empty),
+            sum(1 for p in positional if p.kind is P_.POSITIONAL_ONLY),
+            any(p.kind is P_.VAR_POSITIONAL for p in params),
+            frozenset(p.name for p in kwonly_params),
+            frozenset(p.name for p in kwonly_params if p.default is P_.empty),
+            any(p.kind is P_.VAR_KEYWORD for p in params),
+        )
+
+    def fits(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+        """True if ``func(*args, **kwargs)`` binds (False may also mean "ask bind")."""
+        n = len(args)
+        if n > self.max_args:
+            return False
+        positions = self.positions
+        for key in kwargs:
+            i = positions.get(key)
+            if i is None or i < self.posonly:  # not a positional name, or one that takes no keyword
+                if key not in self.kwonly and not self.varkw:
+                    return False
+            elif i < n:  # also given positionally
+                return False
+        if n < self._required:
+            by_name = self.positional[max(n, self.posonly):self._required]
+            if n < self.posonly or any(name not in kwargs for name in by_name):
+                return False
+        return all(name in kwargs for name in self.required_kwonly)
 
 
 def default_name(func: Callable[..., Any]) -> str:

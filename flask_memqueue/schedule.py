@@ -33,11 +33,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from .exceptions import ScheduleError
+from .extras import install_hint
 
 UTC = _dt.timezone.utc
 
-#: The pip requirement that brings the cron parser, for error messages.
-CRON_EXTRA = 'pip install "flask-memqueue[cron]"'
+
+#: The shortcuts Debian's cron (crontab(5)) accepts, as the five fields each stands for;
+#: cronsim reads fields only. Lower case, as cron spells them. ``@reboot`` is refused:
+#: see :func:`_expand_shortcut`.
+CRON_SHORTCUTS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 
 #: How many ticks :meth:`Cron.latest` walks forward at most to confirm a tick
 #: near a daylight-saving change (the forward walk defines which ticks exist).
@@ -60,7 +72,7 @@ def resolve_timezone(name: object, where: str) -> _dt.tzinfo:
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ScheduleError(
             f"{where}: unknown time zone {name!r}; use an IANA name like 'Europe/Paris', 'America/New_York'"
-            f" or 'UTC' (a system without a time zone database needs the tzdata package: {CRON_EXTRA}"
+            f" or 'UTC' (a system without a time zone database needs the tzdata package: {install_hint('cron')}"
             " installs it)"
         ) from None
 
@@ -120,13 +132,15 @@ class Cron(Schedule):
     """A cron expression, evaluated by cronsim in the task's time zone.
 
     Five fields (minute hour day-of-month month day-of-week), or six with a
-    leading seconds field, as cronsim reads them.
+    leading seconds field, as cronsim reads them. ``label`` is what the user
+    wrote when it was a shortcut (``"@daily"`` for ``"0 0 * * *"``).
     """
 
     uses_timezone = True
 
-    def __init__(self, expression: str) -> None:
+    def __init__(self, expression: str, label: str | None = None) -> None:
         self.expression = expression
+        self.label = label
 
     def _iter(self, t: float, tz: _dt.tzinfo, reverse: bool = False) -> Any:
         from cronsim import CronSim
@@ -166,7 +180,7 @@ class Cron(Schedule):
         return found if found is not None else candidate
 
     def describe(self) -> str:
-        return self.expression
+        return self.expression if self.label is None else f"{self.label} ({self.expression})"
 
     @property
     def kind(self) -> str:
@@ -204,6 +218,30 @@ class Periodic:
         if self.timezone is None:
             return default
         return resolve_timezone(self.timezone, "timezone")
+
+
+def _expand_shortcut(expression: str, where: str) -> Cron:
+    """The :class:`Cron` for an expression, a shortcut (``@daily``) expanded to its fields.
+
+    :raises ScheduleError: ``@reboot`` (it means "once when cron starts": a
+        schedule that every process of the app runs, started and restarted at
+        any time, has no such moment), or an unknown ``@`` word.
+    """
+    if not expression.startswith("@"):
+        return Cron(expression)
+    fields = CRON_SHORTCUTS.get(expression)
+    if fields is not None:
+        return Cron(fields, label=expression)
+    if expression.lower() == "@reboot":
+        raise ScheduleError(
+            f"{where}: '@reboot' is not a schedule here: it means once when cron starts, and the schedule"
+            " runs in every process of the app, each started and restarted at its own time. To run"
+            " something when the app starts, call the task (or .delay() it) in your app factory"
+        )
+    raise ScheduleError(
+        f"{where}: unknown cron shortcut {expression!r}; the shortcuts are "
+        + ", ".join(CRON_SHORTCUTS) + " (lower case), or write the five fields, e.g. '0 0 * * *'"
+    )
 
 
 def make_periodic(
@@ -246,12 +284,13 @@ def make_periodic(
         return Periodic(Every(float(seconds)), None, catch_up)
     if not isinstance(cron, str) or not cron.strip():
         raise ScheduleError(f"{where}: a cron expression is a string like '*/10 * * * *', not {cron!r}")
-    schedule = Cron(" ".join(cron.split()))
+    schedule = _expand_shortcut(" ".join(cron.split()), where)
     try:
         from cronsim import CronSimError
     except ImportError:
         raise ScheduleError(
-            f"{where}: cron expressions need the cron extra ({CRON_EXTRA}); every=timedelta(...) needs nothing"
+            f"{where}: cron expressions need the cron extra ({install_hint('cron')});"
+            " every=timedelta(...) needs nothing"
         ) from None
     zone = UTC if timezone is None else resolve_timezone(timezone, f"{where}: timezone")
     try:

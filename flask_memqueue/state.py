@@ -271,7 +271,13 @@ class AppQueue:
     ) -> Job:
         """A job as :meth:`enqueue` makes it (same id sequence, same check of its
         queue), handed to no store (the pytest plugin's ``memqueue_captured``
-        records such jobs)."""
+        records such jobs).
+
+        :raises TypeError: the task's function could not take these arguments
+            (:meth:`Task.check_call`): refused here rather than failing in the worker.
+        """
+        if kwargs or not task.min_args <= len(args) <= task.max_args:
+            task.check_call(args, kwargs)
         name = task.queue if queue is None else queue
         if name not in self._declared and name not in self.declared_queues():
             raise self._undeclared(name)
@@ -676,16 +682,35 @@ class AppQueue:
         return info
 
     def queues_info(self) -> dict[str, dict[str, Any]]:
-        """Per queue: its threads here (declared and alive) and its jobs in the store."""
+        """Per queue: the threads this process runs for it (0 in a process that only
+        enqueues) and how many are alive, who consumes it, and its jobs in the store.
+
+        ``consumed_by`` is ``"this process"``, ``"other processes"`` (a store
+        other processes share, where one declared the queue in the last minute:
+        a ``flask memqueue worker``, a web process with threads),
+        ``"inline (eager mode)"``, or ``"nobody"`` (its jobs wait until a
+        process consumes it).
+        """
         counts = self.storage.queue_counts()
+        eager = self.config.eager
+        runs_here = (self.config.consumer or self.worker) and not eager
+        elsewhere = self.storage.known_queues() if self.storage.capabilities.shared else set()
         out: dict[str, dict[str, Any]] = {}
         for name in sorted(set(self.threads) | set(counts), key=lambda n: (n != DEFAULT_QUEUE, n)):
             row = counts.get(name, {"queued": 0, "scheduled": 0, "running": 0})
             pool = self.pools.get(name, [])
+            threads = self.threads.get(name, 0) if runs_here else 0
+            if eager:
+                consumed_by = "inline (eager mode)"
+            elif threads:
+                consumed_by = "this process"
+            else:
+                consumed_by = "other processes" if name in elsewhere else "nobody"
             out[name] = {
-                "threads": self.threads.get(name, 0),
+                "threads": threads,
                 "alive": sum(1 for c in pool if c.alive),
                 "declared": name in self._declared,
+                "consumed_by": consumed_by,
                 "depth": row["queued"] + row["scheduled"],
                 **row,
             }

@@ -542,7 +542,7 @@ def health() -> Response:
 
 @routes.get("/metrics")
 def metrics() -> Response:
-    """Prometheus text format (``pip install "flask-memqueue[metrics]"``; 501 without it)."""
+    """Prometheus text format (the ``metrics`` extra; 501 without it, naming the pip command)."""
     from .metrics import response
 
     return response(_queue())

@@ -16,7 +16,7 @@ trap 'rm -rf "$tmp"' EXIT
 sdist=$(ls "$tmp"/dist/*.tar.gz)
 wheel=$(ls "$tmp"/dist/*.whl)
 listing=$(tar tzf "$sdist")  # not piped into grep -q: pipefail would see tar's SIGPIPE
-for f in LICENSE README.md CHANGELOG.md pyproject.toml flask_memqueue/py.typed; do
+for f in LICENSE README.md CHANGELOG.md pyproject.toml .readthedocs.yaml flask_memqueue/py.typed; do
     grep -qx "[^/]*/$f" <<<"$listing" || { echo "the sdist lacks $f" >&2; exit 1; }
 done
 
@@ -44,6 +44,12 @@ assert licenses and "BSD 3-Clause" in licenses[0].read_text(), "the LICENSE file
 plugins = [ep for ep in md.entry_points(group="pytest11") if ep.value == "flask_memqueue.pytest_plugin"]
 assert plugins, "the pytest11 entry point of the pytest plugin is missing"
 assert pkg.joinpath("pytest_plugin.py").is_file()  # not imported: pytest is not installed here
+commands = [ep for ep in md.entry_points(group="flask.commands") if ep.value == "flask_memqueue.cli:memqueue_cli"]
+assert commands, "the flask.commands entry point of 'flask memqueue' is missing"
+from flask_memqueue.extras import install_hint
+
+hint = install_hint("redis")  # installed from the wheel's path: the hint names that file
+assert hint.startswith('pip install "/') and hint.endswith('.whl[redis]"'), hint
 assert MemQueue.__module__ == "flask_memqueue.extension"
 # The Redis store's Lua scripts are package data: every one in the wheel, loaded through
 # importlib.resources from the installed copy (redis-py is not installed here: not needed to read them).

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine: makes .venv, installs the
-# package with its test extras, installs Debian's Chromium for the browser
-# tests, Debian's rabbitmq-server for the AMQP tests and Debian's redis-server
-# for the Redis store's tests when it can (root with apt-get), then runs pytest.
+# Runs the whole test suite on a fresh machine: makes .venv and installs the
+# package with its test and dev extras; as root with apt-get, also Debian's
+# chromium (browser tests), rabbitmq-server (AMQP tests) and redis-server (Redis
+# store tests) when missing; then runs pytest. The README and docs/quickstart.md
+# say the same (tests/test_rough_edges.py holds them to it).
 # Extra arguments go to pytest, e.g. scripts/test.sh -k reloader.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
         || echo "could not install chromium: the browser tests will be skipped" >&2
 fi
 if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    # The AMQP tests start their own broker from it (tests/amqp_broker.py); the
+    # The AMQP tests start their own broker from it (tests/support/servers/rabbitmq.py); the
     # package's service is not started (policy-rc.d or no init here, and unused).
     echo "installing Debian's rabbitmq-server for the AMQP tests" >&2
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null) \

@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from amqp_broker import Broker
-from conftest import TIMEOUT, wait_until
 from flask import Flask, current_app, g
+from support.servers.rabbitmq import Broker
+from support.waiting import TIMEOUT, wait_until
 
 from flask_memqueue import BrokerUnavailable, ConfigurationError, MemQueue
 from flask_memqueue.amqp import ATTEMPTS_HEADER, ERROR_HEADER, QUEUE_HEADER, TOPIC_HEADER, Published
@@ -245,6 +245,7 @@ def test_a_body_that_is_not_json_goes_to_the_dead_letter_queue_at_once(
 
 
 # -- the broker goes away and comes back ---------------------------------------------------------------
+@pytest.mark.slow
 def test_broker_stopped_and_restarted_mid_run(
     rabbitmq: Broker, amqp_app: Callable[..., Flask], mq: MemQueue, qname: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -10,8 +10,10 @@ import time
 from typing import Any
 
 import pytest
-from conftest import CONSUMER_PREFIX, TIMEOUT, Gate, build_app, consumer_threads
 from flask import Flask, current_app, g
+from support.factory import build_app
+from support.threads import CONSUMER_PREFIX, consumer_threads
+from support.waiting import TIMEOUT, Gate
 
 import flask_memqueue
 from flask_memqueue import (

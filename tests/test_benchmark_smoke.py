@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.processes
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 
 
@@ -29,6 +33,8 @@ def test_benchmark_script_runs_and_prints_every_table() -> None:
 AMQP_SCRIPT = SCRIPT.with_name("amqp_bench.py")
 
 
+@pytest.mark.servers
+@pytest.mark.slow
 def test_amqp_benchmark_script_runs(rabbitmq: object) -> None:
     """benchmarks/amqp_bench.py starts its own broker and prints its tables (the rabbitmq
     fixture only decides skip or fail when rabbitmq-server is missing)."""

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT, Gate, consumer_threads, wait_until
 from flask import Flask
 from flask.testing import FlaskClient
+from support.threads import consumer_threads
+from support.waiting import TIMEOUT, Gate, wait_until
 
 from flask_memqueue import MemQueue
 from flask_memqueue.state import AppQueue
@@ -293,12 +294,14 @@ def run_script(tmp_path: Path, timeout: str, mode: str) -> tuple[subprocess.Comp
     return proc, out.read_text().split()
 
 
+@pytest.mark.processes
 def test_interpreter_exit_drains_the_queue(tmp_path: Path) -> None:
     proc, lines = run_script(tmp_path, "30", "normal")
     assert proc.returncode == 0, proc.stderr
     assert lines == [str(i) for i in range(100)]
 
 
+@pytest.mark.processes
 def test_interpreter_exit_is_bounded_by_shutdown_timeout(tmp_path: Path) -> None:
     proc, lines = run_script(tmp_path, "0.2", "stuck")  # subprocess.run fails the test if it hangs
     assert proc.returncode == 0, proc.stderr

@@ -10,7 +10,7 @@ Screenshots (desktop 1280 and phone 390 wide, light and dark) are written
 to ``test-artifacts/dashboard/`` (git-ignored).
 
 Skipped, with the reason, when Playwright or /usr/bin/chromium is missing
-(``scripts/test.sh`` installs both where it can).
+(``scripts/test.sh`` installs both where it can); under CI that is a failure.
 """
 
 from __future__ import annotations
@@ -26,15 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.servers import unavailable
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 try:
     from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect, sync_playwright
 except ImportError:  # pragma: no cover - depends on the environment
-    pytest.skip("playwright is not installed (pip install playwright; it is in the test extras)",
-                allow_module_level=True)
+    unavailable("playwright is not installed (pip install playwright; it is in the test extras)", module=True)
 if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):  # pragma: no cover
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
+    unavailable(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", module=True)
 
 from flask import Flask  # noqa: E402
 from werkzeug.serving import BaseWSGIServer, make_server  # noqa: E402

@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
 
+@pytest.mark.processes
+@pytest.mark.slow
 def test_the_docs_build_with_warnings_as_errors(tmp_path: Path) -> None:
     try:
         import sphinx  # noqa: F401

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.processes
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "testing.rst"
 

@@ -7,8 +7,8 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
-from conftest import consumer_threads
 from flask import Flask, current_app, g
+from support.threads import consumer_threads
 
 from flask_memqueue import (
     Job,

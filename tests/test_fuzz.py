@@ -39,11 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import build_app
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import HOST, flask_run, http
+from support.factory import build_app
+from support.net import HOST, http
+from support.processes import flask_run
 from werkzeug.exceptions import HTTPException
 from werkzeug.test import TestResponse
 
@@ -403,6 +404,7 @@ def _raw(port: int, request: bytes) -> bytes:
     return b"".join(chunks)
 
 
+@pytest.mark.processes
 def test_raw_requests_to_a_real_server_answer_json(tmp_path: Path) -> None:
     """The same answers through a real ``flask run`` (Werkzeug's server parses the bytes, not the test client)."""
     root = Path(__file__).resolve().parent.parent

@@ -6,72 +6,41 @@ process must run its own jobs, exactly once: a worker runs the jobs of the
 requests it accepted, and the master runs the jobs it queued at import.
 Without ``--preload`` each worker imports the app, and runs what it queued.
 
-The app is tests/recording_app.py (example_app plus a log of which process
+The app is tests/apps/recording_app.py (example_app plus a log of which process
 started and finished which job). Which worker accepts a connection is the
 kernel's choice, so the test makes it certain: a sync worker serves one
 request at a time, and while one worker is held in ``/_test/hold/<gate>``
-every new connection goes to the other.
+every new connection goes to the other (:class:`support.harness.Hold`).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import Response, Server, gunicorn, http, parent_pid, wait_until
+from support.harness import Env, Hold
+from support.net import http
+from support.processes import Server, parent_pid
+from support.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DEADLINE = 15.0
 JOBS_PER_WORKER = 5
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+pytestmark = [
+    pytest.mark.processes,
+    pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)"),
+]
 
 
 @pytest.fixture
-def app_dir(tmp_path: Path) -> Path:
-    src = tmp_path / "src"
-    shutil.copytree(ROOT / "example_app", src / "example_app", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(Path(__file__).with_name("recording_app.py"), src)
-    return src
-
-
-def read_log(path: Path) -> list[list[str]]:
-    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
-
-
-class Hold:
-    """A request that keeps one sync worker busy until its gate file is created."""
-
-    def __init__(self, server: Server, log: Path, gate_dir: Path, name: str) -> None:
-        self.gate = gate_dir / name
-        self.response: Response | OSError | None = None
-        self.thread = threading.Thread(target=self._run, args=(server.url + f"/_test/hold/{name}",), daemon=True)
-        self.thread.start()
-        held = wait_until(
-            lambda: [e for e in read_log(log) if e[0] == "held" and e[2] == name],
-            DEADLINE, lambda: f"a worker to take the hold {name}: {server.describe()}",
-        )
-        #: The worker that is held.
-        self.pid = int(held[0][1])
-
-    def _run(self, url: str) -> None:
-        try:
-            self.response = http("GET", url, timeout=DEADLINE + 5)
-        except OSError as exc:  # reported by release(), not lost in this thread
-            self.response = exc
-
-    def release(self) -> None:
-        self.gate.touch()
-        self.thread.join(DEADLINE)
-        assert not self.thread.is_alive(), "the held request did not come back"
-        assert isinstance(self.response, Response) and self.response.status == 200, self.response
+def env(make_env: Callable[..., Env]) -> Env:
+    return make_env("recording_app", target="recording_app:app", copy=["example_app"], FLASK_MEMQUEUE_TOKEN=TOKEN)
 
 
 def consumer_names(threads: int) -> list[str]:
@@ -88,7 +57,7 @@ def produce_on_free_worker(
     for i in range(JOBS_PER_WORKER):
         r = http("POST", server.url + "/memqueue/produce", json={"message": f"{tag}-{i}"}, headers=AUTH)
         assert r.status == 202, r.text
-        pid = int(r.headers["X-Worker-Pid"])
+        pid = int(r.headers["X-Pid"])
         assert pid != held
         job_id = r.json()["id"]
         assert job_id not in accepted, f"job id {job_id} was given out twice (by {accepted[job_id]} and {pid})"
@@ -100,31 +69,27 @@ def produce_on_free_worker(
     assert sum(t["name"].startswith("memqueue-consumer") for t in info["threads"]) == threads, info
 
 
-def read_imports(path: Path) -> list[dict[str, Any]]:
+def read_imports(env: Env) -> list[dict[str, Any]]:
+    path = env.path("imports.log")
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 @pytest.mark.parametrize(
     ("preload", "threads"), [(True, 1), (False, 1), (True, 3)], ids=["preload", "no-preload", "preload-pool-of-3"]
 )
-def test_each_process_runs_its_own_jobs_once(app_dir: Path, tmp_path: Path, preload: bool, threads: int) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    log = data / "runs.log"
-    env = {"MEMQUEUE_TEST_DIR": str(data), "FLASK_MEMQUEUE_TOKEN": TOKEN,
-           "FLASK_MEMQUEUE_QUEUES": json.dumps({"default": threads})}
-    with gunicorn("recording_app:app", cwd=app_dir, workers=2, preload=preload, env=env,
-                  log_path=tmp_path / "server.log", ready_path="/memqueue/health") as server:
+def test_each_process_runs_its_own_jobs_once(env: Env, preload: bool, threads: int) -> None:
+    with env.gunicorn(workers=2, preload=preload, env={"FLASK_MEMQUEUE_QUEUES": json.dumps({"default": threads})},
+                      ready_path="/memqueue/health") as server:
         master = server.pid
         # Who imported the app: the master once with --preload, else each worker.
         importers = 1 if preload else 2
 
         def imported() -> list[dict[str, Any]] | None:
-            found = read_imports(data / "imports.log")
+            found = read_imports(env)
             return found if len(found) == importers else None
 
         imports = wait_until(imported, DEADLINE, lambda: f"{importers} import(s) of the app: {server.describe()}")
-        assert all(imp["example_app"].startswith(str(app_dir)) for imp in imports), imports
+        assert all(imp["example_app"].startswith(str(env.src)) for imp in imports), imports
         if preload:
             assert [imp["pid"] for imp in imports] == [master], "under --preload the master imports the app"
         expected: dict[str, int] = {}  # job id -> the pid that queued it, and so must run it
@@ -133,13 +98,13 @@ def test_each_process_runs_its_own_jobs_once(app_dir: Path, tmp_path: Path, prel
             expected |= {gated_job: imp["pid"], message: imp["pid"]}
             # The importer's consumer holds its first job until the test opens the gate,
             # so under --preload its second job was still queued when the workers were forked.
-            wait_until(lambda: ["start", gated_job, str(imp["pid"])] in read_log(log), DEADLINE,  # noqa: B023
+            wait_until(lambda: ["start", gated_job, str(imp["pid"])] in env.events(), DEADLINE,  # noqa: B023
                        lambda: f"the import-time job to start in {imp['pid']}: {server.describe()}")  # noqa: B023
 
         accepted: dict[str, int] = {}
-        first = Hold(server, log, data, "gate-1")
+        first = Hold(server, env, "gate-1")
         produce_on_free_worker(server, first.pid, "a", accepted, threads)
-        second = Hold(server, log, data, "gate-2")  # the only free worker is the other one
+        second = Hold(server, env, "gate-2")  # the only free worker is the other one
         assert second.pid != first.pid
         first.release()
         produce_on_free_worker(server, second.pid, "b", accepted, threads)
@@ -154,13 +119,13 @@ def test_each_process_runs_its_own_jobs_once(app_dir: Path, tmp_path: Path, prel
 
         assert not set(accepted) & set(expected)
         expected |= accepted
-        (data / "import-gate").touch()
-        wait_until(lambda: {e[1] for e in read_log(log) if e[0] == "done"} >= set(expected), DEADLINE,
-                   lambda: f"every job to finish; log: {read_log(log)}; {server.describe()}")
+        env.open_gate("import-gate")
+        wait_until(lambda: {e[1] for e in env.events("done")} >= set(expected), DEADLINE,
+                   lambda: f"every job to finish; log: {env.events()}; {server.describe()}")
 
     # Stopped: every process drained its queue at exit, so the log is complete.
     assert not server.alive()
-    events = read_log(log)
+    events = env.events()
     starts = Counter(e[1] for e in events if e[0] == "start")
     assert set(starts) == set(expected), f"jobs that nobody queued ran: {set(starts) - set(expected)}"
     assert [job for job, n in starts.items() if n != 1] == [], f"jobs started more than once: {starts}"

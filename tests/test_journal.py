@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT, wait_until
 from flask import Flask
+from support.waiting import TIMEOUT, wait_until
 
 from flask_memqueue import Job, JobFailed, JobStatus, JournalError, MemQueue, UnknownTaskError
 from flask_memqueue.state import AppQueue
@@ -443,13 +443,14 @@ def test_cli_jobs_retry_purge(mq: MemQueue, make_app: MakeApp, tmp_path: Path) -
 
     out = runner.invoke(args=["memqueue", "jobs"])
     assert out.exit_code == 0, out.output
-    lines = [line.split("\t") for line in out.output.splitlines()]
+    header, *lines = [line.split("\t") for line in out.output.splitlines()]
+    assert header == ["id", "status", "task", "attempts", "error"]
     assert [(f[0], f[1], f[2]) for f in lines] == [
         (waiting.id, "queued", "fine"), (good.id, "succeeded", "fine"), (bad.id, "failed", "boom")
     ]
     assert "ValueError: boom" in lines[2][4]
     out = runner.invoke(args=["memqueue", "jobs", "--status", "failed", "--limit", "1"])
-    assert out.output.split("\t")[0] == bad.id
+    assert out.output.splitlines()[1].split("\t")[0] == bad.id
 
     out = runner.invoke(args=["memqueue", "retry", bad.id])
     assert out.exit_code == 0, out.output

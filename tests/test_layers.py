@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.processes  # lint-imports, in a subprocess
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

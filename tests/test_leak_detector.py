@@ -1,20 +1,28 @@
-"""The suite's own guard: the autouse leak detector in conftest.py catches what it promises."""
+"""The suite's own guard: the autouse leak detector (tests/support/fixtures.py) catches what it promises.
+
+Each test runs pytest in a subprocess on a project whose conftest is the
+suite's own (it loads ``support.fixtures``, found through ``PYTHONPATH``).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.processes
 
-CONFTEST = Path(__file__).with_name("conftest.py").read_text()
+TESTS = Path(__file__).resolve().parent
+CONFTEST = (TESTS / "conftest.py").read_text()
 
 
 @pytest.fixture
-def inner(pytester: pytest.Pytester) -> pytest.Pytester:
+def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     pytester.makeconftest(CONFTEST)
     pytester.makeini("[pytest]\nfilterwarnings = error\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])]))
     return pytester
 
 

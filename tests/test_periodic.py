@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -18,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT, scheduler_threads, wait_until
 from flask import Flask
+from support.threads import scheduler_threads
+from support.waiting import TIMEOUT, wait_until
 
 from flask_memqueue import ConfigurationError, Job, MemQueue, StorageError, current_job
 from flask_memqueue.exceptions import ScheduleError
+from flask_memqueue.extras import install_hint
 from flask_memqueue.periodic import HostLock, Scheduler
 from flask_memqueue.schedule import Cron, Every
 from flask_memqueue.state import AppQueue
@@ -127,7 +130,7 @@ def test_a_function_that_needs_arguments_is_refused(mq: MemQueue) -> None:
 
 def test_cron_without_the_extra_says_what_to_install(mq: MemQueue, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "cronsim", None)  # import cronsim raises ImportError
-    with pytest.raises(ScheduleError, match=r"flask-memqueue\[cron\].*every=timedelta"):
+    with pytest.raises(ScheduleError, match=re.escape(install_hint("cron")) + r".*every=timedelta"):
         mq.periodic("*/10 * * * *", name="needs_cron")(lambda: None)
     mq.periodic(every=dt.timedelta(seconds=30), name="needs_nothing")(lambda: None)
 
@@ -415,7 +418,7 @@ def test_a_dead_scheduler_thread_is_started_again_by_the_next_request(
 # -- fork ----------------------------------------------------------------------------------------
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_does_not_inherit_the_schedule(every_second: Any, make_papp: Callable[..., Flask]) -> None:
-    from test_fork import in_child
+    from support.forks import in_child
 
     queue = queue_of(make_papp())
     queue.scheduler.step(100.5)

@@ -13,102 +13,46 @@ deadline; no assertion is about how long something took.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable
 from http.client import HTTPException
 from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import Server, flask_run, gunicorn, http, wait_until
+from support.backends import backend_params
+from support.harness import RELOADER_EXCLUDE, Env, edit_source
+from support.net import http
+from support.processes import Server
+from support.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
-APP_SOURCE = Path(__file__).resolve().parent / "apps" / "periodic_app.py"
 DEADLINE = 30.0
-MAIN = "import periodic_app; periodic_app.main()"
-# The reloader watches every .py file under sys.path, this checkout included (the
-# package is installed editable): only the copied app, which the test touches, may reload it.
-EXCLUDE = f"{ROOT}{os.sep}*"
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists() or not hasattr(os, "fork"),
-                                reason="real processes, flock and /proc (Linux)")
-
-
-class Env:
-    """A temporary app directory and its ticks.log."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.src = tmp_path / "src"
-        self.src.mkdir()
-        shutil.copy(APP_SOURCE, self.src / "periodic_app.py")
-        self.dir = tmp_path / "data"
-        self.dir.mkdir()
-        self.log = self.dir / "ticks.log"
-        self.env = {"PT_DIR": str(self.dir), "PYTHONUNBUFFERED": "1"}
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def lines(self, kind: str) -> list[tuple[float, int]]:
-        """``(value, pid)`` of every ``<kind> <value> <pid>`` line of ticks.log."""
-        try:
-            text = self.log.read_text()
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in text.splitlines():
-            fields = line.split()
-            if len(fields) >= 3 and fields[0] == kind:
-                out.append((float(fields[1]), int(fields[2])))
-        return out
-
-    def ticks(self) -> list[tuple[float, int]]:
-        return self.lines("tick")
-
-    def popen(self, argv: list[str], name: str, **env: str) -> subprocess.Popen[bytes]:
-        environ = {**os.environ, **self.env, **env}
-        for key in ("WERKZEUG_RUN_MAIN", "WERKZEUG_SERVER_FD", "FLASK_RUN_FROM_CLI"):
-            environ.pop(key, None)
-        out = (self.dir / f"{name}.out").open("wb")
-        try:
-            proc = subprocess.Popen(argv, cwd=self.src, env=environ, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        finally:
-            out.close()
-        self.procs.append(proc)
-        return proc
-
-    def main(self, name: str, **env: str) -> subprocess.Popen[bytes]:
-        return self.popen([sys.executable, "-c", MAIN], name, **env)
-
-    def output(self, name: str) -> str:
-        return (self.dir / f"{name}.out").read_text(errors="replace")
-
-    def cleanup(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(10)
+pytestmark = [
+    pytest.mark.processes,
+    pytest.mark.slow,  # ticks are 1 s apart: every test here waits for several
+    pytest.mark.skipif(not Path("/proc/self/stat").exists() or not hasattr(os, "fork"),
+                       reason="real processes, flock and /proc (Linux)"),
+]
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    e = Env(tmp_path)
-    yield e
-    e.cleanup()
+def env(make_env: Callable[..., Env]) -> Env:
+    return make_env("periodic_app", fields=(float, int), log="ticks.log")
+
+
+def tick_lines(env: Env) -> list[tuple[Any, ...]]:
+    """``(tick, pid)`` of every run of the periodic job."""
+    return env.lines("tick")
 
 
 def wait_ticks(env: Env, count: int, since: int = 0, describe: Any = "") -> list[tuple[float, int]]:
     """Wait until ``count`` tick lines were written after the first ``since`` ones; all the lines."""
-    return wait_until(lambda: t if len(t := env.ticks()) >= since + count else None, DEADLINE,
-                      lambda: f"{count} ticks after the first {since} (have {len(env.ticks())}): "
+    return wait_until(lambda: t if len(t := tick_lines(env)) >= since + count else None, DEADLINE,
+                      lambda: f"{count} ticks after the first {since} (have {len(tick_lines(env))}): "
                               f"{describe() if callable(describe) else describe}")
 
 
@@ -132,9 +76,9 @@ def assert_no_gap_but_one(ticks: list[float]) -> None:
 
 
 # -- gunicorn, memory store ----------------------------------------------------------------------
-def test_gunicorn_three_workers_one_run_per_tick_and_a_killed_holder_is_replaced(env: Env, tmp_path: Path) -> None:
-    with gunicorn("periodic_app:create_app()", cwd=env.src, workers=3, log_path=tmp_path / "gunicorn.log",
-                  env={**env.env, "PT_AUTOSTART": "1"}, ready_path="/pid") as server:
+def test_gunicorn_three_workers_one_run_per_tick_and_a_killed_holder_is_replaced(env: Env) -> None:
+    with env.gunicorn(app="periodic_app:create_app()", workers=3, env={"PT_AUTOSTART": "1"},
+                      ready_path="/pid") as server:
         wait_until(lambda: len([p for p in server.processes() if p != server.pid]) == 3, DEADLINE,
                    lambda: f"3 workers: {server.describe()}")
         before = wait_ticks(env, 5, describe=server.describe)
@@ -146,7 +90,7 @@ def test_gunicorn_three_workers_one_run_per_tick_and_a_killed_holder_is_replaced
         assert info["mode"] == "host lock" and info["scheduler"]["holder_pid"] == holder
         os.kill(holder, signal.SIGKILL)
         wait_until(lambda: holder not in server.processes(), DEADLINE, "the holder to die")
-        seen = len(env.ticks())
+        seen = len(tick_lines(env))
         after = wait_ticks(env, 4, since=seen, describe=server.describe)
     ticks = [t for t, _ in after]
     by_holder = [t for t, pid in after if pid == holder]
@@ -159,15 +103,6 @@ def test_gunicorn_three_workers_one_run_per_tick_and_a_killed_holder_is_replaced
 
 
 # -- the reloader, memory store ----------------------------------------------------------------
-def touch_source(path: Path) -> None:
-    """Change a file as an editor would: new content, and an mtime that surely moved on."""
-    before = path.stat().st_mtime
-    with path.open("a") as f:
-        f.write("\n# edited by the test\n")
-    later = max(path.stat().st_mtime, before + 1)
-    os.utime(path, (later, later))
-
-
 def serving_pid(server: Server) -> int | None:
     try:
         r = http("GET", server.url + "/pid", timeout=5)
@@ -176,20 +111,19 @@ def serving_pid(server: Server) -> int | None:
     return int(r.json()["pid"]) if r.status == 200 else None
 
 
-def test_flask_run_debug_runs_the_schedule_in_the_serving_child_once_per_tick(env: Env, tmp_path: Path) -> None:
-    with flask_run("periodic_app", cwd=env.src, log_path=tmp_path / "server.log",
-                   args=["--exclude-patterns", EXCLUDE], env={**env.env, "PT_AUTOSTART": "1"}) as server:
+def test_flask_run_debug_runs_the_schedule_in_the_serving_child_once_per_tick(env: Env) -> None:
+    with env.flask_run(args=["--exclude-patterns", RELOADER_EXCLUDE], env={"PT_AUTOSTART": "1"}) as server:
         first = serving_pid(server)
         assert first is not None and first != server.pid
         wait_ticks(env, 3, describe=server.describe)
-        touch_source(env.src / "periodic_app.py")
+        edit_source(env.src / "periodic_app.py")
         second = wait_until(lambda: p if (p := serving_pid(server)) not in (None, first) else None, DEADLINE,
                             lambda: f"the reload: {server.describe()}")
-        seen = len([1 for _, pid in env.ticks() if pid == second])
-        wait_until(lambda: len([1 for _, pid in env.ticks() if pid == second]) >= seen + 3, DEADLINE,
+        seen = len([1 for _, pid in tick_lines(env) if pid == second])
+        wait_until(lambda: len([1 for _, pid in tick_lines(env) if pid == second]) >= seen + 3, DEADLINE,
                    lambda: f"3 ticks in the new child: {server.describe()}")
         watcher = server.pid
-    ticks = env.ticks()
+    ticks = tick_lines(env)
     pids = {pid for _, pid in ticks}
     assert watcher not in pids, "the reloader's watcher ran the schedule"
     assert pids == {first, second}
@@ -204,9 +138,9 @@ def store_url(store: str, env: Env) -> str:
         return "memory://"
     if store == "sqlite":
         return f"sqlite:///{env.dir / 'jobs.db'}"
-    from redis_server import shared_server
+    from support.servers.redis import shared_redis
 
-    server = shared_server()
+    server = shared_redis()
     server.flush()
     return server.url()
 
@@ -238,15 +172,14 @@ def _jobs_per_tick(store: str, url: str, journal: Path) -> list[tuple[float, int
     return [(t, len(a), max(a)) for t, a in sorted(found.items())]
 
 
-@pytest.mark.parametrize("store", ["sqlite", "redis"])
+@pytest.mark.parametrize("store", backend_params(["sqlite", "redis"]))
 def test_three_processes_on_a_shared_store_one_job_per_tick_one_killed_midway(env: Env, store: str) -> None:
     """Two app processes and a ``flask memqueue worker`` (which runs the schedule too) on one
     journal or one Redis; the worker is SIGKILLed mid-way."""
     journal = env.dir / "jobs.db"
     url = store_url(store, env)
     stores = {"PT_STORAGE": url}
-    worker_argv = [str(Path(sys.executable).parent / "flask"), "--app", "periodic_app", "memqueue", "worker"]
-    procs = [env.main("p0", **stores), env.popen(worker_argv, "p1", **stores), env.main("p2", **stores)]
+    procs = [env.main("p0", **stores), env.worker("p1", wait=False, **stores), env.main("p2", **stores)]
     wait_until(lambda: len(env.lines("started")) == 2 and f"memqueue worker {procs[1].pid}: running"
                in env.output("p1"), DEADLINE,
                lambda: "3 processes to start: " + " | ".join(env.output(f"p{i}") for i in range(3)))
@@ -254,7 +187,7 @@ def test_three_processes_on_a_shared_store_one_job_per_tick_one_killed_midway(en
     victim = procs[1]
     os.kill(victim.pid, signal.SIGKILL)
     assert victim.wait(DEADLINE) == -signal.SIGKILL
-    seen = len(env.ticks())
+    seen = len(tick_lines(env))
     wait_ticks(env, 4, since=seen, describe=lambda: env.output("p0"))
     for i in (0, 2):
         procs[i].send_signal(signal.SIGTERM)
@@ -263,7 +196,7 @@ def test_three_processes_on_a_shared_store_one_job_per_tick_one_killed_midway(en
     assert all(n == 1 for _, n, _ in per_tick), f"a tick got two jobs: {per_tick}"
     jobs = [tick for tick, _, _ in per_tick]
     assert [round(b - a) for a, b in zip(jobs, jobs[1:], strict=False)] == [1] * (len(jobs) - 1), jobs
-    runs = Counter(t for t, _ in env.ticks())
+    runs = Counter(t for t, _ in tick_lines(env))
     assert set(runs) <= set(jobs)
     # Every job ran, but on Redis one the killed worker held waits for its lease (30 s) to lapse:
     # only such a job may be missing from the runs, and a job runs twice only if its process died
@@ -274,17 +207,17 @@ def test_three_processes_on_a_shared_store_one_job_per_tick_one_killed_midway(en
 
 
 # -- catch-up after every process was down ---------------------------------------------------------
-@pytest.mark.parametrize("store", ["memory", "sqlite", "redis"])
+@pytest.mark.parametrize("store", backend_params(["memory", "sqlite", "redis"]))
 def test_a_restart_after_missed_ticks_runs_one_catch_up_not_a_burst(env: Env, store: str) -> None:
     extra = {"PT_STORAGE": store_url(store, env)}
     first = env.main("first", **extra)
     wait_ticks(env, 3, describe=lambda: env.output("first"))
     first.send_signal(signal.SIGTERM)
     assert first.wait(DEADLINE) == 0, env.output("first")
-    last_before = max(t for t, _ in env.ticks())
+    last_before = max(t for t, _ in tick_lines(env))
     # Everything is down over several ticks (a condition on the clock, not an assertion about time).
     wait_until(lambda: time.time() >= last_before + 4.5, DEADLINE, "4 ticks to pass")
-    seen = len(env.ticks())
+    seen = len(tick_lines(env))
     second = env.main("second", **extra)
     wait_until(lambda: any(pid == second.pid for _, pid in env.lines("started")), DEADLINE,
                lambda: env.output("second"))
@@ -292,9 +225,9 @@ def test_a_restart_after_missed_ticks_runs_one_catch_up_not_a_burst(env: Env, st
     second.send_signal(signal.SIGTERM)
     assert second.wait(DEADLINE) == 0, env.output("second")
     (started,) = [t for t, pid in env.lines("started") if pid == second.pid]
-    after = sorted(t for t, pid in env.ticks() if pid == second.pid)
+    after = sorted(t for t, pid in tick_lines(env) if pid == second.pid)
     missed = [t for t in after if t < started]
     assert missed == [float(int(started))], f"one catch-up run, for the latest missed tick: {after}"
     assert missed[0] - last_before >= 4, "ticks were missed (the test's premise)"
     assert_once_each_and_consecutive(after)
-    assert_once_each_and_consecutive([t for t, _ in env.ticks() if t <= last_before])
+    assert_once_each_and_consecutive([t for t, _ in tick_lines(env) if t <= last_before])

@@ -16,6 +16,7 @@ import pytest
 from flask_memqueue import MemQueue, MemQueueConfigWarning
 
 pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.processes
 
 #: A user's app: tasks on a module-level MemQueue, an app factory, one view that enqueues.
 APP = """

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import CONSUMER_PREFIX, TIMEOUT, Gate, consumer_threads, wait_until
 from flask import Flask
+from support.threads import CONSUMER_PREFIX, consumer_threads
+from support.waiting import TIMEOUT, Gate, wait_until
 
 from flask_memqueue import ConfigurationError, MemQueue, UnknownQueueError
 from flask_memqueue.state import AppQueue
@@ -386,8 +387,10 @@ def test_stats_threads_and_jobs_show_the_queues(make_app: MakeApp, mq: MemQueue,
         waiting = mq.options(queue="reports", priority=3).enqueue(lambda: None)
         stats = client.get("/memqueue/stats").get_json()
         assert stats["queues"]["emails"] == {"threads": 2, "alive": 2, "declared": True, "depth": 0,
-                                             "queued": 0, "scheduled": 0, "running": 1}
+                                             "queued": 0, "scheduled": 0, "running": 1,
+                                             "consumed_by": "this process"}
         assert stats["queues"]["reports"]["threads"] == 0 and stats["queues"]["reports"]["queued"] == 1
+        assert stats["queues"]["reports"]["consumed_by"] == "nobody"  # a memory store: no other process
         assert stats["queues"]["default"]["threads"] == 1
         threads = client.get("/memqueue/threads").get_json()
         mine = sorted((t["queue"], t["name"]) for t in threads["threads"] if t["is_consumer"])

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT, new_job, wait_until
 from flask import Flask
-from redis_server import RedisServer, shared_server
+from support.factory import new_job
+from support.servers.redis import RedisServer, shared_redis
+from support.waiting import TIMEOUT, wait_until
 
 from flask_memqueue import ConfigurationError, MemQueue, RedisUnavailable, StorageError, current_job
 from flask_memqueue.cli import memqueue_cli
@@ -26,13 +27,6 @@ from flask_memqueue.state import AppQueue
 
 SECRET = "pa55:w/rd?x@y"
 QUOTED = "pa55%3Aw%2Frd%3Fx%40y"
-
-
-@pytest.fixture
-def server() -> RedisServer:
-    s = shared_server()
-    s.flush()
-    return s
 
 
 @pytest.fixture
@@ -58,12 +52,12 @@ GATES: dict[str, threading.Event] = {}
 
 
 @pytest.fixture
-def make(make_app: Callable[..., Flask], server: RedisServer) -> Callable[..., AppQueue]:
+def make(make_app: Callable[..., Flask], redis_server: RedisServer) -> Callable[..., AppQueue]:
     """``make(name="app", **config)``: an app on the session's server (no consumer unless asked)."""
 
     def build(name: str = "redisapp", url: str | None = None, **config: Any) -> AppQueue:
         config.setdefault("MEMQUEUE_CONSUMER", False)
-        app = make_app(name, MEMQUEUE_STORAGE=url or server.url(), **config)
+        app = make_app(name, MEMQUEUE_STORAGE=url or redis_server.url(), **config)
         return app.extensions["memqueue"]  # type: ignore[no-any-return]
 
     return build
@@ -91,7 +85,7 @@ def test_an_option_in_the_url_and_in_the_options_is_refused_naming_both(make_app
 
 
 def test_options_from_the_url(make: Callable[..., AppQueue]) -> None:
-    queue = make(url=shared_server().url() + "?lease=7.5&prefix=shared:{x}")
+    queue = make(url=shared_redis().url() + "?lease=7.5&prefix=shared:{x}")
     storage: Any = queue.storage
     assert (storage.lease, storage.prefix) == (7.5, "shared:{x}")
     assert storage.capabilities.shared and storage.capabilities.outages_end
@@ -115,6 +109,7 @@ def test_init_app_needs_no_redis_and_enqueue_says_why_it_fails(make_app: Callabl
     assert SECRET not in text and QUOTED not in text
 
 
+@pytest.mark.servers
 def test_a_wrong_password_is_named_as_such(tmp_path: Path, make_app: Callable[..., Flask], mq: MemQueue,
                                            tasks: dict[str, Any]) -> None:
     with RedisServer(tmp_path / "r", password="right-one").start() as server:
@@ -124,6 +119,7 @@ def test_a_wrong_password_is_named_as_such(tmp_path: Path, make_app: Callable[..
         assert "wrong-one" not in str(caught.value)
 
 
+@pytest.mark.servers
 def test_no_password_for_a_server_that_needs_one_is_named_as_such(tmp_path: Path, make_app: Callable[..., Flask],
                                                                  mq: MemQueue, tasks: dict[str, Any]) -> None:
     """Redis answers an unauthenticated script with "Protocol error: unauthenticated multibulk
@@ -141,6 +137,7 @@ def test_no_password_for_a_server_that_needs_one_is_named_as_such(tmp_path: Path
         assert answer.status_code == 503 and "refused the credentials" in answer.get_json()["error"]
 
 
+@pytest.mark.servers
 def test_routes_cli_and_logs_never_show_the_password(tmp_path: Path, make_app: Callable[..., Flask], mq: MemQueue,
                                                      tasks: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
@@ -277,7 +274,7 @@ def test_progress_and_cancel_are_seen_by_other_processes(make: Callable[..., App
 
 
 def test_a_late_outcome_after_a_take_over_is_discarded_and_logged(
-    make: Callable[..., AppQueue], tasks: dict[str, Any], server: RedisServer, caplog: pytest.LogCaptureFixture
+    make: Callable[..., AppQueue], tasks: dict[str, Any], redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     first, second = make(), make()
     job = new_job(first, "t.echo", "late")
@@ -285,7 +282,7 @@ def test_a_late_outcome_after_a_take_over_is_discarded_and_logged(
     taken = first.storage.take(0)
     assert taken is not None
     storage: Any = first.storage
-    with server.client() as c:
+    with redis_server.client() as c:
         c.delete(f"{storage.prefix}:l:{storage.owner}")  # its heartbeat stopped reaching Redis for a lease
     assert second.storage.recover() == 1  # type: ignore[attr-defined]  # no retries: failed, "interrupted"
     first.consumer.execute(taken)
@@ -346,11 +343,11 @@ def test_a_prefix_shares_jobs_between_apps_of_different_names(make: Callable[...
 
 
 def test_bytes_per_queued_job_in_redis(make: Callable[..., AppQueue], tasks: dict[str, Any],
-                                       server: RedisServer) -> None:
+                                       redis_server: RedisServer) -> None:
     """What the README states: one key (a string) and one list entry per queued job, within
     the issue's 400 bytes with a 100-character argument (RQ: about 1.4 kB)."""
     queue = make(MEMQUEUE_MAXSIZE=0)
-    with server.client() as c:
+    with redis_server.client() as c:
         before = int(c.info("memory")["used_memory"])
         for i in range(20_000):  # enough that the server's growing tables average out
             queue.storage.put(new_job(queue, "t.echo", f"{i:0100d}"))
@@ -366,6 +363,7 @@ def stopped_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.mark.servers
 def test_the_consumer_logs_an_outage_once_and_resumes(make_app: Callable[..., Flask], mq: MemQueue,
                                                       tasks: dict[str, Any], stopped_server: RedisServer,
                                                       caplog: pytest.LogCaptureFixture) -> None:
@@ -392,8 +390,8 @@ def _try_enqueue(mq: MemQueue, task: Any) -> Any:
 
 
 def test_tls_to_a_server_without_tls_is_named_as_such(make_app: Callable[..., Flask], mq: MemQueue,
-                                                      tasks: dict[str, Any], server: RedisServer) -> None:
-    app = make_app(MEMQUEUE_STORAGE=f"rediss://:{QUOTED}@127.0.0.1:{server.port}/0", MEMQUEUE_CONSUMER=False,
+                                                      tasks: dict[str, Any], redis_server: RedisServer) -> None:
+    app = make_app(MEMQUEUE_STORAGE=f"rediss://:{QUOTED}@127.0.0.1:{redis_server.port}/0", MEMQUEUE_CONSUMER=False,
                    MEMQUEUE_STORAGE_OPTIONS={"socket_timeout": 2})
     with app.app_context(), pytest.raises(RedisUnavailable, match="TLS") as caught:
         mq.enqueue(tasks["echo"], 1)

@@ -17,106 +17,43 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from redis_server import RedisServer, shared_server
-from servers import bin_path, gunicorn, http, wait_until
+from support.harness import FINISHED, Env, finished_job
+from support.net import http
+from support.servers.redis import RedisServer
+from support.waiting import wait_until
 
-APP_SOURCE = Path(__file__).resolve().parent / "apps" / "redis_app.py"
 DEADLINE = 60.0
-MAIN = "import redis_app; redis_app.main()"
 PREFIX = "memqueue:{redis_app}"
 
+pytestmark = [pytest.mark.processes, pytest.mark.servers]
 
-class Env:
-    """A temporary app directory, its log, and the processes a test started."""
+MakeEnv = Callable[..., Env]
 
-    def __init__(self, tmp_path: Path, url: str) -> None:
-        self.src = tmp_path / "src"
-        self.src.mkdir()
-        shutil.copy(APP_SOURCE, self.src / "redis_app.py")
-        self.dir = tmp_path / "data"
-        self.dir.mkdir()
-        self.log = self.dir / "runs.log"
-        self.env = {"RT_URL": url, "RT_DIR": str(self.dir), "PYTHONUNBUFFERED": "1"}
-        self.procs: list[subprocess.Popen[bytes]] = []
 
-    def lines(self, kind: str) -> list[tuple[int, int, float]]:
-        """``(n, pid, time)`` of every ``<kind> <n> <pid> <time>`` line of runs.log."""
-        try:
-            text = self.log.read_text()
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in text.splitlines():
-            fields = line.split()
-            if fields and fields[0] == kind and len(fields) >= 4:
-                out.append((int(fields[1]), int(fields[2]), float(fields[3])))
-        return out
-
-    def popen(self, argv: list[str], name: str, **env: str) -> subprocess.Popen[bytes]:
-        environ = {**os.environ, **self.env, **env}
-        for key in ("WERKZEUG_RUN_MAIN", "WERKZEUG_SERVER_FD"):
-            environ.pop(key, None)
-        out = (self.dir / f"{name}.out").open("wb")
-        try:
-            proc = subprocess.Popen(argv, cwd=self.src, env=environ, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        finally:
-            out.close()
-        self.procs.append(proc)
-        return proc
-
-    def output(self, name: str) -> str:
-        try:
-            return (self.dir / f"{name}.out").read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def main(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        return self.popen([sys.executable, "-c", MAIN, *args], name, **env)
-
-    def worker(self, name: str, prefix: tuple[str, ...] = (), **env: str) -> subprocess.Popen[bytes]:
-        proc = self.popen([*prefix, str(bin_path("flask")), "--app", "redis_app", "memqueue", "worker"], name,
-                          RT_CONSUMER="0", **env)
-        wait_until(lambda: f"memqueue worker {proc.pid}: running" in self.output(name) or proc.poll() is not None,
-                   DEADLINE, lambda: f"{name} to start: {self.output(name)}")
-        assert proc.poll() is None, self.output(name)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes], name: str) -> None:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(DEADLINE) == 0, self.output(name)
-
-    def cleanup(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(10)
+def redis_env(make_env: MakeEnv, url: str) -> Env:
+    """The harness for redis_app on ``url``; its workers share the web processes' config
+    (``MEMQUEUE_CONSUMER = False``): the command consumes anyway."""
+    return make_env("redis_app", fields=(int, int, float), worker_env={"RT_CONSUMER": "0"}, RT_URL=url)
 
 
 @pytest.fixture
-def server() -> RedisServer:
-    """The session's redis-server, empty."""
-    s = shared_server()
-    s.flush()
-    return s
+def env(make_env: MakeEnv, redis_server: RedisServer) -> Env:
+    return redis_env(make_env, redis_server.url())
 
 
-@pytest.fixture
-def env(tmp_path: Path, server: RedisServer) -> Iterator[Env]:
-    e = Env(tmp_path, server.url())
-    yield e
-    e.cleanup()
+def enqueue_block(env: Env, n: int, gate: str, **extra: str) -> None:
+    """Enqueue ``block(n, gate)`` from a process of its own (that runs no consumer)."""
+    code = ("import redis_app as r\napp = r.create_app()\n"
+            f"with app.app_context():\n    r.mq.enqueue(r.block, {n}, {gate!r})\n")
+    enqueue = env.python("enqueue", code, RT_CONSUMER="0", **extra)
+    assert enqueue.wait(DEADLINE) == 0, env.output("enqueue")
 
 
 def owner_of(client: Any, pid: int) -> str:
@@ -125,6 +62,16 @@ def owner_of(client: Any, pid: int) -> str:
     mine = [o for o in owners if o.split(":")[0] == str(pid)]
     assert len(mine) == 1, owners
     return mine[0]
+
+
+def finished_record(client: Any, n: int, task: str = "record") -> dict[str, str]:
+    """:func:`record_of`, once the job has finished: its last log line is written before
+    the job returns, so the outcome is stored a moment after a test saw that line."""
+    def finished() -> dict[str, str] | None:
+        stored = record_of(client, n, task)
+        return stored if stored["s"] in FINISHED else None
+
+    return wait_until(finished, DEADLINE, f"{task}({n}) to finish")
 
 
 def record_of(client: Any, n: int, task: str = "record") -> dict[str, str]:
@@ -137,7 +84,8 @@ def record_of(client: Any, n: int, task: str = "record") -> dict[str, str]:
 
 
 # -- many processes ----------------------------------------------------------------------------
-def test_three_producers_and_three_workers_run_every_job_exactly_once(env: Env, server: RedisServer) -> None:
+@pytest.mark.slow
+def test_three_producers_and_three_workers_run_every_job_exactly_once(env: Env, redis_server: RedisServer) -> None:
     workers = [env.worker(f"worker{k}") for k in range(3)]
     producers = [env.main(f"producer{k}", "enqueue", "5000", RT_CONSUMER="0", RT_OFFSET=str(k * 5000),
                           RT_THREADS="2") for k in range(3)]
@@ -153,13 +101,13 @@ def test_three_producers_and_three_workers_run_every_job_exactly_once(env: Env, 
     assert [n for n, c in counts.items() if c > 1] == [], "jobs ran twice"
     ran_in = Counter(pid for _, pid, _ in runs)
     assert set(ran_in) == {w.pid for w in workers}, f"every worker takes its share: {ran_in}"
-    with server.client() as c:
+    with redis_server.client() as c:
         assert c.hget(f"{PREFIX}:c", "succeeded") == "15000"
         assert int(c.hget(f"{PREFIX}:c", "running") or 0) == 0
 
 
 def test_kill_9_one_of_two_workers_loses_nothing_and_reruns_only_its_job_after_the_lease(
-    env: Env, server: RedisServer
+    env: Env, redis_server: RedisServer
 ) -> None:
     """2,000 jobs, two workers; the first holds the first job numbered 1000 or more it gets,
     and is killed there. Only that job runs twice, and its second run starts after the
@@ -170,7 +118,7 @@ def test_kill_9_one_of_two_workers_loses_nothing_and_reruns_only_its_job_after_t
     assert producer.wait(120) == 0, env.output("producer")
     held = wait_until(lambda: [x for x in env.lines("holding") if x[1] == a.pid], DEADLINE,
                       lambda: "worker a to hold a job: " + env.output("a"))[0][0]
-    with server.client() as c:
+    with redis_server.client() as c:
         owner = owner_of(c, a.pid)
         running = set(c.smembers(f"{PREFIX}:h:{owner}"))
         lapses_at = time.time() + c.pttl(f"{PREFIX}:l:{owner}") / 1000
@@ -191,17 +139,15 @@ def test_kill_9_one_of_two_workers_loses_nothing_and_reruns_only_its_job_after_t
         assert c.hget(f"{PREFIX}:c", "succeeded") == "2000"
 
 
-def test_a_job_running_three_leases_on_a_live_worker_is_never_taken_over(env: Env, server: RedisServer) -> None:
+@pytest.mark.slow
+def test_a_job_running_three_leases_on_a_live_worker_is_never_taken_over(env: Env, redis_server: RedisServer) -> None:
     a = env.worker("a", RT_LEASE="2")
     b = env.worker("b", RT_LEASE="2")  # idle: it looks for lapsed leases every second
     producer = env.main("producer", "enqueue", "0", RT_CONSUMER="0")
     assert producer.wait(DEADLINE) == 0
-    enqueue = env.popen([sys.executable, "-c", (
-        "import redis_app as r\napp = r.create_app()\nwith app.app_context():\n    r.mq.enqueue(r.block, 7, 'gate')\n"
-    )], "enqueue", RT_CONSUMER="0")
-    assert enqueue.wait(DEADLINE) == 0, env.output("enqueue")
+    enqueue_block(env, 7, "gate")
     (n, pid, started), = wait_until(lambda: env.lines("start"), DEADLINE, lambda: env.output("a") + env.output("b"))
-    with server.client() as c:
+    with redis_server.client() as c:
         owner = owner_of(c, pid)
 
         def three_leases_later() -> bool:
@@ -209,11 +155,11 @@ def test_a_job_running_three_leases_on_a_live_worker_is_never_taken_over(env: En
             return time.time() >= started + 3 * 2.0
 
         wait_until(three_leases_later, DEADLINE, "three leases to pass", interval=0.05)
-        (env.dir / "gate").touch()
+        env.open_gate("gate")
         wait_until(lambda: env.lines("done"), DEADLINE, lambda: env.output("a") + env.output("b"))
         assert [(x[0], x[1]) for x in env.lines("start")] == [(7, pid)], "the job was taken over"
         assert [(x[0], x[1]) for x in env.lines("done")] == [(7, pid)]
-        stored = record_of(c, 7, "block")
+        stored = finished_record(c, 7, "block")
         assert (stored["s"], stored["n"]) == ("succeeded", "1")
     env.stop(a, "a")
     env.stop(b, "b")
@@ -223,12 +169,12 @@ def test_a_job_running_three_leases_on_a_live_worker_is_never_taken_over(env: En
 SECRET = "s3cret-pass/word"
 
 
-def test_redis_stopped_and_started_again_with_aof(tmp_path: Path) -> None:
+def test_redis_stopped_and_started_again_with_aof(tmp_path: Path, make_env: MakeEnv) -> None:
     """Enqueue fails clearly (password redacted) while Redis is down; the workers log the
     outage once, resume by themselves, and every acknowledged job runs exactly once."""
     with RedisServer(tmp_path / "redis", aof="always", password=SECRET).start() as server:
         quoted = SECRET.replace("/", "%2F")
-        e = Env(tmp_path, f"redis://:{quoted}@127.0.0.1:{server.port}/0")
+        e = redis_env(make_env, f"redis://:{quoted}@127.0.0.1:{server.port}/0")
         try:
             workers = [e.worker(f"worker{k}") for k in range(2)]
             producer = e.main("producer", "produce", "100000", RT_CONSUMER="0")
@@ -246,7 +192,7 @@ def test_redis_stopped_and_started_again_with_aof(tmp_path: Path) -> None:
             before = len(acked())
             server.start(port)
             wait_until(lambda: len(acked()) >= before + 200, DEADLINE, lambda: e.output("producer"))
-            (e.dir / "stop-producing").touch()
+            e.open_gate("stop-producing")
             assert producer.wait(DEADLINE) == 0, e.output("producer")
             done = acked()
             wait_until(lambda: done <= {n for n, _, _ in e.lines("run")}, DEADLINE,
@@ -266,23 +212,20 @@ def test_redis_stopped_and_started_again_with_aof(tmp_path: Path) -> None:
         assert SECRET not in out and quoted not in out
 
 
-def test_redis_paused_longer_than_the_lease(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_redis_paused_longer_than_the_lease(tmp_path: Path, make_env: MakeEnv) -> None:
     """SIGSTOP redis-server for twice the lease while a job runs, then SIGCONT: the job's
     outcome is recorded once; it ran once, or twice if its lease was found lapsed (then the
     late outcome of the first run was discarded and logged)."""
     with RedisServer(tmp_path / "redis").start() as server:
-        e = Env(tmp_path, server.url())
+        e = redis_env(make_env, server.url())
         try:
             a = e.worker("a", RT_LEASE="1")
             b = e.worker("b", RT_LEASE="1")
             c = server.client()
             listener = c.pubsub()
             listener.subscribe(f"{PREFIX}:done")
-            enqueue = e.popen([sys.executable, "-c", (
-                "import redis_app as r\napp = r.create_app()\n"
-                "with app.app_context():\n    r.mq.enqueue(r.block, 1, 'gate')\n"
-            )], "enqueue", RT_CONSUMER="0")
-            assert enqueue.wait(DEADLINE) == 0, e.output("enqueue")
+            enqueue_block(e, 1, "gate")
             (_, first, _), = wait_until(lambda: e.lines("start"), DEADLINE, lambda: e.output("a"))
             paused = time.time()
             server.pause()
@@ -291,7 +234,7 @@ def test_redis_paused_longer_than_the_lease(tmp_path: Path) -> None:
             finally:
                 server.resume()
 
-            (e.dir / "gate").touch()  # the first run ends now; whether its lease is found lapsed first is a race
+            e.open_gate("gate")  # the first run ends now; whether its lease is found lapsed first is a race
             wait_until(lambda: record_of(c, 1, "block")["s"] == "succeeded", DEADLINE,
                        lambda: e.output("a") + e.output("b"))
             published = []
@@ -317,12 +260,11 @@ def test_redis_paused_longer_than_the_lease(tmp_path: Path) -> None:
 
 # -- gunicorn --------------------------------------------------------------------------------------
 def test_gunicorn_preload_two_workers_and_a_memqueue_worker_run_each_message_once(
-    env: Env, tmp_path: Path, server: RedisServer
+    env: Env
 ) -> None:
     token = "redis-test-token-0123456789"
     worker = env.worker("worker")
-    with gunicorn("redis_app:create_app()", cwd=env.src, log_path=tmp_path / "gunicorn.log", preload=True,
-                  env={**env.env, "RT_TOKEN": token}, ready_path="/pid") as web:
+    with env.gunicorn(app="redis_app:create_app()", preload=True, env={"RT_TOKEN": token}, ready_path="/pid") as web:
         auth = {"Authorization": f"Bearer {token}"}
         ids = []
         pids = set()
@@ -332,16 +274,12 @@ def test_gunicorn_preload_two_workers_and_a_memqueue_worker_run_each_message_onc
             ids.append(r.json()["id"])
             pids.add(int(r.headers["X-Pid"]))
 
-        def messages() -> list[list[str]]:
-            return [line.split() for line in env.log.read_text().splitlines()
-                    if line.startswith("message")] if env.log.exists() else []
-
-        wait_until(lambda: len(messages()) >= 60, DEADLINE, lambda: f"60 messages: {messages()}")
+        wait_until(lambda: len(env.events("message")) >= 60, DEADLINE, lambda: f"60 messages: {env.events('message')}")
         for job_id in ids:  # any web process reads any job
-            r = http("GET", f"{web.url}/memqueue/jobs/{job_id}", headers=auth)
-            assert r.status == 200 and r.json()["status"] == "succeeded", r.text
+            job = finished_job(web, job_id, headers=auth)
+            assert job["status"] == "succeeded", job
     env.stop(worker, "worker")
-    got = Counter(m[1] for m in messages())
+    got = Counter(m[1] for m in env.events("message"))
     assert got == Counter(f"m{i}" for i in range(60)), "a message was lost or ran twice"
     assert len(ids) == len(set(ids))
 
@@ -393,33 +331,29 @@ def two_hosts(tmp_path: Path) -> Iterator[tuple[str, str, RedisServer]]:
             _ip("netns", "del", ns)
 
 
-def test_workers_on_two_hosts_and_a_cut_link(tmp_path: Path, two_hosts: tuple[str, str, RedisServer]) -> None:
+def test_workers_on_two_hosts_and_a_cut_link(make_env: MakeEnv, two_hosts: tuple[str, str, RedisServer]) -> None:
     """A worker in each namespace ("host"), reaching Redis over its own veth link. Cutting
     host a's link while it runs a job moves that job to host b once a's lease lapsed."""
     ns_a, ns_b, server = two_hosts
-    e = Env(tmp_path, "unused")
+    e = redis_env(make_env, "unused")
     try:
-        a = e.worker("a", ("ip", "netns", "exec", ns_a), RT_URL=f"redis://10.203.1.1:{server.port}/0",
+        a = e.worker("a", prefix=("ip", "netns", "exec", ns_a), RT_URL=f"redis://10.203.1.1:{server.port}/0",
                      RT_LEASE="2")
-        enqueue = e.popen([sys.executable, "-c", (
-            "import redis_app as r\napp = r.create_app()\n"
-            "with app.app_context():\n    r.mq.enqueue(r.block, 1, 'gate-a')\n"
-        )], "enqueue", RT_CONSUMER="0", RT_URL=server.url())
-        assert enqueue.wait(DEADLINE) == 0, e.output("enqueue")
+        enqueue_block(e, 1, "gate-a", RT_URL=server.url())
         wait_until(lambda: e.lines("start"), DEADLINE, lambda: e.output("a"))
-        b = e.worker("b", ("ip", "netns", "exec", ns_b), RT_URL=f"redis://10.203.2.1:{server.port}/0",
+        b = e.worker("b", prefix=("ip", "netns", "exec", ns_b), RT_URL=f"redis://10.203.2.1:{server.port}/0",
                      RT_LEASE="2")
         with server.client() as c:
             cut = time.time()
             r = _ip("link", "set", f"vh0{os.getpid() % 100000}", "down")
             assert r.returncode == 0, r.stderr
-            (e.dir / "gate-a").touch()  # host a would finish now, but cannot tell Redis
+            e.open_gate("gate-a")  # host a would finish now, but cannot tell Redis
             wait_until(lambda: len(e.lines("done")) >= 2, DEADLINE,
                        lambda: f"the job to run on host b: {e.log.read_text()} {e.output('b')}")
             runs = e.lines("start")
             assert [pid for _, pid, _ in runs] == [a.pid, b.pid]
             assert runs[1][2] >= cut + 2.0 * 2 / 3, "taken over before the lease lapsed"
-            stored = record_of(c, 1, "block")
+            stored = finished_record(c, 1, "block")
             assert (stored["s"], stored["n"]) == ("succeeded", "2")
         e.stop(b, "b")
     finally:
@@ -427,7 +361,7 @@ def test_workers_on_two_hosts_and_a_cut_link(tmp_path: Path, two_hosts: tuple[st
 
 
 @pytest.mark.parametrize("credentials", ["wrong-one", None], ids=["wrong-password", "no-password"])
-def test_a_worker_refused_by_redis_says_so_once_and_exits_with_an_error(tmp_path: Path,
+def test_a_worker_refused_by_redis_says_so_once_and_exits_with_an_error(make_env: MakeEnv, tmp_path: Path,
                                                                         credentials: str | None) -> None:
     """A refused credential is a configuration error, not an outage: ``flask memqueue worker``
     (four consumer threads) exits non-zero by itself, saying so once, without a traceback,
@@ -435,14 +369,10 @@ def test_a_worker_refused_by_redis_says_so_once_and_exits_with_an_error(tmp_path
     and exit 0 on SIGTERM."""
     with RedisServer(tmp_path / "r", password="right-one").start() as server:
         auth = f":{credentials}@" if credentials else ""
-        env = Env(tmp_path, f"redis://{auth}127.0.0.1:{server.port}/0")
-        try:
-            worker = env.popen([str(bin_path("flask")), "--app", "redis_app", "memqueue", "worker", "--threads", "4"],
-                               "worker", RT_CONSUMER="0")
-            code = worker.wait(DEADLINE)  # by itself: no signal is sent
-            output = env.output("worker")
-        finally:
-            env.cleanup()
+        env = redis_env(make_env, f"redis://{auth}127.0.0.1:{server.port}/0")
+        worker = env.worker("worker", "--threads", "4", wait=False)
+        code = worker.wait(DEADLINE)  # by itself: no signal is sent
+        output = env.output("worker")
     assert code == 1, output
     assert output.count("refuses this app") == 1, output
     assert "refused the credentials" in output and "configuration error, not an outage" in output, output

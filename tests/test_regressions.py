@@ -6,8 +6,8 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import wait_until
 from flask import Flask
+from support.waiting import wait_until
 
 from flask_memqueue import ConfigurationError, JobStatus, MemQueue, QueueClosed
 from flask_memqueue.job import _Outcome

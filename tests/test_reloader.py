@@ -13,7 +13,6 @@ watcher serves nothing, so its threads are read from ``/proc``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -22,19 +21,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import FLASK_READY, Server, flask_run, http, parent_pid, start_server, threads_of, wait_until
+from support.harness import RELOADER_EXCLUDE, ROOT, edit_source
+from support.net import http
+from support.processes import FLASK_READY, Server, flask_run, parent_pid, start_server, threads_of
+from support.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 CONSUMER_NAME = "memqueue-consumer[example_app]"
 DEADLINE = 15.0
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads threads from /proc (Linux)")
+pytestmark = [
+    pytest.mark.processes,
+    pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads threads from /proc (Linux)"),
+]
 
-# The reloader watches every module's file and every .py file under sys.path,
-# which includes this checkout (the package is installed editable): without
-# this, an edit anywhere in the work tree during the test would reload the app
-# too. The copied example_app, which the test touches, is not under ROOT.
-EXCLUDE = f"{ROOT}{os.sep}*"
+# The copied example_app, which the test edits, is not under the checkout that
+# RELOADER_EXCLUDE leaves out.
+EXCLUDE = RELOADER_EXCLUDE
 
 SERVE_SCRIPT = f"""\
 from example_app import create_app
@@ -130,15 +132,6 @@ def check_jobs_processed(server: Server, tag: str) -> list[str]:
     return [*ids, greeting, view_job]
 
 
-def touch_source(path: Path) -> None:
-    """Change a file as an editor would: new content, and an mtime that surely moved on."""
-    before = path.stat().st_mtime
-    with path.open("a") as f:
-        f.write("\n# edited by the test\n")
-    later = max(path.stat().st_mtime, before + 1)
-    os.utime(path, (later, later))
-
-
 @pytest.mark.parametrize("start", [start_flask_cli, start_app_run], ids=["flask-run-debug", "app-run-debug"])
 def test_reloader_one_consumer_in_serving_child(
     app_dir: Path, tmp_path: Path, start: Callable[[Path, Path], Server]
@@ -147,7 +140,7 @@ def test_reloader_one_consumer_in_serving_child(
         first = check_one_consumer_in_child(server)
         old_ids = check_jobs_processed(server, "before")
 
-        touch_source(app_dir / "example_app" / "tasks.py")
+        edit_source(app_dir / "example_app" / "tasks.py")
 
         def reloaded() -> int | None:
             try:
@@ -197,7 +190,7 @@ def test_reloader_pools_per_queue_in_serving_child_only(app_dir: Path, tmp_path:
                    args=["--exclude-patterns", EXCLUDE], env=env) as server:
         first = check_pools_in_child(server)
         check_jobs_processed(server, "before")
-        touch_source(app_dir / "example_app" / "tasks.py")
+        edit_source(app_dir / "example_app" / "tasks.py")
 
         def reloaded() -> int | None:
             try:

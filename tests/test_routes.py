@@ -7,9 +7,9 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT, Gate, wait_until
 from flask import Flask, has_request_context
 from flask.testing import FlaskClient
+from support.waiting import TIMEOUT, Gate, wait_until
 from werkzeug.test import TestResponse
 
 from flask_memqueue import MemQueue, enqueue

@@ -9,8 +9,9 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import pytest
-from conftest import CONSUMER_PREFIX, TIMEOUT, Gate
 from flask import Flask, current_app
+from support.threads import CONSUMER_PREFIX
+from support.waiting import TIMEOUT, Gate
 
 from flask_memqueue import (
     Job,

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT
 from flask import Flask
+from support.waiting import TIMEOUT
 
 from flask_memqueue import MemQueue
 from flask_memqueue.state import _QUEUES

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT, Gate
-from contention import switch_often
 from flask import Flask
+from support.contention import switch_often
+from support.waiting import TIMEOUT, Gate
 
 from flask_memqueue import Job, JobStatus, MemQueue, QueueFull, current_job
 

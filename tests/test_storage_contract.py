@@ -1,10 +1,10 @@
 """The storage contract (flask_memqueue/storage/base.py), run against every backend.
 
 The tests are the public suite :mod:`flask_memqueue.testing.storage` (the one a
-third-party backend runs in its own CI); this file is the one place with the
-rows: each backend's name and the app config that selects it, given a fresh
-temporary directory. A new backend adds itself with one row here (and, if other
-processes share its stores, it is not in :data:`LOCAL_BACKENDS`).
+third-party backend runs in its own CI); the rows (each backend's name and the
+app config that selects it, given a fresh directory) are
+``support.backends.STORAGE_BACKENDS``, the one place a new backend adds itself
+(and, if other processes share its stores, it is not in ``LOCAL_BACKENDS``).
 """
 
 from __future__ import annotations
@@ -14,58 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.backends import LOCAL_BACKENDS, STORAGE_BACKENDS, backend_params
 
 from flask_memqueue.testing import SharedStorageContract, StorageContract, StoreConfig
 
-#: Every storage backend the contract runs against.
-STORAGE_BACKENDS: dict[str, Callable[[Path], dict[str, Any]]] = {
-    "memory": lambda directory: {"MEMQUEUE_STORAGE": "memory://"},
-    "sqlite": lambda directory: {"MEMQUEUE_STORAGE": f"sqlite:///{directory / 'journal.db'}"},
-    "journal-alias": lambda directory: {"MEMQUEUE_JOURNAL": str(directory / "journal.db")},
-    "dict": lambda directory: {"MEMQUEUE_STORAGE": _dict_store(directory)},
-    "redis": lambda directory: {"MEMQUEUE_STORAGE": _redis_store(directory)},
-}
-
-#: The backends whose jobs live in one process (capabilities.shared is False): the
-#: shared-store part of the contract (SharedStorageContract) does not run on them.
-LOCAL_BACKENDS = {"memory"}
 SHARED_BACKENDS = [name for name in STORAGE_BACKENDS if name not in LOCAL_BACKENDS]
 
 
-def _dict_store(directory: Path) -> str:
-    """The test-only durable backend (tests/dictstore.py), registered on first use."""
-    from dictstore import SCHEME, open_dict
-
-    from flask_memqueue.storage import register_backend
-
-    register_backend(SCHEME, open_dict)
-    return f"{SCHEME}:///{directory}"
-
-
-_REDIS_TESTS: set[Path] = set()
-
-
-def _redis_store(directory: Path) -> str:
-    """The session's redis-server (tests/redis_server.py), flushed at a test's first store:
-    stores of one test share it, as processes do; no test sees an earlier one's jobs (app
-    names repeat from test to test)."""
-    from redis_server import shared_server
-
-    server = shared_server()  # skips (or, under CI, fails) without redis-server
-    if directory.parent not in _REDIS_TESTS:
-        _REDIS_TESTS.add(directory.parent)
-        server.flush()
-    return server.url()
-
-
 class TestEveryStore(StorageContract):
-    @pytest.fixture(params=list(STORAGE_BACKENDS))
+    @pytest.fixture(params=backend_params(STORAGE_BACKENDS))
     def store_config(self, request: pytest.FixtureRequest) -> StoreConfig:
         return STORAGE_BACKENDS[request.param]
 
 
 class TestSharedStores(SharedStorageContract):
-    @pytest.fixture(params=SHARED_BACKENDS)
+    @pytest.fixture(params=backend_params(SHARED_BACKENDS))
     def store_config(self, request: pytest.FixtureRequest) -> StoreConfig:
         return STORAGE_BACKENDS[request.param]
 
@@ -78,6 +41,7 @@ def test_the_local_backends_are_listed_truthfully(name: str, make_app: Callable[
     assert app.extensions["memqueue"].storage.capabilities.shared is False
 
 
+@pytest.mark.processes
 def test_a_third_party_backend_runs_the_public_suite_in_its_own_project(tmp_path: Path) -> None:
     """The documented way (docs/storage.rst, "Testing your backend"), in a project of its own:
     a test module that subclasses the two contract classes for a backend registered outside

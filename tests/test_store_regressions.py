@@ -7,25 +7,21 @@ are in ``test_faults.py``, with the other faults.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT, Gate
-from contention import switch_often
 from flask import Flask
+from support.contention import switch_often
+from support.harness import Env
+from support.waiting import TIMEOUT, Gate
 
 from flask_memqueue import Job, JobStatus, MemQueue
 from flask_memqueue.state import AppQueue
 
 MakeApp = Callable[..., Flask]
-APP_SOURCE = Path(__file__).resolve().parent / "apps" / "journal_app.py"
 
 
 # -- defect 7: concurrent enqueuers -----------------------------------------------------------
@@ -148,25 +144,19 @@ def test_wait_on_a_journal_job_read_by_id_returns_the_outcome_another_object_ran
         assert all(job is not None and job.status is JobStatus.SUCCEEDED for job in found)
 
 
+@pytest.mark.processes
 def test_wait_on_a_journal_job_enqueued_by_another_process(mq: MemQueue, make_app: MakeApp,
-                                                           tmp_path: Path) -> None:
+                                                           make_env: Callable[..., Env]) -> None:
     """Two real processes: a subprocess enqueues (MEMQUEUE_CONSUMER=False there); this one waits."""
 
     @mq.task(name="record")
     def record(n: int, hold: int = -1) -> int:
         return n
 
-    src = tmp_path / "src"
-    src.mkdir()
-    shutil.copy(APP_SOURCE, src / "journal_app.py")
-    data = tmp_path / "data"
-    data.mkdir()
-    journal = data / "journal.db"
-    env = {**os.environ, "JT_JOURNAL": str(journal), "JT_DIR": str(data), "JT_CONSUMER": "0",
-           "PYTHONPATH": str(src)}
-    env.pop("WERKZEUG_RUN_MAIN", None)
-    subprocess.run([sys.executable, "-c", "import journal_app; journal_app.main()", "enqueue", "5"],
-                   env=env, cwd=src, check=True, timeout=60)
+    env = make_env("journal_app")
+    journal = env.journal
+    enqueue = env.main("enqueue", "enqueue", "5", JT_JOURNAL=str(journal), JT_CONSUMER="0")
+    assert enqueue.wait(60) == 0, env.output("enqueue")
     app = make_app("journal_app", MEMQUEUE_JOURNAL=str(journal), MEMQUEUE_MAXSIZE=0)
     queue: AppQueue = app.extensions["memqueue"]
     with app.app_context():

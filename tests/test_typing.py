@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.processes  # mypy, in a subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = ROOT / "tests" / "typing" / "check_types.py"
 

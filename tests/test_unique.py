@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT, Gate
 from flask import Flask
-from test_storage_contract import STORAGE_BACKENDS  # the one table of backends the tests run on
+from support.backends import STORAGE_BACKENDS, backend_params
+from support.waiting import TIMEOUT, Gate
 
 from flask_memqueue import Job, MemQueue, job_enqueued
 
@@ -25,7 +25,7 @@ STORES: dict[str, Callable[[Path], dict[str, Any]]] = {
 }
 
 
-@pytest.fixture(params=list(STORES))
+@pytest.fixture(params=backend_params(STORES))
 def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     return STORES[request.param](tmp_path)
 

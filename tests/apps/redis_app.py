@@ -1,59 +1,34 @@
 """A small app on the Redis store, for the tests that start real processes.
 
-Run from a temporary directory as ``flask --app redis_app memqueue worker``,
-``gunicorn --preload 'redis_app:create_app()'`` or ``python -c "import
-redis_app; redis_app.main()" <mode> ...``. Everything comes from the environment:
+Run by :class:`support.harness.Env` from a temporary directory as ``flask
+--app redis_app memqueue worker``, ``gunicorn --preload 'redis_app:create_app()'``
+or ``python -c "import redis_app; redis_app.main()" <mode> ...``. Besides what
+:mod:`support.base_app` gives every app, everything comes from the environment:
 
-- ``RT_URL``: MEMQUEUE_STORAGE (a redis:// URL); ``RT_DIR``: where ``runs.log``
-  and gate files live; ``RT_CONSUMER``: "0" for an enqueue-only process;
-  ``RT_LEASE``: the lease option; ``RT_HOLD_FROM``: in this process, the first
-  ``record`` job numbered at least this waits for the gate ``hold``.
-- ``runs.log`` gets one line per event, written with one ``O_APPEND`` write so
-  lines of several processes never mix: ``run <n> <pid> <time>`` for
-  ``record``, ``start``/``done <n> <pid> <time>`` for ``block``,
-  ``holding <n> <pid> <time>``, ``message <text> <pid>`` for a produced message.
-- A job that waits for a gate waits for a file of that name in ``RT_DIR``,
-  at most :data:`GATE_TIMEOUT` seconds.
+- ``RT_URL``: MEMQUEUE_STORAGE (a redis:// URL); ``RT_CONSUMER``: "0" for an
+  enqueue-only process; ``RT_LEASE``: the lease option; ``RT_HOLD_FROM``: in
+  this process, the first ``record`` job numbered at least this waits for the
+  gate ``hold``; ``RT_TOKEN``: ``MEMQUEUE_TOKEN``.
+- ``runs.log`` gets ``run <n> <pid> <time>`` for ``record``,
+  ``start``/``done <n> <pid> <time>`` for ``block``, ``holding <n> <pid> <time>``,
+  ``message <text> <pid>`` for a produced message.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, jsonify, request
+from support.base_app import command_line, data_dir, enqueue_in_threads, log, new_app, pass_gate, wait_for_gate
 
 from flask_memqueue import MemQueue, StorageError
 
 mq = MemQueue()
 GATE_TIMEOUT = 60.0
 _held = threading.Event()
-
-
-def _dir() -> Path:
-    return Path(os.environ["RT_DIR"])
-
-
-def log(*fields: object) -> None:
-    line = (" ".join(str(f) for f in fields) + "\n").encode()
-    fd = os.open(_dir() / "runs.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
-
-
-def wait_for_gate(gate: str) -> bool:
-    deadline = time.monotonic() + GATE_TIMEOUT
-    while not (_dir() / gate).exists():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 @mq.task(name="record", retries=1, retry_delay=0.0)
@@ -63,15 +38,14 @@ def record(n: int) -> int:
     if 0 <= hold_from <= n and not _held.is_set():
         _held.set()
         log("holding", n, os.getpid(), repr(time.time()))
-        wait_for_gate("hold")
+        wait_for_gate("hold", GATE_TIMEOUT)
     return n
 
 
 @mq.task(name="block", retries=1, retry_delay=0.0)
 def block(n: int, gate: str) -> int:
     log("start", n, os.getpid(), repr(time.time()))
-    if not wait_for_gate(gate):
-        raise TimeoutError(f"gate {gate} never opened")
+    pass_gate(gate, GATE_TIMEOUT)
     log("done", n, os.getpid(), repr(time.time()))
     return n
 
@@ -82,11 +56,11 @@ def on_message(message: Any) -> None:
 
 
 def create_app() -> Flask:
-    app = Flask("redis_app", instance_path=str(_dir() / "instance"))
     options: dict[str, Any] = {}
     if os.environ.get("RT_LEASE"):
         options["lease"] = float(os.environ["RT_LEASE"])
-    app.config.update(
+    app = new_app(
+        "redis_app", mq,
         TESTING=True,
         MEMQUEUE_STORAGE=os.environ["RT_URL"],
         MEMQUEUE_STORAGE_OPTIONS=options,
@@ -96,16 +70,6 @@ def create_app() -> Flask:
         MEMQUEUE_MAX_FINISHED=100_000,
         MEMQUEUE_TOKEN=os.environ.get("RT_TOKEN") or None,
     )
-    mq.init_app(app)
-
-    @app.after_request
-    def pid_header(response: Response) -> Response:
-        response.headers["X-Pid"] = str(os.getpid())
-        return response
-
-    @app.get("/pid")
-    def pid() -> Any:
-        return jsonify(pid=os.getpid())
 
     @app.post("/enqueue")
     def enqueue() -> Any:
@@ -121,27 +85,16 @@ def main() -> None:
     then exit; ``produce`` up to n jobs one by one until the file ``stop-producing`` exists,
     writing ``acked <i>`` or ``refused <i> <error>`` to stdout for each (the Redis restart
     test), retrying nothing."""
-    mode = sys.argv[1]
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    mode, n = command_line()
     threads = int(os.environ.get("RT_THREADS", "1"))
     offset = int(os.environ.get("RT_OFFSET", "0"))
     app = create_app()
     with app.app_context():
         if mode == "enqueue":
-            def produce(part: range) -> None:
-                with app.app_context():
-                    for i in part:
-                        mq.enqueue(record, i)
-
-            parts = [range(offset + k, offset + n, threads) for k in range(threads)]
-            workers = [threading.Thread(target=produce, args=(p,)) for p in parts]
-            for w in workers:
-                w.start()
-            for w in workers:
-                w.join()
+            enqueue_in_threads(app, range(offset, offset + n), threads, lambda i: mq.enqueue(record, i))
             log("enqueued", n, os.getpid())
         elif mode == "produce":
-            stop = _dir() / "stop-producing"
+            stop = data_dir() / "stop-producing"
             for i in range(offset, offset + n):
                 if stop.exists():
                     break

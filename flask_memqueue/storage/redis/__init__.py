@@ -1,8 +1,8 @@
 """The Redis store: the jobs of every process and host that points at one Redis.
 
 ``MEMQUEUE_STORAGE = "redis://:password@host:6379/0"`` (also ``rediss://``
-for TLS and ``unix:///path/redis.sock``); ``pip install "flask-memqueue[redis]"``
-brings redis-py. Options, from the URL's query string or ``MEMQUEUE_STORAGE_OPTIONS``:
+for TLS and ``unix:///path/redis.sock``); the ``redis`` extra brings
+redis-py. Options, from the URL's query string or ``MEMQUEUE_STORAGE_OPTIONS``:
 
 - ``lease`` (seconds, at least 1, default 30): how long a worker that stops
   renewing (killed, host lost, link cut) keeps its running jobs before a live

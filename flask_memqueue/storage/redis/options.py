@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...exceptions import ConfigurationError
+from ...extras import install_hint
 from ..durable import check_options
 
 #: The options this backend takes, and what each means (``check_options`` lists them).
@@ -44,7 +45,7 @@ def parse_options(url: str, options: Mapping[str, Any], namespace: str) -> tuple
     except ImportError:
         raise ConfigurationError(
             "MEMQUEUE_STORAGE names a Redis server but redis-py is not installed:"
-            " pip install 'flask-memqueue[redis]'"
+            f" {install_hint('redis')}"
         ) from None
     lease = _lease(options.get("lease", DEFAULT_LEASE))
     prefix = default_prefix(namespace) if options.get("prefix") is None else _prefix(options["prefix"])

@@ -1,0 +1,65 @@
+"""The stores the storage contract (and every test parametrized over stores) runs against.
+
+A new backend adds itself with one entry in :data:`STORAGE_BACKENDS` (and, if
+it needs a real server, its name in :data:`SERVER_BACKENDS`, so its cases
+carry the ``servers`` marker). :func:`backend_params` turns names into
+fixture params with those marks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support import markers
+
+#: Every storage backend: its name, and the extra app config that selects it
+#: (given a fresh temporary directory).
+STORAGE_BACKENDS: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "memory": lambda tmp_path: {"MEMQUEUE_STORAGE": "memory://"},
+    "sqlite": lambda tmp_path: {"MEMQUEUE_STORAGE": f"sqlite:///{tmp_path / 'journal.db'}"},
+    "journal-alias": lambda tmp_path: {"MEMQUEUE_JOURNAL": str(tmp_path / "journal.db")},
+    "dict": lambda tmp_path: {"MEMQUEUE_STORAGE": _dict_store(tmp_path)},
+    "redis": lambda tmp_path: {"MEMQUEUE_STORAGE": _redis_store(tmp_path)},
+}
+
+#: The backends whose jobs live in one process (capabilities.shared is False):
+#: the contract's cases about sharing a store between processes skip them.
+LOCAL_BACKENDS = {"memory"}
+
+#: The backends that need a real server (their cases are marked ``servers``).
+SERVER_BACKENDS = {"redis"}
+
+
+def backend_params(names: Iterable[str]) -> list[Any]:
+    """Fixture params for these backends, the ones needing a server marked ``servers``."""
+    return [pytest.param(name, marks=getattr(pytest.mark, markers.SERVERS)) if name in SERVER_BACKENDS else name
+            for name in names]
+
+
+def _dict_store(tmp_path: Path) -> str:
+    """The test-only durable backend (tests/dictstore.py), registered on first use."""
+    from dictstore import SCHEME, open_dict
+
+    from flask_memqueue.storage import register_backend
+
+    register_backend(SCHEME, open_dict)
+    return f"{SCHEME}:///{tmp_path}"
+
+
+_REDIS_TESTS: set[Path] = set()
+
+
+def _redis_store(tmp_path: Path) -> str:
+    """The session's redis-server, flushed at a test's first store: stores of one test
+    share it, as processes do; no test sees an earlier one's jobs."""
+    from support.servers.redis import shared_redis
+
+    server = shared_redis()  # skips (or, under CI, fails) without redis-server
+    if tmp_path.parent not in _REDIS_TESTS:
+        _REDIS_TESTS.add(tmp_path.parent)
+        server.flush()
+    return server.url()
