@@ -97,17 +97,21 @@ class Client:
             text = text.replace(self._password, "***")
         where = f"Redis {self.url} ({self.key}): {doing} failed"
         if self._refused(exc, text):
-            if self._no_password and "WRONGPASS" not in text and "NOPERM" not in text:
-                why = ("the server refused the credentials: it needs a password and none was given (write it in"
-                       f" the URL, redis://:password@host:6379/0, or in MEMQUEUE_STORAGE_OPTIONS): {text}")
-            else:
-                why = ("the server refused the credentials (wrong password or user name, or a user without the"
-                       f" rights to run scripts): {text}")
-            return RedisCredentialsRefused(f"{where}: {why}")
+            return RedisCredentialsRefused(f"{where}: {self._refusal(text)}")
         outage = self._outage(exc, text)
         if outage is None:
             return StorageError(f"{where}: {type(exc).__name__}: {text}")
         return RedisUnavailable(f"{where}: {outage}")
+
+    def _refusal(self, text: str) -> str:
+        """Why the server refused this client, and what to change."""
+        if "NOPERM" in text:
+            return ("the server refused this user's commands (an ACL user needs the rights to run scripts,"
+                    f" +@scripting, and to the keys of the store's prefix): {text}")
+        if self._no_password and "WRONGPASS" not in text:
+            return ("the server refused the credentials: it needs a password and none was given (write it in"
+                    f" the URL, redis://:password@host:6379/0, or in MEMQUEUE_STORAGE_OPTIONS): {text}")
+        return f"the server refused the credentials (wrong password or user name): {text}"
 
     def _refused(self, exc: BaseException, text: str) -> bool:
         if isinstance(exc, self.redis.AuthenticationError):
