@@ -17,17 +17,14 @@ if TYPE_CHECKING:
         BrokerUnavailable,
         ConfigurationError,
         JobFailed,
-        JournalError,
         MainModuleTaskWarning,
         MemQueueConfigWarning,
         MemQueueError,
         MemQueueWarning,
-        PostgresUnavailable,
         QueueClosed,
         QueueFull,
-        RedisUnavailable,
-        SchemaError,
         StorageError,
+        StorageRefused,
         UnknownQueueError,
         UnknownTaskError,
         UnknownTopicError,
@@ -36,6 +33,7 @@ if TYPE_CHECKING:
     from .job import Job, JobStatus
     from .registry import Options, Task, TaskOptions
     from .signals import job_cancelled, job_enqueued, job_failed, job_retrying, job_started, job_succeeded
+    from .storage import JournalError, PostgresUnavailable, RedisUnavailable, SchemaError  # defined by their backends
 
 __version__ = "1.0.0"
 
@@ -57,6 +55,7 @@ _EXPORTS = {
     "RedisUnavailable": "exceptions",
     "SchemaError": "exceptions",
     "StorageError": "exceptions",
+    "StorageRefused": "exceptions",
     "UnknownQueueError": "exceptions",
     "UnknownTaskError": "exceptions",
     "UnknownTopicError": "exceptions",
@@ -94,6 +93,7 @@ __all__ = [
     "RedisUnavailable",
     "SchemaError",
     "StorageError",
+    "StorageRefused",
     "Task",
     "TaskOptions",
     "UnknownQueueError",

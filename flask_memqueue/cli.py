@@ -1,9 +1,9 @@
-"""``flask memqueue ...``: commands that work on a shared store (the SQLite journal, ...).
+"""``flask memqueue ...``: commands that work on a store that processes share.
 
 An in-memory queue lives inside the serving process only, so there is
 nothing a separate ``flask`` process could show or run; the commands say so.
-With a store that processes share (``MEMQUEUE_STORAGE = "sqlite:///jobs.db"``)
-they read and write it; ``worker`` runs its jobs.
+With a store that processes share (a journal file, a server) they read and
+write it; ``worker`` runs its jobs.
 
 These commands never start a consumer thread: ``jobs``, ``retry`` and
 ``purge`` only touch records (a job queued again is run by whichever
@@ -76,10 +76,12 @@ def _queue(*, amqp_will_do: bool = False) -> AppQueue:
     if amqp_will_do and queue.amqp is not None:
         return queue
     if not queue.storage.capabilities.shared:
+        from .storage import SHARED_STORE_EXAMPLE
+
         raise click.ClickException(
             f"this app's store ({queue.storage_url}) lives inside the serving process: another process"
             " cannot see or run its jobs. Use the HTTP routes (/memqueue/jobs, /memqueue/stats) of the"
-            " running app, or set MEMQUEUE_STORAGE to a shared store, like 'sqlite:///jobs.db'."
+            f" running app, or set MEMQUEUE_STORAGE to a shared store, like {SHARED_STORE_EXAMPLE!r}."
         )
     return queue
 
@@ -321,6 +323,7 @@ def run_worker(queue: AppQueue, plan: dict[str, int] | None = None) -> None:
     limit = None if queue.storage.capabilities.outages_end else WORKER_MAX_FAILURES
     for consumer in consumers:
         consumer.max_store_failures = limit
+        consumer.stop_on_refusal = True  # a refused password is no outage: never retried for ever
     crashes = 0
     seen: dict[int, int] = {}
     try:
@@ -330,6 +333,12 @@ def run_worker(queue: AppQueue, plan: dict[str, int] | None = None) -> None:
         while not stop:
             dead = [c for c in consumers if not c.alive]
             if dead:
+                refused = next((c.gave_up for c in dead if c.refused), None)
+                if refused is not None:
+                    raise click.ClickException(
+                        f"{refused.rstrip('.')}. This is a configuration error, not an outage: the worker stops; fix"
+                        f" {queue.config.storage_key} (or the server's users), then start it again"
+                    )
                 gave_up = next((c.gave_up for c in dead if c.gave_up is not None), None)
                 if gave_up is not None:
                     raise click.ClickException(

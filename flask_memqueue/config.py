@@ -111,26 +111,25 @@ def _token(key: str, value: Any) -> str | None:
     return value
 
 
-def _journal(key: str, value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    import os
-
-    if not isinstance(value, (str, os.PathLike)):
-        raise ConfigurationError(f"{key} must be a file path, not {value!r}" + _env_hint(key, value))
-    return os.fspath(value)
+def _alias(key: str, value: Any) -> Any:
+    """A key of an alias of MEMQUEUE_STORAGE: checked and translated by its backend
+    (:func:`flask_memqueue.storage.resolve_alias`), which knows what it means."""
+    return value
 
 
 def _storage(key: str, value: Any) -> str | None:
     if value is None or value == "":
         return None
-    if not isinstance(value, str):
-        raise ConfigurationError(f"{key} must be a URL string like 'memory://' or 'sqlite:///jobs.db', not {value!r}")
-    from .storage import scheme_installed, split_url
+    from .storage import available_schemes, scheme_installed, split_url
 
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"{key} must be a URL string like 'memory://' (installed schemes:"
+            f" {', '.join(s + '://' for s in available_schemes())}), not {value!r}"
+        )
     scheme, _ = split_url(value, key)
     if not scheme_installed(scheme):
-        from .storage import available_schemes, redact_url
+        from .storage import redact_url
 
         raise ConfigurationError(
             f"{key}: no storage backend is installed for the scheme {scheme!r} ({redact_url(value)!r});"
@@ -147,12 +146,6 @@ def _options(key: str, value: Any) -> dict[str, Any]:
             f"{key} must be a dict of option names to values, like {{'sync': 'full'}}, not {value!r}"
         )
     return dict(value)
-
-
-def _sync(key: str, value: Any) -> str:
-    if isinstance(value, str) and value.lower() in ("normal", "full"):
-        return value.lower()
-    raise ConfigurationError(f"{key} must be 'normal' or 'full', not {value!r}" + _env_hint(key, value))
 
 
 #: Consumer threads per queue at most: threads share one GIL, so more than
@@ -263,10 +256,10 @@ SETTINGS: dict[str, Setting] = {
     "TOKEN": Setting(None, _token, "Bearer token the routes require; unset: debug/testing apps only."),
     "MAX_MESSAGE_BYTES": Setting(65536, _int(1), "Largest body /produce accepts."),
     "SHUTDOWN_TIMEOUT": Setting(10.0, _seconds, "Seconds shutdown at interpreter exit waits for the queue to drain."),
-    "STORAGE": Setting(None, _storage, "Where jobs live, as a URL: memory:// (default), sqlite:///jobs.db, ..."),
+    "STORAGE": Setting(None, _storage, "Where jobs live, as a URL: memory:// (the default), or a shared store's."),
     "STORAGE_OPTIONS": Setting(None, _options, "The store's own options (a dict); also from the URL's query string."),
-    "JOURNAL": Setting(None, _journal, "Alias: a file path means MEMQUEUE_STORAGE = 'sqlite:///<path>'."),
-    "JOURNAL_SYNC": Setting("normal", _sync, "With MEMQUEUE_JOURNAL: 'normal' survives a crash, 'full' power loss."),
+    "JOURNAL": Setting(None, _alias, "Alias of MEMQUEUE_STORAGE: a file path means the journal in that file."),
+    "JOURNAL_SYNC": Setting("normal", _alias, "With MEMQUEUE_JOURNAL: 'normal' survives a crash, 'full' power loss."),
     "METRICS": Setting(False, _bool, "Count jobs for GET <prefix>/metrics (needs the metrics extra)."),
     "AMQP_URL": Setting(None, _amqp_url, "RabbitMQ for messages (produce, handlers): amqp:// or amqps://."),
     "AMQP_QUEUE_PREFIX": Setting("memqueue.", _queue_prefix, "A handler's queue is this prefix + its topic."),
@@ -326,46 +319,33 @@ def read_config(config: Mapping[str, Any]) -> Config:
         key = PREFIX + name
         value = config.get(key, setting.default)
         values[name.lower()] = setting.check(key, value)
-    values["storage_key"] = PREFIX + ("JOURNAL" if values["journal"] is not None else "STORAGE")
-    values["storage"], values["storage_options"] = _store(
-        values.pop("storage"), values.pop("storage_options"), values.pop("journal"), values.pop("journal_sync"),
-        sync_given=PREFIX + "JOURNAL_SYNC" in config,
-    )
+    values["storage"], values["storage_options"], values["storage_key"] = _store(config, values)
     return Config(**values)
 
 
-def _store(
-    url: str | None, options: dict[str, Any], journal: str | None, sync: str, *, sync_given: bool
-) -> tuple[str, dict[str, Any]]:
-    """The store's URL and options, from MEMQUEUE_STORAGE(_OPTIONS) or the MEMQUEUE_JOURNAL alias."""
-    from .storage import split_url
+def _store(config: Mapping[str, Any], values: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+    """The store's URL, options and naming key, from MEMQUEUE_STORAGE(_OPTIONS) or an alias
+    (translated by the backend it belongs to: this module names no backend)."""
+    from .storage import alias_keys, resolve_alias, split_url
 
-    if url is not None and journal is not None:
-        raise ConfigurationError(
-            "MEMQUEUE_STORAGE and MEMQUEUE_JOURNAL are both set: MEMQUEUE_JOURNAL is an alias of"
-            " MEMQUEUE_STORAGE = 'sqlite:///<path>'; keep one of them"
-        )
-    if journal is not None:
-        from urllib.parse import quote
-
-        url = "sqlite:///" + quote(journal)  # an absolute path gives sqlite:////abs, as SQLAlchemy writes it
-        options = {**options}
-        if "sync" in options and sync_given:
-            raise ConfigurationError(
-                "MEMQUEUE_JOURNAL_SYNC and MEMQUEUE_STORAGE_OPTIONS['sync'] are both set; keep one"
-            )
-        options.setdefault("sync", sync)
-    elif sync_given and sync != "normal":
-        raise ConfigurationError(
-            "MEMQUEUE_JOURNAL_SYNC goes with MEMQUEUE_JOURNAL; with MEMQUEUE_STORAGE say"
-            " MEMQUEUE_STORAGE_OPTIONS = {'sync': 'full'} (or ?sync=full in the URL)"
-        )
+    given: dict[str, Any] = {}
+    for key in alias_keys():
+        value = values.pop(key[len(PREFIX):].lower())
+        if key in config:
+            given[key] = value
+    try:
+        url, options, key = resolve_alias(given, values.pop("storage"), values.pop("storage_options"))
+    except ConfigurationError as exc:  # the backend named the key; say where such a value may come from
+        bad = next((k for k in given if str(exc).startswith(k + " ")), None)
+        if bad is None:
+            raise
+        raise ConfigurationError(str(exc) + _env_hint(bad, given[bad])) from None
     url = url or "memory://"
-    _, query = split_url(url)
+    _, query = split_url(url, key)
     both = sorted(set(query) & set(options))
     if both:
         raise ConfigurationError(
             f"the storage option(s) {', '.join(map(repr, both))} are given both in MEMQUEUE_STORAGE's query"
             " string and in MEMQUEUE_STORAGE_OPTIONS; keep one"
         )
-    return url, {**query, **options}
+    return url, {**query, **options}, key

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from blinker import Signal
 from werkzeug.local import LocalProxy
 
+from .exceptions import StorageRefused
 from .job import Job, JobStatus
 from .signals import job_failed, job_retrying, job_started, job_succeeded
 
@@ -112,8 +113,13 @@ class Consumer:
         #: Stop :meth:`run` after this many consecutive store failures (the
         #: worker sets it, to exit with an error); None: retry for ever.
         self.max_store_failures: int | None = None
+        #: Stop :meth:`run` at the first failure that is a refusal (StorageRefused: a wrong
+        #: password, say), which no wait will end (the worker sets it, to exit with an error).
+        self.stop_on_refusal = False
         #: Why :meth:`run` gave up, once it has.
         self.gave_up: str | None = None
+        #: True if it gave up because the store refused this app (a configuration error).
+        self.refused = False
         # Set by stop(): ends a backoff wait at once.
         self._stop = threading.Event()
 
@@ -235,6 +241,7 @@ class Consumer:
         self.stopping = False
         self._stop.clear()
         self.gave_up = None
+        self.refused = False
 
     def back_off(self, failures: int) -> None:
         """Wait after the ``failures``-th failure in a row (:func:`backoff_delay`), cut short by :meth:`stop`."""
@@ -257,6 +264,11 @@ class Consumer:
         self.store_failures += 1
         cause = _one_line(exc)
         name = self.queue.app.name
+        if self.stop_on_refusal and isinstance(exc, StorageRefused):
+            # Not an outage: the worker says so, once, and exits (no traceback per thread).
+            self.gave_up = f"the job store of {name!r} refuses this app: {cause}"
+            self.refused = True
+            return False
         if self.store_failures == 1:
             self.store_error = cause
             logger.error(

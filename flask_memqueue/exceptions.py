@@ -1,7 +1,15 @@
-"""One tree of exceptions, so ``except MemQueueError`` catches everything we raise."""
+"""One tree of exceptions, so ``except MemQueueError`` catches everything we raise.
+
+The exceptions of one store live with its backend (``JournalError``,
+``RedisUnavailable``, ``PostgresUnavailable``, ``SchemaError``...); they are
+importable from here too, loaded on first use by
+:func:`flask_memqueue.storage.backend_exception` without importing the
+store's driver.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 
@@ -73,8 +81,15 @@ class StorageError(MemQueueError):
     """
 
 
-class JournalError(StorageError):
-    """The journal file cannot be opened, read or written."""
+class StorageRefused(StorageError):
+    """The store answers but refuses this app: its configuration is wrong (a refused
+    password or user name, no password for a server that needs one), and waiting
+    will not change that.
+
+    Still a :class:`StorageError` (the routes answer 503); ``flask memqueue
+    worker`` says so once and exits with an error instead of retrying as it
+    does through an outage.
+    """
 
 
 class BrokerUnavailable(StorageError):
@@ -83,37 +98,6 @@ class BrokerUnavailable(StorageError):
     Raised by ``produce()``: the message was not published (the routes
     answer 503 with ``Retry-After``). The text names the URL with its
     password replaced by ``***``.
-    """
-
-
-class RedisUnavailable(StorageError):
-    """The Redis server cannot be reached or refuses this client (down, unreachable,
-    wrong password, TLS handshake failed, no answer in time).
-
-    The message names the server's URL with its password replaced by ``***``,
-    and says which of those it was. Nothing the failing call asked for was
-    done, except that an enqueue whose answer was lost may still have been
-    queued (the command reached Redis, the reply did not come back).
-    """
-
-
-class PostgresUnavailable(StorageError):
-    """The PostgreSQL server cannot be reached or refuses this client (down,
-    unreachable, wrong password, no answer in time, connection cut).
-
-    The message names the database's URL with its password replaced by ``***``
-    and says which it was. A write whose answer was lost may have been done
-    (the statement reached the server, the reply did not come back): every
-    write of the store is written so that doing it twice changes nothing more.
-    """
-
-
-class SchemaError(StorageError):
-    """The database has no memqueue schema, or an older one than this version needs.
-
-    A production app never creates tables by itself: run ``flask memqueue db
-    upgrade`` (or paste ``flask memqueue db sql`` into a migration). An app with
-    ``app.debug`` or ``app.testing`` set creates them on first use.
     """
 
 
@@ -136,3 +120,14 @@ class MainModuleTaskWarning(MemQueueWarning):
     worker (``flask memqueue worker``) reading it from the journal cannot
     import it. Give the task a ``name=``, or move it into an importable module.
     """
+
+
+def __getattr__(name: str) -> Any:
+    """The exceptions that live with their store (``JournalError``, ``PostgresUnavailable``...).
+
+    A re-export resolved on first use, by name: this module stays at the bottom
+    of the import graph (it imports nothing of the package), and the store's
+    driver is not imported (its exceptions module does not import it).
+    """
+    storage = importlib.import_module(".storage", __package__)
+    return storage.backend_exception(name, __name__)

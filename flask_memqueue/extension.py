@@ -88,10 +88,12 @@ class MemQueue:
             app.config.setdefault(PREFIX + name, setting.default)
         queue = AppQueue(self, self.registry, app, config)
         if not config.consumer and not queue.storage.capabilities.shared and not app.testing:
+            from .storage import SHARED_STORE_EXAMPLE
+
             queue.storage.close()
             raise ConfigurationError(
                 f"MEMQUEUE_CONSUMER = False needs a store that other processes share (MEMQUEUE_STORAGE ="
-                f" 'sqlite:///jobs.db', for example): with {queue.storage_url} the jobs live in this"
+                f" {SHARED_STORE_EXAMPLE!r}, for example): with {queue.storage_url} the jobs live in this"
                 " process, and nobody else could run them (a testing app may step its queue with"
                 " mq.run_once() instead)"
             )

@@ -25,7 +25,7 @@ from .job import DEFAULT_QUEUE, Job, JobStatus
 from .periodic import Scheduler
 from .registry import Registry, Task, missing_task
 from .signals import job_cancelled, job_enqueued
-from .storage import Storage, StoreContext, open_storage, redact_url
+from .storage import SHARED_STORE_EXAMPLE, Storage, StoreContext, open_storage, redact_url
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -657,9 +657,9 @@ class AppQueue:
                     shown += f" and {len(left) - 10} more"
                 logger.warning(
                     "app %r shut down with %d job(s) not run; they were cancelled: %s."
-                    " Set MEMQUEUE_STORAGE to a persistent store (sqlite:///jobs.db) to keep waiting"
+                    " Set MEMQUEUE_STORAGE to a persistent store (%s) to keep waiting"
                     " jobs across restarts.",
-                    self.app.name, len(left), shown,
+                    self.app.name, len(left), shown, SHARED_STORE_EXAMPLE,
                 )
         self.storage.close()
         return drained

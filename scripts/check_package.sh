@@ -2,7 +2,7 @@
 # CI: build the sdist and the wheel as a user's pip would, check their metadata
 # (twine check --strict), install the wheel into a fresh venv and look at what
 # arrived: a file missing from the wheel (py.typed, a template, the LICENSE,
-# the pytest plugin's entry point) fails here, not in a user's project.
+# the pytest plugin's entry point, a Lua script) fails here, not in a user's project.
 # Uses .venv's build and twine (the dev extra): run scripts/test.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,7 +51,24 @@ from flask_memqueue.extras import install_hint
 hint = install_hint("redis")  # installed from the wheel's path: the hint names that file
 assert hint.startswith('pip install "/') and hint.endswith('.whl[redis]"'), hint
 assert MemQueue.__module__ == "flask_memqueue.extension"
+# The Redis store's Lua scripts are package data: every one in the wheel, loaded through
+# importlib.resources from the installed copy (redis-py is not installed here: not needed to read them).
+from flask_memqueue.storage.redis.scripts import NAMES, sources
+
+lua = sorted(p.name for p in pkg.joinpath("storage", "redis", "lua").iterdir() if p.name.endswith(".lua"))
+missing = sorted({f"{n}.lua" for n in (*NAMES, "prelude", "add_one")} - set(lua))
+assert not missing, f"Lua scripts missing from the wheel: {missing}"
+assert sorted(sources()) == sorted(NAMES) and all("local P = KEYS[1]" in s for s in sources().values())
+# The public storage contract suite is in the wheel (not imported: pytest is not installed here).
+assert pkg.joinpath("testing", "storage.py").is_file() and pkg.joinpath("testing", "__init__.py").is_file()
+# The built-in backends are found without entry points of this package's own.
+ours = [ep.value for ep in md.entry_points(group="flask_memqueue.storage") if ep.value.startswith("flask_memqueue.")]
+assert not ours, ours
+from flask_memqueue.storage import available_schemes
+
+assert {"memory", "sqlite", "redis", "rediss", "unix"} <= set(available_schemes()), available_schemes()
 print(f"flask-memqueue {flask_memqueue.__version__}: the wheel installs and imports; py.typed,"
-      f" {len(templates)} templates, LICENSE and the pytest plugin are in it")
+      f" {len(templates)} templates, {len(lua)} Lua scripts, LICENSE, the pytest plugin and the storage"
+      " contract suite are in it")
 PY
 )

@@ -1,7 +1,7 @@
 """A storage backend written only for the tests: records in a dict, behind the durable machinery.
 
 It is the proof of the storage seam: one file plus one entry in
-``STORAGE_BACKENDS`` (conftest.py), and the whole contract runs against it.
+``STORAGE_BACKENDS`` (tests/support/backends.py), and the whole contract runs against it.
 Every operation goes through :class:`~flask_memqueue.storage.durable.DurableStorage`
 (records, JSON arguments, group commit, claims, owners, take-over, waiters),
 so the contract checks that machinery apart from SQL. Stores opened on the

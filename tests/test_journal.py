@@ -198,13 +198,13 @@ def test_concurrent_enqueues_share_commits(mq: MemQueue, make_app: MakeApp, tmp_
     app = journal_app(make_app, tmp_path / "j.db", MEMQUEUE_CONSUMER=False)
     s = store(app)
     commits: list[int] = []
-    real = s._write_batch
+    real = s._insert
 
-    def counting(batch: Any) -> None:
-        commits.append(len(batch.records))
-        real(batch)
+    def counting(records: Any) -> int:
+        commits.append(len(records))
+        return real(records)
 
-    s._write_batch = counting  # type: ignore[method-assign]
+    s._insert = counting  # type: ignore[method-assign]
     jobs: list[Job] = []
 
     def enqueue(i: int) -> None:
@@ -215,7 +215,7 @@ def test_concurrent_enqueues_share_commits(mq: MemQueue, make_app: MakeApp, tmp_
         threads = [threading.Thread(target=enqueue, args=(i,)) for i in range(8)]
         for t in threads:
             t.start()
-        wait_until(lambda: s._open_batch is not None and len(s._open_batch.records) == 7)
+        wait_until(lambda: (batch := s.writer._open) is not None and len(batch.records) == 7)
     for t in threads:
         t.join(TIMEOUT)
     assert commits == [1, 7]

@@ -197,7 +197,7 @@ def test_an_idle_take_wakes_on_another_processes_enqueue_by_notify(make: Callabl
     storage: Any = consumer.storage
     storage.idle_wait = 3600.0  # no poll: only a notification can wake it in time
     assert storage.take(0) is None
-    wait_until(lambda: storage._listening.is_set())
+    wait_until(lambda: storage.session.listening.is_set())
     got: list[Any] = []
     thread = threading.Thread(target=lambda: got.append(storage.take(TIMEOUT)))
     thread.start()
@@ -279,7 +279,7 @@ def test_a_job_in_a_session_that_commits_exists_once_and_runs_after_the_commit(
     storage: Any = worker.storage
     storage.idle_wait = 3600.0
     assert storage.take(0) is None
-    wait_until(lambda: storage._listening.is_set())
+    wait_until(lambda: storage.session.listening.is_set())
     got: list[Any] = []
     thread = threading.Thread(target=lambda: got.append(storage.take(TIMEOUT)))
     with app.app_context():

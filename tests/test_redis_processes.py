@@ -358,3 +358,24 @@ def test_workers_on_two_hosts_and_a_cut_link(make_env: MakeEnv, two_hosts: tuple
         e.stop(b, "b")
     finally:
         e.cleanup()
+
+
+@pytest.mark.parametrize("credentials", ["wrong-one", None], ids=["wrong-password", "no-password"])
+def test_a_worker_refused_by_redis_says_so_once_and_exits_with_an_error(make_env: MakeEnv, tmp_path: Path,
+                                                                        credentials: str | None) -> None:
+    """A refused credential is a configuration error, not an outage: ``flask memqueue worker``
+    (four consumer threads) exits non-zero by itself, saying so once, without a traceback,
+    and without the password. It used to back off for ever, log a traceback per thread,
+    and exit 0 on SIGTERM."""
+    with RedisServer(tmp_path / "r", password="right-one").start() as server:
+        auth = f":{credentials}@" if credentials else ""
+        env = redis_env(make_env, f"redis://{auth}127.0.0.1:{server.port}/0")
+        worker = env.worker("worker", "--threads", "4", wait=False)
+        code = worker.wait(DEADLINE)  # by itself: no signal is sent
+        output = env.output("worker")
+    assert code == 1, output
+    assert output.count("refuses this app") == 1, output
+    assert "refused the credentials" in output and "configuration error, not an outage" in output, output
+    if credentials is None:
+        assert "needs a password and none was given" in output, output
+    assert "Traceback" not in output and "wrong-one" not in output, output

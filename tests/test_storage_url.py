@@ -111,15 +111,23 @@ def test_an_unknown_scheme_names_the_key_and_lists_the_installed_ones() -> None:
     assert "hunter2" not in message and "me:***@db" in message
 
 
-def test_the_built_in_backends_are_registered_as_entry_points() -> None:
+def test_the_built_in_backends_are_one_table_and_need_no_package_metadata() -> None:
+    """The built-in schemes are the rows of ``storage._BUILTIN`` and nowhere else: the
+    package declares no entry points for them (entry points are how other
+    distributions add schemes), and each row names a factory that exists."""
     from importlib.metadata import entry_points
 
-    names = {ep.name: ep.value for ep in entry_points(group="flask_memqueue.storage")}
-    assert names["memory"] == "flask_memqueue.storage.memory:open_memory"
-    assert names["sqlite"] == "flask_memqueue.storage.sqlite:open_sqlite"
-    for scheme in ("postgresql", "postgres", "postgresql+psycopg"):
-        assert names[scheme] == "flask_memqueue.storage.postgres:open_postgres"
-    assert {"memory", "sqlite", "postgresql"} <= set(available_schemes())
+    from flask_memqueue.storage import _BUILTIN, _load
+
+    ours = [ep.value for ep in entry_points(group="flask_memqueue.storage") if ep.value.startswith("flask_memqueue.")]
+    assert ours == [], "a built-in backend is a row of storage._BUILTIN, not an entry point"
+    postgres = {"postgresql", "postgres", "postgresql+psycopg"}
+    assert set(_BUILTIN) == {"memory", "sqlite", "redis", "rediss", "unix", *postgres}
+    for scheme in postgres:
+        assert _BUILTIN[scheme] == "flask_memqueue.storage.postgres:open_postgres"
+    for target in _BUILTIN.values():
+        assert callable(_load(target)), target
+    assert set(_BUILTIN) <= set(available_schemes())
 
 
 @pytest.fixture
@@ -264,3 +272,41 @@ def test_unusable_file_names_are_refused_naming_the_key(tmp_path: Path, config: 
     with pytest.raises(ConfigurationError, match=match):
         MemQueue().init_app(app)
     assert list(tmp_path.iterdir()) == []  # no stray file was made
+
+
+def test_backend_exceptions_live_in_their_backends_and_import_no_driver() -> None:
+    """``JournalError``, ``RedisUnavailable``, ``PostgresUnavailable`` and ``SchemaError`` are
+    defined by their backends; the old names still work (``flask_memqueue.X``,
+    ``flask_memqueue.exceptions.X``), and neither importing the exceptions nor these names
+    loads sqlite3, redis-py or psycopg (a fresh interpreter tells)."""
+    import subprocess
+    import sys
+
+    code = textwrap.dedent("""
+        import sys
+        DRIVERS = ("sqlite3", "redis", "psycopg", "psycopg_pool")
+        import flask_memqueue.exceptions as exceptions
+        assert not [d for d in DRIVERS if d in sys.modules]
+        from flask_memqueue import JournalError, RedisUnavailable, StorageError, StorageRefused
+        from flask_memqueue import PostgresUnavailable, SchemaError
+        from flask_memqueue.exceptions import JournalError as J, RedisUnavailable as R, RedisCredentialsRefused
+        from flask_memqueue.exceptions import PostgresUnavailable as P, SchemaError as S
+        assert (J, R, P, S) == (JournalError, RedisUnavailable, PostgresUnavailable, SchemaError)
+        assert issubclass(JournalError, StorageError) and issubclass(RedisUnavailable, StorageError)
+        assert issubclass(PostgresUnavailable, StorageError) and issubclass(SchemaError, StorageError)
+        assert issubclass(RedisCredentialsRefused, RedisUnavailable)
+        assert issubclass(RedisCredentialsRefused, StorageRefused)
+        assert JournalError.__module__ == "flask_memqueue.storage.sqlite.errors", JournalError.__module__
+        assert RedisUnavailable.__module__ == "flask_memqueue.storage.redis.client", RedisUnavailable.__module__
+        for cls in (PostgresUnavailable, SchemaError):
+            assert cls.__module__ == "flask_memqueue.storage.postgres.errors", cls.__module__
+        assert not [d for d in DRIVERS if d in sys.modules], "a driver was imported"
+        try:
+            exceptions.NoSuchError
+        except AttributeError as exc:
+            assert "NoSuchError" in str(exc)
+        else:
+            raise AssertionError("an unknown name must be an AttributeError")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

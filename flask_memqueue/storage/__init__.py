@@ -1,48 +1,71 @@
 """Stores, found by the scheme of ``MEMQUEUE_STORAGE`` (a URL).
 
-Backends register a factory under the entry-point group
-``flask_memqueue.storage``, keyed by URL scheme; the built-in ones
-(``memory``, ``sqlite``, ``redis``/``rediss``/``unix`` for Redis, and
-``postgresql``/``postgres``/``postgresql+psycopg`` for PostgreSQL) are registered the same way in this package's
-metadata, so a backend written elsewhere needs no change here::
+The built-in backends (``memory``, ``sqlite``, ``redis``/``rediss``/``unix``
+for Redis, and ``postgresql``/``postgres``/``postgresql+psycopg`` for
+PostgreSQL) are the rows of :data:`_BUILTIN`, the one table of them: a new
+built-in backend is one module (or package) plus one row. Backends of other
+distributions register a factory under the entry-point group
+``flask_memqueue.storage``, keyed by URL scheme, so a MySQL backend written
+elsewhere needs no change here::
 
     [project.entry-points."flask_memqueue.storage"]
     mysql = "my_package.storage:open_mysql"
 
-Entry points are loaded lazily, when a URL names their scheme: a backend's
-driver is imported only by the apps that use it.
+Backends are loaded lazily, when a URL names their scheme: a backend's driver
+is imported only by the apps that use it. This package also holds the other
+tables that would otherwise put a backend's name in the core: the config keys
+that are aliases of ``MEMQUEUE_STORAGE`` (:func:`resolve_alias`) and the
+exceptions that live with their backend (:func:`backend_exception`).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from importlib import import_module
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ..exceptions import ConfigurationError
 from .base import Capabilities, Storage, StorageFactory, StoreContext, TickInfo, redact_url
 
+if TYPE_CHECKING:
+    from .postgres.errors import PostgresUnavailable, SchemaError
+    from .redis.client import RedisCredentialsRefused, RedisUnavailable
+    from .sqlite.errors import JournalError
+
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "SHARED_STORE_EXAMPLE",
     "Capabilities",
+    "JournalError",
+    "PostgresUnavailable",
+    "RedisCredentialsRefused",
+    "RedisUnavailable",
+    "SchemaError",
     "Storage",
     "StorageFactory",
     "StoreContext",
     "TickInfo",
+    "alias_keys",
     "available_schemes",
+    "backend_exception",
     "open_storage",
     "redact_url",
     "register_backend",
+    "resolve_alias",
+    "scheme_installed",
     "split_url",
 ]
 
 #: The entry-point group a backend registers its URL scheme under.
 ENTRY_POINT_GROUP = "flask_memqueue.storage"
 
-# The built-in backends, used when this package's metadata is not installed
-# (a vendored copy): the same table its entry points declare.
+#: The built-in backends: URL scheme -> ``"module:factory"``. They ship inside this
+#: package, so they need no package metadata to be found (a vendored copy or a
+#: source checkout finds them too), and this package declares no entry points for
+#: them: entry points are how *other* distributions add schemes.
 _BUILTIN = {
     "memory": "flask_memqueue.storage.memory:open_memory",
     "sqlite": "flask_memqueue.storage.sqlite:open_sqlite",
@@ -52,6 +75,28 @@ _BUILTIN = {
     "postgresql": "flask_memqueue.storage.postgres:open_postgres",
     "postgres": "flask_memqueue.storage.postgres:open_postgres",
     "postgresql+psycopg": "flask_memqueue.storage.postgres:open_postgres",
+}
+
+#: A store that processes share and that needs no server, for the messages that suggest
+#: one (the core names no backend: it asks for this).
+SHARED_STORE_EXAMPLE = "sqlite:///jobs.db"
+
+#: Exceptions that live with a built-in backend, by name -> the module that defines
+#: them (none imports its driver). ``flask_memqueue`` and ``flask_memqueue.exceptions``
+#: re-export them through :func:`backend_exception`.
+_EXCEPTIONS = {
+    "JournalError": "flask_memqueue.storage.sqlite.errors",
+    "RedisUnavailable": "flask_memqueue.storage.redis.client",
+    "RedisCredentialsRefused": "flask_memqueue.storage.redis.client",
+    "PostgresUnavailable": "flask_memqueue.storage.postgres.errors",
+    "SchemaError": "flask_memqueue.storage.postgres.errors",
+}
+
+#: Config keys that name a store another way than ``MEMQUEUE_STORAGE`` (kept from
+#: earlier releases): the alias key -> (the keys that go with it, the backend's
+#: ``"module:function"`` that translates them). See :func:`resolve_alias`.
+_ALIASES: dict[str, tuple[tuple[str, ...], str]] = {
+    "MEMQUEUE_JOURNAL": (("MEMQUEUE_JOURNAL_SYNC",), "flask_memqueue.storage.sqlite:journal_alias"),
 }
 
 _lock = threading.Lock()
@@ -69,6 +114,56 @@ def register_backend(scheme: str, factory: StorageFactory) -> None:
         raise ValueError(f"a storage scheme must be letters, digits, '+', '-' or '.', not {scheme!r}")
     with _lock:
         _registered[scheme.lower()] = factory
+
+
+def _load(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(import_module(module), attr)
+
+
+def backend_exception(name: str, where: str = __name__) -> type[Exception]:
+    """The exception class ``name`` that a built-in backend defines, imported on first use.
+
+    :raises AttributeError: no backend defines one of that name (as a module
+        attribute lookup would, naming ``where``).
+    """
+    module = _EXCEPTIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module {where!r} has no attribute {name!r}")
+    found: type[Exception] = getattr(import_module(module), name)
+    return found
+
+
+def __getattr__(name: str) -> Any:
+    return backend_exception(name)
+
+
+def alias_keys() -> tuple[str, ...]:
+    """Every config key that belongs to an alias of ``MEMQUEUE_STORAGE``."""
+    return tuple(k for key, (companions, _) in _ALIASES.items() for k in (key, *companions))
+
+
+def resolve_alias(
+    given: Mapping[str, Any], url: str | None, options: Mapping[str, Any]
+) -> tuple[str | None, dict[str, Any], str]:
+    """The store's URL and options, and the config key that named it, once the aliases
+    of ``MEMQUEUE_STORAGE`` are translated by their backends.
+
+    :param given: the alias keys the app's config has (:func:`alias_keys`), as set.
+    :param url: ``MEMQUEUE_STORAGE``, or None if unset.
+    :param options: ``MEMQUEUE_STORAGE_OPTIONS``.
+    :raises ConfigurationError: an alias key has a bad value, or clashes with
+        ``MEMQUEUE_STORAGE`` (the backend says how, naming both keys).
+    """
+    for key, (companions, target) in _ALIASES.items():
+        mine = {k: given[k] for k in (key, *companions) if k in given}
+        if not mine:
+            continue
+        translated = _load(target)(mine, url, options)
+        if translated is not None:
+            url, options = translated
+            return url, dict(options), key
+    return url, dict(options), "MEMQUEUE_STORAGE"
 
 
 def _entry_points() -> dict[str, Any]:
@@ -93,11 +188,8 @@ def _factory(scheme: str) -> StorageFactory | None:
     ep = _entry_points().get(scheme)
     if ep is None:
         return None
-    if isinstance(ep, tuple):  # a built-in, without metadata
-        import importlib
-
-        module, _, attr = ep[1].partition(":")
-        loaded: StorageFactory = getattr(importlib.import_module(module), attr)
+    if isinstance(ep, tuple):  # a built-in
+        loaded: StorageFactory = _load(ep[1])
     else:
         loaded = ep.load()
     with _lock:

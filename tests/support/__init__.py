@@ -6,14 +6,15 @@ Nothing here is imported by the package; nothing here imports ``conftest``.
 In the test process:
 
 - :mod:`support.fixtures`: the pytest plugin: ``mq``, ``make_app``, ``app``,
-  ``queue``, ``gate``, ``storage_factory``, ``make_env``, the server fixtures
+  ``queue``, ``gate``, ``make_env``, the server fixtures
   (``redis_server``, ``rabbitmq``) and the autouse ``leak_detector``.
 - :mod:`support.waiting`: ``TIMEOUT``, :func:`~support.waiting.wait_until`
   (the one poll-with-a-deadline), :class:`~support.waiting.Gate`.
 - :mod:`support.threads`: the consumer and scheduler threads alive now.
 - :mod:`support.factory`: :func:`~support.factory.build_app` (what a user's
   app factory does), :func:`~support.factory.new_job`.
-- :mod:`support.backends`: ``STORAGE_BACKENDS``, the stores the contract runs over.
+- :mod:`support.backends`: ``STORAGE_BACKENDS``, the stores the contract
+  (``flask_memqueue.testing``, run by ``test_storage_contract.py``) runs over.
 - :mod:`support.markers`: the markers ``processes``, ``servers``, ``browser``,
   ``slow`` and the check that a test starting a process or a server carries its marker.
 - :mod:`support.contention`: :func:`~support.contention.switch_often`.

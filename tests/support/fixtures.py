@@ -8,9 +8,6 @@
   ``client`` fixture uses it. ``@pytest.mark.app_config(MEMQUEUE_MAXSIZE=2)``
   passes config to it (it must be known at ``init_app``).
 - ``queue``: the app's per-app state; ``gate``: a :class:`~support.waiting.Gate`.
-- ``storage_factory`` / ``shared_storage_factory``: parametrized over
-  :data:`support.backends.STORAGE_BACKENDS`, for the one storage contract
-  every backend must pass (the cases that need a server are marked ``servers``).
 - ``make_env``: :class:`support.harness.Env` for the process tests; whatever
   they started is killed after the test.
 - The servers (:mod:`support.servers`), each started once per session and
@@ -35,7 +32,6 @@ from flask.globals import app_ctx, request_ctx
 from flask_memqueue import MemQueue
 from flask_memqueue.state import _QUEUES, AppQueue
 from support import markers
-from support.backends import LOCAL_BACKENDS, STORAGE_BACKENDS, backend_params
 from support.factory import build_app
 from support.harness import Env
 from support.servers import stop_shared
@@ -156,57 +152,6 @@ def app(request: pytest.FixtureRequest, make_app: Callable[..., Flask]) -> Flask
 def queue(app: Flask) -> AppQueue:
     """The app's per-app state (``app.extensions["memqueue"]``)."""
     return app.extensions["memqueue"]  # type: ignore[no-any-return]
-
-
-# -- the storage contract ---------------------------------------------------------------
-def _storage_factory(
-    backend_name: str, make_app: Callable[..., Flask], tmp_path: Path
-) -> Iterator[Callable[..., AppQueue]]:
-    backend = STORAGE_BACKENDS[backend_name]
-    count = 0
-    queues: list[AppQueue] = []
-
-    def make(*, like: AppQueue | None = None, name: str | None = None, **config: Any) -> AppQueue:
-        """``like=queue``: open the same store as ``queue`` (as another process would),
-        as the same app unless ``name`` says otherwise."""
-        nonlocal count
-        count += 1
-        if like is None:
-            directory = tmp_path / f"{backend_name}-{count}"
-            directory.mkdir()
-            app_name = name or f"contract{count}"
-        else:
-            directory = tmp_path / like.app.config["CONTRACT_DIR"]
-            app_name = name or like.app.name
-        app = make_app(app_name, CONTRACT_DIR=directory.name, **{**backend(directory), **config})
-        queues.append(app.extensions["memqueue"])
-        return queues[-1]
-
-    yield make
-    for queue in queues:  # jobs the contract took and never finished must not be waited for
-        queue.shutdown(wait=False)
-
-
-@pytest.fixture(params=backend_params(STORAGE_BACKENDS))
-def storage_factory(
-    request: pytest.FixtureRequest, make_app: Callable[..., Flask], tmp_path: Path
-) -> Iterator[Callable[..., AppQueue]]:
-    """``storage_factory(MEMQUEUE_MAXSIZE=2, ...)`` -> an :class:`AppQueue` whose
-    ``storage`` is a fresh store of the backend under test.
-
-    The store is built the way ``init_app`` builds it; the contract calls the
-    store directly and never starts a consumer.
-    """
-    yield from _storage_factory(request.param, make_app, tmp_path)
-
-
-@pytest.fixture(params=backend_params(name for name in STORAGE_BACKENDS if name not in LOCAL_BACKENDS))
-def shared_storage_factory(
-    request: pytest.FixtureRequest, make_app: Callable[..., Flask], tmp_path: Path
-) -> Iterator[Callable[..., AppQueue]]:
-    """:func:`storage_factory` for the backends whose stores other processes share
-    (the tests check that they declare it)."""
-    yield from _storage_factory(request.param, make_app, tmp_path)
 
 
 # -- real processes ---------------------------------------------------------------------

@@ -1,191 +1,40 @@
-"""The SQLite journal: a store every process of one host shares, in one file.
+"""The journal's primitives: each one SQL transaction on the file (see the package's docstring).
 
-``MEMQUEUE_STORAGE = "sqlite:///jobs.db"`` (relative to the app's instance
-folder) or ``"sqlite:////var/lib/app/jobs.db"`` (absolute); the old
-``MEMQUEUE_JOURNAL = "jobs.db"`` means the same. Options (query string or
-``MEMQUEUE_STORAGE_OPTIONS``): ``sync`` = ``normal`` (survives the process
-dying at any instant) or ``full`` (also power loss: one fsync per commit).
-
-This module is SQL only. Everything a cross-process store needs beyond its
-commands (group commit, claims that record the previous job, owners and
-take-over, waiters, the local job cache) is
-:class:`~flask_memqueue.storage.durable.DurableStorage`'s; each primitive
-here is one transaction. Only the standard library's :mod:`sqlite3` is used,
-in WAL mode, so readers go on while a write commits; a claim is one ``BEGIN
-IMMEDIATE`` transaction (SQLite's single writer lock makes it atomic across
-processes).
-
-**Several apps.** Rows carry the app's name (``app.name``): apps of one name
-share jobs; two different apps can share one file without seeing each other's.
-
-**fork.** A connection must never cross a fork: the store declares
-``reopen_after_fork``, so a child's queue opens a new one; the inherited
-store is kept referenced (in ``_OPEN``) but never used or closed in the
-child (closing the parent's connection there could disturb its locks).
+Everything a cross-process store needs beyond its commands (group commit,
+claims that record the previous job, owners and take-over, waiters, the local
+job cache) is :class:`~flask_memqueue.storage.durable.DurableStorage`'s.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-from ..exceptions import ConfigurationError, JournalError
-from .base import StoreContext, redact_url
-from .durable import DurableStorage, Record, check_options
-
-#: Seconds SQLite waits for another process's write lock before giving up.
-BUSY_TIMEOUT = 30.0
-
-_FINISHED_SQL = "('succeeded', 'failed', 'cancelled')"
-_COLUMNS = (
-    "id, task, args, kwargs, status, attempts, enqueued_at, eta,"
-    " started_at, finished_at, result, error, traceback, owner, lane, priority, unique_key, tick"
+from ..base import StoreContext
+from ..durable import DurableStorage, Record
+from .errors import JournalError
+from .schema import (
+    _COLUMNS,
+    _FINISHED_SQL,
+    _INSERT,
+    _LIVE_SQL,
+    _PRIORITY,
+    _STATE,
+    _STATE_COLUMNS,
+    check_path,
+    check_usable,
+    connect,
+    create,
+    damaged,
 )
-_STATE_COLUMNS = "status, attempts, eta, started_at, finished_at, result, error, traceback, owner"
-_STATE = "status=?, attempts=?, eta=?, started_at=?, finished_at=?, result=?, error=?, traceback=?, owner=?"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS memqueue_jobs (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    queue TEXT NOT NULL,
-    task TEXT NOT NULL,
-    args TEXT NOT NULL,
-    kwargs TEXT,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    enqueued_at REAL NOT NULL,
-    eta REAL,
-    started_at REAL,
-    finished_at REAL,
-    result TEXT,
-    error TEXT,
-    traceback TEXT,
-    owner TEXT,
-    lane TEXT NOT NULL DEFAULT 'default',
-    priority INTEGER NOT NULL DEFAULT 0,
-    unique_key TEXT,
-    tick REAL
-)
-"""
-# ``queue`` is the app's name (the namespace, as in 1.x journals); ``lane`` is
-# the named queue a job waits in (MEMQUEUE_QUEUES), a column 1.x journals get
-# by ALTER TABLE when a newer version opens them.
-# Which queues each consuming process consumes, so that another process may
-# enqueue to a queue only a worker declares (refreshed every 10 s, believed 60 s).
-_CONSUMERS = """
-CREATE TABLE IF NOT EXISTS memqueue_consumers (
-    queue TEXT NOT NULL,
-    lane TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    seen_at REAL NOT NULL,
-    PRIMARY KEY (queue, lane, owner)
-)
-"""
-# Each periodic task's last claimed tick, one row per task (see DurableStorage._claim_tick):
-# written in the transaction that inserts the tick's job, and kept after the job
-# is pruned, so no process can claim that tick (or an older one) again.
-_TICKS = """
-CREATE TABLE IF NOT EXISTS memqueue_ticks (
-    queue TEXT NOT NULL,
-    task TEXT NOT NULL,
-    tick REAL NOT NULL,
-    job_id TEXT,
-    claimed_at REAL NOT NULL,
-    PRIMARY KEY (queue, task)
-)
-"""
-_MIGRATIONS = (
-    ("lane", "ALTER TABLE memqueue_jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'default'"),
-    ("priority", "ALTER TABLE memqueue_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0"),
-    ("unique_key", "ALTER TABLE memqueue_jobs ADD COLUMN unique_key TEXT"),
-    ("tick", "ALTER TABLE memqueue_jobs ADD COLUMN tick REAL"),
-)
-_LIVE_SQL = "('queued', 'scheduled', 'running')"
-# One index serves both claims of a lane (queued rows have eta NULL, so they
-# sort by priority then seq within it; scheduled rows by priority then eta) and
-# the counts. Each index costs pages written on every commit, so there is no
-# other; 1.x's (queue, status, eta, seq) index is replaced.
-_INDEXES = (
-    "DROP INDEX IF EXISTS memqueue_jobs_next",
-    "CREATE INDEX IF NOT EXISTS memqueue_jobs_claim ON memqueue_jobs (queue, lane, status, priority DESC, eta, seq)",
-    # Partial: only live rows with a unique key are in it, so the jobs without
-    # one (nearly all) cost it nothing, and a finished row leaves it by itself.
-    # Not UNIQUE: a requeued job takes its key back even if another holds it;
-    # the check-then-insert of _insert_unique runs under the write lock.
-    "CREATE INDEX IF NOT EXISTS memqueue_jobs_unique ON memqueue_jobs (queue, unique_key)"
-    f" WHERE unique_key IS NOT NULL AND status IN {_LIVE_SQL}",
-)
-
-#: Where ``priority`` is in a ``SELECT seq, {_COLUMNS}`` row.
-_PRIORITY = 1 + [c.strip() for c in _COLUMNS.split(",")].index("priority")
-_INSERT = (
-    "INSERT INTO memqueue_jobs (id, queue, task, args, kwargs, status, enqueued_at, eta, lane, priority,"
-    " unique_key, tick) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-_DAMAGED_ADVICE = (
-    "Stop every process that uses it, then restore it from a backup, or move it aside to start with an"
-    " empty journal (its jobs are lost then); the sqlite3 shell's .recover may save what can be saved"
-)
-
-#: The options this backend takes, and what each means.
-OPTIONS = {"sync": "'normal' (default) survives a crash; 'full' also survives power loss"}
 
 #: Every store not yet closed, referenced so that it is never garbage-collected
 #: open: a forked child drops its inherited store (its queue opens a new one),
 #: and a collected store would close its connection there, inside the parent's locks.
 _OPEN: set[SQLiteStorage] = set()
-
-
-def journal_file(url: str, base_dir: str, key: str = "MEMQUEUE_STORAGE") -> str:
-    """The file a ``sqlite://`` URL names: three slashes and a relative path are
-    relative to ``base_dir`` (the instance folder, made if missing), four an absolute one.
-    Errors name ``key``, the config key the URL came from."""
-    parts = urlsplit(url)
-    shown = redact_url(url)
-    if parts.netloc:
-        raise ConfigurationError(
-            f"{key}: a sqlite URL has no host; use 'sqlite:///relative.db' (in the"
-            f" instance folder) or 'sqlite:////absolute/path.db', not {shown!r}"
-        )
-    path = unquote(parts.path, errors="strict")
-    if path.startswith("/"):
-        path = path[1:]
-    if not path or path.endswith("/") or not path.strip():
-        raise ConfigurationError(f"{key}: the sqlite URL {shown!r} names no file, like 'sqlite:///jobs.db'")
-    if path == ":memory:":
-        raise ConfigurationError(
-            f"{key}: an in-memory SQLite database ({shown!r}) is not shared between processes or"
-            " connections; for jobs in memory use 'memory://', for a journal name a file"
-        )
-    if any(ord(c) < 32 or c == "\x7f" for c in path):
-        raise ConfigurationError(f"{key}: the sqlite file name in {shown!r} holds a control character or NUL byte")
-    if os.path.isabs(path):
-        return path
-    try:
-        os.makedirs(base_dir, exist_ok=True)
-    except OSError as exc:
-        raise JournalError(
-            f"cannot create the instance folder {base_dir!r} for the journal {path!r}: {exc}"
-        ) from exc
-    return os.path.join(base_dir, path)
-
-
-def open_sqlite(url: str, options: Mapping[str, Any], context: StoreContext) -> SQLiteStorage:
-    """The ``sqlite://`` entry point."""
-    check_options(options, OPTIONS, url)
-    sync = str(options.get("sync", "normal")).lower()
-    if sync not in ("normal", "full"):
-        raise ConfigurationError(
-            f"MEMQUEUE_STORAGE / MEMQUEUE_STORAGE_OPTIONS: the sqlite option sync must be 'normal' or 'full',"
-            f" not {options.get('sync')!r}"
-        )
-    return SQLiteStorage(journal_file(url, context.base_dir, context.config_key), context, sync=sync, url=url)
 
 
 class SQLiteStorage(DurableStorage):
@@ -217,119 +66,29 @@ class SQLiteStorage(DurableStorage):
         return JournalError(f"journal {self.path!r} ({self.key}): {doing} failed: {exc}")
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self.sync.upper()}")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return connect(self.path, self.sync)
 
     def _open(self) -> None:
         """Open (creating if need be) and check the file: every error names it, at init_app."""
-        folder = os.path.dirname(os.path.abspath(self.path))
-        if os.path.isdir(self.path):  # else SQLite says only "unable to open database file"
-            raise JournalError(
-                f"{self.key} {self.path!r} is a folder (not a file); it must name the journal file,"
-                f" e.g. {os.path.join(self.path, 'memqueue.db')!r}"
-            )
-        if not os.path.isdir(folder):
-            raise JournalError(
-                f"journal {self.path!r} ({self.key}): its folder {folder!r} does not exist (or is not"
-                " a folder); create it, or use a path relative to the instance folder"
-            )
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise JournalError(
-                f"journal {self.path!r} ({self.key}): its folder {folder!r} is not writable by this"
-                " process (SQLite writes the -wal and -shm files next to the journal)"
-            )
-        for name in (self.path, self.path + "-wal", self.path + "-shm"):
-            # SQLite opens a file it may not write read-only, without a word: the
-            # first enqueue would fail, and a consumer on every turn.
-            if os.path.exists(name) and not os.access(name, os.R_OK | os.W_OK):
-                raise JournalError(
-                    f"journal {self.path!r} ({self.key}): {name!r} is read-only for this process;"
-                    f" make it readable and writable by the user the app runs as (chmod u+rw), or point"
-                    f" {self.key} at another file"
-                )
+        check_path(self.path, self.key)
         try:
             w = self._connect()
         except sqlite3.Error as exc:
             raise self._error(exc, "opening it") from exc
         try:
-            mode = w.execute("PRAGMA journal_mode").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise JournalError(
-                    f"journal {self.path!r} ({self.key}): cannot use WAL mode (got {mode!r});"
-                    " put the journal on a local file system"
-                )
-            w.execute("BEGIN IMMEDIATE")
-            try:
-                w.execute(_SCHEMA)
-                w.execute(_CONSUMERS)
-                w.execute(_TICKS)
-                columns = {row[1] for row in w.execute("PRAGMA table_info(memqueue_jobs)")}
-                for column, alter in _MIGRATIONS:
-                    if column not in columns:
-                        w.execute(alter)
-                for statement in _INDEXES:
-                    w.execute(statement)
-                w.execute("COMMIT")
-            except BaseException:
-                if w.in_transaction:
-                    w.execute("ROLLBACK")
-                raise
+            create(w, self.path, self.key)
             w.execute("SELECT count(*) FROM memqueue_jobs WHERE queue = ? AND status = 'queued'", (self.namespace,))
-            self._check(w)
+            check_usable(w, self.path, self.key)
             r = self._connect()
         except sqlite3.Error as exc:
             w.close()
-            if "malformed" in str(exc):
-                raise JournalError(
-                    f"journal {self.path!r} ({self.key}): the file is damaged ({exc}). {_DAMAGED_ADVICE}"
-                ) from exc
-            raise self._error(exc, "opening it (is it a SQLite database, and writable?)") from exc
+            raise damaged(self.path, self.key, exc) or self._error(
+                exc, "opening it (is it a SQLite database, and writable?)"
+            ) from exc
         except BaseException:
             w.close()
             raise
         self._w, self._r = w, r
-
-    def _check(self, conn: sqlite3.Connection) -> None:
-        """Refuse at init_app a journal that every later write or read would fail on.
-
-        Without this a damaged or read-only file opened fine and failed only
-        at run time, on every turn of a consumer. Two cheap checks:
-
-        - a write transaction that changes nothing (``UPDATE ... WHERE 0``
-          still asks SQLite for a write lock on the file): catches what
-          ``os.access`` cannot see, such as a read-only mount;
-        - ``PRAGMA quick_check``: reads every page once (milliseconds for a
-          journal of some thousand rows) and finds a page overwritten by
-          garbage; the full ``integrity_check`` also compares indexes with
-          rows, which costs more than an app start should pay.
-        """
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute("UPDATE memqueue_jobs SET seq = seq WHERE 0")
-            finally:
-                conn.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            raise JournalError(
-                f"journal {self.path!r} ({self.key}): cannot write to it ({exc}); make the file and"
-                f" its folder writable by the user the app runs as, or point {self.key} elsewhere"
-            ) from exc
-        try:
-            found = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
-        except sqlite3.Error as exc:
-            found = [str(exc)]
-        if found != ["ok"]:
-            shown = "; ".join(str(line) for line in found)[:500]
-            raise JournalError(
-                f"journal {self.path!r} ({self.key}): the file is damaged (PRAGMA quick_check: {shown})."
-                f" {_DAMAGED_ADVICE}"
-            )
 
     def _writer(self) -> sqlite3.Connection:
         """The write connection (lock held). Refused in a forked child, reopened after close()."""
@@ -667,3 +426,6 @@ class SQLiteStorage(DurableStorage):
                 (self.namespace, queue),
             )
         return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+
+__all__ = ["SQLiteStorage"]

@@ -1,0 +1,195 @@
+"""The record primitives: what a backend of :class:`~flask_memqueue.storage.durable.DurableStorage` implements.
+
+Each primitive is one atomic step of the backend (a transaction, a script),
+scoped to the store's namespace (the app's name), so two apps sharing a file
+or a server never see each other's jobs. :class:`DurableStorage
+<flask_memqueue.storage.durable.DurableStorage>` builds the whole storage
+contract on them; a backend (``storage/sqlite/``, ``storage/redis/``, a
+third party's) is these methods over its own commands. Their names and
+signatures are the backend contract: they stay stable.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..exceptions import MemQueueError, StorageError
+from ..job import Job
+from .owners import owner_alive_here
+from .records import Record
+
+#: Seconds an idle consumer waits between two looks at the store for jobs
+#: that other processes enqueued (its own process wakes it at once).
+POLL_INTERVAL = 0.2
+
+
+class Primitives(abc.ABC):
+    """The primitives a durable backend implements (the ``_`` abstract methods), and the
+    hooks it may override (the defaults suit a store on one host)."""
+
+    #: The store's URL as people see it (password redacted), for error messages.
+    url: str
+    #: This process as the owner of the records it claims (``"<pid>:<start time>:<token>"``).
+    owner: str
+
+    @abc.abstractmethod
+    def _insert(self, records: list[Record]) -> int:
+        """Add ``records`` (status queued or scheduled) in one write, in order, as many
+        as ``maxsize`` allows; return how many were added (a prefix of the list)."""
+
+    @abc.abstractmethod
+    def _claim(
+        self, settle: list[Record], owner: str, now: float, stop: Callable[[], bool], queue: str
+    ) -> Record | None:
+        """In one write: save ``settle`` (as :meth:`_save`), then, unless ``stop()``,
+        make the next due record of ``queue`` running (owner ``owner``, attempts + 1,
+        started ``now``) and return it as it was before: the highest priority
+        first; within a priority, due scheduled records (by eta, then insertion)
+        before queued ones (in insertion order)."""
+
+    @abc.abstractmethod
+    def _save(self, record: Record) -> None:
+        """Overwrite the state of ``record`` (matched by id); insert it if missing."""
+
+    @abc.abstractmethod
+    def _transition(self, job_id: str, from_status: Iterable[str], record: Record) -> bool:
+        """Overwrite the state of ``job_id`` with ``record``'s if its status is one of
+        ``from_status`` (cancel, requeue); False if it is not (or it is gone)."""
+
+    @abc.abstractmethod
+    def _take_over_one(self, job_id: str, owner: str, record: Record) -> bool:
+        """Overwrite ``job_id`` with ``record`` if it is still running for ``owner``."""
+
+    @abc.abstractmethod
+    def _load(self, job_id: str, visible_after: float | None) -> Record | None:
+        """The record of ``job_id``, unless it finished at or before ``visible_after``."""
+
+    @abc.abstractmethod
+    def _load_many(self, job_ids: list[str], finished_only: bool) -> list[Record]:
+        """The records among ``job_ids`` that exist (and are finished, if asked)."""
+
+    @abc.abstractmethod
+    def _list(
+        self, status: str | None, limit: int, offset: int, visible_after: float, queue: str | None = None
+    ) -> list[Record]:
+        """Records (of ``queue`` if given) newest enqueued first (ties: newest inserted first)."""
+
+    @abc.abstractmethod
+    def _count(self, visible_after: float, queue: str | None = None) -> dict[str, int]:
+        """How many records (of ``queue`` if given) by status (finished ones only
+        if finished after ``visible_after``)."""
+
+    @abc.abstractmethod
+    def _queue_counts(self) -> dict[str, dict[str, int]]:
+        """Per queue with live records: how many are queued, scheduled and running."""
+
+    @abc.abstractmethod
+    def _busy(self, statuses: Iterable[str], due_before: float | None, queue: str | None = None) -> int:
+        """How many records (of ``queue`` if given) have one of ``statuses``
+        (scheduled ones only if due before ``due_before`` when it is given)."""
+
+    @abc.abstractmethod
+    def _running_owners(self) -> set[str]:
+        """The owners of running records."""
+
+    @abc.abstractmethod
+    def _running_of(self, owner: str) -> list[Record]:
+        """The running records of ``owner``."""
+
+    @abc.abstractmethod
+    def _prune(self, finished_before: float, keep: int) -> None:
+        """Delete finished records that finished at or before ``finished_before``,
+        and all but the newest ``keep`` finished ones."""
+
+    @abc.abstractmethod
+    def _purge(self) -> int:
+        """Delete every finished record; return how many."""
+
+    @abc.abstractmethod
+    def _remove_waiting(self) -> list[Record]:
+        """Delete every waiting record and return them, oldest first."""
+
+    @abc.abstractmethod
+    def _next_eta(self, queue: str | None = None) -> float | None:
+        """The earliest eta of a scheduled record (of ``queue`` if given)."""
+
+    @abc.abstractmethod
+    def _close(self) -> None:
+        """Release connections."""
+
+    # Unique keys and periodic ticks: three small primitives. The caller checks
+    # MEMQUEUE_MAXSIZE before (by a count, as precise as a group write's).
+    @abc.abstractmethod
+    def _insert_unique(self, record: Record, full: bool) -> Record | None:
+        """In one write: the live record (queued, scheduled or running) whose
+        ``unique_key`` is ``record.unique_key``, if there is one (the oldest, if a
+        requeue made two); else, unless ``full`` (the store holds MEMQUEUE_MAXSIZE
+        waiting jobs), insert ``record`` (as :meth:`_insert` would) and return it;
+        else None. The caller compares the returned id with ``record.id``."""
+
+    @abc.abstractmethod
+    def _claim_tick(self, task: str, tick: float, record: Record | None, now: float) -> bool:
+        """In one write: if the last claimed tick of ``task`` is before ``tick`` (or
+        there is none), make ``tick`` its last claimed tick (with ``record``'s id, or
+        None, claimed at ``now``), insert ``record`` if given, and return True;
+        otherwise write nothing and return False. One row per task and namespace,
+        kept after its job finished: it is what makes a tick run once."""
+
+    @abc.abstractmethod
+    def _ticks(self) -> dict[str, tuple[float, str | None, float]]:
+        """Each task's last claimed tick in this namespace: ``(tick, job id or None, claimed at)``."""
+
+    def _declare(self, owner: str, queues: tuple[str, ...], now: float) -> None:  # noqa: B027 - optional
+        """Record that ``owner`` consumes ``queues`` (seen at ``now``); with no queues,
+        forget ``owner``'s. A backend without it: enqueues check this process's queues only."""
+
+    def _declared(self, seen_after: float) -> set[str]:
+        """Queues some owner declared after ``seen_after``."""
+        return set()
+
+    def _owner_alive(self, owner: str) -> bool:
+        """Whether the process ``owner`` names still runs. Host-local by default
+        (pid and start time); a store spanning hosts overrides it (leases)."""
+        return owner_alive_here(owner)
+
+    # -- hooks a backend may override ------------------------------------------------------
+    #: Seconds an idle consumer sleeps at most before it looks at the store again. Polling
+    #: stores keep it short; a store that blocks in its server until a job arrives
+    #: (:meth:`_sleep`) makes it longer: then it only bounds how soon a stop request made
+    #: from a signal handler (which may not call the server) is seen.
+    idle_wait: float = POLL_INTERVAL
+    #: Seconds between two reads of a job's record by ``Job.wait()`` on a job another
+    #: process may run. A store that tells waiters when a job finishes (pub/sub) makes
+    #: it long: the poll is then only a safety net for a lost notification.
+    waiter_poll_interval: float = POLL_INTERVAL
+
+    def _discarded_outcome(self, job: Job) -> Record | None:
+        """The stored record of ``job`` if the last write of its outcome by this process
+        was discarded, else None. A store with leases discards the late outcome of a job
+        whose lease lapsed and that another process took over (the first outcome
+        recorded stands); the object then takes the stored record. A store that takes
+        over only the jobs of dead processes never discards one: the default."""
+        return None
+
+    def _error(self, exc: BaseException, doing: str) -> MemQueueError:
+        """The error raised when a primitive fails: a :class:`StorageError` (a backend
+        may return its own subclass) naming the store, its password redacted."""
+        return StorageError(f"storage {self.url}: {doing} failed: {exc}")
+
+    # -- calling them -------------------------------------------------------------------------
+    def _guard(self, doing: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a primitive, ``fn(*args)``; its failure becomes this store's error, naming the store."""
+        try:
+            return fn(*args)
+        except MemQueueError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, doing) from exc
+
+    def _wrap(self, exc: Exception, doing: str) -> MemQueueError:
+        return exc if isinstance(exc, MemQueueError) else self._error(exc, doing)
+
+
+__all__ = ["POLL_INTERVAL", "Primitives"]

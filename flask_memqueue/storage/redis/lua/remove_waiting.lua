@@ -1,0 +1,24 @@
+-- Delete every waiting job and return them, oldest inserted first.
+local found = {}
+for _, q in ipairs(redis.call('SMEMBERS', QUEUES)) do
+  for _, p in ipairs(redis.call('ZRANGE', pk(q), 0, -1)) do
+    local ids = redis.call('LRANGE', qk(q, p), 0, -1)
+    for _, id in ipairs(redis.call('ZRANGE', sk(q, p), 0, -1)) do ids[#ids + 1] = id end
+    for _, id in ipairs(ids) do
+      local r = rec(id)
+      if r[2] then
+        local h = cjson.decode(r[2])
+        found[#found + 1] = {tonumber(h.i), r}
+        if h.s == 'scheduled' then redis.call('ZREM', xk('scheduled'), id) end
+        count(h.s, q, -1)
+      end
+      redis.call('DEL', jk(id))
+    end
+    redis.call('DEL', qk(q, p), sk(q, p))
+    redis.call('ZREM', pk(q), p)
+  end
+end
+table.sort(found, function(x, y) return x[1] < y[1] end)
+local out = {}
+for i, f in ipairs(found) do out[i] = f[2] end
+return out

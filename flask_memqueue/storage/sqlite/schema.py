@@ -1,0 +1,221 @@
+"""The journal's file: its SQL schema, and opening it with every check at ``init_app``.
+
+A file that cannot work (a folder, a missing or read-only folder, a read-only
+file or mount, a damaged database, no WAL mode) is refused when the store
+opens, with a :class:`~flask_memqueue.storage.sqlite.errors.JournalError`
+naming the file and saying what to do, never at the first enqueue.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from .errors import JournalError
+
+#: Seconds SQLite waits for another process's write lock before giving up.
+BUSY_TIMEOUT = 30.0
+
+_FINISHED_SQL = "('succeeded', 'failed', 'cancelled')"
+_COLUMNS = (
+    "id, task, args, kwargs, status, attempts, enqueued_at, eta,"
+    " started_at, finished_at, result, error, traceback, owner, lane, priority, unique_key, tick"
+)
+_STATE_COLUMNS = "status, attempts, eta, started_at, finished_at, result, error, traceback, owner"
+_STATE = "status=?, attempts=?, eta=?, started_at=?, finished_at=?, result=?, error=?, traceback=?, owner=?"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS memqueue_jobs (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    queue TEXT NOT NULL,
+    task TEXT NOT NULL,
+    args TEXT NOT NULL,
+    kwargs TEXT,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    enqueued_at REAL NOT NULL,
+    eta REAL,
+    started_at REAL,
+    finished_at REAL,
+    result TEXT,
+    error TEXT,
+    traceback TEXT,
+    owner TEXT,
+    lane TEXT NOT NULL DEFAULT 'default',
+    priority INTEGER NOT NULL DEFAULT 0,
+    unique_key TEXT,
+    tick REAL
+)
+"""
+# ``queue`` is the app's name (the namespace, as in 1.x journals); ``lane`` is
+# the named queue a job waits in (MEMQUEUE_QUEUES), a column 1.x journals get
+# by ALTER TABLE when a newer version opens them.
+# Which queues each consuming process consumes, so that another process may
+# enqueue to a queue only a worker declares (refreshed every 10 s, believed 60 s).
+_CONSUMERS = """
+CREATE TABLE IF NOT EXISTS memqueue_consumers (
+    queue TEXT NOT NULL,
+    lane TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    PRIMARY KEY (queue, lane, owner)
+)
+"""
+# Each periodic task's last claimed tick, one row per task (see DurableStorage._claim_tick):
+# written in the transaction that inserts the tick's job, and kept after the job
+# is pruned, so no process can claim that tick (or an older one) again.
+_TICKS = """
+CREATE TABLE IF NOT EXISTS memqueue_ticks (
+    queue TEXT NOT NULL,
+    task TEXT NOT NULL,
+    tick REAL NOT NULL,
+    job_id TEXT,
+    claimed_at REAL NOT NULL,
+    PRIMARY KEY (queue, task)
+)
+"""
+_MIGRATIONS = (
+    ("lane", "ALTER TABLE memqueue_jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'default'"),
+    ("priority", "ALTER TABLE memqueue_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0"),
+    ("unique_key", "ALTER TABLE memqueue_jobs ADD COLUMN unique_key TEXT"),
+    ("tick", "ALTER TABLE memqueue_jobs ADD COLUMN tick REAL"),
+)
+_LIVE_SQL = "('queued', 'scheduled', 'running')"
+# One index serves both claims of a lane (queued rows have eta NULL, so they
+# sort by priority then seq within it; scheduled rows by priority then eta) and
+# the counts. Each index costs pages written on every commit, so there is no
+# other; 1.x's (queue, status, eta, seq) index is replaced.
+_INDEXES = (
+    "DROP INDEX IF EXISTS memqueue_jobs_next",
+    "CREATE INDEX IF NOT EXISTS memqueue_jobs_claim ON memqueue_jobs (queue, lane, status, priority DESC, eta, seq)",
+    # Partial: only live rows with a unique key are in it, so the jobs without
+    # one (nearly all) cost it nothing, and a finished row leaves it by itself.
+    # Not UNIQUE: a requeued job takes its key back even if another holds it;
+    # the check-then-insert of _insert_unique runs under the write lock.
+    "CREATE INDEX IF NOT EXISTS memqueue_jobs_unique ON memqueue_jobs (queue, unique_key)"
+    f" WHERE unique_key IS NOT NULL AND status IN {_LIVE_SQL}",
+)
+
+#: Where ``priority`` is in a ``SELECT seq, {_COLUMNS}`` row.
+_PRIORITY = 1 + [c.strip() for c in _COLUMNS.split(",")].index("priority")
+_INSERT = (
+    "INSERT INTO memqueue_jobs (id, queue, task, args, kwargs, status, enqueued_at, eta, lane, priority,"
+    " unique_key, tick) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+_DAMAGED_ADVICE = (
+    "Stop every process that uses it, then restore it from a backup, or move it aside to start with an"
+    " empty journal (its jobs are lost then); the sqlite3 shell's .recover may save what can be saved"
+)
+
+
+
+def connect(path: str, sync: str) -> sqlite3.Connection:
+    """A connection in WAL mode, autocommit (transactions are explicit), usable from any thread."""
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={sync.upper()}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def check_path(path: str, key: str) -> None:
+    """Refuse what SQLite would only call "unable to open database file", or open read-only without a word."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):  # else SQLite says only "unable to open database file"
+        raise JournalError(
+            f"{key} {path!r} is a folder (not a file); it must name the journal file,"
+            f" e.g. {os.path.join(path, 'memqueue.db')!r}"
+        )
+    if not os.path.isdir(folder):
+        raise JournalError(
+            f"journal {path!r} ({key}): its folder {folder!r} does not exist (or is not"
+            " a folder); create it, or use a path relative to the instance folder"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise JournalError(
+            f"journal {path!r} ({key}): its folder {folder!r} is not writable by this"
+            " process (SQLite writes the -wal and -shm files next to the journal)"
+        )
+    for name in (path, path + "-wal", path + "-shm"):
+        # SQLite opens a file it may not write read-only, without a word: the
+        # first enqueue would fail, and a consumer on every turn.
+        if os.path.exists(name) and not os.access(name, os.R_OK | os.W_OK):
+            raise JournalError(
+                f"journal {path!r} ({key}): {name!r} is read-only for this process;"
+                f" make it readable and writable by the user the app runs as (chmod u+rw), or point"
+                f" {key} at another file"
+            )
+
+
+def create(w: sqlite3.Connection, path: str, key: str) -> None:
+    """Check WAL mode, then create the tables and indexes (or bring an older journal up to date)."""
+    mode = w.execute("PRAGMA journal_mode").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise JournalError(
+            f"journal {path!r} ({key}): cannot use WAL mode (got {mode!r});"
+            " put the journal on a local file system"
+        )
+    w.execute("BEGIN IMMEDIATE")
+    try:
+        w.execute(_SCHEMA)
+        w.execute(_CONSUMERS)
+        w.execute(_TICKS)
+        columns = {row[1] for row in w.execute("PRAGMA table_info(memqueue_jobs)")}
+        for column, alter in _MIGRATIONS:
+            if column not in columns:
+                w.execute(alter)
+        for statement in _INDEXES:
+            w.execute(statement)
+        w.execute("COMMIT")
+    except BaseException:
+        if w.in_transaction:
+            w.execute("ROLLBACK")
+        raise
+
+
+def damaged(path: str, key: str, exc: sqlite3.Error) -> JournalError | None:
+    """The error for a file SQLite found damaged, or None for another failure."""
+    if "malformed" not in str(exc):
+        return None
+    return JournalError(f"journal {path!r} ({key}): the file is damaged ({exc}). {_DAMAGED_ADVICE}")
+
+
+def check_usable(conn: sqlite3.Connection, path: str, key: str) -> None:
+    """Refuse at init_app a journal that every later write or read would fail on.
+
+    Without this a damaged or read-only file opened fine and failed only
+    at run time, on every turn of a consumer. Two cheap checks:
+
+    - a write transaction that changes nothing (``UPDATE ... WHERE 0``
+      still asks SQLite for a write lock on the file): catches what
+      ``os.access`` cannot see, such as a read-only mount;
+    - ``PRAGMA quick_check``: reads every page once (milliseconds for a
+      journal of some thousand rows) and finds a page overwritten by
+      garbage; the full ``integrity_check`` also compares indexes with
+      rows, which costs more than an app start should pay.
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("UPDATE memqueue_jobs SET seq = seq WHERE 0")
+        finally:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        raise JournalError(
+            f"journal {path!r} ({key}): cannot write to it ({exc}); make the file and"
+            f" its folder writable by the user the app runs as, or point {key} elsewhere"
+        ) from exc
+    try:
+        found = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.Error as exc:
+        found = [str(exc)]
+    if found != ["ok"]:
+        shown = "; ".join(str(line) for line in found)[:500]
+        raise JournalError(
+            f"journal {path!r} ({key}): the file is damaged (PRAGMA quick_check: {shown})."
+            f" {_DAMAGED_ADVICE}"
+        )

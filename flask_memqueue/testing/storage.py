@@ -1,0 +1,920 @@
+"""The storage contract as a test suite: run it against your own backend, in your own CI.
+
+Every store of flask-memqueue (the memory store, the SQLite journal, Redis, the
+project's test-only dict store) passes these tests; a third-party backend
+proves it honours :class:`~flask_memqueue.storage.Storage` the same way.
+Subclass the test classes in a test module of your project and give them the
+config that selects your store, as the fixture ``store_config``::
+
+    import pytest
+
+    from flask_memqueue.testing import SharedStorageContract, StorageContract
+
+
+    class TestMyStore(StorageContract, SharedStorageContract):
+        @pytest.fixture
+        def store_config(self):
+            # a fresh, empty directory per store (stores made `like=` another share it)
+            return lambda directory: {"MEMQUEUE_STORAGE": f"mystore:///{directory}/jobs"}
+
+:class:`StorageContract` is for every store; :class:`SharedStorageContract`
+adds what a store that declares ``capabilities.shared`` (other processes see
+its jobs) must do: JSON round trips, take-over of a dead owner's jobs, apps
+kept apart by name. A store on a server should give each test an empty
+namespace (a database or key prefix per test, or a flush at its first store:
+app names repeat from test to test).
+
+The tests build each store as ``init_app`` does (a Flask app with the config,
+``TESTING = True``) and call the store directly, as the consumer and the
+routes do; they never start a consumer thread. They use registered tasks and
+JSON arguments only, and compare jobs by id, so that a durable store (records,
+not objects) passes the same tests as the memory store.
+
+pytest is imported here, and nowhere else in the package: it stays a
+dependency of your tests only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from ..exceptions import QueueFull
+from ..extension import MemQueue
+from ..job import Job, JobStatus
+from ..state import AppQueue
+from ..storage import Storage
+
+#: Seconds any single wait in a test may take before the test fails.
+TIMEOUT = 10.0
+
+#: ``make_store(MEMQUEUE_MAXSIZE=2, like=other, name="app")`` -> the queue of a new app on the store.
+Factory = Callable[..., AppQueue]
+#: What ``store_config`` returns: the app config that selects the store, given a directory.
+StoreConfig = Callable[[Path], Mapping[str, Any]]
+
+
+class _Harness:
+    """The fixtures every contract test uses."""
+
+    @pytest.fixture
+    def store_config(self) -> StoreConfig:
+        """Override in your subclass: the config that opens your store, given an empty directory."""
+        raise NotImplementedError(
+            "define the fixture store_config in your subclass of StorageContract: it returns a function"
+            " that gives the app config selecting your store, e.g."
+            " lambda directory: {'MEMQUEUE_STORAGE': 'mystore://...'}"
+        )
+
+    @pytest.fixture
+    def contract_mq(self) -> MemQueue:
+        """The MemQueue of the test's apps, with the contract's tasks registered."""
+        mq = MemQueue()
+
+        @mq.task(name="contract.echo")
+        def echo(value: Any = None) -> Any:
+            return value
+
+        @mq.task(name="contract.fail")
+        def fail(value: Any = None) -> Any:
+            raise ValueError(f"failed {value}")
+
+        @mq.task(name="contract.retry", retries=1, retry_delay=0.0)
+        def retry(value: Any = None) -> Any:
+            raise ValueError("retry me")
+
+        return mq
+
+    @pytest.fixture
+    def make_store(self, store_config: StoreConfig, contract_mq: MemQueue, tmp_path: Path) -> Iterator[Factory]:
+        """``make_store(**config)``: the queue (``app.extensions["memqueue"]``) of a new app on a
+        fresh store; ``like=queue``: on the same store as ``queue`` (as another process
+        would open it), as the same app unless ``name`` says otherwise."""
+        queues: list[AppQueue] = []
+        directories: dict[int, Path] = {}
+
+        def make(*, like: AppQueue | None = None, name: str | None = None, **config: Any) -> AppQueue:
+            if like is None:
+                directory = tmp_path / f"store-{len(queues) + 1}"
+                directory.mkdir()
+                app_name = name or f"contract{len(queues) + 1}"
+            else:
+                directory = directories[id(like)]
+                app_name = name or like.app.name
+            app = Flask(app_name, instance_path=str(directory / "instance"))
+            app.config.update(TESTING=True, **{**store_config(directory), **config})
+            contract_mq.init_app(app)
+            queue: AppQueue = app.extensions["memqueue"]
+            queues.append(queue)
+            directories[id(queue)] = directory
+            return queue
+
+        yield make
+        for queue in queues:  # jobs the contract took and never finished must not be waited for
+            queue.shutdown(wait=False)
+
+    @pytest.fixture
+    def queue(self, make_store: Factory) -> AppQueue:
+        """The queue of one app on a fresh store."""
+        return make_store()
+
+
+# -- what the tests do with a store ---------------------------------------------------------------
+def new_job(queue: AppQueue, task: str, *args: Any, **kwargs: Any) -> Job:
+    """A job as ``enqueue`` makes it (the queue's id sequence), not yet handed to the store.
+    The arguments are not checked against the task's signature: a store never calls it."""
+    return Job(queue, next(queue._ids), queue.registry.resolve(task), args, kwargs or None, time.time())
+
+
+def ids(jobs: list[Job] | list[Job | None]) -> list[str | None]:
+    return [None if job is None else job.id for job in jobs]
+
+
+def run(queue: AppQueue, job: Job) -> Job:
+    """What the consumer does with a job it took (without handing it back)."""
+    queue.consumer.execute(job)
+    return job
+
+
+def status_of(storage: Storage, job: Job) -> str | None:
+    found = storage.get(job.id)
+    return None if found is None else found.status.value
+
+
+def queued(queue: AppQueue, value: Any = None, task: str = "contract.echo") -> Job:
+    job = new_job(queue, task, value)
+    queue.storage.put(job)
+    return job
+
+
+def scheduled(queue: AppQueue, eta: float, value: Any = None, task: str = "contract.echo") -> Job:
+    job = new_job(queue, task, value)
+    job.mark_scheduled(eta)
+    queue.storage.schedule(job)
+    return job
+
+
+def in_queue(queue: AppQueue, name: str, priority: int = 0, value: Any = None, eta: float | None = None) -> Job:
+    job = new_job(queue, "contract.echo", value)
+    job.queue, job.priority = name, priority
+    if eta is None:
+        queue.storage.put(job)
+    else:
+        job.mark_scheduled(eta)
+        queue.storage.schedule(job)
+    return job
+
+
+def take_all(queue: AppQueue, name: str) -> list[Job]:
+    out = []
+    while (job := queue.storage.take(0, queue=name)) is not None:
+        out.append(job)
+        queue.storage.finish(run(queue, job))
+    return out
+
+
+def keyed(queue: AppQueue, key: str, value: Any = None, eta: float | None = None,
+          task: str = "contract.echo") -> tuple[Job, Job]:
+    """``(the job made, the job put_unique returned)``."""
+    job = new_job(queue, task, value)
+    job.unique_key = key
+    if eta is not None:
+        job.mark_scheduled(eta)
+    return job, queue.storage.put_unique(job)
+
+
+def tick_job(queue: AppQueue, tick: float) -> Job:
+    job = new_job(queue, "contract.echo", "tick")
+    job.tick = tick
+    return job
+
+
+# -- the contract -----------------------------------------------------------------------------------
+
+class _PutAndTake(_Harness):
+    """Put, schedule, take (blocking, due order, the previous job recorded with the next claim), finish."""
+
+    def test_is_a_storage(self, queue: AppQueue) -> None:
+        assert isinstance(queue.storage, Storage)
+
+    def test_put_take_fifo(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        jobs = [queued(queue, i) for i in range(5)]
+        assert storage.depth() == 5
+        taken = [storage.take(0) for _ in range(5)]
+        assert ids(taken) == ids(jobs)
+        assert all(job is not None and job.status == "running" for job in taken)
+        assert storage.take(0) is None
+        assert storage.depth() == 0
+        assert storage.counts()["running"] == 5
+
+    def test_take_with_a_timeout_returns_none_when_nothing_is_due(self, queue: AppQueue) -> None:
+        assert queue.storage.take(0.05) is None
+        scheduled(queue, time.time() + 3600)
+        assert queue.storage.take(0.05) is None
+        assert queue.storage.depth() == 1
+
+    def test_take_blocks_until_a_put(self, queue: AppQueue) -> None:
+        got: list[Job | None] = []
+        taker = threading.Thread(target=lambda: got.append(queue.storage.take(TIMEOUT)))
+        taker.start()
+        job = queued(queue, "late")
+        taker.join(TIMEOUT)
+        assert not taker.is_alive()
+        assert ids(got) == [job.id]
+
+    def test_scheduled_jobs_run_when_due_in_due_order_before_queued_ones(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        now = time.time()
+        first_queued = queued(queue, "q1")
+        later = scheduled(queue, now + 3600, "later")
+        due_second = scheduled(queue, now - 1, "due2")
+        due_first = scheduled(queue, now - 2, "due1")
+        second_queued = queued(queue, "q2")
+        assert storage.depth() == 5
+        assert storage.counts()["scheduled"] == 3 and storage.counts()["queued"] == 2
+        taken = [storage.take(0) for _ in range(5)]
+        assert ids(taken) == [due_first.id, due_second.id, first_queued.id, second_queued.id, None]
+        assert status_of(storage, later) == "scheduled"
+
+    def test_take_wakes_up_when_a_scheduled_job_becomes_due(self, queue: AppQueue) -> None:
+        eta = time.time() + 0.05
+        job = scheduled(queue, eta)
+        taken = queue.storage.take(TIMEOUT)
+        assert taken is not None and taken.id == job.id
+        assert time.time() >= eta
+
+    def test_take_done_records_the_previous_job(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        a, b = queued(queue, "a"), queued(queue, "b")
+        first = storage.take(0)
+        assert first is not None and first.id == a.id
+        run(queue, first)
+        assert first.status == "succeeded"
+        second = storage.take(0, done=first)
+        assert second is not None and second.id == b.id
+        assert status_of(storage, a) == "succeeded"
+        assert storage.get(a.id).result == "a"  # type: ignore[union-attr]
+        counts = storage.counts()
+        assert counts["succeeded"] == 1 and counts["running"] == 1
+        run(queue, second)
+        assert storage.take(0.01, done=second) is None  # recorded even when nothing follows
+        assert status_of(storage, b) == "succeeded"
+        assert storage.counts()["running"] == 0
+
+    def test_take_done_reschedules_a_retry(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        job = queued(queue, None, "contract.retry")
+        taken = storage.take(0)
+        assert taken is not None
+        run(queue, taken)
+        assert taken.status == "scheduled" and taken.eta is not None
+        again = storage.take(TIMEOUT, done=taken)  # retry_delay=0: due at once
+        assert again is not None and again.id == job.id and again.status == "running"
+        run(queue, again)
+        assert again.status == "failed" and again.attempts == 2
+        storage.finish(again)
+        assert status_of(storage, job) == "failed"
+
+    def test_put_after_take_done_found_nothing_never_breaks(self, queue: AppQueue) -> None:
+        """The consumer's loop: take(done=last) finds nothing, then producers put again (twice)."""
+        storage = queue.storage
+        last = None
+        for i in range(3):
+            job = queued(queue, i)
+            taken = storage.take(TIMEOUT, done=last) if last is not None else storage.take(TIMEOUT)
+            assert taken is not None and taken.id == job.id
+            last = run(queue, taken)
+            assert storage.take(0.01, done=last) is None
+            last = None
+        assert storage.counts()["succeeded"] == 3
+
+    def test_finish(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        queued(queue, "x")
+        queued(queue, "y", "contract.fail")
+        for _ in range(2):
+            job = storage.take(0)
+            assert job is not None
+            waiter = storage.waiter(job)
+            assert waiter is not None and not waiter.wait(0)
+            run(queue, job)
+            storage.finish(job)
+            assert waiter.wait(TIMEOUT)
+            assert storage.waiter(job) is None
+        counts = storage.counts()
+        assert (counts["succeeded"], counts["failed"], counts["running"]) == (1, 1, 0)
+        failed = storage.jobs(JobStatus.FAILED)[0]
+        assert failed.error == "ValueError: failed y" and failed.traceback
+
+class _SingleJobsAndListings(_Harness):
+    """Cancel, requeue and get one job; listings, counts and purge."""
+
+    def test_cancel_only_waiting_jobs(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        running = queued(queue, "r")
+        taken = storage.take(0)
+        assert taken is not None
+        waiting = queued(queue, "w")
+        later = scheduled(queue, time.time() + 3600)
+        assert storage.cancel(waiting) is True
+        assert waiting.status == "cancelled" and status_of(storage, waiting) == "cancelled"
+        assert storage.cancel(waiting) is False
+        assert storage.cancel(later) is True and status_of(storage, later) == "cancelled"
+        assert storage.cancel(taken) is False and status_of(storage, running) == "running"
+        assert storage.depth() == 0 and storage.take(0) is None
+        run(queue, taken)
+        storage.finish(taken)
+        assert storage.cancel(taken) is False and status_of(storage, running) == "succeeded"
+
+    def test_cancel_sets_the_waiter(self, queue: AppQueue) -> None:
+        job = queued(queue)
+        waiter = queue.storage.waiter(job)
+        assert waiter is not None
+        assert queue.storage.cancel(job)
+        assert waiter.wait(TIMEOUT)
+
+    def test_requeue_failed_or_cancelled_jobs(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        queued(queue, 1, "contract.fail")
+        failed = storage.take(0)
+        assert failed is not None
+        run(queue, failed)
+        storage.finish(failed)
+        assert failed.status == "failed"
+        assert storage.requeue(failed) is True
+        assert failed.status == "queued" and failed.attempts == 0 and failed.error is None
+        assert storage.depth() == 1
+        again = storage.take(0)
+        assert again is not None and again.id == failed.id
+        run(queue, again)
+        storage.finish(again)
+
+        cancelled = queued(queue)
+        storage.cancel(cancelled)
+        assert storage.requeue(cancelled) is True and status_of(storage, cancelled) == "queued"
+
+        ok = queued(queue, "ok")
+        assert storage.requeue(ok) is False  # queued
+        taken = storage.take(0)
+        assert taken is not None and taken.id == cancelled.id
+        taken = storage.take(0)
+        assert taken is not None and taken.id == ok.id
+        assert storage.requeue(taken) is False  # running
+        run(queue, taken)
+        storage.finish(taken)
+        assert storage.requeue(taken) is False  # succeeded
+
+    def test_get(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        running = queued(queue, "r")
+        taken = storage.take(0)
+        assert taken is not None
+        waiting = queued(queue, "w")
+        later = scheduled(queue, time.time() + 3600, "s")
+        assert status_of(storage, waiting) == "queued"
+        assert status_of(storage, later) == "scheduled"
+        assert status_of(storage, running) == "running"
+        found = storage.get(waiting.id)
+        assert found is not None and found.id == waiting.id and found.args == ("w",) and found.name == "contract.echo"
+        run(queue, taken)
+        storage.finish(taken)
+        assert status_of(storage, running) == "succeeded"
+        for unknown in ("nope", "", "-", f"{queue.token}-999999", "0badc0de-1", f"{queue.token}-x"):
+            assert storage.get(unknown) is None
+
+    def test_get_job_refuses_an_id_that_is_not_a_string(self, make_store: Factory) -> None:
+        queue = make_store()
+        with pytest.raises(TypeError, match="a job id is a string"):
+            queue.get_job(123)  # type: ignore[arg-type]
+
+    def test_jobs_newest_first_with_status_filter_limit_and_offset(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        made = []
+        start = time.time()
+        for i in range(6):
+            job = new_job(queue, "contract.echo", i)
+            job.enqueued_at = start + i / 1000  # distinct enqueue times, without sleeping
+            storage.put(job)
+            made.append(job)
+        for _ in range(2):
+            taken = storage.take(0)
+            assert taken is not None
+            run(queue, taken)
+            storage.finish(taken)
+        newest_first = ids(list(reversed(made)))
+        assert ids(storage.jobs()) == newest_first
+        assert ids(storage.jobs(JobStatus.QUEUED)) == newest_first[:4]
+        assert ids(storage.jobs(JobStatus.SUCCEEDED)) == newest_first[4:]
+        assert storage.jobs(JobStatus.FAILED) == []
+        assert ids(storage.jobs(limit=2)) == newest_first[:2]
+        assert ids(storage.jobs(limit=2, offset=3)) == newest_first[3:5]
+        assert ids(storage.jobs(JobStatus.QUEUED, limit=2, offset=1)) == newest_first[1:3]
+        assert storage.jobs(offset=10) == []
+
+    def test_jobs_with_one_enqueue_time_keep_their_order(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        at = time.time()
+        made = []
+        for i in range(12):
+            job = new_job(queue, "contract.echo", i)
+            job.enqueued_at = at
+            storage.put(job)
+            made.append(job)
+        assert ids(storage.jobs()) == ids(list(reversed(made)))
+        for _ in made:
+            taken = storage.take(0)
+            assert taken is not None
+            run(queue, taken)
+            storage.finish(taken)
+        assert ids(storage.jobs()) == ids(list(reversed(made)))
+
+    def test_counts_and_depth(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        assert storage.counts() == dict.fromkeys((s.value for s in JobStatus), 0)
+        queued(queue, 1, "contract.fail")
+        queued(queue, 2)
+        taken = storage.take(0)
+        assert taken is not None
+        run(queue, taken)
+        storage.finish(taken)
+        running = storage.take(0)
+        assert running is not None
+        queued(queue, 3)
+        scheduled(queue, time.time() + 3600)
+        storage.cancel(queued(queue, 4))
+        assert storage.counts() == {
+            "queued": 1, "scheduled": 1, "running": 1, "succeeded": 0, "failed": 1, "cancelled": 1,
+        }
+        assert storage.depth() == 2
+
+    def test_purge_finished(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        done = [queued(queue, i) for i in range(3)]
+        for _ in done:
+            job = storage.take(0)
+            assert job is not None
+            run(queue, job)
+            storage.finish(job)
+        waiting = queued(queue, "w")
+        assert storage.purge_finished() == 3
+        assert all(storage.get(job.id) is None for job in done)
+        assert status_of(storage, waiting) == "queued"
+        assert storage.purge_finished() == 0
+        assert storage.depth() == 1
+
+class _WaitingAndBounds(_Harness):
+    """join(), waiters, wake(), drop_waiting(); MEMQUEUE_MAXSIZE, MAX_FINISHED and RESULT_TTL;
+    declared capabilities; apps kept apart."""
+
+    def test_join(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        assert storage.join(0) is True
+        queued(queue, 1)
+        assert storage.join(0.01) is False
+
+        def drain() -> None:
+            job = storage.take(TIMEOUT)
+            assert job is not None
+            run(queue, job)
+            storage.finish(job)
+
+        worker = threading.Thread(target=drain)
+        worker.start()
+        assert storage.join(TIMEOUT) is True
+        worker.join(TIMEOUT)
+        assert storage.counts()["succeeded"] == 1
+
+    def test_join_waits_for_running_jobs(self, queue: AppQueue) -> None:
+        queued(queue)
+        taken = queue.storage.take(0)
+        assert taken is not None
+        assert queue.storage.depth() == 0
+        assert queue.storage.join(0.01) is False
+        run(queue, taken)
+        queue.storage.finish(taken)
+        assert queue.storage.join(TIMEOUT) is True
+
+    def test_waiter_is_not_set_by_a_retry(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        queued(queue, None, "contract.retry")
+        taken = storage.take(0)
+        assert taken is not None
+        waiter = storage.waiter(taken)
+        assert waiter is not None
+        run(queue, taken)
+        storage.schedule(taken, retry=True)
+        assert not waiter.wait(0)
+        again = storage.take(TIMEOUT)
+        assert again is not None
+        run(queue, again)
+        storage.finish(again)
+        assert waiter.wait(TIMEOUT)
+
+    def test_wake_makes_a_blocked_take_return(self, queue: AppQueue) -> None:
+        got: list[Job | None] = []
+        done = threading.Event()
+
+        def take_forever() -> None:
+            got.append(queue.storage.take(None))
+            done.set()
+
+        taker = threading.Thread(target=take_forever)
+        taker.start()
+        queue.storage.wake()
+        assert done.wait(TIMEOUT), "take(None) did not return after wake()"
+        taker.join(TIMEOUT)
+        assert got == [None]
+
+    def test_drop_waiting(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        queued(queue, "r")
+        running = storage.take(0)
+        assert running is not None
+        waiting = [queued(queue, "w"), scheduled(queue, time.time() + 3600)]
+        dropped = storage.drop_waiting()
+        assert sorted(ids(dropped)) == sorted(ids(waiting))  # type: ignore[type-var]
+        assert storage.depth() == 0 and storage.take(0) is None
+        assert status_of(storage, running) == "running"
+
+    def test_wait_on_another_object_of_the_job_gets_its_outcome(self, make_store: Factory) -> None:
+        queue = make_store()
+        job = queued(queue, "outcome")
+        other = queue.storage.get(job.id)
+        assert other is not None
+        event = queue.storage.waiter(other)
+        assert event is not None
+        taken = queue.storage.take(0)
+        assert taken is not None
+        run(queue, taken)
+        queue.storage.finish(taken)
+        assert event.wait(TIMEOUT)
+        assert other.status == "succeeded" and other.result == "outcome"
+
+    def test_queue_full(self, make_store: Factory) -> None:
+        queue = make_store(MEMQUEUE_MAXSIZE=2)
+        storage = queue.storage
+        queued(queue, "r", "contract.retry")
+        running = storage.take(0)
+        assert running is not None
+        queued(queue, 1)
+        scheduled(queue, time.time() + 3600)
+        with pytest.raises(QueueFull):
+            queued(queue, 2)
+        with pytest.raises(QueueFull):
+            scheduled(queue, time.time())
+        assert storage.depth() == 2
+        run(queue, running)
+        storage.schedule(running, retry=True)  # a retry is never refused
+        assert storage.depth() == 3
+
+    def test_max_finished(self, make_store: Factory) -> None:
+        queue = make_store(MEMQUEUE_MAX_FINISHED=2)
+        made = [queued(queue, i) for i in range(5)]
+        for _ in made:
+            job = queue.storage.take(0)
+            assert job is not None
+            run(queue, job)
+            queue.storage.finish(job)
+        assert queue.storage.take(0) is None  # an idle turn: a store may apply its bounds as late as this
+        assert [queue.storage.get(job.id) is not None for job in made] == [False, False, False, True, True]
+        assert queue.storage.counts()["succeeded"] == 2
+
+    def test_result_ttl(self, make_store: Factory) -> None:
+        queue = make_store(MEMQUEUE_RESULT_TTL=0)
+        job = queued(queue)
+        taken = queue.storage.take(0)
+        assert taken is not None
+        run(queue, taken)
+        queue.storage.finish(taken)
+        assert queue.storage.take(0) is None  # an idle turn: a store may apply its bounds as late as this
+        assert queue.storage.get(job.id) is None
+        assert queue.storage.counts()["succeeded"] == 0
+
+    def test_capabilities_are_declared(self, queue: AppQueue) -> None:
+        caps = queue.storage.capabilities
+        if caps.shared:  # a job another process runs must be readable there
+            assert caps.json_only
+        assert queue.storage_url.split("://")[0] == queue.config.storage.split("://")[0]
+
+    def test_another_app_never_sees_a_jobs_by_id(self, make_store: Factory) -> None:
+        first = make_store()
+        other = make_store(like=first, name="another-app")
+        job = queued(first, "mine")
+        assert first.storage.get(job.id) is not None
+        assert other.storage.get(job.id) is None
+        assert other.storage.cancel(job) is False
+        assert other.storage.requeue(job) is False
+        assert other.storage.jobs() == [] and other.storage.depth() == 0
+        assert other.storage.take(0) is None
+        assert status_of(first.storage, job) == "queued"
+
+class _QueuesAndPriorities(_Harness):
+    """Named queues and priorities: each consumer takes from its own queue, the highest priority first."""
+
+    def test_take_is_by_priority_then_fifo_and_a_due_job_wins_a_tie(self, queue: AppQueue) -> None:
+        past = time.time() - 1
+        plan = [in_queue(queue, "q", 0, "a"), in_queue(queue, "q", 5, "b"), in_queue(queue, "q", -5, "c"),
+                in_queue(queue, "q", 5, "d"), in_queue(queue, "q", 0, "e", eta=past),
+                in_queue(queue, "q", 5, "f", eta=past), in_queue(queue, "q", 100, "later", eta=time.time() + 3600)]
+        taken = take_all(queue, "q")
+        assert [j.args[0] for j in taken] == ["f", "b", "d", "e", "a", "c"]
+        assert queue.storage.depth("q") == 1 and plan[-1].status is JobStatus.SCHEDULED
+
+    def test_a_consumer_takes_from_its_own_queue_only(self, queue: AppQueue) -> None:
+        a = in_queue(queue, "a", value=1)
+        b = in_queue(queue, "b", value=2)
+        assert queue.storage.take(0, queue="nowhere") is None
+        assert ids([queue.storage.take(0, queue="b")]) == [b.id]
+        assert queue.storage.depth() == 1 and queue.storage.depth("a") == 1 and queue.storage.depth("b") == 0
+        counts = queue.storage.queue_counts()
+        assert counts["a"] == {"queued": 1, "scheduled": 0, "running": 0}
+        assert counts["b"] == {"queued": 0, "scheduled": 0, "running": 1}
+        assert ids(queue.storage.jobs(queue="a")) == [a.id]
+        assert queue.storage.counts("b")["running"] == 1 and queue.storage.counts("a")["running"] == 0
+        found = queue.storage.get(a.id)
+        assert found is not None and (found.queue, found.priority) == ("a", 0)
+
+    def test_join_of_one_queue_ignores_the_others(self, queue: AppQueue) -> None:
+        in_queue(queue, "busy")
+        assert queue.storage.join(0.05, queue="idle") is True
+        assert queue.storage.join(0.05, queue="busy") is False
+        take_all(queue, "busy")
+        assert queue.storage.join(TIMEOUT, queue="busy") is True
+
+    def test_several_threads_take_from_one_queue_and_each_job_goes_to_one(self, queue: AppQueue) -> None:
+        jobs = [in_queue(queue, "pool", value=i) for i in range(200)]
+        got: list[str] = []
+        lock = threading.Lock()
+        barrier = threading.Barrier(4)
+
+        def taker() -> None:
+            barrier.wait(TIMEOUT)
+            while (job := queue.storage.take(0, queue="pool")) is not None:
+                with lock:
+                    got.append(job.id)
+                queue.storage.finish(run(queue, job))
+
+        threads = [threading.Thread(target=taker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(TIMEOUT)
+        assert sorted(got) == sorted(j.id for j in jobs) and len(set(got)) == 200
+
+    def test_wake_releases_every_blocked_taker_whose_stop_says_so(self, queue: AppQueue) -> None:
+        stopping = threading.Event()
+        returned: list[Job | None] = []
+        threads = [
+            threading.Thread(target=lambda: returned.append(
+                queue.storage.take(None, queue="pool", stop=stopping.is_set)))
+            for _ in range(3)
+        ]
+        for t in threads:
+            t.start()
+        stopping.set()
+        queue.storage.wake()
+        for t in threads:
+            t.join(TIMEOUT)
+        assert not any(t.is_alive() for t in threads) and returned == [None, None, None]
+
+    def test_a_put_wakes_a_blocked_taker_of_that_queue(self, queue: AppQueue) -> None:
+        got: list[Job | None] = []
+        taker = threading.Thread(target=lambda: got.append(queue.storage.take(TIMEOUT, queue="wake")))
+        taker.start()
+        job = in_queue(queue, "wake", value="x")
+        taker.join(TIMEOUT)
+        assert ids(got) == [job.id]
+        queue.storage.finish(run(queue, got[0]))  # type: ignore[arg-type]
+
+class _UniqueKeysAndTicks(_Harness):
+    """Unique keys (put_unique) and periodic ticks (claim_tick), each one atomic step of the store."""
+
+    def test_a_unique_key_returns_the_live_holder_until_it_finishes(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        first, got = keyed(queue, "report:42", 1)
+        assert got.id == first.id
+        _, again = keyed(queue, "report:42", 2)
+        assert again.id == first.id and storage.depth() == 1
+        _, other = keyed(queue, "report:43", 3)
+        assert other.id != first.id and storage.depth() == 2
+        running = storage.take(0)
+        assert running is not None and running.id == first.id
+        _, while_running = keyed(queue, "report:42", 4)
+        assert while_running.id == first.id and storage.depth() == 1
+        storage.finish(run(queue, running))
+        fresh, after = keyed(queue, "report:42", 5)
+        assert after.id == fresh.id != first.id
+        assert after.unique_key == "report:42" and after.args == (5,)
+
+    def test_a_unique_key_is_held_through_a_retry_and_freed_by_a_failure_or_a_cancel(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        job, _ = keyed(queue, "k", task="contract.retry")
+        taken = storage.take(0)
+        assert taken is not None
+        run(queue, taken)
+        assert taken.status == "scheduled"
+        storage.schedule(taken, retry=True)
+        assert keyed(queue, "k")[1].id == job.id  # a retry still holds it
+        taken = storage.take(0)
+        assert taken is not None and taken.id == job.id
+        storage.finish(run(queue, taken))
+        assert status_of(storage, job) == "failed"
+        fresh, got = keyed(queue, "k", eta=time.time() + 3600)
+        assert got.id == fresh.id and status_of(storage, fresh) == "scheduled"
+        assert keyed(queue, "k")[1].id == fresh.id  # a scheduled job holds it
+        assert got.cancel()
+        newest, got = keyed(queue, "k")
+        assert got.id == newest.id
+
+    def test_a_full_store_refuses_a_new_key_but_returns_a_holder(self, make_store: Factory) -> None:
+        queue = make_store(MEMQUEUE_MAXSIZE=1)
+        held, _ = keyed(queue, "held")
+        with pytest.raises(QueueFull):
+            keyed(queue, "new")
+        assert keyed(queue, "held")[1].id == held.id
+        assert queue.storage.depth() == 1
+
+    def test_eight_threads_racing_with_one_key_make_one_job(self, make_store: Factory) -> None:
+        first = make_store()
+        # With a shared store the racers are two "processes" (stores) of one app, four threads each.
+        other = make_store(like=first) if first.storage.capabilities.shared else first
+        barrier = threading.Barrier(8)
+        got: list[str] = []
+        lock = threading.Lock()
+
+        def racer(queue: AppQueue) -> None:
+            barrier.wait(TIMEOUT)
+            _, job = keyed(queue, "race", "x")
+            with lock:
+                got.append(job.id)
+
+        threads = [threading.Thread(target=racer, args=(first if i % 2 else other,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(TIMEOUT)
+        assert len(got) == 8 and len(set(got)) == 1
+        assert first.storage.depth() == 1
+
+    def test_a_tick_is_claimed_once_with_its_job(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        job = tick_job(queue, 100.0)
+        assert storage.claim_tick("contract.periodic", 100.0, job) is True
+        assert storage.depth() == 1
+        assert storage.claim_tick("contract.periodic", 100.0, tick_job(queue, 100.0)) is False
+        assert storage.claim_tick("contract.periodic", 99.0, tick_job(queue, 99.0)) is False  # never an older one
+        assert storage.depth() == 1
+        last = storage.last_ticks()["contract.periodic"]
+        assert (last.tick, last.job_id) == (100.0, job.id)
+        taken = storage.take(0)
+        assert taken is not None and taken.id == job.id and taken.tick == 100.0
+        storage.finish(run(queue, taken))
+        storage.purge_finished()
+        assert storage.claim_tick("contract.periodic", 100.0, tick_job(queue, 100.0)) is False  # kept after its job
+        assert storage.claim_tick("contract.periodic", 101.0, None) is True  # a claim without a job
+        assert storage.depth() == 0
+        last = storage.last_ticks()["contract.periodic"]
+        assert (last.tick, last.job_id) == (101.0, None)
+        assert storage.claim_tick("contract.other", 50.0, None) is True  # tasks keep apart
+        assert set(storage.last_ticks()) == {"contract.periodic", "contract.other"}
+
+    def test_a_full_store_claims_no_tick(self, make_store: Factory) -> None:
+        queue = make_store(MEMQUEUE_MAXSIZE=1)
+        queued(queue, "fills it")
+        with pytest.raises(QueueFull):
+            queue.storage.claim_tick("contract.periodic", 100.0, tick_job(queue, 100.0))
+        assert "contract.periodic" not in queue.storage.last_ticks()
+
+    def test_eight_threads_racing_for_one_tick_claim_it_once(self, make_store: Factory) -> None:
+        first = make_store()
+        other = make_store(like=first) if first.storage.capabilities.shared else first
+        barrier = threading.Barrier(8)
+        won: list[bool] = []
+        lock = threading.Lock()
+
+        def racer(queue: AppQueue) -> None:
+            barrier.wait(TIMEOUT)
+            claimed = queue.storage.claim_tick("contract.periodic", 7.0, tick_job(queue, 7.0))
+            with lock:
+                won.append(claimed)
+
+        threads = [threading.Thread(target=racer, args=(first if i % 2 else other,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(TIMEOUT)
+        assert sorted(won) == [False] * 7 + [True]
+        assert first.storage.depth() == 1
+
+class StorageContract(_PutAndTake, _SingleJobsAndListings, _WaitingAndBounds, _QueuesAndPriorities,
+                      _UniqueKeysAndTicks):
+    """The storage contract every store passes (:class:`~flask_memqueue.storage.Storage`).
+
+    Subclass it (its name does not start with ``Test``, so pytest collects
+    your subclass only) and define the fixture ``store_config``.
+    """
+
+
+class SharedStorageContract(_Harness):
+    """What a store that declares ``capabilities.shared`` must do besides :class:`StorageContract`:
+    other processes read its jobs (JSON round trips), take over a dead owner's jobs, and
+    keep the apps that share it apart. A store made ``like=`` another stands for another
+    process on the same store."""
+
+    def test_declares_that_other_processes_share_it(self, queue: AppQueue) -> None:
+        caps = queue.storage.capabilities
+        assert caps.shared, "a store run against SharedStorageContract declares capabilities.shared"
+        assert caps.json_only, "a job another process runs must be readable there: arguments are JSON"
+
+    def test_arguments_are_what_a_json_round_trip_gives(self, make_store: Factory) -> None:
+        queue = make_store()
+        payload = [1, (2, 3)]
+        job = new_job(queue, "contract.echo", payload, value=None)
+        job.kwargs = {"value": {1: "one"}}
+        queue.storage.put(job)
+        payload.append("later")  # a later change of the caller's object is not the job's
+        assert job.args == ([1, [2, 3]],)
+        assert job.kwargs == {"value": {"1": "one"}}
+        taken = queue.storage.take(0)
+        assert taken is not None and taken.args == job.args and taken.kwargs == job.kwargs
+
+    def test_non_json_arguments_are_refused_at_enqueue(self, make_store: Factory) -> None:
+        queue = make_store()
+        for bad in (object(), float("nan"), {1, 2}):
+            with pytest.raises(TypeError, match="contract.echo.*argument 0"):
+                queued(queue, bad)
+        assert queue.storage.depth() == 0
+
+    def test_a_dead_owners_job_is_taken_over_counting_one_attempt(self, make_store: Factory) -> None:
+        first = make_store()
+        second = make_store(like=first)
+        once = queued(first, "once")  # no retries: interrupted means failed
+        twice = queued(first, None, "contract.retry")  # one retry left
+        a, b = first.storage.take(0), first.storage.take(0)
+        assert a is not None and b is not None
+        assert second.storage.take(0) is None  # both running, owned by the first "process"
+        storage: Any = second.storage
+        if not callable(getattr(storage, "recover", None)) or not hasattr(storage, "_owner_alive"):
+            pytest.skip("the store takes over a dead owner's jobs its own way (not DurableStorage.recover())")
+        storage._owner_alive = lambda owner: False  # the first process died
+        assert storage.recover() == 2
+        assert storage.recover() == 0  # taken once only
+        gone = storage.get(once.id)
+        assert gone is not None and gone.status == "failed" and gone.error == "interrupted" and gone.attempts == 1
+        again = storage.get(twice.id)
+        assert again is not None and again.status == "scheduled" and again.attempts == 1
+        assert again.error is not None and again.error.startswith("interrupted")
+        retried = storage.take(TIMEOUT)  # retry_delay=0: due at once
+        assert retried is not None and retried.id == twice.id
+
+    def test_a_result_is_what_a_json_round_trip_gives_on_every_object(
+        self, make_store: Factory, contract_mq: MemQueue
+        ) -> None:
+        @contract_mq.task(name="contract.pair")
+        def pair(value: Any = None) -> Any:
+            return (1, {2: "two"})
+
+        queue = make_store()
+        job = queued(queue, task="contract.pair")
+        taken = queue.storage.take(0)
+        assert taken is not None
+        run(queue, taken)
+        queue.storage.finish(taken)
+        found = queue.storage.get(job.id)
+        assert found is not None
+        assert taken.result == found.result == [1, {"2": "two"}]
+
+    def test_a_shared_store_remembers_which_queues_a_process_declares(self, make_store: Factory) -> None:
+        first = make_store()
+        other = make_store(like=first)
+        assert other.storage.known_queues() == set()
+        first.storage.declare_queues(["emails", "default"])
+        assert other.storage.known_queues() == {"emails", "default"}
+        first.storage.declare_queues(["emails"])
+        assert other.storage.known_queues() == {"emails"}
+        stranger = make_store(like=first, name="another_app")
+        assert stranger.storage.known_queues() == set()  # apps sharing a store keep apart
+
+    def test_unique_keys_of_two_apps_sharing_a_store_keep_apart(self, make_store: Factory) -> None:
+        first = make_store()
+        stranger = make_store(like=first, name="another_app")
+        mine, _ = keyed(first, "k")
+        theirs, got = keyed(stranger, "k")
+        assert got.id == theirs.id != mine.id
+
+    def test_ticks_of_two_apps_sharing_a_store_keep_apart(self, make_store: Factory) -> None:
+        first = make_store()
+        stranger = make_store(like=first, name="another_app")
+        assert first.storage.claim_tick("contract.periodic", 5.0, None) is True
+        assert stranger.storage.claim_tick("contract.periodic", 5.0, None) is True
+        assert stranger.storage.last_ticks()["contract.periodic"].tick == 5.0
+
+
+__all__ = ["TIMEOUT", "Factory", "SharedStorageContract", "StorageContract", "StoreConfig"]
