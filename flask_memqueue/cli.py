@@ -182,9 +182,11 @@ def _schema_queue() -> AppQueue:
     if queue is None:
         raise click.ClickException("this app has no MemQueue; call mq.init_app(app)")
     if queue.storage.schema_sql() is None:
+        from .storage import TRANSACTIONAL_STORE_EXAMPLE
+
         raise click.ClickException(
             f"this app's store ({queue.storage_url}) has no tables to manage; `flask memqueue db` is for"
-            " a database store (MEMQUEUE_STORAGE = 'postgresql://...')"
+            f" a database store (MEMQUEUE_STORAGE = {TRANSACTIONAL_STORE_EXAMPLE!r})"
         )
     return queue
 

@@ -99,11 +99,12 @@ class Options:
         self.unique_key = None if unique_key is None else check_unique_key(unique_key, "options(unique_key=...)")
         if session is not None and on_commit is not None:
             raise ValueError("options(session=..., on_commit=...): give one; session= inserts the job in your"
-                             " transaction (a postgresql:// store), on_commit= queues it after the commit (any store)")
+                             " transaction (a store in that database), on_commit= queues it after the commit"
+                             " (any store)")
         if on_commit is not None and self.unique_key is not None:
             raise ValueError("options(on_commit=..., unique_key=...): a deferred job cannot return the holder of"
-                             " its key (the store is asked only at the commit); use session= with a postgresql://"
-                             " store, or no key")
+                             " its key (the store is asked only at the commit); use session= with a store in your"
+                             " database, or no key")
         #: Insert the job through this SQLAlchemy session or connection, in its transaction.
         self.session = session
         #: Queue the job once this SQLAlchemy session commits (dropped on rollback).

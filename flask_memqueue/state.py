@@ -25,7 +25,14 @@ from .job import DEFAULT_QUEUE, Job, JobStatus
 from .periodic import Scheduler
 from .registry import Registry, Task, missing_task
 from .signals import job_cancelled, job_enqueued
-from .storage import SHARED_STORE_EXAMPLE, Storage, StoreContext, open_storage, redact_url
+from .storage import (
+    SHARED_STORE_EXAMPLE,
+    TRANSACTIONAL_STORE_EXAMPLE,
+    Storage,
+    StoreContext,
+    open_storage,
+    redact_url,
+)
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -254,7 +261,8 @@ class AppQueue:
         if not self.storage.capabilities.transactional:
             raise ConfigurationError(
                 f"options(session=...) inserts the job in your database transaction, which only a store in that"
-                f" database can do (MEMQUEUE_STORAGE = 'postgresql://...'); this app's store is {self.storage_url}."
+                f" database can do (MEMQUEUE_STORAGE = {TRANSACTIONAL_STORE_EXAMPLE!r}); this app's store is"
+                f" {self.storage_url}."
                 " Use options(on_commit=db.session) instead: the job is queued once the session commits"
             )
         holder = self.storage.put_in_transaction(job, session)

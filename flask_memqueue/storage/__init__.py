@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENTRY_POINT_GROUP",
     "SHARED_STORE_EXAMPLE",
+    "TRANSACTIONAL_STORE_EXAMPLE",
     "Capabilities",
     "JournalError",
     "PostgresUnavailable",
@@ -80,6 +81,9 @@ _BUILTIN = {
 #: A store that processes share and that needs no server, for the messages that suggest
 #: one (the core names no backend: it asks for this).
 SHARED_STORE_EXAMPLE = "sqlite:///jobs.db"
+#: A store that can insert a job in the caller's database transaction (``transactional``),
+#: for the messages that suggest one.
+TRANSACTIONAL_STORE_EXAMPLE = "postgresql://..."
 
 #: Exceptions that live with a built-in backend, by name -> the module that defines
 #: them (none imports its driver). ``flask_memqueue`` and ``flask_memqueue.exceptions``
