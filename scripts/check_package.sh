@@ -66,9 +66,21 @@ ours = [ep.value for ep in md.entry_points(group="flask_memqueue.storage") if ep
 assert not ours, ours
 from flask_memqueue.storage import available_schemes
 
-assert {"memory", "sqlite", "redis", "rediss", "unix"} <= set(available_schemes()), available_schemes()
+assert {"memory", "sqlite", "redis", "rediss", "unix", "postgresql", "postgres", "postgresql+psycopg"} <= set(
+    available_schemes()), available_schemes()
+# The PostgreSQL backend is a package of the wheel too; its exceptions and its schema's SQL need
+# no driver (psycopg is not installed here), as the re-exports from flask_memqueue promise.
+import sys
+
+from flask_memqueue import PostgresUnavailable, SchemaError, StorageError
+from flask_memqueue.storage.postgres import SCHEMA_VERSION, schema_sql
+
+assert issubclass(PostgresUnavailable, StorageError) and issubclass(SchemaError, StorageError)
+assert PostgresUnavailable.__module__ == "flask_memqueue.storage.postgres.errors", PostgresUnavailable.__module__
+assert "CREATE TABLE" in schema_sql() and SCHEMA_VERSION >= 1
+assert "psycopg" not in sys.modules, "importing the PostgreSQL backend imported psycopg"
 print(f"flask-memqueue {flask_memqueue.__version__}: the wheel installs and imports; py.typed,"
-      f" {len(templates)} templates, {len(lua)} Lua scripts, LICENSE, the pytest plugin and the storage"
-      " contract suite are in it")
+      f" {len(templates)} templates, {len(lua)} Lua scripts, the PostgreSQL backend, LICENSE, the pytest plugin"
+      " and the storage contract suite are in it")
 PY
 )
