@@ -355,7 +355,8 @@ class Job(Generic[R]):
 
     @property
     def eta(self) -> float | None:
-        """Unix time a scheduled job (or a retry) becomes due."""
+        """Unix time a scheduled job (or a retry) becomes due; for a requeued job
+        (``requeue``, the dashboard's retry), when it was requeued."""
         return (self._out or _NO_OUTCOME).eta
 
     def outcome(self) -> tuple[float | None, float | None, float | None, Any, str | None, str | None]:
@@ -464,14 +465,16 @@ class Job(Generic[R]):
         out.eta = None
         self.status = JobStatus.CANCELLED
 
-    def reset_for_requeue(self) -> None:
-        """Forget the last run, so a retried job starts as if new (status QUEUED)."""
+    def reset_for_requeue(self, now: float) -> None:
+        """Forget the last run, so a retried job starts as if new (status QUEUED),
+        due at ``now``: its :attr:`eta` is when it was requeued, and it takes its
+        place among the waiting jobs of its priority by that time."""
         self.status = JobStatus.QUEUED
-        out = self._out
-        if out is not None:
-            out.error = out.traceback = out.result = out.finished_at = out.started_at = None
-            out.progress = out.message = out.eta = None
-            out.attempts = 0
+        out = self._outcome()
+        out.error = out.traceback = out.result = out.finished_at = out.started_at = None
+        out.progress = out.message = None
+        out.eta = now
+        out.attempts = 0
 
     def interrupt(self, now: float, *, task_known: bool = True) -> None:
         """Its process died while running it (a take-over): the attempt counted

@@ -56,7 +56,7 @@ class _Lane:
     in ``negprios`` (negated, ascending: the highest priority first). Jobs
     scheduled for later wait in a heap by due time; once due they move to
     ``due``, a heap by (priority, due time), and compete with ready jobs by
-    priority, a due job winning a tie (it waited longer). Nearly every app has
+    priority, then due time (a ready job's is its enqueue time). Nearly every app has
     one priority per queue: then a take is a ``popleft`` as before.
     """
 
@@ -426,7 +426,13 @@ class MemoryStorage(Storage):
             return me
 
     def _pop(self, lane: _Lane) -> Job | None:
-        """The next due job of ``lane``, now RUNNING, or None. Lock held."""
+        """The next due job of ``lane``, now RUNNING, or None. Lock held.
+
+        Priority first, then due time: a scheduled or retried job that has
+        become due competes with the ready jobs of its priority by its due
+        time (its eta; a requeued job's is when it was requeued) against the
+        first ready job's enqueue time, the older first (the ready job on a tie).
+        """
         sched = lane.scheduled
         if sched:
             now = time.time()
@@ -434,7 +440,7 @@ class MemoryStorage(Storage):
                 due, tie, job = heapq.heappop(sched)
                 heapq.heappush(lane.due, (-job.options.priority, due, tie, job))
         negprios = lane.negprios
-        if lane.due and (not negprios or lane.due[0][0] <= negprios[0]):
+        if lane.due and (not negprios or _due_first(lane.due[0], negprios[0], lane.ready[-negprios[0]][0])):
             job = heapq.heappop(lane.due)[3]
         elif negprios:
             ready = lane.ready[-negprios[0]]
@@ -524,16 +530,17 @@ class MemoryStorage(Storage):
             if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
                 return False
             self._finished.discard(job)
-            job.reset_for_requeue()
+            now = time.time()
+            job.reset_for_requeue(now)
             if job.unique_key is not None:  # takes its key back unless another live job holds it now
                 holder = self._unique.get(job.unique_key)
                 if holder is None or holder.finished:
                     self._unique[job.unique_key] = job
             # A requeued job keeps its old number, so it cannot join a
-            # number-ordered deque; as a due "scheduled" entry it takes its
-            # place by priority, ahead of the ready jobs of its priority.
+            # number-ordered deque; as a "scheduled" entry due now it takes its
+            # place by priority, then by the time it was requeued (_pop).
             lane = self._lane(job.queue)
-            heapq.heappush(lane.scheduled, (0.0, next(self._tiebreak), job))
+            heapq.heappush(lane.scheduled, (now, next(self._tiebreak), job))
             self._waiting += 1
             if lane.sleepers:
                 lane.sleepers.pop().release()
@@ -738,6 +745,14 @@ def _insert_ready(lane: _Lane, ready: deque[Job] | None, job: Job) -> None:
         ready.append(job)
     else:
         bisect.insort_right(ready, job, key=_seq)
+
+
+def _due_first(due: tuple[int, float, int, Job], negprio: int, ready: Job) -> bool:
+    """True if the due entry ``due`` runs before ``ready``, the first ready job of
+    priority ``-negprio``: a higher priority, or the same and an earlier due time."""
+    if due[0] != negprio:
+        return due[0] < negprio
+    return due[1] < ready.enqueued_at
 
 
 def _seq_order(job: Job) -> tuple[int, str]:

@@ -96,8 +96,11 @@ _INDEXES = (
     f" WHERE unique_key IS NOT NULL AND status IN {_LIVE_SQL}",
 )
 
-#: Where ``priority`` is in a ``SELECT seq, {_COLUMNS}`` row.
-_PRIORITY = 1 + [c.strip() for c in _COLUMNS.split(",")].index("priority")
+_NAMES = [c.strip() for c in _COLUMNS.split(",")]
+#: Where ``priority``, ``eta`` and ``enqueued_at`` are in a ``SELECT seq, {_COLUMNS}`` row.
+_PRIORITY = 1 + _NAMES.index("priority")
+_ETA = 1 + _NAMES.index("eta")
+_ENQUEUED_AT = 1 + _NAMES.index("enqueued_at")
 _INSERT = (
     "INSERT INTO memqueue_jobs (id, queue, task, args, kwargs, status, enqueued_at, eta, lane, priority,"
     " unique_key, tick) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
