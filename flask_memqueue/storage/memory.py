@@ -246,7 +246,14 @@ class MemoryStorage(Storage):
                 if ready is None:
                     ready = lane.ready[options.priority] = deque()
                 self._put_options, self._put_place = options, (lane, ready)
-            if ready and ready[-1].key < job.key:  # type: ignore[operator]  # keys here are ints
+            if not ready:  # an empty queue (what an idle consumer's wake-up meets): its priority comes back
+                ready.append(job)
+                negprios = lane.negprios
+                if negprios:
+                    bisect.insort(negprios, -options.priority)
+                else:
+                    negprios.append(-options.priority)
+            elif ready[-1].key < job.key:  # type: ignore[operator]  # keys here are ints
                 ready.append(job)  # the common case: behind a job of its priority, in number order
             else:
                 _insert_ready(lane, ready, job)
