@@ -4,6 +4,8 @@
     python benchmarks/run.py                      # A-D (+J with a journal), 3 repetitions
     python benchmarks/run.py --reps 5 --workloads A,B
     python benchmarks/run.py --quick              # tiny sizes: checks that it runs
+    python benchmarks/run.py --baseline           # and the last release beside the working tree
+    python benchmarks/run.py --baseline v1.1      # or any git ref
 
 Every (repetition, workload, contender) cell runs in a fresh subprocess, and
 the contenders are rotated inside each repetition, so a noisy moment hits a
@@ -21,6 +23,15 @@ Workloads:
      (flask-memqueue MEMQUEUE_JOURNAL normal/full, huey SqliteHuey).
 Peers are optional: a contender whose package is missing is skipped
 (pip install -r benchmarks/requirements.txt).
+
+The flask-memqueue contenders run the working tree this script belongs to
+(whatever else is installed). With ``--baseline [REF]`` (default: the last
+release, ``baseline.DEFAULT_REF``) each of them also runs as
+``<name>@<REF>``: the package of that git ref, written to a temporary
+directory and imported from there, on the same interpreter with the same
+Flask, rotated with the others in the same run; every table then has a
+``× <REF>`` column (the working tree's median divided by the ref's) and a
+last table puts the two side by side.
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import baseline  # noqa: E402
 import jobs  # noqa: E402
 
 MARK = "@@RESULT "
@@ -296,25 +308,37 @@ def _latency(name: str, count: int, tmp: str) -> dict[str, Any]:
 
 
 def child(name: str, workload: str, opts: dict[str, Any]) -> dict[str, Any]:
+    base, _, ref = name.partition("@")
+    if base in OURS:  # before anything imports flask_memqueue
+        baseline.use(os.environ[baseline.ENV] if ref else baseline.WORKTREE)
+    if ref:
+        CONTENDERS[name] = CONTENDERS[base]
     tmp = tempfile.mkdtemp(prefix="mqbench-")
     os.makedirs(os.path.join(tmp, "a"))
     os.makedirs(os.path.join(tmp, "b"))
     try:
-        if workload == "A":
-            return _parked(name, opts["n"], tmp)
-        if workload == "B":
-            return _throughput(name, opts["n"], tmp)
-        if workload == "C":
-            return _latency(name, opts["c_count"], tmp)
-        if workload == "D":
-            return _parked(name, opts["d_n"], tmp, payload=100)
-        if workload == "J":
-            out = _parked(name, opts["j_n"], os.path.join(tmp, "a"))
-            out.update(_throughput(name, opts["j_n"], os.path.join(tmp, "b")))
-            return out
-        raise ValueError(workload)
+        result = _cell(name, workload, opts, tmp)
+        if base in OURS:
+            result["from"] = baseline.imported_from()  # which flask_memqueue this cell measured
+        return result
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cell(name: str, workload: str, opts: dict[str, Any], tmp: str) -> dict[str, Any]:
+    if workload == "A":
+        return _parked(name, opts["n"], tmp)
+    if workload == "B":
+        return _throughput(name, opts["n"], tmp)
+    if workload == "C":
+        return _latency(name, opts["c_count"], tmp)
+    if workload == "D":
+        return _parked(name, opts["d_n"], tmp, payload=100)
+    if workload == "J":
+        out = _parked(name, opts["j_n"], os.path.join(tmp, "a"))
+        out.update(_throughput(name, opts["j_n"], os.path.join(tmp, "b")))
+        return out
+    raise ValueError(workload)
 
 
 # -- the parent -----------------------------------------------------------------
@@ -339,10 +363,17 @@ class Results:
     runs: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
 
 
+#: The contenders that run flask-memqueue: the ones ``--baseline`` runs twice.
+OURS = ("flask_memqueue", "memqueue_journal_normal", "memqueue_journal_full")
+
+
 def available(name: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec(CONTENDERS[name][0]) is not None
+    base = name.split("@")[0]
+    if base in OURS:
+        return True  # the working tree, or the baseline's directory: both exist
+    return importlib.util.find_spec(CONTENDERS[base][0]) is not None
 
 
 def run_cell(name: str, workload: str, opts: dict[str, Any]) -> dict[str, Any] | None:
@@ -374,18 +405,27 @@ def ratio(value: float, base: float | None) -> str:
     return f"{r:.2f}×" if r >= 0.1 else f"1/{base / value:.0f}"
 
 
-def render(results: Results, workloads: str, names: list[str], baseline: str) -> str:
+def median_of(results: Results, name: str, workload: str, key: str) -> float | None:
+    vals = [r[key] for r in results.runs.get((name, workload), []) if key in r]
+    return statistics.median(vals) if vals else None
+
+
+def render(results: Results, workloads: str, names: list[str], reference: str, label: str | None = None) -> str:
+    """The tables: median [min–max], ``× reference``, and with a baseline ``× label``
+    (a contender against its own ``@label`` run, same workload, same run)."""
     out = []
     for w in workloads:
         rows = [n for n in names if (n, w) in results.runs and results.runs[(n, w)]]
         if not rows:
             continue
-        ref = "huey_sqlite" if w == "J" else baseline  # J: against the durable peer
+        ref = "huey_sqlite" if w == "J" else reference  # J: against the durable peer
         base = ref if (ref, w) in results.runs else None
         out.append(f"\n### {TITLES[w]}\n")
         head = ["contender"]
-        for _, label, higher in METRICS[w]:
-            head += [f"{label} ({'higher' if higher else 'lower'} is better)", f"× {base}" if base else "×"]
+        for _, title, higher in METRICS[w]:
+            head += [f"{title} ({'higher' if higher else 'lower'} is better)", f"× {base}" if base else "×"]
+            if label:
+                head.append(f"× {label}")
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
         for n in rows:
@@ -394,15 +434,30 @@ def render(results: Results, workloads: str, names: list[str], baseline: str) ->
             for key, _, _ in METRICS[w]:
                 vals = [r[key] for r in runs if key in r]
                 if not vals:
-                    cells += ["–", "–"]
+                    cells += ["–", "–"] + (["–"] if label else [])
                     continue
                 med = statistics.median(vals)
-                base_med = None
-                if base:
-                    bvals = [r[key] for r in results.runs[(base, w)] if key in r]
-                    base_med = statistics.median(bvals) if bvals else None
+                base_med = median_of(results, base, w, key) if base else None
                 cells += [f"{fmt(med)} [{fmt(min(vals))}–{fmt(max(vals))}]", ratio(med, base_med)]
+                if label:
+                    twin = median_of(results, f"{n}@{label}", w, key) if "@" not in n else None
+                    cells.append(ratio(med, twin) if twin else "–")
             out.append("| " + " | ".join(cells) + " |")
+    if label:
+        out.append(f"\n### The working tree against {label} (same run, medians; × = working tree ÷ {label})\n")
+        out.append(f"| workload | metric | contender | working tree | {label} | × {label} | better |")
+        out.append("|---|---|---|---|---|---|---|")
+        for w in workloads:
+            for n in names:
+                if "@" in n:
+                    continue
+                for key, title, higher in METRICS[w]:
+                    a, b = median_of(results, n, w, key), median_of(results, f"{n}@{label}", w, key)
+                    if a is None or b is None:
+                        continue
+                    better = a > b if higher else a < b
+                    out.append(f"| {w} | {title} | `{n}` | {fmt(a)} | {fmt(b)} | {ratio(a, b)} |"
+                               f" {'yes' if better else 'no'} |")
     return "\n".join(out)
 
 
@@ -418,6 +473,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--j-n", type=int, default=2000, help="jobs per run in J")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition: a smoke test")
     parser.add_argument("--json", help="save every run to this file")
+    parser.add_argument(
+        "--baseline", nargs="?", const=baseline.DEFAULT_REF, metavar="REF",
+        help=f"also run this git ref's flask-memqueue beside the working tree (default {baseline.DEFAULT_REF})",
+    )
     args = parser.parse_args(argv)
 
     if args.child:
@@ -435,9 +494,29 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in CONTENDERS]
     if unknown:
         parser.error(f"unknown contender(s): {', '.join(unknown)}; known: {', '.join(CONTENDERS)}")
+    label = None
+    if args.baseline:
+        directory, label = baseline.checkout(args.baseline)
+        os.environ[baseline.ENV] = directory  # the children read it
+        for n in [n for n in names if n in OURS]:
+            names.insert(names.index(n) + 1, f"{n}@{label}")
+            CONTENDERS[f"{n}@{label}"] = CONTENDERS[n]
+    try:
+        return _run(args, opts, reps, names, workloads_of(args), label)
+    finally:
+        if args.baseline:
+            baseline.remove(os.environ[baseline.ENV])
+
+
+def workloads_of(args: argparse.Namespace) -> str:
+    return "".join(w for w in args.workloads.replace(",", "").upper() if w in METRICS)
+
+
+def _run(
+    args: argparse.Namespace, opts: dict[str, Any], reps: int, names: list[str], workloads: str, label: str | None
+) -> int:
     skipped = [n for n in names if not available(n)]
     names = [n for n in names if n not in skipped]
-    workloads = "".join(w for w in args.workloads.replace(",", "").upper() if w in METRICS)
     results = Results()
     for rep in range(reps):
         order = names[rep % len(names):] + names[: rep % len(names)] if names else []
@@ -452,13 +531,15 @@ def main(argv: list[str] | None = None) -> int:
     import platform
 
     print(f"Machine: {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}; "
-          f"{reps} repetition(s), median [min–max], ratios to raw_flask (J: to huey_sqlite).")
+          f"{reps} repetition(s), median [min–max], ratios to raw_flask (J: to huey_sqlite)"
+          + (f" and to {label}, the baseline, run beside the working tree." if label else "."))
     if skipped:
         print(f"Skipped (not installed): {', '.join(skipped)}")
-    print(render(results, workloads, names, "raw_flask"))
+    print(render(results, workloads, names, "raw_flask", label))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"opts": opts, "runs": {f"{n}/{w}": r for (n, w), r in results.runs.items()}}, f, indent=1)
+            json.dump({"opts": opts, "baseline": label, "runs": {f"{n}/{w}": r for (n, w), r in results.runs.items()}},
+                      f, indent=1)
     return 0
 
 

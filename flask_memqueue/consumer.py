@@ -23,7 +23,7 @@ from blinker import Signal
 from werkzeug.local import LocalProxy
 
 from .exceptions import StorageRefused
-from .job import Job, JobStatus
+from .job import Job, JobStatus, _Outcome
 from .signals import job_failed, job_retrying, job_started, job_succeeded
 
 if TYPE_CHECKING:
@@ -46,14 +46,28 @@ class ConsumerHost(Protocol):
 
 logger = logging.getLogger("flask_memqueue")
 
-_cv_job: ContextVar[Job] = ContextVar("flask_memqueue.job")
+# The consumer whose job runs in this context. A consumer thread sets it once,
+# when its loop starts, and current_job reads the consumer's `current`: setting
+# and resetting a context variable per job (a new context mapping each time)
+# cost about 0.19 µs of a 3.7 µs job (CPU time per drained job, 9 runs of
+# 20,000). Elsewhere (mq.run_once(), eager mode) execute() sets it around the job.
+_cv_consumer: ContextVar[Consumer] = ContextVar("flask_memqueue.consumer")
+_UNBOUND = "current_job is only available inside a running flask-memqueue job."
+
+
+def _current_job() -> Job:
+    consumer = _cv_consumer.get(None)
+    job = None if consumer is None else consumer.current
+    if job is None:
+        raise RuntimeError(_UNBOUND)
+    return job
+
 
 #: The job running in this thread: ``current_job.set_progress(0.5)``.
-current_job: Job = LocalProxy(  # type: ignore[assignment]
-    _cv_job, unbound_message="current_job is only available inside a running flask-memqueue job."
-)
+current_job: Job = LocalProxy(_current_job)  # type: ignore[assignment]
 
 SCHEDULED = JobStatus.SCHEDULED
+SUCCEEDED = JobStatus.SUCCEEDED
 
 #: Throughput is counted in buckets of this many seconds, for this many buckets.
 BUCKET_SECONDS = 10
@@ -94,10 +108,10 @@ class Consumer:
         self.alive = False
         #: Threads started for this place (1 + restarts).
         self.starts = 0
-        #: Jobs this consumer has finished (succeeded or failed for good), across restarts.
-        self.jobs_done = 0
-        #: Attempts this consumer has run: jobs_done plus every attempt that will be retried.
+        #: Attempts this consumer has run: :attr:`jobs_done` plus every attempt that will be retried.
         self.attempts = 0
+        # Attempts that ended in a retry (jobs_done = attempts - these).
+        self._retried = 0
         #: The job running now, if any.
         self.current: Job | None = None
         #: Set by shutdown; the loop ends after the job in hand.
@@ -105,7 +119,7 @@ class Consumer:
         # (bucket number, jobs finished in it), newest last; the open bucket apart.
         self.history: deque[tuple[int, int]] = deque(maxlen=BUCKETS)
         self._bucket_end = 0.0
-        self._bucket_jobs = 0
+        self._bucket_mark = 0  # jobs_done when the open bucket opened
         #: Why the store fails, while it does (``/health`` answers 503 with it).
         self.store_error: str | None = None
         #: Consecutive failed calls to the store in the current outage.
@@ -122,6 +136,11 @@ class Consumer:
         self.refused = False
         # Set by stop(): ends a backoff wait at once.
         self._stop = threading.Event()
+
+    @property
+    def jobs_done(self) -> int:
+        """Jobs this consumer has finished (succeeded or failed for good), across restarts."""
+        return self.attempts - self._retried
 
     # -- one step ------------------------------------------------------------
     def run_once(self, timeout: float | None = 0.0) -> bool:
@@ -152,9 +171,18 @@ class Consumer:
         the queue starts its successor.
         """
         app = self.queue.app
-        out = job.start(_time())
+        # Job.start(), inlined (the hot path: a call costs about as much as its body)
+        out = job._out
+        if out is None:
+            out = job._out = _Outcome()
+            out.attempts = 1
+        else:
+            out.eta = None
+            out.attempts += 1
+        out.started_at = _time()
+        outer = self.current  # a job that steps its own queue (mq.run_once()) runs one inside another
         self.current = job
-        token = _cv_job.set(job)
+        token = None if _cv_consumer.get(None) is self else _cv_consumer.set(self)
         ctx = app.app_context()
         ctx.push()
         error: BaseException | None = None
@@ -172,29 +200,34 @@ class Consumer:
                 self._failed(job, exc, fatal=True)
                 raise
             else:
-                job.succeed(result, _time())
+                # Job.succeed(), inlined
+                out.result = result
+                out.finished_at = _time()
+                if out.error is not None:  # a retry succeeded: the old failure is history
+                    out.error = out.traceback = None
+                job.status = SUCCEEDED  # last: Job.wait() returns as soon as it sees it
                 if job_succeeded.receivers:
                     _send(job_succeeded, app, job)
         finally:
+            # Counters: one increment per attempt; jobs_done and the throughput
+            # buckets are derived from it (no per-job work for them).
             finished = out.finished_at
-            if finished is not None:
-                if finished >= self._bucket_end:
-                    self._roll(finished)
-                self._bucket_jobs += 1
+            if finished is not None and finished >= self._bucket_end:
+                self._roll(finished)
+            self.attempts += 1
             try:
                 ctx.pop(error)
             except Exception:
                 logger.exception("a teardown_appcontext handler failed after job %s (%s)", job.id, job.name)
-            _cv_job.reset(token)
-            self.current = None
-            self.attempts += 1
-            if job.status is not SCHEDULED:  # a job that will be retried is not done yet
-                self.jobs_done += 1
+            if token is not None:
+                _cv_consumer.reset(token)
+            self.current = outer
 
     def _failed(self, job: Job, exc: BaseException, *, fatal: bool) -> None:
         app = self.queue.app
         delay = job.fail(_one_line(exc), traceback.format_exc(), time.time(), fatal=fatal)
         if delay is not None:
+            self._retried += 1
             # _run_eagerly runs the retry at once, without the delay
             when = "now (eager mode)" if self.queue.config.eager else f"in {delay:.3g} s"
             logger.warning(
@@ -212,18 +245,21 @@ class Consumer:
             _send(job_failed, app, job)
 
     def _roll(self, now: float) -> None:
-        """Close the throughput bucket and open the one ``now`` falls in."""
-        if self._bucket_jobs:
-            self.history.append((int(self._bucket_end // BUCKET_SECONDS) - 1, self._bucket_jobs))
-        self._bucket_jobs = 0
+        """Close the throughput bucket and open the one ``now`` falls in (before the
+        job that finished at ``now`` is counted: it belongs to the new one)."""
+        done = self.jobs_done
+        if done > self._bucket_mark:
+            self.history.append((int(self._bucket_end // BUCKET_SECONDS) - 1, done - self._bucket_mark))
+        self._bucket_mark = done
         self._bucket_end = (now // BUCKET_SECONDS + 1) * BUCKET_SECONDS
 
     def throughput(self, now: float | None = None) -> list[dict[str, Any]]:
         """Jobs finished per bucket over the last ``BUCKETS`` buckets, oldest first."""
         now = _time() if now is None else now
         counts = dict(list(self.history))
-        if self._bucket_jobs:
-            counts[int(self._bucket_end // BUCKET_SECONDS) - 1] = self._bucket_jobs
+        open_jobs = self.jobs_done - self._bucket_mark
+        if open_jobs > 0:
+            counts[int(self._bucket_end // BUCKET_SECONDS) - 1] = open_jobs
         last = int(now // BUCKET_SECONDS)
         return [
             {"t": b * BUCKET_SECONDS, "jobs": counts.get(b, 0)}
@@ -305,6 +341,7 @@ class Consumer:
             me = threading.get_ident()
             if me != self.ident:
                 return
+        _cv_consumer.set(self)  # this thread's context, for good: current_job reads self.current
         crashed = False
         job: Job | None = None
         name = self.queue_name

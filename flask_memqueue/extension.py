@@ -61,6 +61,7 @@ class MemQueue:
     def __init__(self, app: Flask | None = None) -> None:
         #: Tasks and message handlers, shared by every app this binds.
         self.registry = Registry()
+        self._known = self.registry.known  # what enqueue() looks a function up in first
         # The queues of the apps this binds (weakly: an app may go away).
         self._queues: weakref.WeakSet[AppQueue] = weakref.WeakSet()
         if app is not None:
@@ -370,7 +371,11 @@ class MemQueue:
         queue = ctx.app.extensions.get(EXTENSION_KEY) if ctx is not None else None
         if queue is None or queue.mq is not self:
             queue = self._queue()
-        return queue.enqueue(self.registry.resolve(func), args, kwargs)
+        try:
+            task = self._known[func]  # registry.resolve(), its common case inlined
+        except (KeyError, TypeError):
+            task = self.registry.resolve(func)
+        return queue.enqueue(task, args, kwargs)
 
     def options(
         self, *, queue: str | None = None, priority: int | None = None, unique_key: str | None = None,

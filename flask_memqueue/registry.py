@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .exceptions import ConfigurationError, UnknownTaskError, UnknownTopicError
-from .job import DEFAULT_QUEUE, check_priority, check_queue_name, check_unique_key
+from .job import DEFAULT_QUEUE, JobOptions, check_priority, check_queue_name, check_unique_key, job_options
 
 if TYPE_CHECKING:
     from .job import Job
@@ -251,10 +251,10 @@ class Task(Generic[P, R]):
         self.retry_backoff = float(retry_backoff)
         #: For a message handler, its topic (None for the default handler).
         self.topic = topic
-        #: The queue its jobs wait in unless a call says otherwise.
-        self.queue = queue
-        #: Their priority (-100..100, higher first) unless a call says otherwise.
-        self.priority = priority
+        #: What its jobs are queued with unless a call says otherwise: one object
+        #: shared by all of them (:class:`~flask_memqueue.job.JobOptions`);
+        #: :attr:`queue` and :attr:`priority` read it.
+        self.job_options: JobOptions = job_options(queue, priority)
         #: For a task registered with ``@mq.periodic``: its schedule, time zone
         #: and catch-up rule; None for other tasks.
         self.periodic = periodic
@@ -266,7 +266,32 @@ class Task(Generic[P, R]):
         self.min_args = 1
         self.max_args = 0
         self._call_spec: _CallSpec | None = None
-        functools.update_wrapper(self, func)
+        # functools.update_wrapper(self, func), without reading self.__dict__ (which makes
+        # CPython 3.11 keep the attributes in a real dict: every read of one then costs
+        # about 330 instructions instead of 60, and enqueue reads three). A function with
+        # attributes of its own (rare) still has them copied, as update_wrapper does.
+        functools.update_wrapper(self, func, updated=())
+        extra = getattr(func, "__dict__", None)
+        if extra:
+            vars(self).update(extra)
+
+    @property
+    def queue(self) -> str:
+        """The queue its jobs wait in unless a call says otherwise."""
+        return self.job_options.queue
+
+    @queue.setter
+    def queue(self, value: str) -> None:
+        self.job_options = self.job_options.replace(queue=value)
+
+    @property
+    def priority(self) -> int:
+        """Their priority (-100..100, higher first) unless a call says otherwise."""
+        return self.job_options.priority
+
+    @priority.setter
+    def priority(self, value: int) -> None:
+        self.job_options = self.job_options.replace(priority=value)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)
@@ -486,8 +511,11 @@ class Registry:
 
     def __init__(self) -> None:
         self.tasks: dict[str, Task[..., Any]] = {}
-        self._by_func: dict[Any, Task[..., Any]] = {}
         self._adhoc: dict[Any, Task[..., Any]] = {}
+        #: What :meth:`resolve` answers without a name, in one lookup: every registered
+        #: function and Task, and the cached ad hoc tasks of unregistered callables.
+        #: Read it (``known.get(func)``) on a hot path; only this class writes it.
+        self.known: dict[Any, Task[..., Any]] = {}
         self.handlers: dict[str | None, Task[..., Any]] = {}
         #: The periodic tasks (``@mq.periodic``) by name: what the scheduler runs.
         self.periodic: dict[str, Task[..., Any]] = {}
@@ -503,7 +531,8 @@ class Registry:
                 " give one of them another name with @mq.task(name=...)"
             )
         self.tasks[task.name] = task
-        self._by_func[task.func] = task
+        self.known[task.func] = task
+        self.known[task] = task
         self.version += 1
         if task.periodic is not None:
             self.periodic[task.name] = task
@@ -522,11 +551,11 @@ class Registry:
     def resolve(self, target: Any) -> Task[..., Any]:
         """The Task for a Task, a registered name, or any callable.
 
-        On the enqueue hot path: the common cases are one dict lookup each,
-        and no exception is raised and caught on the way.
+        On the enqueue hot path: a function or Task seen before is one dict
+        lookup (:attr:`known`), and no exception is raised and caught on the way.
         """
         try:
-            task = self._by_func.get(target) or self._adhoc.get(target)
+            task = self.known.get(target)
         except TypeError:  # unhashable callable
             task = None
         if task is not None:
@@ -546,8 +575,12 @@ class Registry:
         task = Task(target, default_name(target))
         try:
             if len(self._adhoc) >= self.ADHOC_CACHE:
+                for func, adhoc in self._adhoc.items():
+                    if self.known.get(func) is adhoc:
+                        del self.known[func]
                 self._adhoc.clear()
             self._adhoc[target] = task
+            self.known[target] = task
         except TypeError:  # unhashable callable
             pass
         return task

@@ -17,11 +17,12 @@ import threading
 import time
 import warnings
 import weakref
+from time import time as _time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .consumer import Consumer
 from .exceptions import ConfigurationError, MemQueueConfigWarning, QueueClosed, QueueFull, UnknownQueueError
-from .job import DEFAULT_QUEUE, Job, JobStatus
+from .job import DEFAULT_QUEUE, Job, JobOptions, JobStatus, job_options, queued_job
 from .periodic import Scheduler
 from .registry import Registry, Task, missing_task
 from .signals import job_cancelled, job_enqueued
@@ -44,6 +45,7 @@ logger = logging.getLogger("flask_memqueue")
 
 _QUEUES: weakref.WeakSet[AppQueue] = weakref.WeakSet()
 QUEUED = JobStatus.QUEUED
+_new = object.__new__
 
 
 class MetricsExporter(Protocol):
@@ -226,10 +228,30 @@ class AppQueue:
             raise QueueClosed(f"the queue of app {self.app.name!r} was shut down; it takes no more jobs")
         if not self._config_checked:
             self.warn_config_changed()
-        job = self.new_job(task, args, kwargs, None, queue, priority, unique_key)
+        # new_job(), inlined (the hot path): a call without options shares its task's JobOptions.
+        if kwargs or not task.min_args <= len(args) <= task.max_args:
+            task.check_call(args, kwargs)  # refused here rather than failing in the worker
+        if queue is None and priority is None and unique_key is None:
+            options = task.job_options
+        else:
+            options = self._options(task, queue, priority, unique_key)
+        name = options.queue
+        if name not in self._declared and name not in self.declared_queues():
+            raise self._undeclared(name)
+        # queued_job(), inlined: its nine slots on a bare object (no class call, no function call)
+        job = _new(Job)
+        job.key = next(self._ids)
+        job._queue = self
+        job.task = task
+        job.args = args
+        job.kwargs = kwargs or None
+        job.status = QUEUED
+        job.enqueued_at = _time()
+        job._out = None
+        job.options = options
         if self.config.eager:
             return self._run_eagerly(job)
-        if unique_key is None:  # the hot path first, as it was
+        if unique_key is None:  # the hot path first
             if eta is None:
                 self.storage.put(job)
             else:
@@ -349,14 +371,23 @@ class AppQueue:
         """
         if kwargs or not task.min_args <= len(args) <= task.max_args:
             task.check_call(args, kwargs)
-        name = task.queue if queue is None else queue
+        options = self._options(task, queue, priority, unique_key)
+        name = options.queue
         if name not in self._declared and name not in self.declared_queues():
             raise self._undeclared(name)
-        job = Job(self, next(self._ids), task, args, kwargs or None, time.time(), QUEUED, name,
-                  task.priority if priority is None else priority, unique_key)
+        job = queued_job(self, next(self._ids), task, args, kwargs or None, _time(), options)
         if eta is not None:
             job.mark_scheduled(eta)
         return job
+
+    @staticmethod
+    def _options(task: Task[..., Any], queue: str | None, priority: int | None, unique_key: str | None) -> JobOptions:
+        """The options of a call: the task's own, with what the call says instead."""
+        if queue is None and priority is None and unique_key is None:
+            return task.job_options
+        return job_options(
+            task.queue if queue is None else queue, task.priority if priority is None else priority, unique_key
+        )
 
     def _run_eagerly(self, job: Job) -> Job:
         """MEMQUEUE_EAGER: run the job here and now, retries included (without their delays)."""
@@ -465,7 +496,7 @@ class AppQueue:
         False if a process claimed that tick (or a later one) already. A full
         store claims nothing: the tick is logged as skipped.
         """
-        job = Job(self, next(self._ids), task, (), None, time.time(), QUEUED, task.queue, task.priority, None, tick)
+        job = Job(self, next(self._ids), task, (), None, _time(), QUEUED, options=task.job_options.replace(tick=tick))
         try:
             claimed = self.storage.claim_tick(task.name, tick, job)
         except (QueueFull, QueueClosed) as exc:

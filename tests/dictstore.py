@@ -44,6 +44,11 @@ def open_dict(url: str, options: Mapping[str, Any], context: StoreContext) -> Di
     return DictStorage(url, context, table)
 
 
+def _due_time(record: Record) -> float:
+    """When a queued record became due: its enqueue time, or its eta once requeued."""
+    return record.eta if record.eta is not None else record.enqueued_at
+
+
 class DictStorage(DurableStorage):
     def __init__(self, url: str, context: StoreContext, table: _Table) -> None:
         super().__init__(url, context)
@@ -82,13 +87,19 @@ class DictStorage(DurableStorage):
             if stop():
                 return None
             mine = [(seq, r) for seq, r in self._mine() if r.queue == queue]
-            # priority first; a due scheduled record before a queued one; then eta, then insertion
-            ready = sorted((-r.priority, 0, r.eta or 0.0, seq, r) for seq, r in mine
-                           if r.status == "scheduled" and (r.eta or 0.0) <= now)
-            ready += sorted((-r.priority, 1, 0.0, seq, r) for seq, r in mine if r.status == "queued")
-            if not ready:
+            # As SQLite does: the best due scheduled record (priority, eta, insertion) against the
+            # first queued one (priority, insertion): priority first, then due time, where a
+            # queued record's is its enqueue time (its eta once requeued); the queued one wins a tie.
+            due = min(((-r.priority, r.eta or 0.0, seq, r) for seq, r in mine
+                       if r.status == "scheduled" and (r.eta or 0.0) <= now), key=lambda row: row[:3], default=None)
+            head = min(((-r.priority, seq, r) for seq, r in mine if r.status == "queued"),
+                       key=lambda row: row[:2], default=None)
+            if due is None and head is None:
                 return None
-            found = min(ready, key=lambda row: row[:4])[4]
+            if head is None or (due is not None and (due[0], due[1]) < (head[0], _due_time(head[2]))):
+                found = due[3]  # type: ignore[index]
+            else:
+                found = head[2]
             before = replace(found)
             found.status, found.owner, found.started_at = "running", owner, now
             found.attempts += 1
@@ -99,6 +110,8 @@ class DictStorage(DurableStorage):
             old = self.table.rows.get(job_id)
             if old is None or old[0] != self.namespace or old[2].status not in tuple(from_status):
                 return False
+            if record.status == "queued":  # requeued: a new place, at the end of its line
+                del self.table.rows[job_id]
             self._save_locked(record)
             return True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,38 @@ def test_benchmark_script_runs_and_prints_every_table() -> None:
     assert out.count("| `flask_memqueue` |") == 4, out
     assert out.count("| `raw_flask` |") == 4, out
     assert "1.00×" in out
+
+
+def _git_checkout() -> bool:
+    try:
+        subprocess.run(["git", "-C", str(SCRIPT.parent), "rev-parse", "--verify", "HEAD"],
+                       check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
+
+
+def test_benchmark_runs_a_git_ref_beside_the_working_tree() -> None:
+    """--baseline REF: the ref's package, from a temporary directory, in the same run;
+    every table gets a "× REF" column and a last table compares the two."""
+    if not _git_checkout():
+        pytest.skip("--baseline takes a git ref: this test needs git and a git checkout of the project")
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--contenders", "raw_flask,flask_memqueue", "--workloads", "A,B",
+         "--baseline", "HEAD"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.count("| `flask_memqueue@HEAD` |") == 2 and "| × HEAD |" in out, out
+    assert "### The working tree against HEAD" in out, out
+    # each cell says where its flask_memqueue came from: the baseline's own copy, not the working tree
+    found = dict(re.findall(r"\] A (flask_memqueue(?:@HEAD)?): .*'from': '([^']+)'", proc.stderr))
+    assert found["flask_memqueue"] == str(SCRIPT.parent.parent), proc.stderr
+    assert found["flask_memqueue@HEAD"] != found["flask_memqueue"] and "mqbench-HEAD-" in found["flask_memqueue@HEAD"]
+    assert not Path(found["flask_memqueue@HEAD"]).exists()  # removed after the run
 
 
 AMQP_SCRIPT = SCRIPT.with_name("amqp_bench.py")

@@ -168,15 +168,17 @@ def test_due_scheduled_jobs_take_their_place_by_priority(app: Flask, mq: MemQueu
     with app.app_context():
         mq.enqueue(gate)
         gate.wait_entered()
+        past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=60)
         mq.options(priority=0).enqueue(ran.append, "queued-0")
         mq.options(priority=10).enqueue_in(0, ran.append, "due-10")
         mq.options(priority=-10).enqueue_in(0, ran.append, "due-minus-10")
         mq.options(priority=0).enqueue_in(0, ran.append, "due-0")
+        mq.options(priority=0).enqueue_at(past, ran.append, "due-0-a-minute-ago")
         mq.options(priority=5).enqueue(ran.append, "queued-5")
         gate.release()
         assert mq.join(TIMEOUT)
-    # priority first; a due job beats a queued one of its priority (it waited longer)
-    assert ran == ["due-10", "queued-5", "due-0", "queued-0", "due-minus-10"]
+    # priority first, then due time: a queued job's is its enqueue time, a scheduled one's its eta
+    assert ran == ["due-10", "queued-5", "due-0-a-minute-ago", "queued-0", "due-0", "due-minus-10"]
 
 
 def test_per_producer_fifo_with_8_producers_on_a_one_thread_queue(app: Flask, mq: MemQueue, gate: Gate) -> None:

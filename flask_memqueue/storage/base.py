@@ -189,8 +189,11 @@ class Storage(abc.ABC):
     ) -> Job | None:
         """Move the next due job of ``queue`` to RUNNING and return it.
 
-        Within a queue the highest priority goes first; within a priority, due
-        scheduled jobs (by due time) before waiting ones (FIFO). Several
+        Within a queue the highest priority goes first; within a priority, the
+        earliest due time: a queued job's is its enqueue time, a scheduled or
+        retried job's its eta, a requeued job's the time of the requeue (its
+        eta then); a queued job wins a tie, and queued jobs keep their enqueue
+        order (FIFO). Several
         threads may take from one queue at once: each job goes to one of them.
         Blocks up to ``timeout`` seconds (None: until woken) when nothing is
         due, and returns None then, or when :meth:`wake` is called: with

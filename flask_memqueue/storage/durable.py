@@ -375,7 +375,7 @@ class DurableStorage(Storage, Primitives, _FormerNames):
 
     def requeue(self, job: Job) -> bool:
         probe = self.codec.probe(job)
-        probe.reset_for_requeue()
+        probe.reset_for_requeue(time.time())
         record = self.codec.record_of(probe)
         if not self._guard("queueing a job again", self._transition, job.id, ("failed", "cancelled"), record):
             self._refresh(job)

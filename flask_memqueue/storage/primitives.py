@@ -46,8 +46,10 @@ class Primitives(abc.ABC):
         """In one write: save ``settle`` (as :meth:`_save`), then, unless ``stop()``,
         make the next due record of ``queue`` running (owner ``owner``, attempts + 1,
         started ``now``) and return it as it was before: the highest priority
-        first; within a priority, due scheduled records (by eta, then insertion)
-        before queued ones (in insertion order)."""
+        first; within a priority, the earliest due time (a scheduled record's
+        eta; a queued record's enqueue time, or its eta once requeued), a queued
+        record winning a tie; queued records in insertion order (a requeue
+        inserts it again), scheduled ones by eta, then insertion."""
 
     @abc.abstractmethod
     def _save(self, record: Record) -> None:
@@ -56,7 +58,8 @@ class Primitives(abc.ABC):
     @abc.abstractmethod
     def _transition(self, job_id: str, from_status: Iterable[str], record: Record) -> bool:
         """Overwrite the state of ``job_id`` with ``record``'s if its status is one of
-        ``from_status`` (cancel, requeue); False if it is not (or it is gone)."""
+        ``from_status`` (cancel, requeue); False if it is not (or it is gone). A
+        record queued again (a requeue) goes to the end of its line: it is due now."""
 
     @abc.abstractmethod
     def _take_over_one(self, job_id: str, owner: str, record: Record) -> bool:

@@ -153,6 +153,15 @@ def queued(queue: AppQueue, value: Any = None, task: str = "contract.echo") -> J
     return job
 
 
+def queued_at(queue: AppQueue, enqueued_at: float, value: Any = None) -> Job:
+    """A job queued as if at Unix time ``enqueued_at`` (the stores order by it, so a
+    test can set every due time in the past instead of waiting for one)."""
+    job = new_job(queue, "contract.echo", value)
+    job.enqueued_at = enqueued_at
+    queue.storage.put(job)
+    return job
+
+
 def scheduled(queue: AppQueue, eta: float, value: Any = None, task: str = "contract.echo") -> Job:
     job = new_job(queue, task, value)
     job.mark_scheduled(eta)
@@ -616,9 +625,11 @@ class _WaitingAndBounds(_Harness):
         assert status_of(first.storage, job) == "queued"
 
 class _QueuesAndPriorities(_Harness):
-    """Named queues and priorities: each consumer takes from its own queue, the highest priority first."""
+    """Named queues and priorities: each consumer takes from its own queue, the highest priority
+    first, then the earliest due time (a queued job's is its enqueue time)."""
 
-    def test_take_is_by_priority_then_fifo_and_a_due_job_wins_a_tie(self, queue: AppQueue) -> None:
+    def test_take_is_by_priority_then_due_time(self, queue: AppQueue) -> None:
+        # e and f became due a second before a, b and d were queued
         past = time.time() - 1
         plan = [in_queue(queue, "q", 0, "a"), in_queue(queue, "q", 5, "b"), in_queue(queue, "q", -5, "c"),
                 in_queue(queue, "q", 5, "d"), in_queue(queue, "q", 0, "e", eta=past),
@@ -626,6 +637,33 @@ class _QueuesAndPriorities(_Harness):
         taken = take_all(queue, "q")
         assert [j.args[0] for j in taken] == ["f", "b", "d", "e", "a", "c"]
         assert queue.storage.depth("q") == 1 and plan[-1].status is JobStatus.SCHEDULED
+
+    def test_within_a_priority_the_earlier_due_time_runs_first(self, queue: AppQueue) -> None:
+        """A job queued at t0 runs before a scheduled job of its priority due at t0 + 0.3 s,
+        and after one due at t0 - 0.3 s (a queued job's due time is its enqueue time, a
+        scheduled one's its eta). Every time is in the past, so all four are due at the
+        first take: one thread, nothing waited for."""
+        storage = queue.storage
+        t0 = time.time() - 60
+        a = queued_at(queue, t0, "a")
+        b = scheduled(queue, t0 + 0.3, "b")
+        c = scheduled(queue, t0 - 0.3, "c")
+        d = queued(queue, "d")  # now: after all three
+        assert ids([storage.take(0) for _ in range(5)]) == [c.id, a.id, b.id, d.id, None]
+
+    def test_a_requeued_job_is_due_when_it_was_requeued(self, queue: AppQueue) -> None:
+        """The dashboard's retry: the job takes its place by the time of the requeue,
+        behind the jobs of its priority queued before it and ahead of those queued after."""
+        storage = queue.storage
+        queued(queue, "x", "contract.fail")
+        failed = storage.take(0)
+        assert failed is not None
+        storage.finish(run(queue, failed))
+        before = queued(queue, "before")
+        assert storage.requeue(failed) is True
+        assert failed.status is JobStatus.QUEUED and failed.eta is not None and failed.eta >= before.enqueued_at
+        after = queued_at(queue, failed.eta + 1.0, "after")
+        assert ids([storage.take(0) for _ in range(4)]) == [before.id, failed.id, after.id, None]
 
     def test_a_consumer_takes_from_its_own_queue_only(self, queue: AppQueue) -> None:
         a = in_queue(queue, "a", value=1)

@@ -63,16 +63,17 @@ _WRITTEN = "(SELECT count(*) FROM upd) + (SELECT count(*) FROM ins) AS written, 
 
 # The next due job of a queue made running, as CTEs ending in ``claimed`` (its record as it
 # was before the claim). Two partial-index walks, each ``FOR UPDATE SKIP LOCKED``: the best
-# due scheduled row and the best queued row; the scheduled one wins a tie of priority.
+# due scheduled row and the best queued row; priority first, then due time (a queued row's
+# is its enqueue time, its eta once requeued), the queued row on a tie.
 _CLAIM_CTES = (
-    "due AS (SELECT seq, priority, 0 AS k, status, attempts, started_at FROM {jobs}"
+    "due AS (SELECT seq, priority, eta AS d, 1 AS k, status, attempts, started_at FROM {jobs}"
     " WHERE ns = %(ns)s AND lane = %(lane)s AND status = 'scheduled' AND eta <= %(now)s"
     " ORDER BY priority DESC, eta, seq LIMIT 1 FOR UPDATE SKIP LOCKED),"
-    " q AS (SELECT seq, priority, 1 AS k, status, attempts, started_at FROM {jobs}"
-    " WHERE ns = %(ns)s AND lane = %(lane)s AND status = 'queued'"
+    " q AS (SELECT seq, priority, COALESCE(eta, enqueued_at) AS d, 0 AS k, status, attempts, started_at"
+    " FROM {jobs} WHERE ns = %(ns)s AND lane = %(lane)s AND status = 'queued'"
     " ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED),"
     " pick AS (SELECT * FROM (SELECT * FROM due UNION ALL SELECT * FROM q) x"
-    " ORDER BY priority DESC, k LIMIT 1),"
+    " ORDER BY priority DESC, d, k LIMIT 1),"
     " claimed AS (UPDATE {jobs} j SET status = 'running', owner = %(me)s, token = %(token)s,"
     " attempts = j.attempts + 1, started_at = %(now)s FROM pick WHERE j.seq = pick.seq"
     " RETURNING j.id, j.task, j.args, j.kwargs, pick.status AS was, pick.attempts AS tries, j.enqueued_at,"
@@ -81,10 +82,14 @@ _CLAIM_CTES = (
 )
 
 
-def _change(where: str) -> str:
-    """Overwrite one job's state if ``where`` holds; notify its queue (waiting again) or its waiters."""
+def _change(where: str, again: bool = False) -> str:
+    """Overwrite one job's state if ``where`` holds; notify its queue (waiting again) or its waiters.
+
+    ``again``: the job is queued again (a requeue): a new seq, at the end of its line, as
+    it is due now."""
     return (
-        "WITH upd AS (UPDATE {jobs} SET " + _SET_STATE + " WHERE id = %s AND ns = %s AND " + where
+        "WITH upd AS (UPDATE {jobs} SET " + _SET_STATE + (", seq = DEFAULT" if again else "")
+        + " WHERE id = %s AND ns = %s AND " + where
         + " RETURNING id, lane, status),"
         " n AS (SELECT CASE WHEN status IN ('queued', 'scheduled') THEN pg_notify(%s, 'q:' || lane)"
         " ELSE pg_notify(%s, 'd:' || id) END FROM upd)"
@@ -129,6 +134,7 @@ _TEMPLATES = {
         " started_at = NULL WHERE ns = %s AND status = 'running' AND owner = %s AND token = ANY(%s)"
     ),
     "transition": _change("status = ANY(%s)"),
+    "requeue": _change("status = ANY(%s)", again=True),
     "take_over": _change("status = 'running' AND owner = %s"),
     # -- reads
     "load": "SELECT " + COLUMNS + " FROM {jobs} WHERE id = %s AND ns = %s",
@@ -218,6 +224,7 @@ class Statements:
     settle_claim: str
     unclaim: str
     transition: str
+    requeue: str
     take_over: str
     load: str
     load_many: str

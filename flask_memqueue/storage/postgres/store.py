@@ -189,7 +189,8 @@ class PostgresStorage(DurableStorage):
         return bool(self.connections.one(sql, params, doing)[0])
 
     def _transition(self, job_id: str, from_status: Iterable[str], record: Record) -> bool:
-        return self._change(self.sql.transition, job_id, list(from_status), record, "changing a job")
+        sql = self.sql.requeue if record.status == "queued" else self.sql.transition
+        return self._change(sql, job_id, list(from_status), record, "changing a job")
 
     def _take_over_one(self, job_id: str, owner: str, record: Record) -> bool:
         return self._change(self.sql.take_over, job_id, owner, record, "taking over the jobs of a dead worker")

@@ -18,6 +18,8 @@ from ..durable import DurableStorage, Record
 from .errors import JournalError
 from .schema import (
     _COLUMNS,
+    _ENQUEUED_AT,
+    _ETA,
     _FINISHED_SQL,
     _INSERT,
     _LIVE_SQL,
@@ -36,6 +38,15 @@ from .schema import (
 #: and a collected store would close its connection there, inside the parent's locks.
 _OPEN: set[SQLiteStorage] = set()
 
+
+def _due_first(due: tuple[Any, ...], queued: tuple[Any, ...]) -> bool:
+    """True if the due scheduled row ``due`` runs before ``queued``, the first queued
+    row: a higher priority, or the same and an earlier due time. A queued row's
+    due time is its enqueue time (its eta once requeued); it wins a tie."""
+    if due[_PRIORITY] != queued[_PRIORITY]:
+        return bool(due[_PRIORITY] > queued[_PRIORITY])
+    queued_due = queued[_ETA] if queued[_ETA] is not None else queued[_ENQUEUED_AT]
+    return bool(due[_ETA] < queued_due)
 
 class SQLiteStorage(DurableStorage):
     """Job records in a SQLite file that the processes of one host share.
@@ -234,7 +245,7 @@ class SQLiteStorage(DurableStorage):
             if stop():
                 return None
             # Two index walks: the best due scheduled row and the best queued
-            # row; the scheduled one wins a tie of priority (it waited longer).
+            # row; priority first, then due time (_due_first).
             due = conn.execute(
                 f"SELECT seq, {_COLUMNS} FROM memqueue_jobs WHERE queue=? AND lane=? AND status='scheduled'"
                 " AND eta<=? ORDER BY priority DESC, eta, seq LIMIT 1",
@@ -245,7 +256,7 @@ class SQLiteStorage(DurableStorage):
                 " ORDER BY priority DESC, seq LIMIT 1",
                 (ns, queue),
             ).fetchone()
-            if due is not None and (row is None or due[_PRIORITY] >= row[_PRIORITY]):
+            if due is not None and (row is None or _due_first(due, row)):
                 row = due
             if row is None:
                 return None
@@ -263,9 +274,11 @@ class SQLiteStorage(DurableStorage):
         statuses = tuple(from_status)
         marks = ",".join("?" * len(statuses))
         state = (r.status, r.attempts, r.eta, r.started_at, r.finished_at, r.result, r.error, r.traceback, r.owner)
+        # queued again (requeue): a new place, at the end of its line, as its due time is now
+        again = ", seq=(SELECT max(seq) + 1 FROM memqueue_jobs)" if r.status == "queued" else ""
         return bool(self._write(
             lambda conn: conn.execute(
-                f"UPDATE memqueue_jobs SET {_STATE} WHERE id=? AND queue=? AND status IN ({marks})",
+                f"UPDATE memqueue_jobs SET {_STATE}{again} WHERE id=? AND queue=? AND status IN ({marks})",
                 (*state, job_id, self.namespace, *statuses),
             ).rowcount,
             "changing a job",

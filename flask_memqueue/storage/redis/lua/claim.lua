@@ -53,6 +53,15 @@ for _, p in ipairs(prios) do
     local id, popped = false, false
     local due = redis.call('ZRANGEBYSCORE', sk(queue, p), '-inf', now, 'WITHSCORES', 'LIMIT', 0, 2)
     if #due > 0 then
+      -- due time decides within a priority: the queued job at the head of the line goes first
+      -- if it was enqueued (requeued: its eta) no later than the due job's eta
+      local head = redis.call('LINDEX', qk(queue, p), -1)
+      if head then
+        local hh = get(head)
+        if not hh or tonumber(hh.eta or hh.e or '0') <= tonumber(due[2]) then due = {} end
+      end
+    end
+    if #due > 0 then
       id = due[1]
       if #due > 2 and due[4] == due[2] then
         -- equal etas: the first inserted goes first
