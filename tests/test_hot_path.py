@@ -34,8 +34,8 @@ def slots_of(job: Job) -> dict[str, Any]:
 # -- how a job is made ----------------------------------------------------------------------
 def test_every_way_to_make_a_job_makes_the_same_job(app: Flask, mq: MemQueue, queue: AppQueue) -> None:
     task = mq.registry.resolve(noop)
-    by_init = Job(queue, 7, task, (1,), None, 100.0)
-    by_factory = queued_job(queue, 7, task, (1,), None, 100.0, task.job_options)
+    by_init = Job(queue.jobs, 7, task, (1,), None, 100.0)
+    by_factory = queued_job(queue.jobs, 7, task, (1,), None, 100.0, task.job_options)
     assert slots_of(by_init) == slots_of(by_factory)
     with app.app_context():
         enqueued = queue.new_job(task, (1,), None)  # what AppQueue.enqueue inlines
