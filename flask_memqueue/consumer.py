@@ -194,13 +194,9 @@ class Consumer:
         return None
 
     def execute(self, job: Job) -> None:
-        """Call the job in a fresh app context and record what happened on it.
-
-        An ``Exception`` from the job is recorded (failed, or scheduled for a
-        retry). Anything else (``SystemExit``, ``KeyboardInterrupt``) is
-        recorded as a failure and re-raised, so the thread that ran it ends;
-        the queue starts its successor.
-        """
+        """Call the job in a fresh app context and record what happened on it: an ``Exception``
+        as a failure (or a retry scheduled), anything else (``SystemExit``, ``KeyboardInterrupt``)
+        as a failure re-raised, so the thread that ran it ends and the queue starts its successor."""
         app = self.queue.app
         # Job.start(), inlined (the hot path: a call costs about as much as its body)
         out = job._out
@@ -244,8 +240,7 @@ class Consumer:
                 if job_succeeded.receivers:
                     _send(job_succeeded, app, job)
         finally:
-            # Counters: one increment per attempt; jobs_done and the throughput
-            # buckets are derived from it (no per-job work for them).
+            # One increment per attempt: jobs_done and the throughput buckets are derived from it.
             finished = out.finished_at
             if finished is not None and finished >= self._bucket_end:
                 self._roll(finished)

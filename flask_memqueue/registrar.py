@@ -159,12 +159,7 @@ class Registrar:
 
         .. versionadded:: 1.1
         """
-        if callable(cron):  # @mq.periodic on a function: no schedule, and the name would be rebound
-            raise ScheduleError(
-                f"@mq.periodic needs a schedule, in parentheses: @mq.periodic('*/10 * * * *') or"
-                f" @mq.periodic(every=timedelta(seconds=30)); {default_name(cron)} was not registered"
-                " (for a task that runs only when called, use @mq.task)"
-            )
+        _refuse_bare_periodic(cron)
 
         from .schedule import make_periodic  # imported by the apps that have periodic tasks only
 
@@ -279,4 +274,14 @@ def _check_no_arguments(func: Callable[..., Any], name: str) -> None:
         raise ScheduleError(
             f"periodic task {name!r}: its schedule calls it with no arguments, but {', '.join(required)}"
             " has no default; give it a default, or read what it needs inside the function"
+        )
+
+
+def _refuse_bare_periodic(cron: object) -> None:
+    """Raise for ``@mq.periodic`` on a function: it has no schedule, and the name would be rebound."""
+    if callable(cron):
+        raise ScheduleError(
+            f"@mq.periodic needs a schedule, in parentheses: @mq.periodic('*/10 * * * *') or"
+            f" @mq.periodic(every=timedelta(seconds=30)); {default_name(cron)} was not registered"
+            " (for a task that runs only when called, use @mq.task)"
         )
