@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .consumer import current_job
     from .exceptions import (
+        BrokerError,
         BrokerUnavailable,
         ConfigurationError,
         JobFailed,
@@ -30,16 +31,18 @@ if TYPE_CHECKING:
         UnknownTopicError,
     )
     from .extension import MemQueue, enqueue
+    from .hooks import Hook
     from .job import Job, JobStatus
-    from .registry import Options, Task, TaskOptions
     from .signals import job_cancelled, job_enqueued, job_failed, job_retrying, job_started, job_succeeded
     from .storage import JournalError, PostgresUnavailable, RedisUnavailable, SchemaError  # defined by their backends
+    from .task import Call, Options, Task, TaskOptions
 
 __version__ = "1.0.0"
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
     "current_job": "consumer",
+    "BrokerError": "exceptions",
     "BrokerUnavailable": "exceptions",
     "ConfigurationError": "exceptions",
     "JobFailed": "exceptions",
@@ -63,9 +66,11 @@ _EXPORTS = {
     "enqueue": "extension",
     "Job": "job",
     "JobStatus": "job",
-    "Options": "registry",
-    "Task": "registry",
-    "TaskOptions": "registry",
+    "Call": "task",
+    "Hook": "hooks",
+    "Options": "task",
+    "Task": "task",
+    "TaskOptions": "task",
     "job_cancelled": "signals",
     "job_enqueued": "signals",
     "job_failed": "signals",
@@ -75,8 +80,11 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "BrokerError",
     "BrokerUnavailable",
+    "Call",
     "ConfigurationError",
+    "Hook",
     "Job",
     "JobFailed",
     "JobStatus",

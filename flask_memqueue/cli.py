@@ -34,6 +34,7 @@ from flask import current_app
 from flask.cli import ScriptInfo
 
 if TYPE_CHECKING:
+    from .consumer import Consumer
     from .state import AppQueue
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,13 +68,14 @@ def with_app(f: F) -> F:
 def _queue(*, amqp_will_do: bool = False) -> AppQueue:
     """The app's queue, refused where this command could not see its jobs.
 
-    ``amqp_will_do``: the command is also useful for the messages of a
-    RabbitMQ-backed app (the worker consumes them), whatever its store.
+    ``amqp_will_do``: the command is also useful when the app's messages
+    travel where other processes take them (RabbitMQ: the worker consumes
+    them), whatever its store.
     """
     queue: AppQueue | None = current_app.extensions.get("memqueue")
     if queue is None:
         raise click.ClickException(f"the app {current_app.name!r} has no MemQueue; call mq.init_app(app)")
-    if amqp_will_do and queue.amqp is not None:
+    if amqp_will_do and queue.transport.shared:
         return queue
     if not queue.storage.capabilities.shared:
         from .storage import SHARED_STORE_EXAMPLE
@@ -240,8 +242,9 @@ def worker_command(queues_opt: str | None, threads: int | None) -> None:
     else:
         plan = worker_threads(queue.config.queues, queues_opt, threads)
     shown = ", ".join(f"{name} ({n} thread{'' if n == 1 else 's'})" for name, n in plan.items()) or "none"
-    if queue.amqp is not None:
-        shown += f"; RabbitMQ {queue.amqp.info()['url']} for the handlers' messages"
+    messages = queue.transport.summary()
+    if messages is not None:
+        shown += f"; {messages}"
     click.echo(
         f"memqueue worker {os.getpid()}: running the jobs of {queue.app.name!r}"
         f" from {queue.storage_url}; queues: {shown}",
@@ -274,7 +277,7 @@ def worker_threads(configured: dict[str, int], queues: str | None, threads: int 
         names = [name.strip() for name in queues.split(",") if name.strip()]
         if not names:
             raise click.BadParameter("name at least one queue, like --queues emails,default", param_hint="--queues")
-        from .job import check_queue_name
+        from .options import check_queue_name
 
         for name in names:
             try:
@@ -310,14 +313,14 @@ def run_worker(queue: AppQueue, plan: dict[str, int] | None = None) -> None:
     queue.become_worker(worker_threads(queue.config.queues, None, None) if plan is None else plan)
     consumers = queue.all_consumers()
     stop: list[bool] = []  # set by the handler
-    previous: dict[int, object] = {}
+    previous: dict[int, Any] = {}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.append(True)
         for consumer in consumers:
             consumer.stopping = True
         for signo, handler in previous.items():  # a second signal stops at once
-            signal.signal(signo, handler)  # type: ignore[arg-type]
+            signal.signal(signo, handler)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, on_signal)
@@ -326,52 +329,76 @@ def run_worker(queue: AppQueue, plan: dict[str, int] | None = None) -> None:
     for consumer in consumers:
         consumer.max_store_failures = limit
         consumer.stop_on_refusal = True  # a refused password is no outage: never retried for ever
-    crashes = 0
-    seen: dict[int, int] = {}
     try:
-        if not queue.ensure_consumer() and queue.start_error:  # the pools, and RabbitMQ's consumers
-            raise click.ClickException(f"cannot start the consumer threads: {queue.start_error}")
-        seen = {id(c): c.jobs_done for c in consumers}
-        while not stop:
-            dead = [c for c in consumers if not c.alive]
-            if dead:
-                refused = next((c.gave_up for c in dead if c.refused), None)
-                if refused is not None:
-                    raise click.ClickException(
-                        f"{refused.rstrip('.')}. This is a configuration error, not an outage: the worker stops; fix"
-                        f" {queue.config.storage_key} (or the server's users), then start it again"
-                    )
-                gave_up = next((c.gave_up for c in dead if c.gave_up is not None), None)
-                if gave_up is not None:
-                    raise click.ClickException(
-                        f"{gave_up}. The worker stops (after {WORKER_MAX_FAILURES} consecutive failures);"
-                        " fix the store, then start it again"
-                    )
-                # These loops crashed (and logged why): start them again, after a backoff
-                # unless they ran a job since the last start.
-                ran = any(c.jobs_done != seen.get(id(c), 0) for c in dead)
-                crashes = 0 if ran else crashes + 1
-                if crashes >= WORKER_MAX_FAILURES:
-                    raise click.ClickException(
-                        f"the consumer loops of {queue.app.name!r} crashed {crashes} times in a row without"
-                        " running a job (the log above says why); the worker stops"
-                    )
-                if crashes:
-                    from .consumer import backoff_delay
-
-                    _sleep_unless(stop, backoff_delay(crashes))
-                    if stop:
-                        break
-                seen = {id(c): c.jobs_done for c in consumers}
-                if not queue.ensure_consumer() and queue.start_error:
-                    raise click.ClickException(f"cannot start the consumer threads: {queue.start_error}")
-            if not queue.scheduler.alive:  # periodic tasks: a scheduler that ended is started again
-                queue.ensure_scheduler()
-            _sleep_unless(stop, SUPERVISE_INTERVAL)
+        _Supervision(queue, consumers, stop).run()
     finally:
         for signo, handler in previous.items():
-            signal.signal(signo, handler)  # type: ignore[arg-type]
+            signal.signal(signo, handler)
         queue.shutdown(wait=True, timeout=queue.config.shutdown_timeout)
+
+
+class _Supervision:
+    """The worker's main thread while it runs: it looks at the pools every
+    :data:`SUPERVISE_INTERVAL` s and starts what ended, or gives up saying why."""
+
+    def __init__(self, queue: AppQueue, consumers: list[Consumer], stop: list[bool]) -> None:
+        self.queue = queue
+        self.consumers = consumers
+        self.stop = stop
+        self.crashes = 0  # consecutive crashes of the loops without a job run in between
+        self.seen: dict[int, int] = {}  # jobs done per place at its last start
+
+    def run(self) -> None:
+        self._start()
+        while not self.stop:
+            dead = [c for c in self.consumers if not c.alive]
+            if dead:
+                self._give_up_if_told(dead)
+                if not self._restart(dead):
+                    break
+            if not self.queue.scheduler.alive:  # periodic tasks: a scheduler that ended is started again
+                self.queue.ensure_scheduler()
+            _sleep_unless(self.stop, SUPERVISE_INTERVAL)
+
+    def _start(self) -> None:
+        queue = self.queue
+        if not queue.ensure_consumer() and queue.start_error:  # the pools, and the transport's consumers
+            raise click.ClickException(f"cannot start the consumer threads: {queue.start_error}")
+        self.seen = {id(c): c.jobs_done for c in self.consumers}
+
+    def _give_up_if_told(self, dead: list[Consumer]) -> None:
+        """A loop that gave up (the store refused this app, or failed too often) ends the worker."""
+        refused = next((c.gave_up for c in dead if c.refused), None)
+        if refused is not None:
+            raise click.ClickException(
+                f"{refused.rstrip('.')}. This is a configuration error, not an outage: the worker stops; fix"
+                f" {self.queue.config.storage_key} (or the server's users), then start it again"
+            )
+        gave_up = next((c.gave_up for c in dead if c.gave_up is not None), None)
+        if gave_up is not None:
+            raise click.ClickException(
+                f"{gave_up}. The worker stops (after {WORKER_MAX_FAILURES} consecutive failures);"
+                " fix the store, then start it again"
+            )
+
+    def _restart(self, dead: list[Consumer]) -> bool:
+        """These loops crashed (and logged why): start them again, after a backoff unless
+        they ran a job since the last start. False if a stop request came during the backoff."""
+        ran = any(c.jobs_done != self.seen.get(id(c), 0) for c in dead)
+        self.crashes = 0 if ran else self.crashes + 1
+        if self.crashes >= WORKER_MAX_FAILURES:
+            raise click.ClickException(
+                f"the consumer loops of {self.queue.app.name!r} crashed {self.crashes} times in a row without"
+                " running a job (the log above says why); the worker stops"
+            )
+        if self.crashes:
+            from .consumer import backoff_delay
+
+            _sleep_unless(self.stop, backoff_delay(self.crashes))
+            if self.stop:
+                return False
+        self._start()
+        return True
 
 
 def _sleep_unless(stop: list[bool], seconds: float) -> None:

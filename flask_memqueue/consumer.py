@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from blinker import Signal
 from werkzeug.local import LocalProxy
 
-from .exceptions import StorageRefused
+from .exceptions import StorageRefused, one_line
 from .job import Job, JobStatus, _Outcome
 from .signals import job_failed, job_retrying, job_started, job_succeeded
 
@@ -30,16 +30,21 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from .config import Config
+    from .hooks import Hooks
     from .storage.base import Storage
 
 
 class ConsumerHost(Protocol):
-    """What a consumer needs of its app's queue (the queue module's AppQueue is one)."""
+    """What a consumer needs of its app's pools (:class:`~flask_memqueue.runtime.pools.ConsumerPools`)."""
 
     app: Flask
     config: Config
-    storage: Storage
     lock: threading.Lock
+    #: The hooks around each job (:mod:`flask_memqueue.hooks`).
+    hooks: Hooks
+
+    @property
+    def storage(self) -> Storage: ...
 
     def consumer_exited(self, consumer: Consumer, ident: int, crashed: bool) -> None: ...
 
@@ -83,19 +88,14 @@ BACKOFF_MAX = 10.0
 BACKOFF_SLICE = 0.1
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    if len(first) > 500:
-        first = first[:500] + "…"
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
 class Consumer:
     """One consumer thread's place in a pool: runs the jobs of one named queue, one at a time."""
 
     def __init__(self, queue: ConsumerHost, queue_name: str = "default", index: int = 0) -> None:
         self.queue = queue
+        #: The hooks around each job; :attr:`Hooks.active <flask_memqueue.hooks.Hooks.active>`
+        #: is the one test the loop makes per job for them.
+        self.hooks = queue.hooks
         #: The named queue this consumer takes jobs from.
         self.queue_name = queue_name
         #: Its place in that queue's pool (0, 1, ...).
@@ -153,23 +153,50 @@ class Consumer:
         job = storage.take(timeout, queue=self.queue_name)
         if job is None:
             return False
+        hooks = self.hooks
         try:
-            self.execute(job)
+            if not (hooks.claim and self._put_back(job)):
+                self.execute(job)
         finally:
-            if job.status is SCHEDULED:
-                storage.schedule(job, retry=True)
-            else:
-                storage.finish(job)
+            self.record(job)
+        if hooks.outcome:
+            hooks.recorded(self.queue.app, job)
         return True
 
-    def execute(self, job: Job) -> None:
-        """Call the job in a fresh app context and record what happened on it.
+    def record(self, job: Job) -> None:
+        """Hand a job this consumer ran back to the store: finished, or scheduled to run again."""
+        storage = self.queue.storage
+        if job.status is SCHEDULED:
+            storage.schedule(job, retry=True)
+        else:
+            storage.finish(job)
 
-        An ``Exception`` from the job is recorded (failed, or scheduled for a
-        retry). Anything else (``SystemExit``, ``KeyboardInterrupt``) is
-        recorded as a failure and re-raised, so the thread that ran it ends;
-        the queue starts its successor.
-        """
+    def _put_back(self, job: Job) -> bool:
+        """Ask the ``on_claim`` hooks; True if one wants ``job`` later (then it is due later,
+        to be handed back to the store like a retry, with no attempt counted)."""
+        delay = self.hooks.claimed(self.queue.app, job)
+        if delay is None:
+            return False
+        job.mark_scheduled(time.time() + max(0.0, delay))
+        return True
+
+    def _hooked(self, job: Job) -> Job | None:
+        """Run ``job`` with the claim and outcome hooks (the loop's path when any hook is
+        installed). Returns the job the next claim hands back, or None if it was recorded here."""
+        hooks = self.hooks
+        if hooks.claim and self._put_back(job):
+            return job
+        self.execute(job)
+        if not hooks.outcome:
+            return job
+        self.record(job)  # now, not with the next claim: the hooks hear of a recorded outcome
+        hooks.recorded(self.queue.app, job)
+        return None
+
+    def execute(self, job: Job) -> None:
+        """Call the job in a fresh app context and record what happened on it: an ``Exception``
+        as a failure (or a retry scheduled), anything else (``SystemExit``, ``KeyboardInterrupt``)
+        as a failure re-raised, so the thread that ran it ends and the queue starts its successor."""
         app = self.queue.app
         # Job.start(), inlined (the hot path: a call costs about as much as its body)
         out = job._out
@@ -190,8 +217,12 @@ class Consumer:
             if job_started.receivers:
                 _send(job_started, app, job)
             kwargs = job.kwargs
+            task = job.task
             try:
-                result = job.task.func(*job.args, **kwargs) if kwargs else job.task.func(*job.args)
+                if task.strategy is None and not self.hooks.around:  # the function, here: the hot path
+                    result = task.func(*job.args, **kwargs) if kwargs else task.func(*job.args)
+                else:  # its strategy and the around_run hooks (a chain built once per task)
+                    result = self.hooks.run(app, job)
             except Exception as exc:
                 error = exc
                 self._failed(job, exc, fatal=False)
@@ -209,8 +240,7 @@ class Consumer:
                 if job_succeeded.receivers:
                     _send(job_succeeded, app, job)
         finally:
-            # Counters: one increment per attempt; jobs_done and the throughput
-            # buckets are derived from it (no per-job work for them).
+            # One increment per attempt: jobs_done and the throughput buckets are derived from it.
             finished = out.finished_at
             if finished is not None and finished >= self._bucket_end:
                 self._roll(finished)
@@ -225,7 +255,7 @@ class Consumer:
 
     def _failed(self, job: Job, exc: BaseException, *, fatal: bool) -> None:
         app = self.queue.app
-        delay = job.fail(_one_line(exc), traceback.format_exc(), time.time(), fatal=fatal)
+        delay = job.fail(one_line(exc), traceback.format_exc(), time.time(), fatal=fatal)
         if delay is not None:
             self._retried += 1
             # _run_eagerly runs the retry at once, without the delay
@@ -298,7 +328,7 @@ class Consumer:
         traceback each time (issue 9, defect 8).
         """
         self.store_failures += 1
-        cause = _one_line(exc)
+        cause = one_line(exc)
         name = self.queue.app.name
         if self.stop_on_refusal and isinstance(exc, StorageRefused):
             # Not an outage: the worker says so, once, and exits (no traceback per thread).
@@ -352,6 +382,7 @@ class Consumer:
         try:
             take = queue.storage.take
             execute = self.execute
+            hooks = self.hooks
             while not self.stopping and self.ident == me:
                 done, job = job, None
                 try:
@@ -363,9 +394,12 @@ class Consumer:
                 if self.store_failures:
                     self._store_recovered()
                 if job is not None:
-                    execute(job)
+                    if hooks.active:
+                        job = self._hooked(job)
+                    else:
+                        execute(job)
             if job is not None:
-                queue.storage.finish(job)
+                self.record(job)
         except BaseException:
             if job is not None and job.finished:  # a job's SystemExit & co: recorded, hand it back
                 crashed = True

@@ -24,6 +24,7 @@ import math
 import re
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import current_app, g, redirect, render_template, request, url_for
@@ -290,6 +291,27 @@ def _page_number() -> int:
     return whole_number("page", request.args.get("page") or "1", 1, 10**6)
 
 
+def _linker(status: JobStatus | None, only: str | None) -> Callable[..., str]:
+    """``link(**changes)`` for the dashboard's template: this page's URL with ``changes``."""
+
+    def link(**changes: Any) -> str:
+        args: dict[str, Any] = {"status": status.value if status else None, "queue": only, "page": None,
+                                "refresh": request.args.get("refresh")}
+        args.update(changes)
+        return url_for("memqueue.index", **{k: v for k, v in args.items() if v not in (None, "", 1)})
+
+    return link
+
+
+def _gauge(depth: int, maxsize: int) -> dict[str, Any]:
+    """How full the queue is, for the gauge: ``fill`` (0..1, None without a limit), its width and words."""
+    fill = min(1.0, depth / maxsize) if maxsize else None
+    # A queue with jobs in it never shows an empty gauge, nor "0.0% full".
+    gauge_width = 0.0 if not depth or fill is None else max(1.0, round(fill * 100, 1))
+    fill_text = "under 0.1%" if depth and fill is not None and fill < 0.001 else f"{(fill or 0) * 100:.1f}%"
+    return {"fill": fill, "gauge_width": gauge_width, "fill_text": fill_text}
+
+
 @routes.get("/")
 @_page
 def index() -> ResponseReturnValue:
@@ -309,19 +331,6 @@ def index() -> ResponseReturnValue:
     total = shown[status.value] if status is not None else sum(shown.values())
     offset = (page_no - 1) * PER_PAGE
     jobs = [job_dict(j) for j in queue.storage.jobs(status, PER_PAGE, offset, queue=only)]
-
-    def link(**changes: Any) -> str:
-        args: dict[str, Any] = {"status": status.value if status else None, "queue": only, "page": None,
-                                "refresh": request.args.get("refresh")}
-        args.update(changes)
-        return url_for("memqueue.index", **{k: v for k, v in args.items() if v not in (None, "", 1)})
-
-    maxsize = stats["maxsize"]
-    depth = stats["depth"]
-    fill = min(1.0, depth / maxsize) if maxsize else None
-    # A queue with jobs in it never shows an empty gauge, nor "0.0% full".
-    gauge_width = 0.0 if not depth or fill is None else max(1.0, round(fill * 100, 1))
-    fill_text = "under 0.1%" if depth and fill is not None and fill < 0.001 else f"{(fill or 0) * 100:.1f}%"
     state_class, state_words = consumer_state(stats)
     return _render(
         "memqueue/dashboard.html",
@@ -336,9 +345,7 @@ def index() -> ResponseReturnValue:
         queues=stats["queues"],
         only=only,
         total_jobs=sum(shown.values()),
-        fill=fill,
-        gauge_width=gauge_width,
-        fill_text=fill_text,
+        **_gauge(stats["depth"], stats["maxsize"]),
         chart=chart(stats["throughput"]),
         jobs=jobs,
         total=total,
@@ -346,7 +353,7 @@ def index() -> ResponseReturnValue:
         per_page=PER_PAGE,
         page=page_no,
         pages=max(1, math.ceil(total / PER_PAGE)),
-        link=link,
+        link=_linker(status, only),
         refresh=refresh,
         here=request.full_path.rstrip("?"),
         notice=_take_notice(),

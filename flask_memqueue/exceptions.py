@@ -92,12 +92,24 @@ class StorageRefused(StorageError):
     """
 
 
-class BrokerUnavailable(StorageError):
+class BrokerError(MemQueueError):
+    """Base class of the errors of a message broker (RabbitMQ, ``MEMQUEUE_AMQP_URL``).
+
+    A broker is no store: what it refuses is a message, never a job record.
+
+    .. versionadded:: 1.1
+    """
+
+
+class BrokerUnavailable(BrokerError):
     """RabbitMQ (``MEMQUEUE_AMQP_URL``) cannot be reached, or did not confirm a message.
 
     Raised by ``produce()``: the message was not published (the routes
     answer 503 with ``Retry-After``). The text names the URL with its
     password replaced by ``***``.
+
+    .. versionchanged:: 1.1
+        A :class:`BrokerError`, no longer a :class:`StorageError`.
     """
 
 
@@ -120,6 +132,16 @@ class MainModuleTaskWarning(MemQueueWarning):
     worker (``flask memqueue worker``) reading it from the journal cannot
     import it. Give the task a ``name=``, or move it into an importable module.
     """
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as one line of a log or an error: its type and the first line of its
+    message, cut to 500 characters (a server's error can be a page long)."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if len(first) > 500:
+        first = first[:500] + "…"
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def __getattr__(name: str) -> Any:

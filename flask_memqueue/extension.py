@@ -12,35 +12,69 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import time
-import warnings
-import weakref
 from collections.abc import Callable
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
-from flask import Flask
-from flask.globals import _cv_app  # behind current_app: one lookup, no proxy (Flask >= 2.2)
+from flask import Flask, current_app, has_app_context
 
-from .amqp import AmqpState, Published
-from .config import PREFIX, SETTINGS, read_config
-from .exceptions import ConfigurationError, MainModuleTaskWarning, ScheduleError
+from .config import PREFIX, SETTINGS, Config, read_config
+from .exceptions import ConfigurationError
 from .job import Job
-from .registry import Options, Registry, Task, default_name, eta_at, eta_in, message_task_name
+from .options import JobOptions, check_changes, eta_at, eta_in
+from .registrar import Registrar, warn_main_module
 from .sigterm import install as install_sigterm_handler
 from .sigterm import serves_with_dev_server
 from .state import AppQueue, _in_reloader_watcher, _stop_all_for_signal
+from .task import Options, Task
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .amqp import Published
+    from .options import JobChanges
 
 P = ParamSpec("P")
 R = TypeVar("R")
 EXTENSION_KEY = "memqueue"
+#: The current app, behind Flask's public proxy: one attribute of the proxy and one call
+#: (``current_app.extensions`` would go through the proxy's ``__getattr__``, several times slower).
+_current_app: Callable[[], Flask] = current_app._get_current_object  # type: ignore[attr-defined]  # typed as Flask
 
 
-class _Decorator(Protocol):
-    """What ``@mq.task(...)`` returns: a decorator that keeps the function's signature."""
-
-    def __call__(self, func: Callable[P, R], /) -> Task[P, R]: ...
+class _HasApp(Protocol):
+    app: Flask
 
 
-class MemQueue:
+class _PublicAppContext:
+    """What :func:`_app_context` returns when Flask's context variable has moved: ``.app``."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+
+def _public_app_context() -> _PublicAppContext:
+    """The current app context's app through Flask's public API; LookupError outside one."""
+    if not has_app_context():
+        raise LookupError("no app context")
+    return _PublicAppContext(_current_app())
+
+
+# The enqueue hot path reads the app through Flask's own context variable: the public
+# proxy (_current_app, one more Python call) costs 878 instructions of 13,521 per enqueue,
+# 6.5%, above the 5% issue 20 allows (benchmarks/hotpath.py --instructions, both ways). If a
+# Flask release moves it, the public way takes over (tests/test_hot_path.py fails then, so
+# we hear of it).
+try:
+    from flask.globals import _cv_app
+except ImportError:  # pragma: no cover - a Flask that moved it
+    _app_context: Callable[[], _HasApp] = _public_app_context
+else:
+    _app_context = cast("Callable[[], _HasApp]", _cv_app.get)
+
+
+class MemQueue(Registrar):
     """Background jobs for Flask, run after the response by one consumer thread per app.
 
     .. code-block:: python
@@ -59,11 +93,8 @@ class MemQueue:
     """
 
     def __init__(self, app: Flask | None = None) -> None:
-        #: Tasks and message handlers, shared by every app this binds.
-        self.registry = Registry()
+        super().__init__()  # the registry and the hooks (registrar.py)
         self._known = self.registry.known  # what enqueue() looks a function up in first
-        # The queues of the apps this binds (weakly: an app may go away).
-        self._queues: weakref.WeakSet[AppQueue] = weakref.WeakSet()
         if app is not None:
             self.init_app(app)
 
@@ -88,7 +119,20 @@ class MemQueue:
         for name, setting in SETTINGS.items():
             app.config.setdefault(PREFIX + name, setting.default)
         queue = AppQueue(self, self.registry, app, config)
-        if not config.consumer and not queue.storage.capabilities.shared and not app.testing:
+        self._check_store(queue, config)
+        queue.open_transport()  # MEMQUEUE_AMQP_URL: RabbitMQ carries the messages
+        if config.metrics:
+            from .metrics import install
+
+            queue.metrics = install(queue)  # None without prometheus_client: the route says what to install
+        app.extensions[EXTENSION_KEY] = queue
+        self._queues.add(queue)
+        self._mount(app, queue, config)
+
+    def _check_store(self, queue: AppQueue, config: Config) -> None:
+        """Refuse an enqueue-only process whose store nobody else sees; warn about ``__main__`` tasks."""
+        shared = queue.storage.capabilities.shared
+        if not config.consumer and not shared and not queue.app.testing:
             from .storage import SHARED_STORE_EXAMPLE
 
             queue.storage.close()
@@ -98,22 +142,13 @@ class MemQueue:
                 " process, and nobody else could run them (a testing app may step its queue with"
                 " mq.run_once() instead)"
             )
-        if queue.storage.capabilities.shared:
+        if shared:
             main_tasks = [n for n in self.registry.tasks if n.startswith("__main__.")]
             if main_tasks:
-                _warn_main_module(main_tasks)
-        if config.amqp_url is not None:
-            try:
-                queue.amqp = AmqpState(queue)
-            except BaseException:
-                queue.storage.close()
-                raise
-        if config.metrics:
-            from .metrics import install
+                warn_main_module(main_tasks)
 
-            queue.metrics = install(queue)  # None without prometheus_client: the route says what to install
-        app.extensions[EXTENSION_KEY] = queue
-        self._queues.add(queue)
+    def _mount(self, app: Flask, queue: AppQueue, config: Config) -> None:
+        """The app's side of the queue: the consumer's start on requests, the routes, the CLI, SIGTERM."""
         # The first request starts the consumer (and a request after it died
         # restarts it). A WSGI wrapper, not a before_request hook: it runs for
         # every request of the app, and a hook costs several times more there.
@@ -132,23 +167,23 @@ class MemQueue:
 
     def _queue(self) -> AppQueue:
         """The current app's queue, with an error that says how to fix its absence."""
-        ctx = _cv_app.get(None)
-        if ctx is None:
+        if not has_app_context():
             raise RuntimeError(
                 "Working outside of application context: flask-memqueue needs to know which"
                 " app's queue to use. Call it from a view or a job, or inside"
                 " 'with app.app_context():'."
             )
+        app = _current_app()
         try:
-            queue: AppQueue = ctx.app.extensions[EXTENSION_KEY]
+            queue: AppQueue = app.extensions[EXTENSION_KEY]
         except KeyError:
             raise RuntimeError(
-                f"The current Flask app {ctx.app.name!r} is not registered with this MemQueue."
+                f"The current Flask app {app.name!r} is not registered with this MemQueue."
                 " Did you forget to call 'mq.init_app(app)'?"
             ) from None
         if queue.mq is not self:
             raise RuntimeError(
-                f"The current Flask app {ctx.app.name!r} is registered with another MemQueue instance."
+                f"The current Flask app {app.name!r} is registered with another MemQueue instance."
             )
         return queue
 
@@ -158,197 +193,6 @@ class MemQueue:
             return app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
         except KeyError:
             raise RuntimeError(f"app {app.name!r} is not registered; call 'mq.init_app(app)'") from None
-
-    # -- registration --------------------------------------------------------------
-    @overload
-    def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
-
-    @overload
-    def task(
-        self,
-        func: None = None,
-        /,
-        *,
-        name: str | None = None,
-        retries: int = 0,
-        retry_delay: float = 1.0,
-        retry_backoff: float = 2.0,
-        queue: str = "default",
-        priority: int = 0,
-    ) -> _Decorator: ...
-
-    def task(
-        self,
-        func: Callable[..., Any] | None = None,
-        /,
-        *,
-        name: str | None = None,
-        retries: int = 0,
-        retry_delay: float = 1.0,
-        retry_backoff: float = 2.0,
-        queue: str = "default",
-        priority: int = 0,
-    ) -> Any:
-        """Register a function as a task: ``@mq.task`` or ``@mq.task(retries=3, ...)``.
-
-        :param name: what the task is called in job records and when enqueued
-            by name; defaults to ``module.qualname``.
-        :param retries: how many times a failing job is tried again.
-        :param retry_delay: seconds before the first retry.
-        :param retry_backoff: each further retry waits this many times longer.
-        :param queue: the named queue its jobs wait in (``MEMQUEUE_QUEUES`` declares
-            the queues and their threads); a call may choose another with
-            :meth:`Task.options <flask_memqueue.Task.options>`.
-        :param priority: -100..100, higher runs first within its queue.
-        :raises TypeError: a name given positionally (``@mq.task("resize")``).
-        """
-        if isinstance(func, str):  # else the string would become the "function" of a task
-            raise TypeError(f"@mq.task takes a task's name as a keyword: @mq.task(name={func!r})")
-
-        def register(fn: Callable[..., Any]) -> Task[..., Any]:
-            if isinstance(fn, Task):
-                fn = fn.func
-            return self._register_task(
-                fn, name or default_name(fn), named=name is not None, retries=retries, retry_delay=retry_delay,
-                retry_backoff=retry_backoff, queue=queue, priority=priority,
-            )
-
-        if func is not None:
-            return register(func)
-        return register
-
-    def periodic(
-        self,
-        cron: str | None = None,
-        /,
-        *,
-        every: _dt.timedelta | float | None = None,
-        timezone: str | None = None,
-        catch_up: bool = True,
-        name: str | None = None,
-        retries: int = 0,
-        retry_delay: float = 1.0,
-        retry_backoff: float = 2.0,
-        queue: str = "default",
-        priority: int = 0,
-    ) -> _Decorator:
-        """Register a task that runs on a schedule: ``@mq.periodic("*/10 * * * *")``
-        or ``@mq.periodic(every=timedelta(seconds=30))``.
-
-        Exactly one job per tick is queued across every process that shares the
-        store (with a memory store: across the app's processes on the host, one
-        of which holds the schedule through a lock in the instance folder); see
-        :doc:`/periodic`. The function is called with no arguments; it is also a
-        normal task (call it, or ``.delay()`` it). Other options are those of
-        :meth:`task`.
-
-        :param cron: a cron expression (five fields, or a shortcut such as
-            ``"@daily"``; needs the ``cron`` extra: see "Installing" in the quickstart).
-        :param every: an interval (a timedelta or seconds); ticks lie on the
-            grid of its multiples since the Unix epoch.
-        :param timezone: the IANA time zone of a cron expression (default
-            ``MEMQUEUE_TIMEZONE``, itself ``"UTC"`` by default).
-        :param catch_up: when the schedule comes back after every process was
-            down over a tick, run once for the latest missed tick (never more);
-            False waits for the next tick.
-        :raises ScheduleError: an invalid cron expression or interval, an
-            unknown time zone, cron without the extra, or a function that needs
-            arguments (the message names the task); also a bare ``@mq.periodic``
-            without parentheses, which has no schedule to run on.
-
-        .. versionadded:: 1.1
-        """
-        if callable(cron):  # @mq.periodic on a function: no schedule, and the name would be rebound
-            raise ScheduleError(
-                f"@mq.periodic needs a schedule, in parentheses: @mq.periodic('*/10 * * * *') or"
-                f" @mq.periodic(every=timedelta(seconds=30)); {default_name(cron)} was not registered"
-                " (for a task that runs only when called, use @mq.task)"
-            )
-
-        from .schedule import make_periodic  # imported by the apps that have periodic tasks only
-
-        def register(fn: Callable[..., Any]) -> Task[..., Any]:
-            if isinstance(fn, Task):
-                fn = fn.func
-            task_name = name or default_name(fn)
-            spec = make_periodic(task_name, cron, every, timezone, catch_up)
-            _check_no_arguments(fn, task_name)
-            return self._register_task(
-                fn, task_name, named=name is not None, retries=retries, retry_delay=retry_delay,
-                retry_backoff=retry_backoff, queue=queue, priority=priority, periodic=spec,
-            )
-
-        return register  # type: ignore[return-value]  # register keeps the signature: Task(fn)
-
-    def _register_task(self, fn: Callable[..., Any], task_name: str, *, named: bool, **options: Any) -> Task[..., Any]:
-        """Make and register the Task of ``@mq.task`` and ``@mq.periodic``; warn about a
-        ``__main__`` task (unless ``named``) where a store other processes share reads it by name."""
-        task: Task[..., Any] = Task(fn, task_name, mq=self, **options)
-        self.registry.add_task(task)
-        shared = any(q.storage.capabilities.shared for q in self._queues)
-        if not named and task.name.startswith("__main__.") and shared:
-            _warn_main_module([task.name])
-        return task
-
-    @overload
-    def handler(self, topic: Callable[P, R], /) -> Task[P, R]: ...
-
-    @overload
-    def handler(
-        self,
-        topic: str | None = None,
-        /,
-        *,
-        retries: int = 0,
-        retry_delay: float = 1.0,
-        retry_backoff: float = 2.0,
-        queue: str = "default",
-        priority: int = 0,
-        amqp_queue: str | None = None,
-    ) -> _Decorator: ...
-
-    def handler(self, topic: str | Callable[..., Any] | None = None, /, **options: Any) -> Any:
-        """Register the function that receives messages (``POST /produce``, :meth:`produce`).
-
-        ``@mq.handler`` takes messages without a topic; ``@mq.handler("orders")``
-        those of one topic. Options are those of :meth:`task` (``retries``,
-        ``queue``, ``priority``...), and ``amqp_queue``: with
-        ``MEMQUEUE_AMQP_URL``, the RabbitMQ queue this handler consumes (and
-        ``produce`` publishes to), instead of the configured prefix and the
-        topic (see :doc:`amqp`).
-
-        :raises TypeError: the function cannot take one argument (the message),
-            or the topic was given as a keyword.
-        """
-        if callable(topic):
-            return self.handler(None)(topic)
-        if "topic" in options:
-            raise TypeError(f"a handler's topic comes first, not as a keyword: @mq.handler({options['topic']!r})")
-        if topic is not None and (not isinstance(topic, str) or not topic):
-            raise TypeError(f"a handler's topic must be a non-empty string or None, not {topic!r}")
-        unknown = set(options) - {"retries", "retry_delay", "retry_backoff", "queue", "priority", "amqp_queue"}
-        if unknown:
-            raise TypeError(f"unknown handler option(s): {', '.join(sorted(unknown))}")
-        amqp_queue = options.pop("amqp_queue", None)
-        if amqp_queue is not None:
-            from .amqp import check_queue_name
-
-            check_queue_name(amqp_queue, "amqp_queue")
-
-        def register(fn: Callable[..., Any]) -> Task[..., Any]:
-            task: Task[..., Any] = Task(fn, message_task_name(topic), topic=topic, mq=self, **options)
-            try:  # else every message would fail in the consumer
-                task.check_call((None,), None)
-            except TypeError:
-                raise TypeError(
-                    f"a message handler is called with one argument, the message; {default_name(fn)} cannot"
-                    " take one (def on_order(message): ...)"
-                ) from None
-            task.amqp_queue = amqp_queue
-            self.registry.add_handler(task)
-            return task
-
-        return register
 
     # -- enqueueing ----------------------------------------------------------------
     @overload
@@ -367,8 +211,10 @@ class MemQueue:
         :raises QueueFull: ``MEMQUEUE_MAXSIZE`` jobs wait already.
         :raises UnknownTaskError: ``func`` is a name nobody registered.
         """
-        ctx = _cv_app.get(None)  # the hot path, inlined; _queue() explains any failure
-        queue = ctx.app.extensions.get(EXTENSION_KEY) if ctx is not None else None
+        try:  # the hot path, inlined; _queue() explains any failure
+            queue = _app_context().app.extensions.get(EXTENSION_KEY)
+        except LookupError:  # no app context
+            queue = None
         if queue is None or queue.mq is not self:
             queue = self._queue()
         try:
@@ -377,10 +223,14 @@ class MemQueue:
             task = self.registry.resolve(func)
         return queue.enqueue(task, args, kwargs)
 
-    def options(
-        self, *, queue: str | None = None, priority: int | None = None, unique_key: str | None = None,
-        session: Any = None, on_commit: Any = None,
-    ) -> Options:
+    def resolve(self, func: Callable[..., Any] | str) -> Task[..., Any]:
+        """The task of ``func``: a task, a registered task name, or any callable (a task is made for it).
+
+        :raises UnknownTaskError: ``func`` is a name nobody registered.
+        """
+        return self.registry.resolve(func)
+
+    def options(self, **changes: Unpack[JobChanges]) -> Options:
         """Job options for the calls made through the returned object:
         ``mq.options(queue="urgent", priority=50).enqueue(func, *args, **kwargs)``
         (also ``.enqueue_in`` and ``.enqueue_at``).
@@ -399,34 +249,29 @@ class MemQueue:
             commits; nothing if it rolls back (at most once: see docs/storage).
         :raises ValueError: a bad queue name, priority or key (the message names it).
         """
-        return Options(self, queue=queue, priority=priority, unique_key=unique_key, session=session,
-                       on_commit=on_commit)
+        return Options(self, **changes)
 
     def submit(
         self,
-        func: Callable[..., Any] | str,
+        func: Callable[..., Any] | str | Task[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any] | None,
+        options: JobOptions | None = None,
         *,
         eta: float | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        unique_key: str | None = None,
-        session: Any = None,
-        on_commit: Any = None,
+        **changes: Any,
     ) -> Job[Any]:
-        """Queue a call with every option spelled out (what :class:`Options` calls).
+        """Queue a call with its options whole: what :class:`Options`, ``task.options(...)``
+        and a call object (``task.s(...)``) hand on.
 
-        ``eta`` is a Unix time; ``queue``/``priority`` None mean the task's own;
-        ``unique_key`` None means none; ``session``/``on_commit`` see :meth:`options`.
+        ``options`` is a :class:`~flask_memqueue.job.JobOptions` (its ``eta`` a
+        Unix time); without it, ``eta`` and the keywords of :meth:`options`
+        (``queue=``, ``priority=``, ...) change the task's own.
         """
-        state = self._queue()
         task = self.registry.resolve(func)
-        if session is not None:
-            return state.enqueue_in_session(task, args, kwargs, eta, queue, priority, unique_key, session)
-        if on_commit is not None:
-            return state.enqueue_on_commit(task, args, kwargs, eta, queue, priority, on_commit)
-        return state.enqueue(task, args, kwargs, eta, queue, priority, unique_key)
+        if options is None:
+            options = task.job_options.replace(**check_changes(changes, "submit"), eta=eta)
+        return self._queue().enqueue(task, args, kwargs, options)
 
     @overload
     def enqueue_in(
@@ -440,7 +285,8 @@ class MemQueue:
         self, delay: float | _dt.timedelta, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
     ) -> Job[Any]:
         """Queue ``func(*args, **kwargs)`` to run ``delay`` seconds (or a timedelta) from now."""
-        return self._queue().enqueue(self.registry.resolve(func), args, kwargs, eta=eta_in(delay))
+        task = self.registry.resolve(func)
+        return self._queue().enqueue(task, args, kwargs, task.job_options.replace(eta=eta_in(delay)))
 
     @overload
     def enqueue_at(self, when: _dt.datetime, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
@@ -453,7 +299,8 @@ class MemQueue:
 
         A time in the past runs as soon as the consumer can.
         """
-        return self._queue().enqueue(self.registry.resolve(func), args, kwargs, eta=eta_at(when))
+        task = self.registry.resolve(func)
+        return self._queue().enqueue(task, args, kwargs, task.job_options.replace(eta=eta_at(when)))
 
     def produce(self, message: Any, topic: str | None = None) -> Job | Published:
         """Queue ``message`` for the handler of ``topic`` (the default handler if None).
@@ -467,10 +314,7 @@ class MemQueue:
         :raises BrokerUnavailable: RabbitMQ cannot be reached or did not take the message.
         """
         queue = self._queue()
-        task = self.registry.handler(topic)
-        if queue.amqp is not None and not queue.config.eager:
-            return queue.amqp.publish(task, message)
-        return queue.enqueue(task, (message,), None)
+        return queue.produce(self.registry.handler(topic), message)
 
     # -- the queue ---------------------------------------------------------------------
     def get_job(self, job_id: str) -> Job | None:
@@ -493,7 +337,7 @@ class MemQueue:
         Outside an app context (a script's last line, another thread) it
         shuts down the queue of every app this MemQueue bound in this process.
         """
-        if _cv_app.get(None) is not None:
+        if has_app_context():
             return self._queue().shutdown(wait=wait, timeout=timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         drained = True
@@ -525,51 +369,18 @@ def enqueue(func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job
 
     For code (blueprints, helpers) that has no handle on the ``mq`` object.
     """
-    ctx = _cv_app.get(None)
-    if ctx is None:
+    if not has_app_context():
         raise RuntimeError(
             "Working outside of application context: enqueue() uses the current app's queue."
             " Call it from a view or a job, or inside 'with app.app_context():'."
         )
-    queue = ctx.app.extensions.get(EXTENSION_KEY)
+    app = _current_app()
+    queue: AppQueue | None = app.extensions.get(EXTENSION_KEY)
     if queue is None:
         raise RuntimeError(
-            f"The current Flask app {ctx.app.name!r} has no MemQueue. Did you forget 'mq.init_app(app)'?"
+            f"The current Flask app {app.name!r} has no MemQueue. Did you forget 'mq.init_app(app)'?"
         )
-    app_queue: AppQueue = queue
-    return app_queue.enqueue(app_queue.registry.resolve(func), args, kwargs)
-
-
-def _warn_main_module(names: list[str]) -> None:
-    """Tasks of a script run as ``__main__`` cannot be found by name in another process."""
-    warnings.warn(
-        f"task(s) {', '.join(sorted(names))} were defined in a script run as __main__ and this app"
-        " has a store other processes share (MEMQUEUE_STORAGE): another process (flask memqueue worker, a restarted"
-        " app) reads jobs by task name and cannot import '__main__.*'. Move the tasks into an"
-        " importable module, or give each a name (@mq.task(name='resize')) that the worker's"
-        " imports register too.",
-        MainModuleTaskWarning,
-        stacklevel=3,
-    )
-
-
-def _check_no_arguments(func: Callable[..., Any], name: str) -> None:
-    """A periodic task is called with no arguments: refuse a function that needs some."""
-    import inspect
-
-    try:
-        params = inspect.signature(func).parameters.values()
-    except (TypeError, ValueError):  # a builtin without a signature: let it fail at run time
-        return
-    required = [
-        p.name for p in params
-        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    ]
-    if required:
-        raise ScheduleError(
-            f"periodic task {name!r}: its schedule calls it with no arguments, but {', '.join(required)}"
-            " has no default; give it a default, or read what it needs inside the function"
-        )
+    return queue.enqueue(queue.registry.resolve(func), args, kwargs)
 
 
 class _StartConsumer:

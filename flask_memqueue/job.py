@@ -9,18 +9,27 @@ when the job starts. That keeps a backlog of 100,000 jobs in a few dozen MB.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as _dt
 import enum
-import json
-import math
-import reprlib
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol
 
+from .display import MAX_JSON_DEPTH, REPR_LIMIT, finite, isotime, json_safe, nested_deeper_than, safe_repr
 from .exceptions import JobFailed
+from .options import (
+    DEFAULT_OPTIONS,
+    DEFAULT_QUEUE,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    QUEUE_NAME_MAX,
+    UNIQUE_KEY_MAX,
+    JobOptions,
+    check_priority,
+    check_queue_name,
+    check_unique_key,
+    job_options,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVar
@@ -35,10 +44,10 @@ else:
 
 
 class TaskLike(Protocol):
-    """What a job needs of its task (:class:`~flask_memqueue.registry.Task` is one).
+    """What a job needs of its task (:class:`~flask_memqueue.Task` is one).
 
-    A protocol, so that this module (the bottom of the import graph, with the
-    exceptions) depends on no other.
+    A protocol, so that this module (near the bottom of the import graph)
+    depends on no task, registry or hook.
     """
 
     name: str
@@ -47,12 +56,16 @@ class TaskLike(Protocol):
     func: Callable[..., Any]
     #: True for the stand-in of a task name this process does not know.
     missing: bool
+    #: How the function is called for a job (:class:`flask_memqueue.hooks.Strategy`);
+    #: None: in the consumer thread.
+    strategy: Callable[[Job[Any]], Any] | None
 
     def retry_in(self, attempt: int) -> float: ...
 
 
 class JobHost(Protocol):
-    """What a job is bound to: the queue of one app in one process."""
+    """What a job is bound to: what :meth:`Job.wait`, :meth:`Job.cancel` and :attr:`Job.id`
+    need of the app's queue in this process (:class:`~flask_memqueue.runtime.jobs.Jobs`)."""
 
     token: str
 
@@ -83,10 +96,6 @@ class JobStatus(str, enum.Enum):
 _FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 _WAITING = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED})
 
-#: How much of an argument or result ``to_dict`` shows at most, in characters.
-REPR_LIMIT = 2000
-
-
 class _Outcome:
     """What a job gains once it is scheduled, started or finished.
 
@@ -111,80 +120,6 @@ class _Outcome:
 
 
 _NO_OUTCOME = _Outcome()  # read-only stand-in for a job that has none yet
-
-
-#: The queue every job waits in unless its task or its call names another.
-DEFAULT_QUEUE = "default"
-
-
-class _Keep:
-    """The default of JobOptions.replace() for a field that may be set to None."""
-
-
-_KEEP = _Keep()
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class JobOptions:
-    """How a job is queued, apart from its call: its queue, priority, unique key and tick.
-
-    Immutable and shared: every job of a task enqueued without options holds
-    its task's one :class:`JobOptions` (:func:`job_options` hands out one
-    object per ``(queue, priority)``), so a queued job pays one reference for
-    all four, not four slots. A job with a unique key or a tick (rare: one
-    per call that asks, one per periodic tick) has its own.
-    """
-
-    #: The named queue the job waits in.
-    queue: str = DEFAULT_QUEUE
-    #: -100..100: within its queue a higher priority runs first.
-    priority: int = 0
-    #: ``task.options(unique_key=...)``: while the job waits or runs, an enqueue
-    #: with the same key returns it instead of queueing another.
-    unique_key: str | None = None
-    #: For a job a periodic task's schedule made: the Unix time of its tick.
-    tick: float | None = None
-
-    def replace(
-        self,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        unique_key: str | None | _Keep = _KEEP,
-        tick: float | None | _Keep = _KEEP,
-    ) -> JobOptions:
-        """These options with the given fields changed (the shared object when there is one)."""
-        return job_options(
-            self.queue if queue is None else queue,
-            self.priority if priority is None else priority,
-            self.unique_key if isinstance(unique_key, _Keep) else unique_key,
-            self.tick if isinstance(tick, _Keep) else tick,
-        )
-
-
-_SHARED_OPTIONS: dict[tuple[str, int], JobOptions] = {}
-#: At most this many shared options objects (queue names come from stored
-#: records too, so the cache is bounded; past it, options are made per job).
-_SHARED_MAX = 4096
-
-
-def job_options(
-    queue: str = DEFAULT_QUEUE, priority: int = 0, unique_key: str | None = None, tick: float | None = None
-) -> JobOptions:
-    """The :class:`JobOptions` for these values: one shared object per
-    ``(queue, priority)`` when there is no unique key and no tick."""
-    if unique_key is not None or tick is not None:
-        return JobOptions(queue, priority, unique_key, tick)
-    key = (queue, priority)
-    options = _SHARED_OPTIONS.get(key)
-    if options is None:
-        options = JobOptions(queue, priority)
-        if len(_SHARED_OPTIONS) < _SHARED_MAX:
-            _SHARED_OPTIONS[key] = options
-    return options
-
-
-DEFAULT_OPTIONS = job_options()
 
 
 class Job(Generic[R]):
@@ -557,13 +492,13 @@ class Job(Generic[R]):
             "traceback": out.traceback,
             "attempts": self.attempts,
             "retries": self.task.retries,
-            "progress": _finite(out.progress),
+            "progress": finite(out.progress),
             "progress_message": out.message,
             "enqueued_at": isotime(self.enqueued_at),
             "eta": isotime(out.eta),
             "started_at": isotime(started),
             "finished_at": isotime(finished),
-            "duration": _finite(None if duration is None else round(duration, 6)),
+            "duration": finite(None if duration is None else round(duration, 6)),
         }
 
     def __repr__(self) -> str:
@@ -606,60 +541,6 @@ def queued_job(
     return job
 
 
-#: Priorities run from this low...
-MIN_PRIORITY = -100
-#: ...to this high (as in Django's task framework); higher runs first.
-MAX_PRIORITY = 100
-_QUEUE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-:")
-QUEUE_NAME_MAX = 64
-
-
-def check_queue_name(name: object, where: str = "queue") -> str:
-    """``name`` if it can name a queue, else a ValueError naming ``where`` and the value.
-
-    Queue names appear in URLs (``/jobs?queue=``), log lines, SQL rows and
-    Redis keys, so they are kept to letters, digits and ``_ . - :``.
-    """
-    if not isinstance(name, str) or not name or len(name) > QUEUE_NAME_MAX or not _QUEUE_NAME_CHARS.issuperset(name):
-        raise ValueError(
-            f"{where}: a queue name is 1 to {QUEUE_NAME_MAX} letters, digits or '_', '.', '-', ':',"
-            f" not {safe_repr(name, 80)}"
-        )
-    return name
-
-
-#: A unique key is at most this many characters (it is stored and shown with every job).
-UNIQUE_KEY_MAX = 255
-
-
-def check_unique_key(key: object, where: str = "unique_key") -> str:
-    """``key`` if it can be a job's unique key (a non-empty string of at most 255
-    characters), else a ValueError naming ``where`` and the value."""
-    if not isinstance(key, str) or not key or len(key) > UNIQUE_KEY_MAX:
-        raise ValueError(
-            f"{where} must be a non-empty string of at most {UNIQUE_KEY_MAX} characters, like"
-            f" 'report:42' (prefix it with the task's name by convention), not {safe_repr(key, 80)}"
-        )
-    return key
-
-
-def check_priority(value: object, where: str = "priority") -> int:
-    """``value`` if it is a priority (an int from -100 to 100), else a ValueError naming it."""
-    if not isinstance(value, int) or isinstance(value, bool) or not MIN_PRIORITY <= value <= MAX_PRIORITY:
-        raise ValueError(
-            f"{where} must be an int from {MIN_PRIORITY} to {MAX_PRIORITY} (higher runs first),"
-            f" not {safe_repr(value, 80)}"
-        )
-    return value
-
-
-def _finite(number: float | None) -> float | None:
-    """``number``, or None for NaN and infinities (JSON has no such numbers)."""
-    if number is None or math.isfinite(number):
-        return number
-    return None
-
-
 def describe_task(name: str) -> str:
     """A task name as a sentence reads it: ``message:`` names (the handlers') say which topic.
 
@@ -676,96 +557,9 @@ def _now() -> float:
     return time.time()
 
 
-def isotime(ts: float | None) -> str | None:
-    """A Unix time as an ISO 8601 string in UTC, or None.
-
-    None also for a time no ``datetime`` can hold (``enqueue_in(1e20, ...)``):
-    a job's page must show, not fail on, an ETA a caller got wrong.
-    """
-    if ts is None:
-        return None
-    try:
-        return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat()
-    except (OverflowError, ValueError, OSError):
-        return None
-
-
-#: How deep arrays and objects may nest in what :func:`json_safe` passes on
-#: as JSON (and what the routes accept). Deeper data is shown as text: every
-#: JSON encoder and decoder in the chain (Python's, Flask's, a browser's)
-#: recurses, and one job must never make them fail.
-MAX_JSON_DEPTH = 100
-
-
-def nested_deeper_than(value: Any, limit: int) -> bool:
-    """True if lists, tuples and dicts in ``value`` nest more than ``limit`` levels deep.
-
-    Iterative, so it works on data too deep for anything recursive, and it
-    stops at the first container below ``limit``.
-    """
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, (list, tuple)):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list, tuple)))
-    return False
-
-
-def safe_repr(value: Any, limit: int = REPR_LIMIT) -> str:
-    """``repr(value)`` cut to ``limit`` characters; never raises.
-
-    A user's ``__repr__`` may raise, and a deeply nested value makes
-    ``repr`` itself raise ``RecursionError``: then a shallower
-    :mod:`reprlib` view, and as a last resort the type's name.
-    """
-    try:
-        shown = repr(value)
-    except Exception:
-        try:
-            shown = _SHALLOW.repr(value)
-        except Exception:
-            shown = f"<{type(value).__name__} object: its repr() failed>"
-    if len(shown) > limit:
-        shown = shown[:limit] + f"… ({len(shown) - limit} more characters)"
-    return shown
-
-
-_SHALLOW = reprlib.Repr()
-_SHALLOW.maxlevel = 10
-_SHALLOW.maxstring = _SHALLOW.maxother = REPR_LIMIT // 4
-
-
-def json_safe(value: Any, limit: int = REPR_LIMIT) -> Any:
-    """``value`` as plain JSON data if it is JSON (and short enough), else a cut repr.
-
-    The dashboard and ``/jobs`` show arguments of any type; this keeps them
-    from failing on a ``datetime``, a 10 MB string, a list nested 5,000
-    deep, a ``__repr__`` that raises or a NaN (which ``JSON.parse`` refuses).
-    It never raises. What it returns is what ``json.loads`` made of the
-    text, so encoding it again cannot fail whatever the value's own
-    methods do; keys are dumped as Flask's ``jsonify`` dumps them (sorted),
-    so a dict mixing ``int`` and ``str`` keys is shown as text too.
-    """
-    try:
-        text: str | None = json.dumps(value, allow_nan=False, sort_keys=True)
-    except Exception:  # TypeError, ValueError (NaN, a cycle), RecursionError, a raising method
-        text = None
-    if text is not None and len(text) <= limit:
-        deep = text.count("[") + text.count("{") > MAX_JSON_DEPTH
-        try:
-            data = json.loads(text)
-            if not (deep and nested_deeper_than(data, MAX_JSON_DEPTH)):
-                return data
-        except RecursionError:
-            pass
-    shown = text if text is not None else safe_repr(value, limit)
-    if len(shown) > limit:
-        shown = shown[:limit] + f"… ({len(shown) - limit} more characters)"
-    return shown
+__all__ = [  # the names other modules import from here (several are defined in options and display)
+    "DEFAULT_OPTIONS", "DEFAULT_QUEUE", "MAX_JSON_DEPTH", "MAX_PRIORITY", "MIN_PRIORITY", "QUEUE_NAME_MAX",
+    "REPR_LIMIT", "UNIQUE_KEY_MAX", "Job", "JobHost", "JobOptions", "JobStatus", "TaskLike", "check_priority",
+    "check_queue_name", "check_unique_key", "describe_task", "isotime", "job_options", "json_safe",
+    "nested_deeper_than", "queued_job", "safe_repr",
+]

@@ -70,13 +70,15 @@ MAX_LATE_TICKS = 10
 
 
 class SchedulerHost(Protocol):
-    """What the scheduler needs of its app's queue (:class:`~flask_memqueue.state.AppQueue` is one)."""
+    """What the scheduler needs of its place (:class:`~flask_memqueue.runtime.scheduling.SchedulerPlace`)."""
 
     app: Flask
     config: Config
-    storage: Storage
     registry: Registry
     lock: threading.Lock
+
+    @property
+    def storage(self) -> Storage: ...
 
     def enqueue_tick(self, task: Task[..., Any], tick: float) -> bool: ...
 

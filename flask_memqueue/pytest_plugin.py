@@ -30,8 +30,9 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from .job import Job
-    from .registry import Task
+    from .options import JobOptions
     from .state import AppQueue
+    from .task import Task
 
 #: Seconds ``memqueue_drain()`` waits by default.
 DRAIN_TIMEOUT = 10.0
@@ -132,32 +133,23 @@ def memqueue_captured(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
     captured = EnqueuedJobs()
 
     def capture(
-        task: Task[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any] | None,
-        eta: float | None = None,
-        queue_name: str | None = None,
-        priority: int | None = None,
-        unique_key: str | None = None,
+        task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None, options: JobOptions | None = None
     ) -> Job[Any]:
         # The job is made as AppQueue.enqueue makes it (same id sequence, same
-        # check of its queue), and goes nowhere.
-        job: Job[Any] = queue.new_job(task, args, kwargs, eta, queue_name, priority, unique_key)
-        captured.append(EnqueuedJob(task.name, args, dict(kwargs or {}), job.queue, eta, job, task, job.priority,
-                                    unique_key))
+        # check of its call and its queue), and goes nowhere.
+        job: Job[Any] = queue.new_job(task, args, kwargs, options)
+        captured.append(EnqueuedJob(task.name, args, dict(kwargs or {}), job.queue,
+                                    None if options is None else options.eta, job, task, job.priority,
+                                    job.unique_key))
         return job
 
-    monkeypatch.setattr(queue, "enqueue", capture)  # an instance attribute, removed after the test
-    if queue.amqp is not None:  # MEMQUEUE_AMQP_URL: produce() would publish; it is captured the same way
-        from .amqp import Published, queue_name
+    def capture_message(task: Task[..., Any], message: Any) -> Any:
+        # What produce() would have sent, recorded the same way; with MEMQUEUE_AMQP_URL the
+        # caller gets the broker's receipt (status "captured") and nothing reaches the broker.
+        return queue.route().captured(task, capture(task, (message,), None))
 
-        amqp = queue.amqp
-
-        def capture_message(task: Task[..., Any], message: Any) -> Published:
-            job = capture(task, (message,), None)
-            return Published(job.id, task.topic, queue_name(task, amqp.prefix), status="captured")
-
-        monkeypatch.setattr(amqp, "publish", capture_message)
+    monkeypatch.setattr(queue, "enqueue", capture)  # instance attributes, removed after the test
+    monkeypatch.setattr(queue, "produce", capture_message)
     return captured
 
 

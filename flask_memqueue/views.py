@@ -27,8 +27,10 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import RequestRedirect
 
 from . import access
-from .exceptions import BrokerUnavailable, QueueClosed, QueueFull, StorageError, UnknownQueueError, UnknownTopicError
-from .job import MAX_JSON_DEPTH, Job, JobStatus, check_queue_name, nested_deeper_than, safe_repr
+from .display import MAX_JSON_DEPTH, nested_deeper_than, safe_repr
+from .exceptions import BrokerError, QueueClosed, QueueFull, StorageError, UnknownQueueError, UnknownTopicError
+from .job import Job, JobStatus
+from .options import check_queue_name
 from .routes import APIError, RouteTable
 from .state import AppQueue, all_queues
 
@@ -204,8 +206,8 @@ def _storage_error(exc: StorageError) -> Response:
     )
 
 
-@routes.errorhandler(BrokerUnavailable)
-def _broker_unavailable(exc: BrokerUnavailable) -> Response:
+@routes.errorhandler(BrokerError)
+def _broker_unavailable(exc: BrokerError) -> Response:
     current_app.logger.warning("memqueue: a message was not published: %s", exc)  # the URL is redacted
     return error_response(503, f"the message broker is unavailable, try again later: {exc}",
                           {"Retry-After": str(RETRY_AFTER)})
@@ -307,14 +309,14 @@ def _produce(message: Any, topic: str | None) -> Response:
         task = queue.registry.handler(topic)
     except UnknownTopicError as exc:
         raise APIError(404, str(exc)) from None
-    if queue.amqp is not None and not queue.config.eager:  # the broker confirmed it: no job to look at here
-        sent = queue.amqp.publish(task, message)
-        return json_response({"id": sent.id, "status": sent.status, "queue": sent.queue}, 202)
     try:
-        job = queue.enqueue(task, (message,), None)
+        sent = queue.produce(task, message)
     except UnknownQueueError as exc:  # the app's configuration, not the request, is wrong
         raise APIError(500, f"the handler cannot queue its message: {exc}") from None
-    return _accepted(job)
+    if isinstance(sent, Job):
+        return _accepted(sent)
+    # a broker's receipt: it confirmed the message, there is no job to look at here
+    return json_response({"id": sent.id, "status": sent.status, "queue": sent.queue}, 202)
 
 
 def _content_type_hint() -> str:
@@ -490,7 +492,7 @@ def threads() -> Response:
     queue = _queue()
     owners: dict[int, tuple[str, str]] = {}
     for q in all_queues():
-        for name, idents in q.consumer_idents.items():
+        for name, idents in q.pools.idents.items():
             for ident in idents:
                 owners[ident] = (q.app.name, name)
     listing = []
@@ -506,7 +508,7 @@ def threads() -> Response:
             "queue": None if owner is None else owner[1],
         })
     return json_response({"pid": os.getpid(), "app": queue.app.name, "consumer": queue.consumer_info(),
-                          "threads": listing, "amqp": queue.amqp.info() if queue.amqp is not None else None})
+                          "threads": listing, "amqp": queue.transport.info()})
 
 
 @routes.get("/periodic")
@@ -532,12 +534,12 @@ def health() -> Response:
     if info["enabled"] and not queue.closed and not info["alive"] and not queue.ensure_consumer():
         return error_response(503, f"the consumer thread is dead and could not be restarted: {queue.start_error}")
     info = queue.consumer_info()
-    amqp = queue.amqp.info() if queue.amqp is not None else None
-    if amqp is not None and amqp["outage"] is not None:
-        return error_response(503, f"RabbitMQ ({amqp['url']}) cannot be reached by the consumers: {amqp['outage']}")
+    unwell = queue.transport.health()
+    if unwell is not None:
+        return error_response(503, unwell)
     return json_response({"status": "ok", "pid": os.getpid(), "consumer_alive": info["alive"],
                           "depth": queue.storage.depth(),
-                          "threads": sum(1 for t in info["threads"] if t["alive"]), "amqp": amqp})
+                          "threads": sum(1 for t in info["threads"] if t["alive"]), "amqp": queue.transport.info()})
 
 
 @routes.get("/metrics")

@@ -273,10 +273,16 @@ def test_broker_stopped_and_restarted_mid_run(
     queue = mq.queue_for(app)
     queue.ensure_consumer()
     assert first.wait(TIMEOUT)
-    amqp = queue.amqp
-    assert amqp is not None
+    transport = queue.transport  # RabbitMQ's: it describes its consumers
+    assert transport.info() is not None
+
+    def handled_and_acked() -> int:
+        info = transport.info()
+        assert info is not None
+        return sum(c["handled"] for c in info["consumers"])
+
     # 1-9 handled and acknowledged by the other thread (its counter moves after the ack went out)
-    wait_until(lambda: sum(c["handled"] for c in amqp.info()["consumers"]) == 9)
+    wait_until(lambda: handled_and_acked() == 9)
 
     rabbitmq.stop()
     try:

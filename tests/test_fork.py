@@ -121,7 +121,7 @@ def test_a_queue_that_cannot_be_reset_in_the_child_never_stops_the_others(
     def refuse() -> Any:
         raise OSError("injected: this store cannot be reopened here")
 
-    monkeypatch.setattr(broken, "_make_storage", lambda: refuse() if os.getpid() != parent_pid else None)
+    monkeypatch.setattr(broken, "_fresh_process", lambda: refuse() if os.getpid() != parent_pid else None)
 
     def child() -> dict[str, Any]:
         return {

@@ -313,7 +313,7 @@ def test_a_pool_loop_whose_ident_is_no_longer_recorded_exits(make_app: MakeApp, 
     queue: AppQueue = app.extensions["memqueue"]
     with app.app_context():
         mq.options(queue="work").enqueue(lambda: 0).wait(TIMEOUT)
-        place = queue.pools["work"][1]
+        place = queue.pools.by_queue["work"][1]
         thread = place.thread
         assert thread is not None and thread.is_alive()
         with queue.lock:
@@ -321,7 +321,7 @@ def test_a_pool_loop_whose_ident_is_no_longer_recorded_exits(make_app: MakeApp, 
         queue.storage.wake()
         thread.join(TIMEOUT)
         assert not thread.is_alive()
-        other = queue.pools["work"][0].thread
+        other = queue.pools.by_queue["work"][0].thread
         assert other is not None and other.is_alive()  # its sibling was not disturbed
 
 
@@ -426,7 +426,7 @@ def test_with_a_shared_store_a_queue_only_a_worker_declares_is_accepted(
     with worker.app_context():
         assert worker_queue.ensure_consumer()
     web_queue: AppQueue = web.extensions["memqueue"]
-    web_queue._known_until = 0.0  # the web process asks the store again at most once a second
+    web_queue.producer._known_until = 0.0  # the web process asks the store again at most once a second
     with web.app_context():
         job = mq.options(queue="adhoc").enqueue(length, "xyz")
         assert job.wait(TIMEOUT) == 3

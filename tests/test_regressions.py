@@ -109,10 +109,10 @@ def test_an_enqueue_after_shutdown_dropped_the_queue_is_refused_not_stranded() -
     with app.app_context():
         queue = app.extensions["memqueue"]
         mq.shutdown(timeout=5)
-        queue.closed = False  # an enqueue that passed the closed check just before shutdown
+        queue.supervisor.closed = False  # an enqueue that passed the closed check just before shutdown
         with pytest.raises(QueueClosed):
             mq.enqueue(lambda: None)
-        queue.closed = True
+        queue.supervisor.closed = True
 
 
 def test_a_store_that_keeps_failing_backs_off_in_its_thread_instead_of_restarting(

@@ -165,18 +165,12 @@ class _Finished:
         return iter(self.jobs)
 
 
-class MemoryStorage(Storage):
-    """Waiting, scheduled, running and recently finished jobs, in memory.
+class _MemoryBook(Storage):
+    """What a :class:`MemoryStorage` holds, and what reads it or settles a job in it.
 
-    :param token: the queue's id prefix; ids with another prefix are not ours.
-    :param maxsize: waiting jobs (queued + scheduled, every queue) at most; 0 = no limit.
-    :param max_finished: finished jobs kept for lookups at most.
-    :param result_ttl: seconds a finished job is kept.
+    The base of :class:`MemoryStorage`, which adds the hot path (put, take)
+    and the verbs on single jobs: two classes so that each stays readable.
     """
-
-    #: Jobs live in this process only: the fast path keeps live objects.
-    capabilities = Capabilities()
-    url = "memory://"
 
     def __init__(self, token: str, maxsize: int = 10_000, max_finished: int = 1000, result_ttl: float = 3600.0):
         self.token = token
@@ -221,252 +215,7 @@ class MemoryStorage(Storage):
         lane = self._lanes.get(queue)
         return [] if lane is None else [lane]
 
-    # -- the hot path ------------------------------------------------------
-    def _refuse(self, job: Job) -> None:
-        """Why ``put`` cannot take ``job``: raises. Lock held."""
-        if self._closed:
-            raise QueueClosed(f"the queue was shut down; {describe_task(job.name)} was not queued")
-        raise QueueFull(
-            f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); {describe_task(job.name)} was not queued"
-        )
-
-    def put(self, job: Job) -> None:
-        options = job.options
-        lock = self._lock
-        if not lock.acquire(False):  # not `with`, and never a blocking acquire: see _acquire_contended
-            _acquire_contended(lock)
-        try:
-            if self._closed or (self.maxsize and self._waiting >= self.maxsize):
-                self._refuse(job)
-            if options is self._put_options:  # the same queue and priority as the last put: most apps
-                lane, ready = self._put_place  # type: ignore[misc]  # set with _put_options
-            else:
-                lane = self._lanes.get(options.queue) or self._lane(options.queue)
-                ready = lane.ready.get(options.priority)
-                if ready is None:
-                    ready = lane.ready[options.priority] = deque()
-                self._put_options, self._put_place = options, (lane, ready)
-            if not ready:  # an empty queue (what an idle consumer's wake-up meets): its priority comes back
-                ready.append(job)
-                negprios = lane.negprios
-                if negprios:
-                    bisect.insort(negprios, -options.priority)
-                else:
-                    negprios.append(-options.priority)
-            elif ready[-1].key < job.key:  # type: ignore[operator]  # keys here are ints
-                ready.append(job)  # the common case: behind a job of its priority, in number order
-            else:
-                _insert_ready(lane, ready, job)
-            self._waiting += 1
-            if lane.sleepers:
-                lane.sleepers.pop().release()
-        finally:
-            lock.release()
-
-    def schedule(self, job: Job, *, retry: bool = False) -> None:
-        due = job.eta if job.eta is not None else time.time()
-        with self._lock:
-            if self._closed and not retry:
-                raise QueueClosed(f"the queue was shut down; {job.name} was not scheduled")
-            if not retry and self.maxsize and self._waiting >= self.maxsize:
-                raise QueueFull(
-                    f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); "
-                    f"{job.name} was not scheduled"
-                )
-            lane = self._lane(job.options.queue)
-            if retry:
-                lane.running.pop(job.key, None)
-            heapq.heappush(lane.scheduled, (due, next(self._tiebreak), job))
-            self._waiting += 1
-            if lane.sleepers:  # a consumer may sleep past this job's due time
-                lane.sleepers.pop().release()
-
-    # -- unique keys and ticks ---------------------------------------------------
-    def _add_locked(self, job: Job) -> None:
-        """Queue or schedule ``job`` as :meth:`put`/:meth:`schedule` do. Lock held.
-
-        Written apart from those two (and not called by them) so that their
-        hot path stays one inlined critical section; unique and periodic jobs
-        are rare enough to pay a call.
-        """
-        if self._closed:
-            raise QueueClosed(f"the queue was shut down; {describe_task(job.name)} was not queued")
-        if self.maxsize and self._waiting >= self.maxsize:
-            raise QueueFull(
-                f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); "
-                f"{describe_task(job.name)} was not queued"
-            )
-        lane = self._lane(job.options.queue)
-        if job.status is SCHEDULED:
-            heapq.heappush(lane.scheduled, (job.eta if job.eta is not None else time.time(), next(self._tiebreak), job))
-        else:
-            _insert_ready(lane, lane.ready.get(job.options.priority), job)
-        self._waiting += 1
-        if lane.sleepers:
-            lane.sleepers.pop().release()
-
-    def put_unique(self, job: Job) -> Job:
-        key = job.options.unique_key
-        if key is None:
-            raise ValueError("put_unique() needs a job with a unique_key")
-        with self._lock:
-            holder = self._unique.get(key)
-            if holder is not None and not holder.finished:
-                return holder
-            self._add_locked(job)
-            self._unique[key] = job
-        return job
-
-    def claim_tick(self, task: str, tick: float, job: Job | None) -> bool:
-        with self._lock:
-            last = self._ticks.get(task)
-            if last is not None and last.tick >= tick:
-                return False
-            if job is not None:
-                self._add_locked(job)
-            self._ticks[task] = TickInfo(tick, None if job is None else job.id, time.time())
-        return True
-
-    def last_ticks(self) -> dict[str, TickInfo]:
-        with self._lock:
-            return dict(self._ticks)
-
-    def take(
-        self,
-        timeout: float | None,
-        done: Job | None = None,
-        *,
-        queue: str = "default",
-        stop: Callable[[], bool] | None = None,
-    ) -> Job | None:
-        lock = self._lock
-        event = None
-        if not lock.acquire(False):
-            _acquire_contended(lock)
-        try:
-            lane = self._lanes.get(queue) or self._lane(queue)
-            if done is not None:
-                # _settle(), its common case inlined: the job finished in this lane,
-                # nobody waits for it by id, no job holds a unique key.
-                if (
-                    lane.running.pop(done.key, None) is not done
-                    or done.status is SCHEDULED
-                    or self._waiters
-                    or self._unique
-                ):
-                    event = self._settle(done)
-                else:
-                    finished = self._finished
-                    if finished.limit:  # _Finished.add(), inlined
-                        finished.jobs.append(done)
-                        n = finished.count = finished.count + 1
-                        current = finished.current
-                        current[done.key] = n
-                        if len(current) >= finished.limit:
-                            finished.previous = current
-                            finished.current = {}
-                    out = done._out
-                    now = None if out is None else out.finished_at
-                    if now is None or now >= self._next_expiry:
-                        self._expire(now or time.time())
-                    if self._joiners and not (lane.negprios or lane.due or lane.running):  # lane.idle()
-                        self._drained.notify_all()
-            negprios = lane.negprios
-            deadline = None
-            while True:
-                # The common case inlined (what _pop does): nothing scheduled, ready jobs waiting.
-                if negprios and not lane.scheduled and not lane.due:
-                    ready = lane.ready[-negprios[0]]
-                    job = ready.popleft()
-                    if not ready:
-                        del negprios[0]
-                    self._waiting -= 1
-                    job.status = RUNNING  # Job.mark_running(), inlined: the hot path
-                    lane.running[job.key] = job
-                    return job
-                found = self._pop(lane)
-                if found is not None:
-                    return found
-                # Nothing due: sleep, unless told to stop.
-                if stop is None:
-                    if self._woken:
-                        self._woken = False
-                        return None
-                elif stop():
-                    return None
-                wait: float | None = None
-                if lane.scheduled:
-                    wait = max(0.0, lane.scheduled[0][0] - time.time())
-                if timeout is not None:
-                    if deadline is None:
-                        deadline = time.monotonic() + timeout
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return None
-                    wait = left if wait is None else min(wait, left)
-                me = self._sleeper()
-                lane.sleepers.append(me)
-                lock.release()
-                if event is not None:
-                    event.set()
-                    event = None
-                woken = me.acquire(True, -1 if wait is None else wait)
-                if not lock.acquire(False):
-                    _acquire_contended(lock)
-                if not woken:
-                    try:
-                        lane.sleepers.remove(me)
-                    except ValueError:  # released just as we timed out: take the release back
-                        me.acquire(False)
-        finally:
-            lock.release()
-            if event is not None:
-                event.set()
-
-    def _sleeper(self) -> threading.Lock:
-        """This thread's wake-up lock, held while nobody needs waking."""
-        try:
-            return self._tls.lock  # type: ignore[no-any-return]
-        except AttributeError:
-            me = self._tls.lock = threading.Lock()
-            me.acquire()
-            return me
-
-    def _pop(self, lane: _Lane) -> Job | None:
-        """The next due job of ``lane``, now RUNNING, or None. Lock held.
-
-        Priority first, then due time: a scheduled or retried job that has
-        become due competes with the ready jobs of its priority by its due
-        time (its eta; a requeued job's is when it was requeued) against the
-        first ready job's enqueue time, the older first (the ready job on a tie).
-        """
-        sched = lane.scheduled
-        if sched:
-            now = time.time()
-            while sched and sched[0][0] <= now:
-                due, tie, job = heapq.heappop(sched)
-                heapq.heappush(lane.due, (-job.options.priority, due, tie, job))
-        negprios = lane.negprios
-        if lane.due and (not negprios or _due_first(lane.due[0], negprios[0], lane.ready[-negprios[0]][0])):
-            job = heapq.heappop(lane.due)[3]
-        elif negprios:
-            ready = lane.ready[-negprios[0]]
-            job = ready.popleft()
-            if not ready:
-                del negprios[0]
-        else:
-            return None
-        self._waiting -= 1
-        job.status = RUNNING  # Job.mark_running(), inlined: the hot path
-        lane.running[job.key] = job
-        return job
-
-    def finish(self, job: Job) -> None:
-        with self._lock:
-            event = self._settle(job)
-        if event is not None:
-            event.set()
-
+    # -- settling a job the consumer ran ------------------------------------
     def _settle(self, job: Job) -> threading.Event | None:
         """Record a job the consumer ran: finished, or back to the schedule.
 
@@ -499,59 +248,6 @@ class MemoryStorage(Storage):
         """Forget finished jobs older than the TTL (at most once a second). Lock held."""
         self._next_expiry = now + 1.0
         self._finished.expire(now - self.result_ttl)
-
-    # -- single jobs -------------------------------------------------------
-    def _remove_waiting(self, job: Job) -> bool:
-        """Take a waiting job out of its place. Lock held."""
-        options = job.options
-        lane = self._lanes.get(options.queue)
-        if lane is None:
-            return False
-        if job.status is QUEUED and job.key.__class__ is int:
-            ready = lane.ready.get(options.priority)
-            if ready:
-                i = bisect.bisect_left(ready, job.key, key=_seq)
-                if i < len(ready) and ready[i] is job:
-                    del ready[i]
-                    if not ready:
-                        lane.negprios.remove(-options.priority)
-                    self._waiting -= 1
-                    return True
-        if _remove_from_heap(lane.scheduled, job) or _remove_from_heap(lane.due, job):
-            self._waiting -= 1
-            return True
-        return False
-
-    def cancel(self, job: Job) -> bool:
-        with self._lock:
-            if job.status not in (QUEUED, SCHEDULED) or not self._remove_waiting(job):
-                return False
-            job.mark_cancelled(time.time())
-            event = self._settle(job)
-        if event is not None:
-            event.set()
-        return True
-
-    def requeue(self, job: Job) -> bool:
-        with self._lock:
-            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
-                return False
-            self._finished.discard(job)
-            now = time.time()
-            job.reset_for_requeue(now)
-            if job.unique_key is not None:  # takes its key back unless another live job holds it now
-                holder = self._unique.get(job.unique_key)
-                if holder is None or holder.finished:
-                    self._unique[job.unique_key] = job
-            # A requeued job keeps its old number, so it cannot join a
-            # number-ordered deque; as a "scheduled" entry due now it takes its
-            # place by priority, then by the time it was requeued (_pop).
-            lane = self._lane(job.queue)
-            heapq.heappush(lane.scheduled, (now, next(self._tiebreak), job))
-            self._waiting += 1
-            if lane.sleepers:
-                lane.sleepers.pop().release()
-        return True
 
     def get(self, job_id: str) -> Job | None:
         token, _, number = job_id.rpartition("-")
@@ -699,6 +395,339 @@ class MemoryStorage(Storage):
 #: The first pause of a contended acquire (doubling up to _CONTENDED_MAX), in seconds.
 _CONTENDED_FIRST = 2e-5
 _CONTENDED_MAX = 1e-3
+
+
+class MemoryStorage(_MemoryBook):
+    """Waiting, scheduled, running and recently finished jobs, in memory.
+
+    :param token: the queue's id prefix; ids with another prefix are not ours.
+    :param maxsize: waiting jobs (queued + scheduled, every queue) at most; 0 = no limit.
+    :param max_finished: finished jobs kept for lookups at most.
+    :param result_ttl: seconds a finished job is kept.
+    """
+
+    #: Jobs live in this process only: the fast path keeps live objects.
+    capabilities = Capabilities()
+    url = "memory://"
+
+    # -- the hot path ------------------------------------------------------
+    def _refuse(self, job: Job) -> None:
+        """Why ``put`` cannot take ``job``: raises. Lock held."""
+        if self._closed:
+            raise QueueClosed(f"the queue was shut down; {describe_task(job.name)} was not queued")
+        raise QueueFull(
+            f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); {describe_task(job.name)} was not queued"
+        )
+
+    def put(self, job: Job) -> None:
+        options = job.options
+        lock = self._lock
+        if not lock.acquire(False):  # not `with`, and never a blocking acquire: see _acquire_contended
+            _acquire_contended(lock)
+        try:
+            if self._closed or (self.maxsize and self._waiting >= self.maxsize):
+                self._refuse(job)
+            if options is self._put_options:  # the same queue and priority as the last put: most apps
+                lane, ready = self._put_place  # type: ignore[misc]  # set with _put_options
+            else:
+                lane = self._lanes.get(options.queue) or self._lane(options.queue)
+                ready = lane.ready.get(options.priority)
+                if ready is None:
+                    ready = lane.ready[options.priority] = deque()
+                self._put_options, self._put_place = options, (lane, ready)
+            if not ready:  # an empty queue (what an idle consumer's wake-up meets): its priority comes back
+                ready.append(job)
+                negprios = lane.negprios
+                if negprios:
+                    bisect.insort(negprios, -options.priority)
+                else:
+                    negprios.append(-options.priority)
+            elif ready[-1].key < job.key:  # type: ignore[operator]  # keys here are ints
+                ready.append(job)  # the common case: behind a job of its priority, in number order
+            else:
+                _insert_ready(lane, ready, job)
+            self._waiting += 1
+            if lane.sleepers:
+                lane.sleepers.pop().release()
+        finally:
+            lock.release()
+
+    def schedule(self, job: Job, *, retry: bool = False) -> None:
+        due = job.eta if job.eta is not None else time.time()
+        with self._lock:
+            if self._closed and not retry:
+                raise QueueClosed(f"the queue was shut down; {job.name} was not scheduled")
+            if not retry and self.maxsize and self._waiting >= self.maxsize:
+                raise QueueFull(
+                    f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); "
+                    f"{job.name} was not scheduled"
+                )
+            lane = self._lane(job.options.queue)
+            if retry:
+                lane.running.pop(job.key, None)
+            heapq.heappush(lane.scheduled, (due, next(self._tiebreak), job))
+            self._waiting += 1
+            if lane.sleepers:  # a consumer may sleep past this job's due time
+                lane.sleepers.pop().release()
+
+    # -- unique keys and ticks ---------------------------------------------------
+    def _add_locked(self, job: Job) -> None:
+        """Queue or schedule ``job`` as :meth:`put`/:meth:`schedule` do. Lock held.
+
+        Written apart from those two (and not called by them) so that their
+        hot path stays one inlined critical section; unique and periodic jobs
+        are rare enough to pay a call.
+        """
+        if self._closed:
+            raise QueueClosed(f"the queue was shut down; {describe_task(job.name)} was not queued")
+        if self.maxsize and self._waiting >= self.maxsize:
+            raise QueueFull(
+                f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); "
+                f"{describe_task(job.name)} was not queued"
+            )
+        lane = self._lane(job.options.queue)
+        if job.status is SCHEDULED:
+            heapq.heappush(lane.scheduled, (job.eta if job.eta is not None else time.time(), next(self._tiebreak), job))
+        else:
+            _insert_ready(lane, lane.ready.get(job.options.priority), job)
+        self._waiting += 1
+        if lane.sleepers:
+            lane.sleepers.pop().release()
+
+    def put_unique(self, job: Job) -> Job:
+        key = job.options.unique_key
+        if key is None:
+            raise ValueError("put_unique() needs a job with a unique_key")
+        with self._lock:
+            holder = self._unique.get(key)
+            if holder is not None and not holder.finished:
+                return holder
+            self._add_locked(job)
+            self._unique[key] = job
+        return job
+
+    def claim_tick(self, task: str, tick: float, job: Job | None) -> bool:
+        with self._lock:
+            last = self._ticks.get(task)
+            if last is not None and last.tick >= tick:
+                return False
+            if job is not None:
+                self._add_locked(job)
+            self._ticks[task] = TickInfo(tick, None if job is None else job.id, time.time())
+        return True
+
+    def last_ticks(self) -> dict[str, TickInfo]:
+        with self._lock:
+            return dict(self._ticks)
+
+    def take(
+        self,
+        timeout: float | None,
+        done: Job | None = None,
+        *,
+        queue: str = "default",
+        stop: Callable[[], bool] | None = None,
+    ) -> Job | None:
+        lock = self._lock
+        event = None
+        if not lock.acquire(False):
+            _acquire_contended(lock)
+        try:
+            lane = self._lanes.get(queue) or self._lane(queue)
+            if done is not None:
+                event = self._settle_done(lane, done)
+            negprios = lane.negprios
+            deadline = None
+            while True:
+                # The common case inlined (what _pop does): nothing scheduled, ready jobs waiting.
+                if negprios and not lane.scheduled and not lane.due:
+                    ready = lane.ready[-negprios[0]]
+                    job = ready.popleft()
+                    if not ready:
+                        del negprios[0]
+                    self._waiting -= 1
+                    job.status = RUNNING  # Job.mark_running(), inlined: the hot path
+                    lane.running[job.key] = job
+                    return job
+                found = self._pop(lane)
+                if found is not None:
+                    return found
+                # Nothing due: sleep, unless told to stop.
+                if self._told_to_stop(stop):
+                    return None
+                if timeout is not None and deadline is None:
+                    deadline = time.monotonic() + timeout
+                if not self._nap(lane, deadline, event):
+                    return None
+                event = None  # _nap set it, with the lock released
+        finally:
+            lock.release()
+            if event is not None:
+                event.set()
+
+    def _settle_done(self, lane: _Lane, done: Job) -> threading.Event | None:
+        """:meth:`_settle` for the job ``take`` was handed back, its common case inlined. Lock held.
+
+        The common case: the job finished in this lane, nobody waits for it
+        by id, no job holds a unique key. One call per job (a method apart so
+        that ``take`` stays readable; it costs ~1% of a drained job's instructions).
+        """
+        if lane.running.pop(done.key, None) is not done or done.status is SCHEDULED or self._waiters or self._unique:
+            return self._settle(done)
+        finished = self._finished
+        if finished.limit:  # _Finished.add(), inlined
+            finished.jobs.append(done)
+            n = finished.count = finished.count + 1
+            current = finished.current
+            current[done.key] = n
+            if len(current) >= finished.limit:
+                finished.previous = current
+                finished.current = {}
+        out = done._out
+        now = None if out is None else out.finished_at
+        if now is None or now >= self._next_expiry:
+            self._expire(now or time.time())
+        if self._joiners and not (lane.negprios or lane.due or lane.running):  # lane.idle()
+            self._drained.notify_all()
+        return None
+
+    def _told_to_stop(self, stop: Callable[[], bool] | None) -> bool:
+        """Whether an idle ``take`` returns None now: ``stop()`` says so, or (without
+        ``stop``) :meth:`wake` was called since. Lock held."""
+        if stop is None:
+            if self._woken:
+                self._woken = False
+                return True
+            return False
+        return stop()
+
+    def _nap(self, lane: _Lane, deadline: float | None, event: threading.Event | None) -> bool:
+        """Sleep until a put wakes this thread, the lane's next scheduled job is
+        due, or ``deadline`` (monotonic) passes; False at once if it has passed.
+
+        Releases the lock while asleep (and sets ``event``, a finished job's
+        waiter, then), holds it again on return. Lock held.
+        """
+        wait: float | None = None
+        if lane.scheduled:
+            wait = max(0.0, lane.scheduled[0][0] - time.time())
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            wait = left if wait is None else min(wait, left)
+        me = self._sleeper()
+        lane.sleepers.append(me)
+        lock = self._lock
+        lock.release()
+        if event is not None:
+            event.set()
+        woken = me.acquire(True, -1 if wait is None else wait)
+        if not lock.acquire(False):
+            _acquire_contended(lock)
+        if not woken:
+            try:
+                lane.sleepers.remove(me)
+            except ValueError:  # released just as we timed out: take the release back
+                me.acquire(False)
+        return True
+
+    def _sleeper(self) -> threading.Lock:
+        """This thread's wake-up lock, held while nobody needs waking."""
+        try:
+            return self._tls.lock  # type: ignore[no-any-return]
+        except AttributeError:
+            me = self._tls.lock = threading.Lock()
+            me.acquire()
+            return me
+
+    def _pop(self, lane: _Lane) -> Job | None:
+        """The next due job of ``lane``, now RUNNING, or None. Lock held.
+
+        Priority first, then due time: a scheduled or retried job that has
+        become due competes with the ready jobs of its priority by its due
+        time (its eta; a requeued job's is when it was requeued) against the
+        first ready job's enqueue time, the older first (the ready job on a tie).
+        """
+        sched = lane.scheduled
+        if sched:
+            now = time.time()
+            while sched and sched[0][0] <= now:
+                due, tie, job = heapq.heappop(sched)
+                heapq.heappush(lane.due, (-job.options.priority, due, tie, job))
+        negprios = lane.negprios
+        if lane.due and (not negprios or _due_first(lane.due[0], negprios[0], lane.ready[-negprios[0]][0])):
+            job = heapq.heappop(lane.due)[3]
+        elif negprios:
+            ready = lane.ready[-negprios[0]]
+            job = ready.popleft()
+            if not ready:
+                del negprios[0]
+        else:
+            return None
+        self._waiting -= 1
+        job.status = RUNNING  # Job.mark_running(), inlined: the hot path
+        lane.running[job.key] = job
+        return job
+
+    def finish(self, job: Job) -> None:
+        with self._lock:
+            event = self._settle(job)
+        if event is not None:
+            event.set()
+
+    # -- single jobs -------------------------------------------------------
+    def _remove_waiting(self, job: Job) -> bool:
+        """Take a waiting job out of its place. Lock held."""
+        options = job.options
+        lane = self._lanes.get(options.queue)
+        if lane is None:
+            return False
+        if job.status is QUEUED and job.key.__class__ is int:
+            ready = lane.ready.get(options.priority)
+            if ready:
+                i = bisect.bisect_left(ready, job.key, key=_seq)
+                if i < len(ready) and ready[i] is job:
+                    del ready[i]
+                    if not ready:
+                        lane.negprios.remove(-options.priority)
+                    self._waiting -= 1
+                    return True
+        if _remove_from_heap(lane.scheduled, job) or _remove_from_heap(lane.due, job):
+            self._waiting -= 1
+            return True
+        return False
+
+    def cancel(self, job: Job) -> bool:
+        with self._lock:
+            if job.status not in (QUEUED, SCHEDULED) or not self._remove_waiting(job):
+                return False
+            job.mark_cancelled(time.time())
+            event = self._settle(job)
+        if event is not None:
+            event.set()
+        return True
+
+    def requeue(self, job: Job) -> bool:
+        with self._lock:
+            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+                return False
+            self._finished.discard(job)
+            now = time.time()
+            job.reset_for_requeue(now)
+            if job.unique_key is not None:  # takes its key back unless another live job holds it now
+                holder = self._unique.get(job.unique_key)
+                if holder is None or holder.finished:
+                    self._unique[job.unique_key] = job
+            # A requeued job keeps its old number, so it cannot join a
+            # number-ordered deque; as a "scheduled" entry due now it takes its
+            # place by priority, then by the time it was requeued (_pop).
+            lane = self._lane(job.queue)
+            heapq.heappush(lane.scheduled, (now, next(self._tiebreak), job))
+            self._waiting += 1
+            if lane.sleepers:
+                lane.sleepers.pop().release()
+        return True
 
 
 def _acquire_contended(lock: threading.Lock) -> None:

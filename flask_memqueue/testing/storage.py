@@ -129,7 +129,8 @@ class _Harness:
 def new_job(queue: AppQueue, task: str, *args: Any, **kwargs: Any) -> Job:
     """A job as ``enqueue`` makes it (the queue's id sequence), not yet handed to the store.
     The arguments are not checked against the task's signature: a store never calls it."""
-    return Job(queue, next(queue._ids), queue.registry.resolve(task), args, kwargs or None, time.time())
+    return Job(queue.jobs, queue.producer.next_key(), queue.registry.resolve(task), args, kwargs or None,
+               time.time())
 
 
 def ids(jobs: list[Job] | list[Job | None]) -> list[str | None]:

@@ -29,4 +29,4 @@ def build_app(mq: MemQueue, name: str = "testapp", *, testing: bool = True, **co
 def new_job(queue: AppQueue, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
     """A job record as ``enqueue`` makes it, not yet handed to the store."""
     task = queue.registry.resolve(func)
-    return Job(queue, next(queue._ids), task, args, kwargs or None, time.time())
+    return Job(queue.jobs, queue.producer.next_key(), task, args, kwargs or None, time.time())

@@ -14,7 +14,7 @@ from typing import Any
 
 from typing_extensions import assert_type
 
-from flask_memqueue import Job, MemQueue, Task, current_job, enqueue
+from flask_memqueue import Call, Job, MemQueue, Task, current_job, enqueue
 
 mq = MemQueue()
 
@@ -119,3 +119,22 @@ purge(1)  # type: ignore[call-arg]
 assert_type(resize.options(unique_key="resize:a.png").delay("a.png"), Job[bytes])
 assert_type(mq.options(unique_key="k").enqueue(resize, "a.png"), Job[bytes])
 resize.options(unique_key=42)  # type: ignore[arg-type]
+
+
+# -- call objects: task.s(...) / task.si(...) ----------------------------------------
+# s: the function's own call, or the call without its first positional argument
+# (a chain's previous result fills it in); keyword names and types always checked.
+assert_type(resize.s("a.png", width=10), Call[bytes])
+assert_type(resize.s(width=10), Call[bytes])  # the path left to a chain
+assert_type(resize.s("a.png").options(queue="images", priority=5), Call[bytes])
+assert_type(resize.s("a.png").delay(), Job[bytes])
+assert_type(count.s([1], scale=2.0), Call[float])
+resize.s("a.png", widht=10)  # type: ignore[call-overload]
+resize.s("a.png", width="wide")  # type: ignore[call-overload]
+resize.s(123, 5)  # type: ignore[call-overload]  # (resize.s(123) type-checks: 123 falls on width)
+count.s(scale="big")  # type: ignore[call-overload]
+resize.s("a.png").options(priority="high")  # type: ignore[arg-type]
+# si: immutable (ignores a chain's result), so the whole call, as delay() takes it.
+assert_type(resize.si("a.png", width=10), Call[bytes])
+resize.si(width=10)  # type: ignore[call-arg]
+resize.si("a.png", width="wide")  # type: ignore[arg-type]

@@ -1,0 +1,287 @@
+"""What the extension registers at import time, before any app exists: tasks, handlers, hooks.
+
+:class:`Registrar` is the base of :class:`~flask_memqueue.MemQueue` (as
+Flask's ``Scaffold`` is the base of ``Flask`` and ``Blueprint``): the
+decorators ``@mq.task``, ``@mq.periodic`` and ``@mq.handler``, and
+``mq.add_hook``. What they register lives in a
+:class:`~flask_memqueue.registry.Registry` and a
+:class:`~flask_memqueue.hooks.Hooks`, shared by every app the extension binds.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import inspect
+import warnings
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
+
+from .exceptions import MainModuleTaskWarning, ScheduleError
+from .hooks import Hook, Hooks
+from .registry import Registry, message_task_name
+from .task import Enqueuer, Task, default_name
+
+if TYPE_CHECKING:
+    from .state import AppQueue
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Decorator(Protocol):
+    """What ``@mq.task(...)`` returns: a decorator that keeps the function's signature."""
+
+    def __call__(self, func: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class Registrar:
+    """The import-time half of the extension: it registers tasks, handlers and hooks."""
+
+    def __init__(self) -> None:
+        #: Tasks and message handlers, shared by every app this binds.
+        self.registry = Registry()
+        #: The hooks around each job (:mod:`flask_memqueue.hooks`), shared by every app this binds.
+        self.hooks = Hooks()
+        # The queues of the apps this binds (weakly: an app may go away).
+        self._queues: weakref.WeakSet[AppQueue] = weakref.WeakSet()
+
+    @property
+    def _enqueuer(self) -> Enqueuer:
+        """What the tasks registered here queue their calls through: the extension, this class's subclass."""
+        return cast(Enqueuer, self)
+
+    def add_hook(self, hook: Hook) -> Hook:
+        """Install ``hook`` (a :class:`~flask_memqueue.hooks.Hook`) around the jobs of every app
+        this binds, after those installed before it; returns it.
+
+        .. versionadded:: 1.1
+        """
+        self.hooks.add(hook)
+        return hook
+
+    # -- registration --------------------------------------------------------------
+    @overload
+    def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        func: None = None,
+        /,
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        retry_backoff: float = 2.0,
+        queue: str = "default",
+        priority: int = 0,
+    ) -> _Decorator: ...
+
+    def task(
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        retry_backoff: float = 2.0,
+        queue: str = "default",
+        priority: int = 0,
+    ) -> Any:
+        """Register a function as a task: ``@mq.task`` or ``@mq.task(retries=3, ...)``.
+
+        :param name: what the task is called in job records and when enqueued
+            by name; defaults to ``module.qualname``.
+        :param retries: how many times a failing job is tried again.
+        :param retry_delay: seconds before the first retry.
+        :param retry_backoff: each further retry waits this many times longer.
+        :param queue: the named queue its jobs wait in (``MEMQUEUE_QUEUES`` declares
+            the queues and their threads); a call may choose another with
+            :meth:`Task.options <flask_memqueue.Task.options>`.
+        :param priority: -100..100, higher runs first within its queue.
+        :raises TypeError: a name given positionally (``@mq.task("resize")``).
+        """
+        if isinstance(func, str):  # else the string would become the "function" of a task
+            raise TypeError(f"@mq.task takes a task's name as a keyword: @mq.task(name={func!r})")
+
+        def register(fn: Callable[..., Any]) -> Task[..., Any]:
+            if isinstance(fn, Task):
+                fn = fn.func
+            return self._register_task(
+                fn, name or default_name(fn), named=name is not None, retries=retries, retry_delay=retry_delay,
+                retry_backoff=retry_backoff, queue=queue, priority=priority,
+            )
+
+        if func is not None:
+            return register(func)
+        return register
+
+    def periodic(
+        self,
+        cron: str | None = None,
+        /,
+        *,
+        every: _dt.timedelta | float | None = None,
+        timezone: str | None = None,
+        catch_up: bool = True,
+        name: str | None = None,
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        retry_backoff: float = 2.0,
+        queue: str = "default",
+        priority: int = 0,
+    ) -> _Decorator:
+        """Register a task that runs on a schedule: ``@mq.periodic("*/10 * * * *")``
+        or ``@mq.periodic(every=timedelta(seconds=30))``.
+
+        Exactly one job per tick is queued across every process that shares the
+        store (with a memory store: across the app's processes on the host, one
+        of which holds the schedule through a lock in the instance folder); see
+        :doc:`/periodic`. The function is called with no arguments; it is also a
+        normal task (call it, or ``.delay()`` it). Other options are those of
+        :meth:`task`.
+
+        :param cron: a cron expression (five fields, or a shortcut such as
+            ``"@daily"``; needs the ``cron`` extra: see "Installing" in the quickstart).
+        :param every: an interval (a timedelta or seconds); ticks lie on the
+            grid of its multiples since the Unix epoch.
+        :param timezone: the IANA time zone of a cron expression (default
+            ``MEMQUEUE_TIMEZONE``, itself ``"UTC"`` by default).
+        :param catch_up: when the schedule comes back after every process was
+            down over a tick, run once for the latest missed tick (never more);
+            False waits for the next tick.
+        :raises ScheduleError: an invalid cron expression or interval, an
+            unknown time zone, cron without the extra, or a function that needs
+            arguments (the message names the task); also a bare ``@mq.periodic``
+            without parentheses, which has no schedule to run on.
+
+        .. versionadded:: 1.1
+        """
+        _refuse_bare_periodic(cron)
+
+        from .schedule import make_periodic  # imported by the apps that have periodic tasks only
+
+        def register(fn: Callable[..., Any]) -> Task[..., Any]:
+            if isinstance(fn, Task):
+                fn = fn.func
+            task_name = name or default_name(fn)
+            spec = make_periodic(task_name, cron, every, timezone, catch_up)
+            _check_no_arguments(fn, task_name)
+            return self._register_task(
+                fn, task_name, named=name is not None, retries=retries, retry_delay=retry_delay,
+                retry_backoff=retry_backoff, queue=queue, priority=priority, periodic=spec,
+            )
+
+        return register  # type: ignore[return-value]  # register keeps the signature: Task(fn)
+
+    def _register_task(self, fn: Callable[..., Any], task_name: str, *, named: bool, **options: Any) -> Task[..., Any]:
+        """Make and register the Task of ``@mq.task`` and ``@mq.periodic``; warn about a
+        ``__main__`` task (unless ``named``) where a store other processes share reads it by name."""
+        task: Task[..., Any] = Task(fn, task_name, mq=self._enqueuer, **options)
+        self.registry.add_task(task)
+        shared = any(q.storage.capabilities.shared for q in self._queues)
+        if not named and task.name.startswith("__main__.") and shared:
+            warn_main_module([task.name])
+        return task
+
+    @overload
+    def handler(self, topic: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def handler(
+        self,
+        topic: str | None = None,
+        /,
+        *,
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        retry_backoff: float = 2.0,
+        queue: str = "default",
+        priority: int = 0,
+        amqp_queue: str | None = None,
+    ) -> _Decorator: ...
+
+    def handler(self, topic: str | Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Register the function that receives messages (``POST /produce``, :meth:`produce`).
+
+        ``@mq.handler`` takes messages without a topic; ``@mq.handler("orders")``
+        those of one topic. Options are those of :meth:`task` (``retries``,
+        ``queue``, ``priority``...), and ``amqp_queue``: with
+        ``MEMQUEUE_AMQP_URL``, the RabbitMQ queue this handler consumes (and
+        ``produce`` publishes to), instead of the configured prefix and the
+        topic (see :doc:`amqp`).
+
+        :raises TypeError: the function cannot take one argument (the message),
+            or the topic was given as a keyword.
+        """
+        if callable(topic):
+            return self.handler(None)(topic)
+        if "topic" in options:
+            raise TypeError(f"a handler's topic comes first, not as a keyword: @mq.handler({options['topic']!r})")
+        if topic is not None and (not isinstance(topic, str) or not topic):
+            raise TypeError(f"a handler's topic must be a non-empty string or None, not {topic!r}")
+        unknown = set(options) - {"retries", "retry_delay", "retry_backoff", "queue", "priority", "amqp_queue"}
+        if unknown:
+            raise TypeError(f"unknown handler option(s): {', '.join(sorted(unknown))}")
+        amqp_queue = options.pop("amqp_queue", None)
+        if amqp_queue is not None:
+            from .amqp import check_queue_name
+
+            check_queue_name(amqp_queue, "amqp_queue")
+
+        def register(fn: Callable[..., Any]) -> Task[..., Any]:
+            task: Task[..., Any] = Task(fn, message_task_name(topic), topic=topic, mq=self._enqueuer, **options)
+            try:  # else every message would fail in the consumer
+                task.check_call((None,), None)
+            except TypeError:
+                raise TypeError(
+                    f"a message handler is called with one argument, the message; {default_name(fn)} cannot"
+                    " take one (def on_order(message): ...)"
+                ) from None
+            task.amqp_queue = amqp_queue
+            self.registry.add_handler(task)
+            return task
+
+        return register
+
+
+def warn_main_module(names: list[str]) -> None:
+    """Tasks of a script run as ``__main__`` cannot be found by name in another process."""
+    warnings.warn(
+        f"task(s) {', '.join(sorted(names))} were defined in a script run as __main__ and this app"
+        " has a store other processes share (MEMQUEUE_STORAGE): another process (flask memqueue worker, a restarted"
+        " app) reads jobs by task name and cannot import '__main__.*'. Move the tasks into an"
+        " importable module, or give each a name (@mq.task(name='resize')) that the worker's"
+        " imports register too.",
+        MainModuleTaskWarning,
+        stacklevel=3,
+    )
+
+
+def _check_no_arguments(func: Callable[..., Any], name: str) -> None:
+    """A periodic task is called with no arguments: refuse a function that needs some."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: let it fail at run time
+        return
+    required = [
+        p.name for p in params
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if required:
+        raise ScheduleError(
+            f"periodic task {name!r}: its schedule calls it with no arguments, but {', '.join(required)}"
+            " has no default; give it a default, or read what it needs inside the function"
+        )
+
+
+def _refuse_bare_periodic(cron: object) -> None:
+    """Raise for ``@mq.periodic`` on a function: it has no schedule, and the name would be rebound."""
+    if callable(cron):
+        raise ScheduleError(
+            f"@mq.periodic needs a schedule, in parentheses: @mq.periodic('*/10 * * * *') or"
+            f" @mq.periodic(every=timedelta(seconds=30)); {default_name(cron)} was not registered"
+            " (for a task that runs only when called, use @mq.task)"
+        )
