@@ -101,7 +101,7 @@ class BrokerError(MemQueueError):
     """
 
 
-class BrokerUnavailable(BrokerError):
+class BrokerUnavailable(BrokerError, StorageError):
     """RabbitMQ (``MEMQUEUE_AMQP_URL``) cannot be reached, or did not confirm a message.
 
     Raised by ``produce()``: the message was not published (the routes
@@ -109,7 +109,9 @@ class BrokerUnavailable(BrokerError):
     password replaced by ``***``.
 
     .. versionchanged:: 1.1
-        A :class:`BrokerError`, no longer a :class:`StorageError`.
+        Also a :class:`BrokerError`. It stays a :class:`StorageError` so
+        that code written for 1.0 (``except StorageError`` around
+        ``produce()``) keeps catching an outage of the broker.
     """
 
 
