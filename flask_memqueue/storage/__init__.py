@@ -73,6 +73,8 @@ _BUILTIN = {
     "redis": "flask_memqueue.storage.redis:open_redis",
     "rediss": "flask_memqueue.storage.redis:open_redis",
     "unix": "flask_memqueue.storage.redis:open_redis",
+    "redis+sentinel": "flask_memqueue.storage.redis:open_redis",
+    "redis+cluster": "flask_memqueue.storage.redis:open_redis",
     "postgresql": "flask_memqueue.storage.postgres:open_postgres",
     "postgres": "flask_memqueue.storage.postgres:open_postgres",
     "postgresql+psycopg": "flask_memqueue.storage.postgres:open_postgres",

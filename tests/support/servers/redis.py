@@ -158,6 +158,15 @@ class RedisServer:
         self.stop()
 
 
+def stored_jobs(client: Any, prefix: str) -> list[Any]:
+    """Every job a Redis store with key prefix ``prefix`` holds, as records
+    (:class:`~flask_memqueue.storage.redis.records.RedisRecord`), read from the server
+    with a client of the test's own: what a process test checks after the fact."""
+    from flask_memqueue.storage.redis.records import parse
+
+    return [parse(jid, text) for jid, text in client.hgetall(f"{prefix}:j").items()]
+
+
 def _start_shared() -> RedisServer:
     require_binary()
     directory = Path(tempfile.mkdtemp(prefix="memqueue-redis-"))
