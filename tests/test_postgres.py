@@ -114,6 +114,57 @@ def test_a_wrong_password_is_named_as_such_and_never_shown(server: Any, make_app
         assert "wr0ng-pa55" not in text
 
 
+@pytest.fixture
+def rejected_role(postgres: PostgresServer) -> Iterator[str]:
+    """A role that may log in, with a password, that the server's pg_hba.conf rejects (a
+    ``reject`` line ahead of the others, for this role only; removed afterwards)."""
+    role = "memqueue_hba_rejected"
+    postgres.execute(f"DROP ROLE IF EXISTS {role}")
+    postgres.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'right-one'")
+    hba = postgres.data / "pg_hba.conf"
+    before = hba.read_text()
+    hba.write_text(f"host all {role} 127.0.0.1/32 reject\n" + before)
+    postgres.execute("SELECT pg_reload_conf()")
+    try:
+        yield role
+    finally:
+        hba.write_text(before)
+        postgres.execute("SELECT pg_reload_conf()")
+        postgres.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.parametrize("case", ["wrong-password", "no-such-role", "pg-hba-reject"])
+def test_refused_credentials_are_a_storage_refused_that_says_which(
+        case: str, server: Any, make_app: Callable[..., Flask], mq: MemQueue, tasks: dict[str, Any],
+        request: pytest.FixtureRequest) -> None:
+    """A wrong password, a role that does not exist and a pg_hba.conf rejection are refused
+    credentials: a PostgresCredentialsRefused, which is a PostgresUnavailable (an outage to
+    code that catches those) and a StorageRefused (a configuration error: ``flask memqueue
+    worker`` stops at once instead of retrying for ever), saying which, never showing the
+    password; 503 over HTTP."""
+    from flask_memqueue import StorageRefused
+    from flask_memqueue.storage import PostgresCredentialsRefused
+
+    url = server.url(password="wr0ng-pa55", connect_timeout="2")
+    said = "wrong password or user name"
+    if case == "no-such-role":
+        url = url.replace("://memqueue:", "://nobody_here:", 1) if "://memqueue:" in url else None
+        # scram-sha-256 does not tell a missing role from a wrong password (by design)
+    elif case == "pg-hba-reject":
+        role = request.getfixturevalue("rejected_role")
+        url = url.split("://", 1)[0] + f"://{role}:right-one@" + url.split("@", 1)[1]
+        said = "pg_hba.conf"
+    assert url is not None, server.url()
+    app = make_app(MEMQUEUE_STORAGE=url, MEMQUEUE_CONSUMER=False)
+    with app.app_context(), pytest.raises(PostgresCredentialsRefused, match="refused the credentials") as caught:
+        mq.enqueue(tasks["echo"], 1)
+    assert isinstance(caught.value, PostgresUnavailable) and isinstance(caught.value, StorageRefused)
+    assert said in str(caught.value), caught.value
+    assert "wr0ng-pa55" not in str(caught.value) and "right-one" not in str(caught.value)
+    answer = app.test_client().get("/memqueue/stats")
+    assert answer.status_code == 503 and "refused the credentials" in answer.get_json()["error"]
+
+
 # -- the schema ---------------------------------------------------------------------------------------
 def test_a_production_app_without_the_schema_is_told_to_run_db_upgrade(make: Callable[..., AppQueue],
                                                                         mq: MemQueue, tasks: dict[str, Any],
