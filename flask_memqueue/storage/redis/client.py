@@ -147,7 +147,9 @@ class Locator:
             from redis.sentinel import Sentinel, SentinelConnectionPool
 
             if self._sentinel is None:
-                self._sentinel = Sentinel(list(t.hosts), sentinel_kwargs=dict(t.sentinel))  # type: ignore[no-untyped-call]
+                # no retries with backoff inside redis-py (its default: 16 s for sentinels that are down)
+                asking = {"retry": self._kwargs.get("retry"), **t.sentinel}
+                self._sentinel = Sentinel(list(t.hosts), sentinel_kwargs=asking)  # type: ignore[no-untyped-call]
             pool: redis_py.ConnectionPool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
                 t.service, self._sentinel, db=t.db, **self._credentials())
             return pool
@@ -308,7 +310,9 @@ class Client:
             if "ssl" in lowered or "tls" in lowered or "certificate" in lowered:
                 return f"the TLS connection failed: {text}"
             if "master" in lowered and self.target.kind == "sentinel":
-                return f"the sentinels name no reachable master (a failover may be under way): {text}"
+                said = text.split(" : <", 1)[0]  # redis-py appends the repr of every sentinel client
+                return (f"the sentinels name no reachable master (the sentinels are down or unreachable,"
+                        f" or a failover is under way): {said}")
             return f"the server is unreachable: {text}"
         transient = _transient(exc)
         if transient is not None:
