@@ -90,9 +90,9 @@ def main() -> None:
         import redis
 
         deadline = time.monotonic() + 20
-        while redis.Redis(port=port).info("replication").get("connected_slaves") != 1:
+        while redis.Redis(port=rport).info("replication").get("master_link_status") != "up":
             if time.monotonic() > deadline:
-                raise RuntimeError("the replica did not connect")
+                raise RuntimeError("the replica did not sync")
             time.sleep(0.05)
         url = f"redis://127.0.0.1:{port}/0"
         results: dict[int, list[float]] = {0: [], 1: []}

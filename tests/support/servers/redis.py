@@ -216,6 +216,10 @@ class SentinelDeployment:
             info = c.info("replication")
         if info.get("connected_slaves") != len(self.replicas):
             return False
+        for replica in self.replicas:  # synced: a WAIT counts it
+            with replica.client() as c:
+                if c.info("replication").get("master_link_status") != "up":
+                    return False
         others = len(self.sentinels) - 1
         for sentinel in self.sentinels:
             with sentinel.client() as c:
