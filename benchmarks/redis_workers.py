@@ -61,7 +61,11 @@ APP = textwrap.dedent('''
 SPAN = """
 local first, last, n = false, false, 0
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1] .. ':x:succeeded', 0, -1)) do
-  local v = cjson.decode(redis.call('GET', KEYS[1] .. ':j:' .. id))
+  -- this version's layout (one hash: the state line, then the body) or the one before it
+  local text = redis.call('HGET', KEYS[1] .. ':j', id)
+  if text then text = string.sub(text, 1, string.find(text, '\\n', 1, true) - 1)
+  else text = redis.call('GET', KEYS[1] .. ':j:' .. id) end
+  local v = cjson.decode(text)
   local sa, fa = tonumber(v.sa), tonumber(v.fa)
   if not first or sa < first then first = sa end
   if not last or fa > last then last = fa end

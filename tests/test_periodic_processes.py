@@ -168,17 +168,15 @@ def _jobs_per_tick(store: str, url: str, journal: Path) -> list[tuple[float, int
             rows = pg.execute(f"SELECT tick, count(*), max(attempts) FROM {schema}.memqueue_jobs"
                               " WHERE tick IS NOT NULL GROUP BY tick ORDER BY tick").fetchall()
         return [(float(t), int(n), int(a)) for t, n, a in rows]
-    import json
-
     import redis
+    from support.servers.redis import stored_jobs
 
     client = redis.Redis.from_url(url, decode_responses=True)
     try:
         found: dict[float, list[int]] = {}
-        for key in client.scan_iter("memqueue:{periodic_app}:j:*"):
-            h = json.loads(client.get(key) or "{}")
-            if h.get("tk") is not None:
-                found.setdefault(float(h["tk"]), []).append(int(h.get("n", 0)))
+        for record in stored_jobs(client, "memqueue:{periodic_app}"):
+            if record.tick is not None:
+                found.setdefault(record.tick, []).append(record.attempts)
     finally:
         client.close()
     return [(t, len(a), max(a)) for t, a in sorted(found.items())]

@@ -114,6 +114,57 @@ def test_a_wrong_password_is_named_as_such_and_never_shown(server: Any, make_app
         assert "wr0ng-pa55" not in text
 
 
+@pytest.fixture
+def rejected_role(postgres: PostgresServer) -> Iterator[str]:
+    """A role that may log in, with a password, that the server's pg_hba.conf rejects (a
+    ``reject`` line ahead of the others, for this role only; removed afterwards)."""
+    role = "memqueue_hba_rejected"
+    postgres.execute(f"DROP ROLE IF EXISTS {role}")
+    postgres.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'right-one'")
+    hba = postgres.data / "pg_hba.conf"
+    before = hba.read_text()
+    hba.write_text(f"host all {role} 127.0.0.1/32 reject\n" + before)
+    postgres.execute("SELECT pg_reload_conf()")
+    try:
+        yield role
+    finally:
+        hba.write_text(before)
+        postgres.execute("SELECT pg_reload_conf()")
+        postgres.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.parametrize("case", ["wrong-password", "no-such-role", "pg-hba-reject"])
+def test_refused_credentials_are_a_storage_refused_that_says_which(
+        case: str, server: Any, make_app: Callable[..., Flask], mq: MemQueue, tasks: dict[str, Any],
+        request: pytest.FixtureRequest) -> None:
+    """A wrong password, a role that does not exist and a pg_hba.conf rejection are refused
+    credentials: a PostgresCredentialsRefused, which is a PostgresUnavailable (an outage to
+    code that catches those) and a StorageRefused (a configuration error: ``flask memqueue
+    worker`` stops at once instead of retrying for ever), saying which, never showing the
+    password; 503 over HTTP."""
+    from flask_memqueue import StorageRefused
+    from flask_memqueue.storage import PostgresCredentialsRefused
+
+    url = server.url(password="wr0ng-pa55", connect_timeout="2")
+    said = "wrong password or user name"
+    if case == "no-such-role":
+        url = url.replace("://memqueue:", "://nobody_here:", 1) if "://memqueue:" in url else None
+        # scram-sha-256 does not tell a missing role from a wrong password (by design)
+    elif case == "pg-hba-reject":
+        role = request.getfixturevalue("rejected_role")
+        url = url.split("://", 1)[0] + f"://{role}:right-one@" + url.split("@", 1)[1]
+        said = "pg_hba.conf"
+    assert url is not None, server.url()
+    app = make_app(MEMQUEUE_STORAGE=url, MEMQUEUE_CONSUMER=False)
+    with app.app_context(), pytest.raises(PostgresCredentialsRefused, match="refused the credentials") as caught:
+        mq.enqueue(tasks["echo"], 1)
+    assert isinstance(caught.value, PostgresUnavailable) and isinstance(caught.value, StorageRefused)
+    assert said in str(caught.value), caught.value
+    assert "wr0ng-pa55" not in str(caught.value) and "right-one" not in str(caught.value)
+    answer = app.test_client().get("/memqueue/stats")
+    assert answer.status_code == 503 and "refused the credentials" in answer.get_json()["error"]
+
+
 # -- the schema ---------------------------------------------------------------------------------------
 def test_a_production_app_without_the_schema_is_told_to_run_db_upgrade(make: Callable[..., AppQueue],
                                                                         mq: MemQueue, tasks: dict[str, Any],
@@ -222,6 +273,69 @@ def test_wait_on_a_job_another_process_finishes_is_woken_by_notify(make: Callabl
     worker.storage.finish(taken)
     assert event.wait(TIMEOUT)
     assert job.status == "succeeded" and job.result == "done"
+
+
+@pytest.mark.parametrize("notify", [True, False], ids=["notify", "notify-false"])
+def test_progress_of_a_newly_claimed_job_is_written_at_once(make: Callable[..., AppQueue], mq: MemQueue,
+                                                           monkeypatch: pytest.MonkeyPatch, notify: bool) -> None:
+    """Progress reaches another process within 0.1 s (the documented promise) even when the
+    session thread was asleep until its next renewal. The lease is an hour and the
+    listening thread's waits as long (``LISTEN_SLICE``), so that sleep lasts 20 minutes:
+    only the wake-up a claim gives the thread can write the progress within the test's
+    wait (it came up to a second late with notify, up to lease/3 without)."""
+    from flask_memqueue import current_job
+    from flask_memqueue.storage.postgres import session as session_module
+
+    monkeypatch.setattr(session_module, "LISTEN_SLICE", 3600.0)
+    gate = threading.Event()
+
+    @mq.task(name="pg.progress")
+    def progress() -> str:
+        current_job.set_progress(0.5, "half way")
+        assert gate.wait(TIMEOUT)
+        return "done"
+
+    @mq.task(name="pg.first")
+    def first() -> None:
+        pass
+
+    options = {"lease": 3600, "notify": notify}
+    web, worker = make(), make(MEMQUEUE_STORAGE_OPTIONS=options)
+    storage: Any = worker.storage
+    session = storage.session
+    asleep = threading.Event()
+    real_wait = session._wait
+
+    def recording_wait(next_renew: float) -> None:
+        if session.registered and not session._running:
+            asleep.set()  # nothing runs here: it sleeps until its next renewal (or a wake-up)
+        real_wait(next_renew)
+
+    session._wait = recording_wait
+    with web.app.app_context():
+        mq.enqueue(first)
+    taken = storage.take(TIMEOUT)  # registers the lease, starts the session thread
+    assert taken is not None
+    worker.consumer.execute(taken)
+    asleep.clear()  # before the finish: a wait after it, with nothing running, sets it again
+    storage.finish(taken)
+    assert asleep.wait(TIMEOUT), "the session thread never went to sleep with nothing running"
+    with web.app.app_context():
+        job = mq.enqueue(progress)
+    taken = storage.take(TIMEOUT)
+    assert taken is not None and taken.id == job.id
+    runner = threading.Thread(target=worker.consumer.execute, args=(taken,))
+    with worker.app.app_context():
+        runner.start()
+    try:
+        seen = wait_until(lambda: (j := web.storage.get(job.id)) is not None and j.progress == 0.5 and j)
+        assert seen.progress_message == "half way"
+    finally:
+        gate.set()
+        runner.join(TIMEOUT)
+    storage.finish(taken)
+    done = web.storage.get(job.id)
+    assert done is not None and done.status == "succeeded" and done.progress == 0.5
 
 
 # -- jobs in the app's transaction --------------------------------------------------------------------

@@ -192,3 +192,19 @@ def test_behind_pgbouncer_in_transaction_mode_with_notify_off(make_env: MakeEnv,
     assert set(counts) == set(range(1000)) and max(counts.values()) == 1
     assert server.execute(f"SELECT status, count(*) FROM {schema}.memqueue_jobs GROUP BY status") \
         == [("succeeded", 1000)]
+
+
+# -- refused credentials -----------------------------------------------------------------------------
+def test_a_worker_refused_by_postgres_says_so_once_and_exits_with_an_error(make_env: MakeEnv, server: Any,
+                                                                           schema: str) -> None:
+    """A wrong password is a configuration error, not an outage: ``flask memqueue worker``
+    (four consumer threads) exits 1 by itself, saying so once, without a traceback and
+    without the password. It used to take the refusal for an outage and retry for ever."""
+    env = pg_env(make_env, server.url(schema=schema, password="wr0ng-pa55", connect_timeout="2"))
+    worker = env.worker("worker", "--threads", "4", wait=False)
+    code = worker.wait(DEADLINE)  # by itself: no signal is sent
+    output = env.output("worker")
+    assert code == 1, output
+    assert output.count("refuses this app") == 1, output
+    assert "refused the credentials" in output and "configuration error, not an outage" in output, output
+    assert "Traceback" not in output and "wr0ng-pa55" not in output, output

@@ -122,7 +122,8 @@ def test_the_built_in_backends_are_one_table_and_need_no_package_metadata() -> N
     ours = [ep.value for ep in entry_points(group="flask_memqueue.storage") if ep.value.startswith("flask_memqueue.")]
     assert ours == [], "a built-in backend is a row of storage._BUILTIN, not an entry point"
     postgres = {"postgresql", "postgres", "postgresql+psycopg"}
-    assert set(_BUILTIN) == {"memory", "sqlite", "redis", "rediss", "unix", *postgres}
+    redis = {"redis", "rediss", "unix", "redis+sentinel", "redis+cluster"}
+    assert set(_BUILTIN) == {"memory", "sqlite", *redis, *postgres}
     for scheme in postgres:
         assert _BUILTIN[scheme] == "flask_memqueue.storage.postgres:open_postgres"
     for target in _BUILTIN.values():

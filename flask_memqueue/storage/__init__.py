@@ -31,7 +31,7 @@ from ..exceptions import ConfigurationError
 from .base import Capabilities, Storage, StorageFactory, StoreContext, TickInfo, redact_url
 
 if TYPE_CHECKING:
-    from .postgres.errors import PostgresUnavailable, SchemaError
+    from .postgres.errors import PostgresCredentialsRefused, PostgresUnavailable, SchemaError
     from .redis.client import RedisCredentialsRefused, RedisUnavailable
     from .sqlite.errors import JournalError
 
@@ -41,6 +41,7 @@ __all__ = [
     "TRANSACTIONAL_STORE_EXAMPLE",
     "Capabilities",
     "JournalError",
+    "PostgresCredentialsRefused",
     "PostgresUnavailable",
     "RedisCredentialsRefused",
     "RedisUnavailable",
@@ -73,6 +74,8 @@ _BUILTIN = {
     "redis": "flask_memqueue.storage.redis:open_redis",
     "rediss": "flask_memqueue.storage.redis:open_redis",
     "unix": "flask_memqueue.storage.redis:open_redis",
+    "redis+sentinel": "flask_memqueue.storage.redis:open_redis",
+    "redis+cluster": "flask_memqueue.storage.redis:open_redis",
     "postgresql": "flask_memqueue.storage.postgres:open_postgres",
     "postgres": "flask_memqueue.storage.postgres:open_postgres",
     "postgresql+psycopg": "flask_memqueue.storage.postgres:open_postgres",
@@ -93,6 +96,7 @@ _EXCEPTIONS = {
     "RedisUnavailable": "flask_memqueue.storage.redis.client",
     "RedisCredentialsRefused": "flask_memqueue.storage.redis.client",
     "PostgresUnavailable": "flask_memqueue.storage.postgres.errors",
+    "PostgresCredentialsRefused": "flask_memqueue.storage.postgres.errors",
     "SchemaError": "flask_memqueue.storage.postgres.errors",
 }
 

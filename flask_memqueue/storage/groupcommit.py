@@ -50,21 +50,24 @@ class GroupCommit:
         """Insert ``record`` with whatever other threads insert meanwhile; its error, or None."""
         cond = self._cond
         with cond:
-            batch = self._open
-            if batch is None:
-                batch = self._open = _Batch()
-            index = len(batch.records)
-            batch.records.append(record)
-            batch.errors.append(None)
-            while not batch.done:
-                if not self._leading:
-                    self._leading = True
-                    self._open = None  # arrivals from now on go to the next batch
-                    break
-                cond.wait()
+            if not self._leading and self._open is None:
+                # Nobody writes: this thread writes its record alone, without a batch (the
+                # common case of one enqueuer); arrivals meanwhile open the next batch.
+                self._leading = True
+                batch, index = None, 0
+            else:
+                batch, index = self._join(record)
+        if batch is None:
+            try:
+                return self._errors([record])[0]
+            finally:
+                with cond:
+                    self._leading = False
+                    if self._open is not None:
+                        cond.notify_all()  # one of those waiting leads the next batch
         if not batch.done:  # this thread leads: write the whole batch
             try:
-                self._write(batch)
+                batch.errors = self._errors(batch.records)
             finally:
                 with cond:
                     batch.done = True
@@ -72,22 +75,39 @@ class GroupCommit:
                     cond.notify_all()
         return batch.errors[index]
 
-    def _write(self, batch: _Batch) -> None:
-        records = batch.records
+    def _join(self, record: Record) -> tuple[_Batch, int]:
+        """Under the lock: add ``record`` to the open batch and wait until the batch is
+        written, or until this thread may lead it (then it returns it not done)."""
+        batch = self._open
+        if batch is None:
+            batch = self._open = _Batch()
+        index = len(batch.records)
+        batch.records.append(record)
+        batch.errors.append(None)
+        while not batch.done:
+            if not self._leading:
+                self._leading = True
+                self._open = None  # arrivals from now on go to the next batch
+                break
+            self._cond.wait()
+        return batch, index
+
+    def _errors(self, records: list[Record]) -> list[BaseException | None]:
+        """Write ``records``; what became of each (None: inserted)."""
         try:
             accepted = self._insert(records)
         except BaseException as exc:
             error = self._wrap(exc, f"enqueueing {len(records)} job(s)") if isinstance(exc, Exception) else exc
             if error is not exc:
                 error.__cause__ = exc
-            for i in range(len(records)):
-                batch.errors[i] = error
-            return
+            return [error] * len(records)
+        errors: list[BaseException | None] = [None] * accepted
         for i in range(accepted, len(records)):
-            batch.errors[i] = QueueFull(
+            errors.append(QueueFull(
                 f"the queue holds {self._maxsize} waiting jobs (MEMQUEUE_MAXSIZE);"
                 f" {describe_task(records[i].task)} was not queued"
-            )
+            ))
+        return errors
 
 
 __all__ = ["GroupCommit"]

@@ -46,6 +46,17 @@ class Housekeeping:
         """Chores of an idle consumer of ``queue``; returns how long it may sleep."""
         store = self._store
         now = time.time()
+        self.due(now)
+        wait = store.idle_wait
+        eta = store._guard("reading", store._next_eta, queue)
+        if eta is not None:
+            wait = max(0.0, min(wait, eta - now))
+        return wait
+
+    def due(self, now: float) -> None:
+        """The chores whose time has come (declare, prune, sync local jobs), without the read
+        of the next due time: a store whose claim tells that itself (Redis) calls this."""
+        store = self._store
         if self.declared and now >= self._next_declare:
             self._next_declare = now + self.declare_every
             store._guard("declaring queues", store._declare, store.owner, self.declared, now)
@@ -55,11 +66,6 @@ class Housekeeping:
         if now >= self._next_sync and self._codec.local:
             self._next_sync = now + 1.0
             self.sync_local()
-        wait = store.idle_wait
-        eta = store._guard("reading", store._next_eta, queue)
-        if eta is not None:
-            wait = max(0.0, min(wait, eta - now))
-        return wait
 
     def prune(self, now: float) -> None:
         self.dirty = False

@@ -59,6 +59,10 @@ class Waiters:
         with self._lock:
             self._events.setdefault(event.job.id, []).append(event)
 
+    def waiting_for(self, job_id: str) -> bool:
+        """Whether something here waits for ``job_id`` (no lock: a waiter added meanwhile polls)."""
+        return job_id in self._events
+
     def finished(self, job: Job) -> None:
         """``job`` finished here: give its outcome to every object waited on, and wake them."""
         events: list[PollingEvent] | tuple[()] = ()

@@ -24,6 +24,7 @@ STORAGE_BACKENDS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "journal-alias": lambda tmp_path: {"MEMQUEUE_JOURNAL": str(tmp_path / "journal.db")},
     "dict": lambda tmp_path: {"MEMQUEUE_STORAGE": _dict_store(tmp_path)},
     "redis": lambda tmp_path: {"MEMQUEUE_STORAGE": _redis_store(tmp_path)},
+    "redis-cluster": lambda tmp_path: {"MEMQUEUE_STORAGE": _redis_cluster_store(tmp_path)},
     "postgres": lambda tmp_path: {"MEMQUEUE_STORAGE": _postgres_store(tmp_path)},
 }
 
@@ -32,7 +33,7 @@ STORAGE_BACKENDS: dict[str, Callable[[Path], dict[str, Any]]] = {
 LOCAL_BACKENDS = {"memory"}
 
 #: The backends that need a real server (their cases are marked ``servers``).
-SERVER_BACKENDS = {"redis", "postgres"}
+SERVER_BACKENDS = {"redis", "redis-cluster", "postgres"}
 
 
 def backend_params(names: Iterable[str]) -> list[Any]:
@@ -64,6 +65,22 @@ def _redis_store(tmp_path: Path) -> str:
         _REDIS_TESTS.add(tmp_path.parent)
         server.flush()
     return server.url()
+
+
+_CLUSTER_TESTS: set[Path] = set()
+
+
+def _redis_cluster_store(tmp_path: Path) -> str:
+    """The session's Redis Cluster (three masters), flushed at a test's first store (every
+    node): stores of one test share it, as processes do; each app's default prefix
+    (``memqueue:{<app name>}``) puts its keys in a slot of their own, on whichever node holds it."""
+    from support.servers.redis import shared_redis_cluster
+
+    cluster = shared_redis_cluster()  # skips (or, under CI, fails) without redis-server
+    if tmp_path.parent not in _CLUSTER_TESTS:
+        _CLUSTER_TESTS.add(tmp_path.parent)
+        cluster.flush()
+    return cluster.url()
 
 
 _POSTGRES_SCHEMAS: dict[Path, str] = {}

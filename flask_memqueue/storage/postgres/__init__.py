@@ -13,7 +13,7 @@ job objects, take-over decided by :meth:`Job.interrupt
 <flask_memqueue.job.Job.interrupt>`, waiters), one module per concern:
 
 - ``options.py``: the options above, checked at ``init_app``;
-- ``errors.py``: :class:`PostgresUnavailable` and :class:`SchemaError`;
+- ``errors.py``: :class:`PostgresUnavailable`, :class:`PostgresCredentialsRefused` and :class:`SchemaError`;
 - ``schema.py``: the tables, a versioned schema migrated forward by ``flask
   memqueue db upgrade`` under an advisory lock (``flask memqueue db sql``
   prints it); an app with ``app.debug`` or ``app.testing`` creates it on first
@@ -50,7 +50,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..base import StoreContext
-from .errors import PostgresUnavailable, SchemaError
+from .errors import PostgresCredentialsRefused, PostgresUnavailable, SchemaError
 from .options import DEFAULT_LEASE, DEFAULT_POOL_SIZE, LIBPQ_OPTIONS, OPTIONS, parse_options
 from .records import PostgresRecord
 from .schema import MIGRATIONS, SCHEMA_VERSION, schema_sql
@@ -78,6 +78,7 @@ __all__ = [
     "PRUNE_BATCH",
     "PRUNE_BATCHES",
     "SCHEMA_VERSION",
+    "PostgresCredentialsRefused",
     "PostgresRecord",
     "PostgresStorage",
     "PostgresUnavailable",

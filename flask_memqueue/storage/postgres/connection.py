@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ...exceptions import MemQueueError, StorageError
-from .errors import PostgresUnavailable, SchemaError
+from .errors import PostgresCredentialsRefused, PostgresUnavailable, SchemaError
 from .options import Settings
 from .schema import SCHEMA_VERSION, upgrade, version_in
 
@@ -94,6 +94,9 @@ class Connections:
                 " run `flask memqueue db upgrade`"
             )
         if isinstance(exc, pg.OperationalError) or type(exc).__name__ == "PoolTimeout":
+            refusal = _refusal(text, getattr(exc, "sqlstate", None))
+            if refusal is not None:
+                return PostgresCredentialsRefused(f"{where}: {doing} failed: {refusal}")
             return PostgresUnavailable(f"{where}: {doing} failed: {_outage(text)}")
         return StorageError(f"{where}: {doing} failed: {type(exc).__name__}: {text}")
 
@@ -221,11 +224,37 @@ class Connections:
             raise self.error(exc, "reading the schema version") from exc
 
 
+#: SQLSTATE class 28, invalid authorization specification (28000: no such role, a pg_hba.conf
+#: rejection; 28P01: a wrong password).
+_REFUSED_STATES = ("28000", "28P01")
+#: What libpq says when the server refuses the client (a connection error carries no SQLSTATE
+#: in every psycopg version, so the text is read too).
+_REFUSED_TEXTS = ("password authentication failed", "no password supplied", "pg_hba.conf",
+                  "role \"", "authentication failed for user", "permission denied for database",
+                  "not permitted to log in")
+
+
+def _refusal(text: str, sqlstate: str | None) -> str | None:
+    """Why the server refused this client's credentials, and what to change; None if it did not."""
+    lowered = text.lower()
+    if sqlstate not in _REFUSED_STATES and not any(t in lowered for t in _REFUSED_TEXTS):
+        return None
+    if "role" in lowered and "does not exist" in lowered:
+        why = "the server refused the credentials: no such role (check the user name in the URL)"
+    elif "pg_hba.conf" in lowered:
+        why = ("the server refused the credentials: its pg_hba.conf admits no connection of this user to this"
+               " database from this host (a rule of the server's, or the wrong user or database)")
+    elif "no password supplied" in lowered:
+        why = ("the server refused the credentials: it needs a password and none was given (write it in the"
+               " URL, postgresql://user:password@host/db, or in MEMQUEUE_STORAGE_OPTIONS)")
+    else:
+        why = "the server refused the credentials (wrong password or user name)"
+    return f"{why}: {text}"
+
+
 def _outage(text: str) -> str:
     """Why the server cannot be used now, from the driver's (or the pool's) message."""
     lowered = text.lower()
-    if "password authentication failed" in lowered or "no password supplied" in lowered:
-        return f"the server refused the credentials (wrong password or user name): {text}"
     if "timeout" in lowered or "timed out" in lowered:
         return f"no answer in time (the server is stopped, overloaded, or the network is cut): {text}"
     if "does not exist" in lowered and "database" in lowered:

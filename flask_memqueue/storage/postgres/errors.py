@@ -4,7 +4,7 @@ importable (and catchable) without loading the driver."""
 
 from __future__ import annotations
 
-from ...exceptions import StorageError
+from ...exceptions import StorageError, StorageRefused
 
 
 class PostgresUnavailable(StorageError):
@@ -18,6 +18,20 @@ class PostgresUnavailable(StorageError):
     """
 
 
+class PostgresCredentialsRefused(PostgresUnavailable, StorageRefused):
+    """The PostgreSQL server refused this client's credentials: a wrong password,
+    a role that does not exist, or a ``pg_hba.conf`` rule that rejects this
+    user, database or host.
+
+    A :class:`PostgresUnavailable` (so code that catches outages still catches
+    it) and a :class:`~flask_memqueue.StorageRefused`: a configuration error,
+    not an outage, that trying again will not cure. ``flask memqueue worker``
+    says so once and exits 1 instead of backing off for ever.
+
+    .. versionadded:: 1.1
+    """
+
+
 class SchemaError(StorageError):
     """The database has no memqueue schema, or an older one than this version needs.
 
@@ -27,4 +41,4 @@ class SchemaError(StorageError):
     """
 
 
-__all__ = ["PostgresUnavailable", "SchemaError"]
+__all__ = ["PostgresCredentialsRefused", "PostgresUnavailable", "SchemaError"]

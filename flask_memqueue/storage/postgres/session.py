@@ -17,7 +17,10 @@ One thread per store and process:
   notification may have been sent while nobody listened).
 - **Progress.** The progress of the jobs this process runs
   (``current_job.set_progress``) is written every :data:`PROGRESS_INTERVAL` s
-  while it changes.
+  while it changes. The thread may be asleep until its next renewal (lease/3)
+  or notification when nothing runs here: a claim that finds it so wakes it
+  (a byte on a local socket pair it waits on beside its connection; an event
+  with ``notify=false``), so a new job's progress is not late.
 
 With ``notify=false`` there is no listening connection: the lease is renewed
 through the pool, and waiters poll. An outage is logged once, and its end.
@@ -27,6 +30,8 @@ from __future__ import annotations
 
 import logging
 import os
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -43,6 +48,8 @@ logger = logging.getLogger("flask_memqueue")
 
 #: Seconds between two writes of a running job's progress.
 PROGRESS_INTERVAL = 0.1
+#: The longest the listening thread waits at once (it looks at ``closing`` between waits).
+LISTEN_SLICE = 1.0
 
 
 class Session:
@@ -77,15 +84,35 @@ class Session:
         self._thread: threading.Thread | None = None
         self._listener: Any = None
         self._wake = threading.Event()
+        # Wake the listening thread's select() (a notification wakes it through its connection);
+        # made when the thread starts, closed when it stops.
+        self._waker: socket.socket | None = None
+        self._woken: socket.socket | None = None
         # Running jobs claimed here, and the progress last written for each.
         self._running: dict[str, Job] = {}
         self._written: dict[str, Progress] = {}
 
     # -- the jobs it runs -------------------------------------------------------------------
     def track(self, job: Job) -> None:
-        """``job`` was claimed here and runs: its progress is written from now on."""
+        """``job`` was claimed here and runs: its progress is written from now on. If
+        nothing ran here, the thread may be asleep until its next renewal: wake it (only
+        then, so a busy consumer does not wake it once per job)."""
         with self._lock:
-            self._running[job.id] = job
+            idle = not self._running
+            self._running[job.id] = job  # before the wake-up: the thread sees it
+        if idle:
+            self._poke()
+
+    def _poke(self) -> None:
+        """End the thread's current wait (a byte stays in the socket until it is read: a
+        wake-up sent before the thread waits ends its next wait)."""
+        self._wake.set()
+        waker = self._waker
+        if waker is not None:
+            try:
+                waker.send(b"w")
+            except OSError:  # full (a wake-up is pending anyway) or closed (the store closed)
+                pass
 
     def untrack(self, job_ids: Iterable[str]) -> None:
         """These jobs' outcomes were written: no more progress to write for them."""
@@ -138,16 +165,19 @@ class Session:
                 return
             thread = threading.Thread(target=self._run, name=f"memqueue-postgres[{self._namespace}]", daemon=True)
             self._thread = thread
+            self._woken, self._waker = socket.socketpair()
+            for end in (self._waker, self._woken):
+                end.setblocking(False)
         thread.start()
 
     def wake(self) -> None:
-        """End the thread's wait without a listening connection (``notify=false``)."""
-        self._wake.set()
+        """End the thread's current wait."""
+        self._poke()
 
     def stop(self, timeout: float) -> None:
         """End the thread (``closing`` is set): a word on its channel ends a wait in its
         connection; then its connection is closed."""
-        self._wake.set()
+        self._poke()
         thread = self._thread
         if self._listener is not None and self._connections.pool_open:
             try:
@@ -158,6 +188,10 @@ class Session:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         self._drop_listener()
+        waker, woken, self._waker = self._waker, self._woken, None
+        for end in (waker, woken):
+            if end is not None:
+                end.close()  # a thread still waiting (it did not end in time) fails, sees closing, ends
 
     def _run(self) -> None:
         """Hold the session lock, LISTEN for finished jobs, renew the lease every lease/3 and
@@ -212,13 +246,31 @@ class Session:
         if self._running:
             wait = min(wait, PROGRESS_INTERVAL)
         if self._listener is not None:
-            for note in self._listener.notifies(timeout=min(1.0, max(0.01, wait))):
-                self._heard(note.payload)
-                if self._closing.is_set():
-                    break
+            self._listen_until(time.monotonic() + min(LISTEN_SLICE, max(0.01, wait)))
         else:
             self._wake.wait(wait)
-            self._wake.clear()
+            self._wake.clear()  # a track() after this is seen by the next turn: its job is in _running
+
+    def _listen_until(self, deadline: float) -> None:
+        """Hear notifications until ``deadline`` or a wake-up (:meth:`_poke`), whichever first."""
+        conn, woken = self._listener, self._woken
+        assert woken is not None  # made before the thread started
+        while not self._closing.is_set():
+            for note in conn.notifies(timeout=0.0):  # what arrived (or was read by another command)
+                self._heard(note.payload)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            ready, _, _ = select.select([conn.fileno(), woken], [], [], left)
+            if woken in ready:
+                try:
+                    while woken.recv(64):
+                        pass
+                except OSError:  # drained (BlockingIOError)
+                    pass
+                return
+            if not ready:
+                return
 
     def _listen(self) -> None:
         connections = self._connections

@@ -41,15 +41,17 @@ from typing import Any
 
 from ..base import StoreContext
 from .client import RedisCredentialsRefused, RedisUnavailable
-from .options import DEFAULT_LEASE, OPTIONS, parse_options
+from .options import DEFAULT_LEASE, OPTIONS, parse_settings
 from .store import RedisRecord, RedisStorage
 
 
 def open_redis(url: str, options: Mapping[str, Any], context: StoreContext) -> RedisStorage:
-    """The ``redis://``, ``rediss://`` and ``unix://`` entry point. Connects to nothing:
-    an app starts while Redis is down, and its first command says why it cannot reach it."""
-    lease, prefix, connect = parse_options(url, options, context.namespace)
-    return RedisStorage(url, context, lease=lease, prefix=prefix, connect=connect)
+    """The ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` and
+    ``redis+cluster://`` entry point. Connects to nothing: an app starts while Redis is
+    down, and its first command says why it cannot reach it."""
+    s = parse_settings(url, options, context.namespace)
+    return RedisStorage(url, context, lease=s.lease, prefix=s.prefix, connect=s.connect, target=s.target,
+                        prefetch=s.prefetch, wait_replicas=s.wait_replicas, wait_timeout=s.wait_timeout)
 
 
 __all__ = [

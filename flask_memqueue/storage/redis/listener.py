@@ -1,11 +1,13 @@
-"""``Job.wait()`` in any process, woken by pub/sub.
+"""``Job.wait()`` and ``join()`` in any process, woken by pub/sub.
 
-A finished job's id is published on ``P:done`` by the script that finished
-it. While anything in this process waits on a job another process may run, a
-background thread listens there and refreshes the waiters of each id it
-hears (and all of them after it (re)subscribed: a finish may have been
-published while it was not listening). The waiters' own slow poll remains as
-the safety net of a lost notification.
+The ids of finished jobs are published on ``P:done`` by the script that
+finished them (one message per script: a claim that records sixteen outcomes
+publishes once). While anything in this process waits on a job another
+process may run, or a ``join()`` runs, a background thread listens there: it
+refreshes the waiters of each id it hears (and all of them after it
+(re)subscribed: a finish may have been published while it was not
+listening), and wakes every ``join()``, which counts again. The waiters' own
+slow poll remains as the safety net of a lost notification.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class Listener:
 
     def __init__(self, client: Client, channel: str, refresh: Callable[[Job], bool], poll: float, name: str) -> None:
         self._client = client
+        #: Bumped by every message heard (and every (re)subscription): ``join()`` counts again.
+        self.generation = 0
+        self._heard = threading.Condition(threading.Lock())
+        self._followers = 0
         self._channel = channel
         self._refresh = refresh
         self._poll = poll
@@ -51,6 +57,9 @@ class Listener:
         (a finish published before that is the caller's to look for)."""
         with self._lock:
             self._watched.setdefault(event.job.id, []).append(event)
+        return self._start()
+
+    def _start(self) -> bool:
         if self._closing.is_set() or self._pid != os.getpid():
             return False
         if self._thread is None:
@@ -59,6 +68,29 @@ class Listener:
                     self._thread = threading.Thread(target=self._listen, name=self._name, daemon=True)
                     self._thread.start()
         return self._subscribed.wait(1.0)
+
+    def follow(self) -> bool:
+        """A ``join()`` starts: listen (if not yet). True once subscribed (then
+        :meth:`wait_after` is woken by every finish; else the caller polls)."""
+        with self._heard:
+            self._followers += 1
+        return self._start()
+
+    def unfollow(self) -> None:
+        with self._heard:
+            self._followers -= 1
+
+    def wait_after(self, generation: int, timeout: float) -> None:
+        """Sleep up to ``timeout`` s unless a message was heard since :attr:`generation` was
+        ``generation`` (or until one is)."""
+        with self._heard:
+            if self.generation == generation:
+                self._heard.wait(timeout)
+
+    def _bump(self) -> None:
+        with self._heard:
+            self.generation += 1
+            self._heard.notify_all()
 
     def close(self) -> None:
         self._closing.set()
@@ -84,6 +116,7 @@ class Listener:
                     if failing is not None:
                         logger.warning("job waiters hear from %s again (%s)", self._client.url, failing)
                         failing, failures = None, 0
+                    self._bump()
                     self._refresh_watched(None)  # finishes published while not listening
                 self._receive()
             except Exception as exc:
@@ -110,7 +143,9 @@ class Listener:
     def _receive(self) -> None:
         message = self._pubsub.get_message(timeout=1.0)
         if message is not None and message["type"] == "message":
-            self._refresh_watched(message["data"])
+            self._bump()
+            for job_id in message["data"].split():
+                self._refresh_watched(job_id)
         elif message is None:
             self._forget_set_events()
 

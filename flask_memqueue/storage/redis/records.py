@@ -1,9 +1,12 @@
-"""Records as the Redis scripts hold them: one JSON string per job, values as tagged text.
+"""Records as the Redis scripts hold them: one text per job, its *state* and its *body*.
 
-The field names (``t`` task, ``a`` args, ``s`` status...) are documented with
-the data layout in ``lua/prelude.lua``. State values travel to the scripts as
-ARGV strings tagged by their first character: ``n`` is "no value" (the field
-is deleted), ``v<text>`` a value.
+The layout is documented in ``lua/prelude.lua``: the state is the job's
+insertion number alone (a plain queued job) or a JSON object of text fields
+(``s`` status, ``n`` attempts, ``eta``...); the body, written once by the
+enqueuer and read only here, is ``"\\n<enqueued_at>\\n<task>\\n<args JSON>"``
+and, for a job with keyword arguments, ``"\\n<kwargs JSON>"``. An enqueue sends
+the body ready-made, so the script that inserts a job encodes nothing; a claim
+decodes the state only.
 """
 
 from __future__ import annotations
@@ -14,13 +17,19 @@ from typing import Any
 
 from ..records import Record
 
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
 
 @dataclass(slots=True)
 class RedisRecord(Record):
-    """A record as Redis holds it: also the progress a running job reported."""
+    """A record as Redis holds it: also the progress a running job reported, and whether
+    it was claimed ahead of its start (prefetched, or handed to an idle consumer)."""
 
     progress: float | None = None
     message: str | None = None
+    #: Claimed ahead and not yet known to have started: given back, its attempt not
+    #: counted, if its owner dies.
+    prefetched: bool = False
 
 
 def tag(value: Any) -> str:
@@ -36,34 +45,76 @@ def _float(text: str | None) -> float | None:
     return None if text is None else float(text)
 
 
+def body_of(r: Record) -> str:
+    """The body of a new job's text (from its first newline on)."""
+    task = r.task
+    if "\n" in task or task[:1] == '"':
+        task = _dumps(task)
+    if r.kwargs is None:
+        return f"\n{r.enqueued_at!r}\n{task}\n{r.args}"
+    return f"\n{r.enqueued_at!r}\n{task}\n{r.args}\n{r.kwargs}"
+
+
+def state_of(r: Record, progress: tuple[float | None, str | None] | None = None, *, whole: bool = False) -> str:
+    """The state fields of a record as the JSON object a script writes; ``progress``: a
+    running job's own, newer than the record's. ``whole``: with the fields an insert
+    needs besides (unique key, tick), for a job the store may not have."""
+    if progress is None:
+        progress = (r.progress, r.message) if isinstance(r, RedisRecord) else (None, None)
+    h: dict[str, str] = {"s": r.status, "n": str(r.attempts)}
+    if r.eta is not None:
+        h["eta"] = repr(r.eta)
+    if r.started_at is not None:
+        h["sa"] = repr(r.started_at)
+    if r.finished_at is not None:
+        h["fa"] = repr(r.finished_at)
+    if r.result is not None:
+        h["r"] = r.result
+    if r.error is not None:
+        h["er"] = r.error
+    if r.traceback is not None:
+        h["tb"] = r.traceback
+    if r.owner is not None:
+        h["o"] = r.owner
+    if progress[0] is not None:
+        h["pg"] = repr(progress[0])
+    if progress[1] is not None:
+        h["pm"] = progress[1]
+    if whole:
+        if r.unique_key is not None:
+            h["uk"] = r.unique_key
+        if r.tick is not None:
+            h["tk"] = repr(r.tick)
+    return _dumps(h)
+
+
+def new_args(r: Record) -> list[Any]:
+    """The 6 values of a new job for the scripts that insert: id, status, eta, queue, priority, body."""
+    return [r.id, r.status, "" if r.eta is None else repr(r.eta), r.queue, r.priority, body_of(r)]
+
+
 def from_reply(flat: list[Any]) -> RedisRecord:
-    """A record from a script's ``{id, JSON text}``."""
+    """A record from a script's ``{id, text}``."""
     return parse(flat[0], flat[1])
 
 
-def parse(jid: str, text: str | bytes) -> RedisRecord:
-    h: dict[str, str] = json.loads(text)
+def parse(jid: str, text: str) -> RedisRecord:
+    """A record from the text Redis holds for job ``jid``."""
+    parts = text.split("\n")
+    state = parts[0]
+    h: dict[str, str] = json.loads(state) if state[:1] == "{" else {}
+    task = parts[2]
+    if task[:1] == '"':
+        task = json.loads(task)
+    get = h.get
     return RedisRecord(
-        id=jid, task=h.get("t", ""), args=h.get("a", "[]"), kwargs=h.get("k"), status=h.get("s", "queued"),
-        attempts=int(h.get("n", 0)), enqueued_at=float(h.get("e", 0.0)), eta=_float(h.get("eta")),
-        started_at=_float(h.get("sa")), finished_at=_float(h.get("fa")), result=h.get("r"), error=h.get("er"),
-        traceback=h.get("tb"), owner=h.get("o"), progress=_float(h.get("pg")), message=h.get("pm"),
-        queue=h.get("q", "default"), priority=int(h.get("p", 0)), unique_key=h.get("uk"), tick=_float(h.get("tk")),
+        id=jid, task=task, args=parts[3], kwargs=parts[4] if len(parts) > 4 else None,
+        status=get("s", "queued"), attempts=int(get("n", 0)), enqueued_at=float(parts[1]),
+        eta=_float(get("eta")), started_at=_float(get("sa")), finished_at=_float(get("fa")), result=get("r"),
+        error=get("er"), traceback=get("tb"), owner=get("o"), progress=_float(get("pg")), message=get("pm"),
+        queue=get("q", "default"), priority=int(get("p", 0)), unique_key=get("uk"), tick=_float(get("tk")),
+        prefetched="pf" in h,
     )
 
 
-def add_args(r: Record) -> list[Any]:
-    """The 11 values of the scripts' ``add_one`` for a new record."""
-    return [r.id, r.task, r.args, tag(r.kwargs), r.status, repr(r.enqueued_at), tag(r.eta), r.queue,
-            r.priority, tag(r.unique_key), tag(None if r.tick is None else repr(r.tick))]
-
-
-def state_args(r: Record, progress: tuple[float | None, str | None] | None) -> list[str]:
-    """The 11 tagged state values of a record; ``progress``: a running job's own, newer than the record's."""
-    if progress is None:
-        progress = (r.progress, r.message) if isinstance(r, RedisRecord) else (None, None)
-    return [tag(r.status), tag(r.attempts), tag(r.eta), tag(r.started_at), tag(r.finished_at),
-            tag(r.result), tag(r.error), tag(r.traceback), tag(r.owner), tag(progress[0]), tag(progress[1])]
-
-
-__all__ = ["RedisRecord", "add_args", "from_reply", "parse", "state_args", "tag"]
+__all__ = ["RedisRecord", "body_of", "from_reply", "new_args", "parse", "state_of", "tag"]

@@ -1,22 +1,23 @@
 """The Redis store: :class:`RedisStorage`, the primitives of
 :class:`~flask_memqueue.storage.durable.DurableStorage` as Redis scripts.
 
-Every change of a job is one script, atomic in Redis: a claim records the
-consumer's previous job and moves the next due one to running; a take-over is
-conditional on the job still being the lapsed owner's, so two reclaimers never
-both take a job and nothing is locked (a reclaimer that dies mid-way leaves
-nothing behind). What every cross-process store shares (group commit, local
-job objects, take-over decided by :meth:`Job.interrupt
+Every change of a job is one script, atomic in Redis: an enqueue inserts (and
+hands the job to an idle consumer when one waits); a claim records the
+consumer's previous jobs and moves the next due ones to running; a take-over
+is conditional on the job still being the lapsed owner's, so two reclaimers
+never both take a job and nothing is locked (a reclaimer that dies mid-way
+leaves nothing behind). What every cross-process store shares (group commit,
+local job objects, take-over decided by :meth:`Job.interrupt
 <flask_memqueue.job.Job.interrupt>`, waiters) is ``DurableStorage``'s; what
 Redis adds is here and in the modules beside it:
 
+- **Consumers** (``consumers.py``): claims in batches, outcomes written with
+  the next claim, jobs handed over to idle consumers.
 - **Leases** (``heartbeat.py``): an owner is alive while its lease key exists;
   the lapsed owner's late outcome is discarded (the first outcome recorded
   stands) and logged.
-- **Wake-ups.** An idle consumer blocks in ``BLPOP`` on its queue's token
-  list; an enqueue pushes a token, so a consumer in any process wakes within
-  a round trip. A claim that finds nothing deletes the stale tokens.
-- **Waiters** (``listener.py``): pub/sub on ``P:done``.
+- **Waiters** (``listener.py``): pub/sub on ``P:done`` wakes ``Job.wait()``
+  and ``join()`` in any process.
 - **Claims whose reply was lost** (a connection cut after Redis ran the
   claim) are put back at the head of their queue by the next claim, so a job
   never stays "running" for a live owner that never got it.
@@ -28,24 +29,26 @@ replaced by ``***``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import threading
-import uuid
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ...exceptions import MemQueueError, StorageError
 from ...job import Job
 from ..base import Capabilities, StoreContext
-from ..durable import FINISHED, DurableStorage, Record
+from ..durable import FINISHED, POLL_INTERVAL, DurableStorage, Record
 from ..waiters import PollingEvent
 from .client import Client
+from .consumers import LISTEN_MARGIN, Claimer
 from .heartbeat import Heartbeat
 from .listener import Listener
-from .options import DEFAULT_LEASE, default_prefix
-from .records import RedisRecord, add_args, from_reply, parse, state_args, tag
+from .options import DEFAULT_LEASE, DEFAULT_PREFETCH, Target, default_prefix
+from .records import RedisRecord, body_of, from_reply, new_args, parse, state_of
 
 logger = logging.getLogger("flask_memqueue")
 
@@ -54,44 +57,62 @@ _MAX_FAILED_TOKENS = 64
 
 
 class RedisStorage(DurableStorage):
-    """Job records in a Redis server that any number of processes and hosts share.
+    """Job records in a Redis server (one, under Sentinel, or a Cluster) that any number
+    of processes and hosts share.
 
     :param lease: seconds an owner keeps its running jobs without renewing.
     :param prefix: the key prefix of this app's jobs.
     :param connect: keyword arguments of redis-py's connection pool.
+    :param target: where the server is (one server, Sentinel, Cluster); the URL's server by default.
+    :param prefetch: jobs a consumer thread claims at most in one round trip.
+    :param wait_replicas: replicas that must confirm every write (``WAIT``).
+    :param wait_timeout: seconds a write waits for them.
     """
 
     capabilities = Capabilities(
         shared=True, persistent=True, json_only=True, signal_safe_wake=True, reopen_after_fork=True,
         outages_end=True,
     )
-    #: An idle consumer blocks in Redis (BLPOP) this long at most: it wakes at once on
-    #: an enqueue anywhere; the bound only says how soon a stop from a signal handler is seen.
+    #: An idle consumer blocks in Redis (BLPOP) this long at most: an enqueue anywhere hands it
+    #: its job at once; the bound only says how soon a stop from a signal handler is seen.
     idle_wait = 1.0
     #: Waiters are woken by pub/sub; this poll only covers a notification lost in an outage.
     waiter_poll_interval = 5.0
+    #: ``join()`` is woken by pub/sub too; it looks again this often in case one was lost.
+    join_poll_interval = 5.0
 
     def __init__(
         self, url: str, context: StoreContext, *, lease: float = DEFAULT_LEASE, prefix: str | None = None,
-        connect: Mapping[str, Any] | None = None,
+        connect: Mapping[str, Any] | None = None, target: Target | None = None, prefetch: int = DEFAULT_PREFETCH,
+        wait_replicas: int = 0, wait_timeout: float = 1.0,
     ) -> None:
         super().__init__(url, context)
         self.lease = lease
         self.prefix = prefix if prefix is not None else default_prefix(context.namespace)
         self.key = context.config_key
-        self.client = Client(url, self.url, self.key, connect or {}, self.prefix, self._check_process)
-        self._r = self.client.r
-        self._scripts = self.client.scripts
+        self.prefetch = prefetch
+        self.client = Client(target or Target("single", url), self.url, self.key, connect or {}, self.prefix,
+                             self._check_process, wait_replicas=wait_replicas, wait_timeout=wait_timeout)
         self._lease_ms = str(int(lease * 1000))
         self._rlock = threading.Lock()
         self._discards: dict[str, RedisRecord] = {}
         self._failed_tokens: list[str] = []
-        self._blocked = 0
+        # Claim tokens: unique for this owner (its running jobs are told apart by them), no syscall.
+        self._tokens = itertools.count(1)
+        self._token_prefix = f"{os.urandom(3).hex()}."
         self._alive: dict[str, bool] = {}
         self._closing = threading.Event()
-        self.heartbeat = Heartbeat(self.client, self.owner, lease, f"memqueue-heartbeat[{self.namespace}]")
+        self.claimer = Claimer(self, prefetch)
+        self._suspects: set[str] = set()
+        self.heartbeat = Heartbeat(self.client, self.owner, lease, f"memqueue-heartbeat[{self.namespace}]",
+                                   self.claimer.flush_due, self._orphans)
         self.listener = Listener(self.client, f"{self.prefix}:done", self._refresh_if_finished,
                                  self.waiter_poll_interval, f"memqueue-waiters[{self.namespace}]")
+
+    @property
+    def _blocked(self) -> int:
+        """How many consumer threads of this store are blocked in Redis now."""
+        return self.claimer.blocked
 
     def _error(self, exc: BaseException, doing: str) -> StorageError:
         """A :class:`~flask_memqueue.storage.redis.client.RedisUnavailable` that says why
@@ -101,45 +122,67 @@ class RedisStorage(DurableStorage):
     def _run(self, name: str, args: list[Any], doing: str, *, repeat: bool = True) -> Any:
         return self.client.run(name, args, doing, repeat=repeat)
 
-    # -- the primitives ---------------------------------------------------------------------
+    # -- enqueue ------------------------------------------------------------------------------
+    def _notify(self) -> None:
+        """Nothing to ring: the script that queued the job handed it to an idle consumer, or
+        woke one, in any process (this one's included)."""
     def _insert(self, records: list[Record]) -> int:
-        args: list[Any] = [self.maxsize, len(records)]
+        args: list[Any] = [self.maxsize, repr(time.time()), len(records)]
         for r in records:
-            args += [r.id, r.task, r.args, tag(r.kwargs), r.status, repr(r.enqueued_at), tag(r.eta), r.queue,
-                     r.priority]
+            args += (r.id, r.status, "" if r.eta is None else repr(r.eta), r.queue, r.priority, body_of(r))
         return int(self._run("insert", args, f"enqueueing {len(records)} job(s)"))
 
     def _insert_unique(self, record: Record, full: bool) -> Record | None:
         # Not repeated after a lost reply: a second run would find the job it added as the holder
         # (harmless), but a caller told "failed" must not also get a job it does not know of.
-        found = self._run("insert_unique", ["1" if full else "0", *add_args(record)],
-                          "enqueueing a job with a unique key", repeat=False)
+        found = self._run("insert_unique", ["1" if full else "0", repr(time.time()), *new_args(record),
+                                            record.unique_key], "enqueueing a job with a unique key", repeat=False)
         return from_reply(found) if found else None
 
     def _claim_tick(self, task: str, tick: float, record: Record | None, now: float) -> bool:
         args: list[Any] = [task, repr(tick), repr(now), "0" if record is None else "1"]
         if record is not None:
-            args += add_args(record)
+            args += new_args(record)
         return bool(self._run("claim_tick", args, "claiming a periodic tick", repeat=False))
 
     def _ticks(self) -> dict[str, tuple[float, str | None, float]]:
-        rows: dict[Any, Any] = self.client.call("reading", self._r.hgetall, f"{self.prefix}:ticks")
+        flat = self.client.command("reading", "HGETALL", f"{self.prefix}:ticks")
         out: dict[str, tuple[float, str | None, float]] = {}
-        for task, value in rows.items():  # str: decode_responses
+        for task, value in zip(flat[::2], flat[1::2], strict=False):
             tick, job_id, claimed = (str(value).split(" ") + ["", "", "0"])[:3]
             out[str(task)] = (float(tick), job_id or None, float(claimed or 0.0))
         return out
 
-    def _state(self, r: Record) -> list[str]:
-        """The 11 tagged state values of a record (with the progress of a job running here)."""
-        return state_args(r, self.heartbeat.progress(r.id))
+    # -- outcomes ----------------------------------------------------------------------------------
+    def _settle_args(self, r: Record, known: bool) -> list[Any]:
+        """The 5 values that record a job's outcome: id, state, and (for a job the store may
+        not have: eager mode) its body, queue and priority."""
+        state = state_of(r, self.heartbeat.progress(r.id), whole=not known)
+        if known:
+            return [r.id, state, "", "", ""]
+        return [r.id, state, body_of(r), r.queue, r.priority]
 
-    def _settle_args(self, r: Record) -> list[Any]:
-        return [r.id, r.task, r.args, tag(r.kwargs), repr(r.enqueued_at), r.queue, r.priority, *self._state(r)]
+    def _outcome_args(self, jobs: list[Job]) -> tuple[list[Record], list[Any]]:
+        held = self.codec.held
+        records = [self.codec.record_of(job) for job in jobs]
+        args: list[Any] = []
+        for r in records:
+            args += self._settle_args(r, r.id in held)
+        return records, args
 
     def _save(self, record: Record) -> None:
-        stored = self._run("save", [self.owner, *self._settle_args(record)], "recording a job")
-        self._after_outcomes([record], [record.id, stored] if stored else [])
+        discarded = self._run("save", [self.owner, 1, *self._settle_args(record, record.id in self.codec.held)],
+                              "recording a job")
+        self._after_outcomes([record], discarded)
+
+    def _save_many(self, jobs: list[Job]) -> None:
+        """Write the outcomes of jobs that ran here (one script), and what follows a write."""
+        records, args = self._outcome_args(jobs)
+        discarded = self._guard("recording jobs", self._run, "save", [self.owner, len(jobs), *args],
+                                f"recording {len(jobs)} job(s)")
+        self._after_outcomes(records, discarded)
+        for job in jobs:
+            self._after_settle(job)
 
     def _after_outcomes(self, records: list[Record], discarded: list[str]) -> None:
         """After a write of outcomes: forget them as running here; note and log late ones."""
@@ -162,55 +205,148 @@ class RedisStorage(DurableStorage):
         with self._rlock:
             return self._discards.pop(job.id, None)
 
+    def finish(self, job: Job) -> None:
+        try:
+            if self.claimer.finished(job):
+                return
+        except MemQueueError:
+            with self._ulock:
+                if job not in self._unsettled:
+                    self._unsettled.append(job)  # recorded with the next take
+            raise
+        super().finish(job)
+
+    # -- claims ------------------------------------------------------------------------------------
+    def take(
+        self,
+        timeout: float | None,
+        done: Job | None = None,
+        *,
+        queue: str = "default",
+        stop: Callable[[], bool] | None = None,
+    ) -> Job | None:
+        return self.claimer.take(timeout, done, queue, stop)
+
     def _claim(
         self, settle: list[Record], owner: str, now: float, stop: Callable[[], bool], queue: str
     ) -> Record | None:
-        token = uuid.uuid4().hex[:16]
+        """The primitive as ``DurableStorage`` defines it (one job, no slot); ``take`` claims
+        through :meth:`_claim_batch`."""
+        args = self._claim_args(owner, now, queue, bool(stop()), settle)
+        flat = self._claim_script(args, settle)[0][1]
+        return parse(flat[0], flat[1]) if flat else None
+
+    def _claim_args(self, owner: str, now: float, queue: str, stop: bool, settle: list[Record]) -> list[Any]:
+        token = f"{self._token_prefix}{next(self._tokens)}"
         with self._rlock:
             failed = self._failed_tokens[:]
-        args: list[Any] = [owner, repr(now), self._lease_ms, token, queue, "1" if stop() else "0", "0", len(failed),
+        args: list[Any] = [owner, repr(now), self._lease_ms, token, queue, "1" if stop else "0", "0", len(failed),
                            *failed, len(settle)]
+        held = self.codec.held
         for r in settle:
-            args += self._settle_args(r)
-        reply = self._claim_once(args, token)
-        if failed:
-            with self._rlock:
-                self._failed_tokens = [t for t in self._failed_tokens if t not in failed]
-        self._after_outcomes(settle, reply[0])
-        return from_reply(reply[2]) if len(reply) >= 3 else None
+            args += self._settle_args(r, r.id in held)
+        return args
 
-    def _claim_once(self, args: list[Any], token: str) -> Any:
+    def _claim_batch(self, settle: list[Job], now: float, queue: str, stop: bool, limit: int, slot: str,
+                     listen: bool, release: list[str], key: str = "", block: float | None = None,
+                     drain: bool = True) -> tuple[list[RedisRecord], float | None, Any]:
+        """One claim script for a consumer slot: record ``settle``, give back ``release``, take
+        what was handed to the slot, claim up to ``limit`` jobs of ``queue``; if none and
+        ``listen``, register the slot as idle. ``drain``: the slot was registered, so jobs may
+        have been handed to it (and wake-ups pushed) on its list. With ``block``, a ``BLPOP``
+        of ``key`` for that long goes in the same round trip. Returns the records claimed, the
+        queue's next eta (when none was claimed), and the ``BLPOP``'s reply."""
+        records = [self.codec.record_of(job) for job in settle]
+        args = self._claim_args(self.owner, now, queue, stop, records)
+        ttl = int((self.idle_wait + LISTEN_MARGIN) * 1000)
+        until = "" if block is None else repr(now + block)
+        flags = ("r" if listen else "") + ("d" if drain else "")
+        args += [limit, slot, flags, ttl, until, len(release), *release]
+        then = None if block is None else ("BLPOP", key, f"{max(block, 0.001):.3f}")
+        reply, got = self._claim_script(args, records, then, block)
+        flat = reply[1]
+        claimed = [parse(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        eta = float(reply[2]) if len(reply) > 2 and reply[2] else None
+        return claimed, eta, got
+
+    def _claim_script(self, args: list[Any], settle: list[Record], then: tuple[Any, ...] | None = None,
+                      block: float | None = None) -> tuple[Any, Any]:
+        failed = int(args[7])
+        reply = self._claim_once(args, args[3], then, block)
+        got = None
+        if then is not None:
+            reply, got = reply
+        if failed:
+            done = set(args[8 : 8 + failed])
+            with self._rlock:
+                self._failed_tokens = [t for t in self._failed_tokens if t not in done]
+        self._after_outcomes(settle, reply[0])
+        return reply, got
+
+    def _claim_once(self, args: list[Any], token: str, then: tuple[Any, ...] | None = None,
+                    block: float | None = None) -> Any:
         """Run the claim; after a dropped connection, once more flagged as a repeat (if the
-        first ran, its job is the answer). A claim that failed for good is put back by the next."""
-        script = self._scripts["claim"]
-        r = self.client.redis
+        first ran, its jobs are the answer). A claim that failed for good is put back by the next."""
+        client = self.client
+        r = client.redis
         self._check_process()
+        timeout = None if block is None else block + client.socket_timeout
         try:
             try:
-                return script(keys=[self.prefix], args=args)
-            except r.ConnectionError as exc:
-                if isinstance(exc, r.AuthenticationError):
+                return client.script("claim", args, "taking a job", then=then, timeout=timeout)
+            except r.RedisError as exc:
+                if not client.retriable(exc, True):
                     raise
-                args[6] = "1"  # the same claim again
-                return script(keys=[self.prefix], args=args)
+                if isinstance(exc, r.ConnectionError):
+                    args[6] = "1"  # the same claim again
+                return client.script("claim", args, "taking a job", then=then, timeout=timeout)
         except r.RedisError as exc:
             with self._rlock:  # the next claim puts back what this one may have claimed
                 self._failed_tokens = (self._failed_tokens + [token])[-_MAX_FAILED_TOKENS:]
             raise self._error(exc, "taking a job") from exc
+        except MemQueueError:  # the replicas did not confirm it: the next claim puts it back
+            with self._rlock:
+                self._failed_tokens = (self._failed_tokens + [token])[-_MAX_FAILED_TOKENS:]
+            raise
+
+    def _orphans(self, running: list[str]) -> None:
+        """The heartbeat's check (each renewal): jobs Redis holds as running for this owner
+        that nothing here knows of, at two renewals in a row, are taken over as a dead
+        owner's would be (see ``heartbeat.py``)."""
+        known = self.heartbeat.running() | set(self.codec.held)
+        for slot in self.claimer.slots():
+            known.update(r.id for r in list(slot.buffer))
+            known.update(j.id for j in list(slot.pending))
+        with self._ulock:
+            known.update(j.id for j in self._unsettled)
+        suspects = set(running) - known
+        orphans, self._suspects = suspects & self._suspects, suspects
+        if not orphans:
+            return
+        now = time.time()
+        for record in self._running_of(self.owner):
+            if record.id in orphans:
+                job = self.codec.detached(record)
+                job.interrupt(now, task_known=not job.task.missing)
+                if self._take_over_one(record.id, self.owner, self.codec.record_of(job)):
+                    logger.warning("job %s (%s) was running in %s for this process, which does not run it (an"
+                                   " outcome lost in a failover, or a claim whose reply never came): taken over",
+                                   record.id, record.task, self.url)
 
     def _on_claimed(self, job: Job) -> None:
         self.heartbeat.track(job)  # its progress is written within 0.1 s, and the lease renewed
 
+    # -- single jobs ---------------------------------------------------------------------------------
     def _transition(self, job_id: str, from_status: Iterable[str], record: Record) -> bool:
-        args = [job_id, ",".join(from_status), *self._state(record)]
+        args = [job_id, ",".join(from_status), state_of(record, self.heartbeat.progress(record.id))]
         return bool(self._run("transition", args, "changing a job", repeat=False))
 
     def _take_over_one(self, job_id: str, owner: str, record: Record) -> bool:
-        args = [job_id, owner, *self._state(record)]
+        args = [job_id, owner, state_of(record)]
         return bool(self._run("take_over", args, "taking over the jobs of a lapsed lease"))
 
     def _load(self, job_id: str, visible_after: float | None) -> RedisRecord | None:
-        text = self.client.call("reading a job", self._r.get, f"{self.prefix}:j:{job_id}")
+        text = self.client.command("reading a job", "HGET", f"{self.prefix}:j", job_id)
         if not text:
             return None
         record = parse(job_id, text)
@@ -221,7 +357,7 @@ class RedisStorage(DurableStorage):
     def _load_many(self, job_ids: list[str], finished_only: bool) -> list[Record]:
         if not job_ids:
             return []
-        found = self.client.call("reading jobs", self._r.mget, [f"{self.prefix}:j:{jid}" for jid in job_ids])
+        found = self.client.command("reading jobs", "HMGET", f"{self.prefix}:j", *job_ids)
         records: list[Record] = []
         for jid, text in zip(job_ids, found, strict=False):
             if text:
@@ -230,6 +366,7 @@ class RedisStorage(DurableStorage):
                     records.append(record)
         return records
 
+    # -- listings and counts ---------------------------------------------------------------------------
     def _list(
         self, status: str | None, limit: int, offset: int, visible_after: float, queue: str | None = None
     ) -> list[Record]:
@@ -263,7 +400,7 @@ class RedisStorage(DurableStorage):
         known = self._alive.get(owner)
         if known is not None:
             return known
-        return bool(self.client.call("reading a lease", self._r.exists, f"{self.prefix}:l:{owner}"))
+        return bool(self.client.command("reading a lease", "EXISTS", f"{self.prefix}:l:{owner}"))
 
     def _running_of(self, owner: str) -> list[Record]:
         return [from_reply(r) for r in self._run("running_of", [owner], "reading running jobs")]
@@ -290,62 +427,40 @@ class RedisStorage(DurableStorage):
         """``<prefix>:dq`` holds, per owner, when it last said which queues it consumes."""
         key = f"{self.prefix}:dq"
         if queues:
-            self.client.call("declaring queues", self._r.hset, key, owner, json.dumps([now, list(queues)]))
+            self.client.command("declaring queues", "HSET", key, owner, json.dumps([now, list(queues)]))
         else:
-            self.client.call("declaring queues", self._r.hdel, key, owner)
+            self.client.command("declaring queues", "HDEL", key, owner)
 
     def _declared(self, seen_after: float) -> set[str]:
         key = f"{self.prefix}:dq"
-        entries: dict[str, str] = self.client.call("reading declared queues", self._r.hgetall, key)
+        flat = self.client.command("reading declared queues", "HGETALL", key)
         names: set[str] = set()
         stale = []
-        for owner, text in entries.items():
+        for owner, text in zip(flat[::2], flat[1::2], strict=False):
             seen, queues = json.loads(text)
             if seen > seen_after:
                 names.update(queues)
             else:
                 stale.append(owner)
         if stale:  # gone quiet long ago (killed): nobody will forget them otherwise
-            self.client.call("reading declared queues", self._r.hdel, key, *stale)
+            self.client.command("reading declared queues", "HDEL", key, *stale)
         return names
 
     def _close(self) -> None:
         self._closing.set()
-        self.heartbeat.stop()
-        self.listener.close()
-        self.client.close()
-
-    # -- blocking wake-ups ------------------------------------------------------------------
-    def _sleep(self, timeout: float, queue: str, kicks: int) -> int:
-        """Block in Redis until a token for ``queue`` arrives (an enqueue in any process),
-        :meth:`wake` pushes one to this owner's list, or ``timeout`` passes."""
-        if timeout < 0.001 or self._woken or self._kicks != kicks or self._closing.is_set():
-            return self._kicks
-        with self._rlock:
-            self._blocked += 1
         try:
-            self.client.call("waiting for jobs", self._r.blpop,
-                             [f"{self.prefix}:r:{queue}", f"{self.prefix}:w:{self.owner}"], timeout=timeout)
+            self.claimer.close()
         finally:
-            with self._rlock:
-                self._blocked -= 1
-        return self._kicks
+            self.heartbeat.stop()
+            self.listener.close()
+            self.client.close()
 
+    # -- wake-ups, progress and waiters ----------------------------------------------------------------
     def wake(self) -> None:
         super().wake()
-        with self._rlock:
-            blocked = self._blocked
-        if blocked and not self._closing.is_set() and self._pid == os.getpid():
-            key = f"{self.prefix}:w:{self.owner}"
-            try:
-                with self._r.pipeline(transaction=False) as pipe:
-                    pipe.rpush(key, *["1"] * blocked)
-                    pipe.expire(key, 60)
-                    pipe.execute()
-            except self.client.redis.RedisError:  # its BLPOP ends by its timeout (idle_wait) then
-                pass
+        if not self._closing.is_set() and self._pid == os.getpid():
+            self.claimer.wake()
 
-    # -- progress and waiters ---------------------------------------------------------------
     def job_of(self, record: Record) -> Job:
         job = super().job_of(record)
         if isinstance(record, RedisRecord) and record.progress is not None and not self.heartbeat.runs(record.id):
@@ -365,6 +480,31 @@ class RedisStorage(DurableStorage):
             except MemQueueError:
                 pass  # the event's own poll tries again
         return event
+
+    def join(self, timeout: float | None, *, due_only: bool = False, queue: str | None = None) -> bool:
+        """Block until no job waits or runs (in ``queue``, or any): woken when any process
+        finishes a job (pub/sub), looking again every :attr:`join_poll_interval` s in case
+        a notification was lost."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        follow = self.listener.follow()
+        try:
+            while True:
+                seen = self.listener.generation
+                due_before = time.time() if due_only else None
+                busy = self._guard("reading", self._busy, ("queued", "running", "scheduled"), due_before, queue)
+                if not busy:
+                    return True
+                # a job that becomes due only adds to the count: finishes are what join waits for
+                wait = self.join_poll_interval if follow else POLL_INTERVAL
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    wait = min(wait, left)
+                self.listener.wait_after(seen, wait)
+        finally:
+            if follow:
+                self.listener.unfollow()
 
 
 __all__ = ["RedisRecord", "RedisStorage"]

@@ -3,14 +3,12 @@ local status, limit, offset, queue = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3
 prune_before(ARGV[4])
 local want = offset + limit
 local found = {}
-local function add(id, seq)
-  if queue == '' or get(id).q == queue then found[#found + 1] = {tonumber(seq), id} end
-end
 if status == '' or status == 'queued' then
   for _, q in ipairs(queues(queue)) do
     for _, p in ipairs(redis.call('ZRANGE', pk(q), 0, -1)) do
       for _, id in ipairs(redis.call('LRANGE', qk(q, p), 0, want - 1)) do
-        add(id, get(id).i)
+        local v = redis.call('HGET', J, id)
+        if v then found[#found + 1] = {tonumber(parse(v).i), id, v} end
       end
     end
   end
@@ -20,10 +18,13 @@ for _, st in ipairs({'scheduled', 'running', 'succeeded', 'failed', 'cancelled'}
     local stop = want - 1
     if queue ~= '' then stop = -1 end  -- filtered by queue: look at every one
     local z = redis.call('ZREVRANGE', xk(st), 0, stop, 'WITHSCORES')
-    for i = 1, #z, 2 do add(z[i], z[i + 1]) end
+    for i = 1, #z, 2 do
+      local v = redis.call('HGET', J, z[i])
+      if v and (queue == '' or parse(v).q == queue) then found[#found + 1] = {tonumber(z[i + 1]), z[i], v} end
+    end
   end
 end
 table.sort(found, function(x, y) return x[1] > y[1] end)
 local out = {}
-for i = offset + 1, math.min(#found, want) do out[#out + 1] = rec(found[i][2]) end
+for i = offset + 1, math.min(#found, want) do out[#out + 1] = {found[i][2], found[i][3]} end
 return out

@@ -1,13 +1,16 @@
 -- The prelude: the helpers every script starts with (storage/redis/scripts.py puts it first).
 --
 -- Every change of a job is one of the scripts in this folder, atomic in Redis (store.py
--- reads as the store, these files as its data layout). Every script gets the store's
--- key prefix ``P`` as ``KEYS[1]`` and builds its key names from it (all of one
--- app's keys share a ``{hash tag}`` in the default prefix, so they live in one
--- slot). The layout, for each app (prefix) on a server:
+-- reads as the store, these files as its data layout). scripts.py makes them one library
+-- of Redis functions (Redis 7: this prelude runs once, when the library loads), or, on an
+-- older server, one script each (EVALSHA: the prelude runs on every call). Every call gets
+-- the store's key prefix ``P`` as its only key (``bind``) and builds every key it touches
+-- from it: all of one app's keys share the ``{hash tag}`` of the prefix, so they live in
+-- one slot (Redis Cluster runs every call on the one node that holds it). The layout, for
+-- each app (prefix) on a server:
 --
 -- ========================  ====================================================================
--- ``P:j:<id>``               the job: a string, a JSON object of short text fields (below)
+-- ``P:j``                    hash: job id -> the job's text (below)
 -- ``P:seq``                  insertion counter (``i``): FIFO order and "newest first" listings
 -- ``P:qs``                   set of queue names ever used
 -- ``P:p:<queue>``            zset of the priorities that have waiting jobs in ``queue``
@@ -15,59 +18,122 @@
 -- ``P:s:<queue>:<prio>``     zset of scheduled ids by eta
 -- ``P:x:<status>``           zset of ids by ``i`` for scheduled, running and the three final states
 -- ``P:fin``                  zset of finished ids by finished_at (result TTL, ``MEMQUEUE_MAX_FINISHED``)
--- ``P:c``                    hash of counters: ``<status>`` and ``<status>|<queue>``
--- ``P:o`` / ``P:h:<owner>``  owners holding running jobs / the ids each holds
+-- ``P:c``                    hash of counters: ``<status>``, and ``<status>|<queue>`` but for waiting ones
+-- ``P:o`` / ``P:h:<owner>``  owners that held running jobs lately / the ids each holds
 -- ``P:l:<owner>``            the owner's lease: exists while its heartbeat renews it (``PX``)
--- ``P:r:<queue>``            wake-up tokens: an idle consumer blocks on it (``BLPOP``)
--- ``P:w:<owner>``            a private wake-up list (``wake()`` ends this owner's ``BLPOP``)
--- ``P:done`` (channel)       ids of jobs that just finished, for ``Job.wait()`` in any process
+-- ``P:i:<queue>``            zset of idle consumers of ``queue`` ("<owner>|<slot>|<lease ms>"), by
+--                            when their registration lapses (server time, ms)
+-- ``P:w:<owner>:<slot>``     an idle consumer's own list: it blocks on it (``BLPOP``); an enqueue
+--                            pushes the job it claimed for it ("<id>\n<text>"), a wake-up "w"
+-- ``P:done`` (channel)       ids of jobs that just finished (space-separated), for ``Job.wait()``
+--                            and ``join()`` in any process
 -- ``P:dq``                   hash: owner -> [when, queues it consumes] (``declare_queues``)
+-- ``P:uk`` / ``P:ticks``     unique key -> the job that took it / a periodic task's last tick
 -- ========================  ====================================================================
 --
--- Job fields: ``t`` task, ``a`` args (JSON), ``k`` kwargs (JSON, absent for
--- none), ``s`` status, ``n`` attempts, ``e`` enqueued_at, ``i`` insertion number,
--- ``q`` queue, ``p`` priority, and while they have a value ``eta``, ``sa``
--- started_at, ``fa`` finished_at, ``r`` result (JSON), ``er`` error, ``tb``
--- traceback, ``o`` owner, ``ct`` claim token, ``pg``/``pm`` progress and its
--- message. A queued job costs one string and one list entry, nothing more (one string, not a
--- hash: Redis keeps a hash with a value over 64 bytes as a table, and arguments often are; a
--- string of the same fields costs less than half of that). Every value is text, so numbers
--- keep their exact digits through cjson.
---
--- State values travel as ARGV strings tagged by their first character: ``n``
--- is "no value" (the field is deleted), ``v<text>`` a value.
-local P = KEYS[1]
-local CNT = P .. ':c'
-local FIN = P .. ':fin'
-local OWNERS = P .. ':o'
-local QUEUES = P .. ':qs'
-local DONE = P .. ':done'
+-- A job's text is its *state*, a newline, and its *body*. The body never changes once the
+-- job is inserted and only Python reads it: "\n<enqueued_at>\n<task>\n<args JSON>", then
+-- "\n<kwargs JSON>" if it has keyword arguments (a task name with a newline, or that starts
+-- with '"', is written as a JSON string). The state is what the scripts read and change:
+-- for a plain queued job (default queue, priority 0, never run) just its insertion number
+-- ``i``; otherwise a JSON object of text fields: ``i``, ``s`` status ('queued' when
+-- absent), ``q`` queue ('default'), ``p`` priority ('0'), ``n`` attempts ('0'), ``uk``
+-- unique key, ``tk`` tick, and while they have a value ``eta``, ``sa`` started_at, ``fa``
+-- finished_at, ``r`` result (JSON), ``er`` error, ``tb`` traceback, ``o`` owner, ``ct``
+-- claim token, ``pf`` (claimed ahead of its start: prefetched or handed to an idle
+-- consumer, not yet known to have started), ``pg``/``pm`` progress and its message.
+-- Every value is text, so numbers keep their exact digits through cjson. A queued job
+-- costs one hash entry and one list entry; an enqueue encodes nothing here (Python made
+-- the body), and a claim decodes only the state.
+local KEYS, ARGV, P, J, CNT, FIN, OWNERS, QUEUES, DONE
+-- Every call starts here: the keys and arguments it got, the key names of its prefix.
+local function bind(keys, args)
+  KEYS, ARGV, P = keys, args, keys[1]
+  J, CNT, FIN, OWNERS, QUEUES, DONE = P .. ':j', P .. ':c', P .. ':fin', P .. ':o', P .. ':qs', P .. ':done'
+end
 local FINISHED = {succeeded = true, failed = true, cancelled = true}
 local STATE = {'s', 'n', 'eta', 'sa', 'fa', 'r', 'er', 'tb', 'o', 'pg', 'pm'}
 
-local function jk(id) return P .. ':j:' .. id end
--- A job is one string: a JSON object of text fields (see the field names above).
-local function get(id)
-  local v = redis.call('GET', jk(id))
-  if not v then return false end
-  return cjson.decode(v)
-end
-local function put(id, h) redis.call('SET', jk(id), cjson.encode(h)) end
 local function qk(q, p) return P .. ':q:' .. q .. ':' .. p end
 local function sk(q, p) return P .. ':s:' .. q .. ':' .. p end
 local function xk(s) return P .. ':x:' .. s end
 local function pk(q) return P .. ':p:' .. q end
 local function hk(o) return P .. ':h:' .. o end
-local function rk(q) return P .. ':r:' .. q end
+local function ik(q) return P .. ':i:' .. q end
+local function wk(member) -- the private list of an idle consumer "<owner>|<slot>|<lease>"
+  local owner, slot = string.match(member, '^(.*)|([^|]*)|[^|]*$')
+  return P .. ':w:' .. owner .. ':' .. slot
+end
+
+-- A job's text -> its state (defaults filled in) and its body (from the newline on).
+local function parse(v)
+  local nl = string.find(v, '\n', 1, true)
+  local st = string.sub(v, 1, nl - 1)
+  local h
+  if string.byte(st, 1) == 123 then h = cjson.decode(st) else h = {i = st} end
+  h.s = h.s or 'queued'
+  h.q = h.q or 'default'
+  h.p = h.p or '0'
+  h.n = h.n or '0'
+  return h, string.sub(v, nl)
+end
+
+local function get(id)
+  local v = redis.call('HGET', J, id)
+  if not v then return false end
+  return parse(v)
+end
+
+-- The text of state h (defaults left out) and body.
+local function text(h, body)
+  local s, q, p, n, i = h.s, h.q, h.p, h.n, h.i
+  h.s, h.q, h.p, h.n, h.i = nil, nil, nil, nil, nil
+  if s ~= 'queued' then h.s = s end
+  if q ~= 'default' then h.q = q end
+  if p ~= '0' then h.p = p end
+  if n ~= '0' then h.n = n end
+  local st = i
+  if next(h) ~= nil then
+    h.i = i
+    st = cjson.encode(h)
+  end
+  h.s, h.q, h.p, h.n, h.i = s, q, p, n, i
+  return st .. body
+end
+
+local function put(id, h, body) redis.call('HSET', J, id, text(h, body)) end
 
 local function dec(v)
   if v == 'n' then return false end
   return string.sub(v, 2)
 end
 
+-- Milliseconds of the server's clock: one clock for every host's consumers.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The counters: '<status>' for every status, '<status>|<queue>' for running and finished
+-- ones (a queue's waiting jobs are counted from its lists: waiting, see waiting_in).
+local WAITING = {queued = true, scheduled = true}
 local function count(st, q, by)
   redis.call('HINCRBY', CNT, st, by)
-  redis.call('HINCRBY', CNT, st .. '|' .. q, by)
+  if not WAITING[st] then redis.call('HINCRBY', CNT, st .. '|' .. q, by) end
+end
+
+-- How many jobs of queue q are queued and scheduled (those due by ``due`` only, if given).
+local function waiting_in(q, due)
+  local queued, scheduled = 0, 0
+  for _, p in ipairs(redis.call('ZRANGE', pk(q), 0, -1)) do
+    queued = queued + redis.call('LLEN', qk(q, p))
+    if due then
+      scheduled = scheduled + redis.call('ZCOUNT', sk(q, p), '-inf', due)
+    else
+      scheduled = scheduled + redis.call('ZCARD', sk(q, p))
+    end
+  end
+  return queued, scheduled
 end
 
 -- Forget a priority level of queue q once nothing waits in it.
@@ -88,11 +154,7 @@ local function unindex(id, st, q, p, owner, popped)
     tidy(q, p)
   elseif st == 'running' then
     redis.call('ZREM', xk(st), id)
-    if owner then
-      local h = hk(owner)
-      redis.call('SREM', h, id)
-      if redis.call('SCARD', h) == 0 then redis.call('SREM', OWNERS, owner) end
-    end
+    if owner then redis.call('SREM', hk(owner), id) end  -- (owners.lua forgets an owner left with none)
   else
     redis.call('ZREM', xk(st), id)
     redis.call('ZREM', FIN, id)
@@ -120,76 +182,251 @@ local function index(id, st, q, p, seq, eta, fa, owner, front)
   count(st, q, 1)
 end
 
--- An idle consumer of queue q blocks on its token list: one token per job, a few at most.
-local function wake(q, n)
-  local k = rk(q)
-  for _ = 1, math.min(n, 16) do redis.call('LPUSH', k, '1') end
-  redis.call('LTRIM', k, 0, 15)
+-- The first live idle consumer of queue q, taken off the idle set (false if none).
+-- Registrations lapse by themselves (a consumer that died, or stopped listening).
+local function idle_pop(q)
+  local k = ik(q)
+  local first = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
+  if #first == 0 then return false end
+  local ms = now_ms()
+  if tonumber(first[2]) < ms then
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', ms - 1)
+    first = redis.call('ZRANGE', k, 0, 0)
+    if #first == 0 then return false end
+  end
+  redis.call('ZREM', k, first[1])
+  return first[1]
 end
 
--- Overwrite the state fields of job h with the 11 tagged values from ARGV[b]; returns h.
-local function write_state(h, b)
-  for i, f in ipairs(STATE) do
-    local x = dec(ARGV[b + i - 1])
-    if x then h[f] = x else h[f] = nil end
+-- Wake up to n idle consumers of queue q (they claim when they wake): a job they cannot be
+-- handed became due or waits (a retry, a requeue, a take-over, a scheduled job).
+local function wake(q, n)
+  for _ = 1, n do
+    local m = idle_pop(q)
+    if not m then return end
+    local w = wk(m)
+    redis.call('RPUSH', w, 'w')
+    redis.call('PEXPIRE', w, 60000)
   end
-  if h.s ~= 'running' then h.ct = nil end
+end
+
+-- True if nothing waits in queue q that is due at ``now`` (a job enqueued now may go
+-- straight to an idle consumer without overtaking one).
+local function nothing_due(q, now)
+  for _, p in ipairs(redis.call('ZRANGE', pk(q), 0, -1)) do
+    if redis.call('LLEN', qk(q, p)) > 0 then return false end
+    if #redis.call('ZRANGEBYSCORE', sk(q, p), '-inf', now, 'LIMIT', 0, 1) > 0 then return false end
+  end
+  return true
+end
+
+-- Claim job id (state h, body) for owner: running, one more attempt, started at now.
+local function claim_one(id, h, body, owner, now, token, ahead)
+  local q, p = h.q, h.p
+  h.s, h.n, h.sa, h.o, h.ct, h.eta = 'running', tostring(tonumber(h.n) + 1), now, owner, token, nil
+  if ahead then h.pf = '1' else h.pf = nil end
+  put(id, h, body)
+  index(id, 'running', q, p, h.i, false, false, owner, false)
+end
+
+-- Hand a just-queued job (id, state h, body; indexed nowhere yet) to an idle consumer of
+-- its queue if one listens and nothing else is due there: claimed for it here, pushed to
+-- its list with the text it had before the claim. True if handed.
+local function hand_off(id, h, body, now)
+  local m = idle_pop(h.q)
+  if not m then return false end
+  local owner, _, lease = string.match(m, '^(.*)|([^|]*)|([^|]*)$')
+  local before = text(h, body)
+  -- (its lease: set by the claim that registered it, a moment ago)
+  claim_one(id, h, body, owner, now, 'h', true)
+  local w = wk(m)
+  redis.call('RPUSH', w, id .. '\n' .. before)
+  redis.call('PEXPIRE', w, math.max(60000, 2 * tonumber(lease)))
+  return true
+end
+
+-- Insert a new job: id, status, eta ('' none), queue, priority, body, the client's clock,
+-- unique key and tick (false: none). A queued job goes straight to an idle consumer when
+-- one waits and nothing is due before it. Returns its state, or false if the store holds
+-- the id already (a call repeated after a lost reply).
+local function add(id, st, eta, q, p, body, now, uk, tk)
+  local seq = tostring(redis.call('INCR', P .. ':seq'))
+  local h = {i = seq, s = st, q = q, p = p, n = '0', uk = uk or nil, tk = tk or nil}
+  if eta ~= '' then h.eta = eta end
+  if st == 'queued' and redis.call('ZCARD', ik(q)) > 0 and nothing_due(q, now) then
+    if redis.call('HEXISTS', J, id) == 1 then return false end
+    if hand_off(id, h, body, now) then return h end
+  end
+  local v
+  if st == 'queued' and q == 'default' and p == '0' and not uk and not tk then
+    v = seq .. body  -- a plain queued job: its insertion number is its whole state
+  else
+    v = text(h, body)
+  end
+  if redis.call('HSETNX', J, id, v) == 0 then return false end
+  if st ~= 'queued' then
+    index(id, st, q, p, seq, h.eta, false, false, false)
+    redis.call('SADD', QUEUES, q)
+    if st == 'scheduled' then wake(q, 1) end
+    return h
+  end
+  if redis.call('LPUSH', qk(q, p), id) == 1 then
+    redis.call('ZADD', pk(q), p, p)
+    redis.call('SADD', QUEUES, q)
+  end
+  count(st, q, 1)
   return h
 end
 
--- A record for Python: {id, its JSON text}.
-local function rec(id)
-  return {id, redis.call('GET', jk(id))}
+-- Counter changes summed over a call, written once: acc[<status>] and acc[<status>|<queue>].
+local function bump(acc, st, q, by)
+  acc[st] = (acc[st] or 0) + by
+  if not WAITING[st] then
+    local k = st .. '|' .. q
+    acc[k] = (acc[k] or 0) + by
+  end
+end
+local function write_counts(acc)
+  for k, v in pairs(acc) do
+    if v ~= 0 then redis.call('HINCRBY', CNT, k, v) end
+  end
 end
 
--- Record the outcome of a job owner ran, from the 18 ARGV values at b: id, task, args,
--- kwargs, enqueued_at, queue, priority, then the state. Inserted whole if the store
--- never had it (eager mode). Returns false when written, or the stored status when it is
--- a late outcome (the job is no longer this owner's: its lease lapsed, another took it).
-local function settle(owner, b)
+-- ZADD/SADD/HSET ... with many members at once (chunks, for Lua's stack).
+local function many(cmd, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(cmd, key, unpack(items, i, math.min(#items, i + 999)))
+  end
+end
+
+-- Overwrite the state fields of h with those of the JSON object js; returns h.
+local function write_state(h, js)
+  local new = cjson.decode(js)
+  for _, f in ipairs(STATE) do h[f] = new[f] end
+  h.s = h.s or 'queued'
+  h.n = h.n or '0'
+  if h.s ~= 'running' then h.ct = nil end
+  h.pf = nil
+  return h
+end
+
+-- Record the outcome of a job owner ran, from 5 ARGV values at b: id, state (JSON),
+-- body ('' unless the store may not have it), queue, priority. Inserted whole if the
+-- store never had it (eager mode). Returns false when written, or the stored status when
+-- it is a late outcome (the job is no longer this owner's: its lease lapsed, another took
+-- it). ``done`` collects the ids that finished (published by the caller, once).
+local function settle(owner, b, done)
   local id = ARGV[b]
-  local h = get(id)
+  local h, body = get(id)
   if not h then
+    body = ARGV[b + 2]
+    if body == '' then return 'gone' end
     local seq = tostring(redis.call('INCR', P .. ':seq'))
-    local q, p = ARGV[b + 5], ARGV[b + 6]
-    h = {t = ARGV[b + 1], a = ARGV[b + 2], e = ARGV[b + 4], i = seq, q = q, p = p}
-    local kw = dec(ARGV[b + 3])
-    if kw then h.k = kw end
-    local v = write_state(h, b + 7)
-    put(id, v)
+    local q, p = ARGV[b + 3], ARGV[b + 4]
+    h = write_state({i = seq, q = q, p = p}, ARGV[b + 1])
+    local new = cjson.decode(ARGV[b + 1])
+    h.uk, h.tk = new.uk, new.tk
+    put(id, h, body)
     redis.call('SADD', QUEUES, q)
-    index(id, v.s, q, p, seq, v.eta, v.fa, v.o, false)
-    if FINISHED[v.s] then redis.call('PUBLISH', DONE, id) end
+    index(id, h.s, q, p, seq, h.eta, h.fa, h.o, false)
+    if FINISHED[h.s] then done[#done + 1] = id end
     return false
   end
   if h.s ~= 'running' or h.o ~= owner then
     -- the very outcome written before (a write repeated after its reply was lost) is no late one
-    if h.s == dec(ARGV[b + 7]) and (h.n or false) == dec(ARGV[b + 8]) and (h.sa or false) == dec(ARGV[b + 10])
-        and (h.fa or false) == dec(ARGV[b + 11]) and (h.eta or false) == dec(ARGV[b + 9]) then
+    local new = cjson.decode(ARGV[b + 1])
+    if h.s == (new.s or 'queued') and h.n == (new.n or '0') and h.sa == new.sa and h.fa == new.fa
+        and h.eta == new.eta then
       return false
     end
     return h.s
   end
   local q, p, seq = h.q, h.p, h.i
   unindex(id, 'running', q, p, owner, false)
-  local v = write_state(h, b + 7)
-  put(id, v)
-  index(id, v.s, q, p, seq, v.eta, v.fa, v.o, false)
-  if FINISHED[v.s] then redis.call('PUBLISH', DONE, id) end
-  if v.s == 'scheduled' then wake(q, 1) end
+  write_state(h, ARGV[b + 1])
+  put(id, h, body)
+  index(id, h.s, q, p, seq, h.eta, h.fa, h.o, false)
+  if FINISHED[h.s] then done[#done + 1] = id end
+  if h.s == 'scheduled' then wake(q, 1) end
   return false
+end
+
+-- Record the outcomes of n jobs owner ran (5 ARGV values each from b, as settle): the
+-- common case (each still running for owner) in a few commands for them all, the others
+-- one by one. Appends late outcomes to discarded ({id, stored status, ...}).
+local function settle_many(owner, b, n, done, discarded)
+  if n == 0 then return end
+  local ids = {}
+  for i = 1, n do ids[i] = ARGV[b + (i - 1) * 5] end
+  local vals = redis.call('HMGET', J, unpack(ids))
+  local acc, hs, freed, zs, fin = {}, {}, {}, {}, {}
+  for i, id in ipairs(ids) do
+    local base = b + (i - 1) * 5
+    local v = vals[i]
+    local h, body
+    if v then h, body = parse(v) end
+    if not h or h.s ~= 'running' or h.o ~= owner then
+      local st = settle(owner, base, done)  -- inserted whole (eager mode), gone, or a late outcome
+      if st then
+        discarded[#discarded + 1] = id
+        discarded[#discarded + 1] = st
+      end
+    else
+      local q, p = h.q, h.p
+      bump(acc, 'running', q, -1)
+      freed[#freed + 1] = id
+      write_state(h, ARGV[base + 1])
+      hs[#hs + 1] = id
+      hs[#hs + 1] = text(h, body)
+      local st = h.s
+      if FINISHED[st] then
+        bump(acc, st, q, 1)
+        zs[st] = zs[st] or {}
+        local z = zs[st]
+        z[#z + 1] = h.i
+        z[#z + 1] = id
+        fin[#fin + 1] = h.fa
+        fin[#fin + 1] = id
+        done[#done + 1] = id
+      else
+        index(id, st, q, p, h.i, h.eta, h.fa, h.o, false)
+        if st == 'scheduled' or st == 'queued' then wake(q, 1) end
+      end
+    end
+  end
+  if #freed > 0 then
+    many('ZREM', xk('running'), freed)
+    many('SREM', hk(owner), freed)
+  end
+  if #hs > 0 then many('HSET', J, hs) end
+  for st, z in pairs(zs) do many('ZADD', xk(st), z) end
+  if #fin > 0 then many('ZADD', FIN, fin) end
+  write_counts(acc)
+end
+
+local function publish(done)
+  if #done > 0 then redis.call('PUBLISH', DONE, table.concat(done, ' ')) end
+end
+
+-- Put a job claimed ahead back at the claiming end of its queue, its attempt not counted.
+local function put_back(id, h, body, owner)
+  unindex(id, 'running', h.q, h.p, owner, false)
+  h.s, h.n, h.o, h.sa, h.ct, h.pf = 'queued', tostring(math.max(0, tonumber(h.n) - 1)), nil, nil, nil, nil
+  put(id, h, body)
+  index(id, 'queued', h.q, h.p, h.i, false, false, false, true)
+  wake(h.q, 1)
 end
 
 -- Delete a finished (or any) job and its index entries (and its unique key's entry).
 local function forget(id)
-  local h = get(id)
+  local h, body = get(id)
   if h then
     unindex(id, h.s, h.q, h.p, h.o, false)
     if h.uk and redis.call('HGET', P .. ':uk', h.uk) == id then redis.call('HDEL', P .. ':uk', h.uk) end
   else
     redis.call('ZREM', FIN, id)
   end
-  redis.call('DEL', jk(id))
+  redis.call('HDEL', J, id)
 end
 
 -- Delete the jobs that finished at or before t (the result TTL).
@@ -202,4 +439,9 @@ end
 local function queues(q)
   if q ~= '' then return {q} end
   return redis.call('SMEMBERS', QUEUES)
+end
+
+-- A record for Python: {id, its text}.
+local function rec(id)
+  return {id, redis.call('HGET', J, id)}
 end

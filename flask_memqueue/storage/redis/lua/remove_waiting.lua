@@ -5,14 +5,15 @@ for _, q in ipairs(redis.call('SMEMBERS', QUEUES)) do
     local ids = redis.call('LRANGE', qk(q, p), 0, -1)
     for _, id in ipairs(redis.call('ZRANGE', sk(q, p), 0, -1)) do ids[#ids + 1] = id end
     for _, id in ipairs(ids) do
-      local r = rec(id)
-      if r[2] then
-        local h = cjson.decode(r[2])
-        found[#found + 1] = {tonumber(h.i), r}
+      local v = redis.call('HGET', J, id)
+      if v then
+        local h = parse(v)
+        found[#found + 1] = {tonumber(h.i), {id, v}}
         if h.s == 'scheduled' then redis.call('ZREM', xk('scheduled'), id) end
+        if h.uk and redis.call('HGET', P .. ':uk', h.uk) == id then redis.call('HDEL', P .. ':uk', h.uk) end
         count(h.s, q, -1)
       end
-      redis.call('DEL', jk(id))
+      redis.call('HDEL', J, id)
     end
     redis.call('DEL', qk(q, p), sk(q, p))
     redis.call('ZREM', pk(q), p)
@@ -21,4 +22,5 @@ end
 table.sort(found, function(x, y) return x[1] < y[1] end)
 local out = {}
 for i, f in ipairs(found) do out[i] = f[2] end
+if #out > 0 then redis.call('PUBLISH', DONE, '') end  -- a join() elsewhere looks again
 return out

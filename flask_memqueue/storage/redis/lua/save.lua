@@ -1,2 +1,6 @@
--- Record one outcome: ARGV = owner, then 18 values (see settle). Returns false or the stored status.
-return settle(ARGV[1], 2)
+-- Record outcomes: ARGV = owner, n, then 5 values per job (see settle). Returns the
+-- discarded late outcomes: {id, stored status, ...}.
+local discarded, done = {}, {}
+settle_many(ARGV[1], 3, tonumber(ARGV[2]), done, discarded)
+publish(done)
+return discarded

@@ -1,16 +1,15 @@
--- Cancel or requeue: ARGV = id, from statuses (comma-separated), 11 state values. 1 if done.
+-- Cancel or requeue: ARGV = id, from statuses (comma-separated), the new state (JSON). 1 if done.
 local id = ARGV[1]
-local h = get(id)
+local h, body = get(id)
 if not h or not string.find(',' .. ARGV[2] .. ',', ',' .. h.s .. ',', 1, true) then return 0 end
-local q, p, seq = h.q, h.p, h.i
+local q, p = h.q, h.p
 unindex(id, h.s, q, p, h.o, false)
-local v = write_state(h, 3)
-if v.s == 'queued' then
-  seq = tostring(redis.call('INCR', P .. ':seq'))  -- queued again: a new place, at the end of the line
-  v.i = seq
+write_state(h, ARGV[3])
+if h.s == 'queued' then
+  h.i = tostring(redis.call('INCR', P .. ':seq'))  -- queued again: a new place, at the end of the line
 end
-put(id, v)
-index(id, v.s, q, p, seq, v.eta, v.fa, v.o, false)
-if FINISHED[v.s] then redis.call('PUBLISH', DONE, id) end
-if v.s == 'queued' or v.s == 'scheduled' then wake(q, 1) end
+put(id, h, body)
+index(id, h.s, q, p, h.i, h.eta, h.fa, h.o, false)
+if FINISHED[h.s] then publish({id}) end
+if h.s == 'queued' or h.s == 'scheduled' then wake(q, 1) end
 return 1
