@@ -62,29 +62,15 @@ def state_of(r: Record, progress: tuple[float | None, str | None] | None = None,
     if progress is None:
         progress = (r.progress, r.message) if isinstance(r, RedisRecord) else (None, None)
     h: dict[str, str] = {"s": r.status, "n": str(r.attempts)}
-    if r.eta is not None:
-        h["eta"] = repr(r.eta)
-    if r.started_at is not None:
-        h["sa"] = repr(r.started_at)
-    if r.finished_at is not None:
-        h["fa"] = repr(r.finished_at)
-    if r.result is not None:
-        h["r"] = r.result
-    if r.error is not None:
-        h["er"] = r.error
-    if r.traceback is not None:
-        h["tb"] = r.traceback
-    if r.owner is not None:
-        h["o"] = r.owner
-    if progress[0] is not None:
-        h["pg"] = repr(progress[0])
-    if progress[1] is not None:
-        h["pm"] = progress[1]
+    fields: tuple[tuple[str, Any], ...] = (
+        ("eta", r.eta), ("sa", r.started_at), ("fa", r.finished_at), ("r", r.result), ("er", r.error),
+        ("tb", r.traceback), ("o", r.owner), ("pg", progress[0]), ("pm", progress[1]),
+    )
     if whole:
-        if r.unique_key is not None:
-            h["uk"] = r.unique_key
-        if r.tick is not None:
-            h["tk"] = repr(r.tick)
+        fields += (("uk", r.unique_key), ("tk", r.tick))
+    for name, value in fields:  # numbers as repr (exact digits), text as it is; None: absent
+        if value is not None:
+            h[name] = value if isinstance(value, str) else repr(value)
     return _dumps(h)
 
 
