@@ -73,12 +73,17 @@ class JobHost(Protocol):
 
     def cancel(self, job: Job[Any]) -> bool: ...
 
+    def job_dependents(self, job: Job[Any]) -> list[str]: ...
+
 
 class JobStatus(str, enum.Enum):
     """Where a job is in its life. A ``str``, so it compares to plain strings."""
 
     QUEUED = "queued"
     SCHEDULED = "scheduled"
+    #: Held by a dependency (a chain's previous link, a chord's members,
+    #: ``depends_on=``) until it is released to ``queued`` (RQ's name).
+    DEFERRED = "deferred"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -94,7 +99,7 @@ class JobStatus(str, enum.Enum):
 
 
 _FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-_WAITING = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED})
+_WAITING = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
 
 class _Outcome:
     """What a job gains once it is scheduled, started or finished.
@@ -485,6 +490,9 @@ class Job(Generic[R]):
             "unique_key": self.unique_key,
             "tick": isotime(self.tick),
             "status": self.status.value,
+            "group": self.options.group,
+            "depends_on": list(self.options.after or ()),
+            "dependents": self.dependents(),
             "args": json_safe(list(self.args)),
             "kwargs": json_safe(self.kwargs or {}),
             "result": json_safe(out.result),
@@ -500,6 +508,14 @@ class Job(Generic[R]):
             "finished_at": isotime(finished),
             "duration": finite(None if duration is None else round(duration, 6)),
         }
+
+    def dependents(self) -> list[str]:
+        """The ids of the jobs that wait on this one (its chain's next link, its chord's
+        callback, the jobs that named it in ``depends_on=``), as its store knows them. It does not raise."""
+        try:
+            return self._queue.job_dependents(self)
+        except Exception:  # a store that is down: to_dict() never raises
+            return []
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.name} {self.status.value}>"
