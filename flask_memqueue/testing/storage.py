@@ -460,7 +460,7 @@ class _SingleJobsAndListings(_Harness):
         scheduled(queue, time.time() + 3600)
         storage.cancel(queued(queue, 4))
         assert storage.counts() == {
-            "queued": 1, "scheduled": 1, "running": 1, "succeeded": 0, "failed": 1, "cancelled": 1,
+            "queued": 1, "scheduled": 1, "deferred": 0, "running": 1, "succeeded": 0, "failed": 1, "cancelled": 1,
         }
         assert storage.depth() == 2
 
