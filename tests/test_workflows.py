@@ -7,18 +7,17 @@ The consumer runs in its thread; tests wait with ``wait(timeout)`` / ``join``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import threading
-
 import pytest
 from flask import Flask
-
-from flask_memqueue import DependencyError, JobFailed, MemQueue, QueueFull, WorkflowsUnsupported
 from support.backends import STORAGE_BACKENDS
 from support.waiting import TIMEOUT
+
+from flask_memqueue import DependencyError, JobFailed, MemQueue, QueueFull, WorkflowsUnsupported
 
 WORKFLOW_BACKENDS = ["memory", "sqlite"]
 #: Gates by name: a job of wf.held waits until its gate is set (JSON arguments: a name, not an object).
@@ -147,7 +146,8 @@ def test_a_failed_member_cancels_the_chord_callback_and_results_raises_for_it(
         with pytest.raises(JobFailed):
             callback.wait(TIMEOUT)
         assert callback.status == "cancelled" and callback.error is not None
-        assert callback.error.startswith("dependency ") and callback.error.endswith("(wf.boom) failed: ValueError: boom 2")
+        assert callback.error.startswith("dependency ")
+        assert callback.error.endswith("(wf.boom) failed: ValueError: boom 2")
         assert mq.join(TIMEOUT)
         members = mq.group(t.add.s(1), t.boom.s(2), t.boom.s(3)).delay()
         with pytest.raises(JobFailed) as caught:
@@ -213,7 +213,8 @@ def test_a_result_json_cannot_hold_fails_its_link_clearly(
         last = mq.chain(t.unjson.s(), t.add.s()).delay()
         with pytest.raises(JobFailed):
             last.wait(TIMEOUT)
-        assert last.error is not None and "(wf.unjson) failed: TypeError: the result of wf.unjson is not JSON" in last.error
+        assert last.error is not None
+        assert "(wf.unjson) failed: TypeError: the result of wf.unjson is not JSON" in last.error
 
 
 @pytest.mark.parametrize("backend", WORKFLOW_BACKENDS)

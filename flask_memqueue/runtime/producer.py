@@ -37,11 +37,11 @@ if TYPE_CHECKING:
     from ..hooks import Hooks
     from ..options import JobOptions
     from ..registry import Registry, Task
+    from ..workflows import Step
     from .jobs import Jobs
     from .pools import ConsumerPools
     from .store import StoreHandle
     from .supervisor import Supervisor
-    from ..workflows import Step
 
 logger = logging.getLogger("flask_memqueue")
 

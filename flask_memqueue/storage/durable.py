@@ -271,13 +271,13 @@ class DurableStorage(Storage, Primitives, _FormerNames):
         if changed:  # a parent had finished already: those jobs were released or cancelled at once
             mine = {job.id: job for job in jobs}
             for record in self._guard("reading", self._load_many, changed, False):
-                job = mine.get(record.id)
-                if job is not None:
-                    restore(job, record)
-                    if job.options.bind is not None:
-                        job.args = tuple(json.loads(record.args))
-                    if job.finished:
-                        self.codec.forget(job.id)
+                found = mine.get(record.id)
+                if found is not None:
+                    restore(found, record)
+                    if found.options.bind is not None:
+                        found.args = tuple(json.loads(record.args))
+                    if found.finished:
+                        self.codec.forget(found.id)
         self._notify()
 
     def dependents(self, job_id: str) -> list[str]:

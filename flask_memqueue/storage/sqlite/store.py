@@ -171,8 +171,8 @@ class SQLiteStorage(DurableStorage):
                 # Counting costs a scan of the waiting rows: done when the room
                 # left is near the limit (so the limit is exact there) or 1 s old.
                 (waiting,) = conn.execute(
-                    "SELECT count(*) FROM memqueue_jobs WHERE queue=? AND status IN ('queued', 'scheduled', 'deferred')",
-                    (ns,),
+                    "SELECT count(*) FROM memqueue_jobs WHERE queue=?"
+                    " AND status IN ('queued', 'scheduled', 'deferred')", (ns,),
                 ).fetchone()
                 room = self.maxsize - waiting
                 self._recount = time.time() + 1.0
@@ -448,8 +448,8 @@ class SQLiteStorage(DurableStorage):
         def insert(conn: sqlite3.Connection) -> list[str]:
             if self.maxsize:
                 (waiting,) = conn.execute(
-                    "SELECT count(*) FROM memqueue_jobs WHERE queue=? AND status IN ('queued', 'scheduled', 'deferred')",
-                    (ns,),
+                    "SELECT count(*) FROM memqueue_jobs WHERE queue=?"
+                    " AND status IN ('queued', 'scheduled', 'deferred')", (ns,),
                 ).fetchone()
                 if waiting + len(records) > self.maxsize:
                     raise QueueFull(
