@@ -491,7 +491,7 @@ def cancel_job(job_id: str) -> Response:
 @routes.get("/groups/<group_id>")
 def group_route(group_id: str) -> Response:
     """A group (``mq.group(...)``): its status and its members in member order."""
-    from .workflows import group_status
+    from .job import group_status
 
     members = _queue().storage.group_jobs(group_id)
     if not members:

@@ -22,40 +22,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from .exceptions import JobFailed
-from .job import Job, JobStatus
+from .job import Job, Step, group_status
 from .task import Call
-
-if TYPE_CHECKING:
-    from .options import JobOptions
-    from .task import Task
 
 R = TypeVar("R")
 
 #: What ``Group.status`` says once every member finished; while any waits or runs it
 #: says ``"queued"`` (none has started yet) or ``"running"`` (at least one has).
 GROUP_FINAL = ("succeeded", "failed", "cancelled")
-
-
-class Step(NamedTuple):
-    """One job of a workflow, before it is made: its call, and what it waits on.
-
-    ``after`` names its parents, each an index into the workflow's steps (an
-    earlier step), a :class:`~flask_memqueue.Job` or a job id (a job queued
-    before); ``positions`` says where each parent's result goes among what it is
-    given (-1: nowhere). ``bind`` is :attr:`JobOptions.bind <flask_memqueue.options.JobOptions.bind>`.
-    """
-
-    task: Task[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any] | None
-    options: JobOptions
-    after: tuple[int | Job | str, ...] = ()
-    positions: tuple[int, ...] = ()
-    bind: str | None = None
-    group: int | None = None  # the index of the step's group in the workflow, if any
 
 
 class Submitter(NamedTuple):
@@ -245,20 +222,6 @@ class Group:
 
     def __repr__(self) -> str:
         return f"<Group {self.id} of {len(self._jobs)} jobs>"
-
-
-def group_status(jobs: Sequence[Job]) -> str:
-    """What :attr:`Group.status` says of these members."""
-    statuses = {job.status for job in jobs}
-    if all(s.finished for s in statuses):
-        if JobStatus.FAILED in statuses:
-            return "failed"
-        if JobStatus.CANCELLED in statuses:
-            return "cancelled"
-        return "succeeded"
-    if statuses <= {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}:
-        return "queued"
-    return "running"
 
 
 __all__ = ["GROUP_FINAL", "Chain", "Chord", "Group", "GroupCall", "JobFailed", "Step", "Submitter", "group_status"]

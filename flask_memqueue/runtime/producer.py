@@ -25,7 +25,7 @@ from ..exceptions import (
     UnknownQueueError,
     WorkflowsUnsupported,
 )
-from ..job import Job, JobStatus, queued_job
+from ..job import Job, JobStatus, Step, queued_job
 from ..signals import job_enqueued
 from ..storage import TRANSACTIONAL_STORE_EXAMPLE, Link
 from ..storage.base import dependency_cancelled, dependency_failed
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from ..hooks import Hooks
     from ..options import JobOptions
     from ..registry import Registry, Task
-    from ..workflows import Step
     from .jobs import Jobs
     from .pools import ConsumerPools
     from .store import StoreHandle
@@ -141,8 +140,6 @@ class Producer:
         (``eta``), a unique key, a transaction (``session``) or a commit to wait for
         (``on_commit``)."""
         if options.depends_on is not None:
-            from ..workflows import Step
-
             jobs, _ = self.enqueue_workflow([Step(task, args, kwargs, options, options.depends_on,
                                                   (-1,) * len(options.depends_on))])
             return jobs[0]
