@@ -980,13 +980,14 @@ class _Workflows(_Harness):
         for _ in range(5):
             members = [linked(first, i) for i in range(2)]
             callback = linked(first, bind="list", after=tuple(m.id for m in members))
-            first.storage.put_workflow([*members, callback], [Link(m.id, callback.id, i) for i, m in enumerate(members)])
+            links = [Link(m.id, callback.id, i) for i, m in enumerate(members)]
+            first.storage.put_workflow([*members, callback], links)
             a, b = first.storage.take(0), second.storage.take(0)
             assert a is not None and b is not None
             run(first, a), run(second, b)
             start = threading.Barrier(2)
 
-            def finish(queue: AppQueue, job: Job) -> None:
+            def finish(queue: AppQueue, job: Job, start: threading.Barrier = start) -> None:
                 start.wait(TIMEOUT)
                 queue.storage.finish(job)
 
