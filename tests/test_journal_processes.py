@@ -251,7 +251,8 @@ def test_a_chord_of_2000_over_3_workers_with_one_killed_calls_back_once_with_eve
     workers = [env.worker(f"worker{k}", JT_CONSUMER="0") for k in range(3)]
     producer = env.main("producer", "chord", "2000", JT_CONSUMER="0")
     assert producer.wait(DEADLINE) == 0, env.output("producer")
-    wait_until(lambda: len(env.lines("member")) >= 600, 120, lambda: f"600 members run (have {len(env.lines('member'))})")
+    wait_until(lambda: len(env.lines("member")) >= 600, 120,
+               lambda: f"600 members run (have {len(env.lines('member'))})")
     os.kill(workers[0].pid, signal.SIGKILL)
     assert workers[0].wait(DEADLINE) == -signal.SIGKILL
     wait_until(lambda: env.lines("callback"), 180, lambda: f"the callback ({len(env.lines('member'))} members run)")
@@ -280,5 +281,5 @@ def test_a_chain_of_200_links_completes_although_a_worker_is_killed_in_the_middl
             env.stop(w, f"worker{k}")
     assert set(n for n, _ in env.lines("link")) == set(range(200))
     assert rows(env, "SELECT count(*) FROM memqueue_jobs WHERE status != 'succeeded'") == [(0,)]
-    assert rows(env, "SELECT result FROM memqueue_jobs WHERE task='link' ORDER BY CAST(result AS INTEGER) DESC LIMIT 1") \
-        == [("200",)]
+    last = "SELECT result FROM memqueue_jobs WHERE task='link' ORDER BY CAST(result AS INTEGER) DESC LIMIT 1"
+    assert rows(env, last) == [("200",)]
