@@ -277,35 +277,9 @@ class Producer:
         jobs: list[Job] = []
         links: list[Link] = []
         for step in steps:
-            options = step.options
-            if options.eta is not None and step.after:
-                raise ValueError("a job that waits on others (depends_on=, a chain's link, a chord's callback)"
-                                 " runs once they finished: it cannot also be given a time (enqueue_in/enqueue_at)")
-            if options.session is not None or options.on_commit is not None:
-                raise ValueError("a workflow's jobs are queued by the store in one step: options(session=...) and"
-                                 " options(on_commit=...) do not apply to them; queue the workflow after your commit")
-            extra = tuple(options.depends_on or ()) if options.depends_on is not step.after else ()
-            after = (*step.after, *extra)
-            positions = (*step.positions, *(-1,) * len(extra))
-            call_args = step.args if step.bind is None else (None, *step.args)
-            if step.kwargs or not step.task.min_args <= len(call_args) <= step.task.max_args:
-                step.task.check_call(call_args, step.kwargs)
-            group = None
-            if step.group is not None:
-                group = group_ids.get(step.group)
-                if group is None:
-                    group = group_ids[step.group] = f"{self.jobs.token}-g{self.next_key()}"
-            parents = tuple(self._parent_id(ref, jobs) for ref in after)
-            job_opts = options.for_job().replace(after=parents or None, group=group, bind=step.bind)
-            if job_opts.queue not in self.pools.declared and job_opts.queue not in self.declared_queues():
-                raise self._undeclared(job_opts.queue)
-            job = queued_job(self.jobs, next(self._ids), step.task, step.args, step.kwargs or None, _time(), job_opts)
-            if options.eta is not None:
-                job.mark_scheduled(options.eta)
-            if parents:
-                job.status = JobStatus.DEFERRED
-            links.extend(Link(parent, job.id, pos) for parent, pos in zip(parents, positions, strict=True))
+            job, job_links = self._workflow_job(step, jobs, group_ids)
             jobs.append(job)
+            links.extend(job_links)
         if self.hooks.enqueue:
             for job in jobs:
                 self.hooks.enqueued(self.app, job)
@@ -319,6 +293,37 @@ class Producer:
         if not self.supervisor.alive:
             self.supervisor.ensure()
         return jobs, list(group_ids.values())
+
+    def _workflow_job(self, step: Step, made: list[Job], group_ids: dict[int, str]) -> tuple[Job, list[Link]]:
+        """The job of one step of a workflow, and its links to the jobs it waits on."""
+        options = step.options
+        if options.eta is not None and step.after:
+            raise ValueError("a job that waits on others (depends_on=, a chain's link, a chord's callback)"
+                             " runs once they finished: it cannot also be given a time (enqueue_in/enqueue_at)")
+        if options.session is not None or options.on_commit is not None:
+            raise ValueError("a workflow's jobs are queued by the store in one step: options(session=...) and"
+                             " options(on_commit=...) do not apply to them; queue the workflow after your commit")
+        extra = tuple(options.depends_on or ()) if options.depends_on is not step.after else ()
+        after = (*step.after, *extra)
+        positions = (*step.positions, *(-1,) * len(extra))
+        call_args = step.args if step.bind is None else (None, *step.args)
+        if step.kwargs or not step.task.min_args <= len(call_args) <= step.task.max_args:
+            step.task.check_call(call_args, step.kwargs)
+        group = None
+        if step.group is not None:
+            group = group_ids.get(step.group)
+            if group is None:
+                group = group_ids[step.group] = f"{self.jobs.token}-g{self.next_key()}"
+        parents = tuple(self._parent_id(ref, made) for ref in after)
+        job_opts = options.for_job().replace(after=parents or None, group=group, bind=step.bind)
+        if job_opts.queue not in self.pools.declared and job_opts.queue not in self.declared_queues():
+            raise self._undeclared(job_opts.queue)
+        job = queued_job(self.jobs, next(self._ids), step.task, step.args, step.kwargs or None, _time(), job_opts)
+        if options.eta is not None:
+            job.mark_scheduled(options.eta)
+        if parents:
+            job.status = JobStatus.DEFERRED
+        return job, [Link(parent, job.id, pos) for parent, pos in zip(parents, positions, strict=True)]
 
     def _parent_id(self, ref: int | Job | str, made: list[Job]) -> str:
         """The id of the job a step waits on: an earlier step's, or a job of this app."""

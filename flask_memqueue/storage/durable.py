@@ -95,7 +95,54 @@ class _FormerNames:
         self.codec.forget(job.id)
 
 
-class DurableStorage(Storage, Primitives, _FormerNames):
+class _DurableWorkflows(Primitives):
+    """Workflows over the record primitives (``_insert_workflow``, ``_dependents``,
+    ``_group_members``): a part of :class:`DurableStorage`."""
+
+    codec: Codec
+    _closed: bool
+    _prepare: Callable[[Job], Record]
+    _notify: Callable[[], None]
+    job_of: Callable[[Record], Job]
+
+    # -- workflows (a backend that implements _insert_workflow declares capabilities.workflows) --
+    def put_workflow(self, jobs: list[Job], links: list[Link]) -> None:
+        if self._closed:
+            raise QueueClosed(f"the queue was shut down; the workflow's {len(jobs)} jobs were not queued")
+        records: list[Record] = []
+        try:
+            for job in jobs:
+                records.append(self._prepare(job))
+            groups = [(job.options.group, i, job.id) for i, job in enumerate(j for j in jobs if j.options.group)]
+            changed: list[str] = self._guard(
+                "enqueueing a workflow", self._insert_workflow, records,
+                [tuple(link) for link in links], groups, time.time(),
+            )
+        except BaseException:
+            for record in records:
+                self.codec.forget(record.id)
+            raise
+        if changed:  # a parent had finished already: those jobs were released or cancelled at once
+            mine = {job.id: job for job in jobs}
+            for record in self._guard("reading", self._load_many, changed, False):
+                found = mine.get(record.id)
+                if found is not None:
+                    restore(found, record)
+                    if found.options.bind is not None:
+                        found.args = tuple(json.loads(record.args))
+                    if found.finished:
+                        self.codec.forget(found.id)
+        self._notify()
+
+    def dependents(self, job_id: str) -> list[str]:
+        return list(self._guard("reading", self._dependents, job_id))
+
+    def group_jobs(self, group_id: str) -> list[Job] | None:
+        records = self._guard("reading", self._group_members, group_id)
+        return [self.job_of(r) for r in records] or None
+
+
+class DurableStorage(_DurableWorkflows, Storage, _FormerNames):
     """Base of the stores that several processes share: the contract, written once,
     over the record primitives a backend implements (the ``_`` abstract methods of
     :class:`~flask_memqueue.storage.primitives.Primitives`).
@@ -250,42 +297,6 @@ class DurableStorage(Storage, Primitives, _FormerNames):
     def _notify(self) -> None:
         """Wake this process's idle consumers: a job was queued here."""
         self.doorbell.ring()
-
-    # -- workflows (a backend that implements _insert_workflow declares capabilities.workflows) --
-    def put_workflow(self, jobs: list[Job], links: list[Link]) -> None:
-        if self._closed:
-            raise QueueClosed(f"the queue was shut down; the workflow's {len(jobs)} jobs were not queued")
-        records: list[Record] = []
-        try:
-            for job in jobs:
-                records.append(self._prepare(job))
-            groups = [(job.options.group, i, job.id) for i, job in enumerate(j for j in jobs if j.options.group)]
-            changed: list[str] = self._guard(
-                "enqueueing a workflow", self._insert_workflow, records,
-                [tuple(link) for link in links], groups, time.time(),
-            )
-        except BaseException:
-            for record in records:
-                self.codec.forget(record.id)
-            raise
-        if changed:  # a parent had finished already: those jobs were released or cancelled at once
-            mine = {job.id: job for job in jobs}
-            for record in self._guard("reading", self._load_many, changed, False):
-                found = mine.get(record.id)
-                if found is not None:
-                    restore(found, record)
-                    if found.options.bind is not None:
-                        found.args = tuple(json.loads(record.args))
-                    if found.finished:
-                        self.codec.forget(found.id)
-        self._notify()
-
-    def dependents(self, job_id: str) -> list[str]:
-        return list(self._guard("reading", self._dependents, job_id))
-
-    def group_jobs(self, group_id: str) -> list[Job] | None:
-        records = self._guard("reading", self._group_members, group_id)
-        return [self.job_of(r) for r in records] or None
 
     # -- the consumer -----------------------------------------------------------------------
     def take(

@@ -470,28 +470,9 @@ class _MemoryFlows(_MemoryBook):
                     f" {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); none of them was queued"
                 )
             mine = {job.id: job for job in jobs}
-            parents: dict[str, Job] = {}
-            for link in links:
-                parent = mine.get(link.parent) or parents.get(link.parent)
-                if parent is None:
-                    parent = self._by_id(link.parent)
-                    if parent is None:
-                        raise _missing(link.parent)
-                    parents[link.parent] = parent
+            parents = self._outside_parents(mine, links)
             # Checked: from here on nothing raises, so the workflow is queued whole.
-            slots: dict[str, int] = {}
-            counts: dict[str, int] = {}
-            for link in links:
-                counts[link.child] = counts.get(link.child, 0) + 1
-                if link.position >= 0:
-                    slots[link.child] = max(slots.get(link.child, 0), link.position + 1)
-            for job in jobs:
-                if job.status is DEFERRED:
-                    self._deferred[job.key] = job
-                    self._pending[job.key] = _Waiting(counts.get(job.id, 0), slots.get(job.id, 0))
-                group = job.options.group
-                if group is not None:
-                    self._groups.setdefault(group, []).append(job)
+            self._hold(jobs, links)
             for link in links:
                 parent = mine.get(link.parent) or parents[link.parent]
                 child = mine[link.child]
@@ -506,6 +487,37 @@ class _MemoryFlows(_MemoryBook):
                 if parent.status.finished:
                     self._outcome_reached(parent, now)
             self._bound_lookups()
+
+    def _outside_parents(self, mine: dict[str, Job], links: list[Link]) -> dict[str, Job]:
+        """The parents the workflow names that it does not hold, found in the store. Lock held.
+
+        :raises DependencyError: one of them is not in the store.
+        """
+        parents: dict[str, Job] = {}
+        for link in links:
+            if link.parent in mine or link.parent in parents:
+                continue
+            parent = self._by_id(link.parent)
+            if parent is None:
+                raise _missing(link.parent)
+            parents[link.parent] = parent
+        return parents
+
+    def _hold(self, jobs: list[Job], links: list[Link]) -> None:
+        """Register the workflow's deferred jobs (their counters and result slots) and its groups. Lock held."""
+        slots: dict[str, int] = {}
+        counts: dict[str, int] = {}
+        for link in links:
+            counts[link.child] = counts.get(link.child, 0) + 1
+            if link.position >= 0:
+                slots[link.child] = max(slots.get(link.child, 0), link.position + 1)
+        for job in jobs:
+            if job.status is DEFERRED:
+                self._deferred[job.key] = job
+                self._pending[job.key] = _Waiting(counts.get(job.id, 0), slots.get(job.id, 0))
+            group = job.options.group
+            if group is not None:
+                self._groups.setdefault(group, []).append(job)
 
     def _by_id(self, job_id: str) -> Job | None:
         token, _, number = job_id.rpartition("-")
