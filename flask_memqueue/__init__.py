@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         BrokerError,
         BrokerUnavailable,
         ConfigurationError,
+        DependencyError,
         JobFailed,
         MainModuleTaskWarning,
         MemQueueConfigWarning,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
         UnknownQueueError,
         UnknownTaskError,
         UnknownTopicError,
+        WorkflowsUnsupported,
     )
     from .extension import MemQueue, enqueue
     from .hooks import Hook
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from .signals import job_cancelled, job_enqueued, job_failed, job_retrying, job_started, job_succeeded
     from .storage import JournalError, PostgresUnavailable, RedisUnavailable, SchemaError  # defined by their backends
     from .task import Call, Options, Task, TaskOptions
+    from .workflows import Chain, Chord, Group, GroupCall
 
 __version__ = "1.0.0"
 
@@ -45,6 +48,12 @@ _EXPORTS = {
     "BrokerError": "exceptions",
     "BrokerUnavailable": "exceptions",
     "ConfigurationError": "exceptions",
+    "DependencyError": "exceptions",
+    "WorkflowsUnsupported": "exceptions",
+    "Chain": "workflows",
+    "Chord": "workflows",
+    "Group": "workflows",
+    "GroupCall": "workflows",
     "JobFailed": "exceptions",
     "JournalError": "exceptions",
     "MainModuleTaskWarning": "exceptions",
@@ -83,7 +92,12 @@ __all__ = [
     "BrokerError",
     "BrokerUnavailable",
     "Call",
+    "Chain",
+    "Chord",
     "ConfigurationError",
+    "DependencyError",
+    "Group",
+    "GroupCall",
     "Hook",
     "Job",
     "JobFailed",
@@ -107,6 +121,7 @@ __all__ = [
     "UnknownQueueError",
     "UnknownTaskError",
     "UnknownTopicError",
+    "WorkflowsUnsupported",
     "current_job",
     "enqueue",
     "job_cancelled",

@@ -99,15 +99,23 @@ JOBS_HEADER = "id\tstatus\ttask\tattempts\terror"
 
 
 @memqueue_cli.command("jobs")
-@click.option("--status", type=click.Choice(["queued", "scheduled", "running", "succeeded", "failed", "cancelled"]))
+@click.option("--status", type=click.Choice(
+    ["queued", "scheduled", "deferred", "running", "succeeded", "failed", "cancelled"]))
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--group", "group", metavar="ID", help="Only the members of this group (Group.id), in member order.")
 @with_app
-def jobs_command(status: str | None, limit: int) -> None:
+def jobs_command(status: str | None, limit: int, group: str | None) -> None:
     """List jobs, newest first: a header row, then one tab-separated row per job."""
     from .job import JobStatus
 
     queue = _queue()
-    jobs = queue.storage.jobs(JobStatus(status) if status else None, limit, 0)
+    if group is not None:
+        members = queue.storage.group_jobs(group)
+        if members is None:
+            raise click.ClickException(f"no group {group!r} in the store (its jobs were forgotten, or never there)")
+        jobs = [j for j in members if status is None or j.status.value == status][:limit]
+    else:
+        jobs = queue.storage.jobs(JobStatus(status) if status else None, limit, 0)
     if not jobs:
         click.echo(f"no {status} jobs" if status else "no jobs")
         return

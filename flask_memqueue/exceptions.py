@@ -73,6 +73,17 @@ class JobFailed(MemQueueError):
         super().__init__(f"job {job.id} ({job.name}) {job.status}: {job.error}")
 
 
+class DependencyError(MemQueueError, ValueError):
+    """A workflow or ``depends_on=`` names a job it cannot wait on: one this app's queue
+    does not hold (it never existed here, or finished long enough ago to be forgotten),
+    or a job of another app. Nothing of the workflow was queued."""
+
+
+class WorkflowsUnsupported(MemQueueError, NotImplementedError):
+    """The app's store cannot hold workflows (chains, groups, chords, ``depends_on=``):
+    it does not declare ``capabilities.workflows``."""
+
+
 class StorageError(MemQueueError):
     """The store cannot be reached, read or written (a disk, a file, a server).
 

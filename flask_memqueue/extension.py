@@ -25,13 +25,14 @@ from .registrar import Registrar, warn_main_module
 from .sigterm import install as install_sigterm_handler
 from .sigterm import serves_with_dev_server
 from .state import AppQueue, _in_reloader_watcher, _stop_all_for_signal
-from .task import Options, Task
+from .task import Call, Options, Task
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .amqp import Published
     from .options import JobChanges
+    from .workflows import Chain, Chord, Group, GroupCall, Step, Submitter
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -315,6 +316,52 @@ class MemQueue(Registrar):
         """
         queue = self._queue()
         return queue.produce(self.registry.handler(topic), message)
+
+    # -- workflows ---------------------------------------------------------------------
+    def _submitter(self) -> Submitter:
+        from .workflows import Submitter  # imported on first use: an app without workflows never loads it
+
+        return Submitter(self._enqueue_workflow, self.get_group)
+
+    def _enqueue_workflow(self, steps: list[Step]) -> tuple[list[Job], list[str]]:
+        return self._queue().producer.enqueue_workflow(steps)
+
+    def chain(self, *calls: Call[Any]) -> Chain[Any]:
+        """``mq.chain(a.s(1), b.s(), c.s(x=2))``: run a, then b with a's result as its first
+        positional argument, then c with b's (see :class:`~flask_memqueue.workflows.Chain`).
+
+        ``.delay()`` queues every link in one step of the store and returns the last
+        link's Job; its ``wait()`` returns the chain's last result.
+        """
+        from .workflows import Chain
+
+        return Chain(self._submitter(), calls)
+
+    def group(self, *calls: Call[Any]) -> GroupCall:
+        """``mq.group(a.s(1), a.s(2))``: members that run in parallel; ``.delay()`` returns a
+        :class:`~flask_memqueue.workflows.Group` (``id``, ``jobs``, ``status``, ``results()``, ``cancel()``)."""
+        from .workflows import GroupCall
+
+        return GroupCall(self._submitter(), calls)
+
+    def chord(self, group: GroupCall, callback: Call[R]) -> Chord[R]:
+        """``mq.chord(mq.group(...), total.s())``: ``total`` runs once every member succeeded,
+        with their results in member order as its first argument; ``.delay()`` returns its Job."""
+        from .workflows import Chord
+
+        return Chord(self._submitter(), group, callback)
+
+    def get_group(self, group_id: str) -> Group | None:
+        """The group with that id (``Group.id``) in the current app's queue, in any process
+        of the app; None if the store holds none of its members any more."""
+        if not isinstance(group_id, str):
+            raise TypeError(f"a group id is a string, like the one Group.id gives, not {type(group_id).__name__}")
+        jobs = self._queue().storage.group_jobs(group_id)
+        if not jobs:
+            return None
+        from .workflows import Group
+
+        return Group(group_id, jobs, self.get_group)
 
     # -- the queue ---------------------------------------------------------------------
     def get_job(self, job_id: str) -> Job | None:

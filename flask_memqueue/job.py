@@ -12,8 +12,8 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol
 
 from .display import MAX_JSON_DEPTH, REPR_LIMIT, finite, isotime, json_safe, nested_deeper_than, safe_repr
 from .exceptions import JobFailed
@@ -73,12 +73,17 @@ class JobHost(Protocol):
 
     def cancel(self, job: Job[Any]) -> bool: ...
 
+    def job_dependents(self, job: Job[Any]) -> list[str]: ...
+
 
 class JobStatus(str, enum.Enum):
     """Where a job is in its life. A ``str``, so it compares to plain strings."""
 
     QUEUED = "queued"
     SCHEDULED = "scheduled"
+    #: Held by a dependency (a chain's previous link, a chord's members,
+    #: ``depends_on=``) until it is released to ``queued`` (RQ's name).
+    DEFERRED = "deferred"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -94,7 +99,7 @@ class JobStatus(str, enum.Enum):
 
 
 _FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-_WAITING = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED})
+_WAITING = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
 
 class _Outcome:
     """What a job gains once it is scheduled, started or finished.
@@ -485,6 +490,9 @@ class Job(Generic[R]):
             "unique_key": self.unique_key,
             "tick": isotime(self.tick),
             "status": self.status.value,
+            "group": self.options.group,
+            "depends_on": list(self.options.after or ()),
+            "dependents": self.dependents(),
             "args": json_safe(list(self.args)),
             "kwargs": json_safe(self.kwargs or {}),
             "result": json_safe(out.result),
@@ -500,6 +508,14 @@ class Job(Generic[R]):
             "finished_at": isotime(finished),
             "duration": finite(None if duration is None else round(duration, 6)),
         }
+
+    def dependents(self) -> list[str]:
+        """The ids of the jobs that wait on this one (its chain's next link, its chord's
+        callback, the jobs that named it in ``depends_on=``), as its store knows them. It does not raise."""
+        try:
+            return self._queue.job_dependents(self)
+        except Exception:  # a store that is down: to_dict() never raises
+            return []
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.name} {self.status.value}>"
@@ -541,6 +557,39 @@ def queued_job(
     return job
 
 
+class Step(NamedTuple):
+    """One job of a workflow, before it is made: its call, and what it waits on.
+
+    ``after`` names its parents, each an index into the workflow's steps (an
+    earlier step), a :class:`~flask_memqueue.Job` or a job id (a job queued
+    before); ``positions`` says where each parent's result goes among what it is
+    given (-1: nowhere). ``bind`` is :attr:`JobOptions.bind <flask_memqueue.options.JobOptions.bind>`.
+    """
+
+    task: Any  # a Task (registry layer: above this module)
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] | None
+    options: JobOptions
+    after: tuple[int | Job | str, ...] = ()
+    positions: tuple[int, ...] = ()
+    bind: str | None = None
+    group: int | None = None  # the index of the step's group in the workflow, if any
+
+
+def group_status(jobs: Sequence[Job]) -> str:
+    """What :attr:`Group.status` says of these members."""
+    statuses = {job.status for job in jobs}
+    if all(s.finished for s in statuses):
+        if JobStatus.FAILED in statuses:
+            return "failed"
+        if JobStatus.CANCELLED in statuses:
+            return "cancelled"
+        return "succeeded"
+    if statuses <= {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}:
+        return "queued"
+    return "running"
+
+
 def describe_task(name: str) -> str:
     """A task name as a sentence reads it: ``message:`` names (the handlers') say which topic.
 
@@ -559,7 +608,7 @@ def _now() -> float:
 
 __all__ = [  # the names other modules import from here (several are defined in options and display)
     "DEFAULT_OPTIONS", "DEFAULT_QUEUE", "MAX_JSON_DEPTH", "MAX_PRIORITY", "MIN_PRIORITY", "QUEUE_NAME_MAX",
-    "REPR_LIMIT", "UNIQUE_KEY_MAX", "Job", "JobHost", "JobOptions", "JobStatus", "TaskLike", "check_priority",
+    "REPR_LIMIT", "UNIQUE_KEY_MAX", "Job", "JobHost", "JobOptions", "JobStatus", "Step", "TaskLike", "check_priority",
     "check_queue_name", "check_unique_key", "describe_task", "isotime", "job_options", "json_safe",
-    "nested_deeper_than", "queued_job", "safe_repr",
+    "group_status", "nested_deeper_than", "queued_job", "safe_repr",
 ]

@@ -72,6 +72,18 @@ class JobOptions:
     session: Any = dataclasses.field(default=None, metadata=PER_CALL)
     #: ``options(on_commit=...)``: queue the job once this SQLAlchemy session commits.
     on_commit: Any = dataclasses.field(default=None, metadata=PER_CALL)
+    #: ``options(depends_on=...)``: the jobs (or job ids) this call waits on, as given;
+    #: the app's queue checks them and keeps their ids in :attr:`after`.
+    depends_on: tuple[Any, ...] | None = dataclasses.field(default=None, metadata=PER_CALL)
+    #: The ids of the jobs this job waits on (a workflow's link, a chord's callback,
+    #: ``depends_on=``): it is ``deferred`` until each of them succeeded.
+    after: tuple[str, ...] | None = None
+    #: The id of the group (``mq.group(...)``) this job is a member of.
+    group: str | None = None
+    #: What the job is given of the jobs it waits on, as its first positional argument
+    #: once released: ``"first"`` the result of its one parent (a chain's link),
+    #: ``"list"`` the results of all of them in order (a chord's callback), None nothing.
+    bind: str | None = None
 
     def replace(self, **changes: Any) -> JobOptions:
         """These options with the given fields changed (the shared object when there is one)."""
@@ -79,9 +91,9 @@ class JobOptions:
 
     def for_job(self) -> JobOptions:
         """What a job keeps of these options: all but the per-call fields (shared when it can be)."""
-        if self.eta is None and self.session is None and self.on_commit is None:
+        if self.eta is None and self.session is None and self.on_commit is None and self.depends_on is None:
             return self
-        return _shared(dataclasses.replace(self, eta=None, session=None, on_commit=None))
+        return _shared(dataclasses.replace(self, eta=None, session=None, on_commit=None, depends_on=None))
 
 
 #: The fields of each kind, by name.
@@ -150,6 +162,8 @@ def from_stored(
     if not extras:
         return job_options(queue, priority, unique_key, tick)
     known = {k: v for k, v in json.loads(extras).items() if k in STORED_FIELDS}
+    if isinstance(known.get("after"), list):  # JSON has no tuples
+        known["after"] = tuple(known["after"])
     return job_options(queue, priority, unique_key, tick, **known)
 
 
@@ -171,6 +185,8 @@ class JobChanges(TypedDict, total=False):
     session: Any
     #: Queue the job once this SQLAlchemy session commits (dropped on rollback).
     on_commit: Any
+    #: Run the job once every one of these jobs (``Job`` objects or job ids) succeeded.
+    depends_on: Any
 
 
 #: Priorities run from this low...
@@ -222,6 +238,24 @@ def _anything(value: object, where: str) -> object:
     return value
 
 
+def check_depends_on(value: object, where: str = "depends_on") -> tuple[Any, ...]:
+    """``value`` (a job, a job id, or a list of them) as a non-empty tuple, else a
+    TypeError naming ``where``. Whether each names a job of this app is checked at enqueue."""
+    items: tuple[Any, ...]
+    if isinstance(value, str) or hasattr(value, "key") and hasattr(value, "task"):
+        items = (value,)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = tuple(value)
+    else:
+        raise TypeError(f"{where}: give a Job, a job id, or a list of them, not {safe_repr(value, 80)}")
+    if not items:
+        raise ValueError(f"{where}: give at least one job to wait on (an empty list waits on nothing)")
+    for item in items:
+        if not (isinstance(item, str) or hasattr(item, "key") and hasattr(item, "task")):
+            raise TypeError(f"{where}: each item is a Job or a job id (str), not {safe_repr(item, 80)}")
+    return items
+
+
 #: The check of each key of :class:`JobChanges`: ``check(value, where)`` returns the
 #: value or raises ValueError naming ``where``.
 CHECKS: dict[str, Callable[[Any, str], Any]] = {
@@ -230,6 +264,7 @@ CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "unique_key": check_unique_key,
     "session": _anything,
     "on_commit": _anything,
+    "depends_on": check_depends_on,
 }
 
 
@@ -244,11 +279,17 @@ def check_changes(changes: Mapping[str, Any], where: str = "options") -> dict[st
         check = CHECKS.get(key)
         if check is None:
             raise TypeError(f"{where}() got an unexpected keyword argument {key!r}; options are {', '.join(CHECKS)}")
-        check(value, f"{where}({key}=...)")
+        given[key] = check(value, f"{where}({key}=...)")
     if "session" in given and "on_commit" in given:
         raise ValueError(f"{where}(session=..., on_commit=...): give one; session= inserts the job in your"
                          " transaction (a store in that database), on_commit= queues it after the commit"
                          " (any store)")
+    if "depends_on" in given and ("session" in given or "on_commit" in given):
+        raise ValueError(f"{where}(depends_on=..., {'session' if 'session' in given else 'on_commit'}=...): a job"
+                         " that waits on others is queued by the store alone; give one of the two")
+    if "depends_on" in given and "unique_key" in given:
+        raise ValueError(f"{where}(depends_on=..., unique_key=...): a job that waits on others cannot hold a"
+                         " unique key (its holder would be decided before it may run); give one of the two")
     if "on_commit" in given and "unique_key" in given:
         raise ValueError(f"{where}(on_commit=..., unique_key=...): a deferred job cannot return the holder of"
                          " its key (the store is asked only at the commit); use session= with a store in your"

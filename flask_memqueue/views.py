@@ -422,14 +422,30 @@ def queue_arg() -> str | None:
         raise APIError(400, str(exc)) from None
 
 
+def group_arg() -> str | None:
+    """The ``group`` query argument: a group id (``Group.id``), or a 400."""
+    raw = request.args.get("group") or None
+    if raw is not None and (len(raw) > 200 or not raw.isprintable()):
+        raise APIError(400, f"group must be a group id (Group.id, at most 200 characters), not {shorten(raw)}")
+    return raw
+
+
 @routes.get("/jobs")
 def jobs() -> Response:
-    """Jobs, newest first: ``?status=failed&queue=emails&limit=50&offset=0``."""
+    """Jobs, newest first: ``?status=failed&queue=emails&limit=50&offset=0``; with
+    ``?group=<id>``, that group's members in member order."""
     status = status_arg()
     name = queue_arg()
+    group = group_arg()
     limit = _int_arg("limit", 50, 1, MAX_LIMIT)
     offset = _int_arg("offset", 0, 0, 10**9)
     queue = _queue()
+    if group is not None:
+        members = [j for j in queue.storage.group_jobs(group) or []
+                   if (status is None or j.status is status) and (name is None or j.queue == name)]
+        return json_response({"jobs": [job_dict(j) for j in members[offset:offset + limit]], "total": len(members),
+                              "limit": limit, "offset": offset, "status": None if status is None else status.value,
+                              "queue": name, "group": group})
     counts = queue.storage.counts(name)
     total = counts[status.value] if status is not None else sum(counts.values())
     found = queue.storage.jobs(status, limit, offset, queue=name)
@@ -449,7 +465,7 @@ def job_dict(job: Job) -> dict[str, Any]:
         current_app.logger.exception("job %s could not be shown", safe_repr(job, 200))
     return {
         "id": job.id, "task": None, "topic": None, "queue": None, "priority": None, "unique_key": None, "tick": None,
-        "status": "unknown",
+        "status": "unknown", "group": None, "depends_on": [], "dependents": [],
         "args": [], "kwargs": {}, "result": None, "error": "this job could not be shown (the app's log says why)",
         "traceback": None, "attempts": None, "retries": None, "progress": None, "progress_message": None,
         "enqueued_at": None, "eta": None, "started_at": None, "finished_at": None, "duration": None,
@@ -467,8 +483,21 @@ def job(job_id: str) -> Response:
 def cancel_job(job_id: str) -> Response:
     found = job_or_404(job_id)
     if not found.cancel():
-        raise APIError(409, f"job {job_id} is {found.status.value}; only a queued or scheduled job can be cancelled")
+        raise APIError(409, f"job {job_id} is {found.status.value}; only a queued, scheduled or deferred job can be"
+                       " cancelled")
     return json_response({"id": found.id, "status": found.status.value})
+
+
+@routes.get("/groups/<group_id>")
+def group_route(group_id: str) -> Response:
+    """A group (``mq.group(...)``): its status and its members in member order."""
+    from .job import group_status
+
+    members = _queue().storage.group_jobs(group_id)
+    if not members:
+        raise APIError(404, f"no group {shorten(group_id, 100)}: it never existed here, or its jobs were forgotten"
+                       " (MEMQUEUE_RESULT_TTL, MEMQUEUE_MAX_FINISHED)")
+    return json_response({"id": group_id, "status": group_status(members), "jobs": [job_dict(j) for j in members]})
 
 
 @routes.post("/jobs/<job_id>/retry")

@@ -145,7 +145,8 @@ def paths(draw: st.DrawFn, target: Target) -> str:
     job_id = draw(st.one_of(st.sampled_from(target.ids), SEGMENTS))
     known = [
         "/", "/produce", f"/produce/{draw(SEGMENTS)}", "/jobs", f"/jobs/{job_id}", f"/jobs/{job_id}/cancel",
-        f"/jobs/{job_id}/retry", "/jobs/purge", "/stats", "/health", "/threads", f"/ui/jobs/{job_id}",
+        f"/jobs/{job_id}/retry", "/jobs/purge",
+        f"/groups/{job_id}", "/stats", "/health", "/threads", f"/ui/jobs/{job_id}",
         f"/ui/jobs/{job_id}/cancel", f"/ui/jobs/{job_id}/retry", "/ui/purge", "/ui/sign-in", "/ui/sign-out",
     ]
     tail = draw(st.one_of(st.sampled_from(known), st.lists(SEGMENTS, min_size=1, max_size=4).map(

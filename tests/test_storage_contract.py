@@ -79,4 +79,8 @@ def test_a_third_party_backend_runs_the_public_suite_in_its_own_project(tmp_path
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     contract = len([n for n in dir(StorageContract) if n.startswith("test_")])
     shared = len([n for n in dir(SharedStorageContract) if n.startswith("test_")])
-    assert f"{contract + shared} passed" in done.stdout, done.stdout[-2000:]
+    # the dict store does not declare capabilities.workflows: the workflow cases skip
+    from flask_memqueue.testing.storage import _Workflows
+
+    workflows = len([n for n in dir(_Workflows) if n.startswith("test_")])
+    assert f"{contract + shared - workflows} passed, {workflows} skipped" in done.stdout, done.stdout[-2000:]

@@ -53,6 +53,10 @@ class Jobs:
             job_cancelled.send(self.app, job=job)
         return done
 
+    def job_dependents(self, job: Job) -> list[str]:
+        """The ids of the jobs that wait on ``job`` (its store knows them)."""
+        return self.store.storage.dependents(job.id)
+
     # -- what callers do --------------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
         """The job with that id, if the store still holds it."""

@@ -16,10 +16,19 @@ import warnings
 from time import time as _time
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import ConfigurationError, MemQueueConfigWarning, QueueClosed, QueueFull, UnknownQueueError
-from ..job import Job, JobStatus, queued_job
+from ..exceptions import (
+    ConfigurationError,
+    DependencyError,
+    MemQueueConfigWarning,
+    QueueClosed,
+    QueueFull,
+    UnknownQueueError,
+    WorkflowsUnsupported,
+)
+from ..job import Job, JobStatus, Step, queued_job
 from ..signals import job_enqueued
-from ..storage import TRANSACTIONAL_STORE_EXAMPLE
+from ..storage import TRANSACTIONAL_STORE_EXAMPLE, Link
+from ..storage.base import dependency_cancelled, dependency_failed
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -130,6 +139,10 @@ class Producer:
         """:meth:`enqueue` for a call whose options say more than its task's: a time
         (``eta``), a unique key, a transaction (``session``) or a commit to wait for
         (``on_commit``)."""
+        if options.depends_on is not None:
+            jobs, _ = self.enqueue_workflow([Step(task, args, kwargs, options, options.depends_on,
+                                                  (-1,) * len(options.depends_on))])
+            return jobs[0]
         job = self.new_job(task, args, kwargs, options)
         if self.hooks.enqueue:
             self.hooks.enqueued(self.app, job)
@@ -240,6 +253,126 @@ class Producer:
         if self.hooks.outcome:
             self.hooks.recorded(self.app, job)
         return job
+
+    # -- workflows --------------------------------------------------------------------------------
+    def enqueue_workflow(self, steps: list[Step]) -> tuple[list[Job], list[str]]:
+        """Queue a workflow (see :mod:`flask_memqueue.workflows`) in one step of the store:
+        its jobs, in the order of ``steps``, and the ids of the groups it made.
+
+        :raises WorkflowsUnsupported: the store does not declare ``capabilities.workflows``.
+        :raises DependencyError: a step waits on a job of another app, or on one the store does not hold.
+        :raises QueueFull: the workflow does not fit (nothing was queued).
+        :raises TypeError: a step's task could not take its arguments (with what it is given first).
+        """
+        if self.supervisor.closed:
+            raise QueueClosed(f"the queue of app {self.app.name!r} was shut down; it takes no more jobs")
+        storage = self.store.storage
+        if not storage.capabilities.workflows:
+            raise WorkflowsUnsupported(
+                f"this app's store ({self.store.url}) cannot hold workflows (chains, groups, chords,"
+                " depends_on=): it does not declare capabilities.workflows. Use the memory store"
+                " (memory://), the SQLite journal (sqlite:///...) or Redis (redis://...)"
+            )
+        group_ids: dict[int, str] = {}
+        jobs: list[Job] = []
+        links: list[Link] = []
+        for step in steps:
+            job, job_links = self._workflow_job(step, jobs, group_ids)
+            jobs.append(job)
+            links.extend(job_links)
+        if self.hooks.enqueue:
+            for job in jobs:
+                self.hooks.enqueued(self.app, job)
+        if self.config.eager:
+            self._run_workflow_eagerly(jobs, links)
+            return jobs, list(group_ids.values())
+        storage.put_workflow(jobs, links)
+        if job_enqueued.receivers:
+            for job in jobs:
+                job_enqueued.send(self.app, job=job)
+        if not self.supervisor.alive:
+            self.supervisor.ensure()
+        return jobs, list(group_ids.values())
+
+    def _workflow_job(self, step: Step, made: list[Job], group_ids: dict[int, str]) -> tuple[Job, list[Link]]:
+        """The job of one step of a workflow, and its links to the jobs it waits on."""
+        options = step.options
+        if options.eta is not None and step.after:
+            raise ValueError("a job that waits on others (depends_on=, a chain's link, a chord's callback)"
+                             " runs once they finished: it cannot also be given a time (enqueue_in/enqueue_at)")
+        if options.session is not None or options.on_commit is not None:
+            raise ValueError("a workflow's jobs are queued by the store in one step: options(session=...) and"
+                             " options(on_commit=...) do not apply to them; queue the workflow after your commit")
+        extra = tuple(options.depends_on or ()) if options.depends_on is not step.after else ()
+        after = (*step.after, *extra)
+        positions = (*step.positions, *(-1,) * len(extra))
+        call_args = step.args if step.bind is None else (None, *step.args)
+        if step.kwargs or not step.task.min_args <= len(call_args) <= step.task.max_args:
+            step.task.check_call(call_args, step.kwargs)
+        group = None
+        if step.group is not None:
+            group = group_ids.get(step.group)
+            if group is None:
+                group = group_ids[step.group] = f"{self.jobs.token}-g{self.next_key()}"
+        parents = tuple(self._parent_id(ref, made) for ref in after)
+        job_opts = options.for_job().replace(after=parents or None, group=group, bind=step.bind)
+        if job_opts.queue not in self.pools.declared and job_opts.queue not in self.declared_queues():
+            raise self._undeclared(job_opts.queue)
+        job = queued_job(self.jobs, next(self._ids), step.task, step.args, step.kwargs or None, _time(), job_opts)
+        if options.eta is not None:
+            job.mark_scheduled(options.eta)
+        if parents:
+            job.status = JobStatus.DEFERRED
+        return job, [Link(parent, job.id, pos) for parent, pos in zip(parents, positions, strict=True)]
+
+    def _parent_id(self, ref: int | Job | str, made: list[Job]) -> str:
+        """The id of the job a step waits on: an earlier step's, or a job of this app."""
+        if isinstance(ref, int):
+            return made[ref].id
+        if isinstance(ref, Job):
+            if ref._queue is not self.jobs:
+                app = getattr(getattr(ref._queue, "app", None), "name", "?")
+                raise DependencyError(
+                    f"depends_on: job {ref.id} ({ref.name}) belongs to another app's queue ({app!r}), not to"
+                    f" {self.app.name!r}'s; a job can only wait on jobs of its own app. Nothing was queued"
+                )
+            return ref.id
+        return ref
+
+    def _run_workflow_eagerly(self, jobs: list[Job], links: list[Link]) -> None:
+        """MEMQUEUE_EAGER: run a workflow's jobs here, in order (parents come first)."""
+        mine = {job.id: job for job in jobs}
+        parents: dict[str, list[Link]] = {}
+        for link in links:
+            parents.setdefault(link.child, []).append(link)
+        storage = self.store.storage
+        for job in jobs:
+            if job.status is JobStatus.DEFERRED:
+                results: dict[int, Any] = {}
+                reason = None
+                for link in parents.get(job.id, ()):
+                    parent = mine.get(link.parent) or storage.get(link.parent)
+                    if parent is None or not parent.finished:
+                        raise DependencyError(
+                            f"depends_on: job {link.parent} has not run; in eager mode (MEMQUEUE_EAGER) a job"
+                            " can only wait on jobs that ran already. Nothing more was run"
+                        )
+                    if parent.status is JobStatus.FAILED:
+                        reason = reason or dependency_failed(parent.id, parent.name, parent.error)
+                    elif parent.status is JobStatus.CANCELLED:
+                        reason = reason or dependency_cancelled(parent.id, parent.name)
+                    elif link.position >= 0:
+                        results[link.position] = parent.result
+                if reason is not None:
+                    job.mark_cancelled(time.time(), reason)
+                    storage.finish(job)
+                    continue
+                if job.options.bind == "first":
+                    job.args = (results.get(0), *job.args)
+                elif job.options.bind == "list":
+                    job.args = ([results.get(i) for i in range(len(results))], *job.args)
+                job.status = QUEUED
+            self.run_eagerly(job)
 
     # -- periodic ticks ---------------------------------------------------------------------------
     def enqueue_tick(self, task: Task[..., Any], tick: float) -> bool:

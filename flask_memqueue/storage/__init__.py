@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ..exceptions import ConfigurationError
-from .base import Capabilities, Storage, StorageFactory, StoreContext, TickInfo, redact_url
+from .base import Capabilities, Link, Storage, StorageFactory, StoreContext, TickInfo, redact_url
 
 if TYPE_CHECKING:
     from .postgres.errors import PostgresCredentialsRefused, PostgresUnavailable, SchemaError
@@ -40,6 +40,7 @@ __all__ = [
     "SHARED_STORE_EXAMPLE",
     "TRANSACTIONAL_STORE_EXAMPLE",
     "Capabilities",
+    "Link",
     "JournalError",
     "PostgresCredentialsRefused",
     "PostgresUnavailable",

@@ -59,6 +59,44 @@ class Capabilities:
     #: caller's own database connection, in its open transaction
     #: (``mq.options(session=db.session)``), and commits or rolls back with it.
     transactional: bool = False
+    #: :meth:`Storage.put_workflow`, :meth:`Storage.dependents` and :meth:`Storage.group_jobs`
+    #: work: jobs may wait on others (chains, groups, chords, ``depends_on=``), and the
+    #: store releases (or cancels) a waiting job in the same atomic step that records
+    #: the outcome of the last job it waits on.
+    workflows: bool = False
+
+
+class Link(NamedTuple):
+    """One edge of a workflow: ``child`` (a deferred job) waits on ``parent``.
+
+    ``position`` is where ``parent``'s result goes among what ``child`` is given
+    (see :attr:`JobOptions.bind <flask_memqueue.options.JobOptions.bind>`): 0 for a
+    chain's link, the member's index for a chord's callback, -1 for nothing
+    (``depends_on=``).
+    """
+
+    parent: str
+    child: str
+    position: int
+
+
+#: The error of a job cancelled because a job it waits on failed for good.
+def dependency_failed(job_id: str, task: str, error: str | None) -> str:
+    """``dependency <id> (<task>) failed: <error>``: why a dependent was cancelled."""
+    return f"dependency {job_id} ({task}) failed: {error}"
+
+
+def dependency_cancelled(job_id: str, task: str) -> str:
+    """Why a dependent was cancelled when a job it waits on was cancelled."""
+    return f"dependency {job_id} ({task}) was cancelled"
+
+
+def released_args(args_json: str, bound_json: str) -> str:
+    """A released job's JSON arguments: ``bound_json`` (a result, or the JSON list of
+    a chord's results) first, then its own. Worked on the text (no decode): the same in
+    Python, SQL transactions and Lua."""
+    inner = args_json.strip()[1:-1].strip()
+    return f"[{bound_json}]" if not inner else f"[{bound_json},{inner}]"
 
 
 class TickInfo(NamedTuple):
@@ -295,6 +333,36 @@ class Storage(abc.ABC):
             " store in that database can (MEMQUEUE_STORAGE = 'postgresql://...'); with this store use"
             " .options(on_commit=db.session), which queues the job once the session commits"
         )
+
+    # -- workflows (capabilities.workflows) ----------------------------------------------
+    def put_workflow(self, jobs: list[Job], links: list[Link]) -> None:
+        """Queue ``jobs`` (QUEUED, SCHEDULED with an eta, or DEFERRED) and their ``links`` in
+        one atomic step: all of them, or none.
+
+        A DEFERRED job waits until every job it is linked to as a child succeeded,
+        then is released to QUEUED in the same atomic step that records the last
+        of those outcomes, with what its options' ``bind`` says bound as its first
+        positional argument. A parent that failed for good or was cancelled cancels
+        it (with :func:`dependency_failed`'s or :func:`dependency_cancelled`'s error),
+        and so on down, in that same step. A parent outside ``jobs`` is a job the
+        store holds already: finished, it counts at once (a success is taken, a
+        failure cancels the child now).
+
+        Every job counts toward ``maxsize`` (a deferred job waits); a workflow that
+        does not fit is refused whole.
+
+        :raises QueueFull: the jobs do not all fit; none was queued.
+        :raises DependencyError: a parent is neither in ``jobs`` nor in the store.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not declare capabilities.workflows")
+
+    def dependents(self, job_id: str) -> list[str]:
+        """The ids of the jobs linked as children of ``job_id`` (in the order they were linked)."""
+        return []
+
+    def group_jobs(self, group_id: str) -> list[Job] | None:
+        """The members of group ``group_id`` in member order, or None if the store holds none of them."""
+        return None
 
     def schema_sql(self) -> str | None:
         """The SQL that creates (or brings up to date) what this store needs in its

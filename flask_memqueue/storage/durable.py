@@ -34,6 +34,7 @@ owner lives.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -42,7 +43,7 @@ from typing import Any
 
 from ..exceptions import ConfigurationError, MemQueueError, QueueClosed, QueueFull, UnknownTaskError
 from ..job import Job, JobStatus, describe_task
-from .base import Capabilities, Storage, StoreContext, TickInfo, redact_url
+from .base import Capabilities, Link, Storage, StoreContext, TickInfo, redact_url
 from .groupcommit import GroupCommit
 from .housekeeping import Housekeeping
 from .owners import owner_of_this_process, parse_owner, process_alive, process_start_time
@@ -94,7 +95,54 @@ class _FormerNames:
         self.codec.forget(job.id)
 
 
-class DurableStorage(Storage, Primitives, _FormerNames):
+class _DurableWorkflows(Primitives):
+    """Workflows over the record primitives (``_insert_workflow``, ``_dependents``,
+    ``_group_members``): a part of :class:`DurableStorage`."""
+
+    codec: Codec
+    _closed: bool
+    _prepare: Callable[[Job], Record]
+    _notify: Callable[[], None]
+    job_of: Callable[[Record], Job]
+
+    # -- workflows (a backend that implements _insert_workflow declares capabilities.workflows) --
+    def put_workflow(self, jobs: list[Job], links: list[Link]) -> None:
+        if self._closed:
+            raise QueueClosed(f"the queue was shut down; the workflow's {len(jobs)} jobs were not queued")
+        records: list[Record] = []
+        try:
+            for job in jobs:
+                records.append(self._prepare(job))
+            groups = [(job.options.group, i, job.id) for i, job in enumerate(j for j in jobs if j.options.group)]
+            changed: list[str] = self._guard(
+                "enqueueing a workflow", self._insert_workflow, records,
+                [tuple(link) for link in links], groups, time.time(),
+            )
+        except BaseException:
+            for record in records:
+                self.codec.forget(record.id)
+            raise
+        if changed:  # a parent had finished already: those jobs were released or cancelled at once
+            mine = {job.id: job for job in jobs}
+            for record in self._guard("reading", self._load_many, changed, False):
+                found = mine.get(record.id)
+                if found is not None:
+                    restore(found, record)
+                    if found.options.bind is not None:
+                        found.args = tuple(json.loads(record.args))
+                    if found.finished:
+                        self.codec.forget(found.id)
+        self._notify()
+
+    def dependents(self, job_id: str) -> list[str]:
+        return list(self._guard("reading", self._dependents, job_id))
+
+    def group_jobs(self, group_id: str) -> list[Job] | None:
+        records = self._guard("reading", self._group_members, group_id)
+        return [self.job_of(r) for r in records] or None
+
+
+class DurableStorage(_DurableWorkflows, Storage, _FormerNames):
     """Base of the stores that several processes share: the contract, written once,
     over the record primitives a backend implements (the ``_`` abstract methods of
     :class:`~flask_memqueue.storage.primitives.Primitives`).

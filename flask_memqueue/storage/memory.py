@@ -22,9 +22,18 @@ from operator import attrgetter
 from time import sleep as _sleep
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import ConfigurationError, QueueClosed, QueueFull
+from ..exceptions import ConfigurationError, DependencyError, QueueClosed, QueueFull
 from ..job import JobStatus, describe_task
-from .base import Capabilities, Storage, StoreContext, TickInfo, redact_url
+from .base import (
+    Capabilities,
+    Link,
+    Storage,
+    StoreContext,
+    TickInfo,
+    dependency_cancelled,
+    dependency_failed,
+    redact_url,
+)
 
 if TYPE_CHECKING:
     from ..job import Job, JobOptions
@@ -32,7 +41,27 @@ if TYPE_CHECKING:
 QUEUED = JobStatus.QUEUED
 SCHEDULED = JobStatus.SCHEDULED
 RUNNING = JobStatus.RUNNING
+DEFERRED = JobStatus.DEFERRED
+SUCCEEDED = JobStatus.SUCCEEDED
+FAILED = JobStatus.FAILED
 _seq = attrgetter("key")
+#: Groups and dependents lists kept for lookups at least (beyond MEMQUEUE_MAX_FINISHED).
+_WORKFLOW_MEMORY = 1000
+
+
+class _Waiting:
+    """What a deferred job still waits for: a counter, and the results it will be given.
+
+    One per deferred job; a parent's completion decrements one counter and
+    fills one slot, so a chord of 100,000 members costs each member O(1)
+    (no list of ids rewritten per completion).
+    """
+
+    __slots__ = ("remaining", "results")
+
+    def __init__(self, remaining: int, slots: int) -> None:
+        self.remaining = remaining
+        self.results: list[Any] = [None] * slots
 
 
 def open_memory(url: str, options: Mapping[str, Any], context: StoreContext) -> MemoryStorage:
@@ -200,6 +229,15 @@ class _MemoryBook(Storage):
         # Periodic tasks' last claimed ticks (this process's: the scheduler's host
         # lock makes it the one process of the app on the host that claims them).
         self._ticks: dict[str, TickInfo] = {}
+        # Workflows: deferred jobs by key, what each still waits for, and the edges
+        # from each parent not yet finished to its children ((child key, position)).
+        # Empty unless workflows are used: the hot path checks `_deps` only.
+        self._deferred: dict[int | str, Job] = {}
+        self._pending: dict[int | str, _Waiting] = {}
+        self._deps: dict[int | str, list[tuple[int | str, int]]] = {}
+        # For lookups: each parent's children ids, each group's members (bounded).
+        self._children: dict[int | str, list[str]] = {}
+        self._groups: dict[str, list[Job]] = {}
 
     def _lane(self, name: str) -> _Lane:
         """The lane of queue ``name``, made on first use. Lock held."""
@@ -240,9 +278,14 @@ class _MemoryBook(Storage):
                 key = job.options.unique_key
                 if key is not None and self._unique.get(key) is job:
                     del self._unique[key]  # finished: its key is free
+            if self._deps and job.key in self._deps:
+                self._outcome_reached(job, now or time.time())
         if self._joiners and lane.idle():
             self._drained.notify_all()
         return event
+
+    def _outcome_reached(self, parent: Job, now: float) -> None:
+        """``parent`` finished: release or cancel what waits on it (:class:`_MemoryFlows`). Lock held."""
 
     def _expire(self, now: float) -> None:
         """Forget finished jobs older than the TTL (at most once a second). Lock held."""
@@ -258,24 +301,31 @@ class _MemoryBook(Storage):
         except ValueError:
             return None
         with self._lock:
-            self._expire(time.time())
-            job = self._finished.get(seq)
+            return self._find(seq)
+
+    def _find(self, seq: int | str) -> Job | None:
+        """The job of key ``seq`` wherever it is. Lock held."""
+        self._expire(time.time())
+        job = self._finished.get(seq)
+        if job is not None:
+            return job
+        job = self._deferred.get(seq) if self._deferred else None
+        if job is not None:
+            return job
+        for lane in self._lanes.values():
+            job = lane.running.get(seq)
             if job is not None:
                 return job
-            for lane in self._lanes.values():
-                job = lane.running.get(seq)
-                if job is not None:
-                    return job
-                for ready in lane.ready.values():
-                    i = bisect.bisect_left(ready, seq, key=_seq)
-                    if i < len(ready) and ready[i].key == seq:
-                        return ready[i]
-                for entry in lane.scheduled:
-                    if entry[2].key == seq:
-                        return entry[2]
-                for dentry in lane.due:
-                    if dentry[3].key == seq:
-                        return dentry[3]
+            for ready in lane.ready.values():
+                i = bisect.bisect_left(ready, seq, key=_seq)
+                if i < len(ready) and ready[i].key == seq:
+                    return ready[i]
+            for entry in lane.scheduled:
+                if entry[2].key == seq:
+                    return entry[2]
+            for dentry in lane.due:
+                if dentry[3].key == seq:
+                    return dentry[3]
         return None
 
     # -- listings ----------------------------------------------------------
@@ -286,8 +336,9 @@ class _MemoryBook(Storage):
             self._expire(time.time())
             lanes = self._lanes_of(queue)
             sources: list[Iterable[Job]] = []
-            if status is None or status is QUEUED or status is SCHEDULED:
+            if status is None or status is QUEUED or status is SCHEDULED or status is DEFERRED:
                 waiting = [j for lane in lanes for j in lane.waiting_jobs()]
+                waiting += [j for j in self._deferred.values() if queue is None or j.queue == queue]
                 sources.append(sorted(waiting, key=_order, reverse=True))
             if status is None or status is RUNNING:
                 sources.append(sorted((j for lane in lanes for j in lane.running.values()), key=_order, reverse=True))
@@ -306,6 +357,7 @@ class _MemoryBook(Storage):
             counts = dict.fromkeys((s.value for s in JobStatus), 0)
             lanes = self._lanes_of(queue)
             counts["running"] = sum(len(lane.running) for lane in lanes)
+            counts["deferred"] = sum(1 for j in self._deferred.values() if queue is None or j.queue == queue)
             for lane in lanes:
                 counts["queued"] += sum(map(len, lane.ready.values()))
                 for entry in lane.scheduled:
@@ -344,6 +396,10 @@ class _MemoryBook(Storage):
         with self._lock:
             self._closed = True  # an enqueue racing with shutdown must not slip in after this
             dropped = [job for lane in self._lanes.values() for job in lane.waiting_jobs()]
+            dropped += self._deferred.values()
+            self._deferred.clear()
+            self._pending.clear()
+            self._deps.clear()
             dropped.sort(key=_seq_order)
             self._put_options = self._put_place = None  # the deques it holds are dropped here
             for lane in self._lanes.values():
@@ -397,7 +453,160 @@ _CONTENDED_FIRST = 2e-5
 _CONTENDED_MAX = 1e-3
 
 
-class MemoryStorage(_MemoryBook):
+class _MemoryFlows(_MemoryBook):
+    """Workflows on the memory store (``capabilities.workflows``): deferred jobs, the links to
+    their parents, and their release or cancel under the store's lock, in the critical
+    section that records the parent's outcome (:meth:`_MemoryBook._settle` calls
+    :meth:`_outcome_reached`)."""
+
+    # -- workflows ---------------------------------------------------------
+    def put_workflow(self, jobs: list[Job], links: list[Link]) -> None:
+        with self._lock:
+            if self._closed:
+                raise QueueClosed(f"the queue was shut down; the workflow's {len(jobs)} jobs were not queued")
+            if self.maxsize and self._waiting + len(jobs) > self.maxsize:
+                raise QueueFull(
+                    f"the workflow's {len(jobs)} jobs do not fit: the queue holds {self._waiting} of at most"
+                    f" {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); none of them was queued"
+                )
+            mine = {job.id: job for job in jobs}
+            parents = self._outside_parents(mine, links)
+            # Checked: from here on nothing raises, so the workflow is queued whole.
+            self._hold(jobs, links)
+            for link in links:
+                parent = mine.get(link.parent) or parents[link.parent]
+                child = mine[link.child]
+                self._deps.setdefault(parent.key, []).append((child.key, link.position))
+                self._children.setdefault(parent.key, []).append(child.id)
+            self._waiting += len(jobs)
+            for job in jobs:
+                if job.status is not DEFERRED:
+                    self._place(job)
+            now = time.time()
+            for parent in parents.values():  # a parent that finished already counts now
+                if parent.status.finished:
+                    self._outcome_reached(parent, now)
+            self._bound_lookups()
+
+    def _outside_parents(self, mine: dict[str, Job], links: list[Link]) -> dict[str, Job]:
+        """The parents the workflow names that it does not hold, found in the store. Lock held.
+
+        :raises DependencyError: one of them is not in the store.
+        """
+        parents: dict[str, Job] = {}
+        for link in links:
+            if link.parent in mine or link.parent in parents:
+                continue
+            parent = self._by_id(link.parent)
+            if parent is None:
+                raise _missing(link.parent)
+            parents[link.parent] = parent
+        return parents
+
+    def _hold(self, jobs: list[Job], links: list[Link]) -> None:
+        """Register the workflow's deferred jobs (their counters and result slots) and its groups. Lock held."""
+        slots: dict[str, int] = {}
+        counts: dict[str, int] = {}
+        for link in links:
+            counts[link.child] = counts.get(link.child, 0) + 1
+            if link.position >= 0:
+                slots[link.child] = max(slots.get(link.child, 0), link.position + 1)
+        for job in jobs:
+            if job.status is DEFERRED:
+                self._deferred[job.key] = job
+                self._pending[job.key] = _Waiting(counts.get(job.id, 0), slots.get(job.id, 0))
+            group = job.options.group
+            if group is not None:
+                self._groups.setdefault(group, []).append(job)
+
+    def _by_id(self, job_id: str) -> Job | None:
+        token, _, number = job_id.rpartition("-")
+        if token != self.token:
+            return None
+        try:
+            return self._find(int(number))
+        except ValueError:
+            return None
+
+    def _place(self, job: Job) -> None:
+        """Put a waiting job (counted in ``_waiting`` already) where a consumer takes it. Lock held."""
+        lane = self._lane(job.options.queue)
+        if job.status is SCHEDULED:
+            heapq.heappush(lane.scheduled, (job.eta if job.eta is not None else time.time(), next(self._tiebreak), job))
+        else:
+            _insert_ready(lane, lane.ready.get(job.options.priority), job)
+        if lane.sleepers:
+            lane.sleepers.pop().release()
+
+    def _outcome_reached(self, parent: Job, now: float) -> None:
+        """``parent`` finished: release or cancel what waits on it, transitively. Lock held.
+
+        The same critical section records the parent's outcome, so a dependent is
+        released exactly once, and never left waiting on a finished job.
+        """
+        stack: list[tuple[Job, str | None]] = [(parent, None)]
+        while stack:
+            done, reason = stack.pop()
+            edges = self._deps.pop(done.key, None)
+            if not edges:
+                continue
+            succeeded = done.status is SUCCEEDED
+            for child_key, position in edges:
+                child = self._deferred.get(child_key)
+                if child is None:
+                    continue  # cancelled already (by a user, or by another parent's failure)
+                waiting = self._pending[child_key]
+                if succeeded:
+                    if position >= 0:
+                        waiting.results[position] = done.result
+                    waiting.remaining -= 1
+                    if waiting.remaining <= 0:
+                        del self._deferred[child_key], self._pending[child_key]
+                        bind = child.options.bind
+                        if bind == "first":
+                            child.args = (waiting.results[0], *child.args)
+                        elif bind == "list":
+                            child.args = (waiting.results, *child.args)
+                        child.status = QUEUED
+                        self._place(child)
+                    continue
+                if reason is None:
+                    reason = (dependency_failed(done.id, done.name, done.error) if done.status is FAILED
+                              else dependency_cancelled(done.id, done.name))
+                del self._deferred[child_key], self._pending[child_key]
+                self._waiting -= 1
+                child.mark_cancelled(now, reason)
+                self._finished.add(child)
+                event = self._waiters.pop(child_key, None) if self._waiters else None
+                if event is not None:
+                    event.set()
+                stack.append((child, reason))
+
+    def _bound_lookups(self) -> None:
+        """Forget the oldest groups and dependents lists beyond what lookups keep. Lock held."""
+        keep = max(_WORKFLOW_MEMORY, self.max_finished)
+        for table in (self._groups, self._children):
+            while len(table) > keep:
+                del table[next(iter(table))]  # type: ignore[arg-type]
+
+    def dependents(self, job_id: str) -> list[str]:
+        token, _, number = job_id.rpartition("-")
+        if token != self.token or not self._children:
+            return []
+        try:
+            key = int(number)
+        except ValueError:
+            return []
+        with self._lock:
+            return list(self._children.get(key, ()))
+
+    def group_jobs(self, group_id: str) -> list[Job] | None:
+        with self._lock:
+            members = self._groups.get(group_id)
+            return None if members is None else list(members)
+
+
+class MemoryStorage(_MemoryFlows):
     """Waiting, scheduled, running and recently finished jobs, in memory.
 
     :param token: the queue's id prefix; ids with another prefix are not ours.
@@ -407,7 +616,7 @@ class MemoryStorage(_MemoryBook):
     """
 
     #: Jobs live in this process only: the fast path keeps live objects.
-    capabilities = Capabilities()
+    capabilities = Capabilities(workflows=True)
     url = "memory://"
 
     # -- the hot path ------------------------------------------------------
@@ -572,7 +781,8 @@ class MemoryStorage(_MemoryBook):
         by id, no job holds a unique key. One call per job (a method apart so
         that ``take`` stays readable; it costs ~1% of a drained job's instructions).
         """
-        if lane.running.pop(done.key, None) is not done or done.status is SCHEDULED or self._waiters or self._unique:
+        if (lane.running.pop(done.key, None) is not done or done.status is SCHEDULED or self._waiters
+                or self._unique or self._deps):
             return self._settle(done)
         finished = self._finished
         if finished.limit:  # _Finished.add(), inlined
@@ -700,7 +910,12 @@ class MemoryStorage(_MemoryBook):
 
     def cancel(self, job: Job) -> bool:
         with self._lock:
-            if job.status not in (QUEUED, SCHEDULED) or not self._remove_waiting(job):
+            if job.status is DEFERRED:
+                if self._deferred.pop(job.key, None) is not job:
+                    return False
+                self._pending.pop(job.key, None)
+                self._waiting -= 1
+            elif job.status not in (QUEUED, SCHEDULED) or not self._remove_waiting(job):
                 return False
             job.mark_cancelled(time.time())
             event = self._settle(job)
@@ -750,6 +965,14 @@ def _acquire_contended(lock: threading.Lock) -> None:
         if lock.acquire(False):
             return
         pause = min(pause * 2, _CONTENDED_MAX)
+
+
+def _missing(job_id: str) -> DependencyError:
+    return DependencyError(
+        f"depends_on: this app's queue holds no job {job_id!r}: it never existed here, it belongs to another"
+        " app, or it finished long enough ago to be forgotten (MEMQUEUE_RESULT_TTL, MEMQUEUE_MAX_FINISHED);"
+        " nothing was queued"
+    )
 
 
 def _remove_from_heap(heap: list[Any], job: Job) -> bool:

@@ -144,6 +144,29 @@ class Primitives(abc.ABC):
     def _ticks(self) -> dict[str, tuple[float, str | None, float]]:
         """Each task's last claimed tick in this namespace: ``(tick, job id or None, claimed at)``."""
 
+    # Workflows (capabilities.workflows): three primitives, and the release of dependents
+    # folded into every write that records a final outcome (_save, _claim's settle,
+    # _transition to cancelled, _take_over_one), in that same write.
+    def _insert_workflow(self, records: list[Record], links: list[tuple[str, str, int]],
+                         groups: list[tuple[str, int, str]], now: float) -> list[str]:
+        """In one write: unless the waiting records and ``records`` together exceed
+        MEMQUEUE_MAXSIZE (then raise QueueFull) or a link's parent is neither in
+        ``records`` nor stored (then raise DependencyError), insert ``records`` (status
+        queued, scheduled or deferred), the ``links`` ``(parent, child, position)``,
+        each deferred child's counter (its number of links), and ``groups``
+        ``(group id, index, job id)``; then apply the outcome of every stored parent
+        that finished already (as a write of its outcome would). Returns the ids of
+        ``records`` whose state that changed."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement workflows")
+
+    def _dependents(self, job_id: str) -> list[str]:
+        """The children linked to ``job_id``, in the order they were linked."""
+        return []
+
+    def _group_members(self, group_id: str) -> list[Record]:
+        """The records of group ``group_id``'s members that exist, in member order."""
+        return []
+
     def _declare(self, owner: str, queues: tuple[str, ...], now: float) -> None:  # noqa: B027 - optional
         """Record that ``owner`` consumes ``queues`` (seen at ``now``); with no queues,
         forget ``owner``'s. A backend without it: enqueues check this process's queues only."""

@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..job import Job, JobStatus
+from ..options import from_stored, stored_extras
 from .base import StoreContext
 
 RUNNING = JobStatus.RUNNING
@@ -29,7 +30,8 @@ SUCCEEDED = JobStatus.SUCCEEDED
 #: Argument types a JSON round trip gives back unchanged (NaN and infinities are refused before).
 _PLAIN = (str, int, float, bool, type(None))
 FINISHED = ("succeeded", "failed", "cancelled")
-WAITING = ("queued", "scheduled")
+#: Statuses of jobs that wait: they count toward MEMQUEUE_MAXSIZE, and a cancel takes them.
+WAITING = ("queued", "scheduled", "deferred")
 
 
 @dataclass(slots=True)
@@ -60,6 +62,11 @@ class Record:
     unique_key: str | None = None
     #: For a periodic task's job: the Unix time of the tick it was queued for.
     tick: float | None = None
+    #: The job's options that have no column of their own, as one JSON object
+    #: (:func:`~flask_memqueue.options.stored_extras`: a workflow's links, its group);
+    #: None for nearly every job. Keyword-only, so that a backend's subclass that adds
+    #: fields keeps building its records from rows positionally.
+    options: str | None = field(default=None, kw_only=True)
 
 
 class Codec:
@@ -144,6 +151,9 @@ class Codec:
             job.args = tuple(json.loads(record.args))
             if job.kwargs:
                 job.kwargs = json.loads(record.kwargs or "{}")
+        opts = job.options
+        if opts.after is not None or opts.group is not None:  # a workflow's job: its links and group
+            record.options = stored_extras(opts)
         jid = job.key = record.id  # from now on the id is the key: no formatting per read
         if self.local_jobs:  # before the insert: a consumer here may claim it at once
             with self.lock:
@@ -176,9 +186,11 @@ class Codec:
         """A fresh Job for a record, never this process's local object."""
         kwargs = json.loads(record.kwargs) if record.kwargs else None
         context = self.context
+        options = None if record.options is None else from_stored(
+            record.queue, record.priority, record.unique_key, record.tick, record.options)
         job = Job(context.host, record.id, context.task(record.task), tuple(json.loads(record.args)), kwargs,
                   record.enqueued_at, queue=record.queue, priority=record.priority, unique_key=record.unique_key,
-                  tick=record.tick)
+                  tick=record.tick, options=options)
         restore(job, record)
         return job
 
@@ -191,7 +203,7 @@ class Codec:
         that did not happen).
         """
         copy = Job(self.context.host, job.id, job.task, job.args, job.kwargs, job.enqueued_at, job.status,
-                   job.queue, job.priority, job.unique_key, job.tick)
+                   options=job.options)
         copy_outcome(job, copy)
         return copy
 
@@ -202,6 +214,8 @@ class Codec:
             job = self.local.get(record.id)
             if job is not None:
                 restore(job, record)  # the claim's own record: the truth
+                if job.options.bind is not None:  # released with a result bound in by the store
+                    job.args = tuple(json.loads(record.args))
         if job is None:
             job = self.detached(record)
         job.mark_running()  # attempts stay as before the claim: the consumer counts this one

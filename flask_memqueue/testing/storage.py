@@ -45,11 +45,11 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from ..exceptions import QueueFull
+from ..exceptions import DependencyError, QueueFull
 from ..extension import MemQueue
 from ..job import Job, JobStatus
 from ..state import AppQueue
-from ..storage import Storage
+from ..storage import Link, Storage
 
 #: Seconds any single wait in a test may take before the test fails.
 TIMEOUT = 10.0
@@ -460,7 +460,7 @@ class _SingleJobsAndListings(_Harness):
         scheduled(queue, time.time() + 3600)
         storage.cancel(queued(queue, 4))
         assert storage.counts() == {
-            "queued": 1, "scheduled": 1, "running": 1, "succeeded": 0, "failed": 1, "cancelled": 1,
+            "queued": 1, "scheduled": 1, "deferred": 0, "running": 1, "succeeded": 0, "failed": 1, "cancelled": 1,
         }
         assert storage.depth() == 2
 
@@ -852,8 +852,157 @@ class _UniqueKeysAndTicks(_Harness):
         assert sorted(won) == [False] * 7 + [True]
         assert first.storage.depth() == 1
 
+def linked(queue: AppQueue, value: Any = None, *, bind: str | None = None, group: str | None = None,
+           after: tuple[str, ...] = (), task: str = "contract.echo") -> Job:
+    """A job for :meth:`Storage.put_workflow`: deferred if it waits on ``after``."""
+    job = new_job(queue, task, value) if value is not None or bind is None else new_job(queue, task)
+    job.options = job.options.replace(after=after or None, group=group, bind=bind)
+    if after:
+        job.status = JobStatus.DEFERRED
+    return job
+
+
+def settle_and_take(queue: AppQueue, job: Job) -> Job | None:
+    """Run ``job`` and record it as a consumer does: with the claim of the next one."""
+    return queue.storage.take(0, run(queue, job))
+
+
+class _Workflows(_Harness):
+    """Dependencies (``capabilities.workflows``): release and cancel in the outcome's atomic step."""
+
+    @pytest.fixture
+    def wf(self, queue: AppQueue) -> AppQueue:
+        if not queue.storage.capabilities.workflows:
+            pytest.skip("the store does not declare capabilities.workflows")
+        return queue
+
+    def test_a_child_is_released_with_the_result_in_the_step_that_records_its_parent(self, wf: AppQueue) -> None:
+        parent = linked(wf, 5)
+        child = linked(wf, "tail", bind="first", after=(parent.id,))
+        wf.storage.put_workflow([parent, child], [Link(parent.id, child.id, 0)])
+        assert status_of(wf.storage, child) == "deferred"
+        assert wf.storage.counts()["deferred"] == 1 and wf.storage.dependents(parent.id) == [child.id]
+        taken = wf.storage.take(0)
+        assert taken is not None and taken.id == parent.id
+        assert wf.storage.take(0) is None  # the child waits
+        released = settle_and_take(wf, taken)  # one step: records the parent, releases and claims the child
+        assert released is not None and released.id == child.id and released.args == (5, "tail")
+
+    def test_a_chord_counter_releases_once_with_results_in_member_order(self, wf: AppQueue) -> None:
+        members = [linked(wf, i, group="g1") for i in range(3)]
+        callback = linked(wf, bind="list", after=tuple(m.id for m in members))
+        wf.storage.put_workflow([*members, callback], [Link(m.id, callback.id, i) for i, m in enumerate(members)])
+        taken = [wf.storage.take(0) for _ in members]
+        assert all(t is not None for t in taken)
+        for job in reversed(taken):  # finished out of order
+            assert job is not None
+            wf.storage.finish(run(wf, job))
+        released = wf.storage.take(0)
+        assert released is not None and released.id == callback.id and released.args == ([0, 1, 2],)
+        assert wf.storage.take(0) is None
+        group = wf.storage.group_jobs("g1")
+        assert group is not None and ids(group) == ids(members)
+
+    def test_a_failure_cancels_dependents_transitively_naming_the_failed_job(self, wf: AppQueue) -> None:
+        parent = linked(wf, 1, task="contract.fail")
+        child = linked(wf, bind="first", after=(parent.id,))
+        grandchild = linked(wf, bind="first", after=(child.id,))
+        wf.storage.put_workflow([parent, child, grandchild],
+                                [Link(parent.id, child.id, 0), Link(child.id, grandchild.id, 0)])
+        taken = wf.storage.take(0)
+        assert taken is not None
+        assert settle_and_take(wf, taken) is None
+        for job in (child, grandchild):
+            found = wf.storage.get(job.id)
+            assert found is not None and found.status == "cancelled"
+            assert found.error == f"dependency {parent.id} (contract.fail) failed: ValueError: failed 1"
+        assert wf.storage.counts()["deferred"] == 0
+
+    def test_a_retry_releases_nothing(self, wf: AppQueue) -> None:
+        parent = linked(wf, 1, task="contract.retry")
+        child = linked(wf, after=(parent.id,))
+        wf.storage.put_workflow([parent, child], [Link(parent.id, child.id, -1)])
+        taken = wf.storage.take(0)
+        assert taken is not None
+        wf.storage.finish(run(wf, taken))
+        assert status_of(wf.storage, taken) == "scheduled" and status_of(wf.storage, child) == "deferred"
+
+    def test_cancelling_a_deferred_job_cancels_what_waits_on_it(self, wf: AppQueue) -> None:
+        parent = linked(wf, 1)
+        child = linked(wf, after=(parent.id,))
+        grandchild = linked(wf, after=(child.id,))
+        wf.storage.put_workflow([parent, child, grandchild],
+                                [Link(parent.id, child.id, -1), Link(child.id, grandchild.id, -1)])
+        found = wf.storage.get(child.id)
+        assert found is not None and wf.storage.cancel(found)
+        gone = wf.storage.get(grandchild.id)
+        assert gone is not None and gone.status == "cancelled"
+        assert gone.error == f"dependency {child.id} (contract.echo) was cancelled"
+        taken = wf.storage.take(0)
+        assert taken is not None and settle_and_take(wf, taken) is None  # nothing left to release
+
+    def test_a_missing_parent_is_refused_and_nothing_is_queued(self, wf: AppQueue) -> None:
+        first = linked(wf, 1)
+        child = linked(wf, after=("nobody-1",))
+        with pytest.raises(DependencyError, match="nobody-1"):
+            wf.storage.put_workflow([first, child], [Link("nobody-1", child.id, -1)])
+        assert wf.storage.take(0) is None and wf.storage.counts()["deferred"] == 0
+
+    def test_a_finished_parent_counts_at_once(self, wf: AppQueue) -> None:
+        parent = queued(wf, 7)
+        taken = wf.storage.take(0)
+        assert taken is not None
+        wf.storage.finish(run(wf, taken))
+        child = linked(wf, bind="first", after=(parent.id,))
+        wf.storage.put_workflow([child], [Link(parent.id, child.id, 0)])
+        released = wf.storage.take(0)
+        assert released is not None and released.id == child.id and released.args == (7,)
+
+    def test_deferred_jobs_count_toward_maxsize_and_a_workflow_is_refused_whole(self, make_store: Factory) -> None:
+        queue = make_store(MEMQUEUE_MAXSIZE=3)
+        if not queue.storage.capabilities.workflows:
+            pytest.skip("the store does not declare capabilities.workflows")
+        parent = linked(queue, 1)
+        child = linked(queue, after=(parent.id,))
+        queue.storage.put_workflow([parent, child], [Link(parent.id, child.id, -1)])
+        a, b = linked(queue, 2), linked(queue, 3)
+        with pytest.raises(QueueFull):
+            queue.storage.put_workflow([a, b], [])
+        assert queue.storage.counts()["queued"] == 1 and queue.storage.counts()["deferred"] == 1
+
+    def test_the_last_two_members_finishing_at_once_in_two_processes_release_once(
+        self, make_store: Factory
+    ) -> None:
+        first = make_store()
+        if not first.storage.capabilities.workflows or not first.storage.capabilities.shared:
+            pytest.skip("a store other processes share, with workflows")
+        second = make_store(like=first)
+        for _ in range(5):
+            members = [linked(first, i) for i in range(2)]
+            callback = linked(first, bind="list", after=tuple(m.id for m in members))
+            links = [Link(m.id, callback.id, i) for i, m in enumerate(members)]
+            first.storage.put_workflow([*members, callback], links)
+            a, b = first.storage.take(0), second.storage.take(0)
+            assert a is not None and b is not None
+            run(first, a), run(second, b)
+            start = threading.Barrier(2)
+
+            def finish(queue: AppQueue, job: Job, start: threading.Barrier = start) -> None:
+                start.wait(TIMEOUT)
+                queue.storage.finish(job)
+
+            threads = [threading.Thread(target=finish, args=(q, j)) for q, j in ((first, a), (second, b))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(TIMEOUT)
+            released = [j for j in (first.storage.take(0), second.storage.take(0)) if j is not None]
+            assert ids(released) == [callback.id] and released[0].args == ([0, 1],)
+            first.storage.finish(run(first, released[0]))
+
+
 class StorageContract(_PutAndTake, _SingleJobsAndListings, _WaitingAndBounds, _QueuesAndPriorities,
-                      _UniqueKeysAndTicks):
+                      _UniqueKeysAndTicks, _Workflows):
     """The storage contract every store passes (:class:`~flask_memqueue.storage.Storage`).
 
     Subclass it (its name does not start with ``Test``, so pytest collects

@@ -51,6 +51,27 @@ def ordered(n: int) -> int:
     return n
 
 
+@mq.task(name="member", retries=1, retry_delay=0.01)
+def member(n: int) -> int:
+    """A chord's member (workflows): logs ``member <n> <pid>``; a retry lets a worker killed mid-run lose nothing."""
+    log("member", n, os.getpid())
+    return n
+
+
+@mq.task(name="collect")
+def collect(results: list[int]) -> int:
+    """A chord's callback: logs ``callback <how many> <sum> <pid>``."""
+    log("callback", len(results), sum(results), os.getpid())
+    return sum(results)
+
+
+@mq.task(name="link", retries=1, retry_delay=0.01)
+def link(n: int) -> int:
+    """A chain's link: logs ``link <n> <pid>`` and hands on n + 1."""
+    log("link", n, os.getpid())
+    return n + 1
+
+
 def create_app() -> Flask:
     app = new_app(
         "journal_app", mq,
@@ -84,6 +105,12 @@ def main() -> None:
         if mode in ("enqueue", "run"):
             offset = int(os.environ.get("JT_OFFSET", "0"))
             enqueue_in_threads(app, range(offset, offset + n), threads, lambda i: mq.enqueue(record, i, hold=hold))
+            log("enqueued", n, os.getpid())
+        if mode == "chord":  # a chord of n members, queued in one step, then exit
+            mq.chord(mq.group(*(member.s(i) for i in range(n))), collect.s()).delay()
+            log("enqueued", n, os.getpid())
+        if mode == "chain":  # a chain of n links starting at 0
+            mq.chain(link.s(0), *(link.s() for _ in range(n - 1))).delay()
             log("enqueued", n, os.getpid())
         if mode in ("run", "drain"):
             mq.queue_for(app).ensure_consumer()

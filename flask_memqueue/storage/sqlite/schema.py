@@ -19,7 +19,7 @@ BUSY_TIMEOUT = 30.0
 _FINISHED_SQL = "('succeeded', 'failed', 'cancelled')"
 _COLUMNS = (
     "id, task, args, kwargs, status, attempts, enqueued_at, eta,"
-    " started_at, finished_at, result, error, traceback, owner, lane, priority, unique_key, tick"
+    " started_at, finished_at, result, error, traceback, owner, lane, priority, unique_key, tick, options"
 )
 _STATE_COLUMNS = "status, attempts, eta, started_at, finished_at, result, error, traceback, owner"
 _STATE = "status=?, attempts=?, eta=?, started_at=?, finished_at=?, result=?, error=?, traceback=?, owner=?"
@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS memqueue_jobs (
     lane TEXT NOT NULL DEFAULT 'default',
     priority INTEGER NOT NULL DEFAULT 0,
     unique_key TEXT,
-    tick REAL
+    tick REAL,
+    options TEXT
 )
 """
 # ``queue`` is the app's name (the namespace, as in 1.x journals); ``lane`` is
@@ -74,11 +75,49 @@ CREATE TABLE IF NOT EXISTS memqueue_ticks (
     PRIMARY KEY (queue, task)
 )
 """
+# Workflows (see docs/workflows.md, "How it scales"). One row per link (child waits on
+# parent): written at enqueue, marked done (with the parent's result, for a chain's link
+# or a chord's callback) in the transaction that records the parent's outcome. One
+# counter row per deferred job: each parent's success decrements it, in that same
+# transaction, and the one that brings it to 0 releases the job. One row per group
+# member, written once. No row that every completion rewrites.
+_LINKS = """
+CREATE TABLE IF NOT EXISTS memqueue_links (
+    queue TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    child TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    result TEXT
+)
+"""
+_WAITS = """
+CREATE TABLE IF NOT EXISTS memqueue_waits (
+    queue TEXT NOT NULL,
+    child TEXT NOT NULL,
+    remaining INTEGER NOT NULL,
+    PRIMARY KEY (queue, child)
+)
+"""
+_GROUPS = """
+CREATE TABLE IF NOT EXISTS memqueue_groups (
+    queue TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    job_id TEXT NOT NULL,
+    PRIMARY KEY (queue, grp, idx)
+)
+"""
+_WORKFLOW_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS memqueue_links_parent ON memqueue_links (queue, parent)",
+    "CREATE INDEX IF NOT EXISTS memqueue_links_child ON memqueue_links (queue, child, position)",
+)
 _MIGRATIONS = (
     ("lane", "ALTER TABLE memqueue_jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'default'"),
     ("priority", "ALTER TABLE memqueue_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0"),
     ("unique_key", "ALTER TABLE memqueue_jobs ADD COLUMN unique_key TEXT"),
     ("tick", "ALTER TABLE memqueue_jobs ADD COLUMN tick REAL"),
+    ("options", "ALTER TABLE memqueue_jobs ADD COLUMN options TEXT"),
 )
 _LIVE_SQL = "('queued', 'scheduled', 'running')"
 # One index serves both claims of a lane (queued rows have eta NULL, so they
@@ -110,7 +149,7 @@ _ETA = 1 + _NAMES.index("eta")
 _ENQUEUED_AT = 1 + _NAMES.index("enqueued_at")
 _INSERT = (
     "INSERT INTO memqueue_jobs (id, queue, task, args, kwargs, status, enqueued_at, eta, lane, priority,"
-    " unique_key, tick) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " unique_key, tick, options) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 _DAMAGED_ADVICE = (
@@ -174,11 +213,14 @@ def create(w: sqlite3.Connection, path: str, key: str) -> None:
         w.execute(_SCHEMA)
         w.execute(_CONSUMERS)
         w.execute(_TICKS)
+        w.execute(_LINKS)
+        w.execute(_WAITS)
+        w.execute(_GROUPS)
         columns = {row[1] for row in w.execute("PRAGMA table_info(memqueue_jobs)")}
         for column, alter in _MIGRATIONS:
             if column not in columns:
                 w.execute(alter)
-        for statement in _INDEXES:
+        for statement in (*_INDEXES, *_WORKFLOW_INDEXES):
             w.execute(statement)
         w.execute("COMMIT")
     except BaseException:

@@ -11,6 +11,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from ..base import StoreContext
@@ -32,6 +33,8 @@ from .schema import (
     create,
     damaged,
 )
+from .workflows import WorkflowRecords
+from .workflows import record as _record
 
 #: Every store not yet closed, referenced so that it is never garbage-collected
 #: open: a forked child drops its inherited store (its queue opens a new one),
@@ -48,12 +51,16 @@ def _due_first(due: tuple[Any, ...], queued: tuple[Any, ...]) -> bool:
     queued_due = queued[_ETA] if queued[_ETA] is not None else queued[_ENQUEUED_AT]
     return bool(due[_ETA] < queued_due)
 
-class SQLiteStorage(DurableStorage):
+
+
+class SQLiteStorage(WorkflowRecords, DurableStorage):
     """Job records in a SQLite file that the processes of one host share.
 
     :raises JournalError: the file cannot be opened, is not a SQLite
         database, or cannot be written (at ``init_app``).
     """
+
+    capabilities = replace(DurableStorage.capabilities, workflows=True)
 
     def __init__(self, path: str, context: StoreContext, *, sync: str = "normal", url: str | None = None) -> None:
         super().__init__(url or f"sqlite:///{path}", context)
@@ -158,7 +165,8 @@ class SQLiteStorage(DurableStorage):
                 # Counting costs a scan of the waiting rows: done when the room
                 # left is near the limit (so the limit is exact there) or 1 s old.
                 (waiting,) = conn.execute(
-                    "SELECT count(*) FROM memqueue_jobs WHERE queue=? AND status IN ('queued', 'scheduled')", (ns,)
+                    "SELECT count(*) FROM memqueue_jobs WHERE queue=?"
+                    " AND status IN ('queued', 'scheduled', 'deferred')", (ns,),
                 ).fetchone()
                 room = self.maxsize - waiting
                 self._recount = time.time() + 1.0
@@ -172,7 +180,7 @@ class SQLiteStorage(DurableStorage):
     def _row(self, r: Record) -> tuple[Any, ...]:
         """The values of :data:`_INSERT` for a new record."""
         return (r.id, self.namespace, r.task, r.args, r.kwargs, r.status, r.enqueued_at, r.eta, r.queue, r.priority,
-                r.unique_key, r.tick)
+                r.unique_key, r.tick, r.options)
 
     def _insert_unique(self, record: Record, full: bool) -> Record | None:
         ns = self.namespace
@@ -184,7 +192,7 @@ class SQLiteStorage(DurableStorage):
                 (ns, record.unique_key),
             ).fetchone()
             if row is not None:
-                return Record(*row)
+                return _record(row)
             if full:
                 return None
             conn.execute(_INSERT, self._row(record))
@@ -230,6 +238,7 @@ class SQLiteStorage(DurableStorage):
                 (r.id, self.namespace, r.task, r.args, r.kwargs, r.enqueued_at, r.queue, r.priority, r.unique_key,
                  r.tick, *state),
             )
+        self._outcome_in(conn, 1, r)
 
     def _save(self, record: Record) -> None:
         self._write(lambda conn: self._save_in(conn, record), "recording a job")
@@ -267,7 +276,7 @@ class SQLiteStorage(DurableStorage):
             return row[1:]
 
         row = self._write(claim, "taking a job")
-        return None if row is None else Record(*row)
+        return None if row is None else _record(row)
 
     def _transition(self, job_id: str, from_status: Iterable[str], record: Record) -> bool:
         r = record
@@ -276,22 +285,23 @@ class SQLiteStorage(DurableStorage):
         state = (r.status, r.attempts, r.eta, r.started_at, r.finished_at, r.result, r.error, r.traceback, r.owner)
         # queued again (requeue): a new place, at the end of its line, as its due time is now
         again = ", seq=(SELECT max(seq) + 1 FROM memqueue_jobs)" if r.status == "queued" else ""
-        return bool(self._write(
-            lambda conn: conn.execute(
+
+        return bool(self._write(  # a cancel cancels what waits on the job, in this transaction
+            lambda conn: self._outcome_in(conn, conn.execute(
                 f"UPDATE memqueue_jobs SET {_STATE}{again} WHERE id=? AND queue=? AND status IN ({marks})",
                 (*state, job_id, self.namespace, *statuses),
-            ).rowcount,
+            ).rowcount, r),
             "changing a job",
         ))
 
     def _take_over_one(self, job_id: str, owner: str, record: Record) -> bool:
         r = record
         state = (r.status, r.attempts, r.eta, r.started_at, r.finished_at, r.result, r.error, r.traceback, r.owner)
-        return bool(self._write(
-            lambda conn: conn.execute(
+        return bool(self._write(  # failed for good: what waits on it is cancelled, in this transaction
+            lambda conn: self._outcome_in(conn, conn.execute(
                 f"UPDATE memqueue_jobs SET {_STATE} WHERE id=? AND queue=? AND status='running' AND owner=?",
                 (*state, job_id, self.namespace, owner),
-            ).rowcount,
+            ).rowcount, r),
             "taking over the jobs of a dead process",
         ))
 
@@ -304,7 +314,7 @@ class SQLiteStorage(DurableStorage):
                 " AND (finished_at IS NULL OR finished_at > ?)",
                 (job_id, self.namespace, visible_after),
             )
-        return Record(*rows[0]) if rows else None
+        return _record(rows[0]) if rows else None
 
     def _load_many(self, job_ids: list[str], finished_only: bool) -> list[Record]:
         marks = ",".join("?" * len(job_ids))
@@ -313,7 +323,7 @@ class SQLiteStorage(DurableStorage):
             f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE queue=? AND id IN ({marks}){extra}",
             (self.namespace, *job_ids),
         )
-        return [Record(*row) for row in rows]
+        return [_record(row) for row in rows]
 
     def _list(
         self, status: str | None, limit: int, offset: int, visible_after: float, queue: str | None = None
@@ -327,7 +337,7 @@ class SQLiteStorage(DurableStorage):
             " ORDER BY enqueued_at DESC, seq DESC LIMIT ? OFFSET ?",
             (*params, visible_after, limit, offset),
         )
-        return [Record(*row) for row in rows]
+        return [_record(row) for row in rows]
 
     def _count(self, visible_after: float, queue: str | None = None) -> dict[str, int]:
         lane = "" if queue is None else " AND lane=?"
@@ -373,7 +383,7 @@ class SQLiteStorage(DurableStorage):
             f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE queue=? AND status='running' AND owner=?",
             (self.namespace, owner),
         )
-        return [Record(*row) for row in rows]
+        return [_record(row) for row in rows]
 
     def _prune(self, finished_before: float, keep: int) -> None:
         def prune(conn: sqlite3.Connection) -> None:
@@ -387,16 +397,19 @@ class SQLiteStorage(DurableStorage):
                 " ORDER BY finished_at DESC, seq DESC LIMIT -1 OFFSET ?)",
                 (self.namespace, keep),
             )
+            self._forget_links(conn)
 
         self._write(prune, "forgetting old finished jobs")
 
     def _purge(self) -> int:
-        return int(self._write(
-            lambda conn: conn.execute(
+        def purge(conn: sqlite3.Connection) -> int:
+            n = conn.execute(
                 f"DELETE FROM memqueue_jobs WHERE queue=? AND status IN {_FINISHED_SQL}", (self.namespace,)
-            ).rowcount,
-            "purging finished jobs",
-        ))
+            ).rowcount
+            self._forget_links(conn)
+            return int(n)
+
+        return int(self._write(purge, "purging finished jobs"))
 
     def _remove_waiting(self) -> list[Record]:
         def drop(conn: sqlite3.Connection) -> list[Any]:
@@ -410,7 +423,7 @@ class SQLiteStorage(DurableStorage):
             )
             return rows
 
-        return [Record(*row) for row in self._write(drop, "dropping waiting jobs")]
+        return [_record(row) for row in self._write(drop, "dropping waiting jobs")]
 
     def _declare(self, owner: str, queues: tuple[str, ...], now: float) -> None:
         ns = self.namespace

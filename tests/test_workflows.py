@@ -1,0 +1,277 @@
+"""Workflows (issue 21): chains, groups, chords and depends_on, on every store that declares them.
+
+Each test runs against the memory store and the SQLite journal (the stores that
+declare ``capabilities.workflows``); the others must refuse a workflow clearly.
+The consumer runs in its thread; tests wait with ``wait(timeout)`` / ``join``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from support.backends import STORAGE_BACKENDS
+from support.waiting import TIMEOUT
+
+from flask_memqueue import DependencyError, JobFailed, MemQueue, QueueFull, WorkflowsUnsupported
+
+WORKFLOW_BACKENDS = ["memory", "sqlite"]
+#: Gates by name: a job of wf.held waits until its gate is set (JSON arguments: a name, not an object).
+_GATES: dict[str, threading.Event] = {}
+
+
+def new_gate() -> str:
+    name = f"gate-{len(_GATES)}"
+    _GATES[name] = threading.Event()
+    return name
+
+
+class Tasks:
+    def __init__(self, mq: MemQueue) -> None:
+        @mq.task(name="wf.add")
+        def add(x: int, y: int = 0) -> int:
+            return x + y
+
+        @mq.task(name="wf.total")
+        def total(values: list[int], extra: int = 0) -> int:
+            return sum(values) + extra
+
+        @mq.task(name="wf.boom")
+        def boom(x: Any = None) -> int:
+            raise ValueError(f"boom {x}")
+
+        @mq.task(name="wf.flaky", retries=1, retry_delay=0.0)
+        def flaky(x: int) -> int:
+            from flask_memqueue import current_job
+
+            if current_job.attempts < 2:
+                raise RuntimeError("once")
+            return x * 10
+
+        @mq.task(name="wf.held")
+        def held(gate: str) -> str:
+            if not _GATES[gate].wait(TIMEOUT):
+                raise TimeoutError("the gate was never opened")
+            return gate
+
+        @mq.task(name="wf.unjson")
+        def unjson() -> object:
+            return object()
+
+        self.add, self.total, self.boom, self.flaky, self.held, self.unjson = add, total, boom, flaky, held, unjson
+
+
+@pytest.fixture(params=WORKFLOW_BACKENDS)
+def wf_app(request: pytest.FixtureRequest, make_app: Callable[..., Flask], mq: MemQueue,
+           tmp_path: Path) -> tuple[Flask, Tasks]:
+    tasks = Tasks(mq)
+    app = make_app(**STORAGE_BACKENDS[request.param](tmp_path))
+    return app, tasks
+
+
+def test_a_chain_passes_each_result_on_and_wait_returns_the_last(wf_app: tuple[Flask, Tasks], mq: MemQueue) -> None:
+    app, t = wf_app
+    with app.app_context():
+        last = mq.chain(t.add.s(1, 2), t.add.s(y=10), t.add.s(100)).delay()
+        assert last.wait(TIMEOUT) == 113
+        info = last.to_dict()
+        assert info["status"] == "succeeded" and len(info["depends_on"]) == 1
+        middle = mq.get_job(info["depends_on"][0])
+        assert middle is not None and middle.result == 13 and middle.dependents() == [last.id]
+
+
+def test_si_ignores_the_previous_result(wf_app: tuple[Flask, Tasks], mq: MemQueue) -> None:
+    app, t = wf_app
+    with app.app_context():
+        assert mq.chain(t.add.s(1, 2), t.add.si(5, 5)).delay().wait(TIMEOUT) == 10
+
+
+def test_a_group_runs_its_members_and_reads_back_by_id(wf_app: tuple[Flask, Tasks], mq: MemQueue) -> None:
+    app, t = wf_app
+    with app.app_context():
+        group = mq.group(*(t.add.s(i, 1) for i in range(20))).delay()
+        assert group.results(TIMEOUT) == [i + 1 for i in range(20)]
+        assert group.status == "succeeded" and len(group.jobs) == 20
+        again = mq.get_group(group.id)
+        assert again is not None and [j.id for j in again.jobs] == [j.id for j in group.jobs]
+        assert again.jobs[3].to_dict()["group"] == group.id
+        assert mq.get_group("nope") is None
+        body = app.test_client().get(f"/memqueue/groups/{group.id}").get_json()
+        assert body["status"] == "succeeded" and [j["result"] for j in body["jobs"]] == [i + 1 for i in range(20)]
+        listed = app.test_client().get(f"/memqueue/jobs?group={group.id}&limit=5").get_json()
+        assert listed["total"] == 20 and [j["id"] for j in listed["jobs"]] == [j.id for j in group.jobs[:5]]
+        assert app.test_client().get("/memqueue/groups/nope").status_code == 404
+
+
+def test_a_chord_gives_the_callback_every_result_in_member_order(wf_app: tuple[Flask, Tasks], mq: MemQueue) -> None:
+    app, t = wf_app
+    with app.app_context():
+        callback = mq.chord(mq.group(*(t.add.s(i) for i in range(50))), t.total.s(extra=1000)).delay()
+        assert callback.wait(TIMEOUT) == sum(range(50)) + 1000
+        assert callback.args[0] == list(range(50))
+
+
+def test_a_failure_cancels_what_waits_on_it_transitively(wf_app: tuple[Flask, Tasks], mq: MemQueue) -> None:
+    app, t = wf_app
+    with app.app_context():
+        last = mq.chain(t.add.s(1), t.boom.s(), t.add.s(), t.add.s()).delay()
+        with pytest.raises(JobFailed):
+            last.wait(TIMEOUT)
+        assert mq.join(TIMEOUT)
+        failed_id = mq.get_job(mq.get_job(last.to_dict()["depends_on"][0]).to_dict()["depends_on"][0])  # type: ignore[union-attr]
+        assert failed_id is not None and failed_id.status == "failed"
+        for job_id in (last.id, last.to_dict()["depends_on"][0]):
+            job = mq.get_job(job_id)
+            assert job is not None and job.status == "cancelled"
+            assert job.error == f"dependency {failed_id.id} (wf.boom) failed: ValueError: boom 1"
+
+
+def test_a_retried_link_does_not_release_until_it_succeeds(wf_app: tuple[Flask, Tasks], mq: MemQueue) -> None:
+    app, t = wf_app
+    with app.app_context():
+        assert mq.chain(t.flaky.s(4), t.add.s(1)).delay().wait(TIMEOUT) == 41
+
+
+def test_a_failed_member_cancels_the_chord_callback_and_results_raises_for_it(
+    wf_app: tuple[Flask, Tasks], mq: MemQueue
+) -> None:
+    app, t = wf_app
+    with app.app_context():
+        group = mq.group(t.add.s(1), t.boom.s(2), t.add.s(3))
+        callback = mq.chord(group, t.total.s()).delay()
+        with pytest.raises(JobFailed):
+            callback.wait(TIMEOUT)
+        assert callback.status == "cancelled" and callback.error is not None
+        assert callback.error.startswith("dependency ")
+        assert callback.error.endswith("(wf.boom) failed: ValueError: boom 2")
+        assert mq.join(TIMEOUT)
+        members = mq.group(t.add.s(1), t.boom.s(2), t.boom.s(3)).delay()
+        with pytest.raises(JobFailed) as caught:
+            members.results(TIMEOUT)
+        assert caught.value.job.id == members.jobs[1].id
+        assert mq.join(TIMEOUT)
+        assert members.status == "failed"
+
+
+def test_depends_on_waits_for_every_job_and_passes_nothing(wf_app: tuple[Flask, Tasks], mq: MemQueue) -> None:
+    app, t = wf_app
+    gate = new_gate()
+    with app.app_context():
+        first = t.held.delay(gate)
+        second = t.add.delay(1)
+        after = t.add.options(depends_on=[first, second.id]).delay(7)
+        assert after.status == "deferred"
+        assert app.test_client().get("/memqueue/jobs?status=deferred").get_json()["total"] == 1
+        info = app.test_client().get(f"/memqueue/jobs/{after.id}").get_json()
+        assert info["status"] == "deferred" and info["depends_on"] == [first.id, second.id]
+        assert mq.get_job(first.id).dependents() == [after.id]  # type: ignore[union-attr]
+        _GATES[gate].set()
+        assert after.wait(TIMEOUT) == 7
+
+
+def test_depends_on_a_finished_job_runs_at_once_or_is_cancelled(wf_app: tuple[Flask, Tasks], mq: MemQueue) -> None:
+    app, t = wf_app
+    with app.app_context():
+        ok = t.add.delay(1)
+        ok.wait(TIMEOUT)
+        assert mq.options(depends_on=ok).enqueue(t.add, 2).wait(TIMEOUT) == 2
+        bad = t.boom.delay(1)
+        with pytest.raises(JobFailed):
+            bad.wait(TIMEOUT)
+        doomed = t.add.options(depends_on=bad).delay(3)
+        with pytest.raises(JobFailed):
+            doomed.wait(TIMEOUT)
+        assert doomed.error == f"dependency {bad.id} (wf.boom) failed: ValueError: boom 1"
+
+
+def test_cancelling_a_deferred_job_cancels_what_waits_on_it(wf_app: tuple[Flask, Tasks], mq: MemQueue) -> None:
+    app, t = wf_app
+    gate = new_gate()
+    with app.app_context():
+        blocker = t.held.delay(gate)
+        middle = t.add.options(depends_on=blocker).delay(1)
+        last = t.add.options(depends_on=middle).delay(2)
+        response = app.test_client().post(f"/memqueue/jobs/{middle.id}/cancel")
+        assert response.status_code == 200 and response.get_json()["status"] == "cancelled"
+        _GATES[gate].set()
+        assert blocker.wait(TIMEOUT) == gate
+        with pytest.raises(JobFailed):
+            last.wait(TIMEOUT)
+        assert last.error == f"dependency {middle.id} (wf.add) was cancelled"
+
+
+def test_a_result_json_cannot_hold_fails_its_link_clearly(
+    make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
+) -> None:
+    t = Tasks(mq)
+    app = make_app(**STORAGE_BACKENDS["sqlite"](tmp_path))
+    with app.app_context():
+        last = mq.chain(t.unjson.s(), t.add.s()).delay()
+        with pytest.raises(JobFailed):
+            last.wait(TIMEOUT)
+        assert last.error is not None
+        assert "(wf.unjson) failed: TypeError: the result of wf.unjson is not JSON" in last.error
+
+
+@pytest.mark.parametrize("backend", WORKFLOW_BACKENDS)
+def test_a_workflow_that_does_not_fit_is_refused_whole(
+    backend: str, make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
+) -> None:
+    t = Tasks(mq)
+    app = make_app(MEMQUEUE_MAXSIZE=5, MEMQUEUE_CONSUMER=False, **STORAGE_BACKENDS[backend](tmp_path))
+    with app.app_context():
+        t.add.delay(1)
+        mq.chain(t.add.s(1), t.add.s(), t.add.s()).delay()  # 4 of 5: deferred jobs count
+        with pytest.raises(QueueFull, match="none of them was queued"):
+            mq.chord(mq.group(t.add.s(1), t.add.s(2)), t.total.s()).delay()
+        counts = app.extensions["memqueue"].storage.counts()
+        assert counts["queued"] == 2 and counts["deferred"] == 2
+
+
+def test_dependency_errors_are_clear_and_queue_nothing(wf_app: tuple[Flask, Tasks], mq: MemQueue,
+                                                       make_app: Callable[..., Flask]) -> None:
+    app, t = wf_app
+    other = make_app("other_app")
+    with other.app_context():
+        foreign = t.add.delay(1)
+        foreign.wait(TIMEOUT)
+    with app.app_context():
+        before = app.extensions["memqueue"].storage.counts()
+        with pytest.raises(DependencyError, match="belongs to another app's queue"):
+            t.add.options(depends_on=foreign).delay(1)
+        with pytest.raises(DependencyError, match="holds no job 'nope-1'"):
+            mq.chain(t.add.s(1), t.add.s().options(depends_on="nope-1")).delay()
+        assert app.extensions["memqueue"].storage.counts()["deferred"] == before["deferred"]
+        with pytest.raises(TypeError, match="call objects"):
+            mq.chain(t.add)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="at least one"):
+            mq.group()
+        with pytest.raises(TypeError):
+            t.add.options(depends_on=42).delay(1)  # type: ignore[arg-type]
+
+
+def test_eager_mode_runs_workflows_inline_in_order(make_app: Callable[..., Flask], mq: MemQueue) -> None:
+    t = Tasks(mq)
+    app = make_app(MEMQUEUE_EAGER=True)
+    with app.app_context():
+        last = mq.chain(t.add.s(1, 2), t.add.s(3)).delay()
+        assert last.status == "succeeded" and last.result == 6
+        callback = mq.chord(mq.group(t.add.s(1), t.add.s(2)), t.total.s()).delay()
+        assert callback.result == 3
+        cancelled = mq.chain(t.boom.s(1), t.add.s()).delay()
+        assert cancelled.status == "cancelled" and cancelled.error is not None
+        assert "(wf.boom) failed: ValueError: boom 1" in cancelled.error
+
+
+@pytest.mark.parametrize("backend", ["dict"])
+def test_a_store_without_workflows_refuses_them_clearly(
+    backend: str, make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
+) -> None:
+    t = Tasks(mq)
+    app = make_app(**STORAGE_BACKENDS[backend](tmp_path))
+    with app.app_context(), pytest.raises(WorkflowsUnsupported, match="capabilities.workflows"):
+        mq.chain(t.add.s(1), t.add.s()).delay()
