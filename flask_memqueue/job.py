@@ -73,6 +73,8 @@ class JobHost(Protocol):
 
     def cancel(self, job: Job[Any]) -> bool: ...
 
+    def abort(self, job: Job[Any], by: str | None = None) -> bool: ...
+
 
 class JobStatus(str, enum.Enum):
     """Where a job is in its life. A ``str``, so it compares to plain strings."""
@@ -83,17 +85,19 @@ class JobStatus(str, enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: A running job that stopped because an abort was asked (``job.abort()``).
+    ABORTED = "aborted"
 
     def __str__(self) -> str:
         return self.value
 
     @property
     def finished(self) -> bool:
-        """True for the three final states."""
+        """True for the final states (succeeded, failed, cancelled, aborted)."""
         return self in _FINISHED
 
 
-_FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+_FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED})
 _WAITING = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED})
 
 class _Outcome:
@@ -117,6 +121,8 @@ class _Outcome:
     message: str | None = None
     eta: float | None = None
     attempts: int = 0
+    #: Why and by whom an abort of the running attempt was asked, once it was.
+    abort: str | None = None
 
 
 _NO_OUTCOME = _Outcome()  # read-only stand-in for a job that has none yet
@@ -303,8 +309,15 @@ class Job(Generic[R]):
         return (out.eta, out.started_at, out.finished_at, out.result, out.error, out.traceback)
 
     @property
+    def abort_requested(self) -> bool:
+        """True once an abort of this running job was asked (``job.abort()``, ``mq.abort(id)``,
+        the route, the dashboard, the CLI): cooperative code checks it between steps and
+        returns (the job then ends ``aborted``). Read it as ``current_job.abort_requested``."""
+        return (self._out or _NO_OUTCOME).abort is not None
+
+    @property
     def finished(self) -> bool:
-        """True once the job succeeded, failed or was cancelled."""
+        """True once the job succeeded, failed, was cancelled or aborted."""
         return self.status in _FINISHED
 
     # -- behaviour -------------------------------------------------------
@@ -400,6 +413,16 @@ class Job(Generic[R]):
         out.eta = None
         self.status = JobStatus.CANCELLED
 
+    def mark_aborted(self, now: float, reason: str) -> None:
+        """The running job stopped after an abort was asked (``reason`` says who asked, when):
+        whatever it returned or raised, it ends ``aborted``, with no retry."""
+        out = self._outcome()
+        out.finished_at = now
+        out.error = reason
+        out.result = None
+        out.eta = None
+        self.status = JobStatus.ABORTED  # last: Job.wait() returns as soon as it sees it
+
     def reset_for_requeue(self, now: float) -> None:
         """Forget the last run, so a retried job starts as if new (status QUEUED),
         due at ``now``: its :attr:`eta` is when it was requeued, and it takes its
@@ -407,7 +430,7 @@ class Job(Generic[R]):
         self.status = JobStatus.QUEUED
         out = self._outcome()
         out.error = out.traceback = out.result = out.finished_at = out.started_at = None
-        out.progress = out.message = None
+        out.progress = out.message = out.abort = None
         out.eta = now
         out.attempts = 0
 
@@ -461,8 +484,19 @@ class Job(Generic[R]):
 
     def cancel(self) -> bool:
         """Cancel the job if it is still waiting. True if it was; False if it
-        is running or finished already (a running job cannot be interrupted)."""
+        is running or finished already (:meth:`abort` stops a running one)."""
         return self._queue.cancel(self)
+
+    def abort(self, by: str | None = None) -> bool:
+        """Stop the job: a waiting one is cancelled (as :meth:`cancel`); a running one is
+        asked to stop (its :attr:`abort_requested` turns true, and after
+        ``MEMQUEUE_GRACE_PERIOD`` :class:`~flask_memqueue.JobAborted` is raised in it),
+        wherever it runs: in this process or in a worker sharing the store. It then
+        ends ``aborted``, its error saying who asked (``by``, else this process) and when.
+
+        True if the job was cancelled or asked to stop; False if it had finished.
+        """
+        return self._queue.abort(self, by)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict of everything known about the job.

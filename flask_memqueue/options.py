@@ -72,6 +72,9 @@ class JobOptions:
     session: Any = dataclasses.field(default=None, metadata=PER_CALL)
     #: ``options(on_commit=...)``: queue the job once this SQLAlchemy session commits.
     on_commit: Any = dataclasses.field(default=None, metadata=PER_CALL)
+    #: ``options(time_limit=...)``: seconds the job may run, instead of its task's
+    #: own or ``MEMQUEUE_TIME_LIMIT`` (see :doc:`/limits`); None: theirs.
+    time_limit: float | None = None
 
     def replace(self, **changes: Any) -> JobOptions:
         """These options with the given fields changed (the shared object when there is one)."""
@@ -171,6 +174,8 @@ class JobChanges(TypedDict, total=False):
     session: Any
     #: Queue the job once this SQLAlchemy session commits (dropped on rollback).
     on_commit: Any
+    #: Seconds the job may run before :class:`~flask_memqueue.TimeLimitExceeded` is raised in it.
+    time_limit: float | None
 
 
 #: Priorities run from this low...
@@ -218,6 +223,19 @@ def check_priority(value: object, where: str = "priority") -> int:
     return value
 
 
+def check_time_limit(value: object, where: str = "time_limit") -> float:
+    """``value`` as a float if it is a time limit (a finite number of seconds > 0), else a
+    ValueError naming ``where``."""
+    if (
+        not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(
+            f"{where} must be a number of seconds > 0 (how long the job may run), not {safe_repr(value, 80)}"
+        )
+    return float(value)
+
+
 def _anything(value: object, where: str) -> object:
     return value
 
@@ -230,6 +248,7 @@ CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "unique_key": check_unique_key,
     "session": _anything,
     "on_commit": _anything,
+    "time_limit": check_time_limit,
 }
 
 
@@ -244,7 +263,7 @@ def check_changes(changes: Mapping[str, Any], where: str = "options") -> dict[st
         check = CHECKS.get(key)
         if check is None:
             raise TypeError(f"{where}() got an unexpected keyword argument {key!r}; options are {', '.join(CHECKS)}")
-        check(value, f"{where}({key}=...)")
+        given[key] = check(value, f"{where}({key}=...)")
     if "session" in given and "on_commit" in given:
         raise ValueError(f"{where}(session=..., on_commit=...): give one; session= inserts the job in your"
                          " transaction (a store in that database), on_commit= queues it after the commit"

@@ -30,6 +30,7 @@ from .options import (
     check_changes,
     check_priority,
     check_queue_name,
+    check_time_limit,
     eta_at,
     eta_in,
     job_options,
@@ -107,10 +108,19 @@ class Task(Generic[P, R]):
         queue: str = DEFAULT_QUEUE,
         priority: int = 0,
         periodic: Periodic | None = None,
+        time_limit: float | None = None,
     ) -> None:
         if not callable(func):
             raise TypeError(f"a task must be callable, not {func!r}")
         _check_policy(name, retries, retry_delay, retry_backoff, queue, priority)
+        if time_limit is not None:
+            try:
+                time_limit = check_time_limit(time_limit, f"task {name!r}: time_limit")
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
+        #: Seconds a job of this task may run (``@mq.task(time_limit=...)``); None:
+        #: ``MEMQUEUE_TIME_LIMIT``. A call's ``.options(time_limit=...)`` wins over both.
+        self.time_limit: float | None = time_limit
         #: The wrapped function.
         self.func = func
         #: The registered name; a job enqueued by name finds the task by it.

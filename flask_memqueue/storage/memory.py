@@ -249,6 +249,25 @@ class _MemoryBook(Storage):
         self._next_expiry = now + 1.0
         self._finished.expire(now - self.result_ttl)
 
+    # -- abort requests -----------------------------------------------------
+    def request_abort(self, job_id: str, reason: str) -> bool:
+        """The job object is the record: its ``abort_requested`` turns true at once."""
+        job = self.get(job_id)
+        with self._lock:
+            if job is None or job.status is not JobStatus.RUNNING:
+                return False
+            job._outcome().abort = reason
+        return True
+
+    def abort_requests(self, job_ids: Iterable[str]) -> dict[str, str]:
+        found = {}
+        for job_id in job_ids:
+            job = self.get(job_id)
+            reason = None if job is None or job.status is not JobStatus.RUNNING else job._outcome().abort
+            if reason is not None:
+                found[job_id] = reason
+        return found
+
     def get(self, job_id: str) -> Job | None:
         token, _, number = job_id.rpartition("-")
         if token != self.token:
@@ -406,8 +425,9 @@ class MemoryStorage(_MemoryBook):
     :param result_ttl: seconds a finished job is kept.
     """
 
-    #: Jobs live in this process only: the fast path keeps live objects.
-    capabilities = Capabilities()
+    #: Jobs live in this process only: the fast path keeps live objects; an
+    #: abort request is written on the running job itself.
+    capabilities = Capabilities(abort_flags=True)
     url = "memory://"
 
     # -- the hot path ------------------------------------------------------
@@ -710,7 +730,7 @@ class MemoryStorage(_MemoryBook):
 
     def requeue(self, job: Job) -> bool:
         with self._lock:
-            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED):
                 return False
             self._finished.discard(job)
             now = time.time()

@@ -28,7 +28,7 @@ SCHEDULED = JobStatus.SCHEDULED
 SUCCEEDED = JobStatus.SUCCEEDED
 #: Argument types a JSON round trip gives back unchanged (NaN and infinities are refused before).
 _PLAIN = (str, int, float, bool, type(None))
-FINISHED = ("succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled", "aborted")
 WAITING = ("queued", "scheduled")
 
 

@@ -71,7 +71,7 @@ class RedisStorage(DurableStorage):
 
     capabilities = Capabilities(
         shared=True, persistent=True, json_only=True, signal_safe_wake=True, reopen_after_fork=True,
-        outages_end=True,
+        outages_end=True, abort_flags=True,
     )
     #: An idle consumer blocks in Redis (BLPOP) this long at most: an enqueue anywhere hands it
     #: its job at once; the bound only says how soon a stop from a signal handler is seen.
@@ -401,6 +401,13 @@ class RedisStorage(DurableStorage):
         if known is not None:
             return known
         return bool(self.client.command("reading a lease", "EXISTS", f"{self.prefix}:l:{owner}"))
+
+    def _request_abort(self, job_id: str, reason: str) -> bool:
+        return bool(self._run("abort", [job_id, reason], "asking a job to stop"))
+
+    def _abort_requests(self, job_ids: list[str]) -> dict[str, str]:
+        flat = self._run("aborts", job_ids, "reading abort requests")
+        return dict(zip(flat[::2], flat[1::2], strict=True))
 
     def _running_of(self, owner: str) -> list[Record]:
         return [from_reply(r) for r in self._run("running_of", [owner], "reading running jobs")]

@@ -16,7 +16,7 @@ from .errors import JournalError
 #: Seconds SQLite waits for another process's write lock before giving up.
 BUSY_TIMEOUT = 30.0
 
-_FINISHED_SQL = "('succeeded', 'failed', 'cancelled')"
+_FINISHED_SQL = "('succeeded', 'failed', 'cancelled', 'aborted')"
 _COLUMNS = (
     "id, task, args, kwargs, status, attempts, enqueued_at, eta,"
     " started_at, finished_at, result, error, traceback, owner, lane, priority, unique_key, tick"
@@ -72,6 +72,17 @@ CREATE TABLE IF NOT EXISTS memqueue_ticks (
     job_id TEXT,
     claimed_at REAL NOT NULL,
     PRIMARY KEY (queue, task)
+)
+"""
+# Aborts asked of running jobs (job.abort() in any process): the process that runs
+# the job reads its rows while it runs (Storage.abort_requests). A row names the
+# attempt it was asked of (its started_at), so a job requeued and run again is not
+# stopped by a request its earlier run never read; such rows go with the next request.
+_ABORTS = """
+CREATE TABLE IF NOT EXISTS memqueue_aborts (
+    id TEXT NOT NULL PRIMARY KEY,
+    started_at REAL,
+    reason TEXT NOT NULL
 )
 """
 _MIGRATIONS = (
@@ -174,6 +185,7 @@ def create(w: sqlite3.Connection, path: str, key: str) -> None:
         w.execute(_SCHEMA)
         w.execute(_CONSUMERS)
         w.execute(_TICKS)
+        w.execute(_ABORTS)
         columns = {row[1] for row in w.execute("PRAGMA table_info(memqueue_jobs)")}
         for column, alter in _MIGRATIONS:
             if column not in columns:

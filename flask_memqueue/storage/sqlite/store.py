@@ -7,6 +7,7 @@ job cache) is :class:`~flask_memqueue.storage.durable.DurableStorage`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 import time
@@ -54,6 +55,8 @@ class SQLiteStorage(DurableStorage):
     :raises JournalError: the file cannot be opened, is not a SQLite
         database, or cannot be written (at ``init_app``).
     """
+
+    capabilities = dataclasses.replace(DurableStorage.capabilities, abort_flags=True)
 
     def __init__(self, path: str, context: StoreContext, *, sync: str = "normal", url: str | None = None) -> None:
         super().__init__(url or f"sqlite:///{path}", context)
@@ -361,6 +364,30 @@ class SQLiteStorage(DurableStorage):
             params.append(due_before)
         rows = self._read(sql + ")", params)
         return int(rows[0][0])
+
+    def _request_abort(self, job_id: str, reason: str) -> bool:
+        def request(conn: sqlite3.Connection) -> bool:
+            conn.execute(  # requests no run will read: their job stopped, or runs again
+                "DELETE FROM memqueue_aborts WHERE NOT EXISTS (SELECT 1 FROM memqueue_jobs j WHERE"
+                " j.id = memqueue_aborts.id AND j.status='running' AND j.started_at IS memqueue_aborts.started_at)"
+            )
+            cur = conn.execute(
+                "INSERT OR REPLACE INTO memqueue_aborts (id, started_at, reason) SELECT id, started_at, ?"
+                " FROM memqueue_jobs WHERE id=? AND queue=? AND status='running'",
+                (reason, job_id, self.namespace),
+            )
+            return cur.rowcount > 0
+
+        return bool(self._write(request, "asking a job to stop"))
+
+    def _abort_requests(self, job_ids: list[str]) -> dict[str, str]:
+        marks = ",".join("?" * len(job_ids))
+        rows = self._read(
+            "SELECT a.id, a.reason FROM memqueue_aborts a JOIN memqueue_jobs j ON j.id = a.id"
+            f" WHERE a.id IN ({marks}) AND j.status='running' AND j.started_at IS a.started_at",
+            job_ids,
+        )
+        return {job_id: reason for job_id, reason in rows}
 
     def _running_owners(self) -> set[str]:
         rows = self._read(
