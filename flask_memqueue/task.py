@@ -90,6 +90,10 @@ class Task(Generic[P, R]):
     #: stored by another process): its job fails saying which module to import.
     missing = False
 
+    #: Seconds a job of this task may run (``@mq.task(time_limit=...)``); None:
+    #: ``MEMQUEUE_TIME_LIMIT``. A call's ``.options(time_limit=...)`` wins over both.
+    time_limit: float | None = None
+
     #: For a message handler with ``MEMQUEUE_AMQP_URL``: the RabbitMQ queue it
     #: consumes, given as ``@mq.handler(topic, amqp_queue=...)`` (None: the
     #: configured prefix and its topic; see :mod:`flask_memqueue.amqp`).
@@ -113,14 +117,11 @@ class Task(Generic[P, R]):
         if not callable(func):
             raise TypeError(f"a task must be callable, not {func!r}")
         _check_policy(name, retries, retry_delay, retry_backoff, queue, priority)
-        if time_limit is not None:
+        if time_limit is not None:  # else the class's None: a task's dict keeps its shape (the enqueue path)
             try:
-                time_limit = check_time_limit(time_limit, f"task {name!r}: time_limit")
+                self.time_limit = check_time_limit(time_limit, f"task {name!r}: time_limit")
             except ValueError as exc:
                 raise ConfigurationError(str(exc)) from None
-        #: Seconds a job of this task may run (``@mq.task(time_limit=...)``); None:
-        #: ``MEMQUEUE_TIME_LIMIT``. A call's ``.options(time_limit=...)`` wins over both.
-        self.time_limit: float | None = time_limit
         #: The wrapped function.
         self.func = func
         #: The registered name; a job enqueued by name finds the task by it.
