@@ -137,9 +137,8 @@ class Consumer:
         self.refused = False
         # Set by stop(): ends a backoff wait at once.
         self._stop = threading.Event()
-        #: Set when the job in hand may not end as usual: an abort was asked of it, or
-        #: its thread was given up (:mod:`flask_memqueue.runtime.limits`). The one
-        #: attribute the success path reads for them; reset once a job is settled.
+        #: Set when the job in hand may not end as usual (an abort was asked, or its thread
+        #: was given up: :mod:`flask_memqueue.runtime.limits`); reset once it is settled.
         self.interrupted = False
         #: True once the watchdog gave up this place's thread: its job's outcome is
         #: recorded already, and the loop ends, writing nothing, when the job returns.
@@ -233,28 +232,20 @@ class Consumer:
                     result = task.func(*job.args, **kwargs) if kwargs else task.func(*job.args)
                 else:  # its strategy and the around_run hooks (a chain built once per task)
                     result = self.hooks.run(app, job)
-            except Exception as exc:
+            except (Exception, TimeLimitExceeded) as exc:  # a time limit, a forced abort: the job's, not the thread's
                 error = exc
                 self._failed(job, exc, fatal=False)
-            except TimeLimitExceeded as exc:  # a time limit or a forced abort: the job's failure, not the thread's
-                error = exc
-                if getattr(exc, "job_key", job.key) != job.key:
-                    self._put_back_interrupted(job)
-                else:
-                    self._failed(job, exc, fatal=False)
             except BaseException as exc:
                 error = exc
                 self._failed(job, exc, fatal=True)
                 raise
             else:
-                if self.interrupted and self._settle_interrupted(job):
-                    pass  # aborted, or given up: settled there
+                if self.interrupted or out.error is not None:  # aborted, given up, or a retry that succeeded
+                    self._returned(job, result)
                 else:
                     # Job.succeed(), inlined
                     out.result = result
                     out.finished_at = _time()
-                    if out.error is not None:  # a retry succeeded: the old failure is history
-                        out.error = out.traceback = None
                     job.status = SUCCEEDED  # last: Job.wait() returns as soon as it sees it
                     if job_succeeded.receivers:
                         _send(job_succeeded, app, job)
@@ -273,9 +264,8 @@ class Consumer:
             self.current = outer
 
     def _settle_interrupted(self, job: Job) -> bool:
-        """The job ended while :attr:`interrupted`: True if that settled it (given up: the
-        watchdog recorded it; an abort was asked: it ends ``aborted``), False if the flag
-        was for a job before it (the caller records the outcome as usual)."""
+        """The job ended while :attr:`interrupted`: True if that settled it (given up, or ends
+        ``aborted``); False if the flag was for a job before it (recorded as usual)."""
         self.interrupted = False
         if self.abandoned:
             return True
@@ -288,9 +278,21 @@ class Consumer:
             _send(job_failed, self.queue.app, job)
         return True
 
+    def _returned(self, job: Job, result: Any) -> None:
+        """The job returned, off the hot path: while :attr:`interrupted` (it may end aborted, or
+        its outcome is recorded already: its thread was given up), or after a failed attempt."""
+        if self.interrupted and self._settle_interrupted(job):
+            return  # aborted, or given up: settled there
+        out = job._outcome()
+        out.result = result
+        out.finished_at = _time()
+        out.error = out.traceback = None  # a retry succeeded: the old failure is history
+        job.status = SUCCEEDED  # last: Job.wait() returns as soon as it sees it
+        if job_succeeded.receivers:
+            _send(job_succeeded, self.queue.app, job)
+
     def _put_back_interrupted(self, job: Job) -> None:
-        """An exception meant for the job this thread ran before reached this one as it
-        started: it runs again, as if it had not started (its attempt is not counted)."""
+        """An exception meant for the job before reached this one: it runs again, uncounted."""
         out = job._outcome()
         out.attempts = max(0, out.attempts - 1)
         job.mark_scheduled(time.time())
@@ -320,6 +322,9 @@ class Consumer:
         self.stopping = True
 
     def _failed(self, job: Job, exc: BaseException, *, fatal: bool, stack: str | None = None) -> None:
+        if isinstance(exc, TimeLimitExceeded) and getattr(exc, "job_key", job.key) != job.key:
+            self._put_back_interrupted(job)  # meant for the job this thread ran before
+            return
         if stack is None and self.interrupted and self._settle_interrupted(job):
             return
         app = self.queue.app

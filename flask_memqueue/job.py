@@ -310,9 +310,8 @@ class Job(Generic[R]):
 
     @property
     def abort_requested(self) -> bool:
-        """True once an abort of this running job was asked (``job.abort()``, ``mq.abort(id)``,
-        the route, the dashboard, the CLI): cooperative code checks it between steps and
-        returns (the job then ends ``aborted``). Read it as ``current_job.abort_requested``."""
+        """True once an abort of this running job was asked: cooperative code checks
+        ``current_job.abort_requested`` between steps and returns (it then ends ``aborted``)."""
         return (self._out or _NO_OUTCOME).abort is not None
 
     @property
@@ -405,23 +404,18 @@ class Job(Generic[R]):
         self.status = JobStatus.FAILED  # after finished_at: Job.wait() returns as soon as it sees it
         return None
 
-    def mark_cancelled(self, now: float, reason: str = "cancelled") -> None:
-        """Cancelled while it waited (by a user, or because its queue shut down)."""
+    def mark_cancelled(self, now: float, reason: str = "cancelled", status: JobStatus = JobStatus.CANCELLED) -> None:
+        """Cancelled while it waited (by a user, or because its queue shut down), or
+        ``status`` (:meth:`mark_aborted`)."""
         out = self._outcome()
         out.finished_at = now
         out.error = reason
         out.eta = None
-        self.status = JobStatus.CANCELLED
+        self.status = status  # last: Job.wait() returns as soon as it sees it
 
     def mark_aborted(self, now: float, reason: str) -> None:
-        """The running job stopped after an abort was asked (``reason`` says who asked, when):
-        whatever it returned or raised, it ends ``aborted``, with no retry."""
-        out = self._outcome()
-        out.finished_at = now
-        out.error = reason
-        out.result = None
-        out.eta = None
-        self.status = JobStatus.ABORTED  # last: Job.wait() returns as soon as it sees it
+        """Stopped after an abort (``reason``: who asked, when): ``aborted``, never retried."""
+        self.mark_cancelled(now, reason, JobStatus.ABORTED)
 
     def reset_for_requeue(self, now: float) -> None:
         """Forget the last run, so a retried job starts as if new (status QUEUED),
@@ -488,14 +482,10 @@ class Job(Generic[R]):
         return self._queue.cancel(self)
 
     def abort(self, by: str | None = None) -> bool:
-        """Stop the job: a waiting one is cancelled (as :meth:`cancel`); a running one is
-        asked to stop (its :attr:`abort_requested` turns true, and after
-        ``MEMQUEUE_GRACE_PERIOD`` :class:`~flask_memqueue.JobAborted` is raised in it),
-        wherever it runs: in this process or in a worker sharing the store. It then
-        ends ``aborted``, its error saying who asked (``by``, else this process) and when.
-
-        True if the job was cancelled or asked to stop; False if it had finished.
-        """
+        """Cancel a waiting job; ask a running one to stop, wherever it runs (its
+        :attr:`abort_requested` turns true, :class:`~flask_memqueue.JobAborted` follows after
+        ``MEMQUEUE_GRACE_PERIOD``; it ends ``aborted``, its error naming ``by`` and when).
+        True if cancelled or asked; False if it had finished (see :doc:`/limits`)."""
         return self._queue.abort(self, by)
 
     def to_dict(self) -> dict[str, Any]:

@@ -116,12 +116,9 @@ class Task(Generic[P, R]):
     ) -> None:
         if not callable(func):
             raise TypeError(f"a task must be callable, not {func!r}")
-        _check_policy(name, retries, retry_delay, retry_backoff, queue, priority)
+        _check_policy(name, retries, retry_delay, retry_backoff, queue, priority, time_limit)
         if time_limit is not None:  # else the class's None: a task's dict keeps its shape (the enqueue path)
-            try:
-                self.time_limit = check_time_limit(time_limit, f"task {name!r}: time_limit")
-            except ValueError as exc:
-                raise ConfigurationError(str(exc)) from None
+            self.time_limit = float(time_limit)
         #: The wrapped function.
         self.func = func
         #: The registered name; a job enqueued by name finds the task by it.
@@ -286,8 +283,8 @@ class Task(Generic[P, R]):
 
 
 def _check_policy(name: str, retries: int, retry_delay: float, retry_backoff: float, queue: str,
-                  priority: int) -> None:
-    """A task's retry policy, queue and priority, checked where it is registered."""
+                  priority: int, time_limit: float | None = None) -> None:
+    """A task's retry policy, queue, priority and time limit, checked where it is registered."""
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise ConfigurationError(f"task {name!r}: retries must be an int >= 0, not {retries!r}")
     for label, value in (("retry_delay", retry_delay), ("retry_backoff", retry_backoff)):
@@ -298,6 +295,8 @@ def _check_policy(name: str, retries: int, retry_delay: float, retry_backoff: fl
     try:
         check_queue_name(queue, f"task {name!r}: queue")
         check_priority(priority, f"task {name!r}: priority")
+        if time_limit is not None:
+            check_time_limit(time_limit, f"task {name!r}: time_limit")
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..base import StoreContext
 from ..durable import DurableStorage, Record
+from .aborts import SQLiteAbortFlags
 from .errors import JournalError
 from .schema import (
     _COLUMNS,
@@ -49,7 +50,7 @@ def _due_first(due: tuple[Any, ...], queued: tuple[Any, ...]) -> bool:
     queued_due = queued[_ETA] if queued[_ETA] is not None else queued[_ENQUEUED_AT]
     return bool(due[_ETA] < queued_due)
 
-class SQLiteStorage(DurableStorage):
+class SQLiteStorage(SQLiteAbortFlags, DurableStorage):
     """Job records in a SQLite file that the processes of one host share.
 
     :raises JournalError: the file cannot be opened, is not a SQLite
@@ -364,30 +365,6 @@ class SQLiteStorage(DurableStorage):
             params.append(due_before)
         rows = self._read(sql + ")", params)
         return int(rows[0][0])
-
-    def _request_abort(self, job_id: str, reason: str) -> bool:
-        def request(conn: sqlite3.Connection) -> bool:
-            conn.execute(  # requests no run will read: their job stopped, or runs again
-                "DELETE FROM memqueue_aborts WHERE NOT EXISTS (SELECT 1 FROM memqueue_jobs j WHERE"
-                " j.id = memqueue_aborts.id AND j.status='running' AND j.started_at IS memqueue_aborts.started_at)"
-            )
-            cur = conn.execute(
-                "INSERT OR REPLACE INTO memqueue_aborts (id, started_at, reason) SELECT id, started_at, ?"
-                " FROM memqueue_jobs WHERE id=? AND queue=? AND status='running'",
-                (reason, job_id, self.namespace),
-            )
-            return cur.rowcount > 0
-
-        return bool(self._write(request, "asking a job to stop"))
-
-    def _abort_requests(self, job_ids: list[str]) -> dict[str, str]:
-        marks = ",".join("?" * len(job_ids))
-        rows = self._read(
-            "SELECT a.id, a.reason FROM memqueue_aborts a JOIN memqueue_jobs j ON j.id = a.id"
-            f" WHERE a.id IN ({marks}) AND j.status='running' AND j.started_at IS a.started_at",
-            job_ids,
-        )
-        return {job_id: reason for job_id, reason in rows}
 
     def _running_owners(self) -> set[str]:
         rows = self._read(
