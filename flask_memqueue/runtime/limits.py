@@ -28,7 +28,6 @@ turns true, and a job still running ``MEMQUEUE_GRACE_PERIOD`` later gets
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import sys
 import threading
@@ -78,6 +77,8 @@ def exception_for(base: type[TimeLimitExceeded], message: str, job_key: Any) -> 
 
 def raise_in_thread(ident: int, exc_type: type[BaseException]) -> bool:
     """Raise ``exc_type`` in the thread ``ident`` at its next Python bytecode; False if it is gone."""
+    import ctypes  # here, not at import: an app that sets no limit never loads it
+
     found = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
     if found > 1:  # cannot happen for a real ident; undo, as the C API asks
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
@@ -87,6 +88,7 @@ def raise_in_thread(ident: int, exc_type: type[BaseException]) -> bool:
 
 def clear_in_thread(ident: int) -> None:
     """Withdraw an asynchronous exception not yet delivered to the thread ``ident``."""
+    import ctypes
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
 
 
