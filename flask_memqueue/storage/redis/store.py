@@ -43,6 +43,7 @@ from ...job import Job
 from ..base import Capabilities, StoreContext
 from ..durable import FINISHED, POLL_INTERVAL, DurableStorage, Record
 from ..waiters import PollingEvent
+from .aborts import RedisAbortFlags
 from .client import Client
 from .consumers import LISTEN_MARGIN, Claimer
 from .heartbeat import Heartbeat
@@ -56,7 +57,7 @@ logger = logging.getLogger("flask_memqueue")
 _MAX_FAILED_TOKENS = 64
 
 
-class RedisStorage(DurableStorage):
+class RedisStorage(RedisAbortFlags, DurableStorage):
     """Job records in a Redis server (one, under Sentinel, or a Cluster) that any number
     of processes and hosts share.
 
@@ -401,13 +402,6 @@ class RedisStorage(DurableStorage):
         if known is not None:
             return known
         return bool(self.client.command("reading a lease", "EXISTS", f"{self.prefix}:l:{owner}"))
-
-    def _request_abort(self, job_id: str, reason: str) -> bool:
-        return bool(self._run("abort", [job_id, reason], "asking a job to stop"))
-
-    def _abort_requests(self, job_ids: list[str]) -> dict[str, str]:
-        flat = self._run("aborts", job_ids, "reading abort requests")
-        return dict(zip(flat[::2], flat[1::2], strict=True))
 
     def _running_of(self, owner: str) -> list[Record]:
         return [from_reply(r) for r in self._run("running_of", [owner], "reading running jobs")]
