@@ -100,7 +100,7 @@ JOBS_HEADER = "id\tstatus\ttask\tattempts\terror"
 
 @memqueue_cli.command("jobs")
 @click.option("--status", type=click.Choice(
-    ["queued", "scheduled", "deferred", "running", "succeeded", "failed", "cancelled"]))
+    ["queued", "scheduled", "deferred", "running", "succeeded", "failed", "cancelled", "aborted"]))
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--group", "group", metavar="ID", help="Only the members of this group (Group.id), in member order.")
 @with_app
@@ -138,6 +138,25 @@ def retry_command(job_id: str) -> None:
             f"job {job_id} is {job.status.value}; only a failed or cancelled job can be retried"
         )
     click.echo(f"{job.id}\t{job.status.value}\t{job.name}")
+
+
+@memqueue_cli.command("abort")
+@click.argument("job_id")
+@with_app
+def abort_command(job_id: str) -> None:
+    """Stop a job: cancel it if it waits, or ask it to stop wherever it runs (it ends aborted)."""
+    import getpass
+    import socket
+
+    queue = _queue()
+    job = queue.storage.get(job_id)
+    if job is None:
+        raise click.ClickException(f"no job {job_id!r} in the store (purged, or never there)")
+    who = f"flask memqueue abort ({getpass.getuser()}@{socket.gethostname()})"
+    if not queue.jobs.abort(job, by=who):
+        raise click.ClickException(f"job {job_id} is {job.status.value}; only a waiting or running job can be aborted")
+    state = job.status.value if job.finished else "asked to stop"
+    click.echo(f"{job.id}\t{state}\t{job.name}")
 
 
 @memqueue_cli.command("purge")

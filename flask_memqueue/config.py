@@ -78,6 +78,22 @@ def _seconds(key: str, value: Any) -> float:
     return float(value)
 
 
+def _time_limit(key: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(
+            f"{key} must be a number of seconds > 0 (how long a job may run unless its task says"
+            f" otherwise), or None for no limit; not {value!r}"
+        )
+    return float(value)
+
+
 def _url_prefix(key: str, value: Any) -> str | None:
     if value is None:
         return None
@@ -267,6 +283,10 @@ SETTINGS: dict[str, Setting] = {
     "AMQP_PREFETCH": Setting(8, _int(1), "Unacknowledged messages one RabbitMQ consumer thread holds at most."),
     "PERIODIC": Setting(True, _bool, "Run the schedule of periodic tasks in this process (False: never)."),
     "TIMEZONE": Setting("UTC", _timezone, "The IANA time zone of cron schedules without timezone=."),
+    "TIME_LIMIT": Setting(None, _time_limit, "Seconds a job may run unless its task or call says; None: no limit."),
+    "GRACE_PERIOD": Setting(
+        5.0, _seconds, "Seconds a job may run on after its time limit or a forced abort before its thread is given up."
+    ),
 }
 
 
@@ -300,6 +320,10 @@ class Config:
     periodic: bool = True
     #: The time zone of cron schedules that name none (``MEMQUEUE_TIMEZONE``), an IANA name.
     timezone: str = "UTC"
+    #: Seconds a job may run unless its task or its call says otherwise (``MEMQUEUE_TIME_LIMIT``).
+    time_limit: float | None = None
+    #: Seconds after a time limit (or an abort) before the job's thread is given up (``MEMQUEUE_GRACE_PERIOD``).
+    grace_period: float = 5.0
 
 
 def read_config(config: Mapping[str, Any]) -> Config:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from blinker import Signal
 from werkzeug.local import LocalProxy
 
-from .exceptions import StorageRefused, one_line
+from .exceptions import StorageRefused, TimeLimitExceeded, one_line
 from .job import Job, JobStatus, _Outcome
 from .signals import job_failed, job_retrying, job_started, job_succeeded
 
@@ -72,6 +72,7 @@ def _current_job() -> Job:
 current_job: Job = LocalProxy(_current_job)  # type: ignore[assignment]
 
 SCHEDULED = JobStatus.SCHEDULED
+_NO_REASON = _Outcome()  # read-only stand-in: a job with no outcome was asked nothing
 SUCCEEDED = JobStatus.SUCCEEDED
 
 #: Throughput is counted in buckets of this many seconds, for this many buckets.
@@ -136,6 +137,12 @@ class Consumer:
         self.refused = False
         # Set by stop(): ends a backoff wait at once.
         self._stop = threading.Event()
+        #: Set when the job in hand may not end as usual (an abort was asked, or its thread
+        #: was given up: :mod:`flask_memqueue.runtime.limits`); reset once it is settled.
+        self.interrupted = False
+        #: True once the watchdog gave up this place's thread: its job's outcome is
+        #: recorded already, and the loop ends, writing nothing, when the job returns.
+        self.abandoned = False
 
     @property
     def jobs_done(self) -> int:
@@ -187,6 +194,8 @@ class Consumer:
         if hooks.claim and self._put_back(job):
             return job
         self.execute(job)
+        if self.abandoned:
+            return None  # the watchdog recorded it
         if not hooks.outcome:
             return job
         self.record(job)  # now, not with the next claim: the hooks hear of a recorded outcome
@@ -223,7 +232,7 @@ class Consumer:
                     result = task.func(*job.args, **kwargs) if kwargs else task.func(*job.args)
                 else:  # its strategy and the around_run hooks (a chain built once per task)
                     result = self.hooks.run(app, job)
-            except Exception as exc:
+            except (Exception, TimeLimitExceeded) as exc:  # a time limit, a forced abort: the job's, not the thread's
                 error = exc
                 self._failed(job, exc, fatal=False)
             except BaseException as exc:
@@ -231,14 +240,15 @@ class Consumer:
                 self._failed(job, exc, fatal=True)
                 raise
             else:
-                # Job.succeed(), inlined
-                out.result = result
-                out.finished_at = _time()
-                if out.error is not None:  # a retry succeeded: the old failure is history
-                    out.error = out.traceback = None
-                job.status = SUCCEEDED  # last: Job.wait() returns as soon as it sees it
-                if job_succeeded.receivers:
-                    _send(job_succeeded, app, job)
+                if self.interrupted or out.error is not None:  # aborted, given up, or a retry that succeeded
+                    self._returned(job, result)
+                else:
+                    # Job.succeed(), inlined
+                    out.result = result
+                    out.finished_at = _time()
+                    job.status = SUCCEEDED  # last: Job.wait() returns as soon as it sees it
+                    if job_succeeded.receivers:
+                        _send(job_succeeded, app, job)
         finally:
             # One increment per attempt: jobs_done and the throughput buckets are derived from it.
             finished = out.finished_at
@@ -253,9 +263,73 @@ class Consumer:
                 _cv_consumer.reset(token)
             self.current = outer
 
-    def _failed(self, job: Job, exc: BaseException, *, fatal: bool) -> None:
+    def _settle_interrupted(self, job: Job) -> bool:
+        """The job ended while :attr:`interrupted`: True if that settled it (given up, or ends
+        ``aborted``); False if the flag was for a job before it (recorded as usual)."""
+        self.interrupted = False
+        if self.abandoned:
+            return True
+        reason = (job._out or _NO_REASON).abort
+        if reason is None:
+            return False
+        job.mark_aborted(time.time(), reason)
+        logger.warning("job %s (%s) was aborted (%s)", job.id, job.name, reason)
+        if job_failed.receivers:
+            _send(job_failed, self.queue.app, job)
+        return True
+
+    def _returned(self, job: Job, result: Any) -> None:
+        """The job returned, off the hot path: while :attr:`interrupted` (it may end aborted, or
+        its outcome is recorded already: its thread was given up), or after a failed attempt."""
+        if self.interrupted and self._settle_interrupted(job):
+            return  # aborted, or given up: settled there
+        out = job._outcome()
+        out.result = result
+        out.finished_at = _time()
+        out.error = out.traceback = None  # a retry succeeded: the old failure is history
+        job.status = SUCCEEDED  # last: Job.wait() returns as soon as it sees it
+        if job_succeeded.receivers:
+            _send(job_succeeded, self.queue.app, job)
+
+    def _put_back_interrupted(self, job: Job) -> None:
+        """An exception meant for the job before reached this one: it runs again, uncounted."""
+        out = job._outcome()
+        out.attempts = max(0, out.attempts - 1)
+        job.mark_scheduled(time.time())
+        logger.warning("job %s (%s) was interrupted by a time limit or abort meant for the job before it;"
+                       " it is queued again", job.id, job.name)
+
+    def settle_given_up(self, job: Job, exc: TimeLimitExceeded, stack: str) -> None:
+        """Record the outcome of the job whose thread the watchdog gave up (in the watchdog's
+        thread, once): aborted if an abort was asked, else failed or retried by its policy."""
         app = self.queue.app
-        delay = job.fail(one_line(exc), traceback.format_exc(), time.time(), fatal=fatal)
+        with app.app_context():
+            reason = (job._out or _NO_REASON).abort
+            if reason is not None:
+                job.mark_aborted(time.time(), reason)
+                if job_failed.receivers:
+                    _send(job_failed, app, job)
+            else:
+                self._failed(job, exc, fatal=False, stack=stack)
+            self.record(job)
+            if self.hooks.outcome:
+                self.hooks.recorded(app, job)
+
+    def abandon(self) -> None:
+        """The watchdog gives this place's thread up (its lock held): end after the job, write nothing."""
+        self.abandoned = True
+        self.interrupted = True
+        self.stopping = True
+
+    def _failed(self, job: Job, exc: BaseException, *, fatal: bool, stack: str | None = None) -> None:
+        if isinstance(exc, TimeLimitExceeded) and getattr(exc, "job_key", job.key) != job.key:
+            self._put_back_interrupted(job)  # meant for the job this thread ran before
+            return
+        if stack is None and self.interrupted and self._settle_interrupted(job):
+            return
+        app = self.queue.app
+        tb = traceback.format_exc() if stack is None else stack
+        delay = job.fail(one_line(exc), tb, time.time(), fatal=fatal)
         if delay is not None:
             self._retried += 1
             # _run_eagerly runs the retry at once, without the delay
@@ -269,7 +343,7 @@ class Consumer:
             return
         logger.error(
             "job %s (%s) failed after %d attempt(s): %s",
-            job.id, job.name, job.attempts, job.error, exc_info=exc,
+            job.id, job.name, job.attempts, job.error, exc_info=exc if stack is None else None,
         )
         if job_failed.receivers:
             _send(job_failed, app, job)
@@ -398,10 +472,10 @@ class Consumer:
                         job = self._hooked(job)
                     else:
                         execute(job)
-            if job is not None:
+            if job is not None and not self.abandoned:
                 self.record(job)
         except BaseException:
-            if job is not None and job.finished:  # a job's SystemExit & co: recorded, hand it back
+            if job is not None and job.finished and not self.abandoned:  # a job's SystemExit & co: hand it back
                 crashed = True
                 queue.storage.finish(job)
                 logger.critical(

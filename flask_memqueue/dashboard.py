@@ -67,7 +67,7 @@ _SECONDS = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6})?")
 
 STATUSES = [s.value for s in JobStatus]
 _WAITING = {"queued", "scheduled"}
-_RETRYABLE = {"failed", "cancelled"}
+_RETRYABLE = {"failed", "cancelled", "aborted"}
 
 
 def _queue() -> AppQueue:
@@ -399,6 +399,23 @@ def cancel_action(job_id: str) -> ResponseReturnValue:
         return _back("error", f"Job {job_id} ({job.name}) is {job.status.value}: only a waiting job can be"
                               " cancelled, and a running one cannot be interrupted.")
     return _back("ok", f"Cancelled job {job_id} ({job.name}).")
+
+
+@routes.post("/ui/jobs/<job_id>/abort")
+@_page
+def abort_action(job_id: str) -> ResponseReturnValue:
+    """The job page's Abort button (the JSON API's is ``POST /jobs/<id>/abort``)."""
+    _require_csrf()
+    queue = _queue()
+    job = queue.get_job(job_id)
+    if job is None:
+        return _back("error", f"Job {job_id} is not known here (any more); nothing was aborted.")
+    if not queue.jobs.abort(job, by=f"the dashboard ({request.remote_addr or 'unknown'})"):
+        return _back("error", f"Job {job_id} ({job.name}) is {job.status.value}: only a waiting or running job can"
+                              " be aborted.")
+    if job.finished:
+        return _back("ok", f"Job {job_id} ({job.name}) is {job.status.value}.")
+    return _back("ok", f"Job {job_id} ({job.name}) is asked to stop; it ends aborted.")
 
 
 @routes.post("/ui/jobs/<job_id>/retry")

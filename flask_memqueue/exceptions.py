@@ -61,6 +61,30 @@ class UnknownQueueError(MemQueueError, LookupError):
     nobody would ever run it."""
 
 
+class TimeLimitExceeded(BaseException):  # noqa: N818 - the name the issue and Dramatiq use
+    """Raised inside a running job's thread when its time limit (``time_limit=``,
+    ``MEMQUEUE_TIME_LIMIT``) has passed: an asynchronous exception, delivered at
+    the next Python bytecode the thread runs.
+
+    A :class:`BaseException`, not an :class:`Exception` (as Dramatiq's), so
+    ``except Exception`` in job code does not swallow it; for the same reason it
+    is outside the :class:`MemQueueError` tree. It cannot interrupt a blocking
+    call in C (``time.sleep``, a socket read, a lock wait) until that call
+    returns to Python: a job that keeps running past ``MEMQUEUE_GRACE_PERIOD``
+    is abandoned (see :doc:`/limits`).
+    """
+
+
+class JobAborted(TimeLimitExceeded):
+    """Raised inside a running job's thread when an abort was asked
+    (``job.abort()``, ``mq.abort(id)``, ``POST <prefix>/jobs/<id>/abort``) and
+    the job did not stop by itself within ``MEMQUEUE_GRACE_PERIOD``.
+
+    A subclass of :class:`TimeLimitExceeded`: the same asynchronous exception,
+    so code that cleans up on one cleans up on both. The job ends ``aborted``.
+    """
+
+
 class JobFailed(MemQueueError):
     """Raised by :meth:`Job.wait` when the job failed or was cancelled.
 

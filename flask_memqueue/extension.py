@@ -128,6 +128,8 @@ class MemQueue(Registrar):
             queue.metrics = install(queue)  # None without prometheus_client: the route says what to install
         app.extensions[EXTENSION_KEY] = queue
         self._queues.add(queue)
+        if config.time_limit is not None:
+            self._use_time_limits()
         self._mount(app, queue, config)
 
     def _check_store(self, queue: AppQueue, config: Config) -> None:
@@ -272,6 +274,8 @@ class MemQueue(Registrar):
         task = self.registry.resolve(func)
         if options is None:
             options = task.job_options.replace(**check_changes(changes, "submit"), eta=eta)
+        if options.time_limit is not None:
+            self._use_time_limits()
         return self._queue().enqueue(task, args, kwargs, options)
 
     @overload
@@ -367,6 +371,21 @@ class MemQueue(Registrar):
     def get_job(self, job_id: str) -> Job | None:
         """The job with that id in the current app's queue, if it is still known."""
         return self._queue().get_job(job_id)
+
+    def abort(self, job_id: str, by: str | None = None) -> bool:
+        """Stop the job with this id (as :meth:`Job.abort <flask_memqueue.Job.abort>`): a waiting
+        one is cancelled; a running one, here or in any process sharing the store, is asked
+        to stop and ends ``aborted``. ``by`` says who asks (shown in the job's error).
+
+        :returns: True if it was cancelled or asked to stop; False if it had finished.
+        :raises LookupError: no job with that id is known to the store.
+        """
+        queue = self._queue()
+        job = queue.get_job(job_id)
+        if job is None:
+            raise LookupError(f"no job {job_id!r} in the store of app {queue.app.name!r} (finished jobs are"
+                              " forgotten after MEMQUEUE_RESULT_TTL)")
+        return queue.jobs.abort(job, by)
 
     def join(self, timeout: float | None = None, queue: str | None = None) -> bool:
         """Block until no job of the current app waits or runs (retries included),

@@ -74,6 +74,7 @@ class JobHost(Protocol):
     def cancel(self, job: Job[Any]) -> bool: ...
 
     def job_dependents(self, job: Job[Any]) -> list[str]: ...
+    def abort(self, job: Job[Any], by: str | None = None) -> bool: ...
 
 
 class JobStatus(str, enum.Enum):
@@ -88,17 +89,19 @@ class JobStatus(str, enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: A running job that stopped because an abort was asked (``job.abort()``).
+    ABORTED = "aborted"
 
     def __str__(self) -> str:
         return self.value
 
     @property
     def finished(self) -> bool:
-        """True for the three final states."""
+        """True for the final states (succeeded, failed, cancelled, aborted)."""
         return self in _FINISHED
 
 
-_FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+_FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED})
 _WAITING = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
 
 class _Outcome:
@@ -122,6 +125,8 @@ class _Outcome:
     message: str | None = None
     eta: float | None = None
     attempts: int = 0
+    #: Why and by whom an abort of the running attempt was asked, once it was.
+    abort: str | None = None
 
 
 _NO_OUTCOME = _Outcome()  # read-only stand-in for a job that has none yet
@@ -308,8 +313,14 @@ class Job(Generic[R]):
         return (out.eta, out.started_at, out.finished_at, out.result, out.error, out.traceback)
 
     @property
+    def abort_requested(self) -> bool:
+        """True once an abort of this running job was asked: cooperative code checks
+        ``current_job.abort_requested`` between steps and returns (it then ends ``aborted``)."""
+        return (self._out or _NO_OUTCOME).abort is not None
+
+    @property
     def finished(self) -> bool:
-        """True once the job succeeded, failed or was cancelled."""
+        """True once the job succeeded, failed, was cancelled or aborted."""
         return self.status in _FINISHED
 
     # -- behaviour -------------------------------------------------------
@@ -397,13 +408,18 @@ class Job(Generic[R]):
         self.status = JobStatus.FAILED  # after finished_at: Job.wait() returns as soon as it sees it
         return None
 
-    def mark_cancelled(self, now: float, reason: str = "cancelled") -> None:
-        """Cancelled while it waited (by a user, or because its queue shut down)."""
+    def mark_cancelled(self, now: float, reason: str = "cancelled", status: JobStatus = JobStatus.CANCELLED) -> None:
+        """Cancelled while it waited (by a user, or because its queue shut down), or
+        ``status`` (:meth:`mark_aborted`)."""
         out = self._outcome()
         out.finished_at = now
         out.error = reason
         out.eta = None
-        self.status = JobStatus.CANCELLED
+        self.status = status  # last: Job.wait() returns as soon as it sees it
+
+    def mark_aborted(self, now: float, reason: str) -> None:
+        """Stopped after an abort (``reason``: who asked, when): ``aborted``, never retried."""
+        self.mark_cancelled(now, reason, JobStatus.ABORTED)
 
     def reset_for_requeue(self, now: float) -> None:
         """Forget the last run, so a retried job starts as if new (status QUEUED),
@@ -412,7 +428,7 @@ class Job(Generic[R]):
         self.status = JobStatus.QUEUED
         out = self._outcome()
         out.error = out.traceback = out.result = out.finished_at = out.started_at = None
-        out.progress = out.message = None
+        out.progress = out.message = out.abort = None
         out.eta = now
         out.attempts = 0
 
@@ -466,8 +482,15 @@ class Job(Generic[R]):
 
     def cancel(self) -> bool:
         """Cancel the job if it is still waiting. True if it was; False if it
-        is running or finished already (a running job cannot be interrupted)."""
+        is running or finished already (:meth:`abort` stops a running one)."""
         return self._queue.cancel(self)
+
+    def abort(self, by: str | None = None) -> bool:
+        """Cancel a waiting job; ask a running one to stop, wherever it runs (its
+        :attr:`abort_requested` turns true, :class:`~flask_memqueue.JobAborted` follows after
+        ``MEMQUEUE_GRACE_PERIOD``; it ends ``aborted``, its error naming ``by`` and when).
+        True if cancelled or asked; False if it had finished (see :doc:`/limits`)."""
+        return self._queue.abort(self, by)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict of everything known about the job.

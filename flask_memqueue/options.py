@@ -84,6 +84,9 @@ class JobOptions:
     #: once released: ``"first"`` the result of its one parent (a chain's link),
     #: ``"list"`` the results of all of them in order (a chord's callback), None nothing.
     bind: str | None = None
+    #: ``options(time_limit=...)``: seconds the job may run, instead of its task's
+    #: own or ``MEMQUEUE_TIME_LIMIT`` (see :doc:`/limits`); None: theirs.
+    time_limit: float | None = None
 
     def replace(self, **changes: Any) -> JobOptions:
         """These options with the given fields changed (the shared object when there is one)."""
@@ -187,6 +190,8 @@ class JobChanges(TypedDict, total=False):
     on_commit: Any
     #: Run the job once every one of these jobs (``Job`` objects or job ids) succeeded.
     depends_on: Any
+    #: Seconds the job may run before :class:`~flask_memqueue.TimeLimitExceeded` is raised in it.
+    time_limit: float | None
 
 
 #: Priorities run from this low...
@@ -234,6 +239,19 @@ def check_priority(value: object, where: str = "priority") -> int:
     return value
 
 
+def check_time_limit(value: object, where: str = "time_limit") -> float:
+    """``value`` as a float if it is a time limit (a finite number of seconds > 0), else a
+    ValueError naming ``where``."""
+    if (
+        not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(
+            f"{where} must be a number of seconds > 0 (how long the job may run), not {safe_repr(value, 80)}"
+        )
+    return float(value)
+
+
 def _anything(value: object, where: str) -> object:
     return value
 
@@ -265,6 +283,7 @@ CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "session": _anything,
     "on_commit": _anything,
     "depends_on": check_depends_on,
+    "time_limit": check_time_limit,
 }
 
 

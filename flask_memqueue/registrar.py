@@ -60,6 +60,15 @@ class Registrar:
         self.hooks.add(hook)
         return hook
 
+    def _use_time_limits(self) -> None:
+        """Install the time-limit hook once some task, call or app sets a limit (not before:
+        without hooks a job takes the consumer's hook-free path)."""
+        if getattr(self, "_time_limits", None) is None:
+            from .runtime.limits import TimeLimits
+
+            self._time_limits = TimeLimits()
+            self.hooks.add(self._time_limits)
+
     # -- registration --------------------------------------------------------------
     @overload
     def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
@@ -76,6 +85,7 @@ class Registrar:
         retry_backoff: float = 2.0,
         queue: str = "default",
         priority: int = 0,
+        time_limit: float | None = None,
     ) -> _Decorator: ...
 
     def task(
@@ -89,6 +99,7 @@ class Registrar:
         retry_backoff: float = 2.0,
         queue: str = "default",
         priority: int = 0,
+        time_limit: float | None = None,
     ) -> Any:
         """Register a function as a task: ``@mq.task`` or ``@mq.task(retries=3, ...)``.
 
@@ -101,6 +112,9 @@ class Registrar:
             the queues and their threads); a call may choose another with
             :meth:`Task.options <flask_memqueue.Task.options>`.
         :param priority: -100..100, higher runs first within its queue.
+        :param time_limit: seconds a job of the task may run; then
+            :class:`~flask_memqueue.TimeLimitExceeded` is raised in it (see :doc:`/limits`).
+            None: ``MEMQUEUE_TIME_LIMIT`` (none by default).
         :raises TypeError: a name given positionally (``@mq.task("resize")``).
         """
         if isinstance(func, str):  # else the string would become the "function" of a task
@@ -111,7 +125,7 @@ class Registrar:
                 fn = fn.func
             return self._register_task(
                 fn, name or default_name(fn), named=name is not None, retries=retries, retry_delay=retry_delay,
-                retry_backoff=retry_backoff, queue=queue, priority=priority,
+                retry_backoff=retry_backoff, queue=queue, priority=priority, time_limit=time_limit,
             )
 
         if func is not None:
@@ -132,6 +146,7 @@ class Registrar:
         retry_backoff: float = 2.0,
         queue: str = "default",
         priority: int = 0,
+        time_limit: float | None = None,
     ) -> _Decorator:
         """Register a task that runs on a schedule: ``@mq.periodic("*/10 * * * *")``
         or ``@mq.periodic(every=timedelta(seconds=30))``.
@@ -171,7 +186,7 @@ class Registrar:
             _check_no_arguments(fn, task_name)
             return self._register_task(
                 fn, task_name, named=name is not None, retries=retries, retry_delay=retry_delay,
-                retry_backoff=retry_backoff, queue=queue, priority=priority, periodic=spec,
+                retry_backoff=retry_backoff, queue=queue, priority=priority, periodic=spec, time_limit=time_limit,
             )
 
         return register  # type: ignore[return-value]  # register keeps the signature: Task(fn)
@@ -181,6 +196,8 @@ class Registrar:
         ``__main__`` task (unless ``named``) where a store other processes share reads it by name."""
         task: Task[..., Any] = Task(fn, task_name, mq=self._enqueuer, **options)
         self.registry.add_task(task)
+        if task.time_limit is not None:
+            self._use_time_limits()
         shared = any(q.storage.capabilities.shared for q in self._queues)
         if not named and task.name.startswith("__main__.") and shared:
             warn_main_module([task.name])

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .runtime import shutdown as _shutdown
 from .runtime import stats as _stats
 from .runtime.jobs import Jobs
+from .runtime.limits import Watchdog
 from .runtime.pools import ConsumerPools
 from .runtime.producer import Producer, is_ours
 from .runtime.scheduling import SchedulerPlace, in_reloader_watcher
@@ -109,8 +110,11 @@ class AppQueue:
         self.scheduling = SchedulerPlace(app, config, registry, self.store, self.pools.lock)
         #: What should run here, started lazily; the ``closed`` flag.
         self.supervisor = Supervisor(app, config, registry, self.store, self.pools, self.scheduling, self.transport)
+        #: Time limits and aborts of the jobs running here (:mod:`flask_memqueue.runtime.limits`).
+        self.limits = Watchdog(app, config, self.store, self.pools)
+        self.supervisor.limits = self.limits
         #: What a job asks of its queue, and the job-level verbs.
-        self.jobs = Jobs(app, config, self.store, self.pools, self.supervisor)
+        self.jobs = Jobs(app, config, self.store, self.pools, self.supervisor, self.limits)
         self.store.open(self.jobs)
         self.scheduling.open()
         #: Jobs in: every enqueue passes here.
@@ -127,7 +131,8 @@ class AppQueue:
     @config.setter
     def config(self, value: Config) -> None:
         self._config = value
-        for room in (self.store, self.pools, self.scheduling, self.supervisor, self.jobs, self.producer):
+        for room in (self.store, self.pools, self.scheduling, self.supervisor, self.jobs, self.producer,
+                     self.limits):
             room.config = value
 
     # -- enqueue and produce ----------------------------------------------------------------

@@ -30,6 +30,7 @@ from .options import (
     check_changes,
     check_priority,
     check_queue_name,
+    check_time_limit,
     eta_at,
     eta_in,
     job_options,
@@ -89,6 +90,10 @@ class Task(Generic[P, R]):
     #: stored by another process): its job fails saying which module to import.
     missing = False
 
+    #: Seconds a job of this task may run (``@mq.task(time_limit=...)``); None:
+    #: ``MEMQUEUE_TIME_LIMIT``. A call's ``.options(time_limit=...)`` wins over both.
+    time_limit: float | None = None
+
     #: For a message handler with ``MEMQUEUE_AMQP_URL``: the RabbitMQ queue it
     #: consumes, given as ``@mq.handler(topic, amqp_queue=...)`` (None: the
     #: configured prefix and its topic; see :mod:`flask_memqueue.amqp`).
@@ -107,10 +112,13 @@ class Task(Generic[P, R]):
         queue: str = DEFAULT_QUEUE,
         priority: int = 0,
         periodic: Periodic | None = None,
+        time_limit: float | None = None,
     ) -> None:
         if not callable(func):
             raise TypeError(f"a task must be callable, not {func!r}")
-        _check_policy(name, retries, retry_delay, retry_backoff, queue, priority)
+        _check_policy(name, retries, retry_delay, retry_backoff, queue, priority, time_limit)
+        if time_limit is not None:  # else the class's None: a task's dict keeps its shape (the enqueue path)
+            self.time_limit = float(time_limit)
         #: The wrapped function.
         self.func = func
         #: The registered name; a job enqueued by name finds the task by it.
@@ -275,8 +283,8 @@ class Task(Generic[P, R]):
 
 
 def _check_policy(name: str, retries: int, retry_delay: float, retry_backoff: float, queue: str,
-                  priority: int) -> None:
-    """A task's retry policy, queue and priority, checked where it is registered."""
+                  priority: int, time_limit: float | None = None) -> None:
+    """A task's retry policy, queue, priority and time limit, checked where it is registered."""
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise ConfigurationError(f"task {name!r}: retries must be an int >= 0, not {retries!r}")
     for label, value in (("retry_delay", retry_delay), ("retry_backoff", retry_backoff)):
@@ -287,6 +295,8 @@ def _check_policy(name: str, retries: int, retry_delay: float, retry_backoff: fl
     try:
         check_queue_name(queue, f"task {name!r}: queue")
         check_priority(priority, f"task {name!r}: priority")
+        if time_limit is not None:
+            check_time_limit(time_limit, f"task {name!r}: time_limit")
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
 

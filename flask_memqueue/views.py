@@ -500,6 +500,16 @@ def group_route(group_id: str) -> Response:
     return json_response({"id": group_id, "status": group_status(members), "jobs": [job_dict(j) for j in members]})
 
 
+@routes.post("/jobs/<job_id>/abort")
+def abort_job(job_id: str) -> Response:
+    """Cancel a waiting job, or ask a running one to stop (wherever it runs)."""
+    found = job_or_404(job_id)
+    if not _queue().jobs.abort(found, by=f"POST /jobs/{job_id}/abort from {request.remote_addr or 'unknown'}"):
+        raise APIError(409, f"job {job_id} is {found.status.value}; only a waiting or running job can be aborted")
+    # a waiting job is cancelled now; a running one stops when it sees the request (or is made to)
+    return json_response({"id": found.id, "status": found.status.value, "abort_requested": not found.finished})
+
+
 @routes.post("/jobs/<job_id>/retry")
 def retry_job(job_id: str) -> Response:
     found = job_or_404(job_id)

@@ -31,6 +31,8 @@ class _Table:
         self.seq = itertools.count(1)
         self.consumers: dict[tuple[str, str, str], float] = {}  # (namespace, owner, queue) -> seen at
         self.ticks: dict[tuple[str, str], tuple[float, str | None, float]] = {}  # (namespace, task) -> last claim
+        # id -> (the claim it was asked of: the record's started_at, reason)
+        self.aborts: dict[str, tuple[float | None, str]] = {}
 
 
 _TABLES: dict[str, _Table] = {}
@@ -50,6 +52,8 @@ def _due_time(record: Record) -> float:
 
 
 class DictStorage(DurableStorage):
+    capabilities = replace(DurableStorage.capabilities, abort_flags=True)
+
     def __init__(self, url: str, context: StoreContext, table: _Table) -> None:
         super().__init__(url, context)
         self.table = table
@@ -172,6 +176,24 @@ class DictStorage(DurableStorage):
                 if r.status in wanted and (queue is None or r.queue == queue)
                 and (r.status != "scheduled" or due_before is None or (r.eta or 0.0) <= due_before)
             )
+
+    def _request_abort(self, job_id: str, reason: str) -> bool:
+        with self.table.lock:
+            row = self.table.rows.get(job_id)
+            if row is None or row[0] != self.namespace or row[2].status != "running":
+                return False
+            self.table.aborts[job_id] = (row[2].started_at, reason)
+            return True
+
+    def _abort_requests(self, job_ids: list[str]) -> dict[str, str]:
+        found = {}
+        with self.table.lock:
+            for job_id in job_ids:
+                asked, row = self.table.aborts.get(job_id), self.table.rows.get(job_id)
+                if asked is not None and row is not None and row[2].status == "running" \
+                        and row[2].started_at == asked[0]:
+                    found[job_id] = asked[1]
+        return found
 
     def _running_owners(self) -> set[str]:
         with self.table.lock:

@@ -270,7 +270,7 @@ def test_produce_without_a_handler_raises(app: Flask, mq: MemQueue) -> None:
 # -- the job record ------------------------------------------------------------------------
 def test_status_values() -> None:
     assert {s.value for s in JobStatus} == {
-        "queued", "scheduled", "deferred", "running", "succeeded", "failed", "cancelled"}
+        "queued", "scheduled", "deferred", "running", "succeeded", "failed", "cancelled", "aborted"}
     assert JobStatus.QUEUED == "queued"  # type: ignore[comparison-overlap]  # a str enum
 
 

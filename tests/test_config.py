@@ -25,6 +25,8 @@ BAD_VALUES: dict[str, list[Any]] = {
     "TOKEN": ["short", 123456789, b"0123456789abcdef0123", 1.5e20],
     "MAX_MESSAGE_BYTES": [0, -5, "big", 1.5],
     "SHUTDOWN_TIMEOUT": [-1, float("nan"), "soon", True],
+    "TIME_LIMIT": [0, -1, float("nan"), float("inf"), "soon", True],
+    "GRACE_PERIOD": [-1, float("nan"), "soon", True],
     "JOURNAL": [42, ["a"]],
     "STORAGE": [42, "nosuch://x", "jobs.db", "sqlite://somehost/jobs.db", "memory://?a=1&a=2", "memory://x",
                 " memory://", "sqlite:///jobs.db#x"],

@@ -106,6 +106,20 @@ def _fail(message: Any) -> None:
     raise ValueError(f"cannot handle {message}")
 
 
+POLITE = "dashboard-test:polite"
+
+
+@mq.handler(POLITE)
+def _polite(message: Any) -> str:
+    """Runs until an abort is asked of it (``current_job.abort_requested``), then returns."""
+    for _ in range(int(GATE_WAIT / 0.01)):
+        if current_job.abort_requested:
+            return "stopped when asked"
+        if CONTROL.gates[0].wait(0.01):  # teardown: never asked
+            break
+    return "never asked"
+
+
 SLOW = "dashboard-test:slow"
 
 
@@ -277,6 +291,21 @@ def test_a_waiting_job_is_cancelled_from_the_dashboard(page: Page, served: Serve
     CONTROL.release()
     expect(row(page, blocker).locator('[data-c="status"]')).to_have_text("succeeded")
     expect(row(page, waiting).locator('[data-c="status"]')).to_have_text("cancelled")
+
+
+def test_a_running_job_is_aborted_from_its_page(page: Page, served: Served) -> None:
+    job_id = served.produce("runs until asked", POLITE)
+    page.goto(f"{served.url}/memqueue/ui/jobs/{job_id}?refresh=0.3")
+    expect(page.locator(".head .pill")).to_have_text("running")
+    expect(page.get_by_role("button", name="Cancel this job")).to_have_count(0)
+    page.get_by_role("button", name="Abort this job").click()
+    expect(page.locator(".notice.ok")).to_contain_text(f"Job {job_id} (message:{POLITE})")
+    expect(page.locator(".head .pill")).to_have_text("aborted")  # the job saw the request and returned
+    expect(page.get_by_role("heading", name="Who aborted it")).to_be_visible()
+    expect(page.locator(".error-line")).to_contain_text("aborted by the dashboard (127.0.0.1) at ")
+    expect(page.get_by_role("button", name="Abort this job")).to_have_count(0)
+    job = served.app.extensions["memqueue"].get_job(job_id)
+    assert job is not None and job.status is JobStatus.ABORTED and job.result is None
 
 
 def test_sign_in_with_the_token_and_be_refused_without_it(browser: Browser, served_with_token: Served) -> None:

@@ -133,7 +133,7 @@ SEGMENT_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="/"), max
 SEGMENT_BYTES = st.binary(max_size=12).map(lambda b: b.replace(b"/", b"").decode("latin-1"))
 SEGMENTS = st.one_of(
     st.sampled_from(["produce", "jobs", "stats", "health", "threads", "ui", "purge", "cancel", "retry",
-                     "sign-in", "sign-out", "", ".", "..", "%0A", "%2F", "%00", "\n", "\r\n", "\x00", "²"]),
+                     "abort", "sign-in", "sign-out", "", ".", "..", "%0A", "%2F", "%00", "\n", "\r\n", "\x00", "²"]),
     SEGMENT_TEXT.map(lambda t: t.encode("utf-8").decode("latin-1")),  # PATH_INFO is bytes as latin-1
     SEGMENT_BYTES,
 )
@@ -145,9 +145,10 @@ def paths(draw: st.DrawFn, target: Target) -> str:
     job_id = draw(st.one_of(st.sampled_from(target.ids), SEGMENTS))
     known = [
         "/", "/produce", f"/produce/{draw(SEGMENTS)}", "/jobs", f"/jobs/{job_id}", f"/jobs/{job_id}/cancel",
-        f"/jobs/{job_id}/retry", "/jobs/purge",
+        f"/jobs/{job_id}/retry", f"/jobs/{job_id}/abort", "/jobs/purge",
         f"/groups/{job_id}", "/stats", "/health", "/threads", f"/ui/jobs/{job_id}",
-        f"/ui/jobs/{job_id}/cancel", f"/ui/jobs/{job_id}/retry", "/ui/purge", "/ui/sign-in", "/ui/sign-out",
+        f"/ui/jobs/{job_id}/cancel", f"/ui/jobs/{job_id}/retry", f"/ui/jobs/{job_id}/abort",
+        "/ui/purge", "/ui/sign-in", "/ui/sign-out",
     ]
     tail = draw(st.one_of(st.sampled_from(known), st.lists(SEGMENTS, min_size=1, max_size=4).map(
         lambda parts: "/" + "/".join(parts))))

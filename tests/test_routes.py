@@ -273,7 +273,8 @@ def test_stats(client: FlaskClient, mq: MemQueue) -> None:
     mq.enqueue(lambda: None).wait(TIMEOUT)
     assert mq.join(TIMEOUT)
     body = client.get("/memqueue/stats").get_json()
-    assert set(body["counts"]) == {"queued", "scheduled", "deferred", "running", "succeeded", "failed", "cancelled"}
+    assert set(body["counts"]) == {"queued", "scheduled", "deferred", "running", "succeeded", "failed", "cancelled",
+                                   "aborted"}
     assert body["counts"]["succeeded"] == 1
     assert body["depth"] == 0 and body["maxsize"] == 10_000
     assert body["consumer_alive"] is True

@@ -147,7 +147,7 @@ def test_mixed_operations_from_many_threads_balance(
     assert len(cancelled_ok) == statuses["cancelled"]
     counts = app.test_client().get("/memqueue/stats").get_json()["counts"]
     assert counts == {"queued": 0, "scheduled": 0, "deferred": 0, "running": 0, "failed": 0,
-                      "succeeded": statuses["succeeded"], "cancelled": statuses["cancelled"]}
+                      "succeeded": statuses["succeeded"], "cancelled": statuses["cancelled"], "aborted": 0}
     assert sum(counts.values()) == len(accepted)
 
 

@@ -8,6 +8,7 @@ The consumer runs in its thread; tests wait with ``wait(timeout)`` / ``join``.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -275,3 +276,36 @@ def test_a_store_without_workflows_refuses_them_clearly(
     app = make_app(**STORAGE_BACKENDS[backend](tmp_path))
     with app.app_context(), pytest.raises(WorkflowsUnsupported, match="capabilities.workflows"):
         mq.chain(t.add.s(1), t.add.s()).delay()
+
+
+def test_an_aborted_link_cancels_what_waits_on_it(wf_app: tuple[Flask, Tasks], mq: MemQueue) -> None:
+    """An aborted parent is a final outcome like a failure: its dependents are cancelled
+    with the failure wording (and its abort reason), never left deferred."""
+    app, t = wf_app
+    started = threading.Event()
+
+    @mq.task(name="wf.polite")
+    def polite() -> str:
+        from flask_memqueue import current_job
+
+        started.set()
+        deadline = time.monotonic() + TIMEOUT
+        while not current_job.abort_requested and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "stopped"
+
+    with app.app_context():
+        last = mq.chain(polite.s(), t.add.s(1), t.add.s()).delay()
+        assert started.wait(TIMEOUT)
+        first_id = mq.get_job(last.to_dict()["depends_on"][0]).to_dict()["depends_on"][0]  # type: ignore[union-attr]
+        assert mq.abort(first_id, by="the test") is True
+        with pytest.raises(JobFailed):
+            last.wait(TIMEOUT)
+        assert mq.join(TIMEOUT)
+        first = mq.get_job(first_id)
+        assert first is not None and first.status == "aborted"
+        for job_id in (last.to_dict()["depends_on"][0], last.id):
+            job = mq.get_job(job_id)
+            assert job is not None and job.status == "cancelled"
+            assert job.error is not None and job.error.startswith(
+                f"dependency {first_id} (wf.polite) failed: aborted by the test at ")

@@ -8,9 +8,13 @@ routes, the dashboard and the extension look jobs up, retry and join here.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
+import time
 from typing import TYPE_CHECKING
 
+from ..display import isotime
 from ..exceptions import QueueClosed
 from ..signals import job_cancelled
 
@@ -19,6 +23,7 @@ if TYPE_CHECKING:
 
     from ..config import Config
     from ..job import Job
+    from .limits import Watchdog
     from .pools import ConsumerPools
     from .store import StoreHandle
     from .supervisor import Supervisor
@@ -28,12 +33,13 @@ class Jobs:
     """The job-level verbs of one app's queue in this process; the host of its jobs."""
 
     def __init__(self, app: Flask, config: Config, store: StoreHandle, pools: ConsumerPools,
-                 supervisor: Supervisor) -> None:
+                 supervisor: Supervisor, limits: Watchdog) -> None:
         self.app = app
         self.config = config
         self.store = store
         self.pools = pools
         self.supervisor = supervisor
+        self.limits = limits
         #: Prefix of this process's job ids (``job.id`` is ``"<token>-<number>"``).
         self.token = store.token
 
@@ -56,6 +62,32 @@ class Jobs:
     def job_dependents(self, job: Job) -> list[str]:
         """The ids of the jobs that wait on ``job`` (its store knows them)."""
         return self.store.storage.dependents(job.id)
+
+    def abort(self, job: Job, by: str | None = None) -> bool:
+        """Stop ``job``: cancel it if it waits, else ask it to stop wherever it runs.
+
+        True if it was cancelled or asked to stop; False if it had finished (or is not
+        known to the store). ``by`` says who asks (default: this process, by host and pid).
+        """
+        if self.cancel(job):
+            return True
+        who = by if by else f"pid {os.getpid()} on {socket.gethostname()}"
+        reason = f"aborted by {who} at {isotime(time.time())}"
+        storage = self.store.storage
+        asked = storage.request_abort(job.id, reason)
+        if self.limits.abort_here(job, reason):  # runs here: at once
+            return True
+        if not asked:
+            self._refresh(job)
+        return asked
+
+    def _refresh(self, job: Job) -> None:
+        """``job`` is not waiting nor running any more: show the caller how it ended."""
+        fresh = self.store.storage.get(job.id)
+        if fresh is not None and fresh is not job and fresh.finished and not job.finished:
+            job.restore(fresh.status, fresh.attempts, eta=fresh.eta, started_at=fresh.started_at,
+                        finished_at=fresh.finished_at, result=fresh.result, error=fresh.error,
+                        traceback=fresh.traceback)
 
     # -- what callers do --------------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:

@@ -51,6 +51,8 @@ class ConsumerPools:
         self.start_error: str | None = None
         #: Told when a loop ends: ``on_exit(crashed)`` (the supervisor listens).
         self.on_exit: Callable[[bool], None] = lambda crashed: None
+        #: True from :meth:`stop` to the next :meth:`start`: a given-up thread is not replaced.
+        self.stopped = False
         self._make()
 
     def _make(self) -> None:
@@ -97,6 +99,7 @@ class ConsumerPools:
         consumers = self.all()
         if not consumers:
             return False
+        self.stopped = False
         for consumer in consumers:
             if consumer.alive:
                 continue
@@ -122,8 +125,41 @@ class ConsumerPools:
             consumer.ident = None
         self.on_exit(crashed)
 
+    def owns(self, consumer: Consumer) -> bool:
+        """True if ``consumer`` is a place of one of the pools now (not a given-up one)."""
+        pool = self.by_queue.get(consumer.queue_name, ())
+        return consumer.index < len(pool) and pool[consumer.index] is consumer
+
+    def replace(self, consumer: Consumer) -> Consumer | None:
+        """Give up ``consumer``'s thread (a job in it outlived its time limit): a new place takes
+        its index, with its counters, and its thread starts now, so the queue keeps its
+        declared concurrency. The old thread is renamed ``memqueue-abandoned[...]`` and ends
+        when its job returns. None if the place was not the pool's (or no thread could start)."""
+        with self.lock:
+            if not self.owns(consumer):
+                return None
+            fresh = Consumer(self, consumer.queue_name, consumer.index)
+            fresh.attempts, fresh._retried, fresh.history = consumer.attempts, consumer._retried, consumer.history
+            fresh._bucket_end, fresh._bucket_mark = consumer._bucket_end, consumer._bucket_mark
+            fresh.starts = consumer.starts
+            self.by_queue[consumer.queue_name][consumer.index] = fresh
+            if self.consumer is consumer:
+                self.consumer = fresh
+            thread = consumer.thread
+            if thread is not None:
+                thread.name = thread.name.replace("memqueue-consumer[", "memqueue-abandoned[", 1)
+            if self.stopped:
+                return fresh  # shutting down: no new thread
+            error = start_guarded(fresh, self._thread_name(fresh))
+            if error is not None:
+                self.start_error = error
+                return None
+            self.starts += 1
+            return fresh
+
     def stop(self) -> list[Consumer]:
         """Make every loop end after the job in hand; returns the places."""
+        self.stopped = True
         consumers = self.all()
         for consumer in consumers:
             consumer.stop()

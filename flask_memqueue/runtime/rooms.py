@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
     from ..config import Config
     from .jobs import Jobs
+    from .limits import Watchdog
     from .pools import ConsumerPools
     from .scheduling import SchedulerPlace
     from .store import StoreHandle
@@ -31,6 +32,7 @@ class Rooms(Protocol):
     supervisor: Supervisor
     jobs: Jobs
     transport: Transport
+    limits: Watchdog
 
     @property
     def config(self) -> Config: ...

@@ -60,6 +60,7 @@ def shutdown(rooms: Rooms, wait: bool = True, timeout: float | None = None) -> b
         drained = _join(rooms, consumers, deadline, persistent) and drained
     if not persistent:
         drained = _cancel_waiting(rooms) and drained
+    rooms.limits.stop(deadline.left() if wait else 0.0)
     rooms.store.close()
     return drained
 

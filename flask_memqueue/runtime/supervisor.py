@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from ..config import Config
     from ..registry import Registry
+    from .limits import Watchdog
     from .pools import ConsumerPools
     from .scheduling import SchedulerPlace
     from .store import StoreHandle
@@ -43,6 +44,8 @@ class Supervisor:
         self.alive = False
         #: Set by shutdown; enqueue raises QueueClosed after it.
         self.closed = False
+        #: The watchdog of time limits and aborts (set by the front), told when the consumers start.
+        self.limits: Watchdog | None = None
         pools.on_exit = self._consumer_exited
         place.on_exit = self._scheduler_exited
 
@@ -81,6 +84,8 @@ class Supervisor:
             # while it should run and does not, the next request starts it.
             self.alive = scheduled
         self._declare()
+        if self.limits is not None:
+            self.limits.started()
         return True
 
     def _declare(self) -> None:

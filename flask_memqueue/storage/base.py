@@ -64,6 +64,11 @@ class Capabilities:
     #: store releases (or cancels) a waiting job in the same atomic step that records
     #: the outcome of the last job it waits on.
     workflows: bool = False
+    #: :meth:`Storage.request_abort` records an abort for the process that runs the
+    #: job, which learns of it through :meth:`Storage.abort_requests` (polled while
+    #: jobs run): ``job.abort()`` reaches a job that another process runs. Without
+    #: it, only a job running in the asking process can be asked to stop.
+    abort_flags: bool = False
 
 
 class Link(NamedTuple):
@@ -320,6 +325,18 @@ class Storage(abc.ABC):
     def drop_waiting(self) -> list[Job]:
         """Remove every waiting job of this process and return them (shutdown of a store
         whose jobs do not outlive the process)."""
+
+    def request_abort(self, job_id: str, reason: str) -> bool:
+        """Record that the running job ``job_id`` is asked to stop (``reason``: who asked,
+        when), for whichever process runs it. True if the job runs (the request is
+        recorded); False if it waits, finished, or is not known. Only stores that
+        declare ``abort_flags`` implement it (see :doc:`/limits`)."""
+        return False
+
+    def abort_requests(self, job_ids: Iterable[str]) -> dict[str, str]:
+        """Of these jobs (running in this process), those asked to stop, with each
+        request's reason. The process that runs them asks every half second or so."""
+        return {}
 
     def put_in_transaction(self, job: Job, session: Any) -> Job:
         """Queue ``job`` (as :meth:`put`, :meth:`schedule` or, with a ``unique_key``,

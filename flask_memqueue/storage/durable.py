@@ -421,11 +421,21 @@ class DurableStorage(_DurableWorkflows, Storage, _FormerNames):
         self._after_settle(job)
         return True
 
+    def request_abort(self, job_id: str, reason: str) -> bool:
+        return bool(self._guard("asking a job to stop", self._request_abort, job_id, reason))
+
+    def abort_requests(self, job_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        return dict(self._guard("reading abort requests", self._abort_requests, ids))
+
     def requeue(self, job: Job) -> bool:
         probe = self.codec.probe(job)
         probe.reset_for_requeue(time.time())
         record = self.codec.record_of(probe)
-        if not self._guard("queueing a job again", self._transition, job.id, ("failed", "cancelled"), record):
+        if not self._guard("queueing a job again", self._transition, job.id, ("failed", "cancelled", "aborted"),
+                           record):
             self._refresh(job)
             return False
         copy_outcome(probe, job)

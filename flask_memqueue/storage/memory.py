@@ -292,6 +292,25 @@ class _MemoryBook(Storage):
         self._next_expiry = now + 1.0
         self._finished.expire(now - self.result_ttl)
 
+    # -- abort requests -----------------------------------------------------
+    def request_abort(self, job_id: str, reason: str) -> bool:
+        """The job object is the record: its ``abort_requested`` turns true at once."""
+        job = self.get(job_id)
+        with self._lock:
+            if job is None or job.status is not JobStatus.RUNNING:
+                return False
+            job._outcome().abort = reason
+        return True
+
+    def abort_requests(self, job_ids: Iterable[str]) -> dict[str, str]:
+        found = {}
+        for job_id in job_ids:
+            job = self.get(job_id)
+            reason = None if job is None or job.status is not JobStatus.RUNNING else job._outcome().abort
+            if reason is not None:
+                found[job_id] = reason
+        return found
+
     def get(self, job_id: str) -> Job | None:
         token, _, number = job_id.rpartition("-")
         if token != self.token:
@@ -571,8 +590,8 @@ class _MemoryFlows(_MemoryBook):
                         self._place(child)
                     continue
                 if reason is None:
-                    reason = (dependency_failed(done.id, done.name, done.error) if done.status is FAILED
-                              else dependency_cancelled(done.id, done.name))
+                    reason = (dependency_cancelled(done.id, done.name) if done.status is JobStatus.CANCELLED
+                              else dependency_failed(done.id, done.name, done.error))  # failed, aborted
                 del self._deferred[child_key], self._pending[child_key]
                 self._waiting -= 1
                 child.mark_cancelled(now, reason)
@@ -615,8 +634,9 @@ class MemoryStorage(_MemoryFlows):
     :param result_ttl: seconds a finished job is kept.
     """
 
-    #: Jobs live in this process only: the fast path keeps live objects.
-    capabilities = Capabilities(workflows=True)
+    #: Jobs live in this process only: the fast path keeps live objects; an
+    #: abort request is written on the running job itself.
+    capabilities = Capabilities(workflows=True, abort_flags=True)
     url = "memory://"
 
     # -- the hot path ------------------------------------------------------
@@ -925,7 +945,7 @@ class MemoryStorage(_MemoryFlows):
 
     def requeue(self, job: Job) -> bool:
         with self._lock:
-            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED):
                 return False
             self._finished.discard(job)
             now = time.time()

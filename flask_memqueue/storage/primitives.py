@@ -175,6 +175,15 @@ class Primitives(abc.ABC):
         """Queues some owner declared after ``seen_after``."""
         return set()
 
+    def _request_abort(self, job_id: str, reason: str) -> bool:
+        """If ``job_id`` runs: record an abort request with ``reason`` and return True
+        (a backend that declares ``abort_flags`` implements it). Else False."""
+        return False
+
+    def _abort_requests(self, job_ids: list[str]) -> dict[str, str]:
+        """The recorded abort requests of these jobs, by id (and forget those of jobs no longer running)."""
+        return {}
+
     def _owner_alive(self, owner: str) -> bool:
         """Whether the process ``owner`` names still runs. Host-local by default
         (pid and start time); a store spanning hosts overrides it (leases)."""

@@ -29,7 +29,7 @@ SCHEDULED = JobStatus.SCHEDULED
 SUCCEEDED = JobStatus.SUCCEEDED
 #: Argument types a JSON round trip gives back unchanged (NaN and infinities are refused before).
 _PLAIN = (str, int, float, bool, type(None))
-FINISHED = ("succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled", "aborted")
 #: Statuses of jobs that wait: they count toward MEMQUEUE_MAXSIZE, and a cancel takes them.
 WAITING = ("queued", "scheduled", "deferred")
 

@@ -343,6 +343,37 @@ class _SingleJobsAndListings(_Harness):
         storage.finish(taken)
         assert storage.cancel(taken) is False and status_of(storage, running) == "succeeded"
 
+    def test_abort_requests_reach_the_running_job_only(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        if not storage.capabilities.abort_flags:
+            pytest.skip("the store does not declare abort_flags")
+        job = queued(queue, "a")
+        assert storage.request_abort(job.id, "aborted by a test") is False  # waiting: cancel() is for it
+        assert storage.request_abort("no-such-job", "aborted by a test") is False
+        taken = storage.take(0)
+        assert taken is not None and taken.id == job.id
+        other = queued(queue, "b")
+        assert storage.abort_requests([taken.id, other.id]) == {}
+        assert storage.request_abort(taken.id, "aborted by a test at noon") is True
+        assert storage.abort_requests([taken.id, other.id]) == {taken.id: "aborted by a test at noon"}
+        assert storage.abort_requests([]) == {}
+        taken.mark_aborted(time.time(), "aborted by a test at noon")
+        storage.finish(taken)
+        assert status_of(storage, job) == "aborted" and storage.counts()["aborted"] == 1
+        assert storage.abort_requests([taken.id]) == {}
+        assert storage.request_abort(taken.id, "again") is False  # finished
+        found = storage.get(job.id)
+        assert found is not None and found.error == "aborted by a test at noon" and found.finished
+        # an aborted job can be queued again, and its new run reads no old request
+        assert storage.cancel(other) is True
+        assert storage.requeue(found) is True and status_of(storage, job) == "queued"
+        again = storage.take(0)
+        assert again is not None and again.id == job.id
+        assert storage.abort_requests([job.id]) == {}
+        run(queue, again)
+        storage.finish(again)
+        assert status_of(storage, job) == "succeeded"
+
     def test_cancel_sets_the_waiter(self, queue: AppQueue) -> None:
         job = queued(queue)
         waiter = queue.storage.waiter(job)
@@ -461,6 +492,7 @@ class _SingleJobsAndListings(_Harness):
         storage.cancel(queued(queue, 4))
         assert storage.counts() == {
             "queued": 1, "scheduled": 1, "deferred": 0, "running": 1, "succeeded": 0, "failed": 1, "cancelled": 1,
+            "aborted": 0,
         }
         assert storage.depth() == 2
 

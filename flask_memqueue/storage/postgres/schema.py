@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-FINISHED_SQL = "('succeeded', 'failed', 'cancelled')"
+FINISHED_SQL = "('succeeded', 'failed', 'cancelled', 'aborted')"
+# Version 1's finished index, as it was created (version 2 replaces it).
+_FINISHED_SQL_V1 = "('succeeded', 'failed', 'cancelled')"
 LIVE_SQL = "('queued', 'scheduled', 'running')"
 
 #: ``(version, what it does, statements)``, applied in order, each once. ``{s}`` is the schema.
@@ -53,7 +55,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         "CREATE INDEX memqueue_jobs_running ON {s}.memqueue_jobs (ns, owner) WHERE status = 'running'",
         # Retention deletes the oldest finished rows first, in small batches.
         "CREATE INDEX memqueue_jobs_finished ON {s}.memqueue_jobs (ns, finished_at)"
-        f" WHERE status IN {FINISHED_SQL}",
+        f" WHERE status IN {_FINISHED_SQL_V1}",
         "CREATE INDEX memqueue_jobs_unique ON {s}.memqueue_jobs (ns, unique_key)"
         f" WHERE unique_key IS NOT NULL AND status IN {LIVE_SQL}",
         """CREATE TABLE {s}.memqueue_owners (
@@ -90,6 +92,20 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     claimed_at double precision NOT NULL,
     PRIMARY KEY (ns, task)
 )""",
+    )),
+    (2, "aborts asked of running jobs; the finished index covers aborted jobs", (
+        # One row per running job asked to stop (job.abort() in any process), naming the
+        # claim it was asked of (the job's token), so a later run of the job never reads it.
+        """CREATE TABLE {s}.memqueue_aborts (
+    ns text NOT NULL,
+    id text NOT NULL,
+    token text,
+    reason text NOT NULL,
+    PRIMARY KEY (ns, id)
+)""",
+        "DROP INDEX {s}.memqueue_jobs_finished",
+        "CREATE INDEX memqueue_jobs_finished ON {s}.memqueue_jobs (ns, finished_at)"
+        f" WHERE status IN {FINISHED_SQL}",
     )),
 )
 #: The schema version this code needs.

@@ -207,6 +207,14 @@ _TEMPLATES = {
     # -- who waits for which job in another process (``"*"``: join())
     "want": "INSERT INTO {waiters} (ns, job_id, owner, since) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
     "unwant": "DELETE FROM {waiters} WHERE ns = %s AND owner = %s AND (job_id = ANY(%s) OR since < %s)",
+    # -- aborts asked of running jobs (the request names the claim: the job's token)
+    "forget_aborts": ("DELETE FROM {aborts} a WHERE a.ns = %s AND NOT EXISTS (SELECT 1 FROM {jobs} j"
+                      " WHERE j.id = a.id AND j.status = 'running' AND j.token IS NOT DISTINCT FROM a.token)"),
+    "abort": ("INSERT INTO {aborts} (ns, id, token, reason) SELECT ns, id, token, %s FROM {jobs}"
+              " WHERE id = %s AND ns = %s AND status = 'running'"
+              " ON CONFLICT (ns, id) DO UPDATE SET token = EXCLUDED.token, reason = EXCLUDED.reason"),
+    "aborts": ("SELECT a.id, a.reason FROM {aborts} a JOIN {jobs} j ON j.id = a.id WHERE a.ns = %s"
+               " AND a.id = ANY(%s) AND j.status = 'running' AND j.token IS NOT DISTINCT FROM a.token"),
 }
 
 
@@ -250,10 +258,13 @@ class Statements:
     declared: str
     want: str
     unwant: str
+    forget_aborts: str
+    abort: str
+    aborts: str
 
     def __init__(self, schema: str) -> None:
         tables = {name: f"{ident(schema)}.memqueue_{name}" for name in ("jobs", "owners", "consumers", "ticks",
-                                                                          "waiters")}
+                                                                          "waiters", "aborts")}
         for name, template in _TEMPLATES.items():
             setattr(self, name, template.format(**tables))
 

@@ -59,7 +59,7 @@ class PostgresStorage(DurableStorage):
 
     capabilities = Capabilities(
         shared=True, persistent=True, json_only=True, signal_safe_wake=True, reopen_after_fork=True,
-        outages_end=True, transactional=True,
+        outages_end=True, transactional=True, abort_flags=True,
     )
     #: With notify, an idle worker is woken by NOTIFY; this bound says how soon a stop
     #: requested from a signal handler is seen (and is the poll without notify).
@@ -256,6 +256,15 @@ class PostgresStorage(DurableStorage):
 
     def _owner_alive(self, owner: str) -> bool:
         return bool(self._alive.get(owner))
+
+    def _request_abort(self, job_id: str, reason: str) -> bool:
+        with self.connections.conn("asking a job to stop") as conn:
+            conn.execute(self.sql.forget_aborts, (self.namespace,))
+            return bool(conn.execute(self.sql.abort, (reason, job_id, self.namespace)).rowcount)
+
+    def _abort_requests(self, job_ids: list[str]) -> dict[str, str]:
+        rows = self.connections.all(self.sql.aborts, (self.namespace, job_ids), "reading abort requests")
+        return {job_id: reason for job_id, reason in rows}
 
     def _running_of(self, owner: str) -> list[Record]:
         return [PostgresRecord(*row) for row in self.connections.all(self.sql.running_of, (self.namespace, owner))]

@@ -42,6 +42,7 @@ from ...job import Job
 from ..base import Capabilities, StoreContext
 from ..durable import POLL_INTERVAL, DurableStorage, Record
 from ..waiters import PollingEvent
+from .aborts import RedisAbortFlags
 from .client import Client
 from .consumers import LISTEN_MARGIN, Claimer
 from .heartbeat import Heartbeat
@@ -56,7 +57,7 @@ logger = logging.getLogger("flask_memqueue")
 _MAX_FAILED_TOKENS = 64
 
 
-class RedisStorage(RedisReads, DurableStorage):
+class RedisStorage(RedisAbortFlags, RedisReads, DurableStorage):
     """Job records in a Redis server (one, under Sentinel, or a Cluster) that any number
     of processes and hosts share.
 
@@ -71,7 +72,7 @@ class RedisStorage(RedisReads, DurableStorage):
 
     capabilities = Capabilities(
         shared=True, persistent=True, json_only=True, signal_safe_wake=True, reopen_after_fork=True,
-        outages_end=True,
+        outages_end=True, abort_flags=True,
     )
     #: An idle consumer blocks in Redis (BLPOP) this long at most: an enqueue anywhere hands it
     #: its job at once; the bound only says how soon a stop from a signal handler is seen.

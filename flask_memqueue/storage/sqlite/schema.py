@@ -16,7 +16,7 @@ from .errors import JournalError
 #: Seconds SQLite waits for another process's write lock before giving up.
 BUSY_TIMEOUT = 30.0
 
-_FINISHED_SQL = "('succeeded', 'failed', 'cancelled')"
+_FINISHED_SQL = "('succeeded', 'failed', 'cancelled', 'aborted')"
 _COLUMNS = (
     "id, task, args, kwargs, status, attempts, enqueued_at, eta,"
     " started_at, finished_at, result, error, traceback, owner, lane, priority, unique_key, tick, options"
@@ -112,6 +112,17 @@ _WORKFLOW_INDEXES = (
     "CREATE INDEX IF NOT EXISTS memqueue_links_parent ON memqueue_links (queue, parent)",
     "CREATE INDEX IF NOT EXISTS memqueue_links_child ON memqueue_links (queue, child, position)",
 )
+# Aborts asked of running jobs (job.abort() in any process): the process that runs
+# the job reads its rows while it runs (Storage.abort_requests). A row names the
+# attempt it was asked of (its started_at), so a job requeued and run again is not
+# stopped by a request its earlier run never read; such rows go with the next request.
+_ABORTS = """
+CREATE TABLE IF NOT EXISTS memqueue_aborts (
+    id TEXT NOT NULL PRIMARY KEY,
+    started_at REAL,
+    reason TEXT NOT NULL
+)
+"""
 _MIGRATIONS = (
     ("lane", "ALTER TABLE memqueue_jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'default'"),
     ("priority", "ALTER TABLE memqueue_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0"),
@@ -216,6 +227,7 @@ def create(w: sqlite3.Connection, path: str, key: str) -> None:
         w.execute(_LINKS)
         w.execute(_WAITS)
         w.execute(_GROUPS)
+        w.execute(_ABORTS)
         columns = {row[1] for row in w.execute("PRAGMA table_info(memqueue_jobs)")}
         for column, alter in _MIGRATIONS:
             if column not in columns:

@@ -7,15 +7,16 @@ job cache) is :class:`~flask_memqueue.storage.durable.DurableStorage`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Any
 
 from ..base import StoreContext
 from ..durable import DurableStorage, Record
+from .aborts import SQLiteAbortFlags
 from .errors import JournalError
 from .schema import (
     _COLUMNS,
@@ -53,14 +54,14 @@ def _due_first(due: tuple[Any, ...], queued: tuple[Any, ...]) -> bool:
 
 
 
-class SQLiteStorage(WorkflowRecords, DurableStorage):
+class SQLiteStorage(SQLiteAbortFlags, WorkflowRecords, DurableStorage):
     """Job records in a SQLite file that the processes of one host share.
 
     :raises JournalError: the file cannot be opened, is not a SQLite
         database, or cannot be written (at ``init_app``).
     """
 
-    capabilities = replace(DurableStorage.capabilities, workflows=True)
+    capabilities = dataclasses.replace(DurableStorage.capabilities, workflows=True, abort_flags=True)
 
     def __init__(self, path: str, context: StoreContext, *, sync: str = "normal", url: str | None = None) -> None:
         super().__init__(url or f"sqlite:///{path}", context)

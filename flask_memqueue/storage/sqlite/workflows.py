@@ -21,7 +21,7 @@ from ..records import Record
 from .schema import _COLUMNS, _INSERT
 
 #: The final statuses: a write that records one releases or cancels the job's dependents.
-FINAL = frozenset(("succeeded", "failed", "cancelled"))
+FINAL = frozenset(("succeeded", "failed", "cancelled", "aborted"))
 
 
 def record(row: Any) -> Record:
@@ -146,8 +146,8 @@ class WorkflowRecords:
                     )
                     conn.execute("UPDATE memqueue_links SET result=NULL WHERE queue=? AND child=?", (ns, child))
                 else:
-                    why = reason or (dependency_failed(pid, ptask, perror) if pstatus == "failed"
-                                     else dependency_cancelled(pid, ptask))
+                    why = reason or (dependency_cancelled(pid, ptask) if pstatus == "cancelled"
+                                     else dependency_failed(pid, ptask, perror))  # failed, aborted
                     conn.execute(
                         "UPDATE memqueue_jobs SET status='cancelled', finished_at=?, error=? WHERE queue=? AND id=?",
                         (now, why, ns, child),

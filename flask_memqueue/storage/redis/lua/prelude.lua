@@ -51,7 +51,7 @@ local function bind(keys, args)
   KEYS, ARGV, P = keys, args, keys[1]
   J, CNT, FIN, OWNERS, QUEUES, DONE = P .. ':j', P .. ':c', P .. ':fin', P .. ':o', P .. ':qs', P .. ':done'
 end
-local FINISHED = {succeeded = true, failed = true, cancelled = true}
+local FINISHED = {succeeded = true, failed = true, cancelled = true, aborted = true}
 local STATE = {'s', 'n', 'eta', 'sa', 'fa', 'r', 'er', 'tb', 'o', 'pg', 'pm'}
 
 local function qk(q, p) return P .. ':q:' .. q .. ':' .. p end
