@@ -499,38 +499,7 @@ class Job(Generic[R]):
         ``repr``, cut to :data:`REPR_LIMIT` characters (see :func:`json_safe`);
         a number is never NaN or infinite. It does not raise.
         """
-        out = self._out or _NO_OUTCOME
-        started, finished = out.started_at, out.finished_at
-        duration = None
-        if started is not None:
-            duration = (finished if finished is not None else _now()) - started
-        return {
-            "id": self.id,
-            "task": self.name,
-            "topic": self.topic,
-            "queue": self.queue,
-            "priority": self.priority,
-            "unique_key": self.unique_key,
-            "tick": isotime(self.tick),
-            "status": self.status.value,
-            "group": self.options.group,
-            "depends_on": list(self.options.after or ()),
-            "dependents": self.dependents(),
-            "args": json_safe(list(self.args)),
-            "kwargs": json_safe(self.kwargs or {}),
-            "result": json_safe(out.result),
-            "error": out.error,
-            "traceback": out.traceback,
-            "attempts": self.attempts,
-            "retries": self.task.retries,
-            "progress": finite(out.progress),
-            "progress_message": out.message,
-            "enqueued_at": isotime(self.enqueued_at),
-            "eta": isotime(out.eta),
-            "started_at": isotime(started),
-            "finished_at": isotime(finished),
-            "duration": finite(None if duration is None else round(duration, 6)),
-        }
+        return _as_dict(self)
 
     def dependents(self) -> list[str]:
         """The ids of the jobs that wait on this one (its chain's next link, its chord's
@@ -597,6 +566,42 @@ class Step(NamedTuple):
     positions: tuple[int, ...] = ()
     bind: str | None = None
     group: int | None = None  # the index of the step's group in the workflow, if any
+
+
+def _as_dict(job: Job[Any]) -> dict[str, Any]:
+    """The body of :meth:`Job.to_dict` (a function, so that the class stays small)."""
+    out = job._out or _NO_OUTCOME
+    started, finished = out.started_at, out.finished_at
+    duration = None
+    if started is not None:
+        duration = (finished if finished is not None else _now()) - started
+    return {
+        "id": job.id,
+        "task": job.name,
+        "topic": job.topic,
+        "queue": job.queue,
+        "priority": job.priority,
+        "unique_key": job.unique_key,
+        "tick": isotime(job.tick),
+        "status": job.status.value,
+        "group": job.options.group,
+        "depends_on": list(job.options.after or ()),
+        "dependents": job.dependents(),
+        "args": json_safe(list(job.args)),
+        "kwargs": json_safe(job.kwargs or {}),
+        "result": json_safe(out.result),
+        "error": out.error,
+        "traceback": out.traceback,
+        "attempts": job.attempts,
+        "retries": job.task.retries,
+        "progress": finite(out.progress),
+        "progress_message": out.message,
+        "enqueued_at": isotime(job.enqueued_at),
+        "eta": isotime(out.eta),
+        "started_at": isotime(started),
+        "finished_at": isotime(finished),
+        "duration": finite(None if duration is None else round(duration, 6)),
+    }
 
 
 def group_status(jobs: Sequence[Job]) -> str:

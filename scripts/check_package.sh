@@ -56,7 +56,7 @@ assert MemQueue.__module__ == "flask_memqueue.extension"
 from flask_memqueue.storage.redis.scripts import NAMES, sources
 
 lua = sorted(p.name for p in pkg.joinpath("storage", "redis", "lua").iterdir() if p.name.endswith(".lua"))
-missing = sorted({f"{n}.lua" for n in (*NAMES, "prelude", "add_one")} - set(lua))
+missing = sorted({f"{n}.lua" for n in (*NAMES, "prelude")} - set(lua))
 assert not missing, f"Lua scripts missing from the wheel: {missing}"
 assert sorted(sources()) == sorted(NAMES) and all("local P = KEYS[1]" in s for s in sources().values())
 # The public storage contract suite is in the wheel (not imported: pytest is not installed here).
