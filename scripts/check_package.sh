@@ -58,7 +58,7 @@ from flask_memqueue.storage.redis.scripts import NAMES, sources
 lua = sorted(p.name for p in pkg.joinpath("storage", "redis", "lua").iterdir() if p.name.endswith(".lua"))
 missing = sorted({f"{n}.lua" for n in (*NAMES, "prelude")} - set(lua))
 assert not missing, f"Lua scripts missing from the wheel: {missing}"
-assert sorted(sources()) == sorted(NAMES) and all("local P = KEYS[1]" in s for s in sources().values())
+assert sorted(sources()) == sorted(NAMES) and all("P = keys, args, keys[1]" in s and "bind(K0, A0)" in s for s in sources().values())
 # The public storage contract suite is in the wheel (not imported: pytest is not installed here).
 assert pkg.joinpath("testing", "storage.py").is_file() and pkg.joinpath("testing", "__init__.py").is_file()
 # The built-in backends are found without entry points of this package's own.
