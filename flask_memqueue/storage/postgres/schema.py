@@ -91,6 +91,14 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     PRIMARY KEY (ns, task)
 )""",
     )),
+    (2, "paused queues", (
+        """CREATE TABLE {s}.memqueue_paused (
+    ns text NOT NULL,
+    lane text NOT NULL,
+    paused_at double precision NOT NULL,
+    PRIMARY KEY (ns, lane)
+)""",
+    )),
 )
 #: The schema version this code needs.
 SCHEMA_VERSION = MIGRATIONS[-1][0]
