@@ -346,11 +346,12 @@ class Storage(abc.ABC):
         (cancel it first: a waiting job never disappears without a trace) or is gone."""
         raise NotImplementedError(f"{type(self).__name__} cannot delete one job")
 
-    def act_on(self, flt: JobFilter, action: str) -> int:
+    def act_on(self, flt: JobFilter, action: str, done: Callable[[Job], None] | None = None) -> int:
         """Do ``action`` to every job ``flt`` matches now (not a page), and return how many
         it changed: ``"retry"`` queues the failed and cancelled ones again (:meth:`requeue`),
         ``"cancel"`` cancels the waiting ones (:meth:`cancel`), ``"delete"`` forgets the
         finished ones (:meth:`delete`). Jobs in another state are left as they are.
+        ``done`` is called with each job changed (the queue sends its signals there).
 
         The matches are read first (in pages of :data:`BULK_BATCH`), then changed one by
         one, each by the store's own conditional step, so a job that changed meanwhile
@@ -373,12 +374,14 @@ class Storage(abc.ABC):
             matched += page
             if len(page) < BULK_BATCH:
                 break
-        done = 0
+        changed = 0
         verb = {"retry": self.requeue, "cancel": self.cancel, "delete": self.delete}[action]
         for job in matched:
             if verb(job):
-                done += 1
-        return done
+                changed += 1
+                if done is not None:
+                    done(job)
+        return changed
 
     def put_in_transaction(self, job: Job, session: Any) -> Job:
         """Queue ``job`` (as :meth:`put`, :meth:`schedule` or, with a ``unique_key``,
