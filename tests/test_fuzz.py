@@ -147,7 +147,8 @@ def paths(draw: st.DrawFn, target: Target) -> str:
     known = [
         "/", "/produce", f"/produce/{draw(SEGMENTS)}", "/jobs", f"/jobs/{job_id}", f"/jobs/{job_id}/cancel",
         f"/jobs/{job_id}/retry", "/jobs/purge", "/jobs/retry", "/jobs/cancel", "/jobs/delete",
-        f"/queues/{draw(SEGMENTS)}/pause", f"/queues/{draw(SEGMENTS)}/resume", "/stats", "/health", "/threads", f"/ui/jobs/{job_id}",
+        f"/queues/{draw(SEGMENTS)}/pause", f"/queues/{draw(SEGMENTS)}/resume", "/stats", "/health", "/threads",
+        f"/ui/jobs/{job_id}",
         f"/ui/jobs/{job_id}/cancel", f"/ui/jobs/{job_id}/retry", "/ui/purge", "/ui/sign-in", "/ui/sign-out",
     ]
     tail = draw(st.one_of(st.sampled_from(known), st.lists(SEGMENTS, min_size=1, max_size=4).map(
@@ -161,8 +162,8 @@ NUMBERISH = st.one_of(
                      "0.2", "3600", "1.5", "0.1", "%C2%B2"]),
     st.text(max_size=10),
 )
-QUERY_KEYS = st.sampled_from(["page", "limit", "offset", "refresh", "status", "topic", "next", "x", "task", "q", "since",
-                             "until", "queue"])
+QUERY_KEYS = st.sampled_from(["page", "limit", "offset", "refresh", "status", "topic", "next", "x", "task", "q",
+                              "since", "until", "queue"])
 
 
 @st.composite
