@@ -23,7 +23,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from redis_workers import start_redis  # noqa: E402 - run as a script from benchmarks/
 
@@ -123,7 +122,7 @@ def main() -> None:
     base = statistics.median(times["flask_memqueue loop of delay()"])
     print(f"enqueue of {args.n:,} no-op jobs on one redis-server, {args.reps} reps (median, min-max);"
           f" Python {sys.version.split()[0]}")
-    print(f"| contender | jobs/s | seconds (min-max) | × our loop |\n|---|---|---|---|")
+    print("| contender | jobs/s | seconds (min-max) | × our loop |\n|---|---|---|---|")
     for name, runs in times.items():
         med = statistics.median(runs)
         print(f"| {name} | {args.n / med:,.0f} | {med:.3f} ({min(runs):.3f}-{max(runs):.3f}) | {base / med:.1f} |")

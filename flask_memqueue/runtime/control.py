@@ -31,13 +31,33 @@ def enqueue_many(rooms: Any, calls: Iterable[Any]) -> list[Job]:
     :raises ValueError: a call asks for what one batch cannot do (a unique key, a session).
     :raises QueueFull: ``MEMQUEUE_MAXSIZE`` cannot take the whole batch: nothing was queued.
     """
-    from ..task import Call
-
     items = list(calls)
     if rooms.supervisor.closed:
         raise QueueClosed(f"the queue of app {rooms.app.name!r} was shut down; it takes no more jobs")
     producer = rooms.producer
-    jobs: list[Job] = []
+    jobs = [producer.new_job(call.task, call.args, dict(call.kwargs) or None, call.job_options)
+            for call in _checked(items)]
+    if not jobs:
+        return []
+    hooks, app = rooms.hooks, rooms.app
+    if hooks.enqueue:
+        for job in jobs:
+            hooks.enqueued(app, job)
+    if rooms.config.eager:
+        return [producer.run_eagerly(job) for job in jobs]
+    rooms.store.storage.put_many(jobs)
+    if job_enqueued.receivers:
+        for job in jobs:
+            job_enqueued.send(app, job=job)
+    if not rooms.supervisor.alive:
+        rooms.supervisor.ensure()
+    return jobs
+
+
+def _checked(items: list[Any]) -> list[Any]:
+    """``items`` if each is a call object whose options a batch can keep; else the error naming the item."""
+    from ..task import Call
+
     for i, call in enumerate(items):
         if not isinstance(call, Call):
             if hasattr(call, "s") and hasattr(call, "job_options"):  # a task, not one call of it
@@ -54,22 +74,7 @@ def enqueue_many(rooms: Any, calls: Iterable[Any]) -> list[Job]:
                     f"enqueue_many(): item {i} ({call.task.name}) has options({name}=...), which a batch cannot"
                     f" keep (it is checked or committed job by job); queue that call with .delay()"
                 )
-        jobs.append(producer.new_job(call.task, call.args, dict(call.kwargs) or None, options))
-    if not jobs:
-        return []
-    hooks, app = rooms.hooks, rooms.app
-    if hooks.enqueue:
-        for job in jobs:
-            hooks.enqueued(app, job)
-    if rooms.config.eager:
-        return [producer.run_eagerly(job) for job in jobs]
-    rooms.store.storage.put_many(jobs)
-    if job_enqueued.receivers:
-        for job in jobs:
-            job_enqueued.send(app, job=job)
-    if not rooms.supervisor.alive:
-        rooms.supervisor.ensure()
-    return jobs
+    return items
 
 
 def _pausable(rooms: Rooms, name: str) -> str:

@@ -34,6 +34,7 @@ owner lives.
 
 from __future__ import annotations
 
+import abc
 import os
 import threading
 import time
@@ -97,7 +98,91 @@ class _FormerNames:
         self.codec.forget(job.id)
 
 
-class DurableStorage(Storage, Primitives, _FormerNames):
+class _Steering(Primitives):
+    """Issue 24's verbs of a durable store, over its primitives: many jobs in one write,
+    paused queues, search and delete. Apart from :class:`DurableStorage` to keep each class
+    readable; :class:`DurableStorage` is the only class that uses it."""
+
+    codec: Codec
+    doorbell: Doorbell
+    maxsize: int
+    _paused_seen: set[str]
+    _paused_until: float
+
+    @abc.abstractmethod
+    def _prepare(self, job: Job) -> Record: ...
+
+    @abc.abstractmethod
+    def _notify(self) -> None: ...
+
+    @abc.abstractmethod
+    def _visible(self) -> float: ...
+
+    @abc.abstractmethod
+    def job_of(self, record: Record) -> Job: ...
+
+    def put_many(self, jobs: list[Job]) -> None:
+        """Every job in one write of the backend (:meth:`_insert_all`): all of them, or none."""
+        if not jobs:
+            return
+        records: list[Record] = []
+        try:
+            for job in jobs:
+                records.append(self._prepare(job))
+            inserted = bool(self._guard(f"enqueueing {len(records)} jobs", self._insert_all, records))
+        except BaseException:
+            for record in records:
+                self.codec.forget(record.id)
+            raise
+        if not inserted:
+            for record in records:
+                self.codec.forget(record.id)
+            raise QueueFull(
+                f"MEMQUEUE_MAXSIZE is {self.maxsize}: a batch of {len(jobs)} jobs does not fit beside the"
+                " jobs waiting in the store, so none of it was queued"
+            )
+        self._notify()
+
+    # -- pause and resume ---------------------------------------------------------------------
+    def _is_paused(self, queue: str) -> bool:
+        """Whether ``queue`` is paused, as read from the store at most :data:`PAUSE_POLL` s ago
+        (so every process obeys a pause made anywhere within that, plus one claim)."""
+        now = time.monotonic()
+        if now >= self._paused_until:
+            self._paused_seen = set(self._guard("reading the paused queues", self._paused))
+            self._paused_until = now + PAUSE_POLL
+        return queue in self._paused_seen
+
+    def pause(self, queue: str) -> bool:
+        changed = bool(self._guard("pausing a queue", self._set_paused, queue, True, time.time()))
+        self._paused_until = 0.0  # this process obeys at its next claim
+        return changed
+
+    def resume(self, queue: str) -> bool:
+        changed = bool(self._guard("resuming a queue", self._set_paused, queue, False, time.time()))
+        self._paused_until = 0.0
+        self.doorbell.ring()  # this process's idle consumers look again now
+        return changed
+
+    def paused(self) -> set[str]:
+        return set(self._guard("reading the paused queues", self._paused))
+
+    def delete(self, job: Job) -> bool:
+        if not self._guard("deleting a job", self._delete_finished, [job.id]):
+            return False
+        self.codec.forget(job.id)
+        return True
+
+    def find(self, flt: JobFilter, limit: int = 50, offset: int = 0) -> list[Job]:
+        records = self._guard("searching jobs", self._select, flt, limit, offset, self._visible())
+        return [self.job_of(r) for r in records]
+
+    def count_matching(self, flt: JobFilter) -> int:
+        return int(self._guard("counting jobs", self._count_matching, flt, self._visible()))
+
+
+
+class DurableStorage(_Steering, Storage, _FormerNames):
     """Base of the stores that several processes share: the contract, written once,
     over the record primitives a backend implements (the ``_`` abstract methods of
     :class:`~flask_memqueue.storage.primitives.Primitives`).
@@ -229,28 +314,6 @@ class DurableStorage(Storage, Primitives, _FormerNames):
         self._notify()
         return job
 
-    def put_many(self, jobs: list[Job]) -> None:
-        """Every job in one write of the backend (:meth:`_insert_all`): all of them, or none."""
-        if not jobs:
-            return
-        records: list[Record] = []
-        try:
-            for job in jobs:
-                records.append(self._prepare(job))
-            inserted = bool(self._guard(f"enqueueing {len(records)} jobs", self._insert_all, records))
-        except BaseException:
-            for record in records:
-                self.codec.forget(record.id)
-            raise
-        if not inserted:
-            for record in records:
-                self.codec.forget(record.id)
-            raise QueueFull(
-                f"MEMQUEUE_MAXSIZE is {self.maxsize}: a batch of {len(jobs)} jobs does not fit beside the"
-                " jobs waiting in the store, so none of it was queued"
-            )
-        self._notify()
-
     def claim_tick(self, task: str, tick: float, job: Job | None) -> bool:
         record = None
         if job is not None:
@@ -345,30 +408,6 @@ class DurableStorage(Storage, Primitives, _FormerNames):
         self._on_claimed(job)
         return job
 
-    # -- pause and resume ---------------------------------------------------------------------
-    def _is_paused(self, queue: str) -> bool:
-        """Whether ``queue`` is paused, as read from the store at most :data:`PAUSE_POLL` s ago
-        (so every process obeys a pause made anywhere within that, plus one claim)."""
-        now = time.monotonic()
-        if now >= self._paused_until:
-            self._paused_seen = set(self._guard("reading the paused queues", self._paused))
-            self._paused_until = now + PAUSE_POLL
-        return queue in self._paused_seen
-
-    def pause(self, queue: str) -> bool:
-        changed = bool(self._guard("pausing a queue", self._set_paused, queue, True, time.time()))
-        self._paused_until = 0.0  # this process obeys at its next claim
-        return changed
-
-    def resume(self, queue: str) -> bool:
-        changed = bool(self._guard("resuming a queue", self._set_paused, queue, False, time.time()))
-        self._paused_until = 0.0
-        self.doorbell.ring()  # this process's idle consumers look again now
-        return changed
-
-    def paused(self) -> set[str]:
-        return set(self._guard("reading the paused queues", self._paused))
-
     def finish(self, job: Job) -> None:
         try:
             self._write_settle(job, "recording a finished job")
@@ -451,12 +490,6 @@ class DurableStorage(Storage, Primitives, _FormerNames):
             return None
         return self.job_of(record)  # this process's own object, if it has one (it holds progress)
 
-    def delete(self, job: Job) -> bool:
-        if not self._guard("deleting a job", self._delete_finished, [job.id]):
-            return False
-        self.codec.forget(job.id)
-        return True
-
     # -- listings ---------------------------------------------------------------------------
     def jobs(
         self, status: JobStatus | None = None, limit: int = 50, offset: int = 0, *, queue: str | None = None
@@ -464,13 +497,6 @@ class DurableStorage(Storage, Primitives, _FormerNames):
         value = None if status is None else status.value
         records = self._guard("reading", self._list, value, limit, offset, self._visible(), queue)
         return [self.job_of(r) for r in records]
-
-    def find(self, flt: JobFilter, limit: int = 50, offset: int = 0) -> list[Job]:
-        records = self._guard("searching jobs", self._select, flt, limit, offset, self._visible())
-        return [self.job_of(r) for r in records]
-
-    def count_matching(self, flt: JobFilter) -> int:
-        return int(self._guard("counting jobs", self._count_matching, flt, self._visible()))
 
     def queue_counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = self._guard("reading", self._queue_counts)
