@@ -326,3 +326,33 @@ def test_a_consumer_thread_of_a_paused_queue_waits_without_spinning(
         assert not ran.is_set() and queue.pools.consumer.jobs_done == 0
         mq.resume("default")
         assert ran.wait(TIMEOUT)
+
+
+def test_the_dashboards_act_form_confirms_with_the_count_then_acts_and_needs_its_csrf_token(
+    make_app: Callable[..., Flask], tasks: dict[str, Any], tmp_path: Path
+) -> None:
+    app = make_app(testing=False, MEMQUEUE_TOKEN=TOKEN, MEMQUEUE_CONSUMER=False, SECRET_KEY="k" * 32,
+                   MEMQUEUE_STORAGE=f"sqlite:///{tmp_path / 'jobs.db'}")
+    failed = fail_jobs(app, 3)
+    client = app.test_client()
+    sign_in(client, TOKEN)
+    form = {"action": "retry", "task": "boom", "q": "v1", "next": "/memqueue/"}
+    r = client.post("/memqueue/ui/jobs/act", data=form)
+    assert r.status_code == 403  # no CSRF token: refused
+    form["csrf_token"] = csrf_of(client)
+    r = client.post("/memqueue/ui/jobs/act", data=form)
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and "Retry 1 job?" in page and "q=v1" in page
+    assert app.extensions["memqueue"].storage.get(failed[1].id).status == "failed"  # type: ignore[union-attr]
+    r = client.post("/memqueue/ui/jobs/act", data={**form, "confirmed": "yes"})
+    assert r.status_code == 303 and r.headers["Location"].endswith("/memqueue/")
+    assert app.extensions["memqueue"].storage.get(failed[1].id).status == "queued"  # type: ignore[union-attr]
+    assert app.extensions["memqueue"].storage.get(failed[0].id).status == "failed"  # type: ignore[union-attr]
+    r = client.post("/memqueue/ui/jobs/act", data={**form, "action": "explode"})
+    assert r.status_code == 400
+    r = client.post("/memqueue/ui/queues/default/pause", data={"csrf_token": csrf_of(client), "next": "/memqueue/"})
+    assert r.status_code == 303 and app.extensions["memqueue"].storage.paused() == {"default"}
+    r = client.post("/memqueue/ui/queues/default/resume", data={"next": "/memqueue/"})
+    assert r.status_code == 403 and app.extensions["memqueue"].storage.paused() == {"default"}
+    html = client.get("/memqueue/?task=boom&q=v2", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert failed[2].id in html and failed[0].id not in html and "All 1 matching" in html
