@@ -25,7 +25,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -34,7 +34,6 @@ from werkzeug.wrappers import Response
 from . import access
 from .exceptions import ConfigurationError, QueueClosed
 from .job import JobStatus, isotime
-from .jobfilter import ACTIONS, FilterError, JobFilter, parse_filter
 from .routes import APIError, RouteTable
 from .state import AppQueue
 from .views import (
@@ -292,6 +291,9 @@ def _page_number() -> int:
     return whole_number("page", request.args.get("page") or "1", 1, 10**6)
 
 
+if TYPE_CHECKING:
+    from .jobfilter import JobFilter
+
 #: The search form's fields (the job filter's, besides status and queue, which have their links).
 SEARCH_FIELDS = ("task", "q", "since", "until")
 
@@ -301,6 +303,8 @@ def _search() -> JobFilter | None:
     values = {name: request.args.get(name) for name in SEARCH_FIELDS}
     if not any(values.values()):
         return None
+    from .jobfilter import FilterError, parse_filter  # on first use: a plain enqueue never needs it
+
     try:
         return parse_filter({**values, "status": request.args.get("status"), "queue": request.args.get("queue")},
                             strict=False)
@@ -497,6 +501,8 @@ def act_action() -> ResponseReturnValue:
     """Retry, cancel or delete every job the search matches: first a page that says how many
     and asks to confirm, then (``confirmed=yes``) the action, back with what was done."""
     _require_csrf()
+    from .jobfilter import ACTIONS, FilterError, parse_filter
+
     action = request.form.get("action", "")
     if action not in ACTIONS:
         raise APIError(400, f"action must be one of {', '.join(ACTIONS)}")

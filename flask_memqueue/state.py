@@ -23,7 +23,6 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .runtime import control as _control
 from .runtime import shutdown as _shutdown
 from .runtime import stats as _stats
 from .runtime.jobs import Jobs
@@ -186,16 +185,24 @@ class AppQueue:
     def enqueue_many(self, calls: Any) -> list[Job]:
         """Queue every call object in one step of the store (see :meth:`MemQueue.enqueue_many
         <flask_memqueue.MemQueue.enqueue_many>`)."""
-        return _control.enqueue_many(self, calls)
+        from .runtime import control  # imported on first use: the hot path's process stays as small
+
+        return control.enqueue_many(self, calls)
 
     def pause(self, name: str) -> bool:
-        return _control.pause(self, name)
+        from .runtime import control
+
+        return control.pause(self, name)
 
     def resume(self, name: str) -> bool:
-        return _control.resume(self, name)
+        from .runtime import control
+
+        return control.resume(self, name)
 
     def paused(self) -> set[str]:
-        return _control.paused(self)
+        from .runtime import control
+
+        return control.paused(self)
 
     def find_jobs(self, flt: JobFilter, limit: int = 50, offset: int = 0) -> list[Job]:
         """The jobs ``flt`` matches, newest first."""
@@ -206,7 +213,9 @@ class AppQueue:
 
     def act_on(self, flt: JobFilter, action: str) -> int:
         """``"retry"``, ``"cancel"`` or ``"delete"`` every job ``flt`` matches; how many changed."""
-        return _control.act_on(self, flt, action)
+        from .runtime import control
+
+        return control.act_on(self, flt, action)
 
     # -- the end ---------------------------------------------------------------------------------
     def shutdown(self, wait: bool = True, timeout: float | None = None) -> bool:

@@ -18,7 +18,7 @@ import json
 import math
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from flask import Response, current_app, request, url_for
@@ -38,10 +38,15 @@ from .exceptions import (
     UnknownTopicError,
 )
 from .job import Job, JobStatus
-from .jobfilter import ACTIONS, FilterError, JobFilter, parse_filter
 from .options import check_queue_name
 from .routes import APIError, RouteTable
 from .state import AppQueue, all_queues
+
+if TYPE_CHECKING:
+    from .jobfilter import JobFilter
+
+#: The bulk actions, as the routes name them (``jobfilter.ACTIONS``, which is imported on first use).
+_ACTIONS = ("retry", "cancel", "delete")
 
 #: The JSON API's routes and hooks, put on a blueprint by :func:`~flask_memqueue.blueprint.make_blueprint`.
 routes = RouteTable()
@@ -443,6 +448,8 @@ def filter_args() -> JobFilter | None:
     if not any(args.get(name) for name in _FILTER_ONLY) and "," not in status:
         return None
     values = {name: args.get(name) for name in ("task", "q", "status", "queue", "since", "until")}
+    from .jobfilter import FilterError, parse_filter  # on first use: a plain enqueue never needs it
+
     try:
         flt = parse_filter(values, strict=False)
         if flt.queue is not None:
@@ -501,7 +508,7 @@ def job_dict(job: Job) -> dict[str, Any]:
 def job(job_id: str) -> Response:
     if job_id == "purge":  # the POST-only route, not a job id
         raise MethodNotAllowed(valid_methods=["POST"], description="use POST to purge finished jobs")
-    if job_id in ACTIONS:  # POST /jobs/retry|cancel|delete, not a job id
+    if job_id in _ACTIONS:  # POST /jobs/retry|cancel|delete, not a job id
         raise MethodNotAllowed(valid_methods=["POST"], description=f"use POST to {job_id} the jobs a filter matches")
     return json_response(job_or_404(job_id).to_dict())
 
@@ -542,6 +549,8 @@ def _bulk(action: str) -> Response:
     unknown = set(payload) - {"filter"}
     if unknown:
         raise APIError(400, f"unknown key(s) in the body: {', '.join(sorted(unknown))}; expected filter")
+    from .jobfilter import FilterError, parse_filter
+
     try:
         flt = parse_filter(payload["filter"])
         if flt.queue is not None:
