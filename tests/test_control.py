@@ -12,14 +12,41 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from support.backends import STORAGE_BACKENDS, backend_params
 from support.waiting import TIMEOUT, Gate, wait_until
-from test_dashboard_routes import csrf_of, sign_in
-from test_routes import TOKEN, assert_error
+from werkzeug.test import TestResponse
 
 from flask_memqueue import MemQueue, QueueFull
 from flask_memqueue.jobfilter import FilterError, JobFilter, parse_filter
 from flask_memqueue.signals import job_cancelled, job_enqueued
+
+TOKEN = "control-test-token-0123456789"
+HTML = {"Accept": "text/html"}
+
+
+def assert_error(response: TestResponse, status: int) -> dict[str, Any]:
+    """Every failure answers JSON with an "error" message."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.is_json, response.get_data(as_text=True)
+    body = response.get_json()
+    assert isinstance(body.get("error"), str) and body["error"]
+    return body  # type: ignore[no-any-return]
+
+
+def csrf_of(client: FlaskClient) -> str:
+    """Open the dashboard like a browser and return the CSRF token it handed out."""
+    client.get("/memqueue/", headers=HTML)
+    cookie = client.get_cookie("memqueue_csrf", path="/memqueue")
+    assert cookie is not None, "the dashboard set no CSRF cookie"
+    return cookie.value
+
+
+def sign_in(client: FlaskClient, token: str = TOKEN) -> TestResponse:
+    client.get("/memqueue/ui/sign-in", headers=HTML)
+    cookie = client.get_cookie("memqueue_csrf", path="/memqueue")
+    assert cookie is not None
+    return client.post("/memqueue/ui/sign-in", data={"token": token, "csrf_token": cookie.value, "next": "/memqueue/"})
 
 
 @pytest.fixture
