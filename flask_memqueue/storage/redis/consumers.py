@@ -149,16 +149,15 @@ class Claimer:
         halt = stop if stop is not None else store._is_woken
         if done is not None:
             self.defer(slot, done)
-        if slot.buffer and not halt() and not store._is_paused(queue):
-            return self._start(slot, slot.buffer.popleft())
+        buffered = self._buffered(slot, queue, halt)
+        if buffered is not None:
+            return buffered
         if stop is not None and timeout is None:
             return self._loop(slot, queue, stop)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if store._is_paused(queue) and not halt():
-                if not self._paused(slot, queue, None if deadline is None else deadline - time.monotonic()):
-                    return None
-                continue
+            if not self._wait_out_pause(slot, queue, halt, deadline):
+                return None
             halted = bool(halt())
             left = None if deadline is None else deadline - time.monotonic()
             listen = not halted and (left is None or left > 0.002)
@@ -215,6 +214,20 @@ class Claimer:
                 handed = self._listen(slot, wait)
             if handed is not None:
                 return self._start(slot, handed)
+
+    def _buffered(self, slot: Slot, queue: str, halt: Callable[[], bool]) -> Job | None:
+        """A job this consumer prefetched, started now, unless told to stop or the queue is paused."""
+        if slot.buffer and not halt() and not self.store._is_paused(queue):
+            return self._start(slot, slot.buffer.popleft())
+        return None
+
+    def _wait_out_pause(self, slot: Slot, queue: str, halt: Callable[[], bool], deadline: float | None) -> bool:
+        """While ``queue`` is paused (and no stop is asked), :meth:`_paused`; False once
+        ``deadline`` (monotonic) passed meanwhile, True when the consumer may claim."""
+        while self.store._is_paused(queue) and not halt():
+            if not self._paused(slot, queue, None if deadline is None else deadline - time.monotonic()):
+                return False
+        return True
 
     def _paused(self, slot: Slot, queue: str, left: float | None) -> bool:
         """``queue`` is paused (issue 24): record what this consumer ran, claim nothing, stay out

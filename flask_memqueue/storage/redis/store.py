@@ -29,8 +29,8 @@ replaced by ``***``.
 
 from __future__ import annotations
 
-import json
 import itertools
+import json
 import logging
 import os
 import threading
