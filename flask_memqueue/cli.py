@@ -124,20 +124,117 @@ def jobs_command(status: str | None, limit: int, group: str | None) -> None:
         click.echo(f"{job.id}\t{job.status.value}\t{job.name}\t{job.attempts}\t{job.error or ''}")
 
 
-@memqueue_cli.command("retry")
-@click.argument("job_id")
-@with_app
-def retry_command(job_id: str) -> None:
-    """Queue a failed or cancelled job again (its attempts start from 0)."""
+def filter_options(f: F) -> F:
+    """The options of the one job filter (``--task --q --status --queue --since --until``) and ``--yes``."""
+    for name, text in reversed((
+        ("task", "Jobs of this task (its registered name)."),
+        ("q", "Jobs whose arguments or error contain this text."),
+        ("status", "Jobs of this status (or several: failed,cancelled)."),
+        ("queue", "Jobs of this named queue."),
+        ("since", "Jobs enqueued at or after this time (ISO 8601 or Unix time)."),
+        ("until", "Jobs enqueued at or before this time (ISO 8601 or Unix time)."),
+    )):
+        f = click.option(f"--{name}", f"{name}_", default=None, help=text)(f)
+    return click.option("--yes", "-y", is_flag=True, help="Do not ask for a confirmation.")(f)
+
+
+def _act(action: str, job_id: str | None, yes: bool, values: dict[str, str | None]) -> None:
+    """``retry|cancel|delete``: one job by id, or every job the filter options match."""
+    from .jobfilter import FilterError, parse_filter
+
     queue = _queue()
+    given = {k: v for k, v in values.items() if v not in (None, "")}
+    if job_id is not None:
+        if given:
+            raise click.UsageError(f"give a JOB_ID or filter options ({', '.join('--' + k for k in given)}), not both")
+        _act_on_one(queue, action, job_id)
+        return
+    if not given:
+        raise click.UsageError(
+            f"say which jobs to {action}: a JOB_ID, or filter options (--task, --q, --status, --queue, --since,"
+            " --until), e.g. --status failed --task send_email"
+        )
+    try:
+        flt = parse_filter(given)
+    except FilterError as exc:
+        raise click.UsageError(str(exc)) from None
+    shown = " ".join(f"--{k} {v!r}" for k, v in given.items())
+    matched = queue.count_jobs(flt)
+    if not yes:
+        click.confirm(f"{matched} job(s) match {shown}; {action} every one of them that can be?", abort=True)
+    n = queue.act_on(flt, action)
+    click.echo(f"{action}: {n} job(s) changed of {matched} matching {shown}")
+
+
+def _act_on_one(queue: AppQueue, action: str, job_id: str) -> None:
     job = queue.storage.get(job_id)
     if job is None:
         raise click.ClickException(f"no job {job_id!r} in the journal (purged, or never there)")
-    if not queue.storage.requeue(job):
-        raise click.ClickException(
-            f"job {job_id} is {job.status.value}; only a failed or cancelled job can be retried"
-        )
-    click.echo(f"{job.id}\t{job.status.value}\t{job.name}")
+    verbs: dict[str, tuple[Callable[[Any], bool], str]] = {
+        "retry": (queue.storage.requeue, "only a failed or cancelled job can be retried"),
+        "cancel": (queue.jobs.cancel, "only a queued or scheduled job can be cancelled"),
+        "delete": (queue.storage.delete, "only a finished job can be deleted (cancel a waiting one first)"),
+    }
+    verb, rule = verbs[action]
+    if not verb(job):
+        raise click.ClickException(f"job {job_id} is {job.status.value}; {rule}")
+    click.echo(f"{job.id}\t{'deleted' if action == 'delete' else job.status.value}\t{job.name}")
+
+
+@memqueue_cli.command("retry")
+@click.argument("job_id", required=False)
+@filter_options
+@with_app
+def retry_command(job_id: str | None, yes: bool, **values: str | None) -> None:
+    """Queue failed or cancelled jobs again (their attempts start from 0): JOB_ID, or every
+    job the filter options match (after a confirmation that says how many, unless --yes)."""
+    _act("retry", job_id, yes, {k.rstrip("_"): v for k, v in values.items()})
+
+
+@memqueue_cli.command("cancel")
+@click.argument("job_id", required=False)
+@filter_options
+@with_app
+def cancel_command(job_id: str | None, yes: bool, **values: str | None) -> None:
+    """Cancel queued or scheduled jobs: JOB_ID, or every job the filter options match."""
+    _act("cancel", job_id, yes, {k.rstrip("_"): v for k, v in values.items()})
+
+
+@memqueue_cli.command("delete")
+@click.argument("job_id", required=False)
+@filter_options
+@with_app
+def delete_command(job_id: str | None, yes: bool, **values: str | None) -> None:
+    """Forget finished jobs (waiting and running ones are never deleted): JOB_ID, or every
+    job the filter options match."""
+    _act("delete", job_id, yes, {k.rstrip("_"): v for k, v in values.items()})
+
+
+@memqueue_cli.command("pause")
+@click.argument("name")
+@with_app
+def pause_command(name: str) -> None:
+    """Pause the queue NAME: jobs are still queued, none starts, in every process (within a
+    second), until `flask memqueue resume NAME`; running jobs go on. Kept across restarts."""
+    queue = _queue()
+    try:
+        changed = queue.pause(name)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"queue {name} paused" + ("" if changed else " (it was paused already)"))
+
+
+@memqueue_cli.command("resume")
+@click.argument("name")
+@with_app
+def resume_command(name: str) -> None:
+    """Resume the paused queue NAME."""
+    queue = _queue()
+    try:
+        changed = queue.resume(name)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"queue {name} resumed" + ("" if changed else " (it was not paused)"))
 
 
 @memqueue_cli.command("abort")

@@ -25,14 +25,14 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from . import access
-from .exceptions import QueueClosed
+from .exceptions import ConfigurationError, QueueClosed
 from .job import JobStatus, isotime
 from .routes import APIError, RouteTable
 from .state import AppQueue
@@ -291,12 +291,45 @@ def _page_number() -> int:
     return whole_number("page", request.args.get("page") or "1", 1, 10**6)
 
 
+if TYPE_CHECKING:
+    from .jobfilter import JobFilter
+
+#: The search form's fields (the job filter's, besides status and queue, which have their links).
+SEARCH_FIELDS = ("task", "q", "since", "until")
+
+
+def _search() -> JobFilter | None:
+    """The job filter of the search form, or None when no search field is filled in."""
+    values = {name: request.args.get(name) for name in SEARCH_FIELDS}
+    if not any(values.values()):
+        return None
+    from .jobfilter import FilterError, parse_filter  # on first use: a plain enqueue never needs it
+
+    try:
+        return parse_filter({**values, "status": request.args.get("status"), "queue": request.args.get("queue")},
+                            strict=False)
+    except FilterError as exc:
+        raise APIError(400, str(exc)) from None
+
+
+def _listing(status: JobStatus | None, only: str | None, offset: int,
+             flt: JobFilter | None) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
+    """``(jobs of this page, how many match, counts by status)`` of the page's filters."""
+    queue = _queue()
+    shown = queue.storage.counts(only) if only is not None else queue.storage.counts()
+    if flt is not None:
+        return [job_dict(j) for j in queue.find_jobs(flt, PER_PAGE, offset)], queue.count_jobs(flt), shown
+    total = shown[status.value] if status is not None else sum(shown.values())
+    return [job_dict(j) for j in queue.storage.jobs(status, PER_PAGE, offset, queue=only)], total, shown
+
+
 def _linker(status: JobStatus | None, only: str | None) -> Callable[..., str]:
     """``link(**changes)`` for the dashboard's template: this page's URL with ``changes``."""
 
     def link(**changes: Any) -> str:
         args: dict[str, Any] = {"status": status.value if status else None, "queue": only, "page": None,
-                                "refresh": request.args.get("refresh")}
+                                "refresh": request.args.get("refresh"),
+                                **{name: request.args.get(name) for name in SEARCH_FIELDS}}
         args.update(changes)
         return url_for("memqueue.index", **{k: v for k, v in args.items() if v not in (None, "", 1)})
 
@@ -324,13 +357,12 @@ def index() -> ResponseReturnValue:
     only = queue_arg()
     page_no = _page_number()
     refresh = _refresh()
+    flt = _search()
     queue = _queue()
     stats = queue.stats()
     counts = stats["counts"]
-    shown = counts if only is None else queue.storage.counts(only)
-    total = shown[status.value] if status is not None else sum(shown.values())
     offset = (page_no - 1) * PER_PAGE
-    jobs = [job_dict(j) for j in queue.storage.jobs(status, PER_PAGE, offset, queue=only)]
+    jobs, total, shown = _listing(status, only, offset, flt)
     state_class, state_words = consumer_state(stats)
     return _render(
         "memqueue/dashboard.html",
@@ -361,6 +393,8 @@ def index() -> ResponseReturnValue:
         retryable=_RETRYABLE,
         now_iso=isotime(time.time()),
         periodic=queue.scheduler.info() if queue.registry.periodic else None,
+        search={name: request.args.get(name) or "" for name in SEARCH_FIELDS},
+        searched=flt.to_dict() if flt is not None else None,
         **_common(),
     )
 
@@ -444,6 +478,66 @@ def purge_action() -> ResponseReturnValue:
     _require_csrf()
     n = _queue().storage.purge_finished()
     return _back("ok", f"Purged {n} finished job{'' if n == 1 else 's'}.")
+
+
+@routes.post("/ui/queues/<name>/pause")
+@_page
+def pause_action(name: str) -> ResponseReturnValue:
+    """The dashboard's Pause button of a queue's row."""
+    return _pause_or_resume(name, True)
+
+
+@routes.post("/ui/queues/<name>/resume")
+@_page
+def resume_action(name: str) -> ResponseReturnValue:
+    """The dashboard's Resume button of a queue's row."""
+    return _pause_or_resume(name, False)
+
+
+def _pause_or_resume(name: str, pause: bool) -> ResponseReturnValue:
+    _require_csrf()
+    queue = _queue()
+    try:
+        changed = queue.pause(name) if pause else queue.resume(name)
+    except ConfigurationError as exc:
+        return _back("error", str(exc))
+    except ValueError as exc:
+        raise APIError(400, str(exc)) from None
+    if pause:
+        return _back("ok", f"Queue {name} is paused: it keeps taking jobs and starts none, in every process,"
+                           " until you resume it." if changed else f"Queue {name} was paused already.")
+    return _back("ok", f"Queue {name} runs again." if changed else f"Queue {name} was not paused.")
+
+
+_ACTION_WORDS = {"retry": ("Retry", "queued again"), "cancel": ("Cancel", "cancelled"), "delete": ("Delete", "deleted")}
+
+
+@routes.post("/ui/jobs/act")
+@_page
+def act_action() -> ResponseReturnValue:
+    """Retry, cancel or delete every job the search matches: first a page that says how many
+    and asks to confirm, then (``confirmed=yes``) the action, back with what was done."""
+    _require_csrf()
+    from .jobfilter import ACTIONS, FilterError, parse_filter
+
+    action = request.form.get("action", "")
+    if action not in ACTIONS:
+        raise APIError(400, f"action must be one of {', '.join(ACTIONS)}")
+    try:
+        flt = parse_filter({name: request.form.get(name) for name in ("task", "q", "status", "queue", "since",
+                                                                       "until")})
+    except FilterError as exc:
+        raise APIError(400, str(exc)) from None
+    queue = _queue()
+    verb, done = _ACTION_WORDS[action]
+    if request.form.get("confirmed") != "yes":
+        return _render("memqueue/confirm.html", action=action, verb=verb, matched=queue.count_jobs(flt),
+                       fields=flt.to_dict(), next_url=_safe_next(request.form.get("next")), **_common())
+    try:
+        n = queue.act_on(flt, action)
+    except QueueClosed as exc:
+        return _back("error", f"Nothing was retried: {exc}.")
+    return _back("ok", f"{n} job{'' if n == 1 else 's'} {done} (of those matching {flt.to_dict() or 'everything'}).")
 
 
 # -- signing in -------------------------------------------------------------------------

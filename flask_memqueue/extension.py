@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from flask import Flask, current_app, has_app_context
@@ -366,6 +366,45 @@ class MemQueue(Registrar):
         from .workflows import Group
 
         return Group(group_id, jobs, self.get_group)
+
+    def enqueue_many(self, calls: Iterable[Call[Any]]) -> list[Job[Any]]:
+        """Queue many calls at once on the current app's queue; returns their jobs, in order.
+
+        ``calls`` are call objects, ``task.s(...)`` (any mix of tasks), each with the
+        options its ``.options(...)`` gave (queue, priority, a time). The store takes
+        them in one step (one lock hold in memory, one transaction on SQLite and
+        PostgreSQL, one round trip to Redis): all of them or, when
+        ``MEMQUEUE_MAXSIZE`` cannot take the whole batch, none. ``job_enqueued`` is
+        sent per job::
+
+            jobs = mq.enqueue_many([send.s(a) for a in addresses])
+
+        :raises QueueFull: the batch does not fit: nothing was queued.
+        :raises TypeError: an item is not a call object, or does not fit its task's signature.
+        :raises ValueError: a call has a unique key, a session or an ``on_commit``
+            (those are decided job by job: queue such a call with ``.delay()``).
+
+        .. versionadded:: 3.0
+        """
+        return self._queue().enqueue_many(calls)
+
+    def pause(self, queue: str) -> bool:
+        """Pause the named queue of the current app: jobs are still queued, none starts, in
+        every process sharing the store (within a second); running jobs go on. A durable
+        store keeps the pause across restarts. True if the queue was not paused.
+
+        :raises ValueError: not a queue name.
+        :raises ConfigurationError: the store cannot pause (it does not declare ``pausable``).
+        """
+        return self._queue().pause(queue)
+
+    def resume(self, queue: str) -> bool:
+        """Resume a paused queue (see :meth:`pause`); True if it was paused."""
+        return self._queue().resume(queue)
+
+    def paused(self) -> set[str]:
+        """The current app's paused queues."""
+        return self._queue().paused()
 
     # -- the queue ---------------------------------------------------------------------
     def get_job(self, job_id: str) -> Job | None:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .consumer import Consumer
     from .hooks import Hooks
     from .job import Job
+    from .jobfilter import JobFilter
     from .options import JobOptions
     from .periodic import Scheduler
     from .registry import Registry
@@ -184,6 +185,42 @@ class AppQueue:
 
     def join(self, timeout: float | None = None, queue: str | None = None) -> bool:
         return self.jobs.join(timeout, queue)
+
+    # -- steering (issue 24: flask_memqueue/runtime/control.py) -----------------------------------
+    def enqueue_many(self, calls: Any) -> list[Job]:
+        """Queue every call object in one step of the store (see :meth:`MemQueue.enqueue_many
+        <flask_memqueue.MemQueue.enqueue_many>`)."""
+        from .runtime import control  # imported on first use: the hot path's process stays as small
+
+        return control.enqueue_many(self, calls)
+
+    def pause(self, name: str) -> bool:
+        from .runtime import control
+
+        return control.pause(self, name)
+
+    def resume(self, name: str) -> bool:
+        from .runtime import control
+
+        return control.resume(self, name)
+
+    def paused(self) -> set[str]:
+        from .runtime import control
+
+        return control.paused(self)
+
+    def find_jobs(self, flt: JobFilter, limit: int = 50, offset: int = 0) -> list[Job]:
+        """The jobs ``flt`` matches, newest first."""
+        return self.store.storage.find(flt, limit, offset)
+
+    def count_jobs(self, flt: JobFilter) -> int:
+        return self.store.storage.count_matching(flt)
+
+    def act_on(self, flt: JobFilter, action: str) -> int:
+        """``"retry"``, ``"cancel"`` or ``"delete"`` every job ``flt`` matches; how many changed."""
+        from .runtime import control
+
+        return control.act_on(self, flt, action)
 
     # -- the end ---------------------------------------------------------------------------------
     def shutdown(self, wait: bool = True, timeout: float | None = None) -> bool:

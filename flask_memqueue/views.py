@@ -18,7 +18,7 @@ import json
 import math
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from flask import Response, current_app, request, url_for
@@ -28,11 +28,25 @@ from werkzeug.routing import RequestRedirect
 
 from . import access
 from .display import MAX_JSON_DEPTH, nested_deeper_than, safe_repr
-from .exceptions import BrokerError, QueueClosed, QueueFull, StorageError, UnknownQueueError, UnknownTopicError
+from .exceptions import (
+    BrokerError,
+    ConfigurationError,
+    QueueClosed,
+    QueueFull,
+    StorageError,
+    UnknownQueueError,
+    UnknownTopicError,
+)
 from .job import Job, JobStatus
 from .options import check_queue_name
 from .routes import APIError, RouteTable
 from .state import AppQueue, all_queues
+
+if TYPE_CHECKING:
+    from .jobfilter import JobFilter
+
+#: The bulk actions, as the routes name them (``jobfilter.ACTIONS``, which is imported on first use).
+_ACTIONS = ("retry", "cancel", "delete")
 
 #: The JSON API's routes and hooks, put on a blueprint by :func:`~flask_memqueue.blueprint.make_blueprint`.
 routes = RouteTable()
@@ -430,10 +444,44 @@ def group_arg() -> str | None:
     return raw
 
 
+#: Query parameters of ``GET /jobs`` that only the filter of issue 24 reads.
+_FILTER_ONLY = ("task", "q", "since", "until")
+
+
+def filter_args() -> JobFilter | None:
+    """The filter in the query string (``task q status queue since until``), or None when the
+    request asks only what ``GET /jobs`` always took (one ``status``, one ``queue``)."""
+    args = request.args
+    status = args.get("status") or ""
+    if not any(args.get(name) for name in _FILTER_ONLY) and "," not in status:
+        return None
+    values = {name: args.get(name) for name in ("task", "q", "status", "queue", "since", "until")}
+    from .jobfilter import FilterError, parse_filter  # on first use: a plain enqueue never needs it
+
+    try:
+        flt = parse_filter(values, strict=False)
+        if flt.queue is not None:
+            check_queue_name(flt.queue, "queue")
+    except (FilterError, ValueError) as exc:
+        raise APIError(400, str(exc)) from None
+    return flt
+
+
 @routes.get("/jobs")
 def jobs() -> Response:
     """Jobs, newest first: ``?status=failed&queue=emails&limit=50&offset=0``; with
-    ``?group=<id>``, that group's members in member order."""
+    ``?group=<id>``, that group's members in member order; also ``task=``, ``q=`` (text in
+    the arguments or the error), ``since=``/``until=`` (ISO 8601 or Unix time, on the
+    enqueue time) and ``status=failed,cancelled``."""
+    flt = filter_args()
+    if flt is not None:
+        limit = _int_arg("limit", 50, 1, MAX_LIMIT)
+        offset = _int_arg("offset", 0, 0, 10**9)
+        queue = _queue()
+        found = queue.find_jobs(flt, limit, offset)
+        return json_response({"jobs": [job_dict(j) for j in found], "total": queue.count_jobs(flt), "limit": limit,
+                              "offset": offset, "status": ",".join(flt.statuses) if flt.statuses else None,
+                              "queue": flt.queue, "filter": flt.to_dict()})
     status = status_arg()
     name = queue_arg()
     group = group_arg()
@@ -450,7 +498,7 @@ def jobs() -> Response:
     total = counts[status.value] if status is not None else sum(counts.values())
     found = queue.storage.jobs(status, limit, offset, queue=name)
     return json_response({"jobs": [job_dict(j) for j in found], "total": total, "limit": limit, "offset": offset,
-                          "status": None if status is None else status.value, "queue": name})
+                          "status": None if status is None else status.value, "queue": name, "filter": {}})
 
 
 def job_dict(job: Job) -> dict[str, Any]:
@@ -476,6 +524,8 @@ def job_dict(job: Job) -> dict[str, Any]:
 def job(job_id: str) -> Response:
     if job_id == "purge":  # the POST-only route, not a job id
         raise MethodNotAllowed(valid_methods=["POST"], description="use POST to purge finished jobs")
+    if job_id in _ACTIONS:  # POST /jobs/retry|cancel|delete, not a job id
+        raise MethodNotAllowed(valid_methods=["POST"], description=f"use POST to {job_id} the jobs a filter matches")
     return json_response(job_or_404(job_id).to_dict())
 
 
@@ -524,6 +574,74 @@ def purge_jobs() -> Response:
     return json_response({"purged": _queue().storage.purge_finished()})
 
 
+def _bulk(action: str) -> Response:
+    """``POST /jobs/<action>`` with ``{"filter": {...}}``: act on every match; answer the count."""
+    data = _read_body(_queue().config.max_message_bytes)
+    try:
+        payload = parse_json(data) if data.strip() else None
+    except ValueError as exc:
+        raise APIError(400, f"the body is not valid JSON: {exc}{_content_type_hint()}") from None
+    if not isinstance(payload, dict) or "filter" not in payload:
+        raise APIError(400, f'the body must be a JSON object with a "filter" key, like'
+                            f' {{"filter": {{"task": "send_email", "status": "failed"}}}}; {{"filter": {{}}}}'
+                            f" {action}s every job it can")
+    unknown = set(payload) - {"filter"}
+    if unknown:
+        raise APIError(400, f"unknown key(s) in the body: {', '.join(sorted(unknown))}; expected filter")
+    from .jobfilter import FilterError, parse_filter
+
+    try:
+        flt = parse_filter(payload["filter"])
+        if flt.queue is not None:
+            check_queue_name(flt.queue, "queue")
+    except (FilterError, ValueError) as exc:
+        raise APIError(400, str(exc)) from None
+    count = _queue().act_on(flt, action)
+    return json_response({"action": action, "count": count, "filter": flt.to_dict()})
+
+
+@routes.post("/jobs/retry")
+def retry_jobs() -> Response:
+    """Queue again every failed or cancelled job the filter of the JSON body matches."""
+    return _bulk("retry")
+
+
+@routes.post("/jobs/cancel")
+def cancel_jobs() -> Response:
+    """Cancel every queued or scheduled job the filter of the JSON body matches."""
+    return _bulk("cancel")
+
+
+@routes.post("/jobs/delete")
+def delete_jobs() -> Response:
+    """Forget every finished job the filter of the JSON body matches (waiting and running jobs stay)."""
+    return _bulk("delete")
+
+
+# -- queues --------------------------------------------------------------------------
+def _pause_or_resume(name: str, pause: bool) -> Response:
+    queue = _queue()
+    try:
+        changed = queue.pause(name) if pause else queue.resume(name)
+    except ConfigurationError as exc:
+        raise APIError(501, str(exc)) from None
+    except ValueError as exc:
+        raise APIError(400, str(exc)) from None
+    return json_response({"queue": name, "paused": pause, "changed": changed})
+
+
+@routes.post("/queues/<name>/pause")
+def pause_queue(name: str) -> Response:
+    """Start no job of the queue, in every process sharing the store, until it is resumed."""
+    return _pause_or_resume(name, True)
+
+
+@routes.post("/queues/<name>/resume")
+def resume_queue(name: str) -> Response:
+    """Start the jobs of a paused queue again."""
+    return _pause_or_resume(name, False)
+
+
 # -- the process -------------------------------------------------------------------
 @routes.get("/threads")
 def threads() -> Response:
@@ -547,7 +665,7 @@ def threads() -> Response:
             "queue": None if owner is None else owner[1],
         })
     return json_response({"pid": os.getpid(), "app": queue.app.name, "consumer": queue.consumer_info(),
-                          "threads": listing, "amqp": queue.transport.info()})
+                          "threads": listing, "amqp": queue.transport.info(), "paused": sorted(queue.paused())})
 
 
 @routes.get("/periodic")

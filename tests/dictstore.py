@@ -33,6 +33,7 @@ class _Table:
         self.ticks: dict[tuple[str, str], tuple[float, str | None, float]] = {}  # (namespace, task) -> last claim
         # id -> (the claim it was asked of: the record's started_at, reason)
         self.aborts: dict[str, tuple[float | None, str]] = {}
+        self.paused: set[tuple[str, str]] = set()  # (namespace, queue)
 
 
 _TABLES: dict[str, _Table] = {}
@@ -70,6 +71,40 @@ class DictStorage(DurableStorage):
             for r in records[:room]:
                 self.table.rows[r.id] = (self.namespace, next(self.table.seq), replace(r))
             return room
+
+    def _insert_all(self, records: list[Record]) -> bool:
+        with self.table.lock:
+            if self.maxsize:
+                waiting = sum(1 for _, r in self._mine() if r.status in ("queued", "scheduled"))
+                if waiting + len(records) > self.maxsize:
+                    return False
+            for r in records:
+                self.table.rows[r.id] = (self.namespace, next(self.table.seq), replace(r))
+            return True
+
+    def _set_paused(self, queue: str, paused: bool, now: float) -> bool:
+        with self.table.lock:
+            key = (self.namespace, queue)
+            was = key in self.table.paused
+            if paused:
+                self.table.paused.add(key)
+            else:
+                self.table.paused.discard(key)
+            return was != paused
+
+    def _paused(self) -> set[str]:
+        with self.table.lock:
+            return {queue for ns, queue in self.table.paused if ns == self.namespace}
+
+    def _delete_finished(self, job_ids: list[str]) -> int:
+        with self.table.lock:
+            n = 0
+            for job_id in job_ids:
+                row = self.table.rows.get(job_id)
+                if row is not None and row[0] == self.namespace and row[2].status in FINISHED:
+                    del self.table.rows[job_id]
+                    n += 1
+            return n
 
     def _save_locked(self, record: Record) -> None:
         old = self.table.rows.get(record.id)

@@ -440,3 +440,58 @@ def test_queues_show_live_and_filter_the_jobs(page: Page) -> None:
         expect(row(page, slow_job)).to_be_visible()
         expect(row(page, default_job)).to_have_count(0)
         expect(page.locator("#jobs-caption")).to_contain_text("jobs of queue slow")
+
+
+@pytest.fixture
+def served_big() -> Iterator[Served]:
+    """As ``served_with_token``, keeping up to 5,000 finished jobs (a bulk action over 1,000)."""
+    yield from _serve({"TESTING": False, "MEMQUEUE_TOKEN": TOKEN, "SECRET_KEY": "browser-tests-secret",
+                       "MEMQUEUE_MAX_FINISHED": 5_000})
+
+
+def test_bulk_retry_of_1000_failed_jobs_matching_a_search(browser: Browser, served_big: Served) -> None:
+    """Sign in (token), search, "Retry all", a confirmation that says how many, then every match runs again."""
+    served = served_big
+    queue = served.app.extensions["memqueue"]
+    with served.app.app_context():
+        for i in range(1000):
+            mq.produce(f"bulk-{i}", FLAKY)
+        for i in range(5):
+            mq.produce(f"other-{i}", FLAKY)
+    assert queue.join(WAIT * 6)
+    assert queue.storage.counts()["failed"] == 1005
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        page.goto(served.dashboard("refresh=0"))
+        page.get_by_label("Token").fill(TOKEN)
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("link", name="failed").first.click()
+        page.get_by_label("Text").fill("bulk-")
+        page.get_by_role("button", name="Search").click()
+        expect(page.locator("#act-on-matches")).to_contain_text("All 1000 matching")
+        CONTROL.failing = False  # the retried jobs succeed now
+        page.get_by_role("button", name="Retry all").click()
+        expect(page.get_by_role("heading", name="Retry 1,000 jobs?")).to_be_visible()
+        expect(page.locator("#confirm-message")).to_contain_text("q=bulk-")
+        page.get_by_role("button", name="Yes, retry 1,000 jobs").click()
+        expect(page.locator(".notice.ok")).to_contain_text("1000 jobs queued again")
+    finally:
+        context.close()
+    assert queue.join(WAIT * 6)
+    counts = queue.storage.counts()
+    assert counts["succeeded"] == 1000 and counts["failed"] == 5  # the other five did not match
+
+
+def test_a_queue_is_paused_and_resumed_from_its_row(page: Page, served: Served) -> None:
+    page.goto(served.dashboard("refresh=0"))
+    queue_row = page.locator('#queues tr[data-queue="default"]')
+    queue_row.get_by_role("button", name="Pause").click()
+    expect(page.locator(".notice.ok")).to_contain_text("Queue default is paused")
+    expect(page.locator('#queues tr[data-queue="default"] [data-q="state"]')).to_contain_text("paused")
+    job_id = served.produce("while paused", ECHO)
+    queue = served.app.extensions["memqueue"]
+    assert queue.storage.get(job_id).status == "queued"  # type: ignore[union-attr]
+    page.locator('#queues tr[data-queue="default"]').get_by_role("button", name="Resume").click()
+    expect(page.locator(".notice.ok")).to_contain_text("Queue default runs again")
+    assert queue.storage.get(job_id).wait(WAIT) == "while paused"  # type: ignore[union-attr]

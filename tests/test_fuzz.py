@@ -132,8 +132,9 @@ METHODS = st.one_of(
 SEGMENT_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="/"), max_size=20)
 SEGMENT_BYTES = st.binary(max_size=12).map(lambda b: b.replace(b"/", b"").decode("latin-1"))
 SEGMENTS = st.one_of(
-    st.sampled_from(["produce", "jobs", "stats", "health", "threads", "ui", "purge", "cancel", "retry",
-                     "abort", "sign-in", "sign-out", "", ".", "..", "%0A", "%2F", "%00", "\n", "\r\n", "\x00", "²"]),
+    st.sampled_from(["produce", "jobs", "stats", "health", "threads", "ui", "purge", "cancel", "retry", "delete",
+                     "abort", "queues", "pause", "resume", "groups",
+                     "sign-in", "sign-out", "", ".", "..", "%0A", "%2F", "%00", "\n", "\r\n", "\x00", "²"]),
     SEGMENT_TEXT.map(lambda t: t.encode("utf-8").decode("latin-1")),  # PATH_INFO is bytes as latin-1
     SEGMENT_BYTES,
 )
@@ -145,7 +146,8 @@ def paths(draw: st.DrawFn, target: Target) -> str:
     job_id = draw(st.one_of(st.sampled_from(target.ids), SEGMENTS))
     known = [
         "/", "/produce", f"/produce/{draw(SEGMENTS)}", "/jobs", f"/jobs/{job_id}", f"/jobs/{job_id}/cancel",
-        f"/jobs/{job_id}/retry", f"/jobs/{job_id}/abort", "/jobs/purge",
+        f"/jobs/{job_id}/retry", f"/jobs/{job_id}/abort", "/jobs/purge", "/jobs/retry", "/jobs/cancel",
+        "/jobs/delete", f"/queues/{draw(SEGMENTS)}/pause", f"/queues/{draw(SEGMENTS)}/resume",
         f"/groups/{job_id}", "/stats", "/health", "/threads", f"/ui/jobs/{job_id}",
         f"/ui/jobs/{job_id}/cancel", f"/ui/jobs/{job_id}/retry", f"/ui/jobs/{job_id}/abort",
         "/ui/purge", "/ui/sign-in", "/ui/sign-out",
@@ -161,7 +163,8 @@ NUMBERISH = st.one_of(
                      "0.2", "3600", "1.5", "0.1", "%C2%B2"]),
     st.text(max_size=10),
 )
-QUERY_KEYS = st.sampled_from(["page", "limit", "offset", "refresh", "status", "topic", "next", "x"])
+QUERY_KEYS = st.sampled_from(["page", "limit", "offset", "refresh", "status", "topic", "next", "x", "task", "q",
+                              "since", "until", "queue"])
 
 
 @st.composite
@@ -206,7 +209,10 @@ MESSAGES = st.one_of(
 
 @st.composite
 def bodies(draw: st.DrawFn) -> bytes:
-    kind = draw(st.integers(0, 3))
+    kind = draw(st.integers(0, 4))
+    if kind == 4:  # what /jobs/retry|cancel|delete want, with a fuzzed filter
+        field = draw(st.sampled_from(["task", "q", "status", "queue", "since", "until", "other"]))
+        return ('{"filter": {"' + field + '": ' + draw(MESSAGES) + "}}").encode("utf-8", "surrogatepass")
     if kind == 0:  # what /produce wants, with a fuzzed message and topic
         topic = draw(st.one_of(st.none(), st.just('"orders"'), st.just('""'), st.just("1"), st.text(max_size=8).map(
             json.dumps)))

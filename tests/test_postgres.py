@@ -24,7 +24,7 @@ from support.waiting import TIMEOUT, wait_until
 from flask_memqueue import ConfigurationError, MemQueue, PostgresUnavailable, SchemaError, StorageError
 from flask_memqueue.cli import memqueue_cli
 from flask_memqueue.state import AppQueue
-from flask_memqueue.storage.postgres import SCHEMA_VERSION
+from flask_memqueue.storage.postgres.schema import SCHEMA_VERSION
 
 pytestmark = pytest.mark.servers
 

@@ -388,7 +388,7 @@ def test_stats_threads_and_jobs_show_the_queues(make_app: MakeApp, mq: MemQueue,
         gate.wait_entered()
         waiting = mq.options(queue="reports", priority=3).enqueue(lambda: None)
         stats = client.get("/memqueue/stats").get_json()
-        assert stats["queues"]["emails"] == {"threads": 2, "alive": 2, "declared": True, "depth": 0,
+        assert stats["queues"]["emails"] == {"threads": 2, "alive": 2, "declared": True, "depth": 0, "paused": False,
                                              "queued": 0, "scheduled": 0, "running": 1,
                                              "consumed_by": "this process"}
         assert stats["queues"]["reports"]["threads"] == 0 and stats["queues"]["reports"]["queued"] == 1

@@ -67,8 +67,9 @@ def queues_info(rooms: Rooms) -> dict[str, dict[str, Any]]:
     eager = config.eager
     runs_here = (config.consumer or pools.worker) and not eager
     elsewhere = storage.known_queues() if storage.capabilities.shared else set()
+    paused = storage.paused() if storage.capabilities.pausable else set()
     out: dict[str, dict[str, Any]] = {}
-    for name in sorted(set(pools.threads) | set(counts), key=lambda n: (n != DEFAULT_QUEUE, n)):
+    for name in sorted(set(pools.threads) | set(counts) | paused, key=lambda n: (n != DEFAULT_QUEUE, n)):
         row = counts.get(name, {"queued": 0, "scheduled": 0, "running": 0})
         threads = pools.threads.get(name, 0) if runs_here else 0
         if eager:
@@ -83,6 +84,7 @@ def queues_info(rooms: Rooms) -> dict[str, dict[str, Any]]:
             "declared": name in pools.declared,
             "consumed_by": consumed_by,
             "depth": row["queued"] + row["scheduled"],
+            "paused": name in paused,
             **row,
         }
     return out
@@ -113,6 +115,7 @@ def stats(rooms: Rooms) -> dict[str, Any]:
         "depth": storage.depth(),
         "maxsize": config.maxsize,
         "queues": queues_info(rooms),
+        "paused": sorted(storage.paused()) if storage.capabilities.pausable else [],
         "consumer": consumer_info(rooms),
         "consumer_alive": rooms.pools.consumer_thread is not None,
         "uptime": round(time.time() - rooms.store.started_at, 3),

@@ -23,6 +23,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from ..job import Job, JobHost, JobStatus, TaskLike
+    from ..jobfilter import JobFilter
+
+#: Jobs a bulk action (:meth:`Storage.act_on`) reads and changes per step: a big table is
+#: worked through in steps of this many, none holding a lock for long.
+BULK_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,9 @@ class Capabilities:
     #: jobs run): ``job.abort()`` reaches a job that another process runs. Without
     #: it, only a job running in the asking process can be asked to stop.
     abort_flags: bool = False
+    #: :meth:`Storage.pause` and :meth:`Storage.resume` work: a paused queue keeps
+    #: taking jobs and starts none, in every process that shares the store.
+    pausable: bool = False
 
 
 class Link(NamedTuple):
@@ -338,6 +346,98 @@ class Storage(abc.ABC):
         request's reason. The process that runs them asks every half second or so."""
         return {}
 
+    # -- many jobs at once (issue 24) ----------------------------------------------------------
+    def put_many(self, jobs: list[Job]) -> None:
+        """Queue every job of ``jobs`` (QUEUED, or SCHEDULED with its eta), in order, as one
+        step of the store: all of them, or none (``MEMQUEUE_MAXSIZE`` counts the batch as a
+        whole). The built-in stores do it atomically (one lock hold, one transaction, one
+        script); this default, for a third party's store that does not override it, queues
+        them one by one (a full store refuses the rest: not atomic).
+
+        :raises QueueFull: the batch does not fit: nothing was queued.
+        """
+        for job in jobs:
+            if job.status.value == "scheduled":
+                self.schedule(job)
+            else:
+                self.put(job)
+
+    def pause(self, queue: str) -> bool:
+        """Start no job of ``queue`` from now on, in every process sharing the store (within
+        a second), until :meth:`resume`; jobs are still queued, and running ones go on.
+        The state is the store's: a durable store keeps it across restarts. True if the
+        queue was not paused. Only stores that declare ``pausable`` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot pause a queue (it does not declare 'pausable')")
+
+    def resume(self, queue: str) -> bool:
+        """Start the jobs of ``queue`` again (see :meth:`pause`); True if it was paused."""
+        raise NotImplementedError(f"{type(self).__name__} cannot pause a queue (it does not declare 'pausable')")
+
+    def paused(self) -> set[str]:
+        """The paused queues (see :meth:`pause`)."""
+        return set()
+
+    def find(self, flt: JobFilter, limit: int = 50, offset: int = 0) -> list[Job]:
+        """The jobs ``flt`` matches, newest enqueued first (as :meth:`jobs`).
+
+        This default reads every job the store lists; a store that can select in its
+        own query language (SQL) overrides it.
+        """
+        if flt.statuses is not None and len(flt.statuses) == 1:
+            from ..job import JobStatus
+
+            candidates = self.jobs(JobStatus(flt.statuses[0]), limit=2**31, queue=flt.queue)
+        else:
+            candidates = self.jobs(limit=2**31, queue=flt.queue)
+        matched = [job for job in candidates if job_matches(flt, job)]
+        return matched[offset:offset + limit]
+
+    def count_matching(self, flt: JobFilter) -> int:
+        """How many jobs ``flt`` matches (all of them, not a page)."""
+        return len(self.find(flt, limit=2**31))
+
+    def delete(self, job: Job) -> bool:
+        """Forget a finished job (succeeded, failed or cancelled). False if it waits or runs
+        (cancel it first: a waiting job never disappears without a trace) or is gone."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete one job")
+
+    def act_on(self, flt: JobFilter, action: str, done: Callable[[Job], None] | None = None) -> int:
+        """Do ``action`` to every job ``flt`` matches now (not a page), and return how many
+        it changed: ``"retry"`` queues the failed and cancelled ones again (:meth:`requeue`),
+        ``"cancel"`` cancels the waiting ones (:meth:`cancel`), ``"delete"`` forgets the
+        finished ones (:meth:`delete`). Jobs in another state are left as they are.
+        ``done`` is called with each job changed (the queue sends its signals there).
+
+        The matches are read first (in pages of :data:`BULK_BATCH`), then changed one by
+        one, each by the store's own conditional step, so a job that changed meanwhile
+        (it started, another operator retried it) is skipped, not broken. Not one
+        transaction: an outage part-way leaves the jobs done so far done.
+        """
+        if action not in ("retry", "cancel", "delete"):
+            raise ValueError(f"action must be 'retry', 'cancel' or 'delete', not {action!r}")
+        allowed = {"retry": ("failed", "cancelled", "aborted"), "cancel": ("queued", "scheduled", "deferred"),
+                   "delete": ("succeeded", "failed", "cancelled", "aborted")}[action]
+        wanted = allowed if flt.statuses is None else tuple(s for s in flt.statuses if s in allowed)
+        if not wanted:
+            return 0
+        from dataclasses import replace
+
+        narrowed = replace(flt, statuses=wanted)
+        matched: list[Job] = []
+        while True:
+            page = self.find(narrowed, limit=BULK_BATCH, offset=len(matched))
+            matched += page
+            if len(page) < BULK_BATCH:
+                break
+        changed = 0
+        verb = {"retry": self.requeue, "cancel": self.cancel, "delete": self.delete}[action]
+        for job in matched:
+            if verb(job):
+                changed += 1
+                if done is not None:
+                    done(job)
+        return changed
+
     def put_in_transaction(self, job: Job, session: Any) -> Job:
         """Queue ``job`` (as :meth:`put`, :meth:`schedule` or, with a ``unique_key``,
         :meth:`put_unique`) through ``session``, the caller's database session or
@@ -405,6 +505,19 @@ class Storage(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files and connections. The memory store has none."""
+
+
+def job_matches(flt: JobFilter, job: Job) -> bool:
+    """True if ``flt`` matches ``job`` (an object: its arguments as JSON text)."""
+    from ..jobfilter import args_json
+
+    searched = flt.q is not None
+    return flt.matches_values(
+        job.name, job.status.value, job.queue, job.enqueued_at,
+        args_json(list(job.args)) if searched else "",
+        args_json(job.kwargs) if searched and job.kwargs else None,
+        job.error if searched else None,
+    )
 
 
 #: A backend's factory: ``(url, options, context) -> Storage``. ``options`` merges

@@ -34,6 +34,7 @@ owner lives.
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import threading
@@ -43,6 +44,7 @@ from typing import Any
 
 from ..exceptions import ConfigurationError, MemQueueError, QueueClosed, QueueFull, UnknownTaskError
 from ..job import Job, JobStatus, describe_task
+from ..jobfilter import JobFilter
 from .base import Capabilities, Link, Storage, StoreContext, TickInfo, redact_url
 from .groupcommit import GroupCommit
 from .housekeeping import Housekeeping
@@ -53,6 +55,8 @@ from .takeover import take_over_dead_owners
 from .waiters import PollingEvent, Waiters
 from .wakeups import Doorbell
 
+#: Seconds a process believes the paused queues it read (a pause made elsewhere is obeyed within it).
+PAUSE_POLL = 0.5
 #: Seconds between two checks for running jobs whose owner process died.
 RECOVER_INTERVAL = 1.0
 #: A consuming process says again which queues it consumes this often...
@@ -142,14 +146,97 @@ class _DurableWorkflows(Primitives):
         return [self.job_of(r) for r in records] or None
 
 
-class DurableStorage(_DurableWorkflows, Storage, _FormerNames):
+class _Steering(Primitives):
+    """Issue 24's verbs of a durable store, over its primitives: many jobs in one write,
+    paused queues, search and delete. Apart from :class:`DurableStorage` to keep each class
+    readable; :class:`DurableStorage` is the only class that uses it."""
+
+    codec: Codec
+    doorbell: Doorbell
+    maxsize: int
+    _paused_seen: set[str]
+    _paused_until: float
+
+    @abc.abstractmethod
+    def _prepare(self, job: Job) -> Record: ...
+
+    @abc.abstractmethod
+    def _notify(self) -> None: ...
+
+    @abc.abstractmethod
+    def _visible(self) -> float: ...
+
+    @abc.abstractmethod
+    def job_of(self, record: Record) -> Job: ...
+
+    def put_many(self, jobs: list[Job]) -> None:
+        """Every job in one write of the backend (:meth:`_insert_all`): all of them, or none."""
+        if not jobs:
+            return
+        records: list[Record] = []
+        try:
+            for job in jobs:
+                records.append(self._prepare(job))
+            inserted = bool(self._guard(f"enqueueing {len(records)} jobs", self._insert_all, records))
+        except BaseException:
+            for record in records:
+                self.codec.forget(record.id)
+            raise
+        if not inserted:
+            for record in records:
+                self.codec.forget(record.id)
+            raise QueueFull(
+                f"MEMQUEUE_MAXSIZE is {self.maxsize}: a batch of {len(jobs)} jobs does not fit beside the"
+                " jobs waiting in the store, so none of it was queued"
+            )
+        self._notify()
+
+    # -- pause and resume ---------------------------------------------------------------------
+    def _is_paused(self, queue: str) -> bool:
+        """Whether ``queue`` is paused, as read from the store at most :data:`PAUSE_POLL` s ago
+        (so every process obeys a pause made anywhere within that, plus one claim)."""
+        now = time.monotonic()
+        if now >= self._paused_until:
+            self._paused_seen = set(self._guard("reading the paused queues", self._paused))
+            self._paused_until = now + PAUSE_POLL
+        return queue in self._paused_seen
+
+    def pause(self, queue: str) -> bool:
+        changed = bool(self._guard("pausing a queue", self._set_paused, queue, True, time.time()))
+        self._paused_until = 0.0  # this process obeys at its next claim
+        return changed
+
+    def resume(self, queue: str) -> bool:
+        changed = bool(self._guard("resuming a queue", self._set_paused, queue, False, time.time()))
+        self._paused_until = 0.0
+        self.doorbell.ring()  # this process's idle consumers look again now
+        return changed
+
+    def paused(self) -> set[str]:
+        return set(self._guard("reading the paused queues", self._paused))
+
+    def delete(self, job: Job) -> bool:
+        if not self._guard("deleting a job", self._delete_finished, [job.id]):
+            return False
+        self.codec.forget(job.id)
+        return True
+
+    def find(self, flt: JobFilter, limit: int = 50, offset: int = 0) -> list[Job]:
+        records = self._guard("searching jobs", self._select, flt, limit, offset, self._visible())
+        return [self.job_of(r) for r in records]
+
+    def count_matching(self, flt: JobFilter) -> int:
+        return int(self._guard("counting jobs", self._count_matching, flt, self._visible()))
+
+
+class DurableStorage(_DurableWorkflows, _Steering, Storage, _FormerNames):
     """Base of the stores that several processes share: the contract, written once,
     over the record primitives a backend implements (the ``_`` abstract methods of
     :class:`~flask_memqueue.storage.primitives.Primitives`).
     """
 
     capabilities = Capabilities(
-        shared=True, persistent=True, json_only=True, signal_safe_wake=True, reopen_after_fork=True
+        shared=True, persistent=True, json_only=True, signal_safe_wake=True, reopen_after_fork=True, pausable=True
     )
 
     def __init__(self, url: str, context: StoreContext) -> None:
@@ -179,6 +266,9 @@ class DurableStorage(_DurableWorkflows, Storage, _FormerNames):
         self._unsettled: list[Job] = []
         self._ulock = threading.Lock()
         self._next_recover = 0.0
+        # The paused queues as last read, and until when (monotonic) that read stands.
+        self._paused_seen: set[str] = set()
+        self._paused_until = 0.0
 
     # -- hooks with state -------------------------------------------------------------------
     def _sleep(self, timeout: float, queue: str, kicks: int) -> int:
@@ -347,6 +437,8 @@ class DurableStorage(_DurableWorkflows, Storage, _FormerNames):
                 self._next_recover = now + RECOVER_INTERVAL
                 self.recover()
             settle = [self.codec.record_of(ran) for ran in pending]
+            if self._is_paused(queue):
+                stop = _always  # record what ran, claim nothing
             try:
                 record = self._claim(settle, self.owner, now, stop, queue)
             except Exception as exc:
@@ -536,6 +628,10 @@ class DurableStorage(_DurableWorkflows, Storage, _FormerNames):
         self.chores.undeclare()
         self._closed = True
         self._close()
+
+
+def _always() -> bool:
+    return True
 
 
 #: The waiter event under the name backends imported it by.

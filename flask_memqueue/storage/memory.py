@@ -89,7 +89,7 @@ class _Lane:
     one priority per queue: then a take is a ``popleft`` as before.
     """
 
-    __slots__ = ("name", "ready", "negprios", "scheduled", "due", "sleepers", "running")
+    __slots__ = ("name", "ready", "negprios", "scheduled", "due", "sleepers", "running", "paused")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -102,6 +102,8 @@ class _Lane:
         self.sleepers: list[threading.Lock] = []
         #: The lane's running jobs by key.
         self.running: dict[int | str, Job] = {}
+        #: ``pause()``: take no job from this lane until ``resume()``.
+        self.paused = False
 
     def waiting(self) -> int:
         return sum(map(len, self.ready.values())) + len(self.scheduled) + len(self.due)
@@ -310,6 +312,64 @@ class _MemoryBook(Storage):
             if reason is not None:
                 found[job_id] = reason
         return found
+
+    # -- many jobs, pause and resume (issue 24) ---------------------------------------------
+    def put_many(self, jobs: list[Job]) -> None:
+        """Every job in one hold of the lock: all of them, or none (a full store, a closed queue)."""
+        if not jobs:
+            return
+        with self._lock:
+            if self._closed:
+                raise QueueClosed(f"the queue was shut down; {len(jobs)} job(s) were not queued")
+            if self.maxsize and self._waiting + len(jobs) > self.maxsize:
+                raise QueueFull(
+                    f"the queue holds {self._waiting} waiting jobs and MEMQUEUE_MAXSIZE is {self.maxsize}:"
+                    f" a batch of {len(jobs)} does not fit, so none of it was queued"
+                )
+            now = time.time()
+            woken: set[str] = set()
+            for job in jobs:
+                options = job.options
+                lane = self._lanes.get(options.queue) or self._lane(options.queue)
+                if job.status is SCHEDULED:
+                    heapq.heappush(lane.scheduled, (job.eta if job.eta is not None else now, next(self._tiebreak), job))
+                else:
+                    ready = lane.ready.get(options.priority)
+                    if ready and ready[-1].key < job.key:  # type: ignore[operator]  # keys here are ints
+                        ready.append(job)
+                    else:
+                        _insert_ready(lane, ready, job)
+                woken.add(options.queue)
+            self._waiting += len(jobs)
+            self._put_options = self._put_place = None
+            for name in woken:
+                _wake_all(self._lanes[name])
+
+    def pause(self, queue: str) -> bool:
+        with self._lock:
+            lane = self._lane(queue)
+            was, lane.paused = lane.paused, True
+        return not was
+
+    def resume(self, queue: str) -> bool:
+        with self._lock:
+            lane = self._lanes.get(queue)
+            if lane is None or not lane.paused:
+                return False
+            lane.paused = False
+            _wake_all(lane)
+        return True
+
+    def paused(self) -> set[str]:
+        with self._lock:
+            return {name for name, lane in self._lanes.items() if lane.paused}
+
+    def delete(self, job: Job) -> bool:
+        with self._lock:
+            if not job.finished or self._finished.get(job.key) is not job:
+                return False
+            self._finished.discard(job)
+        return True
 
     def get(self, job_id: str) -> Job | None:
         token, _, number = job_id.rpartition("-")
@@ -636,7 +696,7 @@ class MemoryStorage(_MemoryFlows):
 
     #: Jobs live in this process only: the fast path keeps live objects; an
     #: abort request is written on the running job itself.
-    capabilities = Capabilities(workflows=True, abort_flags=True)
+    capabilities = Capabilities(workflows=True, abort_flags=True, pausable=True)
     url = "memory://"
 
     # -- the hot path ------------------------------------------------------
@@ -769,7 +829,7 @@ class MemoryStorage(_MemoryFlows):
             deadline = None
             while True:
                 # The common case inlined (what _pop does): nothing scheduled, ready jobs waiting.
-                if negprios and not lane.scheduled and not lane.due:
+                if negprios and not lane.scheduled and not lane.due and not lane.paused:
                     ready = lane.ready[-negprios[0]]
                     job = ready.popleft()
                     if not ready:
@@ -839,7 +899,7 @@ class MemoryStorage(_MemoryFlows):
         waiter, then), holds it again on return. Lock held.
         """
         wait: float | None = None
-        if lane.scheduled:
+        if lane.scheduled and not lane.paused:  # paused: resume() wakes it
             wait = max(0.0, lane.scheduled[0][0] - time.time())
         if deadline is not None:
             left = deadline - time.monotonic()
@@ -878,7 +938,10 @@ class MemoryStorage(_MemoryFlows):
         become due competes with the ready jobs of its priority by its due
         time (its eta; a requeued job's is when it was requeued) against the
         first ready job's enqueue time, the older first (the ready job on a tie).
+        A paused lane gives none.
         """
+        if lane.paused:
+            return None
         sched = lane.scheduled
         if sched:
             now = time.time()
@@ -993,6 +1056,12 @@ def _missing(job_id: str) -> DependencyError:
         " app, or it finished long enough ago to be forgotten (MEMQUEUE_RESULT_TTL, MEMQUEUE_MAX_FINISHED);"
         " nothing was queued"
     )
+
+
+def _wake_all(lane: _Lane) -> None:
+    """Wake every consumer thread asleep on ``lane``. Lock held."""
+    while lane.sleepers:
+        lane.sleepers.pop().release()
 
 
 def _remove_from_heap(heap: list[Any], job: Job) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..exceptions import MemQueueError, StorageError
 from ..job import Job
+from ..jobfilter import JobFilter
 from .owners import owner_alive_here
 from .records import Record
 
@@ -189,6 +190,58 @@ class Primitives(abc.ABC):
         (pid and start time); a store spanning hosts overrides it (leases)."""
         return owner_alive_here(owner)
 
+    # -- many jobs, pause, find and delete (issue 24): defaults that work on the primitives
+    # above; the built-in backends override them with one statement or script each.
+    def _insert_all(self, records: list[Record]) -> bool:
+        """In one write: insert every record of ``records`` (as :meth:`_insert`), or none if
+        the waiting records and these would be more than ``maxsize``; True if inserted.
+
+        This default counts, then inserts: two steps, so two processes racing near the
+        limit may pass it together. A backend overrides it with one atomic step."""
+        maxsize: int = getattr(self, "maxsize", 0)
+        if maxsize and self._busy(("queued", "scheduled"), None) + len(records) > maxsize:
+            return False
+        return self._insert(records) == len(records)
+
+    def _set_paused(self, queue: str, paused: bool, now: float) -> bool:
+        """Mark ``queue`` paused (or not) for every process of this namespace; True if that
+        changed it. A backend that keeps no such state cannot pause (it declares no ``pausable``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot pause a queue")
+
+    def _paused(self) -> set[str]:
+        """The paused queues of this namespace."""
+        return set()
+
+    def _select(self, flt: JobFilter, limit: int, offset: int, visible_after: float) -> list[Record]:
+        """The records ``flt`` matches, newest enqueued first (as :meth:`_list`), finished
+        ones only if finished after ``visible_after``. This default pages through
+        :meth:`_list` and tests each record; a SQL backend selects with a ``WHERE``."""
+        status = flt.statuses[0] if flt.statuses is not None and len(flt.statuses) == 1 else None
+        out: list[Record] = []
+        skipped, page, start = 0, 1000, 0
+        while len(out) < limit:
+            rows = self._list(status, page, start, visible_after, flt.queue)
+            for r in rows:
+                if record_matches(flt, r):
+                    if skipped < offset:
+                        skipped += 1
+                    else:
+                        out.append(r)
+                        if len(out) >= limit:
+                            break
+            if len(rows) < page:
+                break
+            start += page
+        return out
+
+    def _count_matching(self, flt: JobFilter, visible_after: float) -> int:
+        """How many records ``flt`` matches (see :meth:`_select`)."""
+        return len(self._select(flt, 2**31, 0, visible_after))
+
+    def _delete_finished(self, job_ids: list[str]) -> int:
+        """Delete the records among ``job_ids`` that are finished; return how many."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete one job")
+
     # -- hooks a backend may override ------------------------------------------------------
     #: Seconds an idle consumer sleeps at most before it looks at the store again. Polling
     #: stores keep it short; a store that blocks in its server until a job arrives
@@ -227,4 +280,9 @@ class Primitives(abc.ABC):
         return exc if isinstance(exc, MemQueueError) else self._error(exc, doing)
 
 
-__all__ = ["POLL_INTERVAL", "Primitives"]
+def record_matches(flt: JobFilter, r: Record) -> bool:
+    """True if ``flt`` matches the record ``r``."""
+    return flt.matches_values(r.task, r.status, r.queue, r.enqueued_at, r.args, r.kwargs, r.error)
+
+
+__all__ = ["POLL_INTERVAL", "Primitives", "record_matches"]

@@ -48,6 +48,7 @@ from flask import Flask
 from ..exceptions import DependencyError, QueueFull
 from ..extension import MemQueue
 from ..job import Job, JobStatus
+from ..jobfilter import JobFilter
 from ..state import AppQueue
 from ..storage import Link, Storage
 
@@ -1033,8 +1034,145 @@ class _Workflows(_Harness):
             first.storage.finish(run(first, released[0]))
 
 
+def failed_job(queue: AppQueue, value: Any) -> Job:
+    """A job of ``contract.fail`` run to its failure and recorded (in the queue ``failures``)."""
+    job = new_job(queue, "contract.fail", value)
+    job.queue = "failures"
+    queue.storage.put(job)
+    taken = queue.storage.take(0, queue="failures")
+    assert taken is not None
+    queue.storage.finish(run(queue, taken))
+    assert taken.status == "failed"
+    return taken
+
+
+class _ManyPauseAndSearch(_Harness):
+    """Issue 24: many jobs in one step, paused queues, one filter to find jobs and act on all it matches."""
+
+    def test_put_many_queues_every_job_in_order(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        jobs = [new_job(queue, "contract.echo", i) for i in range(5)]
+        jobs[2].queue = "other"
+        later = new_job(queue, "contract.echo", "later")
+        later.mark_scheduled(time.time() + 3600)
+        storage.put_many([*jobs, later])
+        assert storage.depth() == 6 and status_of(storage, later) == "scheduled"
+        assert ids(take_all(queue, "default")) == ids([jobs[0], jobs[1], jobs[3], jobs[4]])
+        assert ids(take_all(queue, "other")) == ids([jobs[2]])
+        storage.put_many([])  # nothing to do, no error
+        assert storage.depth() == 1
+
+    def test_put_many_is_all_or_nothing_under_maxsize(self, make_store: Factory) -> None:
+        queue = make_store(MEMQUEUE_MAXSIZE=10)
+        storage = queue.storage
+        queued(queue, "first")
+        too_many = [new_job(queue, "contract.echo", i) for i in range(10)]
+        with pytest.raises(QueueFull, match="MEMQUEUE_MAXSIZE"):
+            storage.put_many(too_many)
+        assert storage.depth() == 1 and all(storage.get(job.id) is None for job in too_many)
+        fits = [new_job(queue, "contract.echo", i) for i in range(9)]
+        storage.put_many(fits)
+        assert storage.depth() == 10
+        assert all(status_of(storage, job) == "queued" for job in fits)
+
+    def test_a_paused_queue_takes_jobs_and_starts_none_until_resumed(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        if not storage.capabilities.pausable:
+            pytest.skip("the store does not declare 'pausable'")
+        running = queued(queue, "running")
+        taken = storage.take(0)
+        assert taken is not None and taken.id == running.id
+        assert storage.pause("default") is True and storage.pause("default") is False
+        assert storage.paused() == {"default"}
+        waiting = queued(queue, "waiting")
+        other = in_queue(queue, "other")
+        assert storage.take(0.05, done=run(queue, taken)) is None  # records what ran, starts nothing
+        assert status_of(storage, running) == "succeeded" and status_of(storage, waiting) == "queued"
+        assert ids(take_all(queue, "other")) == ids([other])  # another queue goes on
+        assert storage.resume("default") is True and storage.resume("default") is False
+        assert storage.paused() == set()
+        again = storage.take(TIMEOUT)
+        assert again is not None and again.id == waiting.id
+        storage.finish(run(queue, again))
+
+    def test_a_paused_taker_is_woken_by_resume(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        if not storage.capabilities.pausable:
+            pytest.skip("the store does not declare 'pausable'")
+        storage.pause("default")
+        job = queued(queue, "x")
+        got: list[Job | None] = []
+        taker = threading.Thread(target=lambda: got.append(storage.take(TIMEOUT)))
+        taker.start()
+        try:
+            assert storage.take(0.05) is None
+            storage.resume("default")
+        finally:
+            taker.join(TIMEOUT)
+        assert not taker.is_alive() and ids(got) == [job.id]
+        storage.finish(run(queue, got[0]))  # type: ignore[arg-type]
+
+    def test_find_by_task_text_status_queue_and_time(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        failed = failed_job(queue, "eve")
+        start = time.time() + 1
+        made = []
+        for i, value in enumerate(["alice@example.com", "bob@example.com", "Carol O'Hara", "dave"]):
+            job = new_job(queue, "contract.echo", value)
+            job.enqueued_at = start + i
+            storage.put(job)
+            made.append(job)
+        other = in_queue(queue, "other", value="alice again")
+        every = JobFilter()
+        assert {j.id for j in storage.find(every, limit=100)} == {j.id for j in [*made, failed, other]}
+        assert ids(storage.find(JobFilter(q="EXAMPLE.com"))) == ids([made[1], made[0]])  # newest first
+        assert ids(storage.find(JobFilter(q="o'hara"))) == ids([made[2]])
+        assert ids(storage.find(JobFilter(q="failed eve"))) == ids([failed])  # in the error
+        assert ids(storage.find(JobFilter(q="100%"))) == []
+        assert ids(storage.find(JobFilter(task="contract.fail"))) == ids([failed])
+        assert ids(storage.find(JobFilter(statuses=("failed",)))) == ids([failed])
+        assert {j.id for j in storage.find(JobFilter(statuses=("queued", "failed")), limit=100)} == {
+            j.id for j in [*made, failed, other]}
+        assert ids(storage.find(JobFilter(queue="other"))) == ids([other])
+        assert ids(storage.find(JobFilter(q="alice", queue="default"))) == ids([made[0]])
+        assert ids(storage.find(JobFilter(since=start + 1, until=start + 2.5))) == ids([made[2], made[1]])
+        assert ids(storage.find(JobFilter(since=start + 1, until=start + 2.5), limit=1, offset=1)) == ids([made[1]])
+        assert storage.count_matching(every) == 6
+        assert storage.count_matching(JobFilter(q="example")) == 2
+        assert storage.count_matching(JobFilter(task="nope")) == 0
+
+    def test_act_on_retries_cancels_and_deletes_every_match(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        failures = [failed_job(queue, f"f{i}") for i in range(3)]
+        waiting = [queued(queue, f"w{i}") for i in range(3)]
+        assert storage.act_on(JobFilter(q="f1"), "retry") == 1
+        assert status_of(storage, failures[1]) == "queued"
+        assert storage.act_on(JobFilter(task="contract.fail"), "cancel") == 1  # the retried one waits again
+        assert status_of(storage, failures[1]) == "cancelled"
+        assert storage.act_on(JobFilter(statuses=("queued",)), "retry") == 0  # not failed: left alone
+        assert storage.act_on(JobFilter(task="contract.echo"), "cancel") == 3
+        assert all(status_of(storage, job) == "cancelled" for job in waiting)
+        assert storage.act_on(JobFilter(), "retry") == 6
+        assert storage.depth() == 6
+        assert storage.act_on(JobFilter(), "delete") == 0  # nothing finished: waiting jobs are never deleted
+        assert storage.act_on(JobFilter(task="contract.echo"), "cancel") == 3
+        assert storage.act_on(JobFilter(statuses=("cancelled",)), "delete") == 3
+        assert all(storage.get(job.id) is None for job in waiting)
+        assert storage.count_matching(JobFilter()) == 3
+        with pytest.raises(ValueError, match="action"):
+            storage.act_on(JobFilter(), "explode")
+
+    def test_delete_forgets_only_a_finished_job(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        waiting = queued(queue, "w")
+        assert storage.delete(waiting) is False and status_of(storage, waiting) == "queued"
+        failed = failed_job(queue, "f")
+        assert storage.delete(failed) is True and storage.get(failed.id) is None
+        assert storage.delete(failed) is False
+
+
 class StorageContract(_PutAndTake, _SingleJobsAndListings, _WaitingAndBounds, _QueuesAndPriorities,
-                      _UniqueKeysAndTicks, _Workflows):
+                      _UniqueKeysAndTicks, _Workflows, _ManyPauseAndSearch):
     """The storage contract every store passes (:class:`~flask_memqueue.storage.Storage`).
 
     Subclass it (its name does not start with ``Test``, so pytest collects
@@ -1121,6 +1259,26 @@ class SharedStorageContract(_Harness):
         assert other.storage.known_queues() == {"emails"}
         stranger = make_store(like=first, name="another_app")
         assert stranger.storage.known_queues() == set()  # apps sharing a store keep apart
+
+    def test_a_pause_holds_for_every_process_and_outlives_them(self, make_store: Factory) -> None:
+        first = make_store()
+        second = make_store(like=first)
+        job = queued(second, "x")
+        assert first.storage.pause("default")
+        assert second.storage.paused() == {"default"}
+        assert second.storage.take(0) is None  # another process obeys (its read of the state is new)
+        stranger = make_store(like=first, name="another_app")
+        assert stranger.storage.paused() == set()  # apps sharing a store keep apart
+        first.storage.close()
+        third = make_store(like=first)  # a restart: the state is the store's
+        assert third.storage.paused() == {"default"}
+        assert second.storage.resume("default")
+        deadline = time.monotonic() + TIMEOUT
+        taken = None
+        while taken is None and time.monotonic() < deadline:
+            taken = third.storage.take(0.2)
+        assert taken is not None and taken.id == job.id
+        third.storage.finish(run(third, taken))
 
     def test_unique_keys_of_two_apps_sharing_a_store_keep_apart(self, make_store: Factory) -> None:
         first = make_store()

@@ -107,6 +107,14 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         "CREATE INDEX memqueue_jobs_finished ON {s}.memqueue_jobs (ns, finished_at)"
         f" WHERE status IN {FINISHED_SQL}",
     )),
+    (3, "paused queues", (
+        """CREATE TABLE {s}.memqueue_paused (
+    ns text NOT NULL,
+    lane text NOT NULL,
+    paused_at double precision NOT NULL,
+    PRIMARY KEY (ns, lane)
+)""",
+    )),
 )
 #: The schema version this code needs.
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -31,12 +31,14 @@ from typing import Any
 
 from ...exceptions import MemQueueError, StorageError
 from ...job import Job
+from ...jobfilter import JobFilter
 from ..base import Capabilities, StoreContext
 from ..durable import DurableStorage, Record, _queue_full
 from ..waiters import PollingEvent
 from .claims import Claims
 from .connection import Connections
 from .consumers import IdleConsumers
+from .control import Control
 from .inserts import Inserts
 from .options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LEASE, DEFAULT_POOL_SIZE, Settings
 from .records import PostgresRecord, load_in, state_values
@@ -59,7 +61,7 @@ class PostgresStorage(DurableStorage):
 
     capabilities = Capabilities(
         shared=True, persistent=True, json_only=True, signal_safe_wake=True, reopen_after_fork=True,
-        outages_end=True, transactional=True, abort_flags=True,
+        outages_end=True, transactional=True, abort_flags=True, pausable=True,
     )
     #: With notify, an idle worker is woken by NOTIFY; this bound says how soon a stop
     #: requested from a signal handler is seen (and is the poll without notify).
@@ -108,6 +110,9 @@ class PostgresStorage(DurableStorage):
         self.inserts = Inserts(self.connections, self.sql, namespace=self.namespace, channel=self.channel,
                                maxsize=self.maxsize)
         self.idle = IdleConsumers(self.connections, self.channel, self.doorbell)
+        #: Issue 24's primitives: batches, paused queues, search, deletes (control.py).
+        self.control = Control(self.connections, self.sql, schema=schema, namespace=self.namespace,
+                               channel=self.channel, maxsize=self.maxsize)
 
     def _error(self, exc: BaseException, doing: str) -> StorageError:
         """A :class:`~flask_memqueue.storage.postgres.errors.PostgresUnavailable` that says why,
@@ -128,6 +133,28 @@ class PostgresStorage(DurableStorage):
     def _ticks(self) -> dict[str, tuple[float, str | None, float]]:
         rows = self.connections.all(self.sql.ticks, (self.namespace,))
         return {task: (float(tick), job_id, float(claimed)) for task, tick, job_id, claimed in rows}
+
+    # -- batches, paused queues, search, deletes (control.py) -------------------------------
+    def _insert_all(self, records: list[Record]) -> bool:
+        inserted = self.control.insert_all(records)
+        if inserted:
+            self.inserts.inserted(len(records))
+        return inserted
+
+    def _set_paused(self, queue: str, paused: bool, now: float) -> bool:
+        return self.control.set_paused(queue, paused, now)
+
+    def _paused(self) -> set[str]:
+        return self.control.paused()
+
+    def _select(self, flt: JobFilter, limit: int, offset: int, visible_after: float) -> list[Record]:
+        return self.control.select(flt, limit, offset, visible_after)
+
+    def _count_matching(self, flt: JobFilter, visible_after: float) -> int:
+        return self.control.count(flt, visible_after)
+
+    def _delete_finished(self, job_ids: list[str]) -> int:
+        return self.control.delete_finished(job_ids)
 
     def put_in_transaction(self, job: Job, session: Any) -> Job:
         """Insert ``job`` through ``session``'s connection, inside its open transaction.

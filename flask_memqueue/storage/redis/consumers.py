@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 
 from ...exceptions import MemQueueError
 from ...job import Job
-from ..durable import RECOVER_INTERVAL
+from ..durable import PAUSE_POLL, RECOVER_INTERVAL
 from .records import RedisRecord, parse
 
 if TYPE_CHECKING:
@@ -149,12 +149,15 @@ class Claimer:
         halt = stop if stop is not None else store._is_woken
         if done is not None:
             self.defer(slot, done)
-        if slot.buffer and not halt():
-            return self._start(slot, slot.buffer.popleft())
+        buffered = self._buffered(slot, queue, halt)
+        if buffered is not None:
+            return buffered
         if stop is not None and timeout is None:
             return self._loop(slot, queue, stop)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if not self._wait_out_pause(slot, queue, halt, deadline):
+                return None
             halted = bool(halt())
             left = None if deadline is None else deadline - time.monotonic()
             listen = not halted and (left is None or left > 0.002)
@@ -191,6 +194,11 @@ class Claimer:
             if stop():
                 self._claim(slot, queue, True, False, 0)
                 return None
+            if store._is_paused(queue):
+                self._paused(slot, queue, None)
+                continue
+            if slot.buffer:  # prefetched before a pause that has ended
+                return self._start(slot, slot.buffer.popleft())
             now = time.time()
             store.chores.due(now)
             wait = store.idle_wait if eta is None else max(0.0, min(store.idle_wait, eta - now))
@@ -206,6 +214,31 @@ class Claimer:
                 handed = self._listen(slot, wait)
             if handed is not None:
                 return self._start(slot, handed)
+
+    def _buffered(self, slot: Slot, queue: str, halt: Callable[[], bool]) -> Job | None:
+        """A job this consumer prefetched, started now, unless told to stop or the queue is paused."""
+        if slot.buffer and not halt() and not self.store._is_paused(queue):
+            return self._start(slot, slot.buffer.popleft())
+        return None
+
+    def _wait_out_pause(self, slot: Slot, queue: str, halt: Callable[[], bool], deadline: float | None) -> bool:
+        """While ``queue`` is paused (and no stop is asked), :meth:`_paused`; False once
+        ``deadline`` (monotonic) passed meanwhile, True when the consumer may claim."""
+        while self.store._is_paused(queue) and not halt():
+            if not self._paused(slot, queue, None if deadline is None else deadline - time.monotonic()):
+                return False
+        return True
+
+    def _paused(self, slot: Slot, queue: str, left: float | None) -> bool:
+        """``queue`` is paused (issue 24): record what this consumer ran, claim nothing, stay out
+        of the idle set (so no enqueue hands it a job), and sleep until the next look at the
+        paused queues; False once ``left`` seconds are spent. Jobs prefetched before the pause
+        wait in the buffer (still claimed by this process) until the resume."""
+        if left is not None and left <= 0:
+            return False
+        self._claim(slot, queue, True, False, 0)
+        self.store._closing.wait(PAUSE_POLL if left is None else min(PAUSE_POLL, left))
+        return True
 
     def _limit(self, slot: Slot) -> int:
         """How many jobs the next claim of a consumer loop asks for: about BATCH_SECONDS of

@@ -30,6 +30,7 @@ replaced by ``***``.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import threading
@@ -72,7 +73,7 @@ class RedisStorage(RedisAbortFlags, RedisReads, DurableStorage):
 
     capabilities = Capabilities(
         shared=True, persistent=True, json_only=True, signal_safe_wake=True, reopen_after_fork=True,
-        outages_end=True, abort_flags=True,
+        outages_end=True, abort_flags=True, pausable=True,
     )
     #: An idle consumer blocks in Redis (BLPOP) this long at most: an enqueue anywhere hands it
     #: its job at once; the bound only says how soon a stop from a signal handler is seen.
@@ -132,6 +133,24 @@ class RedisStorage(RedisAbortFlags, RedisReads, DurableStorage):
         for r in records:
             args += (r.id, r.status, "" if r.eta is None else repr(r.eta), r.queue, r.priority, body_of(r))
         return int(self._run("insert", args, f"enqueueing {len(records)} job(s)"))
+
+    def _insert_all(self, records: list[Record]) -> bool:
+        # One JSON argument for the batch (see insert_all.lua); every value text, as insert.lua gets them.
+        batch = json.dumps([[r.id, r.status, "" if r.eta is None else repr(r.eta), r.queue, str(r.priority),
+                             body_of(r)] for r in records])
+        return bool(self._run("insert_all", [self.maxsize, repr(time.time()), len(records), batch],
+                              f"enqueueing {len(records)} jobs"))
+
+    def _set_paused(self, queue: str, paused: bool, now: float) -> bool:
+        doing = "pausing a queue" if paused else "resuming a queue"
+        return bool(self.client.command(doing, "SADD" if paused else "SREM", f"{self.prefix}:paused", queue))
+
+    def _paused(self) -> set[str]:
+        found = self.client.command("reading the paused queues", "SMEMBERS", f"{self.prefix}:paused") or []
+        return {q.decode() if isinstance(q, bytes) else str(q) for q in found}
+
+    def _delete_finished(self, job_ids: list[str]) -> int:
+        return int(self._run("delete_finished", list(job_ids), "deleting jobs"))
 
     def _insert_unique(self, record: Record, full: bool) -> Record | None:
         # Not repeated after a lost reply: a second run would find the job it added as the holder

@@ -123,6 +123,16 @@ CREATE TABLE IF NOT EXISTS memqueue_aborts (
     reason TEXT NOT NULL
 )
 """
+# The paused queues of each app (issue 24): a row per paused queue, read by every
+# consuming process every half second (DurableStorage._is_paused).
+_PAUSED = """
+CREATE TABLE IF NOT EXISTS memqueue_paused (
+    queue TEXT NOT NULL,
+    lane TEXT NOT NULL,
+    paused_at REAL NOT NULL,
+    PRIMARY KEY (queue, lane)
+)
+"""
 _MIGRATIONS = (
     ("lane", "ALTER TABLE memqueue_jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'default'"),
     ("priority", "ALTER TABLE memqueue_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0"),
@@ -228,6 +238,7 @@ def create(w: sqlite3.Connection, path: str, key: str) -> None:
         w.execute(_WAITS)
         w.execute(_GROUPS)
         w.execute(_ABORTS)
+        w.execute(_PAUSED)
         columns = {row[1] for row in w.execute("PRAGMA table_info(memqueue_jobs)")}
         for column, alter in _MIGRATIONS:
             if column not in columns:

@@ -17,6 +17,7 @@ from typing import Any
 from ..base import StoreContext
 from ..durable import DurableStorage, Record
 from .aborts import SQLiteAbortFlags
+from .control import JournalControl
 from .errors import JournalError
 from .schema import (
     _COLUMNS,
@@ -54,7 +55,7 @@ def _due_first(due: tuple[Any, ...], queued: tuple[Any, ...]) -> bool:
 
 
 
-class SQLiteStorage(SQLiteAbortFlags, WorkflowRecords, DurableStorage):
+class SQLiteStorage(SQLiteAbortFlags, JournalControl, WorkflowRecords, DurableStorage):
     """Job records in a SQLite file that the processes of one host share.
 
     :raises JournalError: the file cannot be opened, is not a SQLite

@@ -29,6 +29,7 @@
 --                            and ``join()`` in any process
 -- ``P:dq``                   hash: owner -> [when, queues it consumes] (``declare_queues``)
 -- ``P:uk`` / ``P:ticks``     unique key -> the job that took it / a periodic task's last tick
+-- ``P:paused``               set of the paused queues (``pause``/``resume``; read every 0.5 s)
 -- ========================  ====================================================================
 --
 -- A job's text is its *state*, a newline, and its *body*. The body never changes once the
