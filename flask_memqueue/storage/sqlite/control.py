@@ -15,6 +15,7 @@ from ...jobfilter import JobFilter
 from ..durable import Record
 from ..sqlfilter import where_of
 from .schema import _COLUMNS, _FINISHED_SQL, _INSERT
+from .workflows import record
 
 
 class JournalControl(abc.ABC):
@@ -72,7 +73,7 @@ class JournalControl(abc.ABC):
             " ORDER BY enqueued_at DESC, seq DESC LIMIT ? OFFSET ?",
             (self.namespace, *params, visible_after, limit, offset),
         )
-        return [Record(*row) for row in rows]
+        return [record(row) for row in rows]
 
     def _count_matching(self, flt: JobFilter, visible_after: float) -> int:
         where, params = where_of(flt, mark="?")
