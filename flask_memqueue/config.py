@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .exceptions import ConfigurationError
@@ -200,16 +200,49 @@ def _queues(key: str, value: Any) -> dict[str, int]:
             raise ConfigurationError(str(exc)) from None
         where = f"{key}[{name!r}]"
         if isinstance(spec, dict):
-            unknown = sorted(map(str, set(spec) - {"threads"}))
+            unknown = sorted(map(str, set(spec) - QUEUE_OPTIONS))
             if unknown:
                 raise ConfigurationError(
-                    f"{where}: unknown option(s) {', '.join(map(repr, unknown))}; a queue takes {{'threads': N}}"
+                    f"{where}: unknown option(s) {', '.join(map(repr, unknown))}; a queue takes"
+                    " {'threads': N, 'async_concurrency': M}"
                 )
             spec = spec.get("threads", 1)
             where += "['threads']"
         queues[name] = _threads(where, spec)
     queues.setdefault(DEFAULT_QUEUE, 1)  # always there: a task without queue= goes to it
     return queues
+
+
+#: What a queue's dict in ``MEMQUEUE_QUEUES`` may say.
+QUEUE_OPTIONS = frozenset({"threads", "async_concurrency"})
+#: ``async_concurrency`` at most: jobs one consumer thread's event loop runs at once.
+MAX_ASYNC_CONCURRENCY = 10_000
+
+
+def async_concurrency(key: str, value: Any) -> dict[str, int]:
+    """The queues of ``MEMQUEUE_QUEUES`` (already checked by :func:`_queues`) whose threads run
+    several ``async def`` jobs at once: ``{"crawl": {"threads": 1, "async_concurrency": 100}}``.
+
+    Only queues that say more than 1 are listed (1, the default, is one job per thread).
+    """
+    found: dict[str, int] = {}
+    if not isinstance(value, dict):
+        return found
+    for name, spec in value.items():
+        if not isinstance(spec, dict) or "async_concurrency" not in spec:
+            continue
+        n = spec["async_concurrency"]
+        if isinstance(n, str) and n.strip().isdigit():
+            n = int(n)
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_ASYNC_CONCURRENCY:
+            raise ConfigurationError(
+                f"{key}[{name!r}]['async_concurrency'] must be a whole number from 1 to {MAX_ASYNC_CONCURRENCY}:"
+                f" how many async def jobs each consumer thread of the queue runs at once on its event loop"
+                f" (per thread: 'threads': 2 with 100 runs up to 200), not {n!r}"
+            )
+        if n > 1:
+            found[name] = n
+    return found
 
 
 def _queue_prefix(key: str, value: Any) -> str:
@@ -300,6 +333,9 @@ class Config:
     periodic: bool = True
     #: The time zone of cron schedules that name none (``MEMQUEUE_TIMEZONE``), an IANA name.
     timezone: str = "UTC"
+    #: Queues whose consumer threads run several ``async def`` jobs at once, and how many per
+    #: thread (``MEMQUEUE_QUEUES = {"crawl": {"async_concurrency": 100}}``); others run one.
+    async_concurrency: dict[str, int] = field(default_factory=dict)
 
 
 def read_config(config: Mapping[str, Any]) -> Config:
@@ -320,6 +356,7 @@ def read_config(config: Mapping[str, Any]) -> Config:
         value = config.get(key, setting.default)
         values[name.lower()] = setting.check(key, value)
     values["storage"], values["storage_options"], values["storage_key"] = _store(config, values)
+    values["async_concurrency"] = async_concurrency(PREFIX + "QUEUES", config.get(PREFIX + "QUEUES"))
     return Config(**values)
 
 

@@ -73,6 +73,17 @@ class JobFailed(MemQueueError):
         super().__init__(f"job {job.id} ({job.name}) {job.status}: {job.error}")
 
 
+class TimeLimitExceeded(MemQueueError):
+    """An ``async def`` job ran longer than its task's ``time_limit=`` and was cancelled.
+
+    Recorded as the attempt's error (the task's retries apply). The message
+    says whether the coroutine ended when it was cancelled, or swallowed the
+    cancellation and was abandoned (see :mod:`flask_memqueue.aio`).
+
+    .. versionadded:: 1.1
+    """
+
+
 class StorageError(MemQueueError):
     """The store cannot be reached, read or written (a disk, a file, a server).
 

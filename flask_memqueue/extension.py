@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from flask import Flask, current_app, has_app_context
@@ -25,7 +25,7 @@ from .registrar import Registrar, warn_main_module
 from .sigterm import install as install_sigterm_handler
 from .sigterm import serves_with_dev_server
 from .state import AppQueue, _in_reloader_watcher, _stop_all_for_signal
-from .task import Options, Task
+from .task import Options, Task, run_off_loop
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -222,6 +222,34 @@ class MemQueue(Registrar):
         except (KeyError, TypeError):
             task = self.registry.resolve(func)
         return queue.enqueue(task, args, kwargs)
+
+    @overload
+    async def aenqueue(self, func: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args,
+                       **kwargs: P.kwargs) -> Job[R]: ...
+
+    @overload
+    async def aenqueue(self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
+
+    @overload
+    async def aenqueue(self, func: str, /, *args: Any, **kwargs: Any) -> Job[Any]: ...
+
+    async def aenqueue(self, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job[Any]:
+        """:meth:`enqueue` for ``async def`` code (an async view, an async task):
+        ``job = await mq.aenqueue(fetch, url)``.
+
+        With a store other processes share the put runs in the loop's default
+        executor (with the caller's app context), so the loop goes on while the
+        store answers; the in-process memory store is called inline (it never
+        waits on I/O). Plain ``enqueue()`` works from async code too; it blocks
+        the loop for the store's round trip.
+
+        .. versionadded:: 1.1
+        """
+        return await run_off_loop(self, self.enqueue, func, *args, **kwargs)
+
+    def blocks_on_io(self) -> bool:
+        """True if a put to the current app's store may wait on I/O (a store other processes share)."""
+        return bool(self._queue().storage.capabilities.shared)
 
     def resolve(self, func: Callable[..., Any] | str) -> Task[..., Any]:
         """The task of ``func``: a task, a registered task name, or any callable (a task is made for it).

@@ -14,13 +14,13 @@ import datetime as _dt
 import inspect
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from .exceptions import MainModuleTaskWarning, ScheduleError
 from .hooks import Hook, Hooks
 from .registry import Registry, message_task_name
-from .task import Enqueuer, Task, default_name
+from .task import AsyncTask, Enqueuer, Task, default_name, is_coroutine_function
 
 if TYPE_CHECKING:
     from .state import AppQueue
@@ -32,6 +32,10 @@ R = TypeVar("R")
 class _Decorator(Protocol):
     """What ``@mq.task(...)`` returns: a decorator that keeps the function's signature."""
 
+    @overload
+    def __call__(self, func: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...
+
+    @overload
     def __call__(self, func: Callable[P, R], /) -> Task[P, R]: ...
 
 
@@ -62,6 +66,9 @@ class Registrar:
 
     # -- registration --------------------------------------------------------------
     @overload
+    def task(self, func: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...
+
+    @overload
     def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
@@ -76,6 +83,7 @@ class Registrar:
         retry_backoff: float = 2.0,
         queue: str = "default",
         priority: int = 0,
+        time_limit: float | None = None,
     ) -> _Decorator: ...
 
     def task(
@@ -89,6 +97,7 @@ class Registrar:
         retry_backoff: float = 2.0,
         queue: str = "default",
         priority: int = 0,
+        time_limit: float | None = None,
     ) -> Any:
         """Register a function as a task: ``@mq.task`` or ``@mq.task(retries=3, ...)``.
 
@@ -101,7 +110,13 @@ class Registrar:
             the queues and their threads); a call may choose another with
             :meth:`Task.options <flask_memqueue.Task.options>`.
         :param priority: -100..100, higher runs first within its queue.
+        :param time_limit: for an ``async def`` function, seconds an attempt may
+            run before its coroutine is cancelled and the attempt fails with
+            :class:`~flask_memqueue.TimeLimitExceeded` (see :doc:`/async`).
         :raises TypeError: a name given positionally (``@mq.task("resize")``).
+
+        An ``async def`` function makes an :class:`~flask_memqueue.task.AsyncTask`:
+        its jobs run the coroutine on the consumer thread's event loop (:doc:`/async`).
         """
         if isinstance(func, str):  # else the string would become the "function" of a task
             raise TypeError(f"@mq.task takes a task's name as a keyword: @mq.task(name={func!r})")
@@ -111,7 +126,7 @@ class Registrar:
                 fn = fn.func
             return self._register_task(
                 fn, name or default_name(fn), named=name is not None, retries=retries, retry_delay=retry_delay,
-                retry_backoff=retry_backoff, queue=queue, priority=priority,
+                retry_backoff=retry_backoff, queue=queue, priority=priority, time_limit=time_limit,
             )
 
         if func is not None:
@@ -179,7 +194,8 @@ class Registrar:
     def _register_task(self, fn: Callable[..., Any], task_name: str, *, named: bool, **options: Any) -> Task[..., Any]:
         """Make and register the Task of ``@mq.task`` and ``@mq.periodic``; warn about a
         ``__main__`` task (unless ``named``) where a store other processes share reads it by name."""
-        task: Task[..., Any] = Task(fn, task_name, mq=self._enqueuer, **options)
+        cls = AsyncTask if is_coroutine_function(fn) else Task
+        task: Task[..., Any] = cls(fn, task_name, mq=self._enqueuer, **options)
         self.registry.add_task(task)
         shared = any(q.storage.capabilities.shared for q in self._queues)
         if not named and task.name.startswith("__main__.") and shared:
