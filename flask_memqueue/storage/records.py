@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..job import Job, JobStatus
+from ..options import from_stored, stored_extras
 from .base import StoreContext
 
 RUNNING = JobStatus.RUNNING
@@ -60,6 +61,9 @@ class Record:
     unique_key: str | None = None
     #: For a periodic task's job: the Unix time of the tick it was queued for.
     tick: float | None = None
+    #: The job's options that have no column of their own, as one JSON object
+    #: (:func:`flask_memqueue.options.stored_extras`: a trace context, say), or None.
+    options: str | None = None
 
 
 class Codec:
@@ -113,6 +117,7 @@ class Codec:
             jid, job.task.name, args, kwargs, status.value, job.attempts, job.enqueued_at,
             eta if status is SCHEDULED else None, started_at, finished_at, result, error, traceback,
             self.owner if status is RUNNING else None, job.queue, job.priority, job.unique_key, job.tick,
+            stored_extras(job.options),
         )
 
     @staticmethod
@@ -176,9 +181,9 @@ class Codec:
         """A fresh Job for a record, never this process's local object."""
         kwargs = json.loads(record.kwargs) if record.kwargs else None
         context = self.context
+        options = from_stored(record.queue, record.priority, record.unique_key, record.tick, record.options)
         job = Job(context.host, record.id, context.task(record.task), tuple(json.loads(record.args)), kwargs,
-                  record.enqueued_at, queue=record.queue, priority=record.priority, unique_key=record.unique_key,
-                  tick=record.tick)
+                  record.enqueued_at, options=options)
         restore(job, record)
         return job
 
@@ -191,7 +196,7 @@ class Codec:
         that did not happen).
         """
         copy = Job(self.context.host, job.id, job.task, job.args, job.kwargs, job.enqueued_at, job.status,
-                   job.queue, job.priority, job.unique_key, job.tick)
+                   options=job.options)
         copy_outcome(job, copy)
         return copy
 

@@ -19,7 +19,7 @@ BUSY_TIMEOUT = 30.0
 _FINISHED_SQL = "('succeeded', 'failed', 'cancelled')"
 _COLUMNS = (
     "id, task, args, kwargs, status, attempts, enqueued_at, eta,"
-    " started_at, finished_at, result, error, traceback, owner, lane, priority, unique_key, tick"
+    " started_at, finished_at, result, error, traceback, owner, lane, priority, unique_key, tick, options"
 )
 _STATE_COLUMNS = "status, attempts, eta, started_at, finished_at, result, error, traceback, owner"
 _STATE = "status=?, attempts=?, eta=?, started_at=?, finished_at=?, result=?, error=?, traceback=?, owner=?"
@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS memqueue_jobs (
     lane TEXT NOT NULL DEFAULT 'default',
     priority INTEGER NOT NULL DEFAULT 0,
     unique_key TEXT,
-    tick REAL
+    tick REAL,
+    options TEXT
 )
 """
 # ``queue`` is the app's name (the namespace, as in 1.x journals); ``lane`` is
@@ -79,6 +80,8 @@ _MIGRATIONS = (
     ("priority", "ALTER TABLE memqueue_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0"),
     ("unique_key", "ALTER TABLE memqueue_jobs ADD COLUMN unique_key TEXT"),
     ("tick", "ALTER TABLE memqueue_jobs ADD COLUMN tick REAL"),
+    # A job's options without a column of their own (a trace context), as one JSON object.
+    ("options", "ALTER TABLE memqueue_jobs ADD COLUMN options TEXT"),
 )
 _LIVE_SQL = "('queued', 'scheduled', 'running')"
 # One index serves both claims of a lane (queued rows have eta NULL, so they
@@ -110,7 +113,7 @@ _ETA = 1 + _NAMES.index("eta")
 _ENQUEUED_AT = 1 + _NAMES.index("enqueued_at")
 _INSERT = (
     "INSERT INTO memqueue_jobs (id, queue, task, args, kwargs, status, enqueued_at, eta, lane, priority,"
-    " unique_key, tick) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " unique_key, tick, options) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 _DAMAGED_ADVICE = (

@@ -172,7 +172,7 @@ class SQLiteStorage(DurableStorage):
     def _row(self, r: Record) -> tuple[Any, ...]:
         """The values of :data:`_INSERT` for a new record."""
         return (r.id, self.namespace, r.task, r.args, r.kwargs, r.status, r.enqueued_at, r.eta, r.queue, r.priority,
-                r.unique_key, r.tick)
+                r.unique_key, r.tick, r.options)
 
     def _insert_unique(self, record: Record, full: bool) -> Record | None:
         ns = self.namespace
@@ -225,10 +225,10 @@ class SQLiteStorage(DurableStorage):
         if cur.rowcount == 0:  # eager mode: the job never went through put()
             conn.execute(
                 "INSERT INTO memqueue_jobs (id, queue, task, args, kwargs, enqueued_at, lane, priority, unique_key,"
-                f" tick, {_STATE_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f" tick, options, {_STATE_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (r.id, self.namespace, r.task, r.args, r.kwargs, r.enqueued_at, r.queue, r.priority, r.unique_key,
-                 r.tick, *state),
+                 r.tick, r.options, *state),
             )
 
     def _save(self, record: Record) -> None:
