@@ -267,6 +267,26 @@ def _timezone(key: str, value: Any) -> str:
     return str(value)
 
 
+def _auto_bool(key: str, value: Any) -> bool | None:
+    """None (the default: decide at ``init_app`` from what the process has), True or False."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    return _bool(key, value)
+
+
+def _sentry_arguments(key: str, value: Any) -> Any:
+    """True (each argument's repr), False (filtered), or a function ``(job) -> dict``."""
+    if callable(value) and not isinstance(value, (bool, int, str)):
+        return value
+    try:
+        return _bool(key, value)
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"{key} must be True (send each argument's repr), False (send '[Filtered]'), or a function"
+            f" (job) -> dict that returns what to send, not {value!r}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Setting:
     default: Any
@@ -300,6 +320,11 @@ SETTINGS: dict[str, Setting] = {
     "AMQP_PREFETCH": Setting(8, _int(1), "Unacknowledged messages one RabbitMQ consumer thread holds at most."),
     "PERIODIC": Setting(True, _bool, "Run the schedule of periodic tasks in this process (False: never)."),
     "TIMEZONE": Setting("UTC", _timezone, "The IANA time zone of cron schedules without timezone=."),
+    "OPENTELEMETRY": Setting(None, _auto_bool, "Trace jobs (None: if a tracer provider is set at init_app)."),
+    "SENTRY": Setting(None, _auto_bool, "Report failed jobs to Sentry (None: if sentry_sdk.init() ran before)."),
+    "SENTRY_RETRIES": Setting(False, _bool, "Also report each failed attempt that will be retried."),
+    "SENTRY_ARGUMENTS": Setting(True, _sentry_arguments, "A job's arguments on its Sentry event: True, False,"
+                                " or (job) -> dict."),
 }
 
 
@@ -336,6 +361,14 @@ class Config:
     #: Queues whose consumer threads run several ``async def`` jobs at once, and how many per
     #: thread (``MEMQUEUE_QUEUES = {"crawl": {"async_concurrency": 100}}``); others run one.
     async_concurrency: dict[str, int] = field(default_factory=dict)
+    #: Install the OpenTelemetry hook (``MEMQUEUE_OPENTELEMETRY``): None decides at init_app.
+    opentelemetry: bool | None = None
+    #: Install the Sentry hook (``MEMQUEUE_SENTRY``): None decides at init_app.
+    sentry: bool | None = None
+    #: Report each failed attempt that will be retried to Sentry too.
+    sentry_retries: bool = False
+    #: A job's arguments on its Sentry event: True, False, or a function ``(job) -> dict``.
+    sentry_arguments: Any = True
 
 
 def read_config(config: Mapping[str, Any]) -> Config:

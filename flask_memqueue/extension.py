@@ -118,6 +118,7 @@ class MemQueue(Registrar):
         config = read_config(app.config)
         for name, setting in SETTINGS.items():
             app.config.setdefault(PREFIX + name, setting.default)
+        self._observe(config)
         queue = AppQueue(self, self.registry, app, config)
         self._check_store(queue, config)
         queue.open_transport()  # MEMQUEUE_AMQP_URL: RabbitMQ carries the messages
@@ -128,6 +129,37 @@ class MemQueue(Registrar):
         app.extensions[EXTENSION_KEY] = queue
         self._queues.add(queue)
         self._mount(app, queue, config)
+
+    def _observe(self, config: Config) -> None:
+        """Install the OpenTelemetry and Sentry hooks when the process has them set up (or
+        the config asks): :mod:`flask_memqueue.otel`, :mod:`flask_memqueue.sentry`. Nothing
+        is imported, and no hook installed, for a process that has neither."""
+        from .otel import tracer_provider_is_set
+        from .sentry import sentry_is_initialised
+
+        installed = {type(hook).__name__ for hook in self.hooks}
+        if config.opentelemetry or (config.opentelemetry is None and tracer_provider_is_set()):
+            if "Tracing" not in installed:
+                try:
+                    from .otel import Tracing
+
+                    self.add_hook(Tracing())
+                except ImportError:
+                    raise ConfigurationError(
+                        "MEMQUEUE_OPENTELEMETRY = True needs OpenTelemetry: pip install"
+                        ' "/path/to/flask-memqueue[otel]" (the opentelemetry-api package), or set it to None'
+                    ) from None
+        if config.sentry or (config.sentry is None and sentry_is_initialised()):
+            if "SentryHook" not in installed:
+                try:
+                    from .sentry import SentryHook
+
+                    self.add_hook(SentryHook())
+                except ImportError:
+                    raise ConfigurationError(
+                        'MEMQUEUE_SENTRY = True needs sentry-sdk: pip install "/path/to/flask-memqueue[sentry]"'
+                        " (sentry-sdk >= 2), or set it to None"
+                    ) from None
 
     def _check_store(self, queue: AppQueue, config: Config) -> None:
         """Refuse an enqueue-only process whose store nobody else sees; warn about ``__main__`` tasks."""

@@ -18,7 +18,7 @@ from flask import Flask, current_app, g
 from support.backends import STORAGE_BACKENDS, backend_params
 from support.waiting import TIMEOUT, wait_until
 
-from flask_memqueue import ConfigurationError, Hook, Job, JobStatus, MemQueue, TimeLimitExceeded, current_job
+from flask_memqueue import ConfigurationError, Hook, Job, JobStatus, MemQueue, current_job
 from flask_memqueue.task import AsyncTask
 
 STORES = ["memory", "sqlite", "dict", "redis", "postgres"]

@@ -174,7 +174,7 @@ def test_a_production_app_without_the_schema_is_told_to_run_db_upgrade(make: Cal
         mq.enqueue(tasks["echo"], 1)
     runner = queue.app.test_cli_runner()
     first = runner.invoke(memqueue_cli, ["db", "upgrade"])
-    assert first.exit_code == 0 and "from version 0 to 1" in first.output, first.output
+    assert first.exit_code == 0 and "from version 0 to 2" in first.output, first.output
     again = runner.invoke(memqueue_cli, ["db", "upgrade"])
     assert again.exit_code == 0 and "current (version 2)" in again.output
     with queue.app.app_context():
@@ -192,8 +192,8 @@ def test_db_sql_is_one_transaction_that_can_run_twice(make: Callable[..., AppQue
     for _ in range(2):  # as a team would apply it in a migration, and once more by mistake
         with server.connect(autocommit=True) as conn:
             conn.execute(sql)
-    assert server.execute(f"SELECT version FROM {schema}.memqueue_schema") == [(1,)]
-    assert queue.storage.upgrade_schema() == (1, 1)
+    assert server.execute(f"SELECT version FROM {schema}.memqueue_schema") == [(1,), (2,)]
+    assert queue.storage.upgrade_schema() == (2, 2)
 
 
 @pytest.mark.processes
@@ -209,8 +209,8 @@ def test_two_processes_upgrading_an_empty_database_at_once_both_succeed(url: str
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
     outputs = [p.communicate(timeout=60)[0].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    assert sorted("from version 0 to 1" in o for o in outputs) == [False, True], outputs
-    assert server.execute(f"SELECT version FROM {schema}.memqueue_schema") == [(1,)]
+    assert sorted("from version 0 to 2" in o for o in outputs) == [False, True], outputs
+    assert server.execute(f"SELECT version FROM {schema}.memqueue_schema") == [(1,), (2,)]
 
 
 def test_once_current_starting_runs_no_ddl_behind_an_open_transaction(make: Callable[..., AppQueue], mq: MemQueue,
