@@ -27,6 +27,8 @@ event scrubber and ``before_send`` see every event. What this hook adds:
 Arguments: ``MEMQUEUE_SENTRY_ARGUMENTS`` is True (the default: the ``repr`` of
 each, cut to 200 characters), False (``"[Filtered]"``), or a function
 ``(job) -> dict`` that returns what to send instead (redact a password, say).
+Unless it is True, the event's stack frames carry no local variables either
+(the task's frame holds its arguments as locals, which sentry-sdk would send).
 """
 
 from __future__ import annotations
@@ -60,7 +62,12 @@ def sentry_is_initialised() -> bool:
     import sys
 
     sdk = sys.modules.get("sentry_sdk")
-    return sdk is not None and bool(sdk.get_client().is_active())
+    return sdk is not None and _sends(sdk.get_client())
+
+
+def _sends(client: Any) -> bool:
+    """True for a client that sends events: ``init()`` with a DSN (or a transport), not closed."""
+    return bool(client.is_active()) and getattr(client, "transport", None) is not None
 
 
 def _drop_reported_log_events(event: Any, hint: Any) -> Any:
@@ -117,7 +124,7 @@ class SentryHook(Hook):
         if not isinstance(exc, Exception):  # SystemExit & co end the thread; the log line says so
             return
         client = self._sdk.get_client()
-        if not client.is_active():
+        if not _sends(client):
             return
         will_retry = job.attempts <= job.task.retries
         if will_retry and not _setting(app, "sentry_retries", False):
@@ -129,6 +136,8 @@ class SentryHook(Hook):
         )
         if will_retry:
             event["level"] = "warning"
+        if _setting(app, "sentry_arguments", True) is not True:
+            _drop_local_variables(event)  # the function's frame holds its arguments as locals
         self._sdk.capture_event(event, hint=hint)
         try:
             setattr(exc, _REPORTED, True)
@@ -142,6 +151,13 @@ class SentryHook(Hook):
 def _setting(app: Flask, name: str, default: Any) -> Any:
     queue = app.extensions.get("memqueue")
     return getattr(getattr(queue, "config", None), name, default)
+
+
+def _drop_local_variables(event: dict[str, Any]) -> None:
+    """Remove the local variables sentry-sdk put in the event's stack frames."""
+    for value in (event.get("exception") or {}).get("values") or ():
+        for frame in (value.get("stacktrace") or {}).get("frames") or ():
+            frame.pop("vars", None)
 
 
 def _arguments(app: Flask, job: Job[Any]) -> dict[str, Any]:
