@@ -45,6 +45,7 @@ import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
+from dataclasses import replace as _replace
 from typing import TYPE_CHECKING, Any
 
 from .hooks import Hook
@@ -62,6 +63,37 @@ SYSTEM = "flask_memqueue"
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.44.0"
 #: The span contexts of this many last attempts are kept, to link a retry to the attempt before it.
 LINKS_KEPT = 10_000
+
+
+def _remote_parent(trace: Any) -> Callable[[str, str | None], Any]:
+    """A function: W3C ``traceparent`` (and ``tracestate``) -> the context of that remote parent span,
+    or None for a value that is not a version-00 traceparent (then the span starts a trace)."""
+    from opentelemetry.trace.span import TraceState
+
+    def remote(traceparent: str, tracestate: str | None) -> Any:
+        parts = traceparent.split("-")
+        if len(parts) != 4 or parts[0] != "00" or len(parts[1]) != 32 or len(parts[2]) != 16:
+            return None
+        try:
+            trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+        except ValueError:
+            return None
+        state = TraceState.from_header([tracestate]) if tracestate else None
+        ctx = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags),
+                                trace_state=state)
+        if not ctx.is_valid:
+            return None
+        return trace.set_span_in_context(trace.NonRecordingSpan(ctx))
+
+    return remote
+
+
+def tracing_of(hooks: Any) -> Tracing | None:
+    """The :class:`Tracing` hook among ``hooks`` (an extension's), if one is installed."""
+    for hook in hooks:
+        if isinstance(hook, Tracing):
+            return hook
+    return None
 
 
 def tracer_provider_is_set() -> bool:
@@ -84,13 +116,12 @@ class Tracing(Hook):
 
     def __init__(self, tracer_provider: Any = None) -> None:
         from opentelemetry import trace
-        from opentelemetry.propagate import extract, inject
 
         from . import __version__
 
         self._trace = trace
-        self._inject = inject
-        self._extract = extract
+        self._current_span = trace.get_current_span
+        self._remote = _remote_parent(trace)
         self._provider = tracer_provider
         self._version = __version__
         self._tracer: Any = None
@@ -107,11 +138,18 @@ class Tracing(Hook):
 
     # -- the points --------------------------------------------------------------------
     def on_enqueue(self, app: Flask, job: Job[Any]) -> None:
-        carrier: dict[str, str] = {}
-        self._inject(carrier)
-        parent = carrier.get("traceparent")
-        if parent is not None:
-            job.options = job.options.replace(traceparent=parent, tracestate=carrier.get("tracestate") or None)
+        """Record the current span's context as W3C ``traceparent``/``tracestate`` (written here, not
+        by the global propagator: a third of the cost, and the stored form is W3C whatever an app's
+        propagators are)."""
+        ctx = self._current_span().get_span_context()
+        if not ctx.is_valid:
+            return
+        state = ctx.trace_state.to_header() if ctx.trace_state else None
+        # dataclasses.replace, not JobOptions.replace: options with a trace context are never the shared ones
+        job.options = _replace(
+            job.options, traceparent=f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}",
+            tracestate=state or None,
+        )
 
     def around_run(self, app: Flask, job: Job[Any], call: Callable[[], Any]) -> Any:
         with self._span(job) as span:
@@ -137,12 +175,7 @@ class Tracing(Hook):
     @contextmanager
     def _span(self, job: Job[Any]) -> Iterator[Any]:
         options = job.options
-        parent = None
-        if options.traceparent is not None:
-            carrier = {"traceparent": options.traceparent}
-            if options.tracestate:
-                carrier["tracestate"] = options.tracestate
-            parent = self._extract(carrier)
+        parent = None if options.traceparent is None else self._remote(options.traceparent, options.tracestate)
         links = []
         previous = self._last.pop(job.id, None)
         if previous is not None:
@@ -163,6 +196,55 @@ class Tracing(Hook):
         ) as span:
             yield span
 
+    # -- RabbitMQ messages (flask_memqueue.amqp) ----------------------------------------------
+    def message_headers(self) -> dict[str, str]:
+        """The current span's context as ``traceparent``/``tracestate`` message headers (empty if none)."""
+        ctx = self._current_span().get_span_context()
+        if not ctx.is_valid:
+            return {}
+        headers = {"traceparent": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"}
+        state = ctx.trace_state.to_header() if ctx.trace_state else ""
+        if state:
+            headers["tracestate"] = state
+        return headers
+
+    @contextmanager
+    def message_span(self, queue: str, message_id: str | None, handler: str, attempt: int,
+                     headers: dict[str, Any]) -> Iterator[Any]:
+        """A CONSUMER span around a handler's call for a RabbitMQ message: the child of the span
+        whose context the message's headers carry (the publisher's), attributed as a job's span
+        (``messaging.destination.name``: the RabbitMQ queue; ``messaging.system``: ``rabbitmq``).
+        The caller records the outcome with :meth:`message_outcome`."""
+        traceparent = headers.get("traceparent")
+        state = headers.get("tracestate")
+        parent = self._remote(traceparent, state if isinstance(state, str) else None) if isinstance(
+            traceparent, str) else None
+        attributes = {
+            "messaging.system": "rabbitmq",
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": queue,
+            "flask_memqueue.task": handler,
+            "flask_memqueue.attempt": attempt,
+        }
+        if message_id:
+            attributes["messaging.message.id"] = message_id
+        with self._get_tracer().start_as_current_span(
+            f"process {queue}", context=parent, kind=self._trace.SpanKind.CONSUMER, attributes=attributes,
+            record_exception=False, set_status_on_exception=False,
+        ) as span:
+            yield span
+
+    def message_outcome(self, span: Any, error: BaseException | None, will_retry: bool) -> None:
+        """Record a handler's outcome on its :meth:`message_span`."""
+        if error is None:
+            span.set_attribute("flask_memqueue.outcome", "succeeded")
+            return
+        span.set_attribute("flask_memqueue.outcome", "retrying" if will_retry else "failed")
+        span.set_attribute("error.type", f"{type(error).__module__}.{type(error).__qualname__}")
+        span.record_exception(error)
+        span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"[:200]))
+
     def _failed(self, span: Any, job: Job[Any], exc: BaseException) -> None:
         will_retry = isinstance(exc, Exception) and job.attempts <= job.task.retries
         span.set_attribute("flask_memqueue.outcome", "retrying" if will_retry else "failed")
@@ -178,4 +260,4 @@ class Tracing(Hook):
         return "<Tracing (OpenTelemetry)>"
 
 
-__all__ = ["SCHEMA_URL", "SYSTEM", "Tracing", "tracer_provider_is_set"]
+__all__ = ["SCHEMA_URL", "SYSTEM", "Tracing", "tracer_provider_is_set", "tracing_of"]

@@ -153,7 +153,7 @@ def _setting(app: Flask, name: str, default: Any) -> Any:
     return getattr(getattr(queue, "config", None), name, default)
 
 
-def _drop_local_variables(event: dict[str, Any]) -> None:
+def _drop_local_variables(event: Any) -> None:
     """Remove the local variables sentry-sdk put in the event's stack frames."""
     for value in (event.get("exception") or {}).get("values") or ():
         for frame in (value.get("stacktrace") or {}).get("frames") or ():

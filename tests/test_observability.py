@@ -224,3 +224,44 @@ def test_a_bad_sentry_arguments_value_is_refused_naming_the_key(
 ) -> None:
     with pytest.raises(ConfigurationError, match="MEMQUEUE_SENTRY_ARGUMENTS must be True"):
         make_app(MEMQUEUE_SENTRY_ARGUMENTS=value)
+
+
+# -- RabbitMQ messages --------------------------------------------------------------------------
+def test_a_rabbitmq_message_carries_the_trace_and_its_handler_runs_in_a_child_span(
+    mq: MemQueue, make_app: Callable[..., Flask], spans: tuple[TracerProvider, InMemorySpanExporter],
+    rabbitmq: Any,
+) -> None:
+    import secrets
+    import threading
+
+    provider, exporter = spans
+    mq.add_hook(Tracing(tracer_provider=provider))
+    qname = f"t.{secrets.token_hex(4)}"
+    done = threading.Event()
+
+    @mq.handler("orders", amqp_queue=qname)
+    def on_order(message: Any) -> None:
+        done.set()
+
+    app = make_app(MEMQUEUE_AMQP_URL=rabbitmq.url)
+    with app.app_context(), provider.get_tracer("test").start_as_current_span("POST /orders") as request:
+        published = mq.produce({"order": 1}, topic="orders")
+    queue = mq.queue_for(app)
+    assert queue.ensure_consumer()
+    assert done.wait(TIMEOUT)
+    queue.shutdown(timeout=TIMEOUT)
+    [span] = [s for s in exporter.get_finished_spans() if s.name == f"process {qname}"]
+    assert span.parent is not None and span.parent.span_id == request.get_span_context().span_id
+    attributes = dict(span.attributes or {})
+    assert attributes["messaging.system"] == "rabbitmq" and attributes["flask_memqueue.outcome"] == "succeeded"
+    assert attributes["messaging.message.id"] == published.id
+    from support.servers.rabbitmq import Broker
+
+    assert isinstance(rabbitmq, Broker)
+    connection = rabbitmq.connection()
+    try:
+        channel = connection.channel()
+        channel.queue_delete(qname)
+        channel.queue_delete(qname + ".dead")
+    finally:
+        connection.close()
