@@ -385,3 +385,40 @@ def test_stopping_a_concurrent_queue_runs_the_jobs_in_flight_to_their_end(
         assert mq.shutdown(wait=False, timeout=TIMEOUT) in (True, False)
     wait_until(lambda: all(job.finished for job in jobs), TIMEOUT, "the jobs in flight to end")
     assert [job.result for job in jobs] == list(range(5))
+
+
+# -- the pytest plugin's fixtures ---------------------------------------------------------------
+@pytest.fixture
+def async_task(mq: MemQueue) -> AsyncTask[[int], int]:
+    @mq.task(name="aio.square")
+    async def square(n: int) -> int:
+        await asyncio.sleep(0)
+        return n * n + (0 if current_app else 1)
+
+    return square
+
+
+def test_memqueue_eager_runs_an_async_task_inline(
+    app: Flask, async_task: AsyncTask[[int], int], memqueue_eager: list[Job[Any]]
+) -> None:
+    with app.app_context():
+        job = async_task.delay(3)
+    assert job.status is JobStatus.SUCCEEDED and job.result == 9 and memqueue_eager == [job]
+
+
+def test_memqueue_captured_records_an_async_call_and_runs_it_on_demand(
+    app: Flask, async_task: AsyncTask[[int], int], memqueue_captured: Any
+) -> None:
+    with app.app_context():
+        async_task.delay(4)
+        assert memqueue_captured.names == ["aio.square"]
+        assert memqueue_captured[0].run() == 16
+
+
+def test_memqueue_drain_runs_waiting_async_jobs(
+    app: Flask, async_task: AsyncTask[[int], int], memqueue_drain: Callable[..., None]
+) -> None:
+    with app.app_context():
+        job = async_task.delay(5)
+    memqueue_drain()
+    assert job.result == 25
