@@ -88,6 +88,16 @@ def _remote_parent(trace: Any) -> Callable[[str, str | None], Any]:
     return remote
 
 
+def _version() -> str | None:
+    """This package's version, as installed (the instrumentation scope's version), if known."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("Flask-MemQueue")
+    except PackageNotFoundError:
+        return None
+
+
 def tracing_of(hooks: Any) -> Tracing | None:
     """The :class:`Tracing` hook among ``hooks`` (an extension's), if one is installed."""
     for hook in hooks:
@@ -117,13 +127,11 @@ class Tracing(Hook):
     def __init__(self, tracer_provider: Any = None) -> None:
         from opentelemetry import trace
 
-        from . import __version__
-
         self._trace = trace
         self._current_span = trace.get_current_span
         self._remote = _remote_parent(trace)
         self._provider = tracer_provider
-        self._version = __version__
+        self._version = _version()
         self._tracer: Any = None
         self._tracer_of: Any = None
         # job id -> the span context of its last attempt here (for a retry's link), oldest first.

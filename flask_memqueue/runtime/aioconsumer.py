@@ -67,6 +67,10 @@ class AsyncConsumer(Consumer):
         self._unrecorded: list[Job[Any]] = []
         # A job ended the thread (SystemExit & co): the loop stops claiming, the thread ends crashed.
         self._crashed = False
+        self._me = 0
+        self._inline = False
+        # The claim under way on the claimer thread, if any (one at a time).
+        self._pending: asyncio.Future[Any] | None = None
         super().__init__(queue, queue_name, index)
 
     @property
@@ -107,68 +111,80 @@ class AsyncConsumer(Consumer):
             queue.consumer_exited(self, me, self._crashed)
 
     async def _main(self, me: int) -> None:
+        """Claim while a slot is free, start each job as an asyncio task; at a stop, let them end."""
+        self._me = me
+        self._inline = not self.queue.storage.capabilities.shared
+        self._pending = None
         loop = asyncio.get_running_loop()
-        storage = self.queue.storage
-        take = storage.take
-        name = self.queue_name
-        inline = not storage.capabilities.shared
-
-        def stop() -> bool:
-            return self.stopping or self._crashed or self.ident != me
-
-        def claim() -> Job[Any] | None:  # on the claimer thread
-            try:
-                while self._unrecorded:
-                    self.record(self._unrecorded[0])
-                    self._unrecorded.pop(0)
-                job = take(CLAIM_WAIT, queue=name, stop=stop)
-            except Exception as exc:
-                if not self._store_failed(exc):
-                    return _GIVE_UP  # type: ignore[no-any-return]
-                return None
-            if self.store_failures:
-                self._store_recovered()
-            return job
-
         tasks: set[asyncio.Task[None]] = set()
-        pending: asyncio.Future[Job[Any] | None] | None = None
         claimer = ThreadPoolExecutor(
-            1, thread_name_prefix=f"memqueue-claimer[{self.queue.app.name}:{name}#{self.index}]"
+            1, thread_name_prefix=f"memqueue-claimer[{self.queue.app.name}:{self.queue_name}#{self.index}]"
         )
         try:
-            while not stop():
-                job: Job[Any] | None = None
-                if len(tasks) < self.concurrency and pending is None:
-                    if inline and not self._unrecorded:
-                        try:
-                            job = take(0.0, queue=name)
-                        except Exception:  # the claimer's turn: it backs off and logs
-                            job = None
-                    if job is None:
-                        pending = loop.run_in_executor(claimer, claim)
-                if job is None:
-                    waiting: set[asyncio.Future[Any]] = set(tasks)
-                    if pending is not None:
-                        waiting.add(pending)
-                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                    if pending is None or pending not in done:
-                        continue
-                    job, pending = pending.result(), None
-                    if job is _GIVE_UP:
-                        break
-                    if job is None:
-                        continue
-                self._start(job, tasks)
-            if pending is not None:  # a claim under way hands its job here: run it too
-                job = await pending
-                if job is not None and job is not _GIVE_UP:
+            while not self._stop_requested():
+                job = await self._next_job(loop, claimer, tasks)
+                if job is _GIVE_UP:
+                    break
+                if job is not None:
                     self._start(job, tasks)
-            if tasks:
-                await asyncio.wait(tasks)
-            while self._unrecorded:  # a last try; the store keeps them RUNNING otherwise (its takeover's)
-                self.record(self._unrecorded.pop(0))
+            await self._wind_down(tasks)
         finally:
             claimer.shutdown(wait=True)
+
+    def _stop_requested(self) -> bool:
+        """Asked by the loop and by the store before it claims (and when woken)."""
+        return self.stopping or self._crashed or self.ident != self._me
+
+    async def _next_job(self, loop: asyncio.AbstractEventLoop, claimer: ThreadPoolExecutor,
+                        tasks: set[asyncio.Task[None]]) -> Any:
+        """The next job to start; None to look again (a job ended, or nothing came); or ``_GIVE_UP``."""
+        if len(tasks) < self.concurrency and self._pending is None:
+            job = self._take_inline()
+            if job is not None:
+                return job
+            self._pending = loop.run_in_executor(claimer, self._claim)
+        waiting: set[asyncio.Future[Any]] = set(tasks)
+        if self._pending is not None:
+            waiting.add(self._pending)
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if self._pending is None or self._pending not in done:
+            return None
+        job, self._pending = self._pending.result(), None
+        return job
+
+    def _take_inline(self) -> Job[Any] | None:
+        """A due job of the in-process store, taken without waiting (None from a shared store)."""
+        if not self._inline or self._unrecorded:
+            return None
+        try:
+            return self.queue.storage.take(0.0, queue=self.queue_name)
+        except Exception:  # the claimer's turn: it backs off and logs
+            return None
+
+    def _claim(self) -> Any:
+        """On the claimer thread: record what failed to record, then wait for the next job."""
+        try:
+            while self._unrecorded:
+                self.record(self._unrecorded[0])
+                self._unrecorded.pop(0)
+            job = self.queue.storage.take(CLAIM_WAIT, queue=self.queue_name, stop=self._stop_requested)
+        except Exception as exc:
+            return None if self._store_failed(exc) else _GIVE_UP
+        if self.store_failures:
+            self._store_recovered()
+        return job
+
+    async def _wind_down(self, tasks: set[asyncio.Task[None]]) -> None:
+        """After a stop: run the job a claim under way hands over, let every job end, record."""
+        if self._pending is not None:
+            job = await self._pending
+            self._pending = None
+            if job is not None and job is not _GIVE_UP:
+                self._start(job, tasks)
+        if tasks:
+            await asyncio.wait(tasks)
+        while self._unrecorded:  # a last try; the store keeps them RUNNING otherwise (its takeover's)
+            self.record(self._unrecorded.pop(0))
 
     def _start(self, job: Job[Any], tasks: set[asyncio.Task[None]]) -> None:
         task = asyncio.get_running_loop().create_task(self._one(job))
