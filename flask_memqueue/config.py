@@ -271,7 +271,13 @@ def _auto_bool(key: str, value: Any) -> bool | None:
     """None (the default: decide at ``init_app`` from what the process has), True or False."""
     if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
         return None
-    return _bool(key, value)
+    try:
+        return _bool(key, value)
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"{key} must be True, False, or None (the default: decide at init_app from what the process has"
+            f" set up), not {value!r}"
+        ) from None
 
 
 def _sentry_arguments(key: str, value: Any) -> Any:

@@ -127,7 +127,7 @@ def test_without_a_tracer_provider_no_hook_is_installed_and_the_config_key_is_ch
     make_app()
     assert not [hook for hook in mq.hooks if isinstance(hook, Tracing)]
     assert not mq.hooks.active and not mq.hooks.enqueue
-    with pytest.raises(ConfigurationError, match="MEMQUEUE_OPENTELEMETRY must be True or False"):
+    with pytest.raises(ConfigurationError, match="MEMQUEUE_OPENTELEMETRY must be True, False, or None"):
         make_app("other", MEMQUEUE_OPENTELEMETRY="maybe")
 
 
