@@ -88,6 +88,12 @@ def _remote_parent(trace: Any) -> Callable[[str, str | None], Any]:
     return remote
 
 
+def _off(app: Flask) -> bool:
+    """True for an app with ``MEMQUEUE_OPENTELEMETRY = False`` (another app of its MemQueue installed the hook)."""
+    queue = app.extensions.get("memqueue")
+    return getattr(getattr(queue, "config", None), "opentelemetry", None) is False
+
+
 def _version() -> str | None:
     """This package's version, as installed (the instrumentation scope's version), if known."""
     from importlib.metadata import PackageNotFoundError, version
@@ -149,6 +155,8 @@ class Tracing(Hook):
         """Record the current span's context as W3C ``traceparent``/``tracestate`` (written here, not
         by the global propagator: a third of the cost, and the stored form is W3C whatever an app's
         propagators are)."""
+        if _off(app):
+            return
         ctx = self._current_span().get_span_context()
         if not ctx.is_valid:
             return
@@ -160,6 +168,8 @@ class Tracing(Hook):
         )
 
     def around_run(self, app: Flask, job: Job[Any], call: Callable[[], Any]) -> Any:
+        if _off(app):
+            return call()
         with self._span(job) as span:
             try:
                 result = call()
@@ -170,6 +180,8 @@ class Tracing(Hook):
             return result
 
     async def around_arun(self, app: Flask, job: Job[Any], call: Callable[[], Awaitable[Any]]) -> Any:
+        if _off(app):
+            return await call()
         with self._span(job) as span:
             try:
                 result = await call()

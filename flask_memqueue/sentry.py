@@ -93,6 +93,8 @@ class SentryHook(Hook):
             _processor_added = True
 
     def around_run(self, app: Flask, job: Job[Any], call: Callable[[], Any]) -> Any:
+        if _setting(app, "sentry", None) is False:  # another app of this MemQueue installed the hook
+            return call()
         with self._scope(app, job):
             try:
                 return call()
@@ -101,6 +103,8 @@ class SentryHook(Hook):
                 raise
 
     async def around_arun(self, app: Flask, job: Job[Any], call: Callable[[], Awaitable[Any]]) -> Any:
+        if _setting(app, "sentry", None) is False:
+            return await call()
         with self._scope(app, job):
             try:
                 return await call()

@@ -265,3 +265,23 @@ def test_a_rabbitmq_message_carries_the_trace_and_its_handler_runs_in_a_child_sp
         channel.queue_delete(qname + ".dead")
     finally:
         connection.close()
+
+
+def test_an_app_that_says_false_is_not_traced_even_when_another_app_installed_the_hook(
+    mq: MemQueue, make_app: Callable[..., Flask], spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, exporter = spans
+    mq.add_hook(Tracing(tracer_provider=provider))
+
+    @mq.task(name="obs.quiet")
+    def quiet() -> int:
+        return 1
+
+    traced, untraced = make_app("traced"), make_app("untraced", MEMQUEUE_OPENTELEMETRY=False)
+    for app in (traced, untraced):
+        with app.app_context(), provider.get_tracer("test").start_as_current_span(f"enqueue {app.name}"):
+            job = quiet.delay()
+        assert job.wait(TIMEOUT) == 1
+        assert (job.options.traceparent is None) == (app is untraced)
+    assert sorted(s.name for s in exporter.get_finished_spans() if s.name.startswith("process")) == [
+        "process default"]
