@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .exceptions import ConfigurationError
@@ -216,16 +216,49 @@ def _queues(key: str, value: Any) -> dict[str, int]:
             raise ConfigurationError(str(exc)) from None
         where = f"{key}[{name!r}]"
         if isinstance(spec, dict):
-            unknown = sorted(map(str, set(spec) - {"threads"}))
+            unknown = sorted(map(str, set(spec) - QUEUE_OPTIONS))
             if unknown:
                 raise ConfigurationError(
-                    f"{where}: unknown option(s) {', '.join(map(repr, unknown))}; a queue takes {{'threads': N}}"
+                    f"{where}: unknown option(s) {', '.join(map(repr, unknown))}; a queue takes"
+                    " {'threads': N, 'async_concurrency': M}"
                 )
             spec = spec.get("threads", 1)
             where += "['threads']"
         queues[name] = _threads(where, spec)
     queues.setdefault(DEFAULT_QUEUE, 1)  # always there: a task without queue= goes to it
     return queues
+
+
+#: What a queue's dict in ``MEMQUEUE_QUEUES`` may say.
+QUEUE_OPTIONS = frozenset({"threads", "async_concurrency"})
+#: ``async_concurrency`` at most: jobs one consumer thread's event loop runs at once.
+MAX_ASYNC_CONCURRENCY = 10_000
+
+
+def async_concurrency(key: str, value: Any) -> dict[str, int]:
+    """The queues of ``MEMQUEUE_QUEUES`` (already checked by :func:`_queues`) whose threads run
+    several ``async def`` jobs at once: ``{"crawl": {"threads": 1, "async_concurrency": 100}}``.
+
+    Only queues that say more than 1 are listed (1, the default, is one job per thread).
+    """
+    found: dict[str, int] = {}
+    if not isinstance(value, dict):
+        return found
+    for name, spec in value.items():
+        if not isinstance(spec, dict) or "async_concurrency" not in spec:
+            continue
+        n = spec["async_concurrency"]
+        if isinstance(n, str) and n.strip().isdigit():
+            n = int(n)
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_ASYNC_CONCURRENCY:
+            raise ConfigurationError(
+                f"{key}[{name!r}]['async_concurrency'] must be a whole number from 1 to {MAX_ASYNC_CONCURRENCY}:"
+                f" how many async def jobs each consumer thread of the queue runs at once on its event loop"
+                f" (per thread: 'threads': 2 with 100 runs up to 200), not {n!r}"
+            )
+        if n > 1:
+            found[name] = n
+    return found
 
 
 def _queue_prefix(key: str, value: Any) -> str:
@@ -248,6 +281,32 @@ def _timezone(key: str, value: Any) -> str:
     except ConfigurationError as exc:
         raise ConfigurationError(str(exc) + _env_hint(key, value)) from None
     return str(value)
+
+
+def _auto_bool(key: str, value: Any) -> bool | None:
+    """None (the default: decide at ``init_app`` from what the process has), True or False."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    try:
+        return _bool(key, value)
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"{key} must be True, False, or None (the default: decide at init_app from what the process has"
+            f" set up), not {value!r}"
+        ) from None
+
+
+def _sentry_arguments(key: str, value: Any) -> Any:
+    """True (each argument's repr), False (filtered), or a function ``(job) -> dict``."""
+    if callable(value) and not isinstance(value, (bool, int, str)):
+        return value
+    try:
+        return _bool(key, value)
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"{key} must be True (send each argument's repr), False (send '[Filtered]'), or a function"
+            f" (job) -> dict that returns what to send, not {value!r}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -287,6 +346,11 @@ SETTINGS: dict[str, Setting] = {
     "GRACE_PERIOD": Setting(
         5.0, _seconds, "Seconds a job may run on after its time limit or a forced abort before its thread is given up."
     ),
+    "OPENTELEMETRY": Setting(None, _auto_bool, "Trace jobs (None: if a tracer provider is set at init_app)."),
+    "SENTRY": Setting(None, _auto_bool, "Report failed jobs to Sentry (None: if sentry_sdk.init() ran before)."),
+    "SENTRY_RETRIES": Setting(False, _bool, "Also report each failed attempt that will be retried."),
+    "SENTRY_ARGUMENTS": Setting(True, _sentry_arguments, "A job's arguments on its Sentry event: True, False,"
+                                " or (job) -> dict."),
 }
 
 
@@ -324,6 +388,17 @@ class Config:
     time_limit: float | None = None
     #: Seconds after a time limit (or an abort) before the job's thread is given up (``MEMQUEUE_GRACE_PERIOD``).
     grace_period: float = 5.0
+    #: Queues whose consumer threads run several ``async def`` jobs at once, and how many per
+    #: thread (``MEMQUEUE_QUEUES = {"crawl": {"async_concurrency": 100}}``); others run one.
+    async_concurrency: dict[str, int] = field(default_factory=dict)
+    #: Install the OpenTelemetry hook (``MEMQUEUE_OPENTELEMETRY``): None decides at init_app.
+    opentelemetry: bool | None = None
+    #: Install the Sentry hook (``MEMQUEUE_SENTRY``): None decides at init_app.
+    sentry: bool | None = None
+    #: Report each failed attempt that will be retried to Sentry too.
+    sentry_retries: bool = False
+    #: A job's arguments on its Sentry event: True, False, or a function ``(job) -> dict``.
+    sentry_arguments: Any = True
 
 
 def read_config(config: Mapping[str, Any]) -> Config:
@@ -344,6 +419,7 @@ def read_config(config: Mapping[str, Any]) -> Config:
         value = config.get(key, setting.default)
         values[name.lower()] = setting.check(key, value)
     values["storage"], values["storage_options"], values["storage_key"] = _store(config, values)
+    values["async_concurrency"] = async_concurrency(PREFIX + "QUEUES", config.get(PREFIX + "QUEUES"))
     return Config(**values)
 
 

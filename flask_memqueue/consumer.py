@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from blinker import Signal
 from werkzeug.local import LocalProxy
 
+from . import aio
 from .exceptions import StorageRefused, TimeLimitExceeded, one_line
 from .job import Job, JobStatus, _Outcome
 from .signals import job_failed, job_retrying, job_started, job_succeeded
@@ -446,6 +447,7 @@ class Consumer:
             if me != self.ident:
                 return
         _cv_consumer.set(self)  # this thread's context, for good: current_job reads self.current
+        aio.own_loop()  # async def jobs share one event loop per consumer thread (made at the first)
         crashed = False
         job: Job | None = None
         name = self.queue_name
@@ -488,6 +490,7 @@ class Consumer:
                     queue.app.name, exc_info=True,
                 )
         finally:
+            aio.close_loop()
             queue.consumer_exited(self, me, crashed)
 
 

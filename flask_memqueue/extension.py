@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from flask import Flask, current_app, has_app_context
@@ -25,7 +25,7 @@ from .registrar import Registrar, warn_main_module
 from .sigterm import install as install_sigterm_handler
 from .sigterm import serves_with_dev_server
 from .state import AppQueue, _in_reloader_watcher, _stop_all_for_signal
-from .task import Call, Options, Task
+from .task import Call, Options, Task, run_off_loop
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -119,6 +119,7 @@ class MemQueue(Registrar):
         config = read_config(app.config)
         for name, setting in SETTINGS.items():
             app.config.setdefault(PREFIX + name, setting.default)
+        self._observe(config)
         queue = AppQueue(self, self.registry, app, config)
         self._check_store(queue, config)
         queue.open_transport()  # MEMQUEUE_AMQP_URL: RabbitMQ carries the messages
@@ -131,6 +132,37 @@ class MemQueue(Registrar):
         if config.time_limit is not None:
             self._use_time_limits()
         self._mount(app, queue, config)
+
+    def _observe(self, config: Config) -> None:
+        """Install the OpenTelemetry and Sentry hooks when the process has them set up (or
+        the config asks): :mod:`flask_memqueue.otel`, :mod:`flask_memqueue.sentry`. Nothing
+        is imported, and no hook installed, for a process that has neither."""
+        from .otel import tracer_provider_is_set
+        from .sentry import sentry_is_initialised
+
+        installed = {type(hook).__name__ for hook in self.hooks}
+        if config.opentelemetry or (config.opentelemetry is None and tracer_provider_is_set()):
+            if "Tracing" not in installed:
+                try:
+                    from .otel import Tracing
+
+                    self.add_hook(Tracing())
+                except ImportError:
+                    raise ConfigurationError(
+                        "MEMQUEUE_OPENTELEMETRY = True needs OpenTelemetry: pip install"
+                        ' "/path/to/flask-memqueue[otel]" (the opentelemetry-api package), or set it to None'
+                    ) from None
+        if config.sentry or (config.sentry is None and sentry_is_initialised()):
+            if "SentryHook" not in installed:
+                try:
+                    from .sentry import SentryHook
+
+                    self.add_hook(SentryHook())
+                except ImportError:
+                    raise ConfigurationError(
+                        'MEMQUEUE_SENTRY = True needs sentry-sdk: pip install "/path/to/flask-memqueue[sentry]"'
+                        " (sentry-sdk >= 2), or set it to None"
+                    ) from None
 
     def _check_store(self, queue: AppQueue, config: Config) -> None:
         """Refuse an enqueue-only process whose store nobody else sees; warn about ``__main__`` tasks."""
@@ -225,6 +257,34 @@ class MemQueue(Registrar):
         except (KeyError, TypeError):
             task = self.registry.resolve(func)
         return queue.enqueue(task, args, kwargs)
+
+    @overload
+    async def aenqueue(self, func: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args,
+                       **kwargs: P.kwargs) -> Job[R]: ...
+
+    @overload
+    async def aenqueue(self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
+
+    @overload
+    async def aenqueue(self, func: str, /, *args: Any, **kwargs: Any) -> Job[Any]: ...
+
+    async def aenqueue(self, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job[Any]:
+        """:meth:`enqueue` for ``async def`` code (an async view, an async task):
+        ``job = await mq.aenqueue(fetch, url)``.
+
+        With a store other processes share the put runs in the loop's default
+        executor (with the caller's app context), so the loop goes on while the
+        store answers; the in-process memory store is called inline (it never
+        waits on I/O). Plain ``enqueue()`` works from async code too; it blocks
+        the loop for the store's round trip.
+
+        .. versionadded:: 1.1
+        """
+        return await run_off_loop(self, self.enqueue, func, *args, **kwargs)
+
+    def blocks_on_io(self) -> bool:
+        """True if a put to the current app's store may wait on I/O (a store other processes share)."""
+        return bool(self._queue().storage.capabilities.shared)
 
     def resolve(self, func: Callable[..., Any] | str) -> Task[..., Any]:
         """The task of ``func``: a task, a registered task name, or any callable (a task is made for it).

@@ -22,6 +22,14 @@ branch inside the consumer (Dramatiq's middleware, in four points):
     (``teardown_appcontext`` runs after it): return ``call()``'s result, or
     raise. An exception from the hook counts as the function's own (the
     task's retries apply), so a time limit raises here.
+``around_arun(app, job, call)`` (async)
+    For an ``async def`` job that a queue with ``async_concurrency`` > 1 runs
+    next to others on one event loop: ``return await call()``, or raise. There
+    ``around_run`` cannot apply (it would block the loop, or see only an
+    un-awaited coroutine), so each job gets exactly one of the two: such a job
+    the ``around_arun`` chain, every other job (an async job in a thread of its
+    own included: its coroutine runs inside ``call()``) the ``around_run`` one.
+    A hook that wraps every job overrides both.
 ``on_outcome(app, job)``
     In the consumer thread, once the store has recorded what the attempt
     came to (succeeded, failed, or scheduled for a retry): a workflow
@@ -49,8 +57,10 @@ test one attribute each, and call the function as before.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
+
+from .aio import coroutine_of
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -101,6 +111,10 @@ class Hook:
         """Wrap the call of the task's function: return ``call()``'s result, or raise."""
         return call()
 
+    async def around_arun(self, app: Flask, job: Job[Any], call: Callable[[], Awaitable[Any]]) -> Any:
+        """Wrap an ``async def`` job on a concurrent queue's loop: ``return await call()``, or raise."""
+        return await call()
+
     def on_outcome(self, app: Flask, job: Job[Any]) -> None:
         """The store recorded what this attempt came to (``job.status`` says what)."""
 
@@ -125,12 +139,15 @@ class Hooks:
         self.claim: tuple[Hook, ...] = ()
         #: Hooks that override ``around_run``.
         self.around: tuple[Hook, ...] = ()
+        #: Hooks that override ``around_arun`` (async jobs of a concurrent queue).
+        self.aaround: tuple[Hook, ...] = ()
         #: Hooks that override ``on_outcome``.
         self.outcome: tuple[Hook, ...] = ()
         #: True if a consumer has anything to do besides calling the function:
         #: a claim, around or outcome hook (one attribute read per job).
         self.active = False
         self._chains: dict[TaskLike, Callable[[Flask, Job[Any]], Any]] = {}
+        self._achain: Callable[[Flask, Job[Any]], Coroutine[Any, Any, Any]] = _ainnermost
 
     def add(self, hook: Hook) -> None:
         """Install ``hook`` after those installed before it (see the module's text for the order)."""
@@ -140,9 +157,11 @@ class Hooks:
         self.enqueue = tuple(h for h in self._all if _overrides(h, "on_enqueue"))
         self.claim = tuple(h for h in self._all if _overrides(h, "on_claim"))
         self.around = tuple(h for h in self._all if _overrides(h, "around_run"))
+        self.aaround = tuple(h for h in self._all if _overrides(h, "around_arun"))
         self.outcome = tuple(h for h in self._all if _overrides(h, "on_outcome"))
         self.active = bool(self.claim or self.around or self.outcome)
         self._chains = {}  # rebuilt on first use
+        self._achain = self._build_achain()
 
     def __iter__(self) -> Any:
         return iter(list(self._all))
@@ -196,6 +215,30 @@ class Hooks:
         for hook in reversed(self.around):
             chain = _wrap(hook, chain)
         return chain
+
+
+    async def arun(self, app: Flask, job: Job[Any]) -> Any:
+        """Await ``job``'s coroutine through the ``around_arun`` hooks (a concurrent queue's async job)."""
+        return await self._achain(app, job)
+
+    def _build_achain(self) -> Callable[[Flask, Job[Any]], Coroutine[Any, Any, Any]]:
+        chain: Callable[[Flask, Job[Any]], Coroutine[Any, Any, Any]] = _ainnermost
+        for hook in reversed(self.aaround):
+            chain = _awrap(hook, chain)
+        return chain
+
+
+async def _ainnermost(app: Flask, job: Job[Any]) -> Any:
+    return await coroutine_of(job)
+
+
+def _awrap(
+    hook: Hook, inner: Callable[[Flask, Job[Any]], Coroutine[Any, Any, Any]]
+) -> Callable[[Flask, Job[Any]], Coroutine[Any, Any, Any]]:
+    async def link(app: Flask, job: Job[Any]) -> Any:
+        return await hook.around_arun(app, job, lambda: inner(app, job))
+
+    return link
 
 
 def _wrap(hook: Hook, inner: Callable[[Flask, Job[Any]], Any]) -> Callable[[Flask, Job[Any]], Any]:

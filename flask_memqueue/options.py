@@ -87,6 +87,11 @@ class JobOptions:
     #: ``options(time_limit=...)``: seconds the job may run, instead of its task's
     #: own or ``MEMQUEUE_TIME_LIMIT`` (see :doc:`/limits`); None: theirs.
     time_limit: float | None = None
+    #: The W3C ``traceparent`` of the span that enqueued the job (set by the OpenTelemetry
+    #: hook, :mod:`flask_memqueue.otel`, when a tracer provider is set): the job's span is its child.
+    traceparent: str | None = None
+    #: The W3C ``tracestate`` that went with it, if any.
+    tracestate: str | None = None
 
     def replace(self, **changes: Any) -> JobOptions:
         """These options with the given fields changed (the shared object when there is one)."""
@@ -117,7 +122,7 @@ def job_options(
 ) -> JobOptions:
     """The :class:`JobOptions` for these values: one shared object per
     ``(queue, priority)`` when nothing else is set."""
-    if unique_key is not None or tick is not None or any(v is not None for v in others.values()):
+    if unique_key is not None or tick is not None or (others and any(v is not None for v in others.values())):
         return JobOptions(queue, priority, unique_key, tick, **others)
     key = (queue, priority)
     options = _SHARED_OPTIONS.get(key)

@@ -91,8 +91,14 @@ class EnqueuedJob:
     unique_key: str | None = None
 
     def run(self) -> Any:
-        """Call the task here, as the job would have (no app context is pushed)."""
-        return self.task.func(*self.args, **self.kwargs)
+        """Call the task here, as the job would have (no app context is pushed); an
+        ``async def`` task's coroutine is run to its end (on a loop made for it)."""
+        result = self.task.func(*self.args, **self.kwargs)
+        if getattr(self.task.strategy, "is_async", False):
+            from .aio import run_coroutine
+
+            return run_coroutine(result)
+        return result
 
 
 class EnqueuedJobs(list[EnqueuedJob]):

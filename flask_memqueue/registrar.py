@@ -14,13 +14,13 @@ import datetime as _dt
 import inspect
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from .exceptions import MainModuleTaskWarning, ScheduleError
 from .hooks import Hook, Hooks
 from .registry import Registry, message_task_name
-from .task import Enqueuer, Task, default_name
+from .task import AsyncTask, Enqueuer, Task, default_name, is_coroutine_function
 
 if TYPE_CHECKING:
     from .state import AppQueue
@@ -32,6 +32,10 @@ R = TypeVar("R")
 class _Decorator(Protocol):
     """What ``@mq.task(...)`` returns: a decorator that keeps the function's signature."""
 
+    @overload
+    def __call__(self, func: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...
+
+    @overload
     def __call__(self, func: Callable[P, R], /) -> Task[P, R]: ...
 
 
@@ -70,6 +74,9 @@ class Registrar:
             self.hooks.add(self._time_limits)
 
     # -- registration --------------------------------------------------------------
+    @overload
+    def task(self, func: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...
+
     @overload
     def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
 
@@ -113,9 +120,13 @@ class Registrar:
             :meth:`Task.options <flask_memqueue.Task.options>`.
         :param priority: -100..100, higher runs first within its queue.
         :param time_limit: seconds a job of the task may run; then
-            :class:`~flask_memqueue.TimeLimitExceeded` is raised in it (see :doc:`/limits`).
+            :class:`~flask_memqueue.TimeLimitExceeded` is raised in it (see :doc:`/limits`);
+            for an ``async def`` function, its coroutine is cancelled instead (see :doc:`/async`).
             None: ``MEMQUEUE_TIME_LIMIT`` (none by default).
         :raises TypeError: a name given positionally (``@mq.task("resize")``).
+
+        An ``async def`` function makes an :class:`~flask_memqueue.task.AsyncTask`:
+        its jobs run the coroutine on the consumer thread's event loop (:doc:`/async`).
         """
         if isinstance(func, str):  # else the string would become the "function" of a task
             raise TypeError(f"@mq.task takes a task's name as a keyword: @mq.task(name={func!r})")
@@ -194,7 +205,8 @@ class Registrar:
     def _register_task(self, fn: Callable[..., Any], task_name: str, *, named: bool, **options: Any) -> Task[..., Any]:
         """Make and register the Task of ``@mq.task`` and ``@mq.periodic``; warn about a
         ``__main__`` task (unless ``named``) where a store other processes share reads it by name."""
-        task: Task[..., Any] = Task(fn, task_name, mq=self._enqueuer, **options)
+        cls = AsyncTask if is_coroutine_function(fn) else Task
+        task: Task[..., Any] = cls(fn, task_name, mq=self._enqueuer, **options)
         self.registry.add_task(task)
         if task.time_limit is not None:
             self._use_time_limits()

@@ -15,10 +15,13 @@ hot path, which uses the task's own).
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import datetime as _dt
 import functools
+import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
@@ -60,6 +63,8 @@ class Enqueuer(Protocol):
     def submit(self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None,
                options: JobOptions, /) -> Job: ...
 
+    def blocks_on_io(self) -> bool: ...
+
 
 def _enqueuer(task: Task[..., Any]) -> Enqueuer:
     mq = task._mq
@@ -71,12 +76,26 @@ def _enqueuer(task: Task[..., Any]) -> Enqueuer:
 def choose_strategy(func: Callable[..., Any]) -> Strategy | None:
     """How ``func`` is called for a job, decided once per task (see :mod:`flask_memqueue.hooks`).
 
-    None: in the consumer thread (every function today). This is where an
-    ``async def`` function would get a strategy that runs the coroutine on
-    the thread's event loop, and an ``isolated`` task one that calls it in a
-    child process.
+    None: in the consumer thread (every plain function). A coroutine function
+    (``async def``) gets :class:`~flask_memqueue.aio.AsyncStrategy`, which runs
+    the coroutine on the thread's event loop (:mod:`flask_memqueue.aio`).
     """
+    if is_coroutine_function(func):
+        from .aio import ASYNC
+
+        return ASYNC
     return None
+
+
+def is_coroutine_function(func: Callable[..., Any]) -> bool:
+    """True for an ``async def`` function (also behind ``functools.partial`` or a callable
+    object whose ``__call__`` is one)."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(func, "__call__", None)  # noqa: B004 - an object's __call__, not callable()
+    return not inspect.isfunction(func) and not inspect.isclass(func) and inspect.iscoroutinefunction(call)
 
 
 class Task(Generic[P, R]):
@@ -190,6 +209,19 @@ class Task(Generic[P, R]):
             mq = _enqueuer(self)  # raises
         return mq.enqueue(self, *args, **kwargs)
 
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """:meth:`delay` for ``async def`` code: ``job = await task.adelay(...)``.
+
+        With a store other processes share (SQLite, Redis, PostgreSQL) the put
+        runs in the loop's default executor, so the event loop is not blocked
+        while the store answers; with the in-process memory store it runs
+        inline (it takes microseconds and never waits on I/O).
+
+        .. versionadded:: 1.1
+        """
+        mq = _enqueuer(self)
+        return await run_off_loop(mq, mq.enqueue, self, *args, **kwargs)
+
     def options(self, **changes: Unpack[JobChanges]) -> TaskOptions[P, R]:
         """This task with job options for one call: ``task.options(queue="urgent", priority=50).delay(...)``.
 
@@ -299,6 +331,34 @@ def _check_policy(name: str, retries: int, retry_delay: float, retry_backoff: fl
             check_time_limit(time_limit, f"task {name!r}: time_limit")
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
+
+
+async def run_off_loop(mq: Enqueuer, enqueue: Callable[..., Job[Any]], *args: Any, **kwargs: Any) -> Job[Any]:
+    """``enqueue(*args, **kwargs)`` from a coroutine, off the loop when the store may wait on I/O.
+
+    The call keeps the caller's context (its app context) in the executor's thread.
+    """
+    if not mq.blocks_on_io():
+        return enqueue(*args, **kwargs)
+    context = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(context.run, enqueue, *args, **kwargs)
+    )
+
+
+class AsyncTask(Task[P, R]):
+    """The task of an ``async def`` function: ``@mq.task`` on a coroutine function makes one.
+
+    Everything of :class:`Task` works the same (``delay``, ``options``, ``s``,
+    retries, eager mode); the job's result (``Job[R]``) is what the coroutine
+    returns, and calling the task returns the coroutine, as calling the
+    function does. See :mod:`flask_memqueue.aio` for where its coroutine runs.
+
+    .. versionadded:: 1.1
+    """
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:  # type: ignore[override]
+        return self.func(*args, **kwargs)  # type: ignore[return-value]
 
 
 class Call(Generic[R]):
@@ -494,4 +554,4 @@ def default_name(func: Callable[..., Any]) -> str:
     return f"{module}.{qualname}"
 
 
-__all__ = ["Call", "Enqueuer", "Options", "Task", "TaskOptions", "choose_strategy", "default_name"]
+__all__ = ["AsyncTask", "Call", "Enqueuer", "Options", "Task", "TaskOptions", "choose_strategy", "default_name"]

@@ -20,7 +20,8 @@ BAD_VALUES: dict[str, list[Any]] = {
     "CONSUMER": ["sometimes", -1],
     "QUEUES": [["default"], "emails", {"": 1}, {"bad name": 1}, {"x" * 65: 1}, {"emails": -1}, {"emails": 257},
                {"emails": 1.5}, {"emails": True}, {"emails": {"threads": 2, "speed": 3}}, {"emails": {"threads": "x"}},
-               {3: 1}, {"default": None}],
+               {3: 1}, {"default": None}, {"crawl": {"async_concurrency": 0}},
+               {"crawl": {"threads": 1, "async_concurrency": "lots"}}, {"crawl": {"async_concurrency": 10_001}}],
     "URL_PREFIX": ["memqueue", "", " /memqueue", 42],
     "TOKEN": ["short", 123456789, b"0123456789abcdef0123", 1.5e20],
     "MAX_MESSAGE_BYTES": [0, -5, "big", 1.5],
@@ -40,6 +41,10 @@ BAD_VALUES: dict[str, list[Any]] = {
     "AMQP_PREFETCH": [0, -1, "lots", 2.5],
     "PERIODIC": ["often", 2, None],
     "TIMEZONE": ["Mars/Olympus_Mons", "", 1, None, "../etc/passwd", " UTC"],
+    "OPENTELEMETRY": ["sometimes", 2, []],
+    "SENTRY": ["sometimes", 2, []],
+    "SENTRY_RETRIES": ["maybe", 2, None],
+    "SENTRY_ARGUMENTS": ["redact", 3, None, [], {"args": 1}],
 }
 
 

@@ -195,19 +195,13 @@ class AmqpConsumer:
             self._dead_letter(channel, name, props, headers, body, attempts - 1, str(exc), None)
             channel.basic_ack(delivery_tag=method.delivery_tag)
             return
-        app = self.state.host.app
-        ctx = app.app_context()
-        ctx.push()
-        error: BaseException | None = None
-        try:
-            task.func(message)
-        except Exception as exc:
-            error = exc
-        finally:
-            try:
-                ctx.pop(error)
-            except Exception:
-                logger.exception("a teardown_appcontext handler failed after a message of queue %r", name)
+        tracing = self.state.tracing()
+        if tracing is None:
+            error = self._call(task, message, name)
+        else:  # a span, the child of the publisher's (flask_memqueue.otel)
+            with tracing.message_span(name, props.message_id, task.name, attempts, headers) as span:
+                error = self._call(task, message, name)
+                tracing.message_outcome(span, error, error is not None and attempts <= task.retries)
         if error is None:
             channel.basic_ack(delivery_tag=method.delivery_tag)
             self.handled += 1
@@ -232,6 +226,23 @@ class AmqpConsumer:
             tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
             self._dead_letter(channel, name, props, headers, body, attempts, reason, tb)
         channel.basic_ack(delivery_tag=method.delivery_tag)
+
+    def _call(self, task: Task[..., Any], message: Any, name: str) -> Exception | None:
+        """Call the handler on ``message`` in a fresh app context; the Exception it raised, or None."""
+        app = self.state.host.app
+        ctx = app.app_context()
+        ctx.push()
+        error: Exception | None = None
+        try:
+            task.func(message)
+        except Exception as exc:
+            error = exc
+        finally:
+            try:
+                ctx.pop(error)
+            except Exception:
+                logger.exception("a teardown_appcontext handler failed after a message of queue %r", name)
+        return error
 
     def _retry(self, channel: Any, name: str, props: Any, headers: dict[str, Any], body: bytes, delay: float) -> None:
         """Send a copy to the delay queue for ``delay`` (or straight back to the queue's tail for 0)."""

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..consumer import backoff_delay
 from ..exceptions import BrokerUnavailable, ConfigurationError, QueueClosed, one_line
+from ..otel import tracing_of
 from ..storage.base import redact_url
 from .consumers import AmqpConsumer
 from .publishers import PublisherPool, PublishFailed
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
     from ..config import Config
     from ..job import Job
+    from ..otel import Tracing
     from ..registry import Registry
     from ..task import Task
 
@@ -89,6 +91,8 @@ class AmqpTransport:
 
     def __init__(self, host: AmqpHost) -> None:
         self.host = host
+        self._tracing: Tracing | None = None
+        self._tracing_seen = -1
         config = host.config
         url = config.amqp_url
         assert url is not None
@@ -161,6 +165,9 @@ class AmqpTransport:
         body = encode(message)
         message_id = f"{self._token}-{next(self._ids)}"
         headers = {TOPIC_HEADER: task.topic} if task.topic is not None else None
+        tracing = self.tracing()
+        if tracing is not None:  # the trace goes on in the handler's process (flask_memqueue.otel)
+            headers = {**(headers or {}), **tracing.message_headers()} or None
         try:
             self._pool.publish(name, body, properties(message_id, headers))
         except PublishFailed as failed:
@@ -171,6 +178,16 @@ class AmqpTransport:
         if self.publish_error is not None:
             self.publish_error = None
         return Published(message_id, task.topic, name)
+
+    def tracing(self) -> Tracing | None:
+        """The app's OpenTelemetry hook, if installed (looked up again when the hooks change)."""
+        hooks = getattr(self.host, "hooks", None)
+        if hooks is None:
+            return None
+        count = len(hooks)
+        if self._tracing_seen != count:
+            self._tracing, self._tracing_seen = tracing_of(hooks), count
+        return self._tracing
 
     def captured(self, task: Task[..., Any], job: Job) -> Published:
         """The receipt of a message the ``memqueue_captured`` fixture recorded (nothing was sent)."""

@@ -317,6 +317,8 @@ class Watchdog:
         if out.abort is None:
             out.abort = reason
             logger.warning("job %s (%s): %s; asking it to stop", job.id, job.name, reason)
+        if job.task.strategy is not None:
+            return  # a coroutine shares its thread with others: it is asked (abort_requested), never forced
         consumer.interrupted = True
         with self.cond:
             if id(job) not in self._aborts:
@@ -357,6 +359,8 @@ class TimeLimits(Hook):
     def around_run(self, app: Flask, job: Job[Any], call: Callable[[], Any]) -> Any:
         queue = app.extensions.get("memqueue")
         if queue is None:
+            return call()
+        if job.task.strategy is not None:  # a coroutine: its strategy cancels it at the limit (aio.limited)
             return call()
         limit = limit_of(job, queue.config)
         if limit is None:

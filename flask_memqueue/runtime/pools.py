@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..consumer import Consumer
 from ..options import DEFAULT_QUEUE
+from .aioconsumer import AsyncConsumer
 from .guard import start_guarded
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class ConsumerPools:
         """One Consumer per thread of every queue in :attr:`threads` (none alive yet)."""
         #: One Consumer per thread, per queue: the pools' places.
         self.by_queue: dict[str, list[Consumer]] = {
-            name: [Consumer(self, name, i) for i in range(n)] for name, n in self.threads.items()
+            name: [self._place(name, i) for i in range(n)] for name, n in self.threads.items()
         }
         pool = self.by_queue.get(DEFAULT_QUEUE)
         #: The default queue's first consumer: it runs eager jobs and
@@ -67,6 +68,14 @@ class ConsumerPools:
         self.consumer: Consumer = pool[0] if pool else Consumer(self, DEFAULT_QUEUE, 0)
         #: The queues this process declares (an enqueue may always name them).
         self.declared: frozenset[str] = frozenset(self.threads) | frozenset(self.config.queues)
+
+    def _place(self, name: str, index: int) -> Consumer:
+        """The consumer of place ``index`` of queue ``name``: one that runs several async
+        jobs at once on its event loop where ``async_concurrency`` says so."""
+        concurrency = self.config.async_concurrency.get(name, 1)
+        if concurrency > 1:
+            return AsyncConsumer(self, name, index, concurrency)
+        return Consumer(self, name, index)
 
     @property
     def storage(self) -> Storage:

@@ -120,6 +120,7 @@ class Codec:
             jid, job.task.name, args, kwargs, status.value, job.attempts, job.enqueued_at,
             eta if status is SCHEDULED else None, started_at, finished_at, result, error, traceback,
             self.owner if status is RUNNING else None, job.queue, job.priority, job.unique_key, job.tick,
+            options=stored_extras(job.options),
         )
 
     @staticmethod
@@ -151,9 +152,6 @@ class Codec:
             job.args = tuple(json.loads(record.args))
             if job.kwargs:
                 job.kwargs = json.loads(record.kwargs or "{}")
-        opts = job.options
-        if opts.after is not None or opts.group is not None:  # a workflow's job: its links and group
-            record.options = stored_extras(opts)
         jid = job.key = record.id  # from now on the id is the key: no formatting per read
         if self.local_jobs:  # before the insert: a consumer here may claim it at once
             with self.lock:

@@ -1171,8 +1171,55 @@ class _ManyPauseAndSearch(_Harness):
         assert storage.delete(failed) is False
 
 
+class _StoredOptions(_Harness):
+    """The options a job holds without a column of their own (``JobOptions``' stored
+    fields: the trace context the OpenTelemetry hook records) come back with the job,
+    whichever way it was put, taken, read or retried."""
+
+    TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    def _traced(self, queue: AppQueue, value: Any = None) -> Job:
+        job = new_job(queue, "contract.retry", value)
+        job.options = job.options.replace(traceparent=self.TRACEPARENT, tracestate="vendor=1")
+        return job
+
+    def test_stored_options_come_back_from_put_take_get_and_a_retry(self, queue: AppQueue) -> None:
+        job = self._traced(queue, "x")
+        queue.storage.put(job)
+        found = queue.storage.get(job.id)
+        assert found is not None and found.options.traceparent == self.TRACEPARENT
+        taken = queue.storage.take(0)
+        assert taken is not None and taken.id == job.id
+        assert (taken.options.traceparent, taken.options.tracestate) == (self.TRACEPARENT, "vendor=1")
+        queue.consumer.execute(taken)  # contract.retry fails once, with a retry left
+        assert taken.status is JobStatus.SCHEDULED
+        queue.storage.schedule(taken, retry=True)
+        again = queue.storage.take(0) or queue.storage.take(5)
+        assert again is not None and again.id == job.id and again.options.traceparent == self.TRACEPARENT
+
+    def test_stored_options_come_back_from_put_unique_and_a_scheduled_job(self, queue: AppQueue) -> None:
+        keyed_job = self._traced(queue, "k")
+        keyed_job.unique_key = "contract:traced"
+        assert queue.storage.put_unique(keyed_job) is keyed_job
+        later = self._traced(queue, "s")
+        later.mark_scheduled(time.time() - 1)
+        queue.storage.schedule(later)
+        for job in (keyed_job, later):
+            found = queue.storage.get(job.id)
+            assert found is not None and found.options.tracestate == "vendor=1", job
+        taken = [queue.storage.take(0), queue.storage.take(0)]
+        assert sorted(ids(taken)) == sorted([keyed_job.id, later.id])  # type: ignore[type-var]
+        assert all(t is not None and t.options.traceparent == self.TRACEPARENT for t in taken)
+
+    def test_a_job_without_such_options_keeps_its_tasks_shared_options(self, queue: AppQueue) -> None:
+        job = queued(queue, "plain")
+        taken = queue.storage.take(0)
+        assert taken is not None and taken.id == job.id
+        assert taken.options.traceparent is None and taken.options == job.options
+
+
 class StorageContract(_PutAndTake, _SingleJobsAndListings, _WaitingAndBounds, _QueuesAndPriorities,
-                      _UniqueKeysAndTicks, _Workflows, _ManyPauseAndSearch):
+                      _UniqueKeysAndTicks, _Workflows, _ManyPauseAndSearch, _StoredOptions):
     """The storage contract every store passes (:class:`~flask_memqueue.storage.Storage`).
 
     Subclass it (its name does not start with ``Test``, so pytest collects
@@ -1202,6 +1249,17 @@ class SharedStorageContract(_Harness):
         assert job.kwargs == {"value": {"1": "one"}}
         taken = queue.storage.take(0)
         assert taken is not None and taken.args == job.args and taken.kwargs == job.kwargs
+
+    def test_another_process_reads_and_runs_a_job_with_its_stored_options(self, make_store: Factory) -> None:
+        first = make_store()
+        second = make_store(like=first)
+        job = new_job(first, "contract.echo", "traced")
+        job.options = job.options.replace(traceparent=_StoredOptions.TRACEPARENT)
+        first.storage.put(job)
+        taken = second.storage.take(0)
+        assert taken is not None and taken is not job and taken.id == job.id
+        assert taken.options.traceparent == _StoredOptions.TRACEPARENT and taken.options.tracestate is None
+        assert taken.options.queue == job.options.queue
 
     def test_non_json_arguments_are_refused_at_enqueue(self, make_store: Factory) -> None:
         queue = make_store()

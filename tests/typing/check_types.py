@@ -138,3 +138,31 @@ resize.s("a.png").options(priority="high")  # type: ignore[arg-type]
 assert_type(resize.si("a.png", width=10), Call[bytes])
 resize.si(width=10)  # type: ignore[call-arg]
 resize.si("a.png", width="wide")  # type: ignore[arg-type]
+
+
+# -- async def tasks: Task[P, R] with the coroutine's result, Job[R] ----------------------
+@mq.task
+async def fetch(url: str, *, timeout: float = 1.0) -> int:
+    return len(url)
+
+
+@mq.task(retries=2, time_limit=5.0)
+async def crawl(urls: list[str]) -> list[int]:
+    return [len(u) for u in urls]
+
+
+fetch_task: Task[[str], int] = fetch
+assert_type(fetch.delay("https://example.org"), Job[int])
+assert_type(crawl.delay(["a"]), Job[list[int]])
+assert_type(fetch.delay("x").wait(), int)
+fetch.delay(1)  # type: ignore[arg-type]
+crawl.delay(["a"], "b")  # type: ignore[call-arg]
+wrong_fetch: Task[[str], str] = fetch  # type: ignore[assignment]
+
+
+async def async_view() -> None:
+    assert_type(await fetch.adelay("https://example.org"), Job[int])
+    assert_type(await mq.aenqueue(fetch, "x"), Job[int])
+    assert_type(await mq.aenqueue(resize, "a.png"), Job[bytes])
+    assert_type(await fetch("x"), int)
+    await fetch.adelay(2)  # type: ignore[arg-type]

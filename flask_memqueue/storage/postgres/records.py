@@ -23,7 +23,7 @@ class PostgresRecord(Record):
 def insert_row(namespace: str, r: Record) -> tuple[Any, ...]:
     """The values of an insert, in ``statements.INSERT_COLUMNS`` order."""
     return (namespace, r.id, r.task, r.args, r.kwargs, r.status, r.enqueued_at, r.eta, r.queue,
-            r.priority, r.unique_key, r.tick)
+            r.priority, r.unique_key, r.tick, r.options)
 
 
 def state_values(r: Record, running: Progress | None) -> tuple[Any, ...]:
@@ -45,7 +45,7 @@ def save_params(r: Record, running: Progress | None, *, namespace: str, owner: s
     params: dict[str, Any] = {f"s_{c}": v for c, v in zip(STATE_NAMES, state_values(r, running), strict=True)}
     params.update(s_id=r.id, ns=namespace, me=owner, s_task=r.task, s_args=r.args, s_kwargs=r.kwargs,
                   s_enqueued_at=r.enqueued_at, s_lane=r.queue, s_priority=r.priority, s_unique_key=r.unique_key,
-                  s_tick=r.tick, dchannel=done_channel)
+                  s_tick=r.tick, s_options=r.options, dchannel=done_channel)
     return params
 
 

@@ -115,6 +115,10 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     PRIMARY KEY (ns, lane)
 )""",
     )),
+    # A job's options without a column of their own (a trace context: flask_memqueue.options), as JSON.
+    (4, "job options without a column of their own", (
+        "ALTER TABLE {s}.memqueue_jobs ADD COLUMN IF NOT EXISTS options text",
+    )),
 )
 #: The schema version this code needs.
 SCHEMA_VERSION = MIGRATIONS[-1][0]

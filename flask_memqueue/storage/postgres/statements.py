@@ -12,9 +12,9 @@ from .schema import FINISHED_SQL, LIVE_SQL, ident
 
 #: The columns of a record, in :class:`~flask_memqueue.storage.postgres.records.PostgresRecord`'s order.
 COLUMNS = ("id, task, args, kwargs, status, attempts, enqueued_at, eta, started_at, finished_at, result, error,"
-           " traceback, owner, lane, priority, unique_key, tick, progress, message")
+           " traceback, owner, lane, priority, unique_key, tick, options, progress, message")
 #: The columns an insert writes, in :func:`~flask_memqueue.storage.postgres.records.insert_row`'s order.
-INSERT_COLUMNS = "ns, id, task, args, kwargs, status, enqueued_at, eta, lane, priority, unique_key, tick"
+INSERT_COLUMNS = "ns, id, task, args, kwargs, status, enqueued_at, eta, lane, priority, unique_key, tick, options"
 #: The state columns an outcome, a transition or a take-over writes, in
 #: :func:`~flask_memqueue.storage.postgres.records.state_values`' order.
 STATE_NAMES = ("status", "attempts", "eta", "started_at", "finished_at", "result", "error", "traceback",
@@ -29,9 +29,9 @@ _SET_STATE = ("status = %s, attempts = %s, eta = %s, started_at = %s, finished_a
               " error = %s, traceback = %s, owner = %s, progress = %s, message = %s, token = NULL")
 _SET_NAMED = ", ".join(f"{c} = %(s_{c})s" for c in STATE_NAMES) + ", token = NULL"
 _NAMED_STATE = ", ".join(f"%(s_{c})s" for c in STATE_NAMES)
-_VALUES_ONE = "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_VALUES_ONE = "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 _VALUES_MANY = ("SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-                " %s::float8[], %s::float8[], %s::text[], %s::int2[], %s::text[], %s::float8[])")
+                " %s::float8[], %s::float8[], %s::text[], %s::int2[], %s::text[], %s::float8[], %s::text[])")
 
 
 def _insert(values: str) -> str:
@@ -51,9 +51,10 @@ _SAVE_CTES = (
     "old AS (SELECT status, owner FROM {jobs} WHERE id = %(s_id)s AND ns = %(ns)s),"
     " upd AS (UPDATE {jobs} SET " + _SET_NAMED + " WHERE id = %(s_id)s AND ns = %(ns)s AND status = 'running'"
     " AND owner = %(me)s RETURNING status),"
-    " ins AS (INSERT INTO {jobs} (ns, id, task, args, kwargs, enqueued_at, lane, priority, unique_key, tick, "
-    + ", ".join(STATE_NAMES) + ") SELECT %(ns)s, %(s_id)s, %(s_task)s, %(s_args)s, %(s_kwargs)s,"
-    " %(s_enqueued_at)s, %(s_lane)s, %(s_priority)s, %(s_unique_key)s, %(s_tick)s, " + _NAMED_STATE
+    " ins AS (INSERT INTO {jobs} (ns, id, task, args, kwargs, enqueued_at, lane, priority, unique_key, tick,"
+    " options, " + ", ".join(STATE_NAMES) + ") SELECT %(ns)s, %(s_id)s, %(s_task)s, %(s_args)s, %(s_kwargs)s,"
+    " %(s_enqueued_at)s, %(s_lane)s, %(s_priority)s, %(s_unique_key)s, %(s_tick)s, %(s_options)s, "
+    + _NAMED_STATE
     + " WHERE NOT EXISTS (SELECT 1 FROM old) ON CONFLICT (id) DO NOTHING RETURNING id),"
     " n AS (SELECT pg_notify(%(dchannel)s, 'd:' || %(s_id)s) FROM upd WHERE upd.status IN "
     + FINISHED_SQL + " AND EXISTS (SELECT 1 FROM {waiters} w WHERE w.ns = %(ns)s"
@@ -78,7 +79,7 @@ _CLAIM_CTES = (
     " attempts = j.attempts + 1, started_at = %(now)s FROM pick WHERE j.seq = pick.seq"
     " RETURNING j.id, j.task, j.args, j.kwargs, pick.status AS was, pick.attempts AS tries, j.enqueued_at,"
     " j.eta, pick.started_at AS began, j.finished_at, j.result, j.error, j.traceback, NULL::text AS nobody,"
-    " j.lane, j.priority, j.unique_key, j.tick, j.progress, j.message)"
+    " j.lane, j.priority, j.unique_key, j.tick, j.options, j.progress, j.message)"
 )
 
 
@@ -110,7 +111,7 @@ _TEMPLATES = {
         "WITH holder AS (SELECT " + COLUMNS + " FROM {jobs} WHERE ns = %s AND unique_key = %s"
         " AND status IN " + LIVE_SQL + " ORDER BY seq LIMIT 1),"
         " ins AS (INSERT INTO {jobs} (" + INSERT_COLUMNS + ")"
-        " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s WHERE NOT EXISTS (SELECT 1 FROM holder) AND %s"
+        " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s WHERE NOT EXISTS (SELECT 1 FROM holder) AND %s"
         " RETURNING lane),"
         " n AS (SELECT pg_notify(%s, 'q:' || lane) FROM ins)"
         " SELECT h.*, (SELECT count(*) FROM ins), (SELECT count(*) FROM n) FROM (SELECT 1) one"

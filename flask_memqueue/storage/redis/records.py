@@ -4,7 +4,9 @@ The layout is documented in ``lua/prelude.lua``: the state is the job's
 insertion number alone (a plain queued job) or a JSON object of text fields
 (``s`` status, ``n`` attempts, ``eta``...); the body, written once by the
 enqueuer and read only here, is ``"\\n<enqueued_at>\\n<task>\\n<args JSON>"``
-and, for a job with keyword arguments, ``"\\n<kwargs JSON>"``. An enqueue sends
+and, for a job with keyword arguments, ``"\\n<kwargs JSON>"``; a job with options
+that have no field of their own (a trace context: ``Record.options``) ends in
+``"\\n<kwargs JSON or nothing>\\n<options JSON>"``. An enqueue sends
 the body ready-made, so the script that inserts a job encodes nothing; a claim
 decodes the state only.
 """
@@ -50,6 +52,8 @@ def body_of(r: Record) -> str:
     task = r.task
     if "\n" in task or task[:1] == '"':
         task = _dumps(task)
+    if r.options is not None:  # JSON has no raw newline: the parts stay apart
+        return f"\n{r.enqueued_at!r}\n{task}\n{r.args}\n{r.kwargs or ''}\n{r.options}"
     if r.kwargs is None:
         return f"\n{r.enqueued_at!r}\n{task}\n{r.args}"
     return f"\n{r.enqueued_at!r}\n{task}\n{r.args}\n{r.kwargs}"
@@ -94,12 +98,12 @@ def parse(jid: str, text: str) -> RedisRecord:
         task = json.loads(task)
     get = h.get
     return RedisRecord(
-        id=jid, task=task, args=parts[3], kwargs=parts[4] if len(parts) > 4 else None,
+        id=jid, task=task, args=parts[3], kwargs=(parts[4] or None) if len(parts) > 4 else None,
         status=get("s", "queued"), attempts=int(get("n", 0)), enqueued_at=float(parts[1]),
         eta=_float(get("eta")), started_at=_float(get("sa")), finished_at=_float(get("fa")), result=get("r"),
         error=get("er"), traceback=get("tb"), owner=get("o"), progress=_float(get("pg")), message=get("pm"),
         queue=get("q", "default"), priority=int(get("p", 0)), unique_key=get("uk"), tick=_float(get("tk")),
-        prefetched="pf" in h,
+        options=parts[5] if len(parts) > 5 else None, prefetched="pf" in h,
     )
 
 

@@ -138,6 +138,7 @@ _MIGRATIONS = (
     ("priority", "ALTER TABLE memqueue_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0"),
     ("unique_key", "ALTER TABLE memqueue_jobs ADD COLUMN unique_key TEXT"),
     ("tick", "ALTER TABLE memqueue_jobs ADD COLUMN tick REAL"),
+    # A job's options without a column of their own (a trace context), as one JSON object.
     ("options", "ALTER TABLE memqueue_jobs ADD COLUMN options TEXT"),
 )
 _LIVE_SQL = "('queued', 'scheduled', 'running')"

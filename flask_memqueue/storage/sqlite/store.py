@@ -235,10 +235,10 @@ class SQLiteStorage(SQLiteAbortFlags, JournalControl, WorkflowRecords, DurableSt
         if cur.rowcount == 0:  # eager mode: the job never went through put()
             conn.execute(
                 "INSERT INTO memqueue_jobs (id, queue, task, args, kwargs, enqueued_at, lane, priority, unique_key,"
-                f" tick, {_STATE_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f" tick, options, {_STATE_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (r.id, self.namespace, r.task, r.args, r.kwargs, r.enqueued_at, r.queue, r.priority, r.unique_key,
-                 r.tick, *state),
+                 r.tick, r.options, *state),
             )
         self._outcome_in(conn, 1, r)
 

@@ -34,8 +34,9 @@
 --
 -- A job's text is its *state*, a newline, and its *body*. The body never changes once the
 -- job is inserted and only Python reads it: "\n<enqueued_at>\n<task>\n<args JSON>", then
--- "\n<kwargs JSON>" if it has keyword arguments (a task name with a newline, or that starts
--- with '"', is written as a JSON string). The state is what the scripts read and change:
+-- "\n<kwargs JSON>" if it has keyword arguments, and "\n<kwargs JSON or nothing>\n<options
+-- JSON>" if it has options without a field of their own (a trace context) (a task name with
+-- a newline, or that starts with '"', is written as a JSON string). The state is what the scripts read and change:
 -- for a plain queued job (default queue, priority 0, never run) just its insertion number
 -- ``i``; otherwise a JSON object of text fields: ``i``, ``s`` status ('queued' when
 -- absent), ``q`` queue ('default'), ``p`` priority ('0'), ``n`` attempts ('0'), ``uk``
