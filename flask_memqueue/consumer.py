@@ -126,8 +126,7 @@ class Consumer:
         self.store_error: str | None = None
         #: Consecutive failed calls to the store in the current outage.
         self.store_failures = 0
-        #: Stop :meth:`run` after this many consecutive store failures (the
-        #: worker sets it, to exit with an error); None: retry for ever.
+        #: Stop :meth:`run` after this many consecutive store failures (the worker's); None: never.
         self.max_store_failures: int | None = None
         #: Stop :meth:`run` at the first failure that is a refusal (StorageRefused: a wrong
         #: password, say), which no wait will end (the worker sets it, to exit with an error).
@@ -141,8 +140,7 @@ class Consumer:
         #: Set when the job in hand may not end as usual (an abort was asked, or its thread
         #: was given up: :mod:`flask_memqueue.runtime.limits`); reset once it is settled.
         self.interrupted = False
-        #: True once the watchdog gave up this place's thread: its job's outcome is
-        #: recorded already, and the loop ends, writing nothing, when the job returns.
+        #: True once the watchdog gave up this thread: its job's outcome is recorded; the loop ends.
         self.abandoned = False
 
     @property

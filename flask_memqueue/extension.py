@@ -75,7 +75,61 @@ else:
     _app_context = cast("Callable[[], _HasApp]", _cv_app.get)
 
 
-class MemQueue(Registrar):
+class _WorkflowFront:
+    """MemQueue's workflow verbs (chain, group, chord, get_group): a part of :class:`MemQueue`,
+    apart so that each class stays readable (tests/test_sizes.py)."""
+
+    if TYPE_CHECKING:
+
+        def _queue(self) -> AppQueue: ...
+
+    def _submitter(self) -> Submitter:
+        from .workflows import Submitter  # imported on first use: an app without workflows never loads it
+
+        return Submitter(self._enqueue_workflow, self.get_group)
+
+    def _enqueue_workflow(self, steps: list[Step]) -> tuple[list[Job], list[str]]:
+        return self._queue().producer.enqueue_workflow(steps)
+
+    def chain(self, *calls: Call[Any]) -> Chain[Any]:
+        """``mq.chain(a.s(1), b.s(), c.s(x=2))``: run a, then b with a's result as its first
+        positional argument, then c with b's (see :class:`~flask_memqueue.workflows.Chain`).
+
+        ``.delay()`` queues every link in one step of the store and returns the last
+        link's Job; its ``wait()`` returns the chain's last result.
+        """
+        from .workflows import Chain
+
+        return Chain(self._submitter(), calls)
+
+    def group(self, *calls: Call[Any]) -> GroupCall:
+        """``mq.group(a.s(1), a.s(2))``: members that run in parallel; ``.delay()`` returns a
+        :class:`~flask_memqueue.workflows.Group` (``id``, ``jobs``, ``status``, ``results()``, ``cancel()``)."""
+        from .workflows import GroupCall
+
+        return GroupCall(self._submitter(), calls)
+
+    def chord(self, group: GroupCall, callback: Call[R]) -> Chord[R]:
+        """``mq.chord(mq.group(...), total.s())``: ``total`` runs once every member succeeded,
+        with their results in member order as its first argument; ``.delay()`` returns its Job."""
+        from .workflows import Chord
+
+        return Chord(self._submitter(), group, callback)
+
+    def get_group(self, group_id: str) -> Group | None:
+        """The group with that id (``Group.id``) in the current app's queue, in any process
+        of the app; None if the store holds none of its members any more."""
+        if not isinstance(group_id, str):
+            raise TypeError(f"a group id is a string, like the one Group.id gives, not {type(group_id).__name__}")
+        jobs = self._queue().storage.group_jobs(group_id)
+        if not jobs:
+            return None
+        from .workflows import Group
+
+        return Group(group_id, jobs, self.get_group)
+
+
+class MemQueue(_WorkflowFront, Registrar):
     """Background jobs for Flask, run after the response by one consumer thread per app.
 
     .. code-block:: python
@@ -381,51 +435,6 @@ class MemQueue(Registrar):
         queue = self._queue()
         return queue.produce(self.registry.handler(topic), message)
 
-    # -- workflows ---------------------------------------------------------------------
-    def _submitter(self) -> Submitter:
-        from .workflows import Submitter  # imported on first use: an app without workflows never loads it
-
-        return Submitter(self._enqueue_workflow, self.get_group)
-
-    def _enqueue_workflow(self, steps: list[Step]) -> tuple[list[Job], list[str]]:
-        return self._queue().producer.enqueue_workflow(steps)
-
-    def chain(self, *calls: Call[Any]) -> Chain[Any]:
-        """``mq.chain(a.s(1), b.s(), c.s(x=2))``: run a, then b with a's result as its first
-        positional argument, then c with b's (see :class:`~flask_memqueue.workflows.Chain`).
-
-        ``.delay()`` queues every link in one step of the store and returns the last
-        link's Job; its ``wait()`` returns the chain's last result.
-        """
-        from .workflows import Chain
-
-        return Chain(self._submitter(), calls)
-
-    def group(self, *calls: Call[Any]) -> GroupCall:
-        """``mq.group(a.s(1), a.s(2))``: members that run in parallel; ``.delay()`` returns a
-        :class:`~flask_memqueue.workflows.Group` (``id``, ``jobs``, ``status``, ``results()``, ``cancel()``)."""
-        from .workflows import GroupCall
-
-        return GroupCall(self._submitter(), calls)
-
-    def chord(self, group: GroupCall, callback: Call[R]) -> Chord[R]:
-        """``mq.chord(mq.group(...), total.s())``: ``total`` runs once every member succeeded,
-        with their results in member order as its first argument; ``.delay()`` returns its Job."""
-        from .workflows import Chord
-
-        return Chord(self._submitter(), group, callback)
-
-    def get_group(self, group_id: str) -> Group | None:
-        """The group with that id (``Group.id``) in the current app's queue, in any process
-        of the app; None if the store holds none of its members any more."""
-        if not isinstance(group_id, str):
-            raise TypeError(f"a group id is a string, like the one Group.id gives, not {type(group_id).__name__}")
-        jobs = self._queue().storage.group_jobs(group_id)
-        if not jobs:
-            return None
-        from .workflows import Group
-
-        return Group(group_id, jobs, self.get_group)
 
     def enqueue_many(self, calls: Iterable[Call[Any]]) -> list[Job[Any]]:
         """Queue many calls at once on the current app's queue; returns their jobs, in order.

@@ -228,11 +228,16 @@ def test_a_coroutine_that_swallows_its_cancellation_is_failed_once_and_abandoned
         assert stuck.status is JobStatus.FAILED and stuck.attempts == 1 and failed == [stuck]  # recorded once
 
 
-def test_time_limit_is_refused_on_a_plain_function_and_must_be_positive(mq: MemQueue) -> None:
-    with pytest.raises(ConfigurationError, match="time_limit= is enforced for async def tasks only"):
-        @mq.task(time_limit=1)
-        def plain() -> None: ...
+def test_time_limit_is_taken_on_plain_and_async_functions_and_must_be_positive(mq: MemQueue) -> None:
+    """A plain function's limit is the thread watchdog's (docs/limits.md); a coroutine's is a
+    cancellation (docs/async.md). Both are checked when the task is made."""
+    @mq.task(time_limit=1)
+    def plain() -> None: ...
 
+    @mq.task(time_limit=2)
+    async def coro() -> None: ...
+
+    assert (plain.time_limit, coro.time_limit) == (1.0, 2.0)
     with pytest.raises(ConfigurationError, match="time_limit must be a number of seconds > 0"):
         @mq.task(time_limit=0)
         async def zero() -> None: ...

@@ -27,7 +27,7 @@ from ...exceptions import MemQueueError
 from ..records import Record
 from .connection import Connections
 from .errors import PostgresUnavailable
-from .records import PostgresRecord, load_in, save_params
+from .records import PostgresRecord, from_row, load_in, save_params
 from .session import Session
 from .statements import Statements
 
@@ -112,7 +112,7 @@ class Claims:
         if row is None:
             return None
         self._session.start()
-        return PostgresRecord(*row)
+        return from_row(row)
 
     def _once(self, conn: Any, done: Record | None, stop: Callable[[], bool], claim: dict[str, Any]) -> Any:
         """The usual claim: the previous job's outcome (if any) and the next claim in one statement."""

@@ -11,7 +11,7 @@ from ...jobfilter import JobFilter
 from ..durable import Record
 from ..sqlfilter import where_of
 from .connection import Connections
-from .records import PostgresRecord, insert_row
+from .records import from_row, insert_row
 from .schema import FINISHED_SQL, ident
 from .statements import COLUMNS, Statements
 
@@ -70,7 +70,7 @@ class Control:
             " AND (finished_at IS NULL OR finished_at > %s) ORDER BY enqueued_at DESC, seq DESC LIMIT %s OFFSET %s",
             (self._ns, *params, visible_after, limit, offset), "searching jobs",
         )
-        return [PostgresRecord(*row) for row in rows]
+        return [from_row(row) for row in rows]
 
     def count(self, flt: JobFilter, visible_after: float) -> int:
         where, params = where_of(flt, mark="%s", like="ILIKE")

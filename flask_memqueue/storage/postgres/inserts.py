@@ -18,7 +18,7 @@ from typing import Any
 
 from ..records import Record
 from .connection import Connections
-from .records import PostgresRecord, insert_row
+from .records import from_row, insert_row
 from .statements import UNIQUE_LOCK, Statements
 
 #: The first key of the transaction advisory locks that serialise unique keys.
@@ -106,7 +106,7 @@ class Inserts:
         row = cursor.fetchone()
         if row[-2]:  # inserted
             return record
-        return PostgresRecord(*row[:-2]) if row[0] is not None else None
+        return from_row(row[:-2]) if row[0] is not None else None
 
     def claim_tick(self, task: str, tick: float, record: Record | None, now: float) -> bool:
         """The ``_claim_tick`` primitive."""

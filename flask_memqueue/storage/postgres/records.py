@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,16 @@ class PostgresRecord(Record):
 
     progress: float | None = None
     message: str | None = None
+
+
+#: Where ``options`` sits in a row of ``statements.COLUMNS`` (after ``tick``).
+_OPTIONS_AT = 18
+
+
+def from_row(row: Sequence[Any]) -> PostgresRecord:
+    """The record of a row of ``statements.COLUMNS``: ``options`` is keyword-only in
+    :class:`Record` (so that subclasses build positionally), and is passed by name."""
+    return PostgresRecord(*row[:_OPTIONS_AT], *row[_OPTIONS_AT + 1:], options=row[_OPTIONS_AT])
 
 
 def insert_row(namespace: str, r: Record) -> tuple[Any, ...]:
@@ -52,7 +63,7 @@ def save_params(r: Record, running: Progress | None, *, namespace: str, owner: s
 def load_in(conn: Any, sql: Statements, namespace: str, job_id: str) -> PostgresRecord | None:
     """The record of ``job_id``, read on ``conn``."""
     row = conn.execute(sql.load, (job_id, namespace)).fetchone()
-    return None if row is None else PostgresRecord(*row)
+    return None if row is None else from_row(row)
 
 
-__all__ = ["PostgresRecord", "Progress", "insert_row", "load_in", "save_params", "state_values"]
+__all__ = ["PostgresRecord", "Progress", "from_row", "insert_row", "load_in", "save_params", "state_values"]

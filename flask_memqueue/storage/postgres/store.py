@@ -41,7 +41,7 @@ from .consumers import IdleConsumers
 from .control import Control
 from .inserts import Inserts
 from .options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LEASE, DEFAULT_POOL_SIZE, Settings
-from .records import PostgresRecord, load_in, state_values
+from .records import PostgresRecord, from_row, load_in, state_values
 from .schema import schema_sql
 from .session import Session
 from .statements import Statements
@@ -236,14 +236,14 @@ class PostgresStorage(DurableStorage):
         if not job_ids:
             return []
         sql = self.sql.load_many_finished if finished_only else self.sql.load_many
-        return [PostgresRecord(*row) for row in self.connections.all(sql, (self.namespace, job_ids))]
+        return [from_row(row) for row in self.connections.all(sql, (self.namespace, job_ids))]
 
     def _list(
         self, status: str | None, limit: int, offset: int, visible_after: float, queue: str | None = None
     ) -> list[Record]:
         rows = self.connections.all(self.sql.list, (self.namespace, status, status, queue, queue, visible_after,
                                                     limit, offset))
-        return [PostgresRecord(*row) for row in rows]
+        return [from_row(row) for row in rows]
 
     def _count(self, visible_after: float, queue: str | None = None) -> dict[str, int]:
         rows = self.connections.all(self.sql.count, (self.namespace, queue, queue, visible_after))
@@ -294,7 +294,7 @@ class PostgresStorage(DurableStorage):
         return {job_id: reason for job_id, reason in rows}
 
     def _running_of(self, owner: str) -> list[Record]:
-        return [PostgresRecord(*row) for row in self.connections.all(self.sql.running_of, (self.namespace, owner))]
+        return [from_row(row) for row in self.connections.all(self.sql.running_of, (self.namespace, owner))]
 
     # -- retention --------------------------------------------------------------------------
     def _prune(self, finished_before: float, keep: int) -> None:
@@ -317,7 +317,7 @@ class PostgresStorage(DurableStorage):
 
     def _remove_waiting(self) -> list[Record]:
         rows = self.connections.all(self.sql.remove_waiting, (self.namespace,), "dropping waiting jobs")
-        return [PostgresRecord(*row[1:]) for row in sorted(rows, key=lambda r: r[0])]
+        return [from_row(row[1:]) for row in sorted(rows, key=lambda r: r[0])]
 
     # -- declared queues --------------------------------------------------------------------
     def _declare(self, owner: str, queues: tuple[str, ...], now: float) -> None:
