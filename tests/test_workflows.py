@@ -309,3 +309,21 @@ def test_an_aborted_link_cancels_what_waits_on_it(wf_app: tuple[Flask, Tasks], m
             assert job is not None and job.status == "cancelled"
             assert job.error is not None and job.error.startswith(
                 f"dependency {first_id} (wf.polite) failed: aborted by the test at ")
+
+
+def test_async_tasks_compose_like_plain_ones(wf_app: tuple[Flask, Tasks], mq: MemQueue) -> None:
+    """An ``async def`` task is a link, a member and a chord callback as any task is: its
+    coroutine's result is what the next link is given."""
+    import asyncio
+
+    app, t = wf_app
+
+    @mq.task(name="wf.adouble")
+    async def adouble(x: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * x
+
+    with app.app_context():
+        assert mq.chain(t.add.s(1, 2), adouble.s(), t.add.s(100)).delay().wait(TIMEOUT) == 106
+        callback = mq.chord(mq.group(*(adouble.s(i) for i in range(5))), t.total.s()).delay()
+        assert callback.wait(TIMEOUT) == 2 * sum(range(5))
