@@ -99,7 +99,7 @@ def parse(jid: str, text: str) -> RedisRecord:
         eta=_float(get("eta")), started_at=_float(get("sa")), finished_at=_float(get("fa")), result=get("r"),
         error=get("er"), traceback=get("tb"), owner=get("o"), progress=_float(get("pg")), message=get("pm"),
         queue=get("q", "default"), priority=int(get("p", 0)), unique_key=get("uk"), tick=_float(get("tk")),
-        prefetched="pf" in h,
+        prefetched="pf" in h, options=get("op"),
     )
 
 
