@@ -4,6 +4,10 @@ local h, body = get(id)
 if not h or not string.find(',' .. ARGV[2] .. ',', ',' .. h.s .. ',', 1, true) then return 0 end
 local q, p = h.q, h.p
 unindex(id, h.s, q, p, h.o, false)
+if h.s == 'deferred' then  -- its links are of no use any more
+  redis.call('HDEL', P .. ':wt', id)
+  redis.call('DEL', P .. ':lr:' .. id)
+end
 write_state(h, ARGV[3])
 if h.s == 'queued' then
   h.i = tostring(redis.call('INCR', P .. ':seq'))  -- queued again: a new place, at the end of the line
