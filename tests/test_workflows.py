@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from support.backends import STORAGE_BACKENDS
+from support.backends import STORAGE_BACKENDS, backend_params
 from support.waiting import TIMEOUT
 
 from flask_memqueue import DependencyError, JobFailed, MemQueue, QueueFull, WorkflowsUnsupported
 
-WORKFLOW_BACKENDS = ["memory", "sqlite"]
+WORKFLOW_BACKENDS = ["memory", "sqlite", "redis"]
 #: Gates by name: a job of wf.held waits until its gate is set (JSON arguments: a name, not an object).
 _GATES: dict[str, threading.Event] = {}
 
@@ -66,7 +66,7 @@ class Tasks:
         self.add, self.total, self.boom, self.flaky, self.held, self.unjson = add, total, boom, flaky, held, unjson
 
 
-@pytest.fixture(params=WORKFLOW_BACKENDS)
+@pytest.fixture(params=backend_params(WORKFLOW_BACKENDS))
 def wf_app(request: pytest.FixtureRequest, make_app: Callable[..., Flask], mq: MemQueue,
            tmp_path: Path) -> tuple[Flask, Tasks]:
     tasks = Tasks(mq)
@@ -218,7 +218,7 @@ def test_a_result_json_cannot_hold_fails_its_link_clearly(
         assert "(wf.unjson) failed: TypeError: the result of wf.unjson is not JSON" in last.error
 
 
-@pytest.mark.parametrize("backend", WORKFLOW_BACKENDS)
+@pytest.mark.parametrize("backend", backend_params(WORKFLOW_BACKENDS))
 def test_a_workflow_that_does_not_fit_is_refused_whole(
     backend: str, make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
 ) -> None:

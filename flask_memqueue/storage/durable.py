@@ -35,7 +35,6 @@ owner lives.
 from __future__ import annotations
 
 import abc
-import json
 import os
 import threading
 import time
@@ -127,15 +126,15 @@ class _DurableWorkflows(Primitives):
                 self.codec.forget(record.id)
             raise
         if changed:  # a parent had finished already: those jobs were released or cancelled at once
+            # Only a cancel is copied onto the local object: a released job may already be
+            # claimed, run and settled by a consumer of this process (the same object, and its
+            # claim copies the bound arguments), so an older record read here must not overwrite it.
             mine = {job.id: job for job in jobs}
             for record in self._guard("reading", self._load_many, changed, False):
                 found = mine.get(record.id)
-                if found is not None:
+                if found is not None and record.status == "cancelled" and not found.finished:
                     restore(found, record)
-                    if found.options.bind is not None:
-                        found.args = tuple(json.loads(record.args))
-                    if found.finished:
-                        self.codec.forget(found.id)
+                    self.codec.forget(found.id)
         self._notify()
 
     def dependents(self, job_id: str) -> list[str]:

@@ -9,9 +9,12 @@ or ``python -c "import redis_app; redis_app.main()" <mode> ...``. Besides what
   enqueue-only process; ``RT_LEASE``: the lease option; ``RT_HOLD_FROM``: in
   this process, the first ``record`` job numbered at least this waits for the
   gate ``hold``; ``RT_TOKEN``: ``MEMQUEUE_TOKEN``.
+- ``main chord <n>`` / ``main chain <n>``: a chord of n ``member`` jobs with the
+  ``collect`` callback, or a chain of n ``link`` jobs (workflows, issue 21).
 - ``runs.log`` gets ``run <n> <pid> <time>`` for ``record``,
   ``start``/``done <n> <pid> <time>`` for ``block``, ``holding <n> <pid> <time>``,
-  ``message <text> <pid>`` for a produced message.
+  ``message <text> <pid>`` for a produced message, ``member``/``link <n> <pid> <time>``
+  and ``callback <how many> <sum> <pid>`` for the workflow tasks.
 """
 
 from __future__ import annotations
@@ -48,6 +51,27 @@ def block(n: int, gate: str) -> int:
     pass_gate(gate, GATE_TIMEOUT)
     log("done", n, os.getpid(), repr(time.time()))
     return n
+
+
+@mq.task(name="member", retries=1, retry_delay=0.0)
+def member(n: int) -> int:
+    """A chord's member (workflows): logs ``member <n> <pid> <time>``."""
+    log("member", n, os.getpid(), repr(time.time()))
+    return n
+
+
+@mq.task(name="collect")
+def collect(results: list[int]) -> int:
+    """A chord's callback: logs ``callback <how many> <sum> <pid>``."""
+    log("callback", len(results), sum(results), os.getpid())
+    return sum(results)
+
+
+@mq.task(name="link", retries=1, retry_delay=0.0)
+def link(n: int) -> int:
+    """A chain's link: logs ``link <n> <pid> <time>`` and hands on n + 1."""
+    log("link", n, os.getpid(), repr(time.time()))
+    return n + 1
 
 
 @mq.handler
@@ -107,4 +131,10 @@ def main() -> None:
                     print(f"acked {i}", flush=True)
                     time.sleep(0.001)
             print("produced", flush=True)
+        elif mode == "chord":  # a chord of n members, queued in one step
+            mq.chord(mq.group(*(member.s(i) for i in range(n))), collect.s()).delay()
+            log("enqueued", n, os.getpid())
+        elif mode == "chain":  # a chain of n links starting at 0
+            mq.chain(link.s(0), *(link.s() for _ in range(n - 1))).delay()
+            log("enqueued", n, os.getpid())
         mq.shutdown(timeout=5)

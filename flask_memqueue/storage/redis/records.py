@@ -103,7 +103,9 @@ def parse(jid: str, text: str) -> RedisRecord:
         eta=_float(get("eta")), started_at=_float(get("sa")), finished_at=_float(get("fa")), result=get("r"),
         error=get("er"), traceback=get("tb"), owner=get("o"), progress=_float(get("pg")), message=get("pm"),
         queue=get("q", "default"), priority=int(get("p", 0)), unique_key=get("uk"), tick=_float(get("tk")),
-        options=parts[5] if len(parts) > 5 else None, prefetched="pf" in h,
+        prefetched="pf" in h,
+        # a workflow's script keeps them in the state (op); an insert writes them in the body
+        options=get("op") or (parts[5] or None if len(parts) > 5 else None),
     )
 
 

@@ -51,6 +51,7 @@ from .listener import Listener
 from .options import DEFAULT_LEASE, DEFAULT_PREFETCH, Target, default_prefix
 from .reads import RedisReads
 from .records import RedisRecord, body_of, from_reply, new_args, parse, state_of
+from .workflows import RedisWorkflows
 
 logger = logging.getLogger("flask_memqueue")
 
@@ -58,7 +59,7 @@ logger = logging.getLogger("flask_memqueue")
 _MAX_FAILED_TOKENS = 64
 
 
-class RedisStorage(RedisAbortFlags, RedisReads, DurableStorage):
+class RedisStorage(RedisAbortFlags, RedisWorkflows, RedisReads, DurableStorage):
     """Job records in a Redis server (one, under Sentinel, or a Cluster) that any number
     of processes and hosts share.
 
@@ -73,7 +74,7 @@ class RedisStorage(RedisAbortFlags, RedisReads, DurableStorage):
 
     capabilities = Capabilities(
         shared=True, persistent=True, json_only=True, signal_safe_wake=True, reopen_after_fork=True,
-        outages_end=True, abort_flags=True, pausable=True,
+        outages_end=True, abort_flags=True, pausable=True, workflows=True,
     )
     #: An idle consumer blocks in Redis (BLPOP) this long at most: an enqueue anywhere hands it
     #: its job at once; the bound only says how soon a stop from a signal handler is seen.

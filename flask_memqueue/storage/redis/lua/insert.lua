@@ -6,8 +6,8 @@
 local maxsize, now, n = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local room = n
 if maxsize > 0 then
-  local c = redis.call('HMGET', CNT, 'queued', 'scheduled')
-  room = math.max(0, math.min(n, maxsize - tonumber(c[1] or 0) - tonumber(c[2] or 0)))
+  local c = redis.call('HMGET', CNT, 'queued', 'scheduled', 'deferred')
+  room = math.max(0, math.min(n, maxsize - tonumber(c[1] or 0) - tonumber(c[2] or 0) - tonumber(c[3] or 0)))
 end
 for i = 0, room - 1 do
   local b = 4 + i * 6

@@ -9,8 +9,8 @@ if n == 0 then return 1 end
 local batch = cjson.decode(ARGV[4])
 if redis.call('HEXISTS', J, batch[1][1]) == 1 then return 1 end
 if maxsize > 0 then
-  local c = redis.call('HMGET', CNT, 'queued', 'scheduled')
-  if tonumber(c[1] or 0) + tonumber(c[2] or 0) + n > maxsize then return 0 end
+  local c = redis.call('HMGET', CNT, 'queued', 'scheduled', 'deferred')
+  if tonumber(c[1] or 0) + tonumber(c[2] or 0) + tonumber(c[3] or 0) + n > maxsize then return 0 end
 end
 for i = 1, n do
   local v = batch[i]

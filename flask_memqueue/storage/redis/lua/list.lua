@@ -13,7 +13,7 @@ if status == '' or status == 'queued' then
     end
   end
 end
-for _, st in ipairs({'scheduled', 'running', 'succeeded', 'failed', 'cancelled', 'aborted'}) do
+for _, st in ipairs({'scheduled', 'deferred', 'running', 'succeeded', 'failed', 'cancelled', 'aborted'}) do
   if status == '' or status == st then
     local stop = want - 1
     if queue ~= '' then stop = -1 end  -- filtered by queue: look at every one

@@ -30,6 +30,12 @@
 -- ``P:dq``                   hash: owner -> [when, queues it consumes] (``declare_queues``)
 -- ``P:uk`` / ``P:ticks``     unique key -> the job that took it / a periodic task's last tick
 -- ``P:paused``               set of the paused queues (``pause``/``resume``; read every 0.5 s)
+-- ``P:dn:<parent>``          list of "<position> <child>": the jobs waiting on parent (workflows)
+-- ``P:wt``                   hash: deferred child -> how many of its parents have not yet succeeded
+-- ``P:lr:<child>``           hash: parent -> "<position>\n<result JSON>", one field per used link:
+--                            a chord's results, kept until its callback is released (whatever the
+--                            members' retention); a field already there means the link was used
+-- ``P:g:<group>``            zset of a group's member ids by member index
 -- ========================  ====================================================================
 --
 -- A job's text is its *state*, a newline, and its *body*. The body never changes once the
@@ -43,7 +49,9 @@
 -- unique key, ``tk`` tick, and while they have a value ``eta``, ``sa`` started_at, ``fa``
 -- finished_at, ``r`` result (JSON), ``er`` error, ``tb`` traceback, ``o`` owner, ``ct``
 -- claim token, ``pf`` (claimed ahead of its start: prefetched or handed to an idle
--- consumer, not yet known to have started), ``pg``/``pm`` progress and its message.
+-- consumer, not yet known to have started), ``pg``/``pm`` progress and its message, ``op``
+-- the options without a field of their own (JSON text: group, bind, depends_on), ``dp``
+-- (jobs wait on this one: its final outcome releases or cancels them, see release).
 -- Every value is text, so numbers keep their exact digits through cjson. A queued job
 -- costs one hash entry and one list entry; an enqueue encodes nothing here (Python made
 -- the body), and a claim decodes only the state.
@@ -154,6 +162,8 @@ local function unindex(id, st, q, p, owner, popped)
     redis.call('ZREM', sk(q, p), id)
     redis.call('ZREM', xk(st), id)
     tidy(q, p)
+  elseif st == 'deferred' then
+    redis.call('ZREM', xk(st), id)
   elseif st == 'running' then
     redis.call('ZREM', xk(st), id)
     if owner then redis.call('SREM', hk(owner), id) end  -- (owners.lua forgets an owner left with none)
@@ -173,6 +183,8 @@ local function index(id, st, q, p, seq, eta, fa, owner, front)
     redis.call('ZADD', sk(q, p), eta, id)
     redis.call('ZADD', xk(st), seq, id)
     redis.call('ZADD', pk(q), p, p)
+  elseif st == 'deferred' then
+    redis.call('ZADD', xk(st), seq, id)
   elseif st == 'running' then
     redis.call('ZADD', xk(st), seq, id)
     redis.call('SADD', hk(owner), id)
@@ -312,6 +324,96 @@ local function write_state(h, js)
   return h
 end
 
+-- Workflows. The task name in a job's body.
+local function task_of(body)
+  local t = string.match(body, '^\n[^\n]*\n([^\n]*)')
+  if string.byte(t, 1) == 34 then t = cjson.decode(t) end
+  return t
+end
+
+-- A released job's JSON arguments: bound (a result, or a JSON list of results) first,
+-- then its own (as base.released_args does in Python).
+local function bound_args(args, bound)
+  local inner = string.match(args, '^%s*%[(.*)%]%s*$')
+  inner = string.match(inner, '^%s*(.-)%s*$')
+  if inner == '' then return '[' .. bound .. ']' end
+  return '[' .. bound .. ',' .. inner .. ']'
+end
+
+-- Job pid (task ptask) reached final status pst (result pr, error per): release its
+-- children whose last parent it was (results bound into their arguments here, in this
+-- same atomic call), or cancel them and, transitively, theirs. Each link is used once
+-- (its field in P:lr:<child>). A cancelled dependent finishes at fa, as its parent. Appends the ids cancelled to done (published by the caller).
+local function release(pid, ptask, pst, pr, per, fa, done)
+  local stack = {{pid, ptask, pst, pr, per, false}}
+  while #stack > 0 do
+    local top = table.remove(stack)
+    local id, task, st, r, er, why = top[1], top[2], top[3], top[4], top[5], top[6]
+    local edges = redis.call('LRANGE', P .. ':dn:' .. id, 0, -1)
+    for _, e in ipairs(edges) do
+      local pos, child = string.match(e, '^(%-?%d+) (.*)$')
+      local ch, cbody = get(child)
+      if ch and ch.s == 'deferred'
+          and redis.call('HSETNX', P .. ':lr:' .. child, id, pos .. '\n' .. (r or 'null')) == 1 then
+        local q, p = ch.q, ch.p
+        if st == 'succeeded' then
+          if redis.call('HINCRBY', P .. ':wt', child, -1) <= 0 then
+            local bind = false
+            if ch.op then bind = cjson.decode(ch.op).bind end
+            if bind == 'first' or bind == 'list' then
+              local bound = r or 'null'
+              if bind == 'list' then
+                local rows = {}
+                for _, v in ipairs(redis.call('HVALS', P .. ':lr:' .. child)) do
+                  local at, res = string.match(v, '^(%-?%d+)\n(.*)$')
+                  if tonumber(at) >= 0 then rows[#rows + 1] = {tonumber(at), res} end
+                end
+                table.sort(rows, function(x, y) return x[1] < y[1] end)
+                local parts = {}
+                for i, row in ipairs(rows) do parts[i] = row[2] end
+                bound = '[' .. table.concat(parts, ',') .. ']'
+              end
+              local head, args, tail = string.match(cbody, '^(\n[^\n]*\n[^\n]*\n)([^\n]*)(.*)$')
+              cbody = head .. bound_args(args, bound) .. tail
+            end
+            unindex(child, 'deferred', q, p, false, false)
+            ch.s = 'queued'
+            ch.i = tostring(redis.call('INCR', P .. ':seq'))
+            put(child, ch, cbody)
+            index(child, 'queued', q, p, ch.i, false, false, false, false)
+            redis.call('SADD', QUEUES, q)
+            redis.call('HDEL', P .. ':wt', child)
+            redis.call('DEL', P .. ':lr:' .. child)
+            wake(q, 1)
+          end
+        else
+          local reason = why
+          if not reason then
+            if st == 'cancelled' then
+              reason = 'dependency ' .. id .. ' (' .. task .. ') was cancelled'
+            else
+              reason = 'dependency ' .. id .. ' (' .. task .. ') failed: ' .. (er or 'None')
+            end
+          end
+          unindex(child, 'deferred', q, p, false, false)
+          ch.s, ch.fa, ch.er = 'cancelled', fa, reason
+          put(child, ch, cbody)
+          index(child, 'cancelled', q, p, ch.i, false, ch.fa, false, false)
+          redis.call('HDEL', P .. ':wt', child)
+          redis.call('DEL', P .. ':lr:' .. child)
+          done[#done + 1] = child
+          if ch.dp then stack[#stack + 1] = {child, task_of(cbody), 'cancelled', false, reason, reason} end
+        end
+      end
+    end
+  end
+end
+
+-- After job id (state h, body) reached a final state: release what waits on it, if anything does.
+local function released(id, h, body, done)
+  if h.dp and FINISHED[h.s] then release(id, task_of(body), h.s, h.r, h.er, h.fa or tostring(now_ms() / 1000), done) end
+end
+
 -- Record the outcome of a job owner ran, from 5 ARGV values at b: id, state (JSON),
 -- body ('' unless the store may not have it), queue, priority. Inserted whole if the
 -- store never had it (eager mode). Returns false when written, or the stored status when
@@ -332,6 +434,7 @@ local function settle(owner, b, done)
     redis.call('SADD', QUEUES, q)
     index(id, h.s, q, p, seq, h.eta, h.fa, h.o, false)
     if FINISHED[h.s] then done[#done + 1] = id end
+    released(id, h, body, done)
     return false
   end
   if h.s ~= 'running' or h.o ~= owner then
@@ -349,6 +452,7 @@ local function settle(owner, b, done)
   put(id, h, body)
   index(id, h.s, q, p, seq, h.eta, h.fa, h.o, false)
   if FINISHED[h.s] then done[#done + 1] = id end
+  released(id, h, body, done)
   if h.s == 'scheduled' then wake(q, 1) end
   return false
 end
@@ -390,6 +494,7 @@ local function settle_many(owner, b, n, done, discarded)
         fin[#fin + 1] = h.fa
         fin[#fin + 1] = id
         done[#done + 1] = id
+        if h.dp then released(id, h, body, done) end
       else
         index(id, st, q, p, h.i, h.eta, h.fa, h.o, false)
         if st == 'scheduled' or st == 'queued' then wake(q, 1) end
@@ -425,6 +530,11 @@ local function forget(id)
   if h then
     unindex(id, h.s, h.q, h.p, h.o, false)
     if h.uk and redis.call('HGET', P .. ':uk', h.uk) == id then redis.call('HDEL', P .. ':uk', h.uk) end
+    if h.op then
+      local grp = cjson.decode(h.op).group
+      if type(grp) == 'string' then redis.call('ZREM', P .. ':g:' .. grp, id) end
+    end
+    if h.dp then redis.call('DEL', P .. ':dn:' .. id) end
   else
     redis.call('ZREM', FIN, id)
   end

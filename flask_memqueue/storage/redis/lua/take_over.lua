@@ -14,6 +14,10 @@ unindex(id, 'running', q, p, owner, false)
 write_state(h, ARGV[3])
 put(id, h, body)
 index(id, h.s, q, p, h.i, h.eta, h.fa, h.o, true)
-if FINISHED[h.s] then publish({id}) end
+if FINISHED[h.s] then
+  local done = {id}
+  released(id, h, body, done)
+  publish(done)
+end
 if h.s == 'queued' or h.s == 'scheduled' then wake(q, 1) end
 return 1
