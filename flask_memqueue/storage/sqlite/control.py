@@ -41,7 +41,8 @@ class JournalControl(abc.ABC):
         def insert(conn: sqlite3.Connection) -> bool:
             if self.maxsize:
                 (waiting,) = conn.execute(
-                    "SELECT count(*) FROM memqueue_jobs WHERE queue=? AND status IN ('queued', 'scheduled', 'deferred')", (ns,)
+                    "SELECT count(*) FROM memqueue_jobs WHERE queue=?"
+                    " AND status IN ('queued', 'scheduled', 'deferred')", (ns,)
                 ).fetchone()
                 if waiting + len(records) > self.maxsize:
                     return False
