@@ -23,6 +23,7 @@ from support.harness import RELOADER_EXCLUDE, Env, Hold, edit_source, finished_j
 from support.net import HOST, http
 from support.processes import Server
 from support.waiting import wait_until
+from support.workflows import chain_with_one_worker_killed, chord_with_one_worker_killed
 
 DEADLINE = 30.0
 
@@ -250,17 +251,7 @@ def test_a_chord_of_2000_over_3_workers_with_one_killed_calls_back_once_with_eve
     a worker is SIGKILLed mid-way (its running member is taken over by a live worker)."""
     workers = [env.worker(f"worker{k}", JT_CONSUMER="0") for k in range(3)]
     producer = env.main("producer", "chord", "2000", JT_CONSUMER="0")
-    assert producer.wait(DEADLINE) == 0, env.output("producer")
-    wait_until(lambda: len(env.lines("member")) >= 600, 120,
-               lambda: f"600 members run (have {len(env.lines('member'))})")
-    os.kill(workers[0].pid, signal.SIGKILL)
-    assert workers[0].wait(DEADLINE) == -signal.SIGKILL
-    wait_until(lambda: env.lines("callback"), 180, lambda: f"the callback ({len(env.lines('member'))} members run)")
-    for k in (1, 2):
-        env.stop(workers[k], f"worker{k}")
-    callbacks = [f[1:] for f in env.events("callback")]  # callback <how many> <sum> <pid>
-    assert [(int(n), int(total)) for n, total, _pid in callbacks] == [(2000, sum(range(2000)))], "not once"
-    assert set(n for n, _ in env.lines("member")) == set(range(2000))
+    chord_with_one_worker_killed(env, workers, producer, DEADLINE)
     assert rows(env, "SELECT count(*) FROM memqueue_jobs WHERE status != 'succeeded'") == [(0,)]
 
 
@@ -268,18 +259,7 @@ def test_a_chord_of_2000_over_3_workers_with_one_killed_calls_back_once_with_eve
 def test_a_chain_of_200_links_completes_although_a_worker_is_killed_in_the_middle(env: Env) -> None:
     workers = [env.worker(f"worker{k}", JT_CONSUMER="0") for k in range(2)]
     producer = env.main("producer", "chain", "200", JT_CONSUMER="0")
-    assert producer.wait(DEADLINE) == 0, env.output("producer")
-    wait_until(lambda: len(env.lines("link")) >= 60, 120, lambda: f"60 links run (have {len(env.lines('link'))})")
-    pid = env.lines("link")[-1][1]  # the worker that ran the latest link: likely the one running the next
-    victim = next(w for w in workers if w.pid == pid)
-    os.kill(victim.pid, signal.SIGKILL)
-    assert victim.wait(DEADLINE) == -signal.SIGKILL
-    wait_until(lambda: any(n == 199 for n, _ in env.lines("link")), 180,
-               lambda: f"the last link (have {len(env.lines('link'))})")
-    for k, w in enumerate(workers):
-        if w is not victim:
-            env.stop(w, f"worker{k}")
-    assert set(n for n, _ in env.lines("link")) == set(range(200))
+    chain_with_one_worker_killed(env, workers, producer, DEADLINE)
     assert rows(env, "SELECT count(*) FROM memqueue_jobs WHERE status != 'succeeded'") == [(0,)]
     last = "SELECT result FROM memqueue_jobs WHERE task='link' ORDER BY CAST(result AS INTEGER) DESC LIMIT 1"
     assert rows(env, last) == [("200",)]
