@@ -108,6 +108,34 @@ def test_a_group_runs_its_members_and_reads_back_by_id(wf_app: tuple[Flask, Task
         assert app.test_client().get("/memqueue/groups/nope").status_code == 404
 
 
+def test_the_group_and_a_filter_combine_and_a_listing_reads_dependents_once(
+    wf_app: tuple[Flask, Tasks], mq: MemQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, t = wf_app
+    with app.app_context():
+        callback = mq.chord(mq.group(t.add.s(1), t.add.s(2), t.boom.s(3), t.add.s(4)), t.total.s()).delay()
+        with pytest.raises(JobFailed):
+            callback.wait(TIMEOUT)
+        member = mq.get_job(callback.to_dict()["depends_on"][0])
+        assert member is not None
+        gid = member.to_dict()["group"]
+        storage = app.extensions["memqueue"].storage
+        # A listing asks the store for its page's dependents in one call, never once per job.
+        monkeypatch.setattr(storage, "dependents", lambda job_id: pytest.fail("dependents() asked per job"))
+        client = app.test_client()
+        both = client.get(f"/memqueue/jobs?group={gid}&task=wf.boom").get_json()
+        assert [j["task"] for j in both["jobs"]] == ["wf.boom"] and both["total"] == 1 and both["group"] == gid
+        assert both["jobs"][0]["dependents"] == [callback.id]
+        text = client.get(f"/memqueue/jobs?group={gid}&q=4").get_json()
+        assert [j["args"] for j in text["jobs"]] == [[4]]
+        failed = client.get(f"/memqueue/jobs?group={gid}&status=failed,succeeded&task=wf.add").get_json()
+        assert failed["total"] == 3 and all(j["status"] == "succeeded" for j in failed["jobs"])
+        assert client.get(f"/memqueue/jobs?group={gid}&since=2000-01-01T00:00:00Z").get_json()["total"] == 4
+        assert client.get(f"/memqueue/jobs?group={gid}&until=2000-01-01T00:00:00Z").get_json()["total"] == 0
+        page = client.get("/memqueue/jobs?limit=500").get_json()
+        assert {j["id"]: j["dependents"] for j in page["jobs"]}[member.id] == [callback.id]
+
+
 def test_a_chord_gives_the_callback_every_result_in_member_order(wf_app: tuple[Flask, Tasks], mq: MemQueue) -> None:
     app, t = wf_app
     with app.app_context():

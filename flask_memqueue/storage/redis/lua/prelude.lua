@@ -36,6 +36,7 @@
 --                            a chord's results, kept until its callback is released (whatever the
 --                            members' retention); a field already there means the link was used
 -- ``P:g:<group>``            zset of a group's member ids by member index
+-- ``P:wf:<first job id>``    a workflow added (kept a day): the workflow call sent again after a lost reply only answers
 -- ========================  ====================================================================
 --
 -- A job's text is its *state*, a newline, and its *body*. The body never changes once the
