@@ -136,6 +136,30 @@ def test_the_group_and_a_filter_combine_and_a_listing_reads_dependents_once(
         assert {j["id"]: j["dependents"] for j in page["jobs"]}[member.id] == [callback.id]
 
 
+def test_the_dashboard_shows_a_workflow_and_a_group(wf_app: tuple[Flask, Tasks], mq: MemQueue) -> None:
+    app, t = wf_app
+    with app.app_context():
+        last = mq.chain(t.add.s(1), t.add.s(2), t.add.s(3)).delay()
+        assert last.wait(TIMEOUT) == 6
+        first = mq.get_job(mq.get_job(last.to_dict()["depends_on"][0]).to_dict()["depends_on"][0])  # type: ignore[union-attr]
+        assert first is not None
+        chord = mq.chord(mq.group(t.add.s(1), t.add.s(2)), t.total.s()).delay()
+        assert chord.wait(TIMEOUT) == 3
+        gid = mq.get_job(chord.to_dict()["depends_on"][0]).to_dict()["group"]  # type: ignore[union-attr]
+    client = app.test_client()
+    page = client.get(f"/memqueue/ui/jobs/{first.id}/workflow").get_data(as_text=True)
+    spots = [page.index(f'data-id="{i}"') for i in (first.id, *first.dependents(), last.id)]
+    assert spots == sorted(spots) and len(set(spots)) == 3, "the chain's links, parents first"
+    own = client.get(f"/memqueue/ui/jobs/{last.id}").get_data(as_text=True)
+    assert 'id="job-workflow"' in own and f'href="/memqueue/ui/jobs/{last.id}/workflow"' in own
+    group = client.get(f"/memqueue/ui/groups/{gid}").get_data(as_text=True)
+    assert f'data-id="{chord.id}"' in group and 'id="group-status" title="Group.status">succeeded' in group
+    assert client.get("/memqueue/ui/groups/nope").status_code == 404
+    assert client.get("/memqueue/ui/jobs/nope/workflow").status_code == 404
+    listed = client.get(f"/memqueue/?group={gid}&refresh=0", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert listed.count('data-c="workflow" href') == 3 and 'id="act-on-matches"' not in listed  # 2 + the template
+
+
 def test_a_chord_gives_the_callback_every_result_in_member_order(wf_app: tuple[Flask, Tasks], mq: MemQueue) -> None:
     app, t = wf_app
     with app.app_context():
