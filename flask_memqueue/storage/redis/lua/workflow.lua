@@ -59,7 +59,11 @@ for i = 0, n - 1 do
   local seq = tostring(redis.call('INCR', P .. ':seq'))
   local h = {i = seq, s = st, q = q, p = p, n = '0'}
   if eta ~= '' then h.eta = eta end
-  if op ~= '' then h.op = op end
+  if op ~= '' then  -- (the options are in the body too: the state keeps what the scripts read, small)
+    local o = cjson.decode(op)
+    if type(o.bind) == 'string' then h.bd = o.bind end
+    if type(o.group) == 'string' then h.gp = o.group end
+  end
   if parents[id] then h.dp = '1' end
   if redis.call('HSETNX', J, id, text(h, body)) == 1 then
     index(id, st, q, p, seq, h.eta, false, false, false)
