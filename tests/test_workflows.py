@@ -379,3 +379,14 @@ def test_async_tasks_compose_like_plain_ones(wf_app: tuple[Flask, Tasks], mq: Me
         assert mq.chain(t.add.s(1, 2), adouble.s(), t.add.s(100)).delay().wait(TIMEOUT) == 106
         callback = mq.chord(mq.group(*(adouble.s(i) for i in range(5))), t.total.s()).delay()
         assert callback.wait(TIMEOUT) == 2 * sum(range(5))
+
+
+def test_linked_options_are_what_the_generic_replace_makes() -> None:
+    """JobOptions.linked (the workflow enqueue's fast copy) makes what for_job().replace(...) does."""
+    from flask_memqueue.options import job_options
+
+    for base in (job_options(), job_options("q", 3), job_options("q", 0).replace(time_limit=5.0, eta=12.0,
+                                                                                  depends_on=("a-1",))):
+        for after, group, bind in ((("p-1",), None, "first"), (None, "g-1", None), (("p-1", "p-2"), "g", "list"),
+                                   (None, None, None)):
+            assert base.linked(after, group, bind) == base.for_job().replace(after=after, group=group, bind=bind)
