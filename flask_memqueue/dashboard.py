@@ -436,7 +436,7 @@ def _walk(start: list[Job]) -> tuple[list[Job], dict[str, list[str]], bool]:
     :data:`WORKFLOW_LIMIT`: ``(jobs, dependents by id, cut short)``. One dependents read and
     one group read per step of the walk, not per job."""
     queue = _queue()
-    found: dict[str, Job] = {j.id: j for j in start}
+    found: dict[str, Job] = {j.id: j for j in start[:WORKFLOW_LIMIT]}
     children: dict[str, list[str]] = {}
     groups: set[str] = set()
     frontier = list(found)
@@ -448,7 +448,7 @@ def _walk(start: list[Job]) -> tuple[list[Job], dict[str, list[str]], bool]:
             wanted += [*(job.options.after or ()), *children.get(job_id, ())]
             if job.options.group and job.options.group not in groups:
                 groups.add(job.options.group)
-                for member in queue.storage.group_jobs(job.options.group) or []:
+                for member in (queue.storage.group_jobs(job.options.group) or [])[:WORKFLOW_LIMIT - len(found)]:
                     found.setdefault(member.id, member)
                     wanted.append(member.id)
         frontier = []
@@ -464,7 +464,7 @@ def _walk(start: list[Job]) -> tuple[list[Job], dict[str, list[str]], bool]:
                 frontier.append(job_id)
     if frontier:
         children.update(queue.storage.dependents_many([i for i in found if i not in children]))
-    return _in_steps(list(found.values())), children, len(found) >= WORKFLOW_LIMIT
+    return _in_steps(list(found.values())), children, len(found) >= WORKFLOW_LIMIT or len(start) > WORKFLOW_LIMIT
 
 
 def _in_steps(jobs: list[Job]) -> list[Job]:

@@ -390,3 +390,18 @@ def test_linked_options_are_what_the_generic_replace_makes() -> None:
         for after, group, bind in ((("p-1",), None, "first"), (None, "g-1", None), (("p-1", "p-2"), "g", "list"),
                                    (None, None, None)):
             assert base.linked(after, group, bind) == base.for_job().replace(after=after, group=group, bind=bind)
+
+
+def test_a_workflow_page_shows_at_most_500_jobs_and_says_so(make_app: Callable[..., Flask], mq: MemQueue) -> None:
+    t = Tasks(mq)
+    app = make_app(MEMQUEUE_CONSUMER=False)  # a testing app: nothing runs, the chord waits
+    with app.app_context():
+        callback = mq.chord(mq.group(*(t.add.s(i) for i in range(600))), t.total.s()).delay()
+        member = mq.get_job(callback.to_dict()["depends_on"][0])
+        assert member is not None
+        gid = member.to_dict()["group"]
+        client = app.test_client()
+        for url in (f"/memqueue/ui/groups/{gid}", f"/memqueue/ui/jobs/{callback.id}/workflow"):
+            page = client.get(url).get_data(as_text=True)
+            assert page.count("<tr role=\"row\" data-id=") == 500 and "Only the first 500 jobs" in page
+        mq.get_group(gid).cancel()  # type: ignore[union-attr]
