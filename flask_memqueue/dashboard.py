@@ -33,11 +33,13 @@ from werkzeug.wrappers import Response
 
 from . import access
 from .exceptions import ConfigurationError, QueueClosed
-from .job import JobStatus, isotime
+from .job import Job, JobStatus, isotime
 from .routes import APIError, RouteTable
 from .state import AppQueue
 from .views import (
-    job_dict,
+    group_arg,
+    group_members,
+    job_dicts,
     job_or_404,
     json_response,
     parse_json,
@@ -66,7 +68,9 @@ NOTICE_COOKIE_LIMIT = 4096
 _SECONDS = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6})?")
 
 STATUSES = [s.value for s in JobStatus]
-_WAITING = {"queued", "scheduled"}
+_WAITING = {"queued", "scheduled", "deferred"}  # what Cancel takes (a deferred job too)
+#: Jobs a workflow page shows at most (a walk of its links stops there, and says so).
+WORKFLOW_LIMIT = 500
 _RETRYABLE = {"failed", "cancelled", "aborted"}
 
 
@@ -294,13 +298,14 @@ def _page_number() -> int:
 if TYPE_CHECKING:
     from .jobfilter import JobFilter
 
-#: The search form's fields (the job filter's, besides status and queue, which have their links).
-SEARCH_FIELDS = ("task", "q", "since", "until")
+#: The search form's fields (the job filter's, besides status and queue, which have their links;
+#: and ``group``, a group's members, which combines with them).
+SEARCH_FIELDS = ("task", "q", "since", "until", "group")
 
 
 def _search() -> JobFilter | None:
     """The job filter of the search form, or None when no search field is filled in."""
-    values = {name: request.args.get(name) for name in SEARCH_FIELDS}
+    values = {name: request.args.get(name) for name in SEARCH_FIELDS if name != "group"}
     if not any(values.values()):
         return None
     from .jobfilter import FilterError, parse_filter  # on first use: a plain enqueue never needs it
@@ -317,10 +322,14 @@ def _listing(status: JobStatus | None, only: str | None, offset: int,
     """``(jobs of this page, how many match, counts by status)`` of the page's filters."""
     queue = _queue()
     shown = queue.storage.counts(only) if only is not None else queue.storage.counts()
+    group = group_arg()
+    if group is not None:  # the group's members that the other fields match, in member order
+        members = group_members(group, flt)
+        return job_dicts(members[offset:offset + PER_PAGE]), len(members), shown
     if flt is not None:
-        return [job_dict(j) for j in queue.find_jobs(flt, PER_PAGE, offset)], queue.count_jobs(flt), shown
+        return job_dicts(queue.find_jobs(flt, PER_PAGE, offset)), queue.count_jobs(flt), shown
     total = shown[status.value] if status is not None else sum(shown.values())
-    return [job_dict(j) for j in queue.storage.jobs(status, PER_PAGE, offset, queue=only)], total, shown
+    return job_dicts(queue.storage.jobs(status, PER_PAGE, offset, queue=only)), total, shown
 
 
 def _linker(status: JobStatus | None, only: str | None) -> Callable[..., str]:
@@ -406,6 +415,7 @@ def job_page(job_id: str) -> ResponseReturnValue:
     data = job_or_404(job_id).to_dict()
     return _render(
         "memqueue/job.html",
+        in_workflow=bool(data["group"] or data["depends_on"] or data["dependents"]),
         job=data,
         args_text=_shown(data["args"]),
         kwargs_text=_shown(data["kwargs"]) if data["kwargs"] else None,
@@ -418,6 +428,98 @@ def job_page(job_id: str) -> ResponseReturnValue:
         retryable=_RETRYABLE,
         **_common(),
     )
+
+
+# -- workflows ----------------------------------------------------------------------------
+def _walk(start: list[Job]) -> tuple[list[Job], dict[str, list[str]], bool]:
+    """The jobs linked to ``start`` (its parents, dependents and groups, transitively), at most
+    :data:`WORKFLOW_LIMIT`: ``(jobs, dependents by id, cut short)``. One dependents read and
+    one group read per step of the walk, not per job."""
+    queue = _queue()
+    found: dict[str, Job] = {j.id: j for j in start[:WORKFLOW_LIMIT]}
+    children: dict[str, list[str]] = {}
+    groups: set[str] = set()
+    frontier = list(found)
+    while frontier and len(found) < WORKFLOW_LIMIT:
+        children.update(queue.storage.dependents_many(frontier))
+        wanted: list[str] = []
+        for job_id in frontier:
+            job = found[job_id]
+            wanted += [*(job.options.after or ()), *children.get(job_id, ())]
+            if job.options.group and job.options.group not in groups:
+                groups.add(job.options.group)
+                for member in (queue.storage.group_jobs(job.options.group) or [])[:WORKFLOW_LIMIT - len(found)]:
+                    found.setdefault(member.id, member)
+                    wanted.append(member.id)
+        frontier = []
+        for job_id in dict.fromkeys(wanted):
+            if len(found) >= WORKFLOW_LIMIT:
+                break
+            if job_id not in found:
+                other = queue.get_job(job_id)
+                if other is not None:
+                    found[job_id] = other
+                    frontier.append(job_id)
+            elif job_id not in children:
+                frontier.append(job_id)
+    if frontier:
+        children.update(queue.storage.dependents_many([i for i in found if i not in children]))
+    return _in_steps(list(found.values())), children, len(found) >= WORKFLOW_LIMIT or len(start) > WORKFLOW_LIMIT
+
+
+def _in_steps(jobs: list[Job]) -> list[Job]:
+    """``jobs`` parents first: by the longest chain of parents among them, then as they came."""
+    ids = {j.id for j in jobs}
+    step: dict[str, int] = {}
+    left = list(jobs)
+    while left:
+        later = []
+        for job in left:
+            parents = [p for p in job.options.after or () if p in ids and p != job.id]
+            if all(p in step for p in parents):
+                step[job.id] = 1 + max((step[p] for p in parents), default=-1)
+            else:
+                later.append(job)
+        if len(later) == len(left):  # a cycle cannot be made; a cut walk may miss a parent: show the rest last
+            for job in later:
+                step[job.id] = len(jobs)
+            break
+        left = later
+    order = {j.id: i for i, j in enumerate(jobs)}
+    return sorted(jobs, key=lambda j: (step[j.id], order[j.id]))
+
+
+def _workflow_page(title: str, start: list[Job], group: str | None) -> ResponseReturnValue:
+    from .job import group_status
+
+    jobs, children, cut = _walk(start)
+    rows = job_dicts(jobs)
+    for row in rows:
+        row["dependents"] = children.get(row["id"], [])
+    members = [j for j in jobs if group is not None and j.options.group == group]
+    return _render(
+        "memqueue/workflow.html", title=title, jobs=rows, group=group, cut=cut, limit=WORKFLOW_LIMIT,
+        group_status=group_status(members) if members else None,
+        counts={s: sum(1 for r in rows if r["status"] == s) for s in STATUSES},
+        refresh=_refresh(), **_common(),
+    )
+
+
+@routes.get("/ui/groups/<group_id>")
+@_page
+def group_page(group_id: str) -> ResponseReturnValue:
+    """A group's page: its members and what waits on them (a chord's callback), with their states."""
+    members = _queue().storage.group_jobs(group_id)
+    if not members:
+        raise APIError(404, f"no group {shorten(group_id, 100)}: it never existed here, or its jobs were forgotten")
+    return _workflow_page(f"Group {group_id}", members, group_id)
+
+
+@routes.get("/ui/jobs/<job_id>/workflow")
+@_page
+def workflow_page(job_id: str) -> ResponseReturnValue:
+    """The workflow a job belongs to: every job linked to it, parents first, with their states."""
+    return _workflow_page(f"Workflow of job {job_id}", [job_or_404(job_id)], None)
 
 
 # -- actions ----------------------------------------------------------------------------

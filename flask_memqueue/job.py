@@ -492,14 +492,19 @@ class Job(Generic[R]):
         True if cancelled or asked; False if it had finished (see :doc:`/limits`)."""
         return self._queue.abort(self, by)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, dependents: list[str] | None = None) -> dict[str, Any]:
         """A JSON-safe dict of everything known about the job.
 
         Arguments and results that JSON cannot hold are shown by their
         ``repr``, cut to :data:`REPR_LIMIT` characters (see :func:`json_safe`);
         a number is never NaN or infinite. It does not raise.
+
+        :param dependents: its ``dependents`` ids when the caller read them already
+            (a listing reads a page's in one store call,
+            :meth:`Storage.dependents_many <flask_memqueue.storage.base.Storage.dependents_many>`);
+            None asks the store (:meth:`dependents`).
         """
-        return _as_dict(self)
+        return _as_dict(self, dependents)
 
     def dependents(self) -> list[str]:
         """The ids of the jobs that wait on this one (its chain's next link, its chord's
@@ -568,7 +573,7 @@ class Step(NamedTuple):
     group: int | None = None  # the index of the step's group in the workflow, if any
 
 
-def _as_dict(job: Job[Any]) -> dict[str, Any]:
+def _as_dict(job: Job[Any], dependents: list[str] | None = None) -> dict[str, Any]:
     """The body of :meth:`Job.to_dict` (a function, so that the class stays small)."""
     out = job._out or _NO_OUTCOME
     started, finished = out.started_at, out.finished_at
@@ -586,7 +591,7 @@ def _as_dict(job: Job[Any]) -> dict[str, Any]:
         "status": job.status.value,
         "group": job.options.group,
         "depends_on": list(job.options.after or ()),
-        "dependents": job.dependents(),
+        "dependents": job.dependents() if dependents is None else dependents,
         "args": json_safe(list(job.args)),
         "kwargs": json_safe(job.kwargs or {}),
         "result": json_safe(out.result),

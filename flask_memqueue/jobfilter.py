@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .exceptions import MemQueueError
-from .job import JobStatus
+from .job import Job, JobStatus
 
 #: The fields of a filter, as query parameters, JSON keys and CLI options (``--task``...).
 FIELDS = ("task", "q", "status", "queue", "since", "until")
@@ -83,6 +83,17 @@ class JobFilter:
                     or (error is not None and plain in error.lower())):
                 return False
         return True
+
+    def matches(self, job: Job) -> bool:
+        """True if the filter matches ``job`` (its arguments as their JSON text): what a store
+        does with :meth:`matches_values`, for jobs a caller holds (a group's members)."""
+        searched = self.q is not None
+        return self.matches_values(
+            job.name, job.status.value, job.queue, job.enqueued_at,
+            args_json(list(job.args)) if searched else "",
+            args_json(job.kwargs) if searched and job.kwargs else None,
+            job.error if searched else None,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The filter as the JSON body of a bulk action takes it (set fields only)."""

@@ -70,6 +70,13 @@ class Metrics:
         self.failed = counter("failed", "Jobs that raised with no retries left.")
         self.retried = counter("retried", "Failed attempts scheduled to run again.")
         self.cancelled = counter("cancelled", "Waiting jobs cancelled (by hand, or by a shutdown without journal).")
+        # Workflows: a job with parents is held (deferred) until they succeed, then released by the
+        # store in the parent's outcome step, in whichever process records it; the release is
+        # counted where the job then starts (its first attempt), so the two add up across workers.
+        self.held = counter("held", "Jobs enqueued waiting on other jobs (a chain's link, a chord's callback,"
+                                    " depends_on=): deferred until every parent succeeded.")
+        self.released = counter("released", "Held jobs released by their parents' success, counted at their"
+                                            " first attempt's start.")
         self.duration = Histogram(
             "memqueue_job_duration_seconds", "Seconds one attempt ran, until it returned or raised.",
             labels, registry=self.registry, buckets=BUCKETS,
@@ -88,6 +95,11 @@ class Metrics:
             "memqueue_queue_depth", "Jobs waiting (queued + scheduled).", ("queue",), registry=self.registry,
             multiprocess_mode="livemostrecent" if durable else "livesum",
         )
+        self.deferred = Gauge(
+            "memqueue_jobs_deferred", "Jobs held by a dependency now (every queue).", registry=self.registry,
+            multiprocess_mode="livemostrecent" if durable else "livesum",
+        )
+        self._workflows = queue.storage.capabilities.workflows
         self.consumers = Gauge(
             "memqueue_consumer_threads", "Live consumer threads.", registry=self.registry,
             multiprocess_mode="livesum",
@@ -100,6 +112,8 @@ class Metrics:
     # -- receivers (connected by install, for this app only) --------------------------
     def on_enqueued(self, sender: Any, job: Job[Any], **extra: Any) -> None:
         self.enqueued.labels(job.name, job.queue).inc()
+        if job.options.after:
+            self.held.labels(job.name, job.queue).inc()
         eta = job.eta
         if eta is not None:
             with self._lock:
@@ -108,6 +122,8 @@ class Metrics:
 
     def on_started(self, sender: Any, job: Job[Any], **extra: Any) -> None:
         self.started.labels(job.name, job.queue).inc()
+        if job.options.after and job.attempts == 1:
+            self.released.labels(job.name, job.queue).inc()
         started = job.started_at or time.time()
         with self._lock:
             due = self._due.pop(job.id, None)
@@ -153,9 +169,12 @@ class Metrics:
         queue = self.queue
         if queue.closed:
             self.depth.labels(DEFAULT_QUEUE).set(0)
+            self.deferred.set(0)
         else:
             for name, row in queue.queues_info().items():
                 self.depth.labels(name).set(row["depth"])
+            if self._workflows:
+                self.deferred.set(queue.storage.counts().get("deferred", 0))
         self.consumers.set(len(queue.live_threads()))
 
     # -- the scrape -----------------------------------------------------------

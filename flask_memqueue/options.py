@@ -97,6 +97,25 @@ class JobOptions:
         """These options with the given fields changed (the shared object when there is one)."""
         return _shared(dataclasses.replace(self, **changes))
 
+    def linked(self, after: tuple[str, ...] | None, group: str | None, bind: str | None) -> JobOptions:
+        """``for_job().replace(after=after, group=group, bind=bind)`` for one job of a workflow.
+
+        A workflow's job has at least one of them set, so it never is the shared
+        object: this copies the slots directly, without ``dataclasses.replace``'s
+        generic path (about 8 of a chain link's 30 µs in memory: a chain of 1,000
+        links makes 1,000 of them)."""
+        if after is None and group is None and bind is None:
+            return self.for_job().replace(after=None, group=None, bind=None)
+        new: JobOptions = _new_options(JobOptions)
+        for name in _KEPT_FIELDS:
+            _set(new, name, getattr(self, name))
+        for name in PER_CALL_FIELDS:
+            _set(new, name, None)
+        _set(new, "after", after)
+        _set(new, "group", group)
+        _set(new, "bind", bind)
+        return new
+
     def for_job(self) -> JobOptions:
         """What a job keeps of these options: all but the per-call fields (shared when it can be)."""
         if self.eta is None and self.session is None and self.on_commit is None and self.depends_on is None:
@@ -109,6 +128,11 @@ INDEXED_FIELDS = tuple(f.name for f in dataclasses.fields(JobOptions) if f.metad
 PER_CALL_FIELDS = tuple(f.name for f in dataclasses.fields(JobOptions) if f.metadata.get("kind") == "call")
 STORED_FIELDS = tuple(f.name for f in dataclasses.fields(JobOptions) if not f.metadata.get("kind"))
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(JobOptions)}
+#: What :meth:`JobOptions.linked` copies (all but the per-call fields and the three it sets).
+_KEPT_FIELDS = tuple(f.name for f in dataclasses.fields(JobOptions)
+                     if f.name not in PER_CALL_FIELDS and f.name not in ("after", "group", "bind"))
+_new_options = object.__new__
+_set = object.__setattr__
 
 _SHARED_OPTIONS: dict[tuple[str, int], JobOptions] = {}
 #: At most this many shared options objects (queue names come from stored

@@ -495,3 +495,68 @@ def test_a_queue_is_paused_and_resumed_from_its_row(page: Page, served: Served) 
     page.locator('#queues tr[data-queue="default"]').get_by_role("button", name="Resume").click()
     expect(page.locator(".notice.ok")).to_contain_text("Queue default runs again")
     assert queue.storage.get(job_id).wait(WAIT) == "while paused"  # type: ignore[union-attr]
+
+
+# -- workflows (issue 21): a chord's page, its links, and the group filter -----------------------
+@mq.task(name="dashboard-test.add")
+def _add(x: int, y: int = 0) -> int:
+    return x + y
+
+
+@mq.task(name="dashboard-test.gated")
+def _gated(x: int) -> int:
+    if not CONTROL.gates[0].wait(GATE_WAIT):
+        raise TimeoutError("the gate was never opened")
+    return x
+
+
+@mq.task(name="dashboard-test.total")
+def _total(values: list[int]) -> int:
+    return sum(values)
+
+
+def test_a_chord_is_shown_as_a_workflow_linked_and_filtered_by_group(page: Page, served: Served) -> None:
+    with served.app.app_context():
+        callback = mq.chord(mq.group(_add.s(1), _add.s(2), _gated.s(3)), _total.s()).delay()
+        members = [mq.get_job(i) for i in callback.to_dict()["depends_on"]]
+    assert all(m is not None for m in members) and len(members) == 3
+    group_id = members[0].to_dict()["group"]  # type: ignore[union-attr]
+    gated = members[2].id  # type: ignore[union-attr]
+    # The callback's page: deferred (cancellable), its parents linked, and the way to the whole workflow.
+    page.goto(f"{served.url}/memqueue/ui/jobs/{callback.id}?refresh=0")
+    expect(page.locator(".head .pill")).to_have_text("deferred")
+    expect(page.get_by_role("button", name="Cancel this job")).to_be_visible()
+    parents = page.locator('#job-workflow a[data-rel="parent"]')
+    expect(parents).to_have_text([m.id for m in members])  # type: ignore[union-attr]
+    page.locator("#workflow-link").click()
+    # The workflow page: the members first, then the callback, each with its state, while one member runs.
+    rows = page.locator("#workflow-jobs tbody tr")
+    expect(rows).to_have_count(4)
+    expect(rows.last).to_have_attribute("data-id", callback.id)
+    expect(page.locator(f'#workflow-jobs tr[data-id="{callback.id}"] .pill')).to_have_text("deferred")
+    expect(page.locator(f'#workflow-jobs tr[data-id="{gated}"] .pill')).to_have_text("running")
+    expect(page.locator(f'#workflow-jobs tr[data-id="{gated}"] a[data-rel="dependent"]')).to_have_text(callback.id)
+    CONTROL.gates[0].set()
+    assert callback.wait(WAIT) == 6
+    page.reload()
+    expect(page.locator(f'#workflow-jobs tr[data-id="{callback.id}"] .pill')).to_have_text("succeeded")
+    # A member's page links its dependent and its group; the group page shows its status and members.
+    page.locator(f'#workflow-jobs tr[data-id="{gated}"] th a').click()
+    expect(page.locator('#job-workflow a[data-rel="dependent"]')).to_have_text(callback.id)
+    page.locator('#job-workflow a[data-rel="group"]').click()
+    expect(page.locator("#group-status")).to_have_text("succeeded")
+    expect(page.locator("#workflow-jobs tbody tr")).to_have_count(4)  # the members and what waits on them
+    # The group filter of the jobs list, combined with the task search: the gated member only.
+    page.locator("#group-filter").click()
+    for member in members:
+        expect(row(page, member.id)).to_be_visible()  # type: ignore[union-attr]
+    expect(row(page, callback.id)).to_have_count(0)
+    expect(row(page, gated).locator('[data-c="workflow"]')).to_be_visible()
+    expect(page.locator("#act-on-matches")).to_have_count(0)  # bulk actions take no group
+    page.get_by_label("Task").fill("dashboard-test.gated")
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_label("Group")).to_have_value(group_id)
+    expect(page.locator("#rows tr")).to_have_count(1)
+    expect(row(page, gated)).to_be_visible()
+    row(page, gated).locator('[data-c="workflow"]').click()
+    expect(page.locator("#workflow-jobs tbody tr")).to_have_count(4)

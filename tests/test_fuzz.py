@@ -150,6 +150,7 @@ def paths(draw: st.DrawFn, target: Target) -> str:
         "/jobs/delete", f"/queues/{draw(SEGMENTS)}/pause", f"/queues/{draw(SEGMENTS)}/resume",
         f"/groups/{job_id}", "/stats", "/health", "/threads", f"/ui/jobs/{job_id}",
         f"/ui/jobs/{job_id}/cancel", f"/ui/jobs/{job_id}/retry", f"/ui/jobs/{job_id}/abort",
+        f"/ui/jobs/{job_id}/workflow", f"/ui/groups/{job_id}", f"/jobs?group={job_id}&task=x",
         "/ui/purge", "/ui/sign-in", "/ui/sign-out",
     ]
     tail = draw(st.one_of(st.sampled_from(known), st.lists(SEGMENTS, min_size=1, max_size=4).map(

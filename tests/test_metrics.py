@@ -91,6 +91,45 @@ def test_the_depth_gauge_counts_waiting_jobs(make_app: Callable[..., Flask], mq:
         assert value(s, "memqueue_jobs_started_total", task="builtins.print", queue="default") == 0
 
 
+def test_workflow_jobs_held_and_released_and_the_deferred_gauge(make_app: Callable[..., Flask], mq: MemQueue) -> None:
+    import threading
+
+    from flask_memqueue import JobFailed
+
+    app = make_app(MEMQUEUE_METRICS=True)
+    gate = threading.Event()
+
+    @mq.task(name="first")
+    def first(x: int) -> int:
+        assert gate.wait(10), "the test never opened the gate"
+        return x
+
+    @mq.task(name="step")
+    def step(x: int = 0) -> int:
+        return x + 1
+
+    @mq.task(name="bad")
+    def bad() -> int:
+        raise ValueError("no")
+
+    with app.app_context():
+        last = mq.chain(first.s(1), step.s(), step.s()).delay()
+        doomed = mq.chain(bad.s(), step.s()).delay()  # queued behind the gated job (one consumer thread)
+        s = scrape(app)
+        assert value(s, "memqueue_jobs_held_total", task="step", queue="default") == 3
+        assert value(s, "memqueue_jobs_released_total", task="step", queue="default") == 0
+        assert value(s, "memqueue_jobs_deferred") == 3
+        gate.set()
+        assert last.wait(10) == 3
+        with pytest.raises(JobFailed):
+            doomed.wait(10)
+    s = scrape(app)
+    assert value(s, "memqueue_jobs_held_total", task="step", queue="default") == 3
+    assert value(s, "memqueue_jobs_released_total", task="step", queue="default") == 2  # one was cancelled
+    assert value(s, "memqueue_jobs_held_total", task="first", queue="default") == 0
+    assert value(s, "memqueue_jobs_deferred") == 0
+
+
 def test_two_apps_in_one_process_count_apart(make_app: Callable[..., Flask], mq: MemQueue) -> None:
     first, second = make_app("first", MEMQUEUE_METRICS=True), make_app("second", MEMQUEUE_METRICS=True)
     with first.app_context():  # join, not wait: wait returns before the job_succeeded receivers ran

@@ -23,7 +23,9 @@ from support.waiting import TIMEOUT, wait_until
 
 from flask_memqueue import ConfigurationError, MemQueue, RedisUnavailable, StorageError, current_job
 from flask_memqueue.cli import memqueue_cli
+from flask_memqueue.job import JobStatus
 from flask_memqueue.state import AppQueue
+from flask_memqueue.storage.base import Link
 
 SECRET = "pa55:w/rd?x@y"
 QUOTED = "pa55%3Aw%2Frd%3Fx%40y"
@@ -309,6 +311,40 @@ def test_a_claim_whose_reply_was_lost_is_put_back(make: Callable[..., AppQueue],
     storage.finish(again)
     assert storage.counts()["succeeded"] == 1 and storage.counts()["running"] == 0
     assert storage.get(job.id).attempts == 1
+
+
+def test_a_workflow_whose_reply_was_lost_is_sent_again_and_added_once(
+    make: Callable[..., AppQueue], tasks: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workflow script ran, its reply never came: the store sends it again (as a plain
+    enqueue), and the second run finds its mark: the links and counters are written once."""
+    queue = make()
+    storage: Any = queue.storage
+    client = storage.client
+    real, lost = client.script, []
+
+    def script(name: str, args: list[Any], doing: str, **kwargs: Any) -> Any:
+        reply = real(name, args, doing, **kwargs)
+        if name == "workflow" and not lost:
+            lost.append(reply)
+            raise client.redis.ConnectionError("the reply was lost")
+        return reply
+
+    monkeypatch.setattr(client, "script", script)
+    parent = new_job(queue, "t.echo", 5)
+    child = new_job(queue, "t.echo")
+    child.options = child.options.replace(after=(parent.id,), bind="first")
+    child.status = JobStatus.DEFERRED
+    storage.put_workflow([parent, child], [Link(parent.id, child.id, 0)])
+    assert lost, "the first run's reply was dropped"
+    assert storage.dependents(parent.id) == [child.id], "linked once"
+    assert storage.counts()["queued"] == 1 and storage.counts()["deferred"] == 1
+    taken = storage.take(0)
+    assert taken is not None and taken.id == parent.id
+    queue.consumer.execute(taken)
+    released = storage.take(0, taken)
+    assert released is not None and released.id == child.id and released.args == (5,)
+    assert storage.take(0) is None and storage.counts()["deferred"] == 0
 
 
 def test_maxsize_is_exact_across_enqueuers(make: Callable[..., AppQueue], tasks: dict[str, Any]) -> None:

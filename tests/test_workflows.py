@@ -108,6 +108,58 @@ def test_a_group_runs_its_members_and_reads_back_by_id(wf_app: tuple[Flask, Task
         assert app.test_client().get("/memqueue/groups/nope").status_code == 404
 
 
+def test_the_group_and_a_filter_combine_and_a_listing_reads_dependents_once(
+    wf_app: tuple[Flask, Tasks], mq: MemQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, t = wf_app
+    with app.app_context():
+        callback = mq.chord(mq.group(t.add.s(1), t.add.s(2), t.boom.s(3), t.add.s(4)), t.total.s()).delay()
+        with pytest.raises(JobFailed):
+            callback.wait(TIMEOUT)
+        member = mq.get_job(callback.to_dict()["depends_on"][0])
+        assert member is not None
+        gid = member.to_dict()["group"]
+        storage = app.extensions["memqueue"].storage
+        # A listing asks the store for its page's dependents in one call, never once per job.
+        monkeypatch.setattr(storage, "dependents", lambda job_id: pytest.fail("dependents() asked per job"))
+        client = app.test_client()
+        both = client.get(f"/memqueue/jobs?group={gid}&task=wf.boom").get_json()
+        assert [j["task"] for j in both["jobs"]] == ["wf.boom"] and both["total"] == 1 and both["group"] == gid
+        assert both["jobs"][0]["dependents"] == [callback.id]
+        text = client.get(f"/memqueue/jobs?group={gid}&q=4").get_json()
+        assert [j["args"] for j in text["jobs"]] == [[4]]
+        failed = client.get(f"/memqueue/jobs?group={gid}&status=failed,succeeded&task=wf.add").get_json()
+        assert failed["total"] == 3 and all(j["status"] == "succeeded" for j in failed["jobs"])
+        assert client.get(f"/memqueue/jobs?group={gid}&since=2000-01-01T00:00:00Z").get_json()["total"] == 4
+        assert client.get(f"/memqueue/jobs?group={gid}&until=2000-01-01T00:00:00Z").get_json()["total"] == 0
+        page = client.get("/memqueue/jobs?limit=500").get_json()
+        assert {j["id"]: j["dependents"] for j in page["jobs"]}[member.id] == [callback.id]
+
+
+def test_the_dashboard_shows_a_workflow_and_a_group(wf_app: tuple[Flask, Tasks], mq: MemQueue) -> None:
+    app, t = wf_app
+    with app.app_context():
+        last = mq.chain(t.add.s(1), t.add.s(2), t.add.s(3)).delay()
+        assert last.wait(TIMEOUT) == 6
+        first = mq.get_job(mq.get_job(last.to_dict()["depends_on"][0]).to_dict()["depends_on"][0])  # type: ignore[union-attr]
+        assert first is not None
+        chord = mq.chord(mq.group(t.add.s(1), t.add.s(2)), t.total.s()).delay()
+        assert chord.wait(TIMEOUT) == 3
+        gid = mq.get_job(chord.to_dict()["depends_on"][0]).to_dict()["group"]  # type: ignore[union-attr]
+    client = app.test_client()
+    page = client.get(f"/memqueue/ui/jobs/{first.id}/workflow").get_data(as_text=True)
+    spots = [page.index(f'data-id="{i}"') for i in (first.id, *first.dependents(), last.id)]
+    assert spots == sorted(spots) and len(set(spots)) == 3, "the chain's links, parents first"
+    own = client.get(f"/memqueue/ui/jobs/{last.id}").get_data(as_text=True)
+    assert 'id="job-workflow"' in own and f'href="/memqueue/ui/jobs/{last.id}/workflow"' in own
+    group = client.get(f"/memqueue/ui/groups/{gid}").get_data(as_text=True)
+    assert f'data-id="{chord.id}"' in group and 'id="group-status" title="Group.status">succeeded' in group
+    assert client.get("/memqueue/ui/groups/nope").status_code == 404
+    assert client.get("/memqueue/ui/jobs/nope/workflow").status_code == 404
+    listed = client.get(f"/memqueue/?group={gid}&refresh=0", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert listed.count('data-c="workflow" href') == 3 and 'id="act-on-matches"' not in listed  # 2 + the template
+
+
 def test_a_chord_gives_the_callback_every_result_in_member_order(wf_app: tuple[Flask, Tasks], mq: MemQueue) -> None:
     app, t = wf_app
     with app.app_context():
@@ -327,3 +379,29 @@ def test_async_tasks_compose_like_plain_ones(wf_app: tuple[Flask, Tasks], mq: Me
         assert mq.chain(t.add.s(1, 2), adouble.s(), t.add.s(100)).delay().wait(TIMEOUT) == 106
         callback = mq.chord(mq.group(*(adouble.s(i) for i in range(5))), t.total.s()).delay()
         assert callback.wait(TIMEOUT) == 2 * sum(range(5))
+
+
+def test_linked_options_are_what_the_generic_replace_makes() -> None:
+    """JobOptions.linked (the workflow enqueue's fast copy) makes what for_job().replace(...) does."""
+    from flask_memqueue.options import job_options
+
+    for base in (job_options(), job_options("q", 3), job_options("q", 0).replace(time_limit=5.0, eta=12.0,
+                                                                                  depends_on=("a-1",))):
+        for after, group, bind in ((("p-1",), None, "first"), (None, "g-1", None), (("p-1", "p-2"), "g", "list"),
+                                   (None, None, None)):
+            assert base.linked(after, group, bind) == base.for_job().replace(after=after, group=group, bind=bind)
+
+
+def test_a_workflow_page_shows_at_most_500_jobs_and_says_so(make_app: Callable[..., Flask], mq: MemQueue) -> None:
+    t = Tasks(mq)
+    app = make_app(MEMQUEUE_CONSUMER=False)  # a testing app: nothing runs, the chord waits
+    with app.app_context():
+        callback = mq.chord(mq.group(*(t.add.s(i) for i in range(600))), t.total.s()).delay()
+        member = mq.get_job(callback.to_dict()["depends_on"][0])
+        assert member is not None
+        gid = member.to_dict()["group"]
+        client = app.test_client()
+        for url in (f"/memqueue/ui/groups/{gid}", f"/memqueue/ui/jobs/{callback.id}/workflow"):
+            page = client.get(url).get_data(as_text=True)
+            assert page.count("<tr role=\"row\" data-id=") == 500 and "Only the first 500 jobs" in page
+        mq.get_group(gid).cancel()  # type: ignore[union-attr]

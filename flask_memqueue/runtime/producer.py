@@ -315,7 +315,7 @@ class Producer:
             if group is None:
                 group = group_ids[step.group] = f"{self.jobs.token}-g{self.next_key()}"
         parents = tuple(self._parent_id(ref, made) for ref in after)
-        job_opts = options.for_job().replace(after=parents or None, group=group, bind=step.bind)
+        job_opts = options.linked(parents or None, group, step.bind)
         if job_opts.queue not in self.pools.declared and job_opts.queue not in self.declared_queues():
             raise self._undeclared(job_opts.queue)
         job = queued_job(self.jobs, next(self._ids), step.task, step.args, step.kwargs or None, _time(), job_opts)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -476,6 +476,18 @@ class Storage(abc.ABC):
     def dependents(self, job_id: str) -> list[str]:
         """The ids of the jobs linked as children of ``job_id`` (in the order they were linked)."""
         return []
+
+    def dependents_many(self, job_ids: Sequence[str]) -> dict[str, list[str]]:
+        """:meth:`dependents` of each of ``job_ids`` (those with none may be left out), in one
+        read where the store can: a listing of a page of jobs asks once, not once per job.
+
+        This default asks :meth:`dependents` per id; the built-in stores override it."""
+        out: dict[str, list[str]] = {}
+        for job_id in job_ids:
+            found = self.dependents(job_id)
+            if found:
+                out[job_id] = found
+        return out
 
     def group_jobs(self, group_id: str) -> list[Job] | None:
         """The members of group ``group_id`` in member order, or None if the store holds none of them."""

@@ -38,7 +38,7 @@ import abc
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..exceptions import ConfigurationError, MemQueueError, QueueClosed, QueueFull, UnknownTaskError
@@ -139,6 +139,9 @@ class _DurableWorkflows(Primitives):
 
     def dependents(self, job_id: str) -> list[str]:
         return list(self._guard("reading", self._dependents, job_id))
+
+    def dependents_many(self, job_ids: Sequence[str]) -> dict[str, list[str]]:
+        return dict(self._guard("reading", self._dependents_many, list(job_ids))) if job_ids else {}
 
     def group_jobs(self, group_id: str) -> list[Job] | None:
         records = self._guard("reading", self._group_members, group_id)

@@ -17,7 +17,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from operator import attrgetter
 from time import sleep as _sleep
 from typing import TYPE_CHECKING, Any
@@ -678,6 +678,19 @@ class _MemoryFlows(_MemoryBook):
             return []
         with self._lock:
             return list(self._children.get(key, ()))
+
+    def dependents_many(self, job_ids: Sequence[str]) -> dict[str, list[str]]:
+        if not self._children:
+            return {}
+        prefix = self.token + "-"
+        out: dict[str, list[str]] = {}
+        with self._lock:  # once for the page, not once per job
+            for job_id in job_ids:
+                number = job_id[len(prefix):] if job_id.startswith(prefix) else ""
+                found = self._children.get(int(number)) if number.isascii() and number.isdigit() else None
+                if found:
+                    out[job_id] = list(found)
+        return out
 
     def group_jobs(self, group_id: str) -> list[Job] | None:
         with self._lock:

@@ -164,6 +164,16 @@ class Primitives(abc.ABC):
         """The children linked to ``job_id``, in the order they were linked."""
         return []
 
+    def _dependents_many(self, job_ids: list[str]) -> dict[str, list[str]]:
+        """:meth:`_dependents` of each id (ids with none may be left out). This default asks
+        per id; a backend overrides it with one read (a listing of jobs asks for a page)."""
+        out: dict[str, list[str]] = {}
+        for job_id in job_ids:
+            found = self._dependents(job_id)
+            if found:
+                out[job_id] = found
+        return out
+
     def _group_members(self, group_id: str) -> list[Record]:
         """The records of group ``group_id``'s members that exist, in member order."""
         return []

@@ -991,6 +991,28 @@ class _Workflows(_Harness):
         released = wf.storage.take(0)
         assert released is not None and released.id == child.id and released.args == (7,)
 
+    def test_dependents_many_reads_each_jobs_children_at_once(self, wf: AppQueue) -> None:
+        first, second, loner = linked(wf, 1), linked(wf, 2), linked(wf, 3)
+        both = linked(wf, after=(first.id, second.id))
+        tail = linked(wf, after=(first.id,))
+        wf.storage.put_workflow([first, second, loner, both, tail],
+                                [Link(first.id, both.id, -1), Link(second.id, both.id, -1),
+                                 Link(first.id, tail.id, -1)])
+        found = wf.storage.dependents_many([first.id, second.id, loner.id, "nobody-1"])
+        assert found == {first.id: [both.id, tail.id], second.id: [both.id]}
+        assert found[first.id] == wf.storage.dependents(first.id)
+        assert wf.storage.dependents_many([]) == {}
+
+    def test_drop_waiting_drops_deferred_jobs_too(self, wf: AppQueue) -> None:
+        """A dropped parent's deferred child is dropped with it: it would otherwise wait for ever."""
+        parent = linked(wf, 1)
+        child = linked(wf, after=(parent.id,))
+        wf.storage.put_workflow([parent, child], [Link(parent.id, child.id, -1)])
+        dropped = wf.storage.drop_waiting()
+        assert ids(dropped) == [parent.id, child.id]
+        assert wf.storage.counts()["deferred"] == 0 and wf.storage.counts()["queued"] == 0
+        assert wf.storage.get(child.id) is None and wf.storage.take(0) is None
+
     def test_deferred_jobs_count_toward_maxsize_and_a_workflow_is_refused_whole(self, make_store: Factory) -> None:
         queue = make_store(MEMQUEUE_MAXSIZE=3)
         if not queue.storage.capabilities.workflows:

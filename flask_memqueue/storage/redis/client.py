@@ -375,6 +375,29 @@ class Client:
         except self.redis.RedisError as exc:
             raise self.error(exc, doing) from exc
 
+    def commands(self, doing: str, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Several read-only commands in one round trip (pipelined), their replies in order;
+        a stale node is asked once more, as by :meth:`command`. Only for commands safe to repeat."""
+        self._check()
+        if not commands:
+            return []
+        data = b"".join(_pack(c) for c in commands)
+        for attempt in (1, 2):
+            try:
+                replies = self._exchange(data, len(commands))
+            except self.redis.RedisError as exc:
+                if attempt == 2 or not self.retriable(exc, True):
+                    raise self.error(exc, doing) from exc
+                continue
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    if attempt == 1 and self.retriable(reply, True):
+                        break
+                    raise self.error(reply, doing) from reply
+            else:
+                return replies
+        raise self.error(self.redis.ConnectionError("no reply"), doing)  # pragma: no cover - the loop returns or raises
+
     def _one(self, data: bytes, timeout: float | None = None) -> Any:
         reply = self._exchange(data, 1, timeout)[0]
         if isinstance(reply, Exception):

@@ -71,7 +71,7 @@ class Slot:
     """One consumer thread's place in the store."""
 
     __slots__ = ("name", "thread", "lock", "buffer", "pending", "since", "limit", "claimed_at", "batch",
-                 "claimed", "per_job", "queue", "blocked", "listening")
+                 "claimed", "per_job", "queue", "blocked", "listening", "releases")
 
     def __init__(self, name: str, thread: threading.Thread) -> None:
         self.name = name
@@ -99,6 +99,9 @@ class Slot:
         self.blocked = False
         #: Registered as idle (an enqueue may hand it a job).
         self.listening = False
+        #: A job run since the last claim has dependents: its outcome releases work, so the
+        #: next claim does not linger (a chain's next link is claimed by that same script).
+        self.releases = False
 
 
 class Claimer:
@@ -186,7 +189,7 @@ class Claimer:
         wake-up, or nothing after ``idle_wait`` (or sooner, when a scheduled job is due)."""
         store = self.store
         eta: float | None = None
-        linger = slot.claimed and slot.batch < slot.limit
+        linger = slot.claimed and slot.batch < slot.limit and not slot.releases
         slot.limit = self._limit(slot)  # by the time the last batch took, before any lingering
         if linger:
             store._closing.wait(LINGER)
@@ -254,6 +257,8 @@ class Claimer:
     def _start(self, slot: Slot, record: RedisRecord) -> Job:
         store = self.store
         job = store.codec.claimed(record)
+        if record.waited_on:
+            slot.releases = True
         store.heartbeat.track(job, started=True)  # if it was claimed ahead, Redis hears it started
         if slot.pending and (time.monotonic() - slot.since > FLUSH_AFTER or self._awaited(slot)):
             self.flush(slot, quiet=True)
@@ -283,6 +288,7 @@ class Claimer:
         with slot.lock:
             settle += slot.pending
             slot.pending = []
+            slot.releases = False
             release = list(slot.buffer) if halted else []
             if halted:
                 slot.buffer.clear()

@@ -32,6 +32,8 @@ class RedisRecord(Record):
     #: Claimed ahead and not yet known to have started: given back, its attempt not
     #: counted, if its owner dies.
     prefetched: bool = False
+    #: Jobs wait on it (a workflow's parent): its outcome releases or cancels them.
+    waited_on: bool = False
 
 
 def tag(value: Any) -> str:
@@ -103,7 +105,7 @@ def parse(jid: str, text: str) -> RedisRecord:
         eta=_float(get("eta")), started_at=_float(get("sa")), finished_at=_float(get("fa")), result=get("r"),
         error=get("er"), traceback=get("tb"), owner=get("o"), progress=_float(get("pg")), message=get("pm"),
         queue=get("q", "default"), priority=int(get("p", 0)), unique_key=get("uk"), tick=_float(get("tk")),
-        prefetched="pf" in h,
+        prefetched="pf" in h, waited_on="dp" in h,
         # a workflow's script keeps them in the state (op); an insert writes them in the body
         options=get("op") or (parts[5] or None if len(parts) > 5 else None),
     )

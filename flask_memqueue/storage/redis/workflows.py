@@ -54,8 +54,9 @@ class RedisWorkflows:
         args.append(len(groups))
         for group, index, job_id in groups:
             args += (group, index, job_id)
-        # Not repeated after a lost reply: a second run would link the jobs twice.
-        reply = self._run("workflow", args, f"enqueueing a workflow of {len(records)} job(s)", repeat=False)
+        # Repeated after a lost reply, as a plain enqueue: the script marks the workflow added
+        # (``P:wf:<first job id>``), so a second run of the same call only answers.
+        reply = self._run("workflow", args, f"enqueueing a workflow of {len(records)} job(s)")
         kind = reply[0]
         if kind == "full":
             raise QueueFull(
@@ -73,6 +74,12 @@ class RedisWorkflows:
     def _dependents(self, job_id: str) -> list[str]:
         edges = self.client.command("reading", "LRANGE", f"{self.prefix}:dn:{job_id}", 0, -1)
         return [str(edge).partition(" ")[2] for edge in edges]
+
+    def _dependents_many(self, job_ids: list[str]) -> dict[str, list[str]]:
+        # One round trip for the page: the LRANGEs pipelined (a listing of 500 jobs asked 500 times).
+        replies = self.client.commands("reading", [("LRANGE", f"{self.prefix}:dn:{jid}", 0, -1) for jid in job_ids])
+        return {jid: [str(edge).partition(" ")[2] for edge in edges]
+                for jid, edges in zip(job_ids, replies, strict=True) if edges}
 
     def _group_members(self, group_id: str) -> list[Record]:
         ids = self.client.command("reading", "ZRANGE", f"{self.prefix}:g:{group_id}", 0, -1)

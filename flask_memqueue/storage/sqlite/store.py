@@ -415,14 +415,11 @@ class SQLiteStorage(SQLiteAbortFlags, JournalControl, WorkflowRecords, DurableSt
 
     def _remove_waiting(self) -> list[Record]:
         def drop(conn: sqlite3.Connection) -> list[Any]:
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM memqueue_jobs WHERE queue=? AND status IN ('queued', 'scheduled')"
-                " ORDER BY seq",
-                (self.namespace,),
-            ).fetchall()
-            conn.execute(
-                "DELETE FROM memqueue_jobs WHERE queue=? AND status IN ('queued', 'scheduled')", (self.namespace,)
-            )
+            # Deferred jobs wait too: left behind, they would stay deferred for ever (their parents dropped).
+            where = "FROM memqueue_jobs WHERE queue=? AND status IN ('queued', 'scheduled', 'deferred')"
+            rows = conn.execute(f"SELECT {_COLUMNS} {where} ORDER BY seq", (self.namespace,)).fetchall()
+            conn.execute(f"DELETE {where}", (self.namespace,))
+            self._forget_links(conn)
             return rows
 
         return [_record(row) for row in self._write(drop, "dropping waiting jobs")]

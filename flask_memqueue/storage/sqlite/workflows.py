@@ -158,7 +158,8 @@ class WorkflowRecords:
         return touched
 
     def _forget_links(self, conn: sqlite3.Connection) -> None:
-        """Drop the used links and the group rows whose jobs are gone (pruned, purged). Write lock held."""
+        """Drop the used links, and the counters and group rows whose jobs are gone (pruned, purged,
+        dropped). Write lock held."""
         ns = self.namespace
         conn.execute(
             "DELETE FROM memqueue_links WHERE queue=? AND done=1 AND NOT EXISTS (SELECT 1 FROM memqueue_jobs j"
@@ -167,6 +168,8 @@ class WorkflowRecords:
             " AND j.id=memqueue_links.parent)",
             (ns,),
         )
+        conn.execute("DELETE FROM memqueue_waits WHERE queue=? AND NOT EXISTS (SELECT 1 FROM memqueue_jobs j"
+                     " WHERE j.queue=memqueue_waits.queue AND j.id=memqueue_waits.child)", (ns,))
         conn.execute(
             "DELETE FROM memqueue_groups WHERE queue=? AND NOT EXISTS (SELECT 1 FROM memqueue_jobs j"
             " WHERE j.queue=memqueue_groups.queue AND j.id=memqueue_groups.job_id)",
@@ -177,6 +180,19 @@ class WorkflowRecords:
         rows = self._read("SELECT child FROM memqueue_links WHERE queue=? AND parent=? ORDER BY rowid",
                           (self.namespace, job_id))
         return [child for (child,) in rows]
+
+    def _dependents_many(self, job_ids: list[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for start in range(0, len(job_ids), 500):  # SQLite's limit on bound parameters is 999 (older builds)
+            chunk = job_ids[start:start + 500]
+            rows = self._read(
+                f"SELECT parent, child FROM memqueue_links WHERE queue=? AND parent IN ({', '.join('?' * len(chunk))})"
+                " ORDER BY rowid",
+                (self.namespace, *chunk),
+            )
+            for parent, child in rows:
+                out.setdefault(parent, []).append(child)
+        return out
 
     def _group_members(self, group_id: str) -> list[Record]:
         rows = self._read(

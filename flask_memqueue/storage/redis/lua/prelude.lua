@@ -36,6 +36,7 @@
 --                            a chord's results, kept until its callback is released (whatever the
 --                            members' retention); a field already there means the link was used
 -- ``P:g:<group>``            zset of a group's member ids by member index
+-- ``P:wf:<first job id>``    a workflow added (kept a day): the workflow call sent again after a lost reply only answers
 -- ========================  ====================================================================
 --
 -- A job's text is its *state*, a newline, and its *body*. The body never changes once the
@@ -50,7 +51,9 @@
 -- finished_at, ``r`` result (JSON), ``er`` error, ``tb`` traceback, ``o`` owner, ``ct``
 -- claim token, ``pf`` (claimed ahead of its start: prefetched or handed to an idle
 -- consumer, not yet known to have started), ``pg``/``pm`` progress and its message, ``op``
--- the options without a field of their own (JSON text: group, bind, depends_on), ``dp``
+-- the options without a field of their own (JSON text: group, bind, depends_on; records of a
+-- workflow keep them in the body and ``bd`` bind and ``gp`` group here, so that a chord's
+-- callback, whose depends_on lists every member, is not decoded by every member's outcome), ``dp``
 -- (jobs wait on this one: its final outcome releases or cancels them, see release).
 -- Every value is text, so numbers keep their exact digits through cjson. A queued job
 -- costs one hash entry and one list entry; an enqueue encodes nothing here (Python made
@@ -352,14 +355,18 @@ local function release(pid, ptask, pst, pr, per, fa, done)
     local edges = redis.call('LRANGE', P .. ':dn:' .. id, 0, -1)
     for _, e in ipairs(edges) do
       local pos, child = string.match(e, '^(%-?%d+) (.*)$')
-      local ch, cbody = get(child)
-      if ch and ch.s == 'deferred'
-          and redis.call('HSETNX', P .. ':lr:' .. child, id, pos .. '\n' .. (r or 'null')) == 1 then
-        local q, p = ch.q, ch.p
-        if st == 'succeeded' then
-          if redis.call('HINCRBY', P .. ':wt', child, -1) <= 0 then
-            local bind = false
-            if ch.op then bind = cjson.decode(ch.op).bind end
+      -- A child has its counter in P:wt while (and only while) it is deferred: its record,
+      -- which may be large (a chord's callback lists every member in depends_on), is read
+      -- only by the outcome that releases or cancels it, not by every member's.
+      if redis.call('HEXISTS', P .. ':wt', child) == 1
+          and redis.call('HSETNX', P .. ':lr:' .. child, id, pos .. '\n' .. (r or 'null')) == 1
+          and (st ~= 'succeeded' or redis.call('HINCRBY', P .. ':wt', child, -1) <= 0) then
+        local ch, cbody = get(child)
+        if ch and ch.s == 'deferred' then
+          local q, p = ch.q, ch.p
+          if st == 'succeeded' then
+            local bind = ch.bd or false
+            if not bind and ch.op then bind = cjson.decode(ch.op).bind end  -- a record written before bd
             if bind == 'first' or bind == 'list' then
               local bound = r or 'null'
               if bind == 'list' then
@@ -385,24 +392,24 @@ local function release(pid, ptask, pst, pr, per, fa, done)
             redis.call('HDEL', P .. ':wt', child)
             redis.call('DEL', P .. ':lr:' .. child)
             wake(q, 1)
-          end
-        else
-          local reason = why
-          if not reason then
-            if st == 'cancelled' then
-              reason = 'dependency ' .. id .. ' (' .. task .. ') was cancelled'
-            else
-              reason = 'dependency ' .. id .. ' (' .. task .. ') failed: ' .. (er or 'None')
+          else
+            local reason = why
+            if not reason then
+              if st == 'cancelled' then
+                reason = 'dependency ' .. id .. ' (' .. task .. ') was cancelled'
+              else
+                reason = 'dependency ' .. id .. ' (' .. task .. ') failed: ' .. (er or 'None')
+              end
             end
+            unindex(child, 'deferred', q, p, false, false)
+            ch.s, ch.fa, ch.er = 'cancelled', fa, reason
+            put(child, ch, cbody)
+            index(child, 'cancelled', q, p, ch.i, false, ch.fa, false, false)
+            redis.call('HDEL', P .. ':wt', child)
+            redis.call('DEL', P .. ':lr:' .. child)
+            done[#done + 1] = child
+            if ch.dp then stack[#stack + 1] = {child, task_of(cbody), 'cancelled', false, reason, reason} end
           end
-          unindex(child, 'deferred', q, p, false, false)
-          ch.s, ch.fa, ch.er = 'cancelled', fa, reason
-          put(child, ch, cbody)
-          index(child, 'cancelled', q, p, ch.i, false, ch.fa, false, false)
-          redis.call('HDEL', P .. ':wt', child)
-          redis.call('DEL', P .. ':lr:' .. child)
-          done[#done + 1] = child
-          if ch.dp then stack[#stack + 1] = {child, task_of(cbody), 'cancelled', false, reason, reason} end
         end
       end
     end
@@ -530,10 +537,9 @@ local function forget(id)
   if h then
     unindex(id, h.s, h.q, h.p, h.o, false)
     if h.uk and redis.call('HGET', P .. ':uk', h.uk) == id then redis.call('HDEL', P .. ':uk', h.uk) end
-    if h.op then
-      local grp = cjson.decode(h.op).group
-      if type(grp) == 'string' then redis.call('ZREM', P .. ':g:' .. grp, id) end
-    end
+    local grp = h.gp
+    if not grp and h.op then grp = cjson.decode(h.op).group end  -- a record written before gp
+    if type(grp) == 'string' then redis.call('ZREM', P .. ':g:' .. grp, id) end
     if h.dp then redis.call('DEL', P .. ':dn:' .. id) end
   else
     redis.call('ZREM', FIN, id)
