@@ -169,6 +169,23 @@ def test_finished_record_is_bounded_and_finds_what_it_keeps() -> None:
     assert len(nothing) == 0 and nothing.get(1) is None
 
 
+def test_finished_record_indexes_on_lookup_and_stays_bounded() -> None:
+    """Finishing a job stores no key (the lookups index what finished since the last one);
+    lookups between finishes, and after many jobs, find exactly the jobs kept."""
+    finished = _Finished(4)
+    store = MemoryStorage("t")
+    jobs = [make_job(store, k) for k in range(1, 60)]
+    for n, job in enumerate(jobs, 1):
+        job.mark_cancelled(time.time())
+        finished.add(job)
+        assert finished.indexed < finished.count  # nothing indexed on the way in
+        if n % 3 == 0 or n > 50:
+            kept = {j.key for j in jobs[max(0, n - 4):n]}
+            assert [k for k in range(1, 60) if finished.get(k) is not None] == sorted(kept)
+            assert len(finished.index) <= 2 * finished.limit  # rebuilt, never unbounded
+    assert finished.get(59) is jobs[58] and finished.get(55) is None
+
+
 def test_a_contended_acquire_waits_without_holding_the_lock() -> None:
     lock = threading.Lock()
     lock.acquire()
