@@ -6,6 +6,7 @@
     python benchmarks/hotpath.py --contender raw_flask
     python benchmarks/hotpath.py --ref e959e79       # the package of a git ref (the last release)
     python benchmarks/hotpath.py --switches          # B: jobs/s and context switches, run by run
+    python benchmarks/hotpath.py --latency           # C under valgrind: instructions per round trip
 
 The workload is the peers harness' A: no-op jobs enqueued from the main thread
 while the consumer is parked on a gate job, then drained by the app's own
@@ -29,6 +30,13 @@ consumer runs, until the last one ran) and prints each run: jobs/s, the
 enqueue phase in µs per job, and the process's voluntary context switches. A
 run with thousands of switches had its producer and consumer handing the
 store's lock back and forth (a lock convoy); a run without has a few dozen.
+
+``--latency`` runs the harness' C under valgrind instead (enqueue one job,
+wait until its first line ran, sleep 0.2 ms, repeat) and prints the
+instructions of one such round trip, every thread's (the enqueue, the wake-up
+of the idle consumer, the job's start, the consumer going back to sleep and
+the waiting thread's Event): what C's wall-clock latency is made of besides
+the two thread wake-ups, which every contender pays alike.
 
 ``--contender raw_flask`` runs the floor of this design instead (a
 ``queue.Queue`` and one thread pushing an app context around every job), as
@@ -185,6 +193,53 @@ def _end_to_end(contender: str, n: int) -> str:
     return f"{n / (t2 - t0):,.0f} jobs/s, enqueue phase {(t1 - t0) / n * 1e6:.2f} µs/job, {switches} switches"
 
 
+def _round_trips(contender: str, n: int) -> None:
+    """One process's C loop (under valgrind): ``n`` round trips of one job each."""
+    from flask import Flask
+
+    box: list[threading.Event] = [threading.Event()]
+
+    def stamp(i: int) -> None:
+        box[0].set()
+
+    app = Flask("hotpath")
+    if contender == "raw_flask":
+        q: queue.Queue[Any] = queue.Queue()
+
+        def consume() -> None:  # as the peers harness' raw_flask
+            get, task_done, app_context = q.get, q.task_done, app.app_context
+            while True:
+                item = get()
+                try:
+                    fn, args = item
+                    with app_context():
+                        fn(*args)
+                except Exception:
+                    pass
+                finally:
+                    task_done()
+
+        threading.Thread(target=consume, daemon=True).start()
+
+        def enqueue(fn: Any, *args: Any) -> None:
+            q.put((fn, args))
+    else:
+        from flask_memqueue import MemQueue
+
+        app.config.update(MEMQUEUE_MAXSIZE=0, MEMQUEUE_URL_PREFIX=None)
+        mq = MemQueue(app)
+        ctx = app.app_context()
+        ctx.push()
+        enqueue = mq.enqueue  # type: ignore[assignment]
+    for i in range(n + 20):  # 20 warm-up round trips, counted in both runs alike
+        event = box[0] = threading.Event()
+        enqueue(stamp, i)
+        if not event.wait(60):
+            raise TimeoutError(f"job {i} did not start")
+        time.sleep(0.0002)
+    os._exit(0)
+
+
 def _label(args: argparse.Namespace) -> str:
     return getattr(args, "contender_label", args.contender)
 
@@ -207,6 +262,12 @@ def _instructions(args: argparse.Namespace) -> int:
             raise SystemExit(f"valgrind gave no count:\n{proc.stderr[-2000:]}")
         return int(found.group(1).replace(",", ""))
 
+    if args.latency:
+        big, small = 1200, 200
+        trip = (count("c", big) - count("c", small)) / (big - small)
+        print(f"{_label(args)}: {trip:,.0f} instructions per C round trip, every thread's"
+              f" (callgrind, {small:,} and {big:,} round trips)")
+        return 0
     big, small = args.n, max(1, args.n // 6)
     enq = (count("enqueue", big) - count("enqueue", small)) / (big - small)
     both = (count("both", big) - count("both", small)) / (big - small)
@@ -223,10 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instructions", action="store_true", help="count instructions under valgrind instead")
     parser.add_argument("--ref", help="measure this git ref's package instead of the working tree")
     parser.add_argument("--switches", action="store_true", help="B, run by run: jobs/s and context switches")
-    parser.add_argument("--child", choices=["enqueue", "both", "cpu", "b"], help=argparse.SUPPRESS)
+    parser.add_argument("--latency", action="store_true", help="C under valgrind: instructions per round trip")
+    parser.add_argument("--child", choices=["enqueue", "both", "cpu", "b", "c"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         baseline.use(os.environ.get(baseline.ENV, baseline.WORKTREE))
+        if args.child == "c":
+            _round_trips(args.contender, args.n)
         if args.child == "b":
             print("@@ " + _end_to_end(args.contender, args.n), flush=True)
             os._exit(0)
@@ -241,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.switches:
             return _switches(args)
-        return _instructions(args) if args.instructions else _cpu(args)
+        return _instructions(args) if args.instructions or args.latency else _cpu(args)
     finally:
         if made is not None:
             baseline.remove(made)
