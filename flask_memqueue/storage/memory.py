@@ -77,6 +77,18 @@ def open_memory(url: str, options: Mapping[str, Any], context: StoreContext) -> 
     return MemoryStorage(context.token, context.maxsize, context.max_finished, context.result_ttl)
 
 
+class _Sleeper:
+    """A consumer thread's place among a lane's sleepers: its wake-up lock, held while
+    nobody needs waking, and the job a put handed it (see :meth:`MemoryStorage.put`)."""
+
+    __slots__ = ("lock", "job")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.job: Job | None = None
+
+
 class _Lane:
     """One named queue's waiting jobs, and the consumer threads asleep on it.
 
@@ -97,9 +109,9 @@ class _Lane:
         self.negprios: list[int] = []
         self.scheduled: list[tuple[float, int, Job]] = []
         self.due: list[tuple[int, float, int, Job]] = []
-        #: One pre-acquired lock per sleeping consumer thread; a producer
-        #: releases one (the thread wakes), wake() releases all.
-        self.sleepers: list[threading.Lock] = []
+        #: One per sleeping consumer thread (its pre-acquired lock, and the job a
+        #: put hands it); a producer releases one (the thread wakes), wake() all.
+        self.sleepers: list[_Sleeper] = []
         #: The lane's running jobs by key.
         self.running: dict[int | str, Job] = {}
         #: ``pause()``: take no job from this lane until ``resume()``.
@@ -542,7 +554,7 @@ class _MemoryBook(Storage):
             self._woken = True
             for lane in self._lanes.values():
                 while lane.sleepers:
-                    lane.sleepers.pop().release()
+                    lane.sleepers.pop().lock.release()
 
 
 #: The first pause of a contended acquire (doubling up to _CONTENDED_MAX), in seconds.
@@ -633,7 +645,7 @@ class _MemoryFlows(_MemoryBook):
         else:
             _insert_ready(lane, lane.ready.get(job.options.priority), job)
         if lane.sleepers:
-            lane.sleepers.pop().release()
+            lane.sleepers.pop().lock.release()
 
     def _outcome_reached(self, parent: Job, now: float) -> None:
         """``parent`` finished: release or cancel what waits on it, transitively. Lock held.
@@ -755,7 +767,20 @@ class MemoryStorage(_MemoryFlows):
                 if ready is None:
                     ready = lane.ready[options.priority] = deque()
                 self._put_options, self._put_place = options, (lane, ready)
-            if not ready:  # an empty queue (what an idle consumer's wake-up meets): its priority comes back
+            sleepers = lane.sleepers
+            if sleepers and not (lane.negprios or lane.scheduled or lane.due or lane.paused):
+                # A consumer sleeps on an empty lane: this job is the next it would take, so
+                # it is taken for it here (RUNNING, as take() does) and handed over with the
+                # wake-up: the consumer returns it without looking at the lane again. Half
+                # of what an idle consumer's wake-up cost on C's critical path (enqueue to
+                # the job's first line): 541 bytecodes against raw_flask's 391 before.
+                job.status = RUNNING
+                lane.running[job.key] = job
+                sleeper = sleepers.pop()
+                sleeper.job = job
+                sleeper.lock.release()
+                return
+            if not ready:  # an empty queue of this priority: its priority comes back
                 ready.append(job)
                 negprios = lane.negprios
                 if negprios:
@@ -767,8 +792,8 @@ class MemoryStorage(_MemoryFlows):
             else:
                 _insert_ready(lane, ready, job)
             self._waiting += 1
-            if lane.sleepers:
-                lane.sleepers.pop().release()
+            if sleepers:  # (a paused lane's, or one with jobs scheduled)
+                sleepers.pop().lock.release()
         finally:
             lock.release()
 
@@ -788,7 +813,7 @@ class MemoryStorage(_MemoryFlows):
             heapq.heappush(lane.scheduled, (due, next(self._tiebreak), job))
             self._waiting += 1
             if lane.sleepers:  # a consumer may sleep past this job's due time
-                lane.sleepers.pop().release()
+                lane.sleepers.pop().lock.release()
 
     # -- unique keys and ticks ---------------------------------------------------
     def _add_locked(self, job: Job) -> None:
@@ -812,7 +837,7 @@ class MemoryStorage(_MemoryFlows):
             _insert_ready(lane, lane.ready.get(job.options.priority), job)
         self._waiting += 1
         if lane.sleepers:
-            lane.sleepers.pop().release()
+            lane.sleepers.pop().lock.release()
 
     def put_unique(self, job: Job) -> Job:
         key = job.options.unique_key
@@ -877,9 +902,14 @@ class MemoryStorage(_MemoryFlows):
                     return None
                 if timeout is not None and deadline is None:
                     deadline = time.monotonic() + timeout
-                if not self._nap(lane, deadline, event):
+                me = self._nap(lane, deadline, event)
+                if me is None:
                     return None
                 event = None  # _nap set it, with the lock released
+                handed = me.job
+                if handed is not None:  # a put took it for this thread (RUNNING, in lane.running)
+                    me.job = None
+                    return handed
         finally:
             lock.release()
             if event is not None:
@@ -917,9 +947,10 @@ class MemoryStorage(_MemoryFlows):
             return False
         return stop()
 
-    def _nap(self, lane: _Lane, deadline: float | None, event: threading.Event | None) -> bool:
+    def _nap(self, lane: _Lane, deadline: float | None, event: threading.Event | None) -> _Sleeper | None:
         """Sleep until a put wakes this thread, the lane's next scheduled job is
-        due, or ``deadline`` (monotonic) passes; False at once if it has passed.
+        due, or ``deadline`` (monotonic) passes; None at once if it has passed,
+        else this thread's sleeper (with the job a put handed it, if one did).
 
         Releases the lock while asleep (and sets ``event``, a finished job's
         waiter, then), holds it again on return. Lock held.
@@ -930,7 +961,7 @@ class MemoryStorage(_MemoryFlows):
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
-                return False
+                return None
             wait = left if wait is None else min(wait, left)
         me = self._sleeper()
         lane.sleepers.append(me)
@@ -938,23 +969,22 @@ class MemoryStorage(_MemoryFlows):
         lock.release()
         if event is not None:
             event.set()
-        woken = me.acquire(True, -1 if wait is None else wait)
+        woken = me.lock.acquire(True, -1 if wait is None else wait)
         if not lock.acquire(False):
             _acquire_contended(lock)
         if not woken:
             try:
                 lane.sleepers.remove(me)
             except ValueError:  # released just as we timed out: take the release back
-                me.acquire(False)
-        return True
+                me.lock.acquire(False)
+        return me
 
-    def _sleeper(self) -> threading.Lock:
-        """This thread's wake-up lock, held while nobody needs waking."""
+    def _sleeper(self) -> _Sleeper:
+        """This thread's sleeper (its wake-up lock held while nobody needs waking)."""
         try:
-            return self._tls.lock  # type: ignore[no-any-return]
+            return self._tls.sleeper  # type: ignore[no-any-return]
         except AttributeError:
-            me = self._tls.lock = threading.Lock()
-            me.acquire()
+            me = self._tls.sleeper = _Sleeper()
             return me
 
     def _pop(self, lane: _Lane) -> Job | None:
@@ -1050,7 +1080,7 @@ class MemoryStorage(_MemoryFlows):
             heapq.heappush(lane.scheduled, (now, next(self._tiebreak), job))
             self._waiting += 1
             if lane.sleepers:
-                lane.sleepers.pop().release()
+                lane.sleepers.pop().lock.release()
         return True
 
 
@@ -1087,7 +1117,7 @@ def _missing(job_id: str) -> DependencyError:
 def _wake_all(lane: _Lane) -> None:
     """Wake every consumer thread asleep on ``lane``. Lock held."""
     while lane.sleepers:
-        lane.sleepers.pop().release()
+        lane.sleepers.pop().lock.release()
 
 
 def _remove_from_heap(heap: list[Any], job: Job) -> bool:
