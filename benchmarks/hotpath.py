@@ -6,6 +6,8 @@
     python benchmarks/hotpath.py --contender raw_flask
     python benchmarks/hotpath.py --ref e959e79       # the package of a git ref (the last release)
     python benchmarks/hotpath.py --switches          # B: jobs/s and context switches, run by run
+    python benchmarks/hotpath.py --latency           # C under valgrind: instructions per round trip
+    python benchmarks/hotpath.py --path              # C's critical path: bytecodes, by function
 
 The workload is the peers harness' A: no-op jobs enqueued from the main thread
 while the consumer is parked on a gate job, then drained by the app's own
@@ -30,6 +32,19 @@ enqueue phase in µs per job, and the process's voluntary context switches. A
 run with thousands of switches had its producer and consumer handing the
 store's lock back and forth (a lock convoy); a run without has a few dozen.
 
+``--latency`` runs the harness' C under valgrind instead (enqueue one job,
+wait until its first line ran, sleep 0.2 ms, repeat) and prints the
+instructions of one such round trip, every thread's (the enqueue, the wake-up
+of the idle consumer, the job's start, the consumer going back to sleep and
+the waiting thread's Event): what C's wall-clock latency is made of besides
+the two thread wake-ups, which every contender pays alike.
+
+``--path`` counts C's critical path instead: the bytecodes every thread runs
+between the ``enqueue()`` call and the job's first line (``sys.settrace``
+with opcode events; the same on every run). The round trip's instructions
+include work done after the job started (the consumer settling it and going
+back to sleep), which delays no job; this is the part that does.
+
 ``--contender raw_flask`` runs the floor of this design instead (a
 ``queue.Queue`` and one thread pushing an app context around every job), as
 the peers harness defines it.
@@ -38,6 +53,7 @@ the peers harness defines it.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import queue
 import re
@@ -185,6 +201,85 @@ def _end_to_end(contender: str, n: int) -> str:
     return f"{n / (t2 - t0):,.0f} jobs/s, enqueue phase {(t1 - t0) / n * 1e6:.2f} µs/job, {switches} switches"
 
 
+def _idle_contender(contender: str) -> Any:
+    """The contender's enqueue, its consumer started and idle (C's setting)."""
+    from flask import Flask
+
+    app = Flask("hotpath")
+    if contender == "raw_flask":
+        q: queue.Queue[Any] = queue.Queue()
+
+        def consume() -> None:  # as the peers harness' raw_flask
+            get, task_done, app_context = q.get, q.task_done, app.app_context
+            while True:
+                item = get()
+                try:
+                    fn, args = item
+                    with app_context():
+                        fn(*args)
+                except Exception:
+                    pass
+                finally:
+                    task_done()
+
+        threading.Thread(target=consume, daemon=True).start()
+
+        def enqueue(fn: Any, *args: Any) -> None:
+            q.put((fn, args))
+
+        return enqueue
+    from flask_memqueue import MemQueue
+
+    app.config.update(MEMQUEUE_MAXSIZE=0, MEMQUEUE_URL_PREFIX=None)
+    mq = MemQueue(app)
+    app.app_context().push()
+    return mq.enqueue
+
+
+def _round_trips(contender: str, n: int, path: bool = False) -> None:
+    """One process's C loop: ``n`` round trips of one job each (under valgrind), or
+    (``path``) the bytecodes run between enqueue() and the job's first line, every thread's."""
+    box: list[threading.Event] = [threading.Event()]
+    on = [False]
+    counts: collections.Counter[str] = collections.Counter()
+
+    def stamp(i: int) -> None:
+        on[0] = False
+        box[0].set()
+
+    def opcode(frame: Any, event: str, arg: Any) -> Any:
+        if event == "opcode" and on[0]:
+            code = frame.f_code
+            counts[f"{os.path.basename(code.co_filename)}:{code.co_name}"] += 1
+        return opcode
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        return opcode
+
+    if path:
+        threading.settrace(trace)  # before the consumer thread starts
+    enqueue = _idle_contender(contender)
+    if path:
+        sys.settrace(trace)
+    for i in range(n + 20):  # 20 warm-up round trips
+        if i == 20:
+            counts.clear()
+        event = box[0] = threading.Event()
+        on[0] = path
+        enqueue(stamp, i)
+        if not event.wait(60):
+            raise TimeoutError(f"job {i} did not start")
+        time.sleep(0.0002)
+    if path:
+        sys.settrace(None)
+        print(f"@@ {sum(counts.values()) / n:.0f}")
+        for name, count in counts.most_common(12):
+            print(f"@@   {count / n:6.1f} {name}")
+    sys.stdout.flush()
+    os._exit(0)
+
+
 def _label(args: argparse.Namespace) -> str:
     return getattr(args, "contender_label", args.contender)
 
@@ -207,6 +302,12 @@ def _instructions(args: argparse.Namespace) -> int:
             raise SystemExit(f"valgrind gave no count:\n{proc.stderr[-2000:]}")
         return int(found.group(1).replace(",", ""))
 
+    if args.latency:
+        big, small = 1200, 200
+        trip = (count("c", big) - count("c", small)) / (big - small)
+        print(f"{_label(args)}: {trip:,.0f} instructions per C round trip, every thread's"
+              f" (callgrind, {small:,} and {big:,} round trips)")
+        return 0
     big, small = args.n, max(1, args.n // 6)
     enq = (count("enqueue", big) - count("enqueue", small)) / (big - small)
     both = (count("both", big) - count("both", small)) / (big - small)
@@ -223,10 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instructions", action="store_true", help="count instructions under valgrind instead")
     parser.add_argument("--ref", help="measure this git ref's package instead of the working tree")
     parser.add_argument("--switches", action="store_true", help="B, run by run: jobs/s and context switches")
-    parser.add_argument("--child", choices=["enqueue", "both", "cpu", "b"], help=argparse.SUPPRESS)
+    parser.add_argument("--latency", action="store_true", help="C under valgrind: instructions per round trip")
+    parser.add_argument("--path", action="store_true", help="C: bytecodes between enqueue() and the job's start")
+    parser.add_argument("--child", choices=["enqueue", "both", "cpu", "b", "c", "path"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         baseline.use(os.environ.get(baseline.ENV, baseline.WORKTREE))
+        if args.child in ("c", "path"):
+            _round_trips(args.contender, args.n, path=args.child == "path")
         if args.child == "b":
             print("@@ " + _end_to_end(args.contender, args.n), flush=True)
             os._exit(0)
@@ -241,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.switches:
             return _switches(args)
-        return _instructions(args) if args.instructions else _cpu(args)
+        if args.path:
+            return _path(args)
+        return _instructions(args) if args.instructions or args.latency else _cpu(args)
     finally:
         if made is not None:
             baseline.remove(made)
@@ -254,6 +361,18 @@ def _switches(args: argparse.Namespace) -> int:
              args.contender], capture_output=True, text=True, check=True,
         ).stdout
         print(f"{_label(args)} run {run + 1}: {out.split('@@ ')[1].strip()}", flush=True)
+    return 0
+
+
+def _path(args: argparse.Namespace) -> int:
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--child", "path", "--n", "100", "--contender", args.contender],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    lines = [line[3:] for line in out.splitlines() if line.startswith("@@ ")]
+    print(f"{_label(args)}: {lines[0]} bytecodes from enqueue() to the job's first line, every thread's"
+          " (C's critical path; 100 round trips)")
+    print("\n".join(lines[1:]))
     return 0
 
 

@@ -201,10 +201,10 @@ class Consumer:
         hooks.recorded(self.queue.app, job)
         return None
 
-    def execute(self, job: Job) -> None:
-        """Call the job in a fresh app context and record what happened on it: an ``Exception``
-        as a failure (or a retry scheduled), anything else (``SystemExit``, ``KeyboardInterrupt``)
-        as a failure re-raised, so the thread that ran it ends and the queue starts its successor."""
+    def execute(self, job: Job, bound: bool = False) -> None:
+        """Call the job in a fresh app context, record what happened on it: an ``Exception`` as a failure (or
+        retry), anything else (``SystemExit``...) as a failure re-raised, so its thread ends and a successor
+        starts. ``bound``: from this consumer's own loop, whose context holds it for good (no look needed)."""
         app = self.queue.app
         # Job.start(), inlined (the hot path: a call costs about as much as its body)
         out = job._out
@@ -217,7 +217,7 @@ class Consumer:
         out.started_at = _time()
         outer = self.current  # a job that steps its own queue (mq.run_once()) runs one inside another
         self.current = job
-        token = None if _cv_consumer.get(None) is self else _cv_consumer.set(self)
+        token = None if bound or _cv_consumer.get(None) is self else _cv_consumer.set(self)
         ctx = app.app_context()
         ctx.push()
         error: BaseException | None = None
@@ -471,7 +471,7 @@ class Consumer:
                     if hooks.active:
                         job = self._hooked(job)
                     else:
-                        execute(job)
+                        execute(job, True)
             if job is not None and not self.abandoned:
                 self.record(job)
         except BaseException:

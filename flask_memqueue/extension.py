@@ -301,8 +301,8 @@ class MemQueue(_WorkflowFront, Registrar):
         :raises UnknownTaskError: ``func`` is a name nobody registered.
         """
         try:  # the hot path, inlined; _queue() explains any failure
-            queue = _app_context().app.extensions.get(EXTENSION_KEY)
-        except LookupError:  # no app context
+            queue: AppQueue | None = _app_context().app.extensions[EXTENSION_KEY]
+        except LookupError:  # no app context (LookupError), or no queue on its app (KeyError)
             queue = None
         if queue is None or queue.mq is not self:
             queue = self._queue()

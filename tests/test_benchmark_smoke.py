@@ -31,6 +31,28 @@ def test_benchmark_script_runs_and_prints_every_table() -> None:
     assert "1.00×" in out
 
 
+@pytest.mark.parametrize("contender", ["flask_memqueue", "raw_flask"])
+def test_hotpath_round_trips_run_each_job_once_they_enqueue(contender: str) -> None:
+    """hotpath.py --latency's child (what valgrind counts): every round trip's job starts
+    (it raises TimeoutError otherwise) and the process exits 0."""
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "hotpath.py"), "--child", "c", "--n", "5", "--contender", contender],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_hotpath_path_counts_the_bytecodes_of_cs_critical_path() -> None:
+    """hotpath.py --path: a count, and the functions it ran in (the store's put among them)."""
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "hotpath.py"), "--path"], capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    found = re.search(r"flask_memqueue: \d+ bytecodes from enqueue\(\) to the job.s first line", proc.stdout)
+    assert found, proc.stdout
+    assert "memory.py:put" in proc.stdout and "producer.py:enqueue" in proc.stdout, proc.stdout
+
+
 def _git_checkout() -> bool:
     try:
         subprocess.run(["git", "-C", str(SCRIPT.parent), "rev-parse", "--verify", "HEAD"],

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from support.waiting import TIMEOUT, Gate
+from support.waiting import TIMEOUT, Gate, wait_until
 
 from flask_memqueue import Job, JobStatus, MemQueue, current_job
 from flask_memqueue.job import DEFAULT_OPTIONS, JobOptions, job_options, queued_job
@@ -167,6 +167,64 @@ def test_finished_record_is_bounded_and_finds_what_it_keeps() -> None:
     nothing = _Finished(0)
     nothing.add(jobs[0])
     assert len(nothing) == 0 and nothing.get(1) is None
+
+
+def test_finished_record_indexes_on_lookup_and_stays_bounded() -> None:
+    """Finishing a job stores no key (the lookups index what finished since the last one);
+    lookups between finishes, and after many jobs, find exactly the jobs kept."""
+    finished = _Finished(4)
+    store = MemoryStorage("t")
+    jobs = [make_job(store, k) for k in range(1, 60)]
+    for n, job in enumerate(jobs, 1):
+        job.mark_cancelled(time.time())
+        finished.add(job)
+        assert finished.indexed < finished.count  # nothing indexed on the way in
+        if n % 3 == 0 or n > 50:
+            kept = {j.key for j in jobs[max(0, n - 4):n]}
+            assert [k for k in range(1, 60) if finished.get(k) is not None] == sorted(kept)
+            assert len(finished.index) <= 2 * finished.limit  # rebuilt, never unbounded
+    assert finished.get(59) is jobs[58] and finished.get(55) is None
+
+
+def _sleeping_take(store: MemoryStorage, timeout: float = TIMEOUT) -> tuple[threading.Thread, list[Job | None]]:
+    """A thread in store.take(timeout), asleep on the default lane once this returns."""
+    got: list[Job | None] = []
+    thread = threading.Thread(target=lambda: got.append(store.take(timeout)))
+    thread.start()
+    wait_until(lambda: "default" in store._lanes and len(store._lanes["default"].sleepers) == 1, TIMEOUT)
+    return thread, got
+
+
+def test_a_put_hands_its_job_to_a_consumer_asleep_on_an_empty_lane() -> None:
+    """The job is taken for the sleeper in the put (RUNNING, counted as running, never
+    waiting), and the woken take returns exactly it."""
+    store = MemoryStorage("t")
+    thread, got = _sleeping_take(store)
+    job = make_job(store, 1)
+    store.put(job)
+    assert job.status is JobStatus.RUNNING and store.depth() == 0 and store.counts()["running"] == 1
+    thread.join(TIMEOUT)
+    assert not thread.is_alive() and got == [job]
+    store.finish(job)
+    assert store.counts()["running"] == 0
+
+
+def test_a_put_does_not_hand_over_past_waiting_or_scheduled_jobs_or_on_a_paused_lane() -> None:
+    """With a job scheduled on the lane (due or not) the put queues as before, and the
+    sleeper takes by priority and due time; on a paused lane nothing is handed over."""
+    store = MemoryStorage("t")
+    early = make_job(store, 1)
+    early.mark_scheduled(time.time() - 5)  # due already, and older than the job put below
+    store.pause("default")
+    store.schedule(early)
+    thread, got = _sleeping_take(store)
+    late = make_job(store, 2)
+    store.put(late)
+    assert late.status is JobStatus.QUEUED and store.depth() == 2  # paused: queued, nothing handed
+    store.resume("default")
+    thread.join(TIMEOUT)
+    assert got == [early]  # the scheduled job came first, by due time
+    assert store.take(0) is late
 
 
 def test_a_contended_acquire_waits_without_holding_the_lock() -> None:
