@@ -974,6 +974,22 @@ class _Workflows(_Harness):
         taken = wf.storage.take(0)
         assert taken is not None and settle_and_take(wf, taken) is None  # nothing left to release
 
+    def test_a_bulk_cancel_cancels_what_waits_on_each_job_in_its_batch(self, wf: AppQueue) -> None:
+        parent = linked(wf, 1)
+        child = linked(wf, after=(parent.id,))
+        grandchild = linked(wf, after=(child.id,))
+        wf.storage.put_workflow([parent, child, grandchild],
+                                [Link(parent.id, child.id, -1), Link(child.id, grandchild.id, -1)])
+        found = wf.storage.get(parent.id)
+        assert found is not None and wf.storage.act_on_batch("cancel", [found]) == 1
+        for job in (child, grandchild):  # transitively (which ancestor the error names is the store's)
+            gone = wf.storage.get(job.id)
+            assert gone is not None and gone.status == "cancelled"
+            assert gone.error is not None and gone.error.endswith("(contract.echo) was cancelled")
+        gone = wf.storage.get(child.id)
+        assert gone is not None and gone.error == f"dependency {parent.id} (contract.echo) was cancelled"
+        assert wf.storage.take(0) is None and wf.storage.counts()["deferred"] == 0
+
     def test_a_missing_parent_is_refused_and_nothing_is_queued(self, wf: AppQueue) -> None:
         first = linked(wf, 1)
         child = linked(wf, after=("nobody-1",))
