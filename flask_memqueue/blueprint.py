@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from . import dashboard, views
+from . import dashboard, dead_letters, views
 
 
 def make_blueprint() -> Blueprint:
@@ -14,4 +14,5 @@ def make_blueprint() -> Blueprint:
     blueprint = Blueprint("memqueue", "flask_memqueue", template_folder="templates")
     views.routes.apply(blueprint)
     dashboard.routes.apply(blueprint)
+    dead_letters.routes.apply(blueprint)
     return blueprint

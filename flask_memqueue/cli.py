@@ -342,6 +342,72 @@ def db_sql_command() -> None:
     click.echo(sql, nl=False)
 
 
+@memqueue_cli.group("dead")
+def dead_group() -> None:
+    """RabbitMQ's dead letters (MEMQUEUE_AMQP_URL): messages whose handler failed for good,
+    waiting in <queue>.dead. QUEUE is a handler's queue (memqueue.orders) or its topic (orders)."""
+
+
+def _dead_letters() -> Any:
+    queue: AppQueue | None = current_app.extensions.get("memqueue")
+    if queue is None:
+        raise click.ClickException(f"the app {current_app.name!r} has no MemQueue; call mq.init_app(app)")
+    dead = queue.transport.dead_letters()
+    if dead is None:
+        raise click.ClickException(
+            "this app's messages do not go through RabbitMQ (MEMQUEUE_AMQP_URL is not set): a message whose"
+            " handler failed for good is a failed job; see flask memqueue jobs --status failed"
+        )
+    return dead
+
+
+#: The columns of ``flask memqueue dead list``.
+DEAD_HEADER = "id\tattempts\terror\tmessage"
+
+
+@dead_group.command("list")
+@click.argument("queue")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@with_app
+def dead_list_command(queue: str, limit: int) -> None:
+    """List the dead letters of QUEUE, oldest first, without consuming them."""
+    dead = _dead_letters()
+    count, letters = dead.list(queue, limit)
+    click.echo(f"{count} dead letter(s) in {dead.resolve(queue)}.dead")
+    if letters:
+        click.echo(DEAD_HEADER)
+    for letter in letters:
+        shown = letter.to_dict()
+        click.echo(f"{letter.id}\t{letter.attempts}\t{letter.error or ''}\t{shown['preview']}")
+
+
+@dead_group.command("show")
+@click.argument("queue")
+@click.argument("letter_id", metavar="ID")
+@with_app
+def dead_show_command(queue: str, letter_id: str) -> None:
+    """Show one dead letter of QUEUE whole, as JSON: body, headers, error and traceback."""
+    import json
+
+    letter = _dead_letters().get(queue, letter_id)
+    click.echo(json.dumps(letter.to_dict(full=True), indent=2, ensure_ascii=False))
+
+
+@dead_group.command("requeue")
+@click.argument("queue")
+@click.argument("letter_id", metavar="[ID]", required=False)
+@click.option("--all", "every", is_flag=True, help="Requeue every dead letter waiting now.")
+@with_app
+def dead_requeue_command(queue: str, letter_id: str | None, every: bool) -> None:
+    """Send the dead letter ID of QUEUE (or --all of them) back to QUEUE, with its retries reset.
+    At least once: each is published with confirms before its dead letter is removed."""
+    if (letter_id is None) == (not every):
+        raise click.UsageError("give the ID of one dead letter, or --all (not both)")
+    dead = _dead_letters()
+    n = dead.requeue(queue, None if every else letter_id)
+    click.echo(f"requeued {n} dead letter(s) to {dead.resolve(queue)}")
+
+
 @memqueue_cli.command("worker")
 @click.option(
     "--queues", "queues_opt", metavar="NAMES",

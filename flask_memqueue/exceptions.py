@@ -150,6 +150,14 @@ class BrokerUnavailable(BrokerError, StorageError):
     """
 
 
+class DeadLetterNotFound(BrokerError, LookupError):
+    """No such dead letter: the queue is no handler's of this app, or the dead letter is not
+    (or no longer) in its ``<queue>.dead`` (HTTP 404; ``flask memqueue dead`` says so).
+
+    .. versionadded:: 1.2
+    """
+
+
 class MemQueueWarning(UserWarning):
     """Base class of the warnings flask-memqueue gives (filter them all with it)."""
 

@@ -154,6 +154,21 @@ class DictStorage(DurableStorage):
             self._save_locked(record)
             return True
 
+    def _transition_many(self, changes: list[tuple[str, tuple[str, ...], Record]]) -> list[bool]:
+        """A bulk action's batch under one hold of the table's lock."""
+        out = []
+        with self.table.lock:
+            for job_id, statuses, record in changes:
+                old = self.table.rows.get(job_id)
+                if old is None or old[0] != self.namespace or old[2].status not in statuses:
+                    out.append(False)
+                    continue
+                if record.status == "queued":  # requeued: a new place, at the end of its line
+                    del self.table.rows[job_id]
+                self._save_locked(record)
+                out.append(True)
+        return out
+
     def _take_over_one(self, job_id: str, owner: str, record: Record) -> bool:
         with self.table.lock:
             old = self.table.rows.get(job_id)

@@ -133,7 +133,7 @@ SEGMENT_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="/"), max
 SEGMENT_BYTES = st.binary(max_size=12).map(lambda b: b.replace(b"/", b"").decode("latin-1"))
 SEGMENTS = st.one_of(
     st.sampled_from(["produce", "jobs", "stats", "health", "threads", "ui", "purge", "cancel", "retry", "delete",
-                     "abort", "queues", "pause", "resume", "groups",
+                     "abort", "queues", "pause", "resume", "groups", "dead", "requeue",
                      "sign-in", "sign-out", "", ".", "..", "%0A", "%2F", "%00", "\n", "\r\n", "\x00", "²"]),
     SEGMENT_TEXT.map(lambda t: t.encode("utf-8").decode("latin-1")),  # PATH_INFO is bytes as latin-1
     SEGMENT_BYTES,
@@ -151,7 +151,10 @@ def paths(draw: st.DrawFn, target: Target) -> str:
         f"/groups/{job_id}", "/stats", "/health", "/threads", f"/ui/jobs/{job_id}",
         f"/ui/jobs/{job_id}/cancel", f"/ui/jobs/{job_id}/retry", f"/ui/jobs/{job_id}/abort",
         f"/ui/jobs/{job_id}/workflow", f"/ui/groups/{job_id}", f"/jobs?group={job_id}&task=x",
-        "/ui/purge", "/ui/sign-in", "/ui/sign-out",
+        "/ui/purge", "/ui/sign-in", "/ui/sign-out", "/dead", f"/dead/{draw(SEGMENTS)}",
+        f"/dead/{draw(SEGMENTS)}/{job_id}", f"/dead/{draw(SEGMENTS)}/requeue",
+        f"/dead/{draw(SEGMENTS)}/{job_id}/requeue",
+        "/ui/dead", f"/ui/dead/{draw(SEGMENTS)}/requeue",
     ]
     tail = draw(st.one_of(st.sampled_from(known), st.lists(SEGMENTS, min_size=1, max_size=4).map(
         lambda parts: "/" + "/".join(parts))))

@@ -15,6 +15,7 @@ retried with the consumer's backoff, and the outage logged once.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 import traceback
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..consumer import backoff_delay
 from ..exceptions import ConfigurationError, one_line
+from .dead import death_headers
 from .wire import (
     ATTEMPTS_HEADER,
     ERROR_HEADER,
@@ -267,6 +269,7 @@ class AmqpConsumer:
         headers[QUEUE_HEADER] = name
         if tb is not None:
             headers["memqueue-traceback"] = tb[-TRACEBACK_LIMIT:]
+        headers.update(death_headers(secrets.token_hex(8)))  # its id in the dead-letter queue (.dead)
         channel.basic_publish(exchange="", routing_key=name + ".dead", body=body,
                               properties=copy_properties(props, headers), mandatory=True)
         self.dead_lettered += 1

@@ -25,6 +25,7 @@ from ..exceptions import BrokerUnavailable, ConfigurationError, QueueClosed, one
 from ..otel import tracing_of
 from ..storage.base import redact_url
 from .consumers import AmqpConsumer
+from .dead import DeadLetters
 from .publishers import PublisherPool, PublishFailed
 from .wire import (
     TOPIC_HEADER,
@@ -292,6 +293,10 @@ class AmqpTransport:
 
     def summary(self) -> str:
         return f"RabbitMQ {self.url} for the handlers' messages"
+
+    def dead_letters(self) -> DeadLetters:
+        """The handlers' dead-letter queues (:mod:`.dead`): list, show, requeue."""
+        return DeadLetters(self)
 
 
 def _after_fork_in_child() -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..amqp import AmqpHost, Published
+    from ..amqp.dead import DeadLetters
     from ..job import Job
     from ..options import JobOptions
     from ..task import Task
@@ -59,6 +60,10 @@ class Transport(Protocol):
 
     def summary(self) -> str | None:
         """One line for the worker's banner: where messages go, if not to the store."""
+
+    def dead_letters(self) -> DeadLetters | None:
+        """The broker's dead-letter queues of the handlers (None: a message that failed for good
+        is a failed job of the store, found and retried as jobs are)."""
 
 
 class Enqueues(Protocol):
@@ -101,6 +106,9 @@ class StoreTransport:
         return None
 
     def summary(self) -> None:
+        return None
+
+    def dead_letters(self) -> None:
         return None
 
 

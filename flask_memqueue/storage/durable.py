@@ -171,6 +171,58 @@ class _Steering(Primitives):
     @abc.abstractmethod
     def job_of(self, record: Record) -> Job: ...
 
+    @abc.abstractmethod
+    def _after_settle(self, job: Job) -> None: ...
+
+    @abc.abstractmethod
+    def _refresh(self, job: Job) -> None: ...
+
+    def act_on_batch(self, action: str, jobs: list[Job], done: Callable[[Job], None] | None = None) -> int:
+        """One write of the backend per batch (``capabilities.bulk_actions``): a delete is
+        :meth:`_delete_finished` of the batch's ids; a retry or a cancel is decided per job
+        on a probe, as :meth:`requeue` and :meth:`cancel` do, and written by
+        :meth:`_transition_many`, each conditional on the record's state."""
+        if action == "delete":
+            ids = [job.id for job in jobs]
+            finished = set()  # which ones the delete takes, read first only when someone asks
+            if done is not None:
+                finished = {r.id for r in self._guard("reading", self._load_many, ids, True)}
+            n = int(self._guard("deleting jobs", self._delete_finished, ids))
+            for job in jobs:
+                self.codec.forget(job.id)
+                if job.id in finished and done is not None:
+                    done(job)
+            return n
+        now = time.time()
+        retry = action == "retry"
+        statuses = ("failed", "cancelled", "aborted") if retry else tuple(WAITING)
+        probes, changes = [], []
+        for job in jobs:
+            probe = self.codec.probe(job)
+            if retry:
+                probe.reset_for_requeue(now)
+            else:
+                probe.mark_cancelled(now)
+            probes.append(probe)
+            changes.append((job.id, statuses, self.codec.record_of(probe)))
+        flags = self._guard("queueing jobs again" if retry else "cancelling jobs", self._transition_many, changes)
+        n = 0
+        for job, probe, changed in zip(jobs, probes, flags, strict=True):
+            if not changed:
+                self._refresh(job)
+                continue
+            copy_outcome(probe, job)
+            if retry:
+                self.codec.requeued(job)
+            else:
+                self._after_settle(job)
+            n += 1
+            if done is not None:
+                done(job)
+        if retry and n:
+            self._notify()
+        return n
+
     def put_many(self, jobs: list[Job]) -> None:
         """Every job in one write of the backend (:meth:`_insert_all`): all of them, or none."""
         if not jobs:
@@ -237,9 +289,8 @@ class DurableStorage(_DurableWorkflows, _Steering, Storage, _FormerNames):
     :class:`~flask_memqueue.storage.primitives.Primitives`).
     """
 
-    capabilities = Capabilities(
-        shared=True, persistent=True, json_only=True, signal_safe_wake=True, reopen_after_fork=True, pausable=True
-    )
+    capabilities = Capabilities(shared=True, persistent=True, json_only=True, signal_safe_wake=True,
+                                reopen_after_fork=True, pausable=True, bulk_actions=True)
 
     def __init__(self, url: str, context: StoreContext) -> None:
         #: The store's URL as people see it (password redacted); a backend that

@@ -739,7 +739,7 @@ class MemoryStorage(_MemoryFlows):
 
     #: Jobs live in this process only: the fast path keeps live objects; an
     #: abort request is written on the running job itself.
-    capabilities = Capabilities(workflows=True, abort_flags=True, pausable=True)
+    capabilities = Capabilities(workflows=True, abort_flags=True, pausable=True, bulk_actions=True)
     url = "memory://"
 
     # -- the hot path ------------------------------------------------------
@@ -1049,39 +1049,73 @@ class MemoryStorage(_MemoryFlows):
 
     def cancel(self, job: Job) -> bool:
         with self._lock:
-            if job.status is DEFERRED:
-                if self._deferred.pop(job.key, None) is not job:
-                    return False
-                self._pending.pop(job.key, None)
-                self._waiting -= 1
-            elif job.status not in (QUEUED, SCHEDULED) or not self._remove_waiting(job):
-                return False
-            job.mark_cancelled(time.time())
-            event = self._settle(job)
+            changed, event = self._cancel_locked(job, time.time())
         if event is not None:
             event.set()
-        return True
+        return changed
+
+    def _cancel_locked(self, job: Job, now: float) -> tuple[bool, Any]:
+        """Cancel ``job`` if it waits (the lock held); whether it did, and the event to set after."""
+        if job.status is DEFERRED:
+            if self._deferred.pop(job.key, None) is not job:
+                return False, None
+            self._pending.pop(job.key, None)
+            self._waiting -= 1
+        elif job.status not in (QUEUED, SCHEDULED) or not self._remove_waiting(job):
+            return False, None
+        job.mark_cancelled(now)
+        return True, self._settle(job)
 
     def requeue(self, job: Job) -> bool:
         with self._lock:
-            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED):
-                return False
-            self._finished.discard(job)
-            now = time.time()
-            job.reset_for_requeue(now)
-            if job.unique_key is not None:  # takes its key back unless another live job holds it now
-                holder = self._unique.get(job.unique_key)
-                if holder is None or holder.finished:
-                    self._unique[job.unique_key] = job
-            # A requeued job keeps its old number, so it cannot join a
-            # number-ordered deque; as a "scheduled" entry due now it takes its
-            # place by priority, then by the time it was requeued (_pop).
-            lane = self._lane(job.queue)
-            heapq.heappush(lane.scheduled, (now, next(self._tiebreak), job))
-            self._waiting += 1
-            if lane.sleepers:
-                lane.sleepers.pop().lock.release()
+            return self._requeue_locked(job, time.time())
+
+    def _requeue_locked(self, job: Job, now: float) -> bool:
+        """Queue a failed, cancelled or aborted ``job`` again (the lock held)."""
+        if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ABORTED):
+            return False
+        self._finished.discard(job)
+        job.reset_for_requeue(now)
+        if job.unique_key is not None:  # takes its key back unless another live job holds it now
+            holder = self._unique.get(job.unique_key)
+            if holder is None or holder.finished:
+                self._unique[job.unique_key] = job
+        # A requeued job keeps its old number, so it cannot join a
+        # number-ordered deque; as a "scheduled" entry due now it takes its
+        # place by priority, then by the time it was requeued (_pop).
+        lane = self._lane(job.queue)
+        heapq.heappush(lane.scheduled, (now, next(self._tiebreak), job))
+        self._waiting += 1
+        if lane.sleepers:
+            lane.sleepers.pop().lock.release()
         return True
+
+    def act_on_batch(self, action: str, jobs: list[Job], done: Callable[[Job], None] | None = None) -> int:
+        """A batch in one hold of the lock (``capabilities.bulk_actions``); the lock is let go
+        between batches, so a bulk action over many jobs never stops the consumers for long."""
+        now = time.time()
+        changed: list[Job] = []
+        events = []
+        with self._lock:
+            for job in jobs:
+                if action == "retry":
+                    ok = self._requeue_locked(job, now)
+                elif action == "cancel":
+                    ok, event = self._cancel_locked(job, now)
+                    if event is not None:
+                        events.append(event)
+                else:
+                    ok = job.finished and self._finished.get(job.key) is job
+                    if ok:
+                        self._finished.discard(job)
+                if ok:
+                    changed.append(job)
+        for event in events:
+            event.set()
+        if done is not None:
+            for job in changed:
+                done(job)
+        return len(changed)
 
 
 def _acquire_contended(lock: threading.Lock) -> None:

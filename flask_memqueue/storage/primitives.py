@@ -62,6 +62,12 @@ class Primitives(abc.ABC):
         ``from_status`` (cancel, requeue); False if it is not (or it is gone). A
         record queued again (a requeue) goes to the end of its line: it is due now."""
 
+    def _transition_many(self, changes: list[tuple[str, tuple[str, ...], Record]]) -> list[bool]:
+        """:meth:`_transition` for each ``(job_id, from_status, record)`` of a bulk action's
+        batch; whether each changed. A backend overrides it with one transaction or script
+        per batch; this default makes one :meth:`_transition` per job."""
+        return [self._transition(job_id, statuses, record) for job_id, statuses, record in changes]
+
     @abc.abstractmethod
     def _take_over_one(self, job_id: str, owner: str, record: Record) -> bool:
         """Overwrite ``job_id`` with ``record`` if it is still running for ``owner``."""

@@ -974,6 +974,22 @@ class _Workflows(_Harness):
         taken = wf.storage.take(0)
         assert taken is not None and settle_and_take(wf, taken) is None  # nothing left to release
 
+    def test_a_bulk_cancel_cancels_what_waits_on_each_job_in_its_batch(self, wf: AppQueue) -> None:
+        parent = linked(wf, 1)
+        child = linked(wf, after=(parent.id,))
+        grandchild = linked(wf, after=(child.id,))
+        wf.storage.put_workflow([parent, child, grandchild],
+                                [Link(parent.id, child.id, -1), Link(child.id, grandchild.id, -1)])
+        found = wf.storage.get(parent.id)
+        assert found is not None and wf.storage.act_on_batch("cancel", [found]) == 1
+        for job in (child, grandchild):  # transitively (which ancestor the error names is the store's)
+            gone = wf.storage.get(job.id)
+            assert gone is not None and gone.status == "cancelled"
+            assert gone.error is not None and gone.error.endswith("(contract.echo) was cancelled")
+        gone = wf.storage.get(child.id)
+        assert gone is not None and gone.error == f"dependency {parent.id} (contract.echo) was cancelled"
+        assert wf.storage.take(0) is None and wf.storage.counts()["deferred"] == 0
+
     def test_a_missing_parent_is_refused_and_nothing_is_queued(self, wf: AppQueue) -> None:
         first = linked(wf, 1)
         child = linked(wf, after=("nobody-1",))
@@ -1183,6 +1199,69 @@ class _ManyPauseAndSearch(_Harness):
         assert storage.count_matching(JobFilter()) == 3
         with pytest.raises(ValueError, match="action"):
             storage.act_on(JobFilter(), "explode")
+
+    def test_act_on_batch_retries_a_batch_and_skips_what_changed(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        failures = [failed_job(queue, f"f{i}") for i in range(3)]
+        waiting = queued(queue, "w")
+        seen: list[str] = []
+        assert storage.act_on_batch("retry", [*failures, waiting], lambda job: seen.append(job.id)) == 3
+        assert set(seen) == set(ids(failures)) and status_of(storage, waiting) == "queued"
+        assert all(status_of(storage, job) == "queued" for job in failures)
+        again = take_all(queue, "failures")  # each runs again (a new first attempt), and fails again
+        assert set(ids(again)) == set(ids(failures)) and all(job.attempts == 1 for job in again)
+        assert all(status_of(storage, job) == "failed" for job in failures)
+        assert storage.act_on_batch("retry", [waiting]) == 0 and status_of(storage, waiting) == "queued"
+
+    def test_act_on_batch_cancels_a_batch_and_skips_what_changed(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        done_already = queued(queue, "done")
+        later = scheduled(queue, time.time() + 3600, "later")
+        failed = failed_job(queue, "f")
+        assert ids(take_all(queue, "default")) == [done_already.id]  # it ran meanwhile: the cancel skips it
+        running = queued(queue, "runs")
+        taken = storage.take(0)
+        assert taken is not None and taken.id == running.id
+        seen: list[str] = []
+        assert storage.act_on_batch("cancel", [done_already, later, running, failed], lambda j: seen.append(j.id)) == 1
+        assert seen == [later.id] and status_of(storage, later) == "cancelled" and later.status.value == "cancelled"
+        assert status_of(storage, running) == "running" and status_of(storage, failed) == "failed"
+        assert status_of(storage, done_already) == "succeeded" and storage.depth() == 0
+        storage.finish(run(queue, taken))
+        fresh = [queued(queue, f"n{i}") for i in range(4)]
+        assert storage.act_on_batch("cancel", fresh) == 4
+        assert storage.depth() == 0 and all(status_of(storage, job) == "cancelled" for job in fresh)
+        assert storage.take(0) is None
+
+    def test_act_on_batch_deletes_only_finished_jobs(self, queue: AppQueue) -> None:
+        storage = queue.storage
+        failed = [failed_job(queue, f"f{i}") for i in range(2)]
+        waiting = queued(queue, "w")
+        seen: list[str] = []
+        assert storage.act_on_batch("delete", [*failed, waiting], lambda job: seen.append(job.id)) == 2
+        assert set(seen) == set(ids(failed)) and len(seen) == 2
+        assert all(storage.get(job.id) is None for job in failed) and status_of(storage, waiting) == "queued"
+        assert storage.act_on_batch("delete", failed) == 0
+
+    def test_act_on_works_in_batches_when_the_store_declares_bulk_actions(
+        self, queue: AppQueue, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from ..storage import base
+
+        storage = queue.storage
+        monkeypatch.setattr(base, "BULK_BATCH", 2)
+        failures = [failed_job(queue, f"f{i}") for i in range(5)]
+        batches: list[int] = []
+        real = storage.act_on_batch
+
+        def spy(action: str, jobs: list[Job], done: Callable[[Job], None] | None = None) -> int:
+            batches.append(len(jobs))
+            return real(action, jobs, done)
+
+        monkeypatch.setattr(storage, "act_on_batch", spy)
+        assert storage.act_on(JobFilter(task="contract.fail"), "retry") == 5
+        assert all(status_of(storage, job) == "queued" for job in failures)
+        assert batches == ([2, 2, 1] if storage.capabilities.bulk_actions else [])
 
     def test_delete_forgets_only_a_finished_job(self, queue: AppQueue) -> None:
         storage = queue.storage

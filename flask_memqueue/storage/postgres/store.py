@@ -61,7 +61,7 @@ class PostgresStorage(DurableStorage):
 
     capabilities = Capabilities(
         shared=True, persistent=True, json_only=True, signal_safe_wake=True, reopen_after_fork=True,
-        outages_end=True, transactional=True, abort_flags=True, pausable=True,
+        outages_end=True, transactional=True, abort_flags=True, pausable=True, bulk_actions=True,
     )
     #: With notify, an idle worker is woken by NOTIFY; this bound says how soon a stop
     #: requested from a signal handler is seen (and is the poll without notify).
@@ -218,6 +218,19 @@ class PostgresStorage(DurableStorage):
     def _transition(self, job_id: str, from_status: Iterable[str], record: Record) -> bool:
         sql = self.sql.requeue if record.status == "queued" else self.sql.transition
         return self._change(sql, job_id, list(from_status), record, "changing a job")
+
+    def _transition_many(self, changes: list[tuple[str, tuple[str, ...], Record]]) -> list[bool]:
+        """A bulk action's batch in one transaction, its statements sent in one pipeline (one
+        round trip, one commit); each row's update conditional on its status, as
+        :meth:`_transition`. Row locks only, on the batch's rows: no table-wide lock."""
+        with self.connections.conn(f"changing {len(changes)} jobs") as conn, conn.transaction(), conn.pipeline():
+            cursors = []
+            for job_id, statuses, record in changes:
+                sql = self.sql.requeue if record.status == "queued" else self.sql.transition
+                params = (*state_values(record, self.session.progress(record.id)), job_id, self.namespace,
+                          list(statuses), self.channel, self.done_channel)
+                cursors.append(conn.execute(sql, params))
+            return [bool(cur.fetchone()[0]) for cur in cursors]  # the first fetch syncs the pipeline
 
     def _take_over_one(self, job_id: str, owner: str, record: Record) -> bool:
         return self._change(self.sql.take_over, job_id, owner, record, "taking over the jobs of a dead worker")

@@ -74,7 +74,7 @@ class RedisStorage(RedisAbortFlags, RedisWorkflows, RedisReads, DurableStorage):
 
     capabilities = Capabilities(
         shared=True, persistent=True, json_only=True, signal_safe_wake=True, reopen_after_fork=True,
-        outages_end=True, abort_flags=True, pausable=True, workflows=True,
+        outages_end=True, abort_flags=True, pausable=True, workflows=True, bulk_actions=True,
     )
     #: An idle consumer blocks in Redis (BLPOP) this long at most: an enqueue anywhere hands it
     #: its job at once; the bound only says how soon a stop from a signal handler is seen.
@@ -361,6 +361,14 @@ class RedisStorage(RedisAbortFlags, RedisWorkflows, RedisReads, DurableStorage):
     def _transition(self, job_id: str, from_status: Iterable[str], record: Record) -> bool:
         args = [job_id, ",".join(from_status), state_of(record, self.heartbeat.progress(record.id))]
         return bool(self._run("transition", args, "changing a job", repeat=False))
+
+    def _transition_many(self, changes: list[tuple[str, tuple[str, ...], Record]]) -> list[bool]:
+        """A bulk action's batch in one script call (transition_many.lua): one round trip."""
+        args: list[Any] = [len(changes)]
+        for job_id, statuses, record in changes:
+            args += (job_id, ",".join(statuses), state_of(record, self.heartbeat.progress(record.id)))
+        flags = self._run("transition_many", args, f"changing {len(changes)} jobs", repeat=False)
+        return [bool(int(flag)) for flag in flags]
 
     def _take_over_one(self, job_id: str, owner: str, record: Record) -> bool:
         args = [job_id, owner, state_of(record)]

@@ -14,7 +14,7 @@ from typing import Any
 from ...jobfilter import JobFilter
 from ..durable import Record
 from ..sqlfilter import where_of
-from .schema import _COLUMNS, _FINISHED_SQL, _INSERT
+from .schema import _COLUMNS, _FINISHED_SQL, _INSERT, _STATE
 from .workflows import record
 
 
@@ -25,6 +25,8 @@ class JournalControl(abc.ABC):
     maxsize: int
     _room: int | None
     _recount: float
+    #: After a row's write, release or cancel what waits on it (WorkflowRecords._outcome_in).
+    _outcome_in: Callable[[sqlite3.Connection, int, Record], bool]
 
     @abc.abstractmethod
     def _write(self, fn: Callable[[sqlite3.Connection], Any], doing: str) -> Any: ...
@@ -95,6 +97,28 @@ class JournalControl(abc.ABC):
             ).rowcount)
 
         return int(self._write(delete, "deleting jobs"))
+
+    def _transition_many(self, changes: list[tuple[str, tuple[str, ...], Record]]) -> list[bool]:
+        """A bulk action's batch in one ``BEGIN IMMEDIATE`` transaction (one fsync, one hold
+        of the write lock): each row's ``UPDATE`` conditional on its status, as
+        :meth:`_transition`; a cancel cancels what waits on the job in the same transaction."""
+        ns = self.namespace
+
+        def change(conn: sqlite3.Connection) -> list[bool]:
+            out = []
+            for job_id, statuses, r in changes:
+                marks = ",".join("?" * len(statuses))
+                state = (r.status, r.attempts, r.eta, r.started_at, r.finished_at, r.result, r.error, r.traceback,
+                         r.owner)
+                again = ", seq=(SELECT max(seq) + 1 FROM memqueue_jobs)" if r.status == "queued" else ""
+                rows = conn.execute(
+                    f"UPDATE memqueue_jobs SET {_STATE}{again} WHERE id=? AND queue=? AND status IN ({marks})",
+                    (*state, job_id, ns, *statuses),
+                ).rowcount
+                out.append(self._outcome_in(conn, rows, r))
+            return out
+
+        return list(self._write(change, "changing jobs"))
 
 
 __all__ = ["JournalControl"]
