@@ -1,7 +1,8 @@
 """Workflows (issue 21): chains, groups, chords and depends_on, on every store that declares them.
 
-Each test runs against the memory store and the SQLite journal (the stores that
-declare ``capabilities.workflows``); the others must refuse a workflow clearly.
+Each test runs against the memory store, the SQLite journal, Redis and PostgreSQL
+(the stores that declare ``capabilities.workflows``); a store without it must
+refuse a workflow clearly.
 The consumer runs in its thread; tests wait with ``wait(timeout)`` / ``join``.
 """
 
@@ -20,7 +21,7 @@ from support.waiting import TIMEOUT
 
 from flask_memqueue import DependencyError, JobFailed, MemQueue, QueueFull, WorkflowsUnsupported
 
-WORKFLOW_BACKENDS = ["memory", "sqlite", "redis"]
+WORKFLOW_BACKENDS = ["memory", "sqlite", "redis", "postgres"]
 #: Gates by name: a job of wf.held waits until its gate is set (JSON arguments: a name, not an object).
 _GATES: dict[str, threading.Event] = {}
 
