@@ -85,7 +85,7 @@ def test_members_finishing_at_once_on_four_stores_release_the_callback_once(
             claimed.append((queue, run_here(queue, job)))
         start = threading.Barrier(len(claimed))
 
-        def finish(queue: AppQueue, job: Any) -> None:
+        def finish(queue: AppQueue, job: Any, start: threading.Barrier = start) -> None:
             start.wait(TIMEOUT)
             queue.storage.finish(job)
 
