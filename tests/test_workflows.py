@@ -1,8 +1,8 @@
 """Workflows (issue 21): chains, groups, chords and depends_on, on every store that declares them.
 
-Each test runs against the memory store, the SQLite journal, Redis and PostgreSQL
-(the stores that declare ``capabilities.workflows``); a store without it must
-refuse a workflow clearly.
+Each test runs against the memory store, the SQLite journal, the test dict store
+(tests/dictstore.py), Redis and PostgreSQL (the stores that declare
+``capabilities.workflows``); a store without it must refuse a workflow clearly.
 The consumer runs in its thread; tests wait with ``wait(timeout)`` / ``join``.
 """
 
@@ -21,7 +21,7 @@ from support.waiting import TIMEOUT
 
 from flask_memqueue import DependencyError, JobFailed, MemQueue, QueueFull, WorkflowsUnsupported
 
-WORKFLOW_BACKENDS = ["memory", "sqlite", "redis", "postgres"]
+WORKFLOW_BACKENDS = ["memory", "sqlite", "dict", "redis", "postgres"]
 #: Gates by name: a job of wf.held waits until its gate is set (JSON arguments: a name, not an object).
 _GATES: dict[str, threading.Event] = {}
 
@@ -321,12 +321,15 @@ def test_eager_mode_runs_workflows_inline_in_order(make_app: Callable[..., Flask
         assert "(wf.boom) failed: ValueError: boom 1" in cancelled.error
 
 
-@pytest.mark.parametrize("backend", ["dict"])
-def test_a_store_without_workflows_refuses_them_clearly(
-    backend: str, make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
-) -> None:
+def test_a_store_without_workflows_refuses_them_clearly(make_app: Callable[..., Flask], mq: MemQueue,
+                                                        tmp_path: Path) -> None:
+    from dictstore import PLAIN_SCHEME, open_plain
+
+    from flask_memqueue.storage import register_backend
+
+    register_backend(PLAIN_SCHEME, open_plain)  # the dict store without capabilities.workflows
     t = Tasks(mq)
-    app = make_app(**STORAGE_BACKENDS[backend](tmp_path))
+    app = make_app(MEMQUEUE_STORAGE=f"{PLAIN_SCHEME}:///{tmp_path}")
     with app.app_context(), pytest.raises(WorkflowsUnsupported, match="capabilities.workflows"):
         mq.chain(t.add.s(1), t.add.s()).delay()
 
