@@ -321,6 +321,68 @@ def test_eager_mode_runs_workflows_inline_in_order(make_app: Callable[..., Flask
         assert "(wf.boom) failed: ValueError: boom 1" in cancelled.error
 
 
+@pytest.mark.parametrize("backend", backend_params(WORKFLOW_BACKENDS))
+def test_a_chords_results_outlive_its_members_records_and_its_rows_go_with_the_last_record(
+    backend: str, make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
+) -> None:
+    """Purging (or pruning) finished members while the callback waits loses none of the results
+    it is given; once every record of the chord is gone, so are its links, counters and group
+    rows (SQLite and PostgreSQL: a trigger on delete, by key)."""
+    t = Tasks(mq)
+    app = make_app(MEMQUEUE_CONSUMER=False, **STORAGE_BACKENDS[backend](tmp_path))
+    queue = app.extensions["memqueue"]
+    storage = queue.storage
+    with app.app_context():
+        callback = mq.chord(mq.group(t.add.s(1), t.add.s(2), t.add.s(3)), t.total.s()).delay()
+        for _ in range(2):
+            job = storage.take(0)
+            assert job is not None
+            queue.consumer.execute(job)
+            storage.finish(job)
+        assert storage.purge_finished() == 2 and storage.counts()["deferred"] == 1
+        last = storage.take(0)
+        assert last is not None
+        queue.consumer.execute(last)
+        released = storage.take(0, last)
+        assert released is not None and released.id == callback.id and released.args == ([1, 2, 3],)
+        queue.consumer.execute(released)
+        storage.finish(released)
+        assert callback.wait(TIMEOUT) == 6
+        assert storage.purge_finished() == 2
+    if backend == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "journal.db") as conn:
+            left = [conn.execute(f"SELECT count(*) FROM memqueue_{t}").fetchone()[0] for t in ("links", "waits",
+                                                                                                "groups")]
+        assert left == [0, 0, 0]
+
+
+@pytest.mark.parametrize("backend", backend_params(["sqlite", "dict", "postgres"]))
+def test_eager_workflow_records_show_depends_on_and_group_in_every_process(
+    backend: str, make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
+) -> None:
+    """Eager mode stores a workflow's jobs as they finish: read back in another process (a
+    second app on the store), ``to_dict()`` shows ``depends_on`` and ``group`` as a worker's
+    records do (the options are stored with the record)."""
+    t = Tasks(mq)
+    config = {"MEMQUEUE_EAGER": True, **STORAGE_BACKENDS[backend](tmp_path)}
+    app, other = make_app("eagerwf", **config), make_app("eagerwf", **config)
+    with app.app_context():
+        last = mq.chain(t.add.s(1, 2), t.add.s(3)).delay()
+        callback = mq.chord(mq.group(t.add.s(1), t.add.s(2)), t.total.s()).delay()
+    first_id = last.to_dict()["depends_on"][0]
+    member_ids = callback.to_dict()["depends_on"]
+    with other.app_context():
+        read = {job_id: mq.get_job(job_id) for job_id in (last.id, first_id, callback.id, *member_ids)}
+    shown = {job_id: job.to_dict() for job_id, job in read.items() if job is not None}
+    assert len(shown) == 5 and all(d["status"] == "succeeded" for d in shown.values())
+    assert shown[last.id]["depends_on"] == [first_id] and shown[last.id]["result"] == 6
+    assert shown[callback.id]["depends_on"] == member_ids and shown[callback.id]["result"] == 3
+    groups = {shown[m]["group"] for m in member_ids}
+    assert len(groups) == 1 and None not in groups and shown[callback.id]["group"] is None
+
+
 def test_a_store_without_workflows_refuses_them_clearly(make_app: Callable[..., Flask], mq: MemQueue,
                                                         tmp_path: Path) -> None:
     from dictstore import PLAIN_SCHEME, open_plain

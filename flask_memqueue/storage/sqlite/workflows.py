@@ -145,6 +145,9 @@ class WorkflowRecords:
                         (args, ns, child),
                     )
                     conn.execute("UPDATE memqueue_links SET result=NULL WHERE queue=? AND child=?", (ns, child))
+                    conn.execute(  # the links of parents already forgotten served their last purpose
+                        "DELETE FROM memqueue_links WHERE queue=? AND child=? AND NOT EXISTS"
+                        " (SELECT 1 FROM memqueue_jobs j WHERE j.id=memqueue_links.parent)", (ns, child))
                 else:
                     why = reason or (dependency_cancelled(pid, ptask) if pstatus == "cancelled"
                                      else dependency_failed(pid, ptask, perror))  # failed, aborted
@@ -156,25 +159,6 @@ class WorkflowRecords:
                 conn.execute("DELETE FROM memqueue_waits WHERE queue=? AND child=?", (ns, child))
                 touched.append(child)
         return touched
-
-    def _forget_links(self, conn: sqlite3.Connection) -> None:
-        """Drop the used links, and the counters and group rows whose jobs are gone (pruned, purged,
-        dropped). Write lock held."""
-        ns = self.namespace
-        conn.execute(
-            "DELETE FROM memqueue_links WHERE queue=? AND done=1 AND NOT EXISTS (SELECT 1 FROM memqueue_jobs j"
-            " WHERE j.queue=memqueue_links.queue AND j.id=memqueue_links.child AND j.status='deferred')"
-            " AND NOT EXISTS (SELECT 1 FROM memqueue_jobs j WHERE j.queue=memqueue_links.queue"
-            " AND j.id=memqueue_links.parent)",
-            (ns,),
-        )
-        conn.execute("DELETE FROM memqueue_waits WHERE queue=? AND NOT EXISTS (SELECT 1 FROM memqueue_jobs j"
-                     " WHERE j.queue=memqueue_waits.queue AND j.id=memqueue_waits.child)", (ns,))
-        conn.execute(
-            "DELETE FROM memqueue_groups WHERE queue=? AND NOT EXISTS (SELECT 1 FROM memqueue_jobs j"
-            " WHERE j.queue=memqueue_groups.queue AND j.id=memqueue_groups.job_id)",
-            (ns,),
-        )
 
     def _dependents(self, job_id: str) -> list[str]:
         rows = self._read("SELECT child FROM memqueue_links WHERE queue=? AND parent=? ORDER BY rowid",
