@@ -3,6 +3,8 @@
 
 - a chord's callback is released exactly once when its members finish at the same
   instant on several stores (each its own pool of connections: processes);
+- a take-over that fails a parent for good cancels its dependents (the trigger fires
+  on every statement that records an outcome);
 - a released job is announced by NOTIFY (an idle worker elsewhere takes it at once),
   a cancelled one to whoever waits on it;
 - a failure cancels a chain of 1,000 links in the one statement of its outcome;
@@ -15,6 +17,7 @@ The chord of 2,000 members with a worker SIGKILLed is in test_postgres_processes
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -136,6 +139,25 @@ def test_a_waiter_on_a_job_cancelled_by_its_parents_failure_is_woken_by_notify(
     worker.storage.finish(run_here(worker, failing))
     assert event.wait(TIMEOUT)
     assert last.status == "cancelled" and last.error == f"dependency {failing.id} (pgwf.boom) failed: ValueError: boom"
+
+
+def test_a_take_over_that_fails_the_parent_for_good_cancels_what_waits_on_it(
+    make: Callable[..., AppQueue], mq: MemQueue, tasks: dict[str, Any]
+) -> None:
+    """The take-over statement (a dead worker's job, out of retries) fires the release trigger too."""
+    web, dead, rescuer = make(), make(), make()
+    with web.app.app_context():
+        last = mq.chain(tasks["value"].s(1), tasks["value"].s()).delay()
+    running = dead.storage.take(0)
+    assert running is not None
+    storage: Any = rescuer.storage
+    (record,) = storage._running_of(dead.storage.owner)
+    job = storage.codec.detached(record)
+    job.interrupt(time.time())  # retries=0: failed for good, "interrupted"
+    assert storage._take_over_one(record.id, dead.storage.owner, storage.codec.record_of(job))
+    found = storage.get(last.id)
+    assert found is not None and found.status == "cancelled"
+    assert found.error == f"dependency {running.id} (pgwf.value) failed: interrupted"
 
 
 def test_a_failure_cancels_a_chain_of_1000_links_in_its_outcomes_statement(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,24 @@ def test_depends_on_waits_for_every_job_and_passes_nothing(wf_app: tuple[Flask, 
         assert after.wait(TIMEOUT) == 7
 
 
+@pytest.mark.parametrize("backend", backend_params(WORKFLOW_BACKENDS))
+def test_a_chain_link_with_an_extra_depends_on_gets_its_links_result_whichever_finishes_last(
+    backend: str, make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
+) -> None:
+    t = Tasks(mq)
+    app = make_app(MEMQUEUE_QUEUES={"default": 2}, **STORAGE_BACKENDS[backend](tmp_path))  # held + the chain
+    gate = new_gate()
+    with app.app_context():
+        other = t.held.delay(gate)
+        last = mq.chain(t.add.s(1, 2), t.add.s(10).options(depends_on=other)).delay()
+        link_id, other_id = last.to_dict()["depends_on"]
+        assert other_id == other.id
+        assert mq.get_job(link_id).wait(TIMEOUT) == 3  # type: ignore[union-attr]
+        assert last.status == "deferred"
+        _GATES[gate].set()  # the extra dependency finishes last: its result ("gate-...") is not passed
+        assert last.wait(TIMEOUT) == 13
+
+
 def test_depends_on_a_finished_job_runs_at_once_or_is_cancelled(wf_app: tuple[Flask, Tasks], mq: MemQueue) -> None:
     app, t = wf_app
     with app.app_context():
@@ -329,7 +348,8 @@ def test_a_chords_results_outlive_its_members_records_and_its_rows_go_with_the_l
     it is given; once every record of the chord is gone, so are its links, counters and group
     rows (SQLite and PostgreSQL: a trigger on delete, by key)."""
     t = Tasks(mq)
-    app = make_app(MEMQUEUE_CONSUMER=False, **STORAGE_BACKENDS[backend](tmp_path))
+    name = f"outlive{uuid.uuid4().hex[:8]}"  # an app of its own: a shared server keeps other tests' jobs
+    app = make_app(name, MEMQUEUE_CONSUMER=False, **STORAGE_BACKENDS[backend](tmp_path))
     queue = app.extensions["memqueue"]
     storage = queue.storage
     with app.app_context():
