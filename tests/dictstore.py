@@ -416,9 +416,10 @@ class DictStorage(_DictWorkflows, DurableStorage):
 
     def _remove_waiting(self) -> list[Record]:
         with self.table.lock:
-            waiting = sorted((seq, r) for seq, r in self._mine() if r.status in ("queued", "scheduled"))
+            waiting = sorted((seq, r) for seq, r in self._mine() if r.status in WAITING)  # deferred too
             for _, r in waiting:
                 del self.table.rows[r.id]
+            self._forget_locked([r for _, r in waiting])
             return [r for _, r in waiting]
 
     def _next_eta(self, queue: str | None = None) -> float | None:

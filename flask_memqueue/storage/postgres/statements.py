@@ -202,7 +202,8 @@ _TEMPLATES = {
     "prune_before": _PRUNE.replace("{which}", "AND finished_at <= %s ORDER BY finished_at LIMIT %s"),
     "prune_beyond": _PRUNE.replace("{which}", "ORDER BY finished_at DESC, seq DESC OFFSET %s LIMIT %s"),
     "purge": _PRUNE.replace("{which}", "LIMIT 5000"),
-    "remove_waiting": ("DELETE FROM {jobs} WHERE ns = %s AND status IN ('queued', 'scheduled')"
+    # deferred jobs too: left behind, they would wait for ever (their parents dropped)
+    "remove_waiting": ("DELETE FROM {jobs} WHERE ns = %s AND status IN ('queued', 'scheduled', 'deferred')"
                        " RETURNING seq, " + COLUMNS),
     # -- declared queues
     "undeclare": "DELETE FROM {consumers} WHERE ns = %s AND (owner = %s OR seen_at < %s)",

@@ -170,6 +170,9 @@ class PostgresStorage(DurableStorage):
     def _dependents(self, job_id: str) -> list[str]:
         return self.workflows.dependents(job_id)
 
+    def _dependents_many(self, job_ids: list[str]) -> dict[str, list[str]]:
+        return self.workflows.dependents_many(job_ids)
+
     def _group_members(self, group_id: str) -> list[Record]:
         return self.workflows.members(group_id)
 

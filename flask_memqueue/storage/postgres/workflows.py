@@ -54,6 +54,8 @@ class Workflows:
         self._groups = (f"INSERT INTO {s}.memqueue_groups (ns, grp, idx, job_id)"
                         " SELECT %s, * FROM unnest(%s::text[], %s::int4[], %s::text[])")
         self._dependents = f"SELECT child FROM {s}.memqueue_links WHERE ns = %s AND parent = %s ORDER BY seq"
+        self._dependents_many = (f"SELECT parent, child FROM {s}.memqueue_links WHERE ns = %s AND parent = ANY(%s)"
+                                 " ORDER BY seq")
         columns = ", ".join("j." + c.strip() for c in COLUMNS.split(","))
         self._members = (f"SELECT {columns} FROM {s}.memqueue_groups g JOIN {s}.memqueue_jobs j"
                          " ON j.id = g.job_id AND j.ns = g.ns WHERE g.ns = %s AND g.grp = %s ORDER BY g.idx")
@@ -105,6 +107,12 @@ class Workflows:
 
     def dependents(self, job_id: str) -> list[str]:
         return [child for (child,) in self._connections.all(self._dependents, (self._ns, job_id))]
+
+    def dependents_many(self, job_ids: list[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for parent, child in self._connections.all(self._dependents_many, (self._ns, job_ids)):
+            out.setdefault(parent, []).append(child)
+        return out
 
     def members(self, group_id: str) -> list[Record]:
         return [from_row(row) for row in self._connections.all(self._members, (self._ns, group_id))]
