@@ -68,11 +68,21 @@ class Tasks:
         self.add, self.total, self.boom, self.flaky, self.held, self.unjson = add, total, boom, flaky, held, unjson
 
 
+def store_config(backend: str, tmp_path: Path) -> dict[str, Any]:
+    """The config of ``backend`` in a folder of this test's own: the shared servers' stores
+    (support/backends.py) are kept apart per test by the folder's parent, so a store made
+    on ``tmp_path`` itself would share one PostgreSQL schema (one redis-server flush) with
+    every other test doing so, and see their jobs."""
+    folder = tmp_path / "store"
+    folder.mkdir(exist_ok=True)
+    return STORAGE_BACKENDS[backend](folder)
+
+
 @pytest.fixture(params=backend_params(WORKFLOW_BACKENDS))
 def wf_app(request: pytest.FixtureRequest, make_app: Callable[..., Flask], mq: MemQueue,
            tmp_path: Path) -> tuple[Flask, Tasks]:
     tasks = Tasks(mq)
-    app = make_app(**STORAGE_BACKENDS[request.param](tmp_path))
+    app = make_app(**store_config(request.param, tmp_path))
     return app, tasks
 
 
@@ -233,7 +243,7 @@ def test_a_chain_link_with_an_extra_depends_on_gets_its_links_result_whichever_f
     backend: str, make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
 ) -> None:
     t = Tasks(mq)
-    app = make_app(MEMQUEUE_QUEUES={"default": 2}, **STORAGE_BACKENDS[backend](tmp_path))  # held + the chain
+    app = make_app(MEMQUEUE_QUEUES={"default": 2}, **store_config(backend, tmp_path))  # held + the chain
     gate = new_gate()
     with app.app_context():
         other = t.held.delay(gate)
@@ -281,7 +291,7 @@ def test_a_result_json_cannot_hold_fails_its_link_clearly(
     make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
 ) -> None:
     t = Tasks(mq)
-    app = make_app(**STORAGE_BACKENDS["sqlite"](tmp_path))
+    app = make_app(**store_config("sqlite", tmp_path))
     with app.app_context():
         last = mq.chain(t.unjson.s(), t.add.s()).delay()
         with pytest.raises(JobFailed):
@@ -295,7 +305,7 @@ def test_a_workflow_that_does_not_fit_is_refused_whole(
     backend: str, make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
 ) -> None:
     t = Tasks(mq)
-    app = make_app(MEMQUEUE_MAXSIZE=5, MEMQUEUE_CONSUMER=False, **STORAGE_BACKENDS[backend](tmp_path))
+    app = make_app(MEMQUEUE_MAXSIZE=5, MEMQUEUE_CONSUMER=False, **store_config(backend, tmp_path))
     with app.app_context():
         t.add.delay(1)
         mq.chain(t.add.s(1), t.add.s(), t.add.s()).delay()  # 4 of 5: deferred jobs count
@@ -349,7 +359,7 @@ def test_a_chords_results_outlive_its_members_records_and_its_rows_go_with_the_l
     rows (SQLite and PostgreSQL: a trigger on delete, by key)."""
     t = Tasks(mq)
     name = f"outlive{uuid.uuid4().hex[:8]}"  # an app of its own: a shared server keeps other tests' jobs
-    app = make_app(name, MEMQUEUE_CONSUMER=False, **STORAGE_BACKENDS[backend](tmp_path))
+    app = make_app(name, MEMQUEUE_CONSUMER=False, **store_config(backend, tmp_path))
     queue = app.extensions["memqueue"]
     storage = queue.storage
     with app.app_context():
@@ -372,7 +382,7 @@ def test_a_chords_results_outlive_its_members_records_and_its_rows_go_with_the_l
     if backend == "sqlite":
         import sqlite3
 
-        with sqlite3.connect(tmp_path / "journal.db") as conn:
+        with sqlite3.connect(tmp_path / "store" / "journal.db") as conn:
             left = [conn.execute(f"SELECT count(*) FROM memqueue_{t}").fetchone()[0] for t in ("links", "waits",
                                                                                                 "groups")]
         assert left == [0, 0, 0]
@@ -386,7 +396,7 @@ def test_eager_workflow_records_show_depends_on_and_group_in_every_process(
     second app on the store), ``to_dict()`` shows ``depends_on`` and ``group`` as a worker's
     records do (the options are stored with the record)."""
     t = Tasks(mq)
-    config = {"MEMQUEUE_EAGER": True, **STORAGE_BACKENDS[backend](tmp_path)}
+    config = {"MEMQUEUE_EAGER": True, **store_config(backend, tmp_path)}
     app, other = make_app("eagerwf", **config), make_app("eagerwf", **config)
     with app.app_context():
         last = mq.chain(t.add.s(1, 2), t.add.s(3)).delay()
