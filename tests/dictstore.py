@@ -11,15 +11,34 @@ same URL share one table, as processes share a journal file.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from flask_memqueue.exceptions import DependencyError, QueueFull
 from flask_memqueue.storage import StoreContext
+from flask_memqueue.storage.base import dependency_cancelled, dependency_failed, released_args
 from flask_memqueue.storage.durable import FINISHED, DurableStorage, Record, check_options
 
 SCHEME = "dict"
+#: The same store without ``capabilities.workflows``: how a store that lacks it behaves.
+PLAIN_SCHEME = "dictplain"
+WAITING = ("queued", "scheduled", "deferred")
+
+
+class _Edge:
+    """A workflow link: ``child`` waits on ``parent``; ``result`` is the parent's (JSON),
+    kept from the parent's success until the child is released."""
+
+    __slots__ = ("child", "done", "parent", "position", "result")
+
+    def __init__(self, parent: str, child: str, position: int) -> None:
+        self.parent, self.child, self.position = parent, child, position
+        self.done = False
+        self.result: str | None = None
 
 
 class _Table:
@@ -34,6 +53,12 @@ class _Table:
         # id -> (the claim it was asked of: the record's started_at, reason)
         self.aborts: dict[str, tuple[float | None, str]] = {}
         self.paused: set[tuple[str, str]] = set()  # (namespace, queue)
+        # Workflows (ids are unique across namespaces): the links by parent and by child, the
+        # counter of each deferred job (its parents not yet succeeded), each group's members.
+        self.down: dict[str, list[_Edge]] = {}
+        self.up: dict[str, list[_Edge]] = {}
+        self.waits: dict[str, int] = {}
+        self.groups: dict[tuple[str, str], dict[str, None]] = {}  # (namespace, group) -> member ids, in order
 
 
 _TABLES: dict[str, _Table] = {}
@@ -47,13 +72,145 @@ def open_dict(url: str, options: Mapping[str, Any], context: StoreContext) -> Di
     return DictStorage(url, context, table)
 
 
+def open_plain(url: str, options: Mapping[str, Any], context: StoreContext) -> DictStorage:
+    """The dict store without ``capabilities.workflows`` (scheme ``dictplain``)."""
+    check_options(options, {}, url)
+    with _TABLES_LOCK:
+        table = _TABLES.setdefault(url, _Table())
+    return PlainDictStorage(url, context, table)
+
+
 def _due_time(record: Record) -> float:
     """When a queued record became due: its enqueue time, or its eta once requeued."""
     return record.eta if record.eta is not None else record.enqueued_at
 
 
-class DictStorage(DurableStorage):
-    capabilities = replace(DurableStorage.capabilities, abort_flags=True)
+class _DictWorkflows:
+    """The workflow primitives of the dict store: every one under the table's lock, and the
+    release of dependents (:meth:`_settled_locked`) in the same critical section as the
+    write that records a parent's final outcome."""
+
+    namespace: str
+    maxsize: int
+    table: _Table
+    _mine: Callable[[], list[tuple[int, Record]]]
+
+    def _insert_workflow(self, records: list[Record], links: list[tuple[str, str, int]],
+                         groups: list[tuple[str, int, str]], now: float) -> list[str]:
+        table = self.table
+        mine = {r.id for r in records}
+        with table.lock:
+            if self.maxsize:
+                waiting = sum(1 for _, r in self._mine() if r.status in WAITING)
+                if waiting + len(records) > self.maxsize:
+                    raise QueueFull(f"the workflow's {len(records)} jobs do not fit under MEMQUEUE_MAXSIZE"
+                                    f" ({self.maxsize}); none of them was queued")
+            outside = {parent for parent, _child, _pos in links if parent not in mine}
+            for parent in sorted(outside):
+                row = table.rows.get(parent)
+                if row is None or row[0] != self.namespace:
+                    raise DependencyError(f"depends_on: this app's queue holds no job {parent!r}; nothing was queued")
+            for r in records:
+                table.rows[r.id] = (self.namespace, next(table.seq), replace(r))
+            for parent, child, position in links:
+                edge = _Edge(parent, child, position)
+                table.down.setdefault(parent, []).append(edge)
+                table.up.setdefault(child, []).append(edge)
+                table.waits[child] = table.waits.get(child, 0) + 1
+            for group, _idx, job_id in groups:
+                table.groups.setdefault((self.namespace, group), {})[job_id] = None
+            changed: list[str] = []
+            for parent in outside:
+                stored = table.rows[parent][2]
+                if stored.status in FINISHED:
+                    changed += self._settled_locked(stored, stored.finished_at or now)
+        return [jid for jid in changed if jid in mine]
+
+    def _settled_locked(self, record: Record, now: float) -> list[str]:
+        """``record`` reached a final status (lock held): use its links once; release the
+        children whose last parent it was, or cancel them (and theirs). Returns their ids."""
+        table = self.table
+        table.waits.pop(record.id, None)
+        touched: list[str] = []
+        stack: list[tuple[Record, str | None]] = [(record, None)]
+        while stack:
+            parent, reason = stack.pop()
+            for edge in table.down.get(parent.id, ()):
+                if edge.done:
+                    continue
+                edge.done = True
+                succeeded = parent.status == "succeeded"
+                edge.result = parent.result if succeeded and edge.position >= 0 else None
+                row = table.rows.get(edge.child)
+                if row is None or row[2].status != "deferred":
+                    continue  # cancelled already
+                child = row[2]
+                if succeeded:
+                    table.waits[child.id] = table.waits.get(child.id, 1) - 1
+                    if table.waits[child.id] > 0:
+                        continue
+                    self._release_locked(child)
+                else:
+                    why = reason or (dependency_cancelled(parent.id, parent.task) if parent.status == "cancelled"
+                                     else dependency_failed(parent.id, parent.task, parent.error))
+                    child.status, child.finished_at, child.error = "cancelled", now, why
+                    stack.append((child, why))
+                table.waits.pop(child.id, None)
+                touched.append(child.id)
+        return touched
+
+    def _release_locked(self, child: Record) -> None:
+        """Queue a deferred ``child`` whose parents all succeeded, with what its ``bind`` says first."""
+        edges = sorted((e for e in self.table.up.get(child.id, ()) if e.position >= 0), key=lambda e: e.position)
+        bind = json.loads(child.options).get("bind") if child.options else None
+        if bind == "first":
+            first = next((e.result for e in edges if e.position == 0), None)
+            child.args = released_args(child.args, first if first is not None else "null")
+        elif bind == "list":
+            bound = "[" + ",".join("null" if e.result is None else e.result for e in edges) + "]"
+            child.args = released_args(child.args, bound)
+        for edge in edges:
+            edge.result = None
+        child.status = "queued"
+        namespace, _seq, _ = self.table.rows[child.id]
+        self.table.rows[child.id] = (namespace, next(self.table.seq), child)  # at the end of its line
+
+    def _forget_locked(self, records: Iterable[Record]) -> None:
+        """Jobs deleted (lock held): their group rows, counters, and the links nobody needs any
+        more; by key (each job's own links, its group from its options), never a scan."""
+        table = self.table
+        for record in records:
+            job_id = record.id
+            table.waits.pop(job_id, None)
+            group = json.loads(record.options).get("group") if record.options else None
+            members = table.groups.get((self.namespace, group)) if group else None
+            if members is not None:
+                members.pop(job_id, None)
+                if not members:
+                    del table.groups[(self.namespace, group)]  # type: ignore[arg-type]
+            for edge in table.down.pop(job_id, ()):
+                row = table.rows.get(edge.child)
+                if row is not None and row[2].status == "deferred":
+                    table.down.setdefault(job_id, []).append(edge)  # it carries a result for that child
+            for edge in table.up.pop(job_id, ()):
+                if edge.parent in table.rows:
+                    table.up.setdefault(job_id, []).append(edge)  # the parent lists it as a dependent
+
+    def _dependents(self, job_id: str) -> list[str]:
+        with self.table.lock:
+            row = self.table.rows.get(job_id)
+            if row is not None and row[0] != self.namespace:
+                return []
+            return [edge.child for edge in self.table.down.get(job_id, ())]
+
+    def _group_members(self, group_id: str) -> list[Record]:
+        with self.table.lock:
+            ids = self.table.groups.get((self.namespace, group_id), {})
+            return [replace(self.table.rows[jid][2]) for jid in ids if jid in self.table.rows]
+
+
+class DictStorage(_DictWorkflows, DurableStorage):
+    capabilities = replace(DurableStorage.capabilities, abort_flags=True, workflows=True)
 
     def __init__(self, url: str, context: StoreContext, table: _Table) -> None:
         super().__init__(url, context)
@@ -66,7 +223,7 @@ class DictStorage(DurableStorage):
         with self.table.lock:
             room = len(records)
             if self.maxsize:
-                waiting = sum(1 for _, r in self._mine() if r.status in ("queued", "scheduled"))
+                waiting = sum(1 for _, r in self._mine() if r.status in WAITING)
                 room = max(0, min(room, self.maxsize - waiting))
             for r in records[:room]:
                 self.table.rows[r.id] = (self.namespace, next(self.table.seq), replace(r))
@@ -75,7 +232,7 @@ class DictStorage(DurableStorage):
     def _insert_all(self, records: list[Record]) -> bool:
         with self.table.lock:
             if self.maxsize:
-                waiting = sum(1 for _, r in self._mine() if r.status in ("queued", "scheduled"))
+                waiting = sum(1 for _, r in self._mine() if r.status in WAITING)
                 if waiting + len(records) > self.maxsize:
                     return False
             for r in records:
@@ -103,6 +260,7 @@ class DictStorage(DurableStorage):
                 row = self.table.rows.get(job_id)
                 if row is not None and row[0] == self.namespace and row[2].status in FINISHED:
                     del self.table.rows[job_id]
+                    self._forget_locked([row[2]])
                     n += 1
             return n
 
@@ -112,6 +270,9 @@ class DictStorage(DurableStorage):
             return
         seq = old[1] if old is not None else next(self.table.seq)
         self.table.rows[record.id] = (self.namespace, seq, replace(record))
+        if record.status in FINISHED and (old is None or old[2].status not in FINISHED):
+            # a final outcome: what waits on the job is released or cancelled, under this lock
+            self._settled_locked(record, record.finished_at or time.time())
 
     def _save(self, record: Record) -> None:
         with self.table.lock:
@@ -260,21 +421,20 @@ class DictStorage(DurableStorage):
             kept = [row for row in finished if row[2] not in drop]
             if len(kept) > keep:
                 drop.update(jid for _, _, jid in kept[: len(kept) - keep])
-            for jid in drop:
-                del self.table.rows[jid]
+            self._forget_locked([self.table.rows.pop(jid)[2] for jid in drop])
 
     def _purge(self) -> int:
         with self.table.lock:
             drop = [r.id for _, r in self._mine() if r.status in FINISHED]
-            for jid in drop:
-                del self.table.rows[jid]
+            self._forget_locked([self.table.rows.pop(jid)[2] for jid in drop])
             return len(drop)
 
     def _remove_waiting(self) -> list[Record]:
         with self.table.lock:
-            waiting = sorted((seq, r) for seq, r in self._mine() if r.status in ("queued", "scheduled"))
+            waiting = sorted((seq, r) for seq, r in self._mine() if r.status in WAITING)  # deferred too
             for _, r in waiting:
                 del self.table.rows[r.id]
+            self._forget_locked([r for _, r in waiting])
             return [r for _, r in waiting]
 
     def _next_eta(self, queue: str | None = None) -> float | None:
@@ -320,3 +480,9 @@ class DictStorage(DurableStorage):
 
     def _close(self) -> None:
         pass
+
+
+class PlainDictStorage(DictStorage):
+    """The dict store without ``capabilities.workflows``: a store that refuses workflows."""
+
+    capabilities = replace(DictStorage.capabilities, workflows=False)

@@ -23,6 +23,7 @@ import pytest
 from support.harness import Env
 from support.servers.postgres import PASSWORD, PgBouncer, PostgresServer, fresh_schema
 from support.waiting import wait_until
+from support.workflows import chain_with_one_worker_killed, chord_with_one_worker_killed
 
 pytestmark = [pytest.mark.servers, pytest.mark.processes]
 
@@ -194,6 +195,34 @@ def test_behind_pgbouncer_in_transaction_mode_with_notify_off(make_env: MakeEnv,
     assert set(counts) == set(range(1000)) and max(counts.values()) == 1
     assert server.execute(f"SELECT status, count(*) FROM {schema}.memqueue_jobs GROUP BY status") \
         == [("succeeded", 1000)]
+
+
+# -- workflows (issue 21) ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_chord_of_2000_over_3_workers_with_one_killed_calls_back_once_with_every_result(
+    env: Env, server: Any, schema: str
+) -> None:
+    """The callback runs exactly once, with all 2,000 results in member order, although a worker
+    is SIGKILLed mid-way: its running member is taken over (the server drops the dead session's
+    lock, or its lease lapses), and each member's outcome releases (or counts toward) the
+    callback in the statement that records it (the trigger of workflow_sql.py)."""
+    workers = [env.worker(f"worker{k}", RT_LEASE="2") for k in range(3)]
+    producer = env.main("producer", "chord", "2000", RT_CONSUMER="0")
+    chord_with_one_worker_killed(env, workers, producer, DEADLINE)
+    assert server.execute(f"SELECT status, count(*) FROM {schema}.memqueue_jobs GROUP BY status") \
+        == [("succeeded", 2001)]
+    assert server.execute(f"SELECT count(*) FROM {schema}.memqueue_waits") == [(0,)]
+
+
+@pytest.mark.slow
+def test_a_chain_of_200_links_completes_although_a_worker_is_killed_in_the_middle(
+    env: Env, server: Any, schema: str
+) -> None:
+    workers = [env.worker(f"worker{k}", RT_LEASE="2") for k in range(2)]
+    producer = env.main("producer", "chain", "200", RT_CONSUMER="0")
+    chain_with_one_worker_killed(env, workers, producer, DEADLINE)
+    assert server.execute(f"SELECT status, count(*), max(result::int) FROM {schema}.memqueue_jobs GROUP BY status") \
+        == [("succeeded", 200, 200)]
 
 
 # -- refused credentials -----------------------------------------------------------------------------

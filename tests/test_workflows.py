@@ -1,7 +1,8 @@
 """Workflows (issue 21): chains, groups, chords and depends_on, on every store that declares them.
 
-Each test runs against the memory store and the SQLite journal (the stores that
-declare ``capabilities.workflows``); the others must refuse a workflow clearly.
+Each test runs against the memory store, the SQLite journal, the test dict store
+(tests/dictstore.py), Redis and PostgreSQL (the stores that declare
+``capabilities.workflows``); a store without it must refuse a workflow clearly.
 The consumer runs in its thread; tests wait with ``wait(timeout)`` / ``join``.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from support.waiting import TIMEOUT
 
 from flask_memqueue import DependencyError, JobFailed, MemQueue, QueueFull, WorkflowsUnsupported
 
-WORKFLOW_BACKENDS = ["memory", "sqlite", "redis"]
+WORKFLOW_BACKENDS = ["memory", "sqlite", "dict", "redis", "postgres"]
 #: Gates by name: a job of wf.held waits until its gate is set (JSON arguments: a name, not an object).
 _GATES: dict[str, threading.Event] = {}
 
@@ -66,11 +68,21 @@ class Tasks:
         self.add, self.total, self.boom, self.flaky, self.held, self.unjson = add, total, boom, flaky, held, unjson
 
 
+def store_config(backend: str, tmp_path: Path) -> dict[str, Any]:
+    """The config of ``backend`` in a folder of this test's own: the shared servers' stores
+    (support/backends.py) are kept apart per test by the folder's parent, so a store made
+    on ``tmp_path`` itself would share one PostgreSQL schema (one redis-server flush) with
+    every other test doing so, and see their jobs."""
+    folder = tmp_path / "store"
+    folder.mkdir(exist_ok=True)
+    return STORAGE_BACKENDS[backend](folder)
+
+
 @pytest.fixture(params=backend_params(WORKFLOW_BACKENDS))
 def wf_app(request: pytest.FixtureRequest, make_app: Callable[..., Flask], mq: MemQueue,
            tmp_path: Path) -> tuple[Flask, Tasks]:
     tasks = Tasks(mq)
-    app = make_app(**STORAGE_BACKENDS[request.param](tmp_path))
+    app = make_app(**store_config(request.param, tmp_path))
     return app, tasks
 
 
@@ -226,6 +238,24 @@ def test_depends_on_waits_for_every_job_and_passes_nothing(wf_app: tuple[Flask, 
         assert after.wait(TIMEOUT) == 7
 
 
+@pytest.mark.parametrize("backend", backend_params(WORKFLOW_BACKENDS))
+def test_a_chain_link_with_an_extra_depends_on_gets_its_links_result_whichever_finishes_last(
+    backend: str, make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
+) -> None:
+    t = Tasks(mq)
+    app = make_app(MEMQUEUE_QUEUES={"default": 2}, **store_config(backend, tmp_path))  # held + the chain
+    gate = new_gate()
+    with app.app_context():
+        other = t.held.delay(gate)
+        last = mq.chain(t.add.s(1, 2), t.add.s(10).options(depends_on=other)).delay()
+        link_id, other_id = last.to_dict()["depends_on"]
+        assert other_id == other.id
+        assert mq.get_job(link_id).wait(TIMEOUT) == 3  # type: ignore[union-attr]
+        assert last.status == "deferred"
+        _GATES[gate].set()  # the extra dependency finishes last: its result ("gate-...") is not passed
+        assert last.wait(TIMEOUT) == 13
+
+
 def test_depends_on_a_finished_job_runs_at_once_or_is_cancelled(wf_app: tuple[Flask, Tasks], mq: MemQueue) -> None:
     app, t = wf_app
     with app.app_context():
@@ -261,7 +291,7 @@ def test_a_result_json_cannot_hold_fails_its_link_clearly(
     make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
 ) -> None:
     t = Tasks(mq)
-    app = make_app(**STORAGE_BACKENDS["sqlite"](tmp_path))
+    app = make_app(**store_config("sqlite", tmp_path))
     with app.app_context():
         last = mq.chain(t.unjson.s(), t.add.s()).delay()
         with pytest.raises(JobFailed):
@@ -275,7 +305,7 @@ def test_a_workflow_that_does_not_fit_is_refused_whole(
     backend: str, make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
 ) -> None:
     t = Tasks(mq)
-    app = make_app(MEMQUEUE_MAXSIZE=5, MEMQUEUE_CONSUMER=False, **STORAGE_BACKENDS[backend](tmp_path))
+    app = make_app(MEMQUEUE_MAXSIZE=5, MEMQUEUE_CONSUMER=False, **store_config(backend, tmp_path))
     with app.app_context():
         t.add.delay(1)
         mq.chain(t.add.s(1), t.add.s(), t.add.s()).delay()  # 4 of 5: deferred jobs count
@@ -320,12 +350,78 @@ def test_eager_mode_runs_workflows_inline_in_order(make_app: Callable[..., Flask
         assert "(wf.boom) failed: ValueError: boom 1" in cancelled.error
 
 
-@pytest.mark.parametrize("backend", ["dict"])
-def test_a_store_without_workflows_refuses_them_clearly(
+@pytest.mark.parametrize("backend", backend_params(WORKFLOW_BACKENDS))
+def test_a_chords_results_outlive_its_members_records_and_its_rows_go_with_the_last_record(
     backend: str, make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
 ) -> None:
+    """Purging (or pruning) finished members while the callback waits loses none of the results
+    it is given; once every record of the chord is gone, so are its links, counters and group
+    rows (SQLite and PostgreSQL: a trigger on delete, by key)."""
     t = Tasks(mq)
-    app = make_app(**STORAGE_BACKENDS[backend](tmp_path))
+    name = f"outlive{uuid.uuid4().hex[:8]}"  # an app of its own: a shared server keeps other tests' jobs
+    app = make_app(name, MEMQUEUE_CONSUMER=False, **store_config(backend, tmp_path))
+    queue = app.extensions["memqueue"]
+    storage = queue.storage
+    with app.app_context():
+        callback = mq.chord(mq.group(t.add.s(1), t.add.s(2), t.add.s(3)), t.total.s()).delay()
+        for _ in range(2):
+            job = storage.take(0)
+            assert job is not None
+            queue.consumer.execute(job)
+            storage.finish(job)
+        assert storage.purge_finished() == 2 and storage.counts()["deferred"] == 1
+        last = storage.take(0)
+        assert last is not None
+        queue.consumer.execute(last)
+        released = storage.take(0, last)
+        assert released is not None and released.id == callback.id and released.args == ([1, 2, 3],)
+        queue.consumer.execute(released)
+        storage.finish(released)
+        assert callback.wait(TIMEOUT) == 6
+        assert storage.purge_finished() == 2
+    if backend == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "store" / "journal.db") as conn:
+            left = [conn.execute(f"SELECT count(*) FROM memqueue_{t}").fetchone()[0] for t in ("links", "waits",
+                                                                                                "groups")]
+        assert left == [0, 0, 0]
+
+
+@pytest.mark.parametrize("backend", backend_params(["sqlite", "dict", "postgres"]))
+def test_eager_workflow_records_show_depends_on_and_group_in_every_process(
+    backend: str, make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
+) -> None:
+    """Eager mode stores a workflow's jobs as they finish: read back in another process (a
+    second app on the store), ``to_dict()`` shows ``depends_on`` and ``group`` as a worker's
+    records do (the options are stored with the record)."""
+    t = Tasks(mq)
+    config = {"MEMQUEUE_EAGER": True, **store_config(backend, tmp_path)}
+    app, other = make_app("eagerwf", **config), make_app("eagerwf", **config)
+    with app.app_context():
+        last = mq.chain(t.add.s(1, 2), t.add.s(3)).delay()
+        callback = mq.chord(mq.group(t.add.s(1), t.add.s(2)), t.total.s()).delay()
+    first_id = last.to_dict()["depends_on"][0]
+    member_ids = callback.to_dict()["depends_on"]
+    with other.app_context():
+        read = {job_id: mq.get_job(job_id) for job_id in (last.id, first_id, callback.id, *member_ids)}
+    shown = {job_id: job.to_dict() for job_id, job in read.items() if job is not None}
+    assert len(shown) == 5 and all(d["status"] == "succeeded" for d in shown.values())
+    assert shown[last.id]["depends_on"] == [first_id] and shown[last.id]["result"] == 6
+    assert shown[callback.id]["depends_on"] == member_ids and shown[callback.id]["result"] == 3
+    groups = {shown[m]["group"] for m in member_ids}
+    assert len(groups) == 1 and None not in groups and shown[callback.id]["group"] is None
+
+
+def test_a_store_without_workflows_refuses_them_clearly(make_app: Callable[..., Flask], mq: MemQueue,
+                                                        tmp_path: Path) -> None:
+    from dictstore import PLAIN_SCHEME, open_plain
+
+    from flask_memqueue.storage import register_backend
+
+    register_backend(PLAIN_SCHEME, open_plain)  # the dict store without capabilities.workflows
+    t = Tasks(mq)
+    app = make_app(MEMQUEUE_STORAGE=f"{PLAIN_SCHEME}:///{tmp_path}")
     with app.app_context(), pytest.raises(WorkflowsUnsupported, match="capabilities.workflows"):
         mq.chain(t.add.s(1), t.add.s()).delay()
 

@@ -271,7 +271,8 @@ class Producer:
             raise WorkflowsUnsupported(
                 f"this app's store ({self.store.url}) cannot hold workflows (chains, groups, chords,"
                 " depends_on=): it does not declare capabilities.workflows. Use the memory store"
-                " (memory://), the SQLite journal (sqlite:///...) or Redis (redis://...)"
+                " (memory://), the SQLite journal (sqlite:///...), Redis (redis://...) or PostgreSQL"
+                " (postgresql://...)"
             )
         group_ids: dict[int, str] = {}
         jobs: list[Job] = []

@@ -11,7 +11,10 @@ or ``python -c "import pg_app; pg_app.main()" <mode> ...``. Besides what
   gate ``hold``; ``RT_TOKEN``: ``MEMQUEUE_TOKEN``.
 - ``runs.log`` gets ``run <n> <pid> <time>`` for ``record``,
   ``start``/``done <n> <pid> <time>`` for ``block``, ``holding <n> <pid> <time>``,
-  ``message <text> <pid>`` for a produced message.
+  ``message <text> <pid>`` for a produced message, ``member``/``link <n> <pid> <time>``
+  and ``callback <how many> <sum> <pid>`` for the workflow tasks.
+- ``main chord <n>`` / ``main chain <n>``: a chord of n ``member`` jobs with the
+  ``collect`` callback, or a chain of n ``link`` jobs (workflows, issue 21).
 """
 
 from __future__ import annotations
@@ -50,6 +53,27 @@ def block(n: int, gate: str) -> int:
     return n
 
 
+@mq.task(name="member", retries=1, retry_delay=0.0)
+def member(n: int) -> int:
+    """A chord's member (workflows): logs ``member <n> <pid> <time>``."""
+    log("member", n, os.getpid(), repr(time.time()))
+    return n
+
+
+@mq.task(name="collect")
+def collect(results: list[int]) -> int:
+    """A chord's callback: logs ``callback <how many> <sum> <pid>``."""
+    log("callback", len(results), sum(results), os.getpid())
+    return sum(results)
+
+
+@mq.task(name="link", retries=1, retry_delay=0.0)
+def link(n: int) -> int:
+    """A chain's link: logs ``link <n> <pid> <time>`` and hands on n + 1."""
+    log("link", n, os.getpid(), repr(time.time()))
+    return n + 1
+
+
 @mq.handler
 def on_message(message: Any) -> None:
     log("message", message, os.getpid())
@@ -84,7 +108,8 @@ def create_app() -> Flask:
 
 def main() -> None:
     """``main <mode> [n]``: ``enqueue`` n jobs numbered from RT_OFFSET (RT_THREADS threads),
-    then exit; ``produce`` up to n jobs one by one until the file ``stop-producing`` exists,
+    then exit; ``chord``/``chain``: a workflow of n jobs (see the module's docstring);
+    ``produce`` up to n jobs one by one until the file ``stop-producing`` exists,
     writing ``acked <i>`` or ``refused <i> <error>`` to stdout for each (the server restart
     test), retrying nothing."""
     mode, n = command_line()
@@ -109,4 +134,10 @@ def main() -> None:
                     print(f"acked {i}", flush=True)
                     time.sleep(0.001)
             print("produced", flush=True)
+        elif mode == "chord":  # a chord of n members, queued in one step
+            mq.chord(mq.group(*(member.s(i) for i in range(n))), collect.s()).delay()
+            log("enqueued", n, os.getpid())
+        elif mode == "chain":  # a chain of n links starting at 0
+            mq.chain(link.s(0), *(link.s() for _ in range(n - 1))).delay()
+            log("enqueued", n, os.getpid())
         mq.shutdown(timeout=5)

@@ -124,9 +124,13 @@ class Claims:
                 self._note_discarded(conn, done)
             return None
         row = conn.execute(self._sql.settle_claim, {**self.save_params(done), **claim}).fetchone()
-        if not row[-2]:
+        if not row[-3]:
             self._note_discarded(conn, done)
-        return None if row[0] is None else row[:-2]
+        if row[0] is None and row[-1] and row[-3]:
+            # A workflow job's outcome: the trigger may have released a child at the end of the
+            # statement, after its claim looked. Look once more, so the child runs now, here.
+            return conn.execute(self._sql.claim, claim).fetchone()
+        return None if row[0] is None else row[:-3]
 
     def _in_transaction(
         self, conn: Any, settle: list[Record], failed: list[str], stop: Callable[[], bool], claim: dict[str, Any]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from . import workflow_sql
+
 FINISHED_SQL = "('succeeded', 'failed', 'cancelled', 'aborted')"
 # Version 1's finished index, as it was created (version 2 replaces it).
 _FINISHED_SQL_V1 = "('succeeded', 'failed', 'cancelled')"
@@ -119,6 +121,10 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (4, "job options without a column of their own", (
         "ALTER TABLE {s}.memqueue_jobs ADD COLUMN IF NOT EXISTS options text",
     )),
+    # Chains, groups, chords and depends_on: links, counters, group rows, and the release
+    # of dependents by a trigger in the statement that records an outcome (workflow_sql.py).
+    (5, "workflows: links, counters and group members; dependents released by trigger",
+     workflow_sql.MIGRATION),
 )
 #: The schema version this code needs.
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -50,7 +50,7 @@ def _insert(values: str) -> str:
 _SAVE_CTES = (
     "old AS (SELECT status, owner FROM {jobs} WHERE id = %(s_id)s AND ns = %(ns)s),"
     " upd AS (UPDATE {jobs} SET " + _SET_NAMED + " WHERE id = %(s_id)s AND ns = %(ns)s AND status = 'running'"
-    " AND owner = %(me)s RETURNING status),"
+    " AND owner = %(me)s RETURNING status, workflow),"
     " ins AS (INSERT INTO {jobs} (ns, id, task, args, kwargs, enqueued_at, lane, priority, unique_key, tick,"
     " options, " + ", ".join(STATE_NAMES) + ") SELECT %(ns)s, %(s_id)s, %(s_task)s, %(s_args)s, %(s_kwargs)s,"
     " %(s_enqueued_at)s, %(s_lane)s, %(s_priority)s, %(s_unique_key)s, %(s_tick)s, %(s_options)s, "
@@ -60,7 +60,10 @@ _SAVE_CTES = (
     + FINISHED_SQL + " AND EXISTS (SELECT 1 FROM {waiters} w WHERE w.ns = %(ns)s"
     " AND w.job_id IN (%(s_id)s, '*')))"
 )
-_WRITTEN = "(SELECT count(*) FROM upd) + (SELECT count(*) FROM ins) AS written, (SELECT count(*) FROM n) AS sent"
+# ``linked``: the job takes part in a workflow, so this outcome may have released jobs (by
+# the trigger of workflow_sql.py, at the end of this statement, which its claim cannot see).
+_WRITTEN = ("(SELECT count(*) FROM upd) + (SELECT count(*) FROM ins) AS written, (SELECT count(*) FROM n) AS sent,"
+            " coalesce((SELECT bool_or(workflow) FROM upd), false) AS linked")
 
 # The next due job of a queue made running, as CTEs ending in ``claimed`` (its record as it
 # was before the claim). Two partial-index walks, each ``FOR UPDATE SKIP LOCKED``: the best
@@ -106,7 +109,8 @@ _TEMPLATES = {
     # -- inserts
     "insert_one": _insert(_VALUES_ONE),
     "insert_many": _insert(_VALUES_MANY),
-    "count_waiting": "SELECT count(*) FROM {jobs} WHERE ns = %s AND status IN ('queued', 'scheduled')",
+    # deferred jobs wait too (workflows): they count toward MEMQUEUE_MAXSIZE
+    "count_waiting": "SELECT count(*) FROM {jobs} WHERE ns = %s AND status IN ('queued', 'scheduled', 'deferred')",
     "unique": (
         "WITH holder AS (SELECT " + COLUMNS + " FROM {jobs} WHERE ns = %s AND unique_key = %s"
         " AND status IN " + LIVE_SQL + " ORDER BY seq LIMIT 1),"
@@ -198,7 +202,8 @@ _TEMPLATES = {
     "prune_before": _PRUNE.replace("{which}", "AND finished_at <= %s ORDER BY finished_at LIMIT %s"),
     "prune_beyond": _PRUNE.replace("{which}", "ORDER BY finished_at DESC, seq DESC OFFSET %s LIMIT %s"),
     "purge": _PRUNE.replace("{which}", "LIMIT 5000"),
-    "remove_waiting": ("DELETE FROM {jobs} WHERE ns = %s AND status IN ('queued', 'scheduled')"
+    # deferred jobs too: left behind, they would wait for ever (their parents dropped)
+    "remove_waiting": ("DELETE FROM {jobs} WHERE ns = %s AND status IN ('queued', 'scheduled', 'deferred')"
                        " RETURNING seq, " + COLUMNS),
     # -- declared queues
     "undeclare": "DELETE FROM {consumers} WHERE ns = %s AND (owner = %s OR seen_at < %s)",

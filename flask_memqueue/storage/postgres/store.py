@@ -47,6 +47,7 @@ from .session import Session
 from .statements import Statements
 from .transaction import dbapi_connection
 from .waiting import Watchers
+from .workflows import Workflows
 
 #: Seconds between two looks at the table of an idle worker with ``notify=false``.
 POLL_WITHOUT_NOTIFY = 0.2
@@ -62,6 +63,7 @@ class PostgresStorage(DurableStorage):
     capabilities = Capabilities(
         shared=True, persistent=True, json_only=True, signal_safe_wake=True, reopen_after_fork=True,
         outages_end=True, transactional=True, abort_flags=True, pausable=True, bulk_actions=True,
+        workflows=True,
     )
     #: With notify, an idle worker is woken by NOTIFY; this bound says how soon a stop
     #: requested from a signal handler is seen (and is the poll without notify).
@@ -110,6 +112,9 @@ class PostgresStorage(DurableStorage):
         self.inserts = Inserts(self.connections, self.sql, namespace=self.namespace, channel=self.channel,
                                maxsize=self.maxsize)
         self.idle = IdleConsumers(self.connections, self.channel, self.doorbell)
+        #: Workflows (workflows.py; their release is a trigger: workflow_sql.py).
+        self.workflows = Workflows(self.connections, schema=schema, namespace=self.namespace, channel=self.channel,
+                                   digest=digest, maxsize=self.maxsize)
         #: Issue 24's primitives: batches, paused queues, search, deletes (control.py).
         self.control = Control(self.connections, self.sql, schema=schema, namespace=self.namespace,
                                channel=self.channel, maxsize=self.maxsize)
@@ -155,6 +160,22 @@ class PostgresStorage(DurableStorage):
 
     def _delete_finished(self, job_ids: list[str]) -> int:
         return self.control.delete_finished(job_ids)
+
+    # -- workflows (workflows.py; the release is workflow_sql.py's trigger) --------------------
+    def _insert_workflow(self, records: list[Record], links: list[tuple[str, str, int]],
+                         groups: list[tuple[str, int, str]], now: float) -> list[str]:
+        changed = self.workflows.insert(records, links, groups, now)
+        self.inserts.inserted(len(records))
+        return changed
+
+    def _dependents(self, job_id: str) -> list[str]:
+        return self.workflows.dependents(job_id)
+
+    def _dependents_many(self, job_ids: list[str]) -> dict[str, list[str]]:
+        return self.workflows.dependents_many(job_ids)
+
+    def _group_members(self, group_id: str) -> list[Record]:
+        return self.workflows.members(group_id)
 
     def put_in_transaction(self, job: Job, session: Any) -> Job:
         """Insert ``job`` through ``session``'s connection, inside its open transaction.

@@ -398,8 +398,7 @@ class SQLiteStorage(SQLiteAbortFlags, JournalControl, WorkflowRecords, DurableSt
                 f" WHERE queue=? AND status IN {_FINISHED_SQL} AND finished_at IS NOT NULL"
                 " ORDER BY finished_at DESC, seq DESC LIMIT -1 OFFSET ?)",
                 (self.namespace, keep),
-            )
-            self._forget_links(conn)
+            )  # the trigger memqueue_forget (schema.py) drops their workflow rows, by key
 
         self._write(prune, "forgetting old finished jobs")
 
@@ -407,8 +406,7 @@ class SQLiteStorage(SQLiteAbortFlags, JournalControl, WorkflowRecords, DurableSt
         def purge(conn: sqlite3.Connection) -> int:
             n = conn.execute(
                 f"DELETE FROM memqueue_jobs WHERE queue=? AND status IN {_FINISHED_SQL}", (self.namespace,)
-            ).rowcount
-            self._forget_links(conn)
+            ).rowcount  # the trigger memqueue_forget drops their workflow rows
             return int(n)
 
         return int(self._write(purge, "purging finished jobs"))
@@ -418,8 +416,7 @@ class SQLiteStorage(SQLiteAbortFlags, JournalControl, WorkflowRecords, DurableSt
             # Deferred jobs wait too: left behind, they would stay deferred for ever (their parents dropped).
             where = "FROM memqueue_jobs WHERE queue=? AND status IN ('queued', 'scheduled', 'deferred')"
             rows = conn.execute(f"SELECT {_COLUMNS} {where} ORDER BY seq", (self.namespace,)).fetchall()
-            conn.execute(f"DELETE {where}", (self.namespace,))
-            self._forget_links(conn)
+            conn.execute(f"DELETE {where}", (self.namespace,))  # memqueue_forget drops their workflow rows
             return rows
 
         return [_record(row) for row in self._write(drop, "dropping waiting jobs")]

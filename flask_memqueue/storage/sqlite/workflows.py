@@ -130,21 +130,7 @@ class WorkflowRecords:
                     ).fetchone()
                     if left > 0:
                         continue
-                    bind = json.loads(options).get("bind") if options else None
-                    if bind == "first":
-                        args = released_args(args, presult if presult is not None else "null")
-                    elif bind == "list":
-                        results = conn.execute(
-                            "SELECT result FROM memqueue_links WHERE queue=? AND child=? ORDER BY position", (ns, child)
-                        ).fetchall()
-                        bound = "[" + ",".join("null" if r is None else r for (r,) in results) + "]"
-                        args = released_args(args, bound)
-                    conn.execute(
-                        "UPDATE memqueue_jobs SET status='queued', args=?, seq=(SELECT max(seq) + 1 FROM memqueue_jobs)"
-                        " WHERE queue=? AND id=?",
-                        (args, ns, child),
-                    )
-                    conn.execute("UPDATE memqueue_links SET result=NULL WHERE queue=? AND child=?", (ns, child))
+                    self._release_child_in(conn, child, args, options)
                 else:
                     why = reason or (dependency_cancelled(pid, ptask) if pstatus == "cancelled"
                                      else dependency_failed(pid, ptask, perror))  # failed, aborted
@@ -157,24 +143,29 @@ class WorkflowRecords:
                 touched.append(child)
         return touched
 
-    def _forget_links(self, conn: sqlite3.Connection) -> None:
-        """Drop the used links, and the counters and group rows whose jobs are gone (pruned, purged,
-        dropped). Write lock held."""
+    def _release_child_in(self, conn: sqlite3.Connection, child: str, args: str, options: str | None) -> None:
+        """Queue the deferred ``child`` whose last parent just succeeded, with what its
+        ``bind`` says first: the chain's link's result (the link at position 0, whichever
+        parent came last), or the chord's results in member order (links at 0 and up)."""
         ns = self.namespace
+        bind = json.loads(options).get("bind") if options else None
+        if bind in ("first", "list"):
+            results = conn.execute(
+                "SELECT result FROM memqueue_links WHERE queue=? AND child=? AND position>=0 ORDER BY position",
+                (ns, child),
+            ).fetchall()
+            values = ["null" if r is None else r for (r,) in results]
+            bound = (values[0] if values else "null") if bind == "first" else "[" + ",".join(values) + "]"
+            args = released_args(args, bound)
         conn.execute(
-            "DELETE FROM memqueue_links WHERE queue=? AND done=1 AND NOT EXISTS (SELECT 1 FROM memqueue_jobs j"
-            " WHERE j.queue=memqueue_links.queue AND j.id=memqueue_links.child AND j.status='deferred')"
-            " AND NOT EXISTS (SELECT 1 FROM memqueue_jobs j WHERE j.queue=memqueue_links.queue"
-            " AND j.id=memqueue_links.parent)",
-            (ns,),
+            "UPDATE memqueue_jobs SET status='queued', args=?, seq=(SELECT max(seq) + 1 FROM memqueue_jobs)"
+            " WHERE queue=? AND id=?",
+            (args, ns, child),
         )
-        conn.execute("DELETE FROM memqueue_waits WHERE queue=? AND NOT EXISTS (SELECT 1 FROM memqueue_jobs j"
-                     " WHERE j.queue=memqueue_waits.queue AND j.id=memqueue_waits.child)", (ns,))
-        conn.execute(
-            "DELETE FROM memqueue_groups WHERE queue=? AND NOT EXISTS (SELECT 1 FROM memqueue_jobs j"
-            " WHERE j.queue=memqueue_groups.queue AND j.id=memqueue_groups.job_id)",
-            (ns,),
-        )
+        conn.execute("UPDATE memqueue_links SET result=NULL WHERE queue=? AND child=?", (ns, child))
+        conn.execute(  # the links of parents already forgotten served their last purpose
+            "DELETE FROM memqueue_links WHERE queue=? AND child=? AND NOT EXISTS"
+            " (SELECT 1 FROM memqueue_jobs j WHERE j.id=memqueue_links.parent)", (ns, child))
 
     def _dependents(self, job_id: str) -> list[str]:
         rows = self._read("SELECT child FROM memqueue_links WHERE queue=? AND parent=? ORDER BY rowid",

@@ -379,6 +379,12 @@ local function release(pid, ptask, pst, pr, per, fa, done)
                 local parts = {}
                 for i, row in ipairs(rows) do parts[i] = row[2] end
                 bound = '[' .. table.concat(parts, ',') .. ']'
+              elseif pos ~= '0' then
+                -- the last parent is an extra depends_on, not the chain's link: bind the link's result
+                for _, v in ipairs(redis.call('HVALS', P .. ':lr:' .. child)) do
+                  local at, res = string.match(v, '^(%-?%d+)\n(.*)$')
+                  if at == '0' then bound = res end
+                end
               end
               local head, args, tail = string.match(cbody, '^(\n[^\n]*\n[^\n]*\n)([^\n]*)(.*)$')
               cbody = head .. bound_args(args, bound) .. tail
