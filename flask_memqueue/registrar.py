@@ -93,6 +93,10 @@ class Registrar:
         queue: str = "default",
         priority: int = 0,
         time_limit: float | None = None,
+        concurrency: int | None = None,
+        concurrency_key: Callable[..., Any] | str | None = None,
+        rate_limit: str | None = None,
+        rate_limit_key: Callable[..., Any] | str | None = None,
     ) -> _Decorator: ...
 
     def task(
@@ -107,6 +111,10 @@ class Registrar:
         queue: str = "default",
         priority: int = 0,
         time_limit: float | None = None,
+        concurrency: int | None = None,
+        concurrency_key: Callable[..., Any] | str | None = None,
+        rate_limit: str | None = None,
+        rate_limit_key: Callable[..., Any] | str | None = None,
     ) -> Any:
         """Register a function as a task: ``@mq.task`` or ``@mq.task(retries=3, ...)``.
 
@@ -123,6 +131,13 @@ class Registrar:
             :class:`~flask_memqueue.TimeLimitExceeded` is raised in it (see :doc:`/limits`);
             for an ``async def`` function, its coroutine is cancelled instead (see :doc:`/async`).
             None: ``MEMQUEUE_TIME_LIMIT`` (none by default).
+        :param concurrency: at most this many of its jobs run at once, across every process
+            that shares the store (per key with ``concurrency_key``; see :doc:`/limits`).
+        :param concurrency_key: an argument's name, or a callable of the job's arguments:
+            at most ``concurrency`` jobs per value run at once.
+        :param rate_limit: ``"N/s"``, ``"N/m"`` or ``"N/h"``: at most N jobs start per second,
+            minute or hour (fixed windows); ``rate_limit_key`` as ``concurrency_key``.
+        :raises LimitError: a limit that cannot work (names the task and the value).
         :raises TypeError: a name given positionally (``@mq.task("resize")``).
 
         An ``async def`` function makes an :class:`~flask_memqueue.task.AsyncTask`:
@@ -137,6 +152,8 @@ class Registrar:
             return self._register_task(
                 fn, name or default_name(fn), named=name is not None, retries=retries, retry_delay=retry_delay,
                 retry_backoff=retry_backoff, queue=queue, priority=priority, time_limit=time_limit,
+                concurrency=concurrency, concurrency_key=concurrency_key, rate_limit=rate_limit,
+                rate_limit_key=rate_limit_key,
             )
 
         if func is not None:
@@ -158,6 +175,7 @@ class Registrar:
         queue: str = "default",
         priority: int = 0,
         time_limit: float | None = None,
+        concurrency: int | None = None, rate_limit: str | None = None,
     ) -> _Decorator:
         """Register a task that runs on a schedule: ``@mq.periodic("*/10 * * * *")``
         or ``@mq.periodic(every=timedelta(seconds=30))``.
@@ -198,6 +216,7 @@ class Registrar:
             return self._register_task(
                 fn, task_name, named=name is not None, retries=retries, retry_delay=retry_delay,
                 retry_backoff=retry_backoff, queue=queue, priority=priority, periodic=spec, time_limit=time_limit,
+                concurrency=concurrency, rate_limit=rate_limit,
             )
 
         return register  # type: ignore[return-value]  # register keeps the signature: Task(fn)
@@ -210,6 +229,11 @@ class Registrar:
         self.registry.add_task(task)
         if task.time_limit is not None:
             self._use_time_limits()
+        if task.limits is not None and task.limits.keyed and getattr(self, "_limit_keys", None) is None:
+            from .joblimits import LimitKeys  # a hook only once a task's limit is per key
+
+            self._limit_keys = LimitKeys()
+            self.hooks.add(self._limit_keys)
         shared = any(q.storage.capabilities.shared for q in self._queues)
         if not named and task.name.startswith("__main__.") and shared:
             warn_main_module([task.name])

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from .hooks import Strategy
     from .job import Job
+    from .joblimits import Limits
     from .options import JobChanges
     from .schedule import Periodic
 
@@ -118,6 +119,10 @@ class Task(Generic[P, R]):
     #: configured prefix and its topic; see :mod:`flask_memqueue.amqp`).
     amqp_queue: str | None = None
 
+    #: Its rate and concurrency limits (``@mq.task(concurrency=..., rate_limit=...)``,
+    #: :mod:`flask_memqueue.joblimits`); None: none.
+    limits: Limits | None = None
+
     def __init__(
         self,
         func: Callable[P, R],
@@ -132,6 +137,8 @@ class Task(Generic[P, R]):
         priority: int = 0,
         periodic: Periodic | None = None,
         time_limit: float | None = None,
+        concurrency: int | None = None, concurrency_key: Callable[..., Any] | str | None = None,
+        rate_limit: str | None = None, rate_limit_key: Callable[..., Any] | str | None = None,
     ) -> None:
         if not callable(func):
             raise TypeError(f"a task must be callable, not {func!r}")
@@ -154,6 +161,8 @@ class Task(Generic[P, R]):
         #: shared by all of them (:class:`~flask_memqueue.job.JobOptions`);
         #: :attr:`queue` and :attr:`priority` read it.
         self.job_options: JobOptions = job_options(queue, priority)
+        if (concurrency, concurrency_key, rate_limit, rate_limit_key) != (None, None, None, None):
+            self._limit(concurrency, concurrency_key, rate_limit, rate_limit_key)
         #: For a task registered with ``@mq.periodic``: its schedule, time zone
         #: and catch-up rule; None for other tasks.
         self.periodic = periodic
@@ -176,6 +185,16 @@ class Task(Generic[P, R]):
         extra = getattr(func, "__dict__", None)
         if extra:
             vars(self).update(extra)
+
+    def _limit(self, concurrency: int | None, concurrency_key: Callable[..., Any] | str | None,
+               rate_limit: str | None, rate_limit_key: Callable[..., Any] | str | None) -> None:
+        """Check the task's rate and concurrency limits and put them in its job options."""
+        from .joblimits import make_limits  # the tasks with a limit only
+
+        limits = make_limits(self.name, self.func, concurrency, concurrency_key, rate_limit, rate_limit_key)
+        if limits is not None:  # else the class's None: a task's dict keeps its shape
+            self.limits = limits
+            self.job_options = self.job_options.replace(**limits.base_options())
 
     @property
     def queue(self) -> str:
