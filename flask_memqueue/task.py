@@ -157,9 +157,8 @@ class Task(Generic[P, R]):
         self.retry_backoff = float(retry_backoff)
         #: For a message handler, its topic (None for the default handler).
         self.topic = topic
-        #: What its jobs are queued with unless a call says otherwise: one object
-        #: shared by all of them (:class:`~flask_memqueue.job.JobOptions`);
-        #: :attr:`queue` and :attr:`priority` read it.
+        #: What its jobs are queued with unless a call says otherwise: one object shared by all
+        #: of them (:class:`~flask_memqueue.job.JobOptions`); :attr:`queue` and :attr:`priority` read it.
         self.job_options: JobOptions = job_options(queue, priority)
         if (concurrency, concurrency_key, rate_limit, rate_limit_key) != (None, None, None, None):
             self._limit(concurrency, concurrency_key, rate_limit, rate_limit_key)
@@ -170,10 +169,9 @@ class Task(Generic[P, R]):
         #: calls it in the consumer thread. Chosen once, here.
         self.strategy: Strategy | None = choose_strategy(func)
         self._mq = mq
-        #: A call with positional arguments only binds to the function when their
-        #: count lies in ``min_args..max_args``: the enqueue path tests that
-        #: inline and calls :meth:`check_call` otherwise. An empty range until
-        #: the first call compiles the check (most ad-hoc callables never pay).
+        #: A call with positional arguments only binds to the function when their count lies in
+        #: ``min_args..max_args``: the enqueue path tests that inline and calls :meth:`check_call`
+        #: otherwise. An empty range until the first call compiles the check (most ad-hoc callables never pay).
         self.min_args = 1
         self.max_args = 0
         self._call_spec: CallSpec | None = None
