@@ -92,6 +92,8 @@ class MemoryLimiter:
     windows: dict[str, tuple[float, int, int, float]] = field(default_factory=dict)
     #: Concurrency limit last seen per key (for what /memqueue/limits shows).
     limits: dict[str, int] = field(default_factory=dict)
+    #: Whether the store ever held a limited job.
+    seen: bool = False
 
     def admit(self, entry: Entry, scheduled: list[Entry], held: dict[str, deque[Entry]], now: float) -> bool:
         """``entry``'s job (due now) may run: count it and return True. Otherwise keep it

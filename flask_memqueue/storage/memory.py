@@ -350,8 +350,11 @@ class _MemoryBook(Storage):
         """Put a limited job in ``lane``'s heap, due at ``due``: it is checked when it comes due
         (:meth:`MemoryLimiter.admit`), never taken from the ready deques. Lock held."""
         heapq.heappush(lane.scheduled, (due, next(self._tiebreak), job))
+        self._limiter.seen = True
 
     def limit_uses(self) -> list[LimitUse]:
+        if not self._limiter.seen:  # /stats asks every time: an app without limits pays nothing
+            return []
         with self._lock:
             waiting = [j for lane in self._lanes.values() for j in lane.waiting_jobs() if is_limited(j.options)]
             return self._limiter.uses(time.time(), waiting)
