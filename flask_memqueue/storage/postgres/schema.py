@@ -119,6 +119,19 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (4, "job options without a column of their own", (
         "ALTER TABLE {s}.memqueue_jobs ADD COLUMN IF NOT EXISTS options text",
     )),
+    # Rate limits (storage/postgres/limits.py): one fixed-window counter per app and key.
+    # (5 is reserved for workflows, landing in parallel.)
+    (6, "rate-limit windows", (
+        """CREATE TABLE IF NOT EXISTS {s}.memqueue_rates (
+    ns text NOT NULL,
+    key text NOT NULL,
+    window_end double precision NOT NULL,
+    count integer NOT NULL,
+    lim integer NOT NULL,
+    period double precision NOT NULL,
+    PRIMARY KEY (ns, key)
+)""",
+    )),
 )
 #: The schema version this code needs.
 SCHEMA_VERSION = MIGRATIONS[-1][0]
