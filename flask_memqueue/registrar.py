@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
-from .exceptions import MainModuleTaskWarning, ScheduleError
+from .exceptions import LimitError, MainModuleTaskWarning, ScheduleError
 from .hooks import Hook, Hooks
 from .registry import Registry, message_task_name
 from .task import AsyncTask, Enqueuer, Task, default_name, is_coroutine_function
@@ -226,6 +226,10 @@ class Registrar:
         ``__main__`` task (unless ``named``) where a store other processes share reads it by name."""
         cls = AsyncTask if is_coroutine_function(fn) else Task
         task: Task[..., Any] = cls(fn, task_name, mq=self._enqueuer, **options)
+        if task.limits is not None:  # an app bound already whose store cannot check it
+            for q in self._queues:
+                if not q.storage.capabilities.limits:
+                    raise unlimited_store(q.storage_url, [task.name])
         self.registry.add_task(task)
         if task.time_limit is not None:
             self._use_time_limits()
@@ -310,6 +314,15 @@ def warn_main_module(names: list[str]) -> None:
         " imports register too.",
         MainModuleTaskWarning,
         stacklevel=3,
+    )
+
+
+def unlimited_store(url: str, tasks: list[str]) -> LimitError:
+    """The error of a task with a rate or concurrency limit on a store that cannot check it."""
+    return LimitError(
+        f"task(s) {', '.join(sorted(tasks))} have a rate or concurrency limit, which the store {url} cannot"
+        " check (it does not declare capabilities.limits); use the memory store, the SQLite journal or"
+        " PostgreSQL (see docs/limits.md), or drop the limit"
     )
 
 
