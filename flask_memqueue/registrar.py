@@ -326,6 +326,14 @@ def unlimited_store(url: str, tasks: list[str]) -> LimitError:
     )
 
 
+def refuse_unchecked_limits(registry: Registry, queue: AppQueue) -> None:
+    """At ``init_app``: tasks with a limit, and a store that cannot check it (it is closed then)."""
+    limited = [t.name for t in registry.tasks.values() if t.limits is not None]
+    if limited and not queue.storage.capabilities.limits:
+        queue.storage.close()
+        raise unlimited_store(queue.storage_url, limited)
+
+
 def _check_no_arguments(func: Callable[..., Any], name: str) -> None:
     """A periodic task is called with no arguments: refuse a function that needs some."""
     try:

@@ -176,3 +176,29 @@ def test_a_store_without_the_capability_refuses_limited_tasks_clearly(
         @mq2.task(name="late", rate_limit="1/s")
         def late() -> None: ...
     assert "late" not in mq2.registry.tasks
+
+
+def test_metrics_show_each_limit_in_use_and_waiting(make_app: Callable[..., Flask], mq: MemQueue) -> None:
+    pytest.importorskip("prometheus_client")
+    release = threading.Event()
+
+    @mq.task(name="held", concurrency=1, concurrency_key="who")
+    def held(who: str) -> None:
+        release.wait(TIMEOUT)
+
+    app = make_app(MEMQUEUE_METRICS=True, MEMQUEUE_QUEUES={"default": 2})
+    queue = app.extensions["memqueue"]
+    try:
+        with app.app_context():
+            jobs = [held.delay("ann") for _ in range(3)]
+            wait_until(lambda: any(u["in_use"] == 1 for u in queue.limit_uses()), message="the slot taken")
+            text = app.test_client().get("/memqueue/metrics").get_data(as_text=True)
+            assert 'memqueue_limit_in_use{key="held:ann",kind="concurrency"} 1.0' in text
+            assert 'memqueue_limit_waiting{key="held:ann",kind="concurrency"} 2.0' in text
+            release.set()
+            for job in jobs:
+                job.wait(TIMEOUT)
+            text = app.test_client().get("/memqueue/metrics").get_data(as_text=True)
+            assert "held:ann" not in text  # a limit no job uses is not shown
+    finally:
+        release.set()
