@@ -321,8 +321,8 @@ def unlimited_store(url: str, tasks: list[str]) -> LimitError:
     """The error of a task with a rate or concurrency limit on a store that cannot check it."""
     return LimitError(
         f"task(s) {', '.join(sorted(tasks))} have a rate or concurrency limit, which the store {url} cannot"
-        " check (it does not declare capabilities.limits); use the memory store, the SQLite journal or"
-        " PostgreSQL (see docs/limits.md), or drop the limit"
+        " check (it does not declare capabilities.limits); use the memory store, the SQLite journal, Redis"
+        " or PostgreSQL (see docs/limits.md), or drop the limit"
     )
 
 

@@ -1,6 +1,5 @@
 """Rate and concurrency limits with real processes (issue 24): three ``flask memqueue worker``
-processes on one SQLite journal, one PostgreSQL database (and, once it declares the capability,
-one redis-server). Jobs log when they start and end (one O_APPEND write each, the ground truth),
+processes on one SQLite journal, one redis-server and one PostgreSQL database. Jobs log when they start and end (one O_APPEND write each, the ground truth),
 so the tests count overlaps and starts, never time thresholds."""
 
 from __future__ import annotations
@@ -21,10 +20,14 @@ DEADLINE = 90.0
 pytestmark = [pytest.mark.processes]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=getattr(pytest.mark, markers.SERVERS))])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=getattr(pytest.mark, markers.SERVERS)),
+                        pytest.param("postgres", marks=getattr(pytest.mark, markers.SERVERS))])
 def env(request: pytest.FixtureRequest, make_env: Callable[..., Env], tmp_path: Path) -> Env:
     if request.param == "sqlite":
         return make_env("ratelimit_app", fields=(int, str, int, float), RL_URL=f"sqlite:///{tmp_path / 'jobs.db'}")
+    if request.param == "redis":
+        return make_env("ratelimit_app", fields=(int, str, int, float),
+                        RL_URL=request.getfixturevalue("redis_server").url(), RL_LEASE="2")
     return make_env("ratelimit_app", fields=(int, str, int, float), RL_URL=request.getfixturevalue("postgres_url"),
                     RL_LEASE="2")
 
