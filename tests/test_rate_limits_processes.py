@@ -1,6 +1,7 @@
 """Rate and concurrency limits with real processes (issue 24): three ``flask memqueue worker``
-processes on one SQLite journal, one redis-server and one PostgreSQL database. Jobs log when they start and end (one O_APPEND write each, the ground truth),
-so the tests count overlaps and starts, never time thresholds."""
+processes on one SQLite journal, one redis-server and one PostgreSQL database. Jobs log when
+they start and end (one O_APPEND write each, the ground truth), so the tests count overlaps
+and starts, never time thresholds."""
 
 from __future__ import annotations
 
