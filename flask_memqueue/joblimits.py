@@ -22,7 +22,6 @@ no other process computes anything (nor needs the task's code to).
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -67,8 +66,6 @@ class Limits:
     rate_limit: int | None = None
     rate_period: float | None = None
     rate_key: KeySpec | None = None
-    #: The text the decorator was given (``"100/m"``), for what /memqueue/limits shows.
-    rate_text: str | None = None
 
     @property
     def keyed(self) -> bool:
@@ -132,8 +129,7 @@ def make_limits(task: str, func: Callable[..., Any], concurrency: object = None,
     if rate_limit is not None:
         count, period = parse_rate(rate_limit, f"task {task!r}: rate_limit")
     return Limits(task, concurrency, _key_spec(task, func, "concurrency_key", concurrency_key), count, period,
-                  _key_spec(task, func, "rate_limit_key", rate_limit_key),
-                  rate_limit if isinstance(rate_limit, str) else None)
+                  _key_spec(task, func, "rate_limit_key", rate_limit_key))
 
 
 def _key_spec(task: str, func: Callable[..., Any], label: str, spec: object) -> KeySpec | None:
@@ -153,11 +149,6 @@ def _key_spec(task: str, func: Callable[..., Any], label: str, spec: object) -> 
                      f" arguments, not {spec!r}")
 
 
-def rate_window(now: float, period: float) -> float:
-    """The start of the fixed window ``now`` falls in (a multiple of ``period`` since the epoch)."""
-    return math.floor(now / period) * period
-
-
 class LimitKeys(Hook):
     """Computes the key of each job of a task whose limit is per key (``concurrency_key=``,
     ``rate_limit_key=``) when it is enqueued, into the job's options. Installed once such
@@ -169,4 +160,4 @@ class LimitKeys(Hook):
             job.options = limits.keyed_options(job.options, tuple(job.args), job.kwargs, job.task.func)
 
 
-__all__ = ["PERIODS", "LimitKeys", "Limits", "make_limits", "parse_rate", "rate_window"]
+__all__ = ["PERIODS", "LimitKeys", "Limits", "make_limits", "parse_rate"]
