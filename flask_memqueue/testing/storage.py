@@ -1246,12 +1246,8 @@ class _RateAndConcurrencyLimits(_Harness):
     concurrency limits (its options) when it claims: a job over its limit stays queued and
     the claim takes the next job; a slot is freed by an outcome, a retry or a cancel."""
 
-    @pytest.fixture(autouse=True)
-    def _limits_declared(self, queue: AppQueue) -> None:
-        if not queue.storage.capabilities.limits:
-            pytest.skip("the store does not declare capabilities.limits (rate and concurrency limits)")
-
     def test_a_job_over_its_concurrency_limit_waits_queued_and_the_next_job_runs(self, queue: AppQueue) -> None:
+        needs_limits(queue)
         storage = queue.storage
         first, second = limited(queue, "a", concurrency=1), limited(queue, "a", concurrency=1)
         plain = queued(queue, "plain")
@@ -1265,6 +1261,7 @@ class _RateAndConcurrencyLimits(_Harness):
         assert storage.take(0) is None and storage.depth() == 0
 
     def test_each_key_has_its_own_slots(self, queue: AppQueue) -> None:
+        needs_limits(queue)
         storage = queue.storage
         jobs = [limited(queue, key, concurrency=2) for key in ("a", "b", "a", "b", "a", "b")]
         got = [storage.take(0) for _ in range(4)]
@@ -1282,6 +1279,7 @@ class _RateAndConcurrencyLimits(_Harness):
             storage.finish(run(queue, job))  # type: ignore[arg-type]
 
     def test_a_retry_and_a_cancel_release_the_slot(self, queue: AppQueue) -> None:
+        needs_limits(queue)
         storage = queue.storage
         failing = limited(queue, "r", concurrency=1, task="contract.retry")
         waiting = limited(queue, "r", concurrency=1)
@@ -1299,6 +1297,7 @@ class _RateAndConcurrencyLimits(_Harness):
         assert retried is not None and retried.id == failing.id
 
     def test_a_rate_limit_starts_at_most_its_limit_per_window(self, queue: AppQueue) -> None:
+        needs_limits(queue)
         storage = queue.storage
         period = 3600.0
         for _ in range(3):  # a window edge crossed mid-test is the one thing that may change the count
@@ -1318,9 +1317,15 @@ class _RateAndConcurrencyLimits(_Harness):
         assert storage.take(0) is None  # finished jobs do not give a window back
         assert storage.cancel(jobs[2]) is True
 
-    def test_jobs_without_limits_show_none(self, queue: AppQueue) -> None:
+    def test_jobs_without_limits_show_none(self, queue: AppQueue) -> None:  # on every store
         queued(queue, "plain")
         assert queue.storage.limit_uses() == []
+
+
+def needs_limits(queue: AppQueue) -> None:
+    """Skip unless the store declares ``capabilities.limits``."""
+    if not queue.storage.capabilities.limits:
+        pytest.skip("the store does not declare capabilities.limits (rate and concurrency limits)")
 
 
 def limited(queue: AppQueue, key: str, *, concurrency: int | None = None, rate: tuple[int, float] | None = None,
