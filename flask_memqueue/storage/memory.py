@@ -344,7 +344,7 @@ class _MemoryBook(Storage):
             lane = self._lane(entry[2].options.queue)
             heapq.heappush(lane.scheduled, entry)
             if lane.sleepers:
-                lane.sleepers.pop().release()
+                lane.sleepers.pop().lock.release()
 
     def _limited_entry(self, lane: _Lane, job: Job, due: float) -> None:
         """Put a limited job in ``lane``'s heap, due at ``due``: it is checked when it comes due
@@ -810,7 +810,7 @@ class MemoryStorage(_MemoryFlows):
                     self._limited_entry(lane, job, job.enqueued_at)
                     self._waiting += 1
                     if lane.sleepers:
-                        lane.sleepers.pop().release()
+                        lane.sleepers.pop().lock.release()
                     return
                 ready = lane.ready.get(options.priority)
                 if ready is None:
