@@ -25,6 +25,14 @@ class ConfigurationError(MemQueueError, ValueError):
     """
 
 
+class LimitError(ConfigurationError):
+    """A rate or concurrency limit of a task (``@mq.task(concurrency=..., rate_limit=...)``)
+    that cannot work; the message names the task and the value.
+
+    .. versionadded:: 1.2
+    """
+
+
 class ScheduleError(ConfigurationError):
     """A periodic task's schedule cannot work: an invalid cron expression, a zero
     or negative interval, an unknown time zone, or a cron expression without the

@@ -21,7 +21,7 @@ from .config import PREFIX, SETTINGS, Config, read_config
 from .exceptions import ConfigurationError
 from .job import Job
 from .options import JobOptions, check_changes, eta_at, eta_in
-from .registrar import Registrar, warn_main_module
+from .registrar import Registrar, refuse_unchecked_limits, warn_main_module
 from .sigterm import install as install_sigterm_handler
 from .sigterm import serves_with_dev_server
 from .state import AppQueue, _in_reloader_watcher, _stop_all_for_signal
@@ -231,6 +231,7 @@ class MemQueue(_WorkflowFront, Registrar):
                 " process, and nobody else could run them (a testing app may step its queue with"
                 " mq.run_once() instead)"
             )
+        refuse_unchecked_limits(self.registry, queue)
         if shared:
             main_tasks = [n for n in self.registry.tasks if n.startswith("__main__.")]
             if main_tasks:

@@ -104,10 +104,20 @@ class Metrics:
             "memqueue_consumer_threads", "Live consumer threads.", registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.limit_in_use, self.limit_waiting = self._limit_gauges(Gauge, durable)
         self._update_depth_on_events = self.multiprocess and not durable  # a len(), not an SQL count
         # When each waiting attempt became due, if not at enqueue (scheduled jobs, retries).
         self._due: dict[str, float] = {}
         self._lock = threading.Lock()
+
+    def _limit_gauges(self, gauge: Any, durable: bool) -> tuple[Any, Any]:
+        """The gauges of the rate and concurrency limits in use, per kind and key (read at scrape time)."""
+        mode = "livemostrecent" if durable else "livesum"
+        in_use = gauge("memqueue_limit_in_use", "Jobs running (concurrency) or started in the current window"
+                       " (rate), per limit.", ("kind", "key"), registry=self.registry, multiprocess_mode=mode)
+        waiting = gauge("memqueue_limit_waiting", "Queued jobs that count against a limit.", ("kind", "key"),
+                        registry=self.registry, multiprocess_mode=mode)
+        return in_use, waiting
 
     # -- receivers (connected by install, for this app only) --------------------------
     def on_enqueued(self, sender: Any, job: Job[Any], **extra: Any) -> None:
@@ -176,6 +186,12 @@ class Metrics:
             if self._workflows:
                 self.deferred.set(queue.storage.counts().get("deferred", 0))
         self.consumers.set(len(queue.live_threads()))
+        if not queue.closed and queue.storage.capabilities.limits:
+            self.limit_in_use.clear()  # a limit no job uses any more is not shown
+            self.limit_waiting.clear()
+            for use in queue.limit_uses():
+                self.limit_in_use.labels(use["kind"], use["key"]).set(use["in_use"])
+                self.limit_waiting.labels(use["kind"], use["key"]).set(use["waiting"])
 
     # -- the scrape -----------------------------------------------------------
     def render(self) -> tuple[bytes, str]:

@@ -92,6 +92,18 @@ class JobOptions:
     traceparent: str | None = None
     #: The W3C ``tracestate`` that went with it, if any.
     tracestate: str | None = None
+    #: ``@mq.task(concurrency=N)``: at most this many jobs that share :attr:`concurrency_key`
+    #: run at once, across every process of a shared store (see :doc:`/limits`).
+    concurrency: int | None = None
+    #: The key a concurrency-limited job counts against: ``"<task>"``, or
+    #: ``"<task>:<key>"`` with ``concurrency_key=`` (computed once, at enqueue).
+    concurrency_key: str | None = None
+    #: ``@mq.task(rate_limit="100/m")``: at most this many starts per :attr:`rate_period`...
+    rate_limit: int | None = None
+    #: ...seconds (1, 60 or 3600), per :attr:`rate_key`.
+    rate_period: float | None = None
+    #: The key a rate-limited job counts against (as :attr:`concurrency_key`).
+    rate_key: str | None = None
 
     def replace(self, **changes: Any) -> JobOptions:
         """These options with the given fields changed (the shared object when there is one)."""

@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
-from .exceptions import MainModuleTaskWarning, ScheduleError
+from .exceptions import LimitError, MainModuleTaskWarning, ScheduleError
 from .hooks import Hook, Hooks
 from .registry import Registry, message_task_name
 from .task import AsyncTask, Enqueuer, Task, default_name, is_coroutine_function
@@ -93,6 +93,10 @@ class Registrar:
         queue: str = "default",
         priority: int = 0,
         time_limit: float | None = None,
+        concurrency: int | None = None,
+        concurrency_key: Callable[..., Any] | str | None = None,
+        rate_limit: str | None = None,
+        rate_limit_key: Callable[..., Any] | str | None = None,
     ) -> _Decorator: ...
 
     def task(
@@ -107,6 +111,10 @@ class Registrar:
         queue: str = "default",
         priority: int = 0,
         time_limit: float | None = None,
+        concurrency: int | None = None,
+        concurrency_key: Callable[..., Any] | str | None = None,
+        rate_limit: str | None = None,
+        rate_limit_key: Callable[..., Any] | str | None = None,
     ) -> Any:
         """Register a function as a task: ``@mq.task`` or ``@mq.task(retries=3, ...)``.
 
@@ -123,6 +131,13 @@ class Registrar:
             :class:`~flask_memqueue.TimeLimitExceeded` is raised in it (see :doc:`/limits`);
             for an ``async def`` function, its coroutine is cancelled instead (see :doc:`/async`).
             None: ``MEMQUEUE_TIME_LIMIT`` (none by default).
+        :param concurrency: at most this many of its jobs run at once, across every process
+            that shares the store (per key with ``concurrency_key``; see :doc:`/limits`).
+        :param concurrency_key: an argument's name, or a callable of the job's arguments:
+            at most ``concurrency`` jobs per value run at once.
+        :param rate_limit: ``"N/s"``, ``"N/m"`` or ``"N/h"``: at most N jobs start per second,
+            minute or hour (fixed windows); ``rate_limit_key`` as ``concurrency_key``.
+        :raises LimitError: a limit that cannot work (names the task and the value).
         :raises TypeError: a name given positionally (``@mq.task("resize")``).
 
         An ``async def`` function makes an :class:`~flask_memqueue.task.AsyncTask`:
@@ -137,6 +152,8 @@ class Registrar:
             return self._register_task(
                 fn, name or default_name(fn), named=name is not None, retries=retries, retry_delay=retry_delay,
                 retry_backoff=retry_backoff, queue=queue, priority=priority, time_limit=time_limit,
+                concurrency=concurrency, concurrency_key=concurrency_key, rate_limit=rate_limit,
+                rate_limit_key=rate_limit_key,
             )
 
         if func is not None:
@@ -158,6 +175,7 @@ class Registrar:
         queue: str = "default",
         priority: int = 0,
         time_limit: float | None = None,
+        concurrency: int | None = None, rate_limit: str | None = None,
     ) -> _Decorator:
         """Register a task that runs on a schedule: ``@mq.periodic("*/10 * * * *")``
         or ``@mq.periodic(every=timedelta(seconds=30))``.
@@ -198,6 +216,7 @@ class Registrar:
             return self._register_task(
                 fn, task_name, named=name is not None, retries=retries, retry_delay=retry_delay,
                 retry_backoff=retry_backoff, queue=queue, priority=priority, periodic=spec, time_limit=time_limit,
+                concurrency=concurrency, rate_limit=rate_limit,
             )
 
         return register  # type: ignore[return-value]  # register keeps the signature: Task(fn)
@@ -207,9 +226,18 @@ class Registrar:
         ``__main__`` task (unless ``named``) where a store other processes share reads it by name."""
         cls = AsyncTask if is_coroutine_function(fn) else Task
         task: Task[..., Any] = cls(fn, task_name, mq=self._enqueuer, **options)
+        if task.limits is not None:  # an app bound already whose store cannot check it
+            for q in self._queues:
+                if not q.storage.capabilities.limits:
+                    raise unlimited_store(q.storage_url, [task.name])
         self.registry.add_task(task)
         if task.time_limit is not None:
             self._use_time_limits()
+        if task.limits is not None and task.limits.keyed and getattr(self, "_limit_keys", None) is None:
+            from .joblimits import LimitKeys  # a hook only once a task's limit is per key
+
+            self._limit_keys = LimitKeys()
+            self.hooks.add(self._limit_keys)
         shared = any(q.storage.capabilities.shared for q in self._queues)
         if not named and task.name.startswith("__main__.") and shared:
             warn_main_module([task.name])
@@ -287,6 +315,23 @@ def warn_main_module(names: list[str]) -> None:
         MainModuleTaskWarning,
         stacklevel=3,
     )
+
+
+def unlimited_store(url: str, tasks: list[str]) -> LimitError:
+    """The error of a task with a rate or concurrency limit on a store that cannot check it."""
+    return LimitError(
+        f"task(s) {', '.join(sorted(tasks))} have a rate or concurrency limit, which the store {url} cannot"
+        " check (it does not declare capabilities.limits); use the memory store, the SQLite journal, Redis"
+        " or PostgreSQL (see docs/limits.md), or drop the limit"
+    )
+
+
+def refuse_unchecked_limits(registry: Registry, queue: AppQueue) -> None:
+    """At ``init_app``: tasks with a limit, and a store that cannot check it (it is closed then)."""
+    limited = [t.name for t in registry.tasks.values() if t.limits is not None]
+    if limited and not queue.storage.capabilities.limits:
+        queue.storage.close()
+        raise unlimited_store(queue.storage_url, limited)
 
 
 def _check_no_arguments(func: Callable[..., Any], name: str) -> None:

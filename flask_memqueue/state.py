@@ -252,6 +252,9 @@ class AppQueue:
     def consumer_info(self) -> dict[str, Any]:
         return _stats.consumer_info(self)
 
+    def limit_uses(self) -> list[dict[str, Any]]:
+        return _stats.limit_uses(self)
+
     def queues_info(self) -> dict[str, dict[str, Any]]:
         return _stats.queues_info(self)
 

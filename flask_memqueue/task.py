@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from .hooks import Strategy
     from .job import Job
+    from .joblimits import Limits
     from .options import JobChanges
     from .schedule import Periodic
 
@@ -118,6 +119,10 @@ class Task(Generic[P, R]):
     #: configured prefix and its topic; see :mod:`flask_memqueue.amqp`).
     amqp_queue: str | None = None
 
+    #: Its rate and concurrency limits (``@mq.task(concurrency=..., rate_limit=...)``,
+    #: :mod:`flask_memqueue.joblimits`); None: none.
+    limits: Limits | None = None
+
     def __init__(
         self,
         func: Callable[P, R],
@@ -132,6 +137,8 @@ class Task(Generic[P, R]):
         priority: int = 0,
         periodic: Periodic | None = None,
         time_limit: float | None = None,
+        concurrency: int | None = None, concurrency_key: Callable[..., Any] | str | None = None,
+        rate_limit: str | None = None, rate_limit_key: Callable[..., Any] | str | None = None,
     ) -> None:
         if not callable(func):
             raise TypeError(f"a task must be callable, not {func!r}")
@@ -150,10 +157,11 @@ class Task(Generic[P, R]):
         self.retry_backoff = float(retry_backoff)
         #: For a message handler, its topic (None for the default handler).
         self.topic = topic
-        #: What its jobs are queued with unless a call says otherwise: one object
-        #: shared by all of them (:class:`~flask_memqueue.job.JobOptions`);
-        #: :attr:`queue` and :attr:`priority` read it.
+        #: What its jobs are queued with unless a call says otherwise: one object shared by all
+        #: of them (:class:`~flask_memqueue.job.JobOptions`); :attr:`queue` and :attr:`priority` read it.
         self.job_options: JobOptions = job_options(queue, priority)
+        if (concurrency, concurrency_key, rate_limit, rate_limit_key) != (None, None, None, None):
+            self._limit(concurrency, concurrency_key, rate_limit, rate_limit_key)
         #: For a task registered with ``@mq.periodic``: its schedule, time zone
         #: and catch-up rule; None for other tasks.
         self.periodic = periodic
@@ -161,10 +169,9 @@ class Task(Generic[P, R]):
         #: calls it in the consumer thread. Chosen once, here.
         self.strategy: Strategy | None = choose_strategy(func)
         self._mq = mq
-        #: A call with positional arguments only binds to the function when their
-        #: count lies in ``min_args..max_args``: the enqueue path tests that
-        #: inline and calls :meth:`check_call` otherwise. An empty range until
-        #: the first call compiles the check (most ad-hoc callables never pay).
+        #: A call with positional arguments only binds to the function when their count lies in
+        #: ``min_args..max_args``: the enqueue path tests that inline and calls :meth:`check_call`
+        #: otherwise. An empty range until the first call compiles the check (most ad-hoc callables never pay).
         self.min_args = 1
         self.max_args = 0
         self._call_spec: CallSpec | None = None
@@ -176,6 +183,16 @@ class Task(Generic[P, R]):
         extra = getattr(func, "__dict__", None)
         if extra:
             vars(self).update(extra)
+
+    def _limit(self, concurrency: int | None, concurrency_key: Callable[..., Any] | str | None,
+               rate_limit: str | None, rate_limit_key: Callable[..., Any] | str | None) -> None:
+        """Check the task's rate and concurrency limits and put them in its job options."""
+        from .joblimits import make_limits  # the tasks with a limit only
+
+        limits = make_limits(self.name, self.func, concurrency, concurrency_key, rate_limit, rate_limit_key)
+        if limits is not None:  # else the class's None: a task's dict keeps its shape
+            self.limits = limits
+            self.job_options = self.job_options.replace(**limits.base_options())
 
     @property
     def queue(self) -> str:

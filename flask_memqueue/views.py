@@ -710,6 +710,12 @@ def stats() -> Response:
     return json_response(_queue().stats())
 
 
+@routes.get("/limits")
+def limits() -> Response:
+    """Every rate and concurrency limit in use: task, key, limit, in use, waiting (see docs/limits.md)."""
+    return json_response({"limits": _queue().limit_uses()})
+
+
 @routes.get("/health")
 def health() -> Response:
     """200 while the consumer runs or is not needed; 503 if it is dead and cannot be restarted,

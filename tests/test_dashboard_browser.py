@@ -128,6 +128,17 @@ def _slow(message: Any) -> Any:
     return message
 
 
+LIMITED = "dashboard-test.limited"
+
+
+@mq.task(name=LIMITED, concurrency=1, concurrency_key="customer")
+def _limited(customer: str) -> str:
+    """One job per customer at a time; each waits for the first gate."""
+    if not CONTROL.gates[0].wait(GATE_WAIT):
+        raise TimeoutError("gate 1 was never opened")
+    return customer
+
+
 # -- server, browser, page -----------------------------------------------------------------
 @dataclass
 class Served:
@@ -560,3 +571,24 @@ def test_a_chord_is_shown_as_a_workflow_linked_and_filtered_by_group(page: Page,
     expect(row(page, gated)).to_be_visible()
     row(page, gated).locator('[data-c="workflow"]').click()
     expect(page.locator("#workflow-jobs tbody tr")).to_have_count(4)
+
+
+def test_the_limits_panel_shows_a_full_slot_and_the_jobs_waiting_on_it(page: Page, served: Served) -> None:
+    with served.app.app_context():
+        jobs = [_limited.delay("acme") for _ in range(3)]
+    page.goto(served.dashboard("refresh=0"))
+    limit_row = page.locator(f'#limits-table tr[data-limit="concurrency:{LIMITED}:acme"]')
+    expect(limit_row).to_have_count(1)
+    for _ in range(int(WAIT / 0.1)):  # the first job takes the one slot: reload until it shows
+        if limit_row.locator('[data-l="in_use"]').inner_text().startswith("1 /"):
+            break
+        page.wait_for_timeout(100)
+        page.reload()
+    expect(limit_row.locator('[data-l="in_use"]')).to_have_text("1 / 1")
+    expect(limit_row.locator('[data-l="waiting"]')).to_have_text("2")
+    expect(limit_row.locator("th")).to_have_text(LIMITED)
+    CONTROL.gates[0].set()
+    for job in jobs:
+        assert job.wait(WAIT) == "acme"
+    page.reload()
+    expect(page.locator("#limits")).to_have_count(0)  # no limit in use: no panel

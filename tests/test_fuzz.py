@@ -148,7 +148,7 @@ def paths(draw: st.DrawFn, target: Target) -> str:
         "/", "/produce", f"/produce/{draw(SEGMENTS)}", "/jobs", f"/jobs/{job_id}", f"/jobs/{job_id}/cancel",
         f"/jobs/{job_id}/retry", f"/jobs/{job_id}/abort", "/jobs/purge", "/jobs/retry", "/jobs/cancel",
         "/jobs/delete", f"/queues/{draw(SEGMENTS)}/pause", f"/queues/{draw(SEGMENTS)}/resume",
-        f"/groups/{job_id}", "/stats", "/health", "/threads", f"/ui/jobs/{job_id}",
+        f"/groups/{job_id}", "/stats", "/limits", "/health", "/threads", f"/ui/jobs/{job_id}",
         f"/ui/jobs/{job_id}/cancel", f"/ui/jobs/{job_id}/retry", f"/ui/jobs/{job_id}/abort",
         f"/ui/jobs/{job_id}/workflow", f"/ui/groups/{job_id}", f"/jobs?group={job_id}&task=x",
         "/ui/purge", "/ui/sign-in", "/ui/sign-out", "/dead", f"/dead/{draw(SEGMENTS)}",

@@ -103,6 +103,13 @@ def throughput(pools: ConsumerPools) -> list[dict[str, Any]]:
     return total or []
 
 
+def limit_uses(rooms: Rooms) -> list[dict[str, Any]]:
+    """Every rate and concurrency limit in use (``GET /limits``): its task, key, limit, jobs
+    running or started in the window, jobs waiting on it. Empty for a store without limits."""
+    storage = rooms.store.storage
+    return [use.to_dict() for use in storage.limit_uses()] if storage.capabilities.limits else []
+
+
 def stats(rooms: Rooms) -> dict[str, Any]:
     """Everything ``/stats`` answers (the dashboard shows it too)."""
     storage = rooms.store.storage
@@ -116,6 +123,7 @@ def stats(rooms: Rooms) -> dict[str, Any]:
         "maxsize": config.maxsize,
         "queues": queues_info(rooms),
         "paused": sorted(storage.paused()) if storage.capabilities.pausable else [],
+        "limits": limit_uses(rooms),
         "consumer": consumer_info(rooms),
         "consumer_alive": rooms.pools.consumer_thread is not None,
         "uptime": round(time.time() - rooms.store.started_at, 3),

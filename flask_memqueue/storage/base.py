@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     from ..job import Job, JobHost, JobStatus, TaskLike
     from ..jobfilter import JobFilter
+    from .limits import LimitUse
 
 #: Jobs a bulk action (:meth:`Storage.act_on`) reads and changes per step: a big table is
 #: worked through in steps of this many, none holding a lock for long.
@@ -81,6 +82,12 @@ class Capabilities:
     #: one step of the store (one lock hold, one transaction, one script), instead of one
     #: step per job: ``POST /jobs/retry|cancel|delete`` on 10,000 jobs costs 20 steps.
     bulk_actions: bool = False
+    #: The store checks a job's rate and concurrency limits (its options' ``concurrency``,
+    #: ``rate_limit`` and their keys; :mod:`flask_memqueue.joblimits`) when it claims:
+    #: a job over a limit stays queued, no consumer holds it, and the claim takes the
+    #: next job. A shared store holds the limits across every process that shares it,
+    #: and :meth:`Storage.limit_uses` shows them.
+    limits: bool = False
 
 
 class Link(NamedTuple):
@@ -380,6 +387,11 @@ class Storage(abc.ABC):
     def paused(self) -> set[str]:
         """The paused queues (see :meth:`pause`)."""
         return set()
+
+    def limit_uses(self) -> list[LimitUse]:
+        """Every rate and concurrency limit that jobs use now: running or started in the
+        current window, or waiting (see ``capabilities.limits``)."""
+        return []
 
     def find(self, flt: JobFilter, limit: int = 50, offset: int = 0) -> list[Job]:
         """The jobs ``flt`` matches, newest enqueued first (as :meth:`jobs`).

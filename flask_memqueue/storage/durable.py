@@ -47,6 +47,7 @@ from ..jobfilter import JobFilter
 from .base import Capabilities, Link, Storage, StoreContext, TickInfo, redact_url
 from .groupcommit import GroupCommit
 from .housekeeping import Housekeeping
+from .limits import LimitUse
 from .owners import owner_of_this_process, parse_owner, process_alive, process_start_time
 from .primitives import POLL_INTERVAL, Primitives
 from .records import FINISHED, WAITING, Codec, Record, copy_outcome, restore
@@ -244,6 +245,10 @@ class _Steering(Primitives):
                 " jobs waiting in the store, so none of it was queued"
             )
         self._notify()
+
+    # -- rate and concurrency limits ------------------------------------------------------------
+    def limit_uses(self) -> list[LimitUse]:
+        return list(self._guard("reading the limits", self._limit_uses, time.time()))
 
     # -- pause and resume ---------------------------------------------------------------------
     def _is_paused(self, queue: str) -> bool:

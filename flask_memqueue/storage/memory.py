@@ -34,6 +34,7 @@ from .base import (
     dependency_failed,
     redact_url,
 )
+from .limits import LimitUse, MemoryLimiter, drop_held, is_limited
 
 if TYPE_CHECKING:
     from ..job import Job, JobOptions
@@ -101,7 +102,7 @@ class _Lane:
     one priority per queue: then a take is a ``popleft`` as before.
     """
 
-    __slots__ = ("name", "ready", "negprios", "scheduled", "due", "sleepers", "running", "paused")
+    __slots__ = ("name", "ready", "negprios", "scheduled", "due", "sleepers", "running", "paused", "held_slots")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -116,9 +117,15 @@ class _Lane:
         self.running: dict[int | str, Job] = {}
         #: ``pause()``: take no job from this lane until ``resume()``.
         self.paused = False
+        #: Jobs waiting for a concurrency slot, per key (the limiter's, for this lane).
+        self.held_slots: dict[str, deque[tuple[float, int, Job]]] = {}
 
     def waiting(self) -> int:
-        return sum(map(len, self.ready.values())) + len(self.scheduled) + len(self.due)
+        return sum(map(len, self.ready.values())) + len(self.scheduled) + len(self.due) + self.held()
+
+    def held(self) -> int:
+        """Jobs of this lane waiting for a concurrency slot (:class:`MemoryLimiter`)."""
+        return sum(len(d) for d in self.held_slots.values()) if self.held_slots else 0
 
     def idle(self) -> bool:
         return not (self.negprios or self.due or self.running)
@@ -130,6 +137,9 @@ class _Lane:
             yield entry[2]
         for dentry in self.due:
             yield dentry[3]
+        for held in self.held_slots.values():
+            for hentry in held:
+                yield hentry[2]
 
 
 class _Finished:
@@ -270,6 +280,10 @@ class _MemoryBook(Storage):
         # For lookups: each parent's children ids, each group's members (bounded).
         self._children: dict[int | str, list[str]] = {}
         self._groups: dict[str, list[Job]] = {}
+        # Rate and concurrency limits (capabilities.limits): `_in_use` is the limiter's count of
+        # admitted jobs per key, empty unless a limited job runs (the hot path checks it only).
+        self._limiter = MemoryLimiter()
+        self._in_use = self._limiter.in_use
 
     def _lane(self, name: str) -> _Lane:
         """The lane of queue ``name``, made on first use. Lock held."""
@@ -294,6 +308,8 @@ class _MemoryBook(Storage):
         """
         lane = self._lane(job.options.queue)
         lane.running.pop(job.key, None)
+        if self._in_use and job.options.concurrency is not None:
+            self._freed(job)
         event = None
         out = job._out
         if job.status is SCHEDULED:  # a retry, due later: a shutdown's join need not wait for it
@@ -318,6 +334,30 @@ class _MemoryBook(Storage):
 
     def _outcome_reached(self, parent: Job, now: float) -> None:
         """``parent`` finished: release or cancel what waits on it (:class:`_MemoryFlows`). Lock held."""
+
+    # -- rate and concurrency limits (storage/limits.py) ---------------------------------------
+    def _freed(self, job: Job) -> None:
+        """``job`` (a limited one, admitted) left running, or was cancelled while due: its slot
+        is free; the first job held for that slot goes back to its lane's heap. Lock held."""
+        entry = self._limiter.release(job, [lane.held_slots for lane in self._lanes.values()])
+        if entry is not None:
+            lane = self._lane(entry[2].options.queue)
+            heapq.heappush(lane.scheduled, entry)
+            if lane.sleepers:
+                lane.sleepers.pop().lock.release()
+
+    def _limited_entry(self, lane: _Lane, job: Job, due: float) -> None:
+        """Put a limited job in ``lane``'s heap, due at ``due``: it is checked when it comes due
+        (:meth:`MemoryLimiter.admit`), never taken from the ready deques. Lock held."""
+        heapq.heappush(lane.scheduled, (due, next(self._tiebreak), job))
+        self._limiter.seen = True
+
+    def limit_uses(self) -> list[LimitUse]:
+        if not self._limiter.seen:  # /stats asks every time: an app without limits pays nothing
+            return []
+        with self._lock:
+            waiting = [j for lane in self._lanes.values() for j in lane.waiting_jobs() if is_limited(j.options)]
+            return self._limiter.uses(time.time(), waiting)
 
     def _expire(self, now: float) -> None:
         """Forget finished jobs older than the TTL (at most once a second). Lock held."""
@@ -363,6 +403,8 @@ class _MemoryBook(Storage):
                 lane = self._lanes.get(options.queue) or self._lane(options.queue)
                 if job.status is SCHEDULED:
                     heapq.heappush(lane.scheduled, (job.eta if job.eta is not None else now, next(self._tiebreak), job))
+                elif is_limited(options):
+                    self._limited_entry(lane, job, job.enqueued_at)
                 else:
                     ready = lane.ready.get(options.priority)
                     if ready and ready[-1].key < job.key:  # type: ignore[operator]  # keys here are ints
@@ -429,12 +471,9 @@ class _MemoryBook(Storage):
                 i = bisect.bisect_left(ready, seq, key=_seq)
                 if i < len(ready) and ready[i].key == seq:
                     return ready[i]
-            for entry in lane.scheduled:
-                if entry[2].key == seq:
-                    return entry[2]
-            for dentry in lane.due:
-                if dentry[3].key == seq:
-                    return dentry[3]
+            job = next((j for j in _waiting_apart(lane) if j.key == seq), None)
+            if job is not None:
+                return job
         return None
 
     # -- listings ----------------------------------------------------------
@@ -468,7 +507,7 @@ class _MemoryBook(Storage):
             counts["running"] = sum(len(lane.running) for lane in lanes)
             counts["deferred"] = sum(1 for j in self._deferred.values() if queue is None or j.queue == queue)
             for lane in lanes:
-                counts["queued"] += sum(map(len, lane.ready.values()))
+                counts["queued"] += sum(map(len, lane.ready.values())) + lane.held()
                 for entry in lane.scheduled:
                     counts[entry[2].status.value] += 1
                 for dentry in lane.due:
@@ -482,7 +521,8 @@ class _MemoryBook(Storage):
         with self._lock:
             out: dict[str, dict[str, int]] = {}
             for name, lane in self._lanes.items():
-                row = {"queued": sum(map(len, lane.ready.values())), "scheduled": 0, "running": len(lane.running)}
+                row = {"queued": sum(map(len, lane.ready.values())) + lane.held(), "scheduled": 0,
+                       "running": len(lane.running)}
                 for job in itertools.chain((e[2] for e in lane.scheduled), (e[3] for e in lane.due)):
                     row[job.status.value] += 1
                 out[name] = row
@@ -516,6 +556,7 @@ class _MemoryBook(Storage):
                 lane.negprios.clear()
                 lane.scheduled.clear()
                 lane.due.clear()
+                lane.held_slots.clear()
             self._waiting = 0
             if self._joiners:
                 self._drained.notify_all()
@@ -642,6 +683,8 @@ class _MemoryFlows(_MemoryBook):
         lane = self._lane(job.options.queue)
         if job.status is SCHEDULED:
             heapq.heappush(lane.scheduled, (job.eta if job.eta is not None else time.time(), next(self._tiebreak), job))
+        elif is_limited(job.options):
+            self._limited_entry(lane, job, time.time())
         else:
             _insert_ready(lane, lane.ready.get(job.options.priority), job)
         if lane.sleepers:
@@ -739,7 +782,7 @@ class MemoryStorage(_MemoryFlows):
 
     #: Jobs live in this process only: the fast path keeps live objects; an
     #: abort request is written on the running job itself.
-    capabilities = Capabilities(workflows=True, abort_flags=True, pausable=True, bulk_actions=True)
+    capabilities = Capabilities(workflows=True, abort_flags=True, pausable=True, bulk_actions=True, limits=True)
     url = "memory://"
 
     # -- the hot path ------------------------------------------------------
@@ -763,6 +806,12 @@ class MemoryStorage(_MemoryFlows):
                 lane, ready = self._put_place  # type: ignore[misc]  # set with _put_options
             else:
                 lane = self._lanes.get(options.queue) or self._lane(options.queue)
+                if options.concurrency is not None or options.rate_limit is not None:  # never cached
+                    self._limited_entry(lane, job, job.enqueued_at)
+                    self._waiting += 1
+                    if lane.sleepers:
+                        lane.sleepers.pop().lock.release()
+                    return
                 ready = lane.ready.get(options.priority)
                 if ready is None:
                     ready = lane.ready[options.priority] = deque()
@@ -810,6 +859,8 @@ class MemoryStorage(_MemoryFlows):
             lane = self._lane(job.options.queue)
             if retry:
                 lane.running.pop(job.key, None)
+                if self._in_use and job.options.concurrency is not None:
+                    self._freed(job)
             heapq.heappush(lane.scheduled, (due, next(self._tiebreak), job))
             self._waiting += 1
             if lane.sleepers:  # a consumer may sleep past this job's due time
@@ -833,6 +884,8 @@ class MemoryStorage(_MemoryFlows):
         lane = self._lane(job.options.queue)
         if job.status is SCHEDULED:
             heapq.heappush(lane.scheduled, (job.eta if job.eta is not None else time.time(), next(self._tiebreak), job))
+        elif is_limited(job.options):
+            self._limited_entry(lane, job, job.enqueued_at)
         else:
             _insert_ready(lane, lane.ready.get(job.options.priority), job)
         self._waiting += 1
@@ -923,7 +976,7 @@ class MemoryStorage(_MemoryFlows):
         that ``take`` stays readable; it costs ~1% of a drained job's instructions).
         """
         if (lane.running.pop(done.key, None) is not done or done.status is SCHEDULED or self._waiters
-                or self._unique or self._deps):
+                or self._unique or self._deps or self._in_use):
             return self._settle(done)
         finished = self._finished
         if finished.limit:  # _Finished.add(), inlined
@@ -1002,8 +1055,13 @@ class MemoryStorage(_MemoryFlows):
         if sched:
             now = time.time()
             while sched and sched[0][0] <= now:
-                due, tie, job = heapq.heappop(sched)
-                heapq.heappush(lane.due, (-job.options.priority, due, tie, job))
+                entry = heapq.heappop(sched)
+                job = entry[2]
+                o = job.options
+                if (o.concurrency is not None or o.rate_limit is not None) and not self._limiter.admit(
+                        entry, sched, lane.held_slots, now):
+                    continue  # held for a slot, or back in the heap until the next window
+                heapq.heappush(lane.due, (-o.priority, entry[0], entry[1], job))
         negprios = lane.negprios
         if lane.due and (not negprios or _due_first(lane.due[0], negprios[0], lane.ready[-negprios[0]][0])):
             job = heapq.heappop(lane.due)[3]
@@ -1042,7 +1100,15 @@ class MemoryStorage(_MemoryFlows):
                         lane.negprios.remove(-options.priority)
                     self._waiting -= 1
                     return True
-        if _remove_from_heap(lane.scheduled, job) or _remove_from_heap(lane.due, job):
+        if _remove_from_heap(lane.scheduled, job):
+            self._waiting -= 1
+            return True
+        if _remove_from_heap(lane.due, job):
+            self._waiting -= 1
+            if self._in_use and job.options.concurrency is not None:
+                self._freed(job)  # admitted, not started: its slot goes to the next
+            return True
+        if lane.held_slots and drop_held(job, lane.held_slots):
             self._waiting -= 1
             return True
         return False
@@ -1116,6 +1182,17 @@ class MemoryStorage(_MemoryFlows):
             for job in changed:
                 done(job)
         return len(changed)
+
+
+def _waiting_apart(lane: _Lane) -> Iterator[Job]:
+    """The waiting jobs of ``lane`` outside its ready deques: scheduled, due, held for a slot."""
+    for entry in lane.scheduled:
+        yield entry[2]
+    for dentry in lane.due:
+        yield dentry[3]
+    for held in lane.held_slots.values():
+        for hentry in held:
+            yield hentry[2]
 
 
 def _acquire_contended(lock: threading.Lock) -> None:

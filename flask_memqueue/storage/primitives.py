@@ -18,6 +18,7 @@ from typing import Any
 from ..exceptions import MemQueueError, StorageError
 from ..job import Job
 from ..jobfilter import JobFilter
+from .limits import LimitUse
 from .owners import owner_alive_here
 from .records import Record
 
@@ -227,6 +228,12 @@ class Primitives(abc.ABC):
     def _paused(self) -> set[str]:
         """The paused queues of this namespace."""
         return set()
+
+    def _limit_uses(self, now: float) -> list[LimitUse]:
+        """Every rate and concurrency limit in use (see :meth:`Storage.limit_uses
+        <flask_memqueue.storage.base.Storage.limit_uses>`): a backend that declares
+        ``capabilities.limits`` checks them in :meth:`_claim` and reads them here."""
+        return []
 
     def _select(self, flt: JobFilter, limit: int, offset: int, visible_after: float) -> list[Record]:
         """The records ``flt`` matches, newest enqueued first (as :meth:`_list`), finished

@@ -1320,8 +1320,111 @@ class _StoredOptions(_Harness):
         assert taken.options.traceparent is None and taken.options == job.options
 
 
+class _RateAndConcurrencyLimits(_Harness):
+    """Issue 24: a store that declares ``capabilities.limits`` checks a job's rate and
+    concurrency limits (its options) when it claims: a job over its limit stays queued and
+    the claim takes the next job; a slot is freed by an outcome, a retry or a cancel."""
+
+    def test_a_job_over_its_concurrency_limit_waits_queued_and_the_next_job_runs(self, queue: AppQueue) -> None:
+        needs_limits(queue)
+        storage = queue.storage
+        first, second = limited(queue, "a", concurrency=1), limited(queue, "a", concurrency=1)
+        plain = queued(queue, "plain")
+        got = [storage.take(0), storage.take(0)]
+        assert ids(got) == ids([first, plain])  # no head-of-line blocking behind the limited job
+        assert storage.take(0) is None and status_of(storage, second) == "queued"
+        again = storage.take(0, done=run(queue, got[0]))  # type: ignore[arg-type]  # its slot is free now
+        assert again is not None and again.id == second.id
+        storage.finish(run(queue, again))
+        storage.finish(run(queue, got[1]))  # type: ignore[arg-type]
+        assert storage.take(0) is None and storage.depth() == 0
+
+    def test_each_key_has_its_own_slots(self, queue: AppQueue) -> None:
+        needs_limits(queue)
+        storage = queue.storage
+        jobs = [limited(queue, key, concurrency=2) for key in ("a", "b", "a", "b", "a", "b")]
+        got = [storage.take(0) for _ in range(4)]
+        assert sorted(ids(got)) == sorted(ids(jobs[:4]))  # type: ignore[type-var]
+        assert storage.take(0) is None
+        uses = {(u.kind, u.key): u for u in storage.limit_uses()}
+        a, b = uses[("concurrency", "contract.echo:a")], uses[("concurrency", "contract.echo:b")]
+        assert (a.limit, a.in_use, a.waiting) == (2, 2, 1) and (b.in_use, b.waiting) == (2, 1)
+        assert a.to_dict()["task"] == "contract.echo"
+        for job in got:
+            storage.finish(run(queue, job))  # type: ignore[arg-type]
+        rest = [storage.take(0), storage.take(0)]
+        assert sorted(ids(rest)) == sorted(ids(jobs[4:]))  # type: ignore[type-var]
+        for job in rest:
+            storage.finish(run(queue, job))  # type: ignore[arg-type]
+
+    def test_a_retry_and_a_cancel_release_the_slot(self, queue: AppQueue) -> None:
+        needs_limits(queue)
+        storage = queue.storage
+        failing = limited(queue, "r", concurrency=1, task="contract.retry")
+        waiting = limited(queue, "r", concurrency=1)
+        behind = limited(queue, "r", concurrency=1)
+        taken = storage.take(0)
+        assert taken is not None and taken.id == failing.id
+        run(queue, taken)
+        assert taken.status is JobStatus.SCHEDULED  # its retry waits: the slot is free
+        assert storage.cancel(waiting) is True and status_of(storage, waiting) == "cancelled"
+        nxt = storage.take(0, done=taken) or storage.take(TIMEOUT)
+        assert nxt is not None and nxt.id == behind.id
+        assert storage.take(0) is None  # the retry is due, but the one slot runs `behind`
+        storage.finish(run(queue, nxt))
+        retried = storage.take(TIMEOUT)
+        assert retried is not None and retried.id == failing.id
+
+    def test_a_rate_limit_starts_at_most_its_limit_per_window(self, queue: AppQueue) -> None:
+        needs_limits(queue)
+        storage = queue.storage
+        period = 3600.0
+        for _ in range(3):  # a window edge crossed mid-test is the one thing that may change the count
+            start = time.time() // period
+            jobs = [limited(queue, "mail", rate=(2, period)) for _ in range(3)]
+            plain = queued(queue, "plain")
+            got = [storage.take(0), storage.take(0), storage.take(0)]
+            if time.time() // period == start:
+                break
+            storage.drop_waiting()
+        assert ids(got) == ids([jobs[0], jobs[1], plain])
+        assert storage.take(0) is None and status_of(storage, jobs[2]) == "queued"
+        (use,) = [u for u in storage.limit_uses() if u.kind == "rate"]
+        assert (use.key, use.limit, use.in_use, use.waiting, use.period) == ("contract.echo:mail", 2, 2, 1, period)
+        for job in got:
+            storage.finish(run(queue, job))  # type: ignore[arg-type]
+        assert storage.take(0) is None  # finished jobs do not give a window back
+        assert storage.cancel(jobs[2]) is True
+
+    def test_jobs_without_limits_show_none(self, queue: AppQueue) -> None:  # on every store
+        queued(queue, "plain")
+        assert queue.storage.limit_uses() == []
+
+
+def needs_limits(queue: AppQueue) -> None:
+    """Skip unless the store declares ``capabilities.limits``."""
+    if not queue.storage.capabilities.limits:
+        pytest.skip("the store does not declare capabilities.limits (rate and concurrency limits)")
+
+
+def limited(queue: AppQueue, key: str, *, concurrency: int | None = None, rate: tuple[int, float] | None = None,
+            task: str = "contract.echo") -> Job:
+    """A job queued with a concurrency or rate limit on ``contract.echo:<key>`` (as ``@mq.task(...)``
+    makes it; the key is the same whatever ``task``, so that jobs of two tasks can share it)."""
+    job = new_job(queue, task, key)
+    changes: dict[str, Any] = {}
+    if concurrency is not None:
+        changes.update(concurrency=concurrency, concurrency_key=f"contract.echo:{key}")
+    if rate is not None:
+        changes.update(rate_limit=rate[0], rate_period=rate[1], rate_key=f"contract.echo:{key}")
+    job.options = job.options.replace(**changes)
+    queue.storage.put(job)
+    return job
+
+
 class StorageContract(_PutAndTake, _SingleJobsAndListings, _WaitingAndBounds, _QueuesAndPriorities,
-                      _UniqueKeysAndTicks, _Workflows, _ManyPauseAndSearch, _StoredOptions):
+                      _UniqueKeysAndTicks, _Workflows, _ManyPauseAndSearch, _StoredOptions,
+                      _RateAndConcurrencyLimits):
     """The storage contract every store passes (:class:`~flask_memqueue.storage.Storage`).
 
     Subclass it (its name does not start with ``Test``, so pytest collects
@@ -1391,6 +1494,24 @@ class SharedStorageContract(_Harness):
         assert again.error is not None and again.error.startswith("interrupted")
         retried = storage.take(TIMEOUT)  # retry_delay=0: due at once
         assert retried is not None and retried.id == twice.id
+
+    def test_a_concurrency_slot_counts_across_processes_and_a_take_over_frees_it(self, make_store: Factory) -> None:
+        first = make_store()
+        if not first.storage.capabilities.limits:
+            pytest.skip("the store does not declare capabilities.limits")
+        second = make_store(like=first)
+        held = limited(first, "x", concurrency=1)
+        waiting = limited(first, "x", concurrency=1)
+        taken = first.storage.take(0)
+        assert taken is not None and taken.id == held.id
+        assert second.storage.take(0) is None  # the one slot is held by the first "process"
+        storage: Any = second.storage
+        if not callable(getattr(storage, "recover", None)) or not hasattr(storage, "_owner_alive"):
+            pytest.skip("the store takes over a dead owner's jobs its own way (not DurableStorage.recover())")
+        storage._owner_alive = lambda owner: False  # the first process died: its lease frees the slot
+        assert storage.recover() == 1
+        nxt = storage.take(TIMEOUT)
+        assert nxt is not None and nxt.id == waiting.id
 
     def test_a_result_is_what_a_json_round_trip_gives_on_every_object(
         self, make_store: Factory, contract_mq: MemQueue

@@ -24,9 +24,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ...exceptions import MemQueueError
+from ..limits import limited_text
 from ..records import Record
 from .connection import Connections
 from .errors import PostgresUnavailable
+from .limits import Limits
 from .records import PostgresRecord, from_row, load_in, save_params
 from .session import Session
 from .statements import Statements
@@ -53,6 +55,8 @@ class Claims:
         self._lock = threading.Lock()
         self._discards: dict[str, PostgresRecord] = {}
         self._failed_tokens: list[str] = []
+        #: Rate and concurrency limits (:mod:`~flask_memqueue.storage.postgres.limits`), set by the store.
+        self.limits: Limits | None = None
 
     def save_params(self, r: Record) -> dict[str, Any]:
         return save_params(r, self._session.progress(r.id), namespace=self._namespace, owner=self._owner,
@@ -111,8 +115,14 @@ class Claims:
         self._session.untrack(r.id for r in settle)
         if row is None:
             return None
+        record = from_row(row)
+        if self.limits is not None and limited_text(record.options):  # checked before it starts
+            found = self.limits.admit(record, claim, now)
+            if found is None:
+                return None
+            record = found
         self._session.start()
-        return from_row(row)
+        return record
 
     def _once(self, conn: Any, done: Record | None, stop: Callable[[], bool], claim: dict[str, Any]) -> Any:
         """The usual claim: the previous job's outcome (if any) and the next claim in one statement."""

@@ -125,6 +125,19 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     # of dependents by a trigger in the statement that records an outcome (workflow_sql.py).
     (5, "workflows: links, counters and group members; dependents released by trigger",
      workflow_sql.MIGRATION),
+    # Rate limits (storage/postgres/limits.py): one fixed-window counter per app and key.
+    # (5 is reserved for workflows, landing in parallel.)
+    (6, "rate-limit windows", (
+        """CREATE TABLE IF NOT EXISTS {s}.memqueue_rates (
+    ns text NOT NULL,
+    key text NOT NULL,
+    window_end double precision NOT NULL,
+    count integer NOT NULL,
+    lim integer NOT NULL,
+    period double precision NOT NULL,
+    PRIMARY KEY (ns, key)
+)""",
+    )),
 )
 #: The schema version this code needs.
 SCHEMA_VERSION = MIGRATIONS[-1][0]

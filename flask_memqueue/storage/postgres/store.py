@@ -34,12 +34,14 @@ from ...job import Job
 from ...jobfilter import JobFilter
 from ..base import Capabilities, StoreContext
 from ..durable import DurableStorage, Record, _queue_full
+from ..limits import LimitUse
 from ..waiters import PollingEvent
 from .claims import Claims
 from .connection import Connections
 from .consumers import IdleConsumers
 from .control import Control
 from .inserts import Inserts
+from .limits import Limits
 from .options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LEASE, DEFAULT_POOL_SIZE, Settings
 from .records import PostgresRecord, from_row, load_in, state_values
 from .schema import schema_sql
@@ -63,7 +65,7 @@ class PostgresStorage(DurableStorage):
     capabilities = Capabilities(
         shared=True, persistent=True, json_only=True, signal_safe_wake=True, reopen_after_fork=True,
         outages_end=True, transactional=True, abort_flags=True, pausable=True, bulk_actions=True,
-        workflows=True,
+        workflows=True, limits=True,
     )
     #: With notify, an idle worker is woken by NOTIFY; this bound says how soon a stop
     #: requested from a signal handler is seen (and is the poll without notify).
@@ -109,6 +111,7 @@ class PostgresStorage(DurableStorage):
         )
         self.claims = Claims(self.connections, self.sql, self.session, namespace=self.namespace, owner=self.owner,
                              done_channel=self.done_channel, url=self.url)
+        self.claims.limits = Limits(self.connections, schema, self.namespace)
         self.inserts = Inserts(self.connections, self.sql, namespace=self.namespace, channel=self.channel,
                                maxsize=self.maxsize)
         self.idle = IdleConsumers(self.connections, self.channel, self.doorbell)
@@ -124,6 +127,9 @@ class PostgresStorage(DurableStorage):
         a :class:`~flask_memqueue.storage.postgres.errors.SchemaError`, or a :class:`StorageError`;
         never with the password in it."""
         return self.connections.error(exc, doing)
+
+    def _limit_uses(self, now: float) -> list[LimitUse]:
+        return self.claims.limits.uses(now) if self.claims.limits is not None else []
 
     # -- inserts (inserts.py) --------------------------------------------------------------
     def _insert(self, records: list[Record]) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..durable import FINISHED, Record
+from ..limits import LimitUse, Waiting, limit_uses
 from .records import RedisRecord, from_reply, parse
 
 if TYPE_CHECKING:
@@ -69,6 +70,27 @@ class RedisReads:
             if (queue is None and not bar) or (queue is not None and bar and name == queue):
                 counts[status] = int(value)
         return counts
+
+    def _limit_uses(self, now: float) -> list[LimitUse]:
+        running, limits, windows, held = self._run("limits", [], "reading the limits")
+
+        def pairs(flat: list[Any]) -> dict[str, str]:
+            return {str(k): str(v) for k, v in zip(flat[::2], flat[1::2], strict=False)}
+
+        wins = {}
+        for key, text in pairs(windows).items():
+            end, count, cap, length = text.split()
+            wins[key] = (float(end) - float(length), int(count), int(cap), float(length))
+        lim = {k: int(v) for k, v in pairs(limits).items()}
+        waiting: list[Waiting] = []
+        for field, n in pairs(held).items():
+            kind, _, key = field.partition("|")
+            if kind == "c":
+                waiting.append((key, lim.get(key, 0), None, None, None, int(n)))
+            elif key in wins:
+                _, _, rate, period = wins[key]
+                waiting.append((None, None, key, rate, period, int(n)))
+        return limit_uses(now, {k: int(v) for k, v in pairs(running).items()}, lim, wins, waiting)
 
     def _busy(self, statuses: Iterable[str], due_before: float | None, queue: str | None = None) -> int:
         due = "" if due_before is None else repr(due_before)

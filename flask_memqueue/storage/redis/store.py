@@ -74,7 +74,7 @@ class RedisStorage(RedisAbortFlags, RedisWorkflows, RedisReads, DurableStorage):
 
     capabilities = Capabilities(
         shared=True, persistent=True, json_only=True, signal_safe_wake=True, reopen_after_fork=True,
-        outages_end=True, abort_flags=True, pausable=True, workflows=True, bulk_actions=True,
+        outages_end=True, abort_flags=True, pausable=True, workflows=True, bulk_actions=True, limits=True,
     )
     #: An idle consumer blocks in Redis (BLPOP) this long at most: an enqueue anywhere hands it
     #: its job at once; the bound only says how soon a stop from a signal handler is seen.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from typing import Any
 
 from .errors import JournalError
 
@@ -147,6 +148,24 @@ CREATE TABLE IF NOT EXISTS memqueue_paused (
     PRIMARY KEY (queue, lane)
 )
 """
+# Rate and concurrency limits (storage/sqlite/limits.py).
+#: The rate windows: one row per app (``queue``) and key.
+RATES = """
+CREATE TABLE IF NOT EXISTS memqueue_rates (
+    queue TEXT NOT NULL,
+    key TEXT NOT NULL,
+    window_end REAL NOT NULL,
+    count INTEGER NOT NULL,
+    lim INTEGER NOT NULL,
+    period REAL NOT NULL,
+    PRIMARY KEY (queue, key)
+)
+"""
+#: Running rows with options only: what a limited claim counts (plain rows never enter it).
+RUNNING_INDEX = (
+    "CREATE INDEX IF NOT EXISTS memqueue_jobs_limited ON memqueue_jobs (queue, status)"
+    " WHERE status = 'running' AND options IS NOT NULL"
+)
 _MIGRATIONS = (
     ("lane", "ALTER TABLE memqueue_jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'default'"),
     ("priority", "ALTER TABLE memqueue_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0"),
@@ -193,6 +212,16 @@ _DAMAGED_ADVICE = (
     " empty journal (its jobs are lost then); the sqlite3 shell's .recover may save what can be saved"
 )
 
+
+
+def due_first(due: tuple[Any, ...], queued: tuple[Any, ...]) -> bool:
+    """True if the due scheduled row ``due`` runs before ``queued``, the first queued
+    row: a higher priority, or the same and an earlier due time. A queued row's
+    due time is its enqueue time (its eta once requeued); it wins a tie."""
+    if due[_PRIORITY] != queued[_PRIORITY]:
+        return bool(due[_PRIORITY] > queued[_PRIORITY])
+    queued_due = queued[_ETA] if queued[_ETA] is not None else queued[_ENQUEUED_AT]
+    return bool(due[_ETA] < queued_due)
 
 
 def connect(path: str, sync: str) -> sqlite3.Connection:
@@ -254,11 +283,12 @@ def create(w: sqlite3.Connection, path: str, key: str) -> None:
         w.execute(_GROUPS)
         w.execute(_ABORTS)
         w.execute(_PAUSED)
+        w.execute(RATES)
         columns = {row[1] for row in w.execute("PRAGMA table_info(memqueue_jobs)")}
         for column, alter in _MIGRATIONS:
             if column not in columns:
                 w.execute(alter)
-        for statement in (*_INDEXES, *_WORKFLOW_INDEXES):
+        for statement in (*_INDEXES, *_WORKFLOW_INDEXES, RUNNING_INDEX):
             w.execute(statement)
         w.execute("COMMIT")
     except BaseException:

@@ -16,17 +16,16 @@ from typing import Any
 
 from ..base import StoreContext
 from ..durable import DurableStorage, Record
+from ..limits import limited_text
 from .aborts import SQLiteAbortFlags
 from .control import JournalControl
 from .errors import JournalError
+from .limits import JournalLimits
 from .schema import (
     _COLUMNS,
-    _ENQUEUED_AT,
-    _ETA,
     _FINISHED_SQL,
     _INSERT,
     _LIVE_SQL,
-    _PRIORITY,
     _STATE,
     _STATE_COLUMNS,
     check_path,
@@ -35,6 +34,7 @@ from .schema import (
     create,
     damaged,
 )
+from .schema import due_first as _due_first
 from .workflows import WorkflowRecords
 from .workflows import record as _record
 
@@ -44,25 +44,14 @@ from .workflows import record as _record
 _OPEN: set[SQLiteStorage] = set()
 
 
-def _due_first(due: tuple[Any, ...], queued: tuple[Any, ...]) -> bool:
-    """True if the due scheduled row ``due`` runs before ``queued``, the first queued
-    row: a higher priority, or the same and an earlier due time. A queued row's
-    due time is its enqueue time (its eta once requeued); it wins a tie."""
-    if due[_PRIORITY] != queued[_PRIORITY]:
-        return bool(due[_PRIORITY] > queued[_PRIORITY])
-    queued_due = queued[_ETA] if queued[_ETA] is not None else queued[_ENQUEUED_AT]
-    return bool(due[_ETA] < queued_due)
-
-
-
-class SQLiteStorage(SQLiteAbortFlags, JournalControl, WorkflowRecords, DurableStorage):
+class SQLiteStorage(SQLiteAbortFlags, JournalControl, JournalLimits, WorkflowRecords, DurableStorage):
     """Job records in a SQLite file that the processes of one host share.
 
     :raises JournalError: the file cannot be opened, is not a SQLite
         database, or cannot be written (at ``init_app``).
     """
 
-    capabilities = dataclasses.replace(DurableStorage.capabilities, workflows=True, abort_flags=True)
+    capabilities = dataclasses.replace(DurableStorage.capabilities, workflows=True, abort_flags=True, limits=True)
 
     def __init__(self, path: str, context: StoreContext, *, sync: str = "normal", url: str | None = None) -> None:
         super().__init__(url or f"sqlite:///{path}", context)
@@ -255,8 +244,7 @@ class SQLiteStorage(SQLiteAbortFlags, JournalControl, WorkflowRecords, DurableSt
                 self._save_in(conn, record)
             if stop():
                 return None
-            # Two index walks: the best due scheduled row and the best queued
-            # row; priority first, then due time (_due_first).
+            # Two index walks: the best due scheduled row, the best queued row (_due_first).
             due = conn.execute(
                 f"SELECT seq, {_COLUMNS} FROM memqueue_jobs WHERE queue=? AND lane=? AND status='scheduled'"
                 " AND eta<=? ORDER BY priority DESC, eta, seq LIMIT 1",
@@ -269,6 +257,8 @@ class SQLiteStorage(SQLiteAbortFlags, JournalControl, WorkflowRecords, DurableSt
             ).fetchone()
             if due is not None and (row is None or _due_first(due, row)):
                 row = due
+            if row is not None and limited_text(row[-1]):  # a limit: pick again, past the full keys
+                row = self._limited_row(conn, queue, now)
             if row is None:
                 return None
             conn.execute(

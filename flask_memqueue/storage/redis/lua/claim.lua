@@ -86,6 +86,11 @@ end
 -- Claim: by priority, highest first; within one, by due time: due scheduled jobs by eta (then
 -- insertion) merged with the queued line (FIFO; a queued job's due time is its enqueue time, a
 -- requeued one's its eta), the queued job winning a tie.
+-- A job over a rate or concurrency limit is held aside (admit) and the claim looks again,
+-- a few rounds at most: jobs behind it are not blocked. Jobs held for a window that ended first go back.
+rate_due(queue, now_ms() / 1000)
+local rounds = 0
+while true do
 local want = limit - #out / 2
 local ids = {}
 if want > 0 and not (repeated and #out > 0) then
@@ -151,14 +156,18 @@ if want > 0 and not (repeated and #out > 0) then
     if #ids >= want then break end
   end
 end
+local passed = 0
 if #ids > 0 then
   local vals = redis.call('HMGET', J, unpack(ids))
   local acc, hs, zs, held = {}, {}, {}, {}
   local ahead = #out > 0
   for i, id in ipairs(ids) do
     local v = vals[i]
-    if v then
-      local h, body = parse(v)
+    local h, body
+    if v then h, body = parse(v) end
+    if v and not admit(id, h, body) then
+      passed = passed + 1
+    elseif v then
       bump(acc, h.s, queue, -1)
       bump(acc, 'running', queue, 1)
       h.s, h.n, h.sa, h.o, h.ct, h.eta = 'running', tostring(tonumber(h.n) + 1), now, owner, token, nil
@@ -181,6 +190,10 @@ if #ids > 0 then
     write_counts(acc)
   end
 end
+rounds = rounds + 1
+if passed == 0 or rounds >= 16 then break end
+end
+
 local eta = false
 if woken and blocks_until ~= '' then
   redis.call('RPUSH', wk(member), 'w')  -- the wait sent with this call returns at once
@@ -191,6 +204,8 @@ elseif #out == 0 and register and slot ~= '' then
     local z = redis.call('ZRANGE', sk(queue, p), 0, 0, 'WITHSCORES')
     if #z > 0 and (not eta or tonumber(z[2]) < tonumber(eta)) then eta = z[2] end
   end
+  local z = redis.call('ZRANGE', P .. ':lt:' .. queue, 0, 0, 'WITHSCORES')  -- the next rate window
+  if #z > 0 and (not eta or tonumber(z[2]) < tonumber(eta)) then eta = z[2] end
   if eta and blocks_until ~= '' and tonumber(eta) < tonumber(blocks_until) then
     redis.call('RPUSH', wk(member), 'w')  -- due before the wait sent with this call ends: wake it now
   end

@@ -5,6 +5,10 @@ local want = offset + limit
 local found = {}
 if status == '' or status == 'queued' then
   for _, q in ipairs(queues(queue)) do
+    for _, id in ipairs(redis.call('ZREVRANGE', P .. ':lq:' .. q, 0, want - 1)) do  -- held for a limit
+      local v = redis.call('HGET', J, id)
+      if v then found[#found + 1] = {tonumber(parse(v).i), id, v} end
+    end
     for _, p in ipairs(redis.call('ZRANGE', pk(q), 0, -1)) do
       for _, id in ipairs(redis.call('LRANGE', qk(q, p), 0, want - 1)) do
         local v = redis.call('HGET', J, id)

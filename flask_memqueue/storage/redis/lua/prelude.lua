@@ -37,6 +37,12 @@
 --                            members' retention); a field already there means the link was used
 -- ``P:g:<group>``            zset of a group's member ids by member index
 -- ``P:wf:<first job id>``    a workflow added (kept a day): the workflow call sent again after a lost reply only answers
+-- ``P:lu`` / ``P:ll``         hash: concurrency key -> its jobs running (claimed) / its limit
+-- ``P:lh:<key>``             list: queued jobs held aside for a slot of the key, oldest first
+-- ``P:lq:<queue>``           zset: the held jobs of a queue by ``i`` (counted and listed as queued)
+-- ``P:lt:<queue>``           zset: the jobs held for a rate window, by when that window ends
+-- ``P:rw``                   hash: rate key -> "<window end> <starts in it> <limit> <period>"
+-- ``P:lw``                   hash: "c|<key>" / "r|<key>" -> how many jobs are held for it
 -- ========================  ====================================================================
 --
 -- A job's text is its *state*, a newline, and its *body*. The body never changes once the
@@ -54,7 +60,9 @@
 -- the options without a field of their own (JSON text: group, bind, depends_on; records of a
 -- workflow keep them in the body and ``bd`` bind and ``gp`` group here, so that a chord's
 -- callback, whose depends_on lists every member, is not decoded by every member's outcome), ``dp``
--- (jobs wait on this one: its final outcome releases or cancels them, see release).
+-- (jobs wait on this one: its final outcome releases or cancels them, see release), ``ck``
+-- the concurrency key whose slot a running job holds, ``hd`` the key a queued job is held
+-- for (rate and concurrency limits, see admit).
 -- Every value is text, so numbers keep their exact digits through cjson. A queued job
 -- costs one hash entry and one list entry; an enqueue encodes nothing here (Python made
 -- the body), and a claim decodes only the state.
@@ -137,7 +145,7 @@ end
 
 -- How many jobs of queue q are queued and scheduled (those due by ``due`` only, if given).
 local function waiting_in(q, due)
-  local queued, scheduled = 0, 0
+  local queued, scheduled = redis.call('ZCARD', P .. ':lq:' .. q), 0
   for _, p in ipairs(redis.call('ZRANGE', pk(q), 0, -1)) do
     queued = queued + redis.call('LLEN', qk(q, p))
     if due then
@@ -237,6 +245,126 @@ local function nothing_due(q, now)
   return true
 end
 
+-- Rate and concurrency limits (flask_memqueue/storage/limits.py). A job's limits are in its
+-- options, the sixth part of its body: limits_of decodes them only when they name a limit.
+local function limits_of(body)
+  local pos = 0
+  for _ = 1, 5 do
+    pos = string.find(body, '\n', pos + 1, true)
+    if not pos then return false end
+  end
+  local opts = string.sub(body, pos + 1)
+  if not string.find(opts, '"concurrency":', 1, true) and not string.find(opts, '"rate_limit":', 1, true) then
+    return false
+  end
+  return cjson.decode(opts)
+end
+
+-- Hold queued job id (state h, body, status queued) aside: the slots of key k are all taken
+-- (due false), or its rate window is full until due (when it goes back to its queue).
+local function hold(id, h, body, k, due)
+  h.hd = k
+  put(id, h, body)
+  redis.call('ZADD', P .. ':lq:' .. h.q, h.i, id)
+  if due then
+    redis.call('ZADD', P .. ':lt:' .. h.q, due, id)
+    redis.call('HINCRBY', P .. ':lw', 'r|' .. k, 1)
+  else
+    redis.call('RPUSH', P .. ':lh:' .. k, id)
+    redis.call('HINCRBY', P .. ':lw', 'c|' .. k, 1)
+  end
+end
+
+-- Take a held job out of the held indexes (a cancel, or its release).
+local function unhold_index(id, h)
+  local k = h.hd
+  redis.call('ZREM', P .. ':lq:' .. h.q, id)
+  local kind = 'c|'
+  if redis.call('ZREM', P .. ':lt:' .. h.q, id) == 1 then kind = 'r|' else redis.call('LREM', P .. ':lh:' .. k, 1, id) end
+  if redis.call('HINCRBY', P .. ':lw', kind .. k, -1) <= 0 then redis.call('HDEL', P .. ':lw', kind .. k) end
+  h.hd = nil
+end
+
+-- A held job goes back to the claiming end of its queue.
+local function unhold(id, h, body)
+  unhold_index(id, h)
+  put(id, h, body)
+  redis.call('RPUSH', qk(h.q, h.p), id)
+  redis.call('ZADD', pk(h.q), h.p, h.p)
+end
+
+-- Job (state h) leaves running: its slot is free, and the first job held for it goes back.
+local function free_slot(h)
+  local k = h.ck
+  if not k then return end
+  h.ck = nil
+  if redis.call('HINCRBY', P .. ':lu', k, -1) <= 0 then redis.call('HDEL', P .. ':lu', k) end
+  local id = redis.call('LINDEX', P .. ':lh:' .. k, 0)
+  if id then
+    local g, gbody = get(id)
+    if g and g.s == 'queued' and g.hd == k then
+      unhold(id, g, gbody)
+      wake(g.q, 1)
+    else
+      redis.call('LPOP', P .. ':lh:' .. k)  -- (never left behind: a cancel takes it out)
+    end
+  end
+end
+
+-- Jobs of queue q held for a rate window that has ended go back to its queue (oldest claimed first).
+local function rate_due(q, now)
+  local ids = redis.call('ZRANGEBYSCORE', P .. ':lt:' .. q, '-inf', now)
+  if #ids == 0 then return end
+  local back = {}
+  for _, id in ipairs(ids) do
+    local g, gbody = get(id)
+    if g then back[#back + 1] = {tonumber(g.i), id, g, gbody} end
+  end
+  table.sort(back, function(x, y) return x[1] > y[1] end)
+  for _, b in ipairs(back) do unhold(b[2], b[3], b[4]) end
+end
+
+-- Whether job id (state h, body), about to be claimed, may start: its start counted (and the
+-- slot it takes marked in h.ck), true; else it is held aside (status queued) and false.
+local function admit(id, h, body)
+  local o = limits_of(body)
+  if not o then return true end
+  if h.s == 'scheduled' then  -- a due job waits as a queued one
+    count('scheduled', h.q, -1)
+    count('queued', h.q, 1)
+    h.s, h.eta = 'queued', nil
+  end
+  local ck, c = o.concurrency_key, o.concurrency
+  if c and ck then
+    redis.call('HSET', P .. ':ll', ck, c)
+    if tonumber(redis.call('HGET', P .. ':lu', ck) or '0') >= c then
+      hold(id, h, body, ck, false)
+      return false
+    end
+  end
+  local rk, r = o.rate_key, o.rate_limit
+  if r and rk then
+    local period = tonumber(o.rate_period or 1)
+    local wend = math.floor(now_ms() / 1000 / period) * period + period
+    local n = 0
+    local w = redis.call('HGET', P .. ':rw', rk)
+    if w then
+      local e, m = string.match(w, '^(%S+) (%S+)')
+      if tonumber(e) == wend then n = tonumber(m) end
+    end
+    if n >= r then
+      hold(id, h, body, rk, wend)
+      return false
+    end
+    redis.call('HSET', P .. ':rw', rk, string.format('%.17g %d %d %.17g', wend, n + 1, r, period))
+  end
+  if c and ck then
+    redis.call('HINCRBY', P .. ':lu', ck, 1)
+    h.ck = ck
+  end
+  return true
+end
+
 -- Claim job id (state h, body) for owner: running, one more attempt, started at now.
 local function claim_one(id, h, body, owner, now, token, ahead)
   local q, p = h.q, h.p
@@ -270,7 +398,8 @@ local function add(id, st, eta, q, p, body, now, uk, tk)
   local seq = tostring(redis.call('INCR', P .. ':seq'))
   local h = {i = seq, s = st, q = q, p = p, n = '0', uk = uk or nil, tk = tk or nil}
   if eta ~= '' then h.eta = eta end
-  if st == 'queued' and redis.call('ZCARD', ik(q)) > 0 and nothing_due(q, now) then
+  local limited = st == 'queued' and limits_of(body)
+  if st == 'queued' and not limited and redis.call('ZCARD', ik(q)) > 0 and nothing_due(q, now) then
     if redis.call('HEXISTS', J, id) == 1 then return false end
     if hand_off(id, h, body, now) then return h end
   end
@@ -292,6 +421,7 @@ local function add(id, st, eta, q, p, body, now, uk, tk)
     redis.call('SADD', QUEUES, q)
   end
   count(st, q, 1)
+  if limited then wake(q, 1) end  -- never handed over: a claim checks its limit
   return h
 end
 
@@ -461,6 +591,7 @@ local function settle(owner, b, done)
   end
   local q, p, seq = h.q, h.p, h.i
   unindex(id, 'running', q, p, owner, false)
+  free_slot(h)
   write_state(h, ARGV[b + 1])
   put(id, h, body)
   index(id, h.s, q, p, seq, h.eta, h.fa, h.o, false)
@@ -494,6 +625,7 @@ local function settle_many(owner, b, n, done, discarded)
       local q, p = h.q, h.p
       bump(acc, 'running', q, -1)
       freed[#freed + 1] = id
+      free_slot(h)
       write_state(h, ARGV[base + 1])
       hs[#hs + 1] = id
       hs[#hs + 1] = text(h, body)
@@ -531,6 +663,7 @@ end
 -- Put a job claimed ahead back at the claiming end of its queue, its attempt not counted.
 local function put_back(id, h, body, owner)
   unindex(id, 'running', h.q, h.p, owner, false)
+  free_slot(h)
   h.s, h.n, h.o, h.sa, h.ct, h.pf = 'queued', tostring(math.max(0, tonumber(h.n) - 1)), nil, nil, nil, nil
   put(id, h, body)
   index(id, 'queued', h.q, h.p, h.i, false, false, false, true)

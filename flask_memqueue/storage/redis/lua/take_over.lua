@@ -11,6 +11,7 @@ if h.pf then
 end
 local q, p = h.q, h.p
 unindex(id, 'running', q, p, owner, false)
+free_slot(h)
 write_state(h, ARGV[3])
 put(id, h, body)
 index(id, h.s, q, p, h.i, h.eta, h.fa, h.o, true)

@@ -3,6 +3,7 @@ local id = ARGV[1]
 local h, body = get(id)
 if not h or not string.find(',' .. ARGV[2] .. ',', ',' .. h.s .. ',', 1, true) then return 0 end
 local q, p = h.q, h.p
+if h.hd then unhold_index(id, h) end  -- held for a limit: out of the held indexes
 unindex(id, h.s, q, p, h.o, false)
 if h.s == 'deferred' then  -- its links are of no use any more
   redis.call('HDEL', P .. ':wt', id)
