@@ -771,7 +771,64 @@ class _MemoryFlows(_MemoryBook):
             return None if members is None else list(members)
 
 
-class MemoryStorage(_MemoryFlows):
+class _MemoryAdds(_MemoryFlows):
+    """Unique jobs and periodic ticks: the adds that are not :meth:`MemoryStorage.put`'s
+    hot path (apart, so the store's main class stays readable in one piece)."""
+
+    # -- unique keys and ticks ---------------------------------------------------
+    def _add_locked(self, job: Job) -> None:
+        """Queue or schedule ``job`` as :meth:`put`/:meth:`schedule` do. Lock held.
+
+        Written apart from those two (and not called by them) so that their
+        hot path stays one inlined critical section; unique and periodic jobs
+        are rare enough to pay a call.
+        """
+        if self._closed:
+            raise QueueClosed(f"the queue was shut down; {describe_task(job.name)} was not queued")
+        if self.maxsize and self._waiting >= self.maxsize:
+            raise QueueFull(
+                f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); "
+                f"{describe_task(job.name)} was not queued"
+            )
+        lane = self._lane(job.options.queue)
+        if job.status is SCHEDULED:
+            heapq.heappush(lane.scheduled, (job.eta if job.eta is not None else time.time(), next(self._tiebreak), job))
+        elif is_limited(job.options):
+            self._limited_entry(lane, job, job.enqueued_at)
+        else:
+            _insert_ready(lane, lane.ready.get(job.options.priority), job)
+        self._waiting += 1
+        if lane.sleepers:
+            lane.sleepers.pop().lock.release()
+
+    def put_unique(self, job: Job) -> Job:
+        key = job.options.unique_key
+        if key is None:
+            raise ValueError("put_unique() needs a job with a unique_key")
+        with self._lock:
+            holder = self._unique.get(key)
+            if holder is not None and not holder.finished:
+                return holder
+            self._add_locked(job)
+            self._unique[key] = job
+        return job
+
+    def claim_tick(self, task: str, tick: float, job: Job | None) -> bool:
+        with self._lock:
+            last = self._ticks.get(task)
+            if last is not None and last.tick >= tick:
+                return False
+            if job is not None:
+                self._add_locked(job)
+            self._ticks[task] = TickInfo(tick, None if job is None else job.id, time.time())
+        return True
+
+    def last_ticks(self) -> dict[str, TickInfo]:
+        with self._lock:
+            return dict(self._ticks)
+
+
+class MemoryStorage(_MemoryAdds):
     """Waiting, scheduled, running and recently finished jobs, in memory.
 
     :param token: the queue's id prefix; ids with another prefix are not ours.
@@ -865,58 +922,6 @@ class MemoryStorage(_MemoryFlows):
             self._waiting += 1
             if lane.sleepers:  # a consumer may sleep past this job's due time
                 lane.sleepers.pop().lock.release()
-
-    # -- unique keys and ticks ---------------------------------------------------
-    def _add_locked(self, job: Job) -> None:
-        """Queue or schedule ``job`` as :meth:`put`/:meth:`schedule` do. Lock held.
-
-        Written apart from those two (and not called by them) so that their
-        hot path stays one inlined critical section; unique and periodic jobs
-        are rare enough to pay a call.
-        """
-        if self._closed:
-            raise QueueClosed(f"the queue was shut down; {describe_task(job.name)} was not queued")
-        if self.maxsize and self._waiting >= self.maxsize:
-            raise QueueFull(
-                f"the queue holds {self.maxsize} waiting jobs (MEMQUEUE_MAXSIZE); "
-                f"{describe_task(job.name)} was not queued"
-            )
-        lane = self._lane(job.options.queue)
-        if job.status is SCHEDULED:
-            heapq.heappush(lane.scheduled, (job.eta if job.eta is not None else time.time(), next(self._tiebreak), job))
-        elif is_limited(job.options):
-            self._limited_entry(lane, job, job.enqueued_at)
-        else:
-            _insert_ready(lane, lane.ready.get(job.options.priority), job)
-        self._waiting += 1
-        if lane.sleepers:
-            lane.sleepers.pop().lock.release()
-
-    def put_unique(self, job: Job) -> Job:
-        key = job.options.unique_key
-        if key is None:
-            raise ValueError("put_unique() needs a job with a unique_key")
-        with self._lock:
-            holder = self._unique.get(key)
-            if holder is not None and not holder.finished:
-                return holder
-            self._add_locked(job)
-            self._unique[key] = job
-        return job
-
-    def claim_tick(self, task: str, tick: float, job: Job | None) -> bool:
-        with self._lock:
-            last = self._ticks.get(task)
-            if last is not None and last.tick >= tick:
-                return False
-            if job is not None:
-                self._add_locked(job)
-            self._ticks[task] = TickInfo(tick, None if job is None else job.id, time.time())
-        return True
-
-    def last_ticks(self) -> dict[str, TickInfo]:
-        with self._lock:
-            return dict(self._ticks)
 
     def take(
         self,
