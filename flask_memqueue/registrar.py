@@ -73,6 +73,15 @@ class Registrar:
             self._time_limits = TimeLimits()
             self.hooks.add(self._time_limits)
 
+    def _use_isolation(self) -> None:
+        """Install the hook that runs a call's ``.options(isolated=True)`` in a child process, once
+        some task is isolated or a call asks (not before: the hook-free path stays for the others)."""
+        if getattr(self, "_isolation", None) is None:
+            from .runtime.children import Isolation
+
+            self._isolation = Isolation()
+            self.hooks.add(self._isolation)
+
     # -- registration --------------------------------------------------------------
     @overload
     def task(self, func: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...
@@ -93,6 +102,8 @@ class Registrar:
         queue: str = "default",
         priority: int = 0,
         time_limit: float | None = None,
+        isolated: bool = False,
+        memory_limit: int | str | None = None,
     ) -> _Decorator: ...
 
     def task(
@@ -107,6 +118,8 @@ class Registrar:
         queue: str = "default",
         priority: int = 0,
         time_limit: float | None = None,
+        isolated: bool = False,
+        memory_limit: int | str | None = None,
     ) -> Any:
         """Register a function as a task: ``@mq.task`` or ``@mq.task(retries=3, ...)``.
 
@@ -122,7 +135,14 @@ class Registrar:
         :param time_limit: seconds a job of the task may run; then
             :class:`~flask_memqueue.TimeLimitExceeded` is raised in it (see :doc:`/limits`);
             for an ``async def`` function, its coroutine is cancelled instead (see :doc:`/async`).
-            None: ``MEMQUEUE_TIME_LIMIT`` (none by default).
+            None: ``MEMQUEUE_TIME_LIMIT`` (none by default). For an isolated task the child
+            process is killed at the limit (SIGTERM, then SIGKILL after ``MEMQUEUE_GRACE_PERIOD``).
+        :param isolated: run each job in a child process that rebuilt the app (see :doc:`/limits`):
+            a crash, a segfault or an out-of-memory kill fails the job, not the process; arguments
+            and result cross as JSON.
+        :param memory_limit: with ``isolated=True``, the bytes of address space its child may use
+            (RLIMIT_AS): an int, or ``"512M"``, ``"1G"``.
+        :raises ConfigurationError: a bad option (the message names the task and the value).
         :raises TypeError: a name given positionally (``@mq.task("resize")``).
 
         An ``async def`` function makes an :class:`~flask_memqueue.task.AsyncTask`:
@@ -137,6 +157,7 @@ class Registrar:
             return self._register_task(
                 fn, name or default_name(fn), named=name is not None, retries=retries, retry_delay=retry_delay,
                 retry_backoff=retry_backoff, queue=queue, priority=priority, time_limit=time_limit,
+                isolated=isolated, memory_limit=memory_limit,
             )
 
         if func is not None:
@@ -158,6 +179,8 @@ class Registrar:
         queue: str = "default",
         priority: int = 0,
         time_limit: float | None = None,
+        isolated: bool = False,
+        memory_limit: int | str | None = None,
     ) -> _Decorator:
         """Register a task that runs on a schedule: ``@mq.periodic("*/10 * * * *")``
         or ``@mq.periodic(every=timedelta(seconds=30))``.
@@ -198,6 +221,7 @@ class Registrar:
             return self._register_task(
                 fn, task_name, named=name is not None, retries=retries, retry_delay=retry_delay,
                 retry_backoff=retry_backoff, queue=queue, priority=priority, periodic=spec, time_limit=time_limit,
+                isolated=isolated, memory_limit=memory_limit,
             )
 
         return register  # type: ignore[return-value]  # register keeps the signature: Task(fn)
@@ -210,6 +234,8 @@ class Registrar:
         self.registry.add_task(task)
         if task.time_limit is not None:
             self._use_time_limits()
+        if task.isolated:
+            self._use_isolation()
         shared = any(q.storage.capabilities.shared for q in self._queues)
         if not named and task.name.startswith("__main__.") and shared:
             warn_main_module([task.name])

@@ -31,6 +31,7 @@ from .options import (
     DEFAULT_QUEUE,
     JobOptions,
     check_changes,
+    check_memory_limit,
     check_priority,
     check_queue_name,
     check_time_limit,
@@ -113,6 +114,12 @@ class Task(Generic[P, R]):
     #: ``MEMQUEUE_TIME_LIMIT``. A call's ``.options(time_limit=...)`` wins over both.
     time_limit: float | None = None
 
+    #: True for ``@mq.task(isolated=True)``: each job runs in a child process (:doc:`/limits`).
+    isolated: bool = False
+
+    #: Bytes of address space an isolated job's child may use (``memory_limit="1G"``); None: no limit.
+    memory_limit: int | None = None
+
     #: For a message handler with ``MEMQUEUE_AMQP_URL``: the RabbitMQ queue it
     #: consumes, given as ``@mq.handler(topic, amqp_queue=...)`` (None: the
     #: configured prefix and its topic; see :mod:`flask_memqueue.amqp`).
@@ -132,12 +139,16 @@ class Task(Generic[P, R]):
         priority: int = 0,
         periodic: Periodic | None = None,
         time_limit: float | None = None,
+        isolated: bool = False,
+        memory_limit: int | str | None = None,
     ) -> None:
         if not callable(func):
             raise TypeError(f"a task must be callable, not {func!r}")
         _check_policy(name, retries, retry_delay, retry_backoff, queue, priority, time_limit)
         if time_limit is not None:  # else the class's None: a task's dict keeps its shape (the enqueue path)
             self.time_limit = float(time_limit)
+        if isolated or memory_limit is not None:
+            self.isolated, self.memory_limit = _check_isolation(name, isolated, memory_limit)
         #: The wrapped function.
         self.func = func
         #: The registered name; a job enqueued by name finds the task by it.
@@ -160,6 +171,10 @@ class Task(Generic[P, R]):
         #: How the function is called for a job (:mod:`flask_memqueue.hooks`): None
         #: calls it in the consumer thread. Chosen once, here.
         self.strategy: Strategy | None = choose_strategy(func)
+        if self.isolated:
+            from .isolation import IsolatedStrategy
+
+            self.strategy = IsolatedStrategy(self.strategy)
         self._mq = mq
         #: A call with positional arguments only binds to the function when their
         #: count lies in ``min_args..max_args``: the enqueue path tests that
@@ -329,6 +344,23 @@ def _check_policy(name: str, retries: int, retry_delay: float, retry_backoff: fl
         check_priority(priority, f"task {name!r}: priority")
         if time_limit is not None:
             check_time_limit(time_limit, f"task {name!r}: time_limit")
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _check_isolation(name: str, isolated: object, memory_limit: object) -> tuple[bool, int | None]:
+    """A task's ``isolated=`` and ``memory_limit=``, checked where it is registered."""
+    if not isinstance(isolated, bool):
+        raise ConfigurationError(f"task {name!r}: isolated must be True or False, not {safe_repr(isolated, 80)}")
+    if memory_limit is None:
+        return isolated, None
+    if not isolated:
+        raise ConfigurationError(
+            f"task {name!r}: memory_limit={safe_repr(memory_limit, 40)} needs isolated=True (the kernel limits"
+            " the memory of a child process, not of a thread)"
+        )
+    try:
+        return isolated, check_memory_limit(memory_limit, f"task {name!r}: memory_limit")
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
 
