@@ -374,7 +374,8 @@ class _Wait:
                  "child_type": str(message.get("type") or name), "child_traceback": str(message.get("traceback") or "")}
         kind: type[IsolatedJobError] = type(name, (IsolatedJobError,), attrs)
         exc = kind(text)
-        exc.add_note("in the isolated job's child process:\n" + str(message.get("traceback") or "").rstrip())
+        # a note (what add_note() sets; typed for Python 3.10 too): the job's traceback shows the child's
+        exc.__dict__["__notes__"] = ["in the isolated job's child process:\n" + exc.child_traceback.rstrip()]
         return exc
 
 
