@@ -1313,6 +1313,25 @@ class SharedStorageContract(_Harness):
         retried = storage.take(TIMEOUT)  # retry_delay=0: due at once
         assert retried is not None and retried.id == twice.id
 
+    def test_a_dead_owners_job_asked_to_stop_ends_aborted_not_run_again(self, make_store: Factory) -> None:
+        first = make_store()
+        second = make_store(like=first)
+        if not second.storage.capabilities.abort_flags:
+            pytest.skip("the store does not declare abort_flags")
+        job = queued(first, None, "contract.retry")  # a retry left: it would run again if interrupted
+        taken = first.storage.take(0)
+        assert taken is not None and taken.id == job.id
+        assert second.storage.request_abort(job.id, "aborted by a test at noon") is True
+        storage: Any = second.storage
+        if not callable(getattr(storage, "recover", None)) or not hasattr(storage, "_owner_alive"):
+            pytest.skip("the store takes over a dead owner's jobs its own way (not DurableStorage.recover())")
+        storage._owner_alive = lambda owner: False  # its process died before it read the request
+        assert storage.recover() == 1
+        found = storage.get(job.id)
+        assert found is not None and found.status == "aborted" and found.error == "aborted by a test at noon"
+        assert storage.take(0) is None  # not run again
+        assert storage.counts()["aborted"] == 1
+
     def test_a_result_is_what_a_json_round_trip_gives_on_every_object(
         self, make_store: Factory, contract_mq: MemQueue
         ) -> None:
