@@ -1202,7 +1202,8 @@ class _StoredOptions(_Harness):
 
     def _traced(self, queue: AppQueue, value: Any = None) -> Job:
         job = new_job(queue, "contract.retry", value)
-        job.options = job.options.replace(traceparent=self.TRACEPARENT, tracestate="vendor=1", time_limit=7.5)
+        job.options = job.options.replace(traceparent=self.TRACEPARENT, tracestate="vendor=1", time_limit=7.5,
+                                          isolated=False, memory_limit=2**30)
         return job
 
     def test_stored_options_come_back_from_put_take_get_and_a_retry(self, queue: AppQueue) -> None:
@@ -1214,6 +1215,7 @@ class _StoredOptions(_Harness):
         assert taken is not None and taken.id == job.id
         assert (taken.options.traceparent, taken.options.tracestate) == (self.TRACEPARENT, "vendor=1")
         assert taken.options.time_limit == 7.5  # a call's own time limit reaches the worker that takes it
+        assert (taken.options.isolated, taken.options.memory_limit) == (False, 2**30)  # and its isolation
         queue.consumer.execute(taken)  # contract.retry fails once, with a retry left
         assert taken.status is JobStatus.SCHEDULED
         queue.storage.schedule(taken, retry=True)
