@@ -298,8 +298,36 @@ def test_a_child_of_a_dead_parent_dies(iso: Any, data: Path) -> None:
         busy = next(iter(queue.children._busy))
         assert busy.pid == child_pid
         busy._out.close()  # what the kernel does to the descriptors of a SIGKILLed parent
+        busy._ctl.close()
         with pytest.raises(JobFailed):
             job.wait(timeout=DEADLINE)
         assert job.error is not None and job.error.startswith("ChildProcessDied:")
         assert "was killed by signal SIGKILL" in job.error
     assert not alive(child_pid)
+
+
+def test_the_child_finds_a_module_level_app_and_passes_over_a_main(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "modapp.py").write_text(
+        "from flask import Flask\nfrom flask_memqueue import MemQueue\n"
+        "app = Flask('modapp')\nmq = MemQueue(app)\n"
+    )
+    (tmp_path / "mainapp.py").write_text(
+        "from flask import Flask\nfrom flask_memqueue import MemQueue\n"
+        "def make(kind):\n    app = Flask(kind)\n    MemQueue(app)\n    return app\n"
+        "def main():\n    return make('mainapp')\n"
+        "built = main()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import mainapp  # type: ignore[import-not-found]
+    import modapp  # type: ignore[import-not-found]
+
+    assert modapp.app.extensions["memqueue"].children.app_ref == AppRef(
+        module="modapp", attr="app", name="modapp", how="the module that called init_app")
+    # main() runs a program: not a factory; the module's top level is where the app is found
+    assert mainapp.built.extensions["memqueue"].children.app_ref == AppRef(
+        module="mainapp", attr=None, name="mainapp", how="the module that called init_app")
+    for module in (modapp, mainapp):
+        app = getattr(module, "app", None) or module.built
+        app.extensions["memqueue"].shutdown()

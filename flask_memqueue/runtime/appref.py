@@ -11,9 +11,12 @@ that runs threads), which must build the same app. What it needs is an
    (the first frame outside flask-memqueue, Flask and the servers): a module's
    top level (``app = Flask(__name__); mq.init_app(app)``: the child imports
    that module and takes the app from it), or a module-level factory that
-   takes no required argument (``def create_app(): ...``: the child imports
-   the module and calls it). A factory with required arguments is passed
-   over for its own caller (``app = create_app("prod")`` in ``wsgi.py``). A
+   takes no required argument: the function that called ``init_app`` itself,
+   or one named ``create_app`` or ``make_app`` further out (Flask's own
+   names for a factory; a ``main()`` that runs a whole program is not one).
+   The child imports the module and calls it. A factory with required
+   arguments is passed over for its own caller (``app = create_app("prod")``
+   in ``wsgi.py``). A
    script run as ``python app.py`` is loaded by path under the name
    ``__mp_main__`` (as multiprocessing's spawn does), so its
    ``if __name__ == "__main__":`` block does not run again.
@@ -87,11 +90,14 @@ def find_app_ref(app: Flask, explicit: str | None) -> AppRef | None:
         module, _, attr = explicit.partition(":")
         return AppRef(module=module, attr=attr or None, name=app.name, how="MEMQUEUE_ISOLATION_APP")
     frame: FrameType | None = sys._getframe(1)
+    nearest = True
     try:
         while frame is not None:
-            ref = _ref_of(frame, app)
+            ref = _ref_of(frame, app, nearest)
             if ref is not None:
                 return ref if ref.how else None
+            name = frame.f_globals.get("__name__")
+            nearest = nearest and isinstance(name, str) and _package(name) in _PASS
             frame = frame.f_back
     finally:
         del frame
@@ -103,7 +109,11 @@ def _from_env(app: Flask) -> AppRef | None:
     return AppRef(flask_app=flask_app, name=app.name, how="FLASK_APP") if flask_app else None
 
 
-def _ref_of(frame: FrameType, app: Flask) -> AppRef | None:
+#: A function further out than init_app's caller is taken for the factory only under these names.
+FACTORY_NAMES = ("create_app", "make_app")
+
+
+def _ref_of(frame: FrameType, app: Flask, nearest: bool) -> AppRef | None:
     """The ref this frame gives; None to look at its caller; an empty ref to stop (found nothing)."""
     module = frame.f_globals.get("__name__")
     if not isinstance(module, str) or _package(module) in _PASS:
@@ -121,7 +131,8 @@ def _ref_of(frame: FrameType, app: Flask) -> AppRef | None:
                           how="the script that called init_app")
         return AppRef(module=module, attr=attr, name=app.name, how="the module that called init_app")
     func = frame.f_globals.get(code.co_name)
-    if inspect.isfunction(func) and func.__code__ is code and _takes_no_arguments(func):
+    factory = nearest or code.co_name in FACTORY_NAMES
+    if factory and inspect.isfunction(func) and func.__code__ is code and _takes_no_arguments(func):
         if module == "__main__":
             path = frame.f_globals.get("__file__")
             if isinstance(path, str):

@@ -1,9 +1,11 @@
-"""The child process of isolated jobs: ``python -m flask_memqueue.runtime.child REQ_FD ANSWER_FD``.
+"""The child process of isolated jobs: ``python -m flask_memqueue.runtime.child REQ_FD CTL_FD ANSWER_FD``.
 
 Started by :class:`~flask_memqueue.runtime.children.Children` (never by hand).
-It speaks JSON lines over two pipes whose descriptors it is given (not its
+It speaks JSON lines over three pipes whose descriptors it is given (not its
 stdin and stdout: those stay the parent's, so a job's ``print`` reaches the
-same log as in a thread):
+same log as in a thread): requests, read by the main thread itself (no hop
+through another thread on a job's way in); control (aborts), read by a
+watcher thread; answers.
 
 - the parent sends ``{"op": "hello", "ref": ..., "sys_path": [...]}`` once;
   the child rebuilds the app (:mod:`flask_memqueue.runtime.appref`) and answers
@@ -12,14 +14,15 @@ same log as in a thread):
   "attempt", "memory_limit"}``; the child answers ``{"op": "progress",
   "value", "message"}`` any number of times, then ``{"op": "result",
   "value"}`` or ``{"op": "error", "type", "message", "traceback"}``;
-- ``{"op": "abort", "reason"}`` while a job runs turns its
-  ``current_job.abort_requested`` true (the parent kills the child after the
-  grace period if the job runs on).
+- ``{"op": "abort", "id", "reason"}`` on the control pipe while a job runs
+  turns its ``current_job.abort_requested`` true (the parent kills the child
+  after the grace period if the job runs on).
 
-A reader thread reads the requests; when the parent's end closes (the parent
-exited, or was killed with SIGKILL: the kernel closes its descriptors), it
-kills the child's process group at once, whatever the job is doing: no
-orphan outlives its parent.
+When the parent's end of the control pipe closes (the parent exited, or was
+killed with SIGKILL: the kernel closes its descriptors), the watcher kills the
+child's process group at once, whatever the job is doing: no orphan outlives
+its parent. (The main thread, idle in its read of the requests, sees the
+same end of file and exits too.)
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import asyncio
 import inspect
 import json
 import os
-import queue
 import signal
 import sys
 import threading
@@ -80,9 +82,9 @@ class _Place:
 class Child:
     """The loop of the child: requests in, answers out."""
 
-    def __init__(self, req_fd: int, answer_fd: int) -> None:
-        self.requests: queue.Queue[dict[str, Any]] = queue.Queue()
+    def __init__(self, req_fd: int, ctl_fd: int, answer_fd: int) -> None:
         self.reader = os.fdopen(req_fd, "rb")
+        self.control = os.fdopen(ctl_fd, "rb")
         self.writer = os.fdopen(answer_fd, "wb")
         self.lock = threading.Lock()
         self.place = _Place()
@@ -93,16 +95,13 @@ class Child:
             self.writer.write(line)
             self.writer.flush()
 
-    def read_requests(self) -> None:
-        """The reader thread: requests to the queue, an abort to the running job; EOF: die now."""
-        for raw in self.reader:
+    def watch(self) -> None:
+        """The watcher thread: an abort to the running job; the end of the control pipe: die now."""
+        for raw in self.control:
             message = json.loads(raw)
-            if message.get("op") == "abort":
-                job = self.place.current
-                if job is not None and job.id == message.get("id"):
-                    job._abort = str(message.get("reason") or "aborted")
-                continue
-            self.requests.put(message)
+            job = self.place.current
+            if message.get("op") == "abort" and job is not None and job.id == message.get("id"):
+                job._abort = str(message.get("reason") or "aborted")
         _die()
 
     def main(self) -> None:
@@ -119,10 +118,13 @@ class Child:
                        "traceback": traceback.format_exc()})
             raise SystemExit(1) from None
         self.send({"op": "ready", "pid": os.getpid()})
-        threading.Thread(target=self.read_requests, name="memqueue-child-reader", daemon=True).start()
+        threading.Thread(target=self.watch, name="memqueue-child-watcher", daemon=True).start()
         _cv_consumer.set(self.place)  # type: ignore[arg-type]  # current_job reads .current
         while True:
-            request = self.requests.get()
+            raw = self.reader.readline()
+            if not raw:
+                _die()
+            request = json.loads(raw)
             if request.get("op") == "run":
                 self.send(self.run(app, queue_state, request))
 
@@ -210,7 +212,7 @@ def _die() -> None:
 
 
 def main(argv: list[str]) -> None:
-    Child(int(argv[1]), int(argv[2])).main()
+    Child(int(argv[1]), int(argv[2]), int(argv[3])).main()
 
 
 if __name__ == "__main__":

@@ -75,19 +75,25 @@ class ChildProcess:
 
     def __init__(self, ref: AppRef, config: Config) -> None:
         req_r, req_w = os.pipe()
+        ctl_r, ctl_w = os.pipe()
         ans_r, ans_w = os.pipe()
         env = dict(os.environ)
         env.setdefault("MALLOC_ARENA_MAX", "2")  # address space, which memory_limit counts: fewer malloc arenas
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "flask_memqueue.runtime.child", str(req_r), str(ans_w)],
-                pass_fds=(req_r, ans_w), start_new_session=True, env=env, cwd=os.getcwd(),
+                [sys.executable, "-m", "flask_memqueue.runtime.child", str(req_r), str(ctl_r), str(ans_w)],
+                pass_fds=(req_r, ctl_r, ans_w), start_new_session=True, env=env, cwd=os.getcwd(),
             )
+        except BaseException:
+            for fd in (req_w, ctl_w, ans_r):
+                os.close(fd)
+            raise
         finally:
-            os.close(req_r)
-            os.close(ans_w)
+            for fd in (req_r, ctl_r, ans_w):
+                os.close(fd)
         self.pid = self.proc.pid
         self._out = os.fdopen(req_w, "wb")
+        self._ctl = os.fdopen(ctl_w, "wb")
         self._in = ans_r
         self._poll = select.poll()
         self._poll.register(ans_r, select.POLLIN | select.POLLHUP | select.POLLERR)
@@ -109,9 +115,11 @@ class ChildProcess:
                                      f" ({self.exit_reason()})")
             raise IsolationError(str(answer.get("message")))
 
-    def send(self, message: dict[str, Any]) -> None:
-        self._out.write(json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n")
-        self._out.flush()
+    def send(self, message: dict[str, Any], *, control: bool = False) -> None:
+        """One JSON line to the child: a request, or (``control``) an abort for its watcher."""
+        out = self._ctl if control else self._out
+        out.write(json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n")
+        out.flush()
 
     def receive(self, deadline: float | None) -> dict[str, Any] | None:
         """The next answer, or None at the deadline; raises :class:`EOFError` when the child's end closed."""
@@ -178,7 +186,7 @@ class ChildProcess:
         if self._closed:
             return
         self._closed = True
-        for close in (self._out.close, lambda: os.close(self._in)):
+        for close in (self._out.close, self._ctl.close, lambda: os.close(self._in)):
             try:
                 close()
             except OSError:
@@ -330,7 +338,7 @@ class _Wait:
         self.abort_sent = True
         self.force_at = now + self.grace
         try:
-            self.child.send({"op": "abort", "id": self.job.id, "reason": self.job._outcome().abort})
+            self.child.send({"op": "abort", "id": self.job.id, "reason": self.job._outcome().abort}, control=True)
         except OSError:
             pass  # it died: the read says how
 
