@@ -118,7 +118,9 @@ class AppQueue:
         #: The warm child processes of isolated jobs (:mod:`flask_memqueue.runtime.children`).
         old = getattr(self, "children", None)
         self.children = Children(app, config)
-        self.children.app_ref = None if old is None else old.app_ref  # found by init_app, kept across a fork
+        if old is not None:  # a forked child: the app's ref (found by init_app) stays, the parent's children not
+            self.children.app_ref = old.app_ref
+            old.after_fork()
         #: What a job asks of its queue, and the job-level verbs.
         self.jobs = Jobs(app, config, self.store, self.pools, self.supervisor, self.limits)
         self.store.open(self.jobs)

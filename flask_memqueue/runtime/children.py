@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ChildProcessDied, IsolatedJobError, IsolationError, JobAborted, TimeLimitExceeded
 from ..hooks import Hook
-from ..isolation import run_isolated
+from ..isolation import run_isolated, runs_isolated
 from ..options import show_bytes
 from .appref import AppRef
 from .limits import limit_of, seconds
@@ -212,6 +212,13 @@ class Children:
         #: Children started so far, and jobs run in them (``/stats``).
         self.started = 0
         self.jobs = 0
+
+    def after_fork(self) -> None:
+        """In a forked process: close the inherited ends of the parent's children's pipes (so that
+        they see their parent's end close when it dies), never touching the children themselves."""
+        for child in (*self._idle, *self._busy):
+            child.close()
+        self._idle, self._busy = [], set()
 
     def pids(self) -> list[int]:
         """The pids of the children alive now (tests, ``/stats``)."""
@@ -388,7 +395,16 @@ class _Wait:
 
 
 class Isolation(Hook):
-    """Runs a call that asked ``.options(isolated=True)`` of a task that is not isolated in a child."""
+    """Refuses, at enqueue, the arguments of an isolated job that JSON cannot carry; runs a call that
+    asked ``.options(isolated=True)`` of a task that is not isolated in a child."""
+
+    def on_enqueue(self, app: Flask, job: Job[Any]) -> None:
+        if runs_isolated(job):
+            try:
+                json.dumps([job.args, job.kwargs], allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"task {job.name!r} runs isolated: its arguments cross to the child process as"
+                                f" JSON, and {exc} (pass ids, strings, numbers, lists and dicts)") from None
 
     def around_run(self, app: Flask, job: Job[Any], call: Callable[[], Any]) -> Any:
         if job.options.isolated and not getattr(job.task, "isolated", False):
