@@ -9,6 +9,7 @@ not lost: another worker takes it over and runs it.
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 from collections.abc import Callable
@@ -93,18 +94,54 @@ def test_a_sigkilled_worker_leaves_no_child_and_loses_no_job(make_env: Callable[
     retaken = int(env.events("start")[1][2])
     assert parent_pid(retaken) == second.pid
 
-    shown = env.run([sys.executable, "-c", _SHOW, job_id])
-    wait_until(lambda: '"succeeded"' in env.run([sys.executable, "-c", _SHOW, job_id]).stdout, DEADLINE,
-               lambda: f"the job to succeed: {shown.stdout} {env.output('second')}")
+    assert outcome(env, job_id)["status"] == "succeeded"
     env.stop(second, "second")
     wait_until(lambda: not alive(retaken), DEADLINE, "the child of the stopped worker to end")
 
 
-_SHOW = """
-import json, sys, iso_app
-app = iso_app.create_app()
-with app.app_context():
-    job = iso_app.mq.get_job(sys.argv[1])
-    print(json.dumps(job.status if job else None))
-    iso_app.mq.shutdown(timeout=5)
-"""
+def call(env: Env, *args: str) -> str:
+    """``iso_app.main(*args)`` in a process of its own that runs no jobs; its stdout."""
+    done = env.run([sys.executable, "-c", "import iso_app; iso_app.main()", *args])
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def outcome(env: Env, job_id: str) -> dict[str, Any]:
+    """The stored job once it has finished."""
+    def finished() -> dict[str, Any] | None:
+        job: dict[str, Any] | None = json.loads(call(env, "show", job_id))
+        assert job is not None, f"job {job_id} is not in the store"
+        return job if job["status"] in ("succeeded", "failed", "cancelled", "aborted") else None
+
+    return wait_until(finished, DEADLINE, lambda: f"job {job_id} to finish: {env.output('worker')}")
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("redis", marks=pytest.mark.servers),
+                                   pytest.param("postgres", marks=pytest.mark.servers)])
+def test_an_abort_from_another_process_kills_the_isolated_job_a_worker_runs(
+    make_env: Callable[..., Env], tmp_path: Path, request: pytest.FixtureRequest, store: str
+) -> None:
+    """On every shared store: the worker's watchdog reads the request from the store, its child is
+    killed after the grace period, the job ends ``aborted``, and the worker runs the next job."""
+    if store == "sqlite":
+        url = f"sqlite:///{tmp_path / 'data' / 'jobs.db'}"
+    elif store == "redis":
+        url = request.getfixturevalue("redis_server").url()
+    else:
+        url = request.getfixturevalue("postgres_url")
+    env = make_env("iso_app", ISO_URL=url, worker_env={"ISO_CONSUMER": "1"}, ISO_CONSUMER="0")
+    worker = env.worker("worker")
+    stuck = call(env, "enqueue", "1", "never")
+    wait_until(lambda: env.events("start"), DEADLINE, lambda: f"the job to start: {env.output('worker')}")
+    child = int(env.events("start")[0][2])
+    assert parent_pid(child) == worker.pid
+    assert call(env, "abort", stuck) == "True"
+    job = outcome(env, stuck)
+    assert job["status"] == "aborted" and job["error"].startswith("aborted by the test"), job
+    wait_until(lambda: not alive(child), DEADLINE, "the aborted job's child to be killed")
+
+    env.open_gate("open")
+    after = call(env, "enqueue", "2", "open")
+    assert outcome(env, after)["status"] == "succeeded"
+    assert worker.poll() is None
+    env.stop(worker, "worker")

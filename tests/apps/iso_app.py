@@ -17,6 +17,7 @@ memory), ``ISO_THREADS`` (threads of the default queue), ``ISO_MAX_JOBS``
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import sys
@@ -142,9 +143,16 @@ def create_app() -> Flask:
 
 
 def main() -> None:
-    """``enqueue <n> <gate>``: queue ``iso_hold(n, gate)`` and print its id (``ISO_CONSUMER=0``)."""
+    """In a process that runs no jobs (``ISO_CONSUMER=0``): ``enqueue <n> <gate>`` queues
+    ``iso_hold(n, gate)`` and prints its id; ``abort <id>`` prints what ``mq.abort`` returned;
+    ``show <id>`` prints the stored job as JSON."""
     app = create_app()
     with app.app_context():
         if sys.argv[1] == "enqueue":
             print(hold.delay(int(sys.argv[2]), sys.argv[3]).id, flush=True)
+        elif sys.argv[1] == "abort":
+            print(mq.abort(sys.argv[2], by="the test"), flush=True)
+        elif sys.argv[1] == "show":
+            job = mq.get_job(sys.argv[2])
+            print(json.dumps(None if job is None else job.to_dict()), flush=True)
         mq.shutdown(timeout=5)
