@@ -22,7 +22,6 @@ from .exceptions import ConfigurationError
 from .job import Job
 from .options import JobOptions, check_changes, eta_at, eta_in
 from .registrar import Registrar, warn_main_module
-from .runtime.appref import find_app_ref
 from .sigterm import install as install_sigterm_handler
 from .sigterm import serves_with_dev_server
 from .state import AppQueue, _in_reloader_watcher, _stop_all_for_signal
@@ -186,9 +185,7 @@ class MemQueue(_WorkflowFront, Registrar):
         self._queues.add(queue)
         if config.time_limit is not None:
             self._use_time_limits()
-        queue.children.app_ref = find_app_ref(app, config.isolation_app)  # where an isolated job's child finds it
-        if config.isolation_app is not None:
-            self._use_isolation()
+        self._bind_isolation(app, queue.children, config.isolation_app)
         self._mount(app, queue, config)
 
     def _observe(self, config: Config) -> None:
@@ -392,21 +389,9 @@ class MemQueue(_WorkflowFront, Registrar):
         task = self.registry.resolve(func)
         if options is None:
             options = task.job_options.replace(**check_changes(changes, "submit"), eta=eta)
-        if options.time_limit is not None:
-            self._use_time_limits()
-        if options.isolated is not None or options.memory_limit is not None:
-            self._check_isolated_call(task, options)
+        if options.time_limit is not None or options.isolated is not None or options.memory_limit is not None:
+            self._call_options(task, options)
         return self._queue().enqueue(task, args, kwargs, options)
-
-    def _check_isolated_call(self, task: Task[..., Any], options: JobOptions) -> None:
-        """A call's ``isolated=``/``memory_limit=``: install the hook for the first; refuse a memory limit
-        on a call that runs in a thread."""
-        isolated = options.isolated if options.isolated is not None else task.isolated
-        if options.memory_limit is not None and not isolated:
-            raise ValueError(f"options(memory_limit=...) of task {task.name!r} needs isolated=True (the kernel limits"
-                             " the memory of a child process, not of a thread)")
-        if options.isolated:
-            self._use_isolation()
 
     @overload
     def enqueue_in(

@@ -23,6 +23,9 @@ from .registry import Registry, message_task_name
 from .task import AsyncTask, Enqueuer, Task, default_name, is_coroutine_function
 
 if TYPE_CHECKING:
+    from flask import Flask
+
+    from .options import JobOptions
     from .state import AppQueue
 
 P = ParamSpec("P")
@@ -81,6 +84,27 @@ class Registrar:
 
             self._isolation = Isolation()
             self.hooks.add(self._isolation)
+
+    def _bind_isolation(self, app: Flask, children: Any, explicit: str | None) -> None:
+        """``init_app``: where an isolated job's child finds the app (found on the stack now:
+        :func:`~flask_memqueue.runtime.appref.find_app_ref`); with ``MEMQUEUE_ISOLATION_APP``, the hook too."""
+        from .runtime.appref import find_app_ref
+
+        children.app_ref = find_app_ref(app, explicit)
+        if explicit is not None:
+            self._use_isolation()
+
+    def _call_options(self, task: Task[..., Any], options: JobOptions) -> None:
+        """A call's ``time_limit=``, ``isolated=`` or ``memory_limit=``: install the hook each needs; refuse
+        a memory limit on a call that runs in a thread."""
+        if options.time_limit is not None:
+            self._use_time_limits()
+        isolated = options.isolated if options.isolated is not None else task.isolated
+        if options.memory_limit is not None and not isolated:
+            raise ValueError(f"options(memory_limit=...) of task {task.name!r} needs isolated=True (the kernel limits"
+                             " the memory of a child process, not of a thread)")
+        if options.isolated:
+            self._use_isolation()
 
     # -- registration --------------------------------------------------------------
     @overload
@@ -179,8 +203,7 @@ class Registrar:
         queue: str = "default",
         priority: int = 0,
         time_limit: float | None = None,
-        isolated: bool = False,
-        memory_limit: int | str | None = None,
+        isolated: bool = False, memory_limit: int | str | None = None,
     ) -> _Decorator:
         """Register a task that runs on a schedule: ``@mq.periodic("*/10 * * * *")``
         or ``@mq.periodic(every=timedelta(seconds=30))``.

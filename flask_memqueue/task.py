@@ -147,8 +147,6 @@ class Task(Generic[P, R]):
         _check_policy(name, retries, retry_delay, retry_backoff, queue, priority, time_limit)
         if time_limit is not None:  # else the class's None: a task's dict keeps its shape (the enqueue path)
             self.time_limit = float(time_limit)
-        if isolated or memory_limit is not None:
-            self.isolated, self.memory_limit = _check_isolation(name, isolated, memory_limit)
         #: The wrapped function.
         self.func = func
         #: The registered name; a job enqueued by name finds the task by it.
@@ -170,11 +168,7 @@ class Task(Generic[P, R]):
         self.periodic = periodic
         #: How the function is called for a job (:mod:`flask_memqueue.hooks`): None
         #: calls it in the consumer thread. Chosen once, here.
-        self.strategy: Strategy | None = choose_strategy(func)
-        if self.isolated:
-            from .isolation import IsolatedStrategy
-
-            self.strategy = IsolatedStrategy(self.strategy)
+        self.strategy: Strategy | None = self._choose_strategy(func, isolated, memory_limit)
         self._mq = mq
         #: A call with positional arguments only binds to the function when their
         #: count lies in ``min_args..max_args``: the enqueue path tests that
@@ -191,6 +185,19 @@ class Task(Generic[P, R]):
         extra = getattr(func, "__dict__", None)
         if extra:
             vars(self).update(extra)
+
+    def _choose_strategy(self, func: Callable[..., Any], isolated: bool, memory_limit: int | str | None,
+                         ) -> Strategy | None:
+        """:func:`choose_strategy`, wrapped for an isolated task (whose options are checked and set here)."""
+        strategy = choose_strategy(func)
+        if not isolated and memory_limit is None:
+            return strategy  # the class's False and None: a task's dict keeps its shape (the enqueue path)
+        self.isolated, self.memory_limit = _check_isolation(self.name, isolated, memory_limit)
+        if not self.isolated:
+            return strategy
+        from .isolation import IsolatedStrategy
+
+        return IsolatedStrategy(strategy)
 
     @property
     def queue(self) -> str:
