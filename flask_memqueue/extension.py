@@ -22,6 +22,7 @@ from .exceptions import ConfigurationError
 from .job import Job
 from .options import JobOptions, check_changes, eta_at, eta_in
 from .registrar import Registrar, warn_main_module
+from .runtime.appref import in_isolated_child
 from .sigterm import install as install_sigterm_handler
 from .sigterm import serves_with_dev_server
 from .state import AppQueue, _in_reloader_watcher, _stop_all_for_signal
@@ -250,7 +251,7 @@ class MemQueue(_WorkflowFront, Registrar):
         from .cli import memqueue_cli
 
         app.cli.add_command(memqueue_cli)
-        if config.autostart and not _in_reloader_watcher():
+        if config.autostart and not _in_reloader_watcher() and not in_isolated_child():
             queue.ensure_consumer()
         if serves_with_dev_server():  # it dies of SIGTERM without a word: see sigterm.py
             install_sigterm_handler(_stop_all_for_signal)

@@ -50,20 +50,18 @@ def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def iso(data: Path, leak_detector: None) -> Iterator[Any]:
-    """The module ``apps.iso_app`` with an app made by its factory; shut down after the test."""
+def iso(data: Path, leak_detector: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The module ``apps.iso_app`` with an app made by its factory; shut down after the test.
+    ``make(**env)`` sets its settings in the environment for the whole test: the child process
+    inherits them, and its app is made with the same."""
     from apps import iso_app
 
     made: list[Flask] = []
 
     def make(**env: str) -> Flask:
         for key, value in env.items():
-            os.environ[key] = value
-        try:
-            app = iso_app.create_app()
-        finally:
-            for key in env:
-                del os.environ[key]
+            monkeypatch.setenv(key, value)
+        app = iso_app.create_app()
         made.append(app)
         return app
 
@@ -277,6 +275,26 @@ def test_an_app_made_where_no_child_can_find_it_fails_its_isolated_jobs_saying_w
         with pytest.raises(JobFailed):
             job.wait(timeout=DEADLINE)
     assert job.error is not None and "set MEMQUEUE_ISOLATION_APP = 'package.module:create_app'" in job.error
+
+
+def test_a_child_that_cannot_build_the_app_fails_the_job_saying_what_it_tried(make_app: Any, mq: MemQueue) -> None:
+    app = make_app(MEMQUEUE_ISOLATION_APP="no_such_module_here:create_app")
+    task = mq.task(name="unbuildable", isolated=True)(os.getpid)
+    with app.app_context():
+        job = task.delay()
+        with pytest.raises(JobFailed):
+            job.wait(timeout=DEADLINE)
+    assert job.error is not None and job.error.startswith(
+        "IsolationError: the child process could not import no_such_module_here:create_app (MEMQUEUE_ISOLATION_APP):"
+        " ModuleNotFoundError"), job.error
+
+
+def test_the_child_never_runs_a_consumer_even_with_autostart(iso: Any, tmp_path: Path) -> None:
+    """With a store other processes share, a consumer in the child would take jobs of its own."""
+    app = iso.make(ISO_URL=f"sqlite:///{tmp_path / 'jobs.db'}", ISO_AUTOSTART="1")
+    assert app.extensions["memqueue"].consumer_alive  # the parent's started at init_app
+    with app.app_context():
+        assert iso.consumers.delay().wait(timeout=DEADLINE) is False
 
 
 def test_the_explicit_key_wins() -> None:

@@ -52,6 +52,16 @@ _HOW = ("set MEMQUEUE_ISOLATION_APP = 'package.module:create_app' (or 'package.m
         " an isolated job's child process can import")
 
 
+#: True in the child process of isolated jobs (set before it builds the app): ``MEMQUEUE_AUTOSTART``
+#: starts no consumer there; the child runs the jobs it is sent, never a store's.
+IN_CHILD = False
+
+
+def in_isolated_child() -> bool:
+    """True in the child process of isolated jobs."""
+    return IN_CHILD
+
+
 @dataclass(frozen=True)
 class AppRef:
     """How a child process rebuilds the app (see the module's text); crosses as JSON."""

@@ -39,6 +39,7 @@ from typing import Any
 
 from ..consumer import _cv_consumer
 from ..exceptions import IsolationError
+from . import appref
 from .appref import AppRef, load_app
 
 
@@ -108,6 +109,7 @@ class Child:
         hello = json.loads(self.reader.readline() or b"{}")
         try:
             sys.path[:] = hello.get("sys_path") or sys.path
+            appref.IN_CHILD = True  # MEMQUEUE_AUTOSTART starts nothing while the app is built
             app = load_app(AppRef(**hello["ref"]))
             queue_state = app.extensions.get("memqueue")
             if queue_state is None:

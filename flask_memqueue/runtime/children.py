@@ -103,16 +103,22 @@ class ChildProcess:
         self.jobs = 0
         #: False once it must not run another job (killed, died, out of memory, or used up).
         self.reusable = True
-        self.send({"op": "hello", "ref": ref.to_json(), "sys_path": list(sys.path)})
+        self._ref = ref
 
     def start(self) -> None:
-        """Wait for the child's ready answer; raise :class:`IsolationError` with its reason if it failed."""
-        answer = self.receive(time.monotonic() + START_TIMEOUT)
+        """Say hello, wait for the child's ready answer; raise :class:`IsolationError` with its reason if it
+        failed (the child is gone then)."""
+        ended = False
+        try:
+            self.send({"op": "hello", "ref": self._ref.to_json(), "sys_path": list(sys.path)})
+            answer = self.receive(time.monotonic() + START_TIMEOUT)
+        except (OSError, EOFError):  # it ended before it answered
+            answer, ended = None, True
         if answer is None or answer.get("op") != "ready":
+            why = f"it {self.exit_reason()}" if ended else f"no answer within {START_TIMEOUT:g} s"
             self.kill()
             if answer is None:
-                raise IsolationError(f"the child process {self.pid} did not start within {START_TIMEOUT:g} s"
-                                     f" ({self.exit_reason()})")
+                raise IsolationError(f"the child process {self.pid} of isolated jobs did not start: {why}")
             raise IsolationError(str(answer.get("message")))
 
     def send(self, message: dict[str, Any], *, control: bool = False) -> None:

@@ -10,7 +10,8 @@ a factory with no arguments, which the child imports and calls again.
 
 Settings from the environment: ``ISO_URL`` (``MEMQUEUE_STORAGE``, default
 memory), ``ISO_THREADS`` (threads of the default queue), ``ISO_MAX_JOBS``
-(``MEMQUEUE_MAX_JOBS_PER_CHILD``), ``ISO_CONSUMER`` ("0": runs no jobs).
+(``MEMQUEUE_MAX_JOBS_PER_CHILD``), ``ISO_CONSUMER`` ("0": runs no jobs), ``ISO_AUTOSTART``
+("1": ``MEMQUEUE_AUTOSTART``).
 ``runs.log`` gets ``start <n> <pid>`` when a job that waits starts.
 """
 
@@ -116,6 +117,12 @@ def plain_pid() -> int:
     return os.getpid()
 
 
+@mq.task(name="iso_consumers", isolated=True)
+def consumers() -> bool:
+    """Whether the child's own queue runs a consumer (never: even with MEMQUEUE_AUTOSTART)."""
+    return bool(current_app.extensions["memqueue"].consumer_alive)
+
+
 @mq.task(name="iso_object", isolated=True)
 def returns_object() -> object:
     return object()
@@ -129,6 +136,7 @@ def create_app() -> Flask:
         MEMQUEUE_STORAGE=os.environ.get("ISO_URL", "memory://"),
         MEMQUEUE_QUEUES={"default": int(os.environ.get("ISO_THREADS", "2"))},
         MEMQUEUE_CONSUMER=os.environ.get("ISO_CONSUMER", "1") == "1",
+        MEMQUEUE_AUTOSTART=os.environ.get("ISO_AUTOSTART") == "1",
         MEMQUEUE_MAX_JOBS_PER_CHILD=int(os.environ.get("ISO_MAX_JOBS", "100")),
         MEMQUEUE_GRACE_PERIOD=0.5,
         MEMQUEUE_SHUTDOWN_TIMEOUT=2.0,
