@@ -402,7 +402,9 @@ def ratio(value: float, base: float | None) -> str:
     if not base:
         return "–"
     r = value / base
-    return f"{r:.2f}×" if r >= 0.1 else f"1/{base / value:.0f}"
+    if r >= 0.1:
+        return f"{r:.2f}×"
+    return f"1/{base / value:.0f}" if value else "0×"  # a memory growth below one page: 0 bytes per job
 
 
 def median_of(results: Results, name: str, workload: str, key: str) -> float | None:

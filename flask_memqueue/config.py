@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +93,21 @@ def _time_limit(key: str, value: Any) -> float | None:
             f" otherwise), or None for no limit; not {value!r}"
         )
     return float(value)
+
+
+_IMPORT_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*(:[A-Za-z_][\w]*)?")
+
+
+def _isolation_app(key: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _IMPORT_PATH.fullmatch(value.strip()):
+        raise ConfigurationError(
+            f"{key} must name where an isolated job's child process finds the app: 'package.module:app'"
+            " (a Flask app), 'package.module:create_app' (a factory called with no arguments), or"
+            f" 'package.module' (its app or create_app); or None to find it from init_app's caller; not {value!r}"
+        )
+    return value.strip()
 
 
 def _url_prefix(key: str, value: Any) -> str | None:
@@ -346,6 +362,11 @@ SETTINGS: dict[str, Setting] = {
     "GRACE_PERIOD": Setting(
         5.0, _seconds, "Seconds a job may run on after its time limit or a forced abort before its thread is given up."
     ),
+    "ISOLATION_APP": Setting(
+        None, _isolation_app, "Where an isolated job's child finds the app: 'module:app' or 'module:create_app';"
+        " None: found from init_app's caller."
+    ),
+    "MAX_JOBS_PER_CHILD": Setting(100, _int(1), "Jobs a warm child of isolated jobs runs before it is replaced."),
     "OPENTELEMETRY": Setting(None, _auto_bool, "Trace jobs (None: if a tracer provider is set at init_app)."),
     "SENTRY": Setting(None, _auto_bool, "Report failed jobs to Sentry (None: if sentry_sdk.init() ran before)."),
     "SENTRY_RETRIES": Setting(False, _bool, "Also report each failed attempt that will be retried."),
@@ -388,6 +409,10 @@ class Config:
     time_limit: float | None = None
     #: Seconds after a time limit (or an abort) before the job's thread is given up (``MEMQUEUE_GRACE_PERIOD``).
     grace_period: float = 5.0
+    #: Where an isolated job's child process finds the app (``MEMQUEUE_ISOLATION_APP``); None: found.
+    isolation_app: str | None = None
+    #: Jobs a warm child process runs before it is replaced (``MEMQUEUE_MAX_JOBS_PER_CHILD``).
+    max_jobs_per_child: int = 100
     #: Queues whose consumer threads run several ``async def`` jobs at once, and how many per
     #: thread (``MEMQUEUE_QUEUES = {"crawl": {"async_concurrency": 100}}``); others run one.
     async_concurrency: dict[str, int] = field(default_factory=dict)

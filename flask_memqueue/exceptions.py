@@ -93,6 +93,33 @@ class JobAborted(TimeLimitExceeded):
     """
 
 
+class IsolationError(MemQueueError):
+    """An isolated job (``@mq.task(isolated=True)``) could not be run in a child process:
+    the app could not be rebuilt there (the message says what to make importable, or to set
+    ``MEMQUEUE_ISOLATION_APP``), or its arguments or result are not JSON. The job fails with it
+    (its task's retries apply)."""
+
+
+class ChildProcessDied(IsolationError):
+    """The child process running an isolated job died before it answered: killed by a
+    signal (``SIGKILL``, ``SIGSEGV``: the message names it), or out of memory. The job
+    fails with it; the consumer and the process that runs it live on."""
+
+
+class IsolatedJobError(MemQueueError):
+    """What an isolated job raised in its child process, as the parent sees it.
+
+    The parent raises a subclass named after the child's exception (a job's error reads
+    ``ValueError: boom``, as it would in a thread); ``child_type`` is its qualified name
+    and ``child_traceback`` the traceback in the child (also a note of the exception).
+    """
+
+    #: The module and name of the exception class in the child (``"builtins.ValueError"``).
+    child_type: str = ""
+    #: The traceback as the child formatted it.
+    child_traceback: str = ""
+
+
 class JobFailed(MemQueueError):
     """Raised by :meth:`Job.wait` when the job failed or was cancelled.
 

@@ -22,6 +22,7 @@ from .exceptions import ConfigurationError
 from .job import Job
 from .options import JobOptions, check_changes, eta_at, eta_in
 from .registrar import Registrar, refuse_unchecked_limits, warn_main_module
+from .runtime.appref import in_isolated_child
 from .sigterm import install as install_sigterm_handler
 from .sigterm import serves_with_dev_server
 from .state import AppQueue, _in_reloader_watcher, _stop_all_for_signal
@@ -185,6 +186,7 @@ class MemQueue(_WorkflowFront, Registrar):
         self._queues.add(queue)
         if config.time_limit is not None:
             self._use_time_limits()
+        self._bind_isolation(app, queue.children, config.isolation_app)
         self._mount(app, queue, config)
 
     def _observe(self, config: Config) -> None:
@@ -232,10 +234,8 @@ class MemQueue(_WorkflowFront, Registrar):
                 " mq.run_once() instead)"
             )
         refuse_unchecked_limits(self.registry, queue)
-        if shared:
-            main_tasks = [n for n in self.registry.tasks if n.startswith("__main__.")]
-            if main_tasks:
-                warn_main_module(main_tasks)
+        if shared and (main_tasks := [n for n in self.registry.tasks if n.startswith("__main__.")]):
+            warn_main_module(main_tasks)
 
     def _mount(self, app: Flask, queue: AppQueue, config: Config) -> None:
         """The app's side of the queue: the consumer's start on requests, the routes, the CLI, SIGTERM."""
@@ -250,7 +250,7 @@ class MemQueue(_WorkflowFront, Registrar):
         from .cli import memqueue_cli
 
         app.cli.add_command(memqueue_cli)
-        if config.autostart and not _in_reloader_watcher():
+        if config.autostart and not _in_reloader_watcher() and not in_isolated_child():
             queue.ensure_consumer()
         if serves_with_dev_server():  # it dies of SIGTERM without a word: see sigterm.py
             install_sigterm_handler(_stop_all_for_signal)
@@ -389,8 +389,8 @@ class MemQueue(_WorkflowFront, Registrar):
         task = self.registry.resolve(func)
         if options is None:
             options = task.job_options.replace(**check_changes(changes, "submit"), eta=eta)
-        if options.time_limit is not None:
-            self._use_time_limits()
+        if options.time_limit is not None or options.isolated is not None or options.memory_limit is not None:
+            self._call_options(task, options)
         return self._queue().enqueue(task, args, kwargs, options)
 
     @overload

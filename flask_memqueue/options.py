@@ -87,6 +87,12 @@ class JobOptions:
     #: ``options(time_limit=...)``: seconds the job may run, instead of its task's
     #: own or ``MEMQUEUE_TIME_LIMIT`` (see :doc:`/limits`); None: theirs.
     time_limit: float | None = None
+    #: ``options(isolated=True)``: run the job in a child process (see :doc:`/limits`);
+    #: False runs an isolated task's call in the consumer thread; None: as its task says.
+    isolated: bool | None = None
+    #: ``options(memory_limit="1G")``: bytes of address space the job's child process may
+    #: use (RLIMIT_AS), instead of its task's own; None: its task's.
+    memory_limit: int | None = None
     #: The W3C ``traceparent`` of the span that enqueued the job (set by the OpenTelemetry
     #: hook, :mod:`flask_memqueue.otel`, when a tracer provider is set): the job's span is its child.
     traceparent: str | None = None
@@ -233,6 +239,10 @@ class JobChanges(TypedDict, total=False):
     depends_on: Any
     #: Seconds the job may run before :class:`~flask_memqueue.TimeLimitExceeded` is raised in it.
     time_limit: float | None
+    #: Run the job in a child process (True), or in the consumer thread (False).
+    isolated: bool | None
+    #: Bytes (an int) or ``"512M"``/``"1G"`` of address space the isolated job's child may use.
+    memory_limit: int | str | None
 
 
 #: Priorities run from this low...
@@ -293,6 +303,49 @@ def check_time_limit(value: object, where: str = "time_limit") -> float:
     return float(value)
 
 
+def check_isolated(value: object, where: str = "isolated") -> bool:
+    """``value`` if it is a bool, else a ValueError naming ``where``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{where} must be True (run the job in a child process) or False, not {safe_repr(value, 80)}")
+    return value
+
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+#: The smallest memory limit accepted: below it a Python interpreter cannot even start.
+MIN_MEMORY_LIMIT = 32 * 1024**2
+
+
+def check_memory_limit(value: object, where: str = "memory_limit") -> int:
+    """``value`` as a number of bytes: an int, or a string such as ``"512M"`` or ``"1G"``
+    (K, M, G, T: powers of 1024; an optional trailing ``B`` or ``iB``), else a ValueError naming ``where``."""
+    size: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str):
+        text = value.strip().upper().removesuffix("IB").removesuffix("B")
+        number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "")
+        try:
+            amount = float(number)
+        except ValueError:
+            amount = math.nan
+        if math.isfinite(amount) and amount > 0:
+            size = int(amount * _UNITS[unit])
+    if size is None or size < MIN_MEMORY_LIMIT:
+        raise ValueError(
+            f"{where} must be a number of bytes of at least 32M: an int, or a string like '512M' or '1G'"
+            f" (K, M, G: powers of 1024), not {safe_repr(value, 80)}"
+        )
+    return size
+
+
+def show_bytes(size: int) -> str:
+    """``1G`` for 1024**3, ``1536M`` for 1.5 GiB: how a memory limit reads in messages."""
+    for unit in ("T", "G", "M", "K"):
+        if size % _UNITS[unit] == 0:
+            return f"{size // _UNITS[unit]}{unit}"
+    return f"{size} bytes"
+
+
 def _anything(value: object, where: str) -> object:
     return value
 
@@ -325,6 +378,8 @@ CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "on_commit": _anything,
     "depends_on": check_depends_on,
     "time_limit": check_time_limit,
+    "isolated": check_isolated,
+    "memory_limit": check_memory_limit,
 }
 
 

@@ -23,6 +23,9 @@ from .registry import Registry, message_task_name
 from .task import AsyncTask, Enqueuer, Task, default_name, is_coroutine_function
 
 if TYPE_CHECKING:
+    from flask import Flask
+
+    from .options import JobOptions
     from .state import AppQueue
 
 P = ParamSpec("P")
@@ -73,6 +76,36 @@ class Registrar:
             self._time_limits = TimeLimits()
             self.hooks.add(self._time_limits)
 
+    def _use_isolation(self) -> None:
+        """Install the hook that runs a call's ``.options(isolated=True)`` in a child process, once
+        some task is isolated or a call asks (not before: the hook-free path stays for the others)."""
+        if getattr(self, "_isolation", None) is None:
+            from .runtime.children import Isolation
+
+            self._isolation = Isolation()
+            self.hooks.add(self._isolation)
+
+    def _bind_isolation(self, app: Flask, children: Any, explicit: str | None) -> None:
+        """``init_app``: where an isolated job's child finds the app (found on the stack now:
+        :func:`~flask_memqueue.runtime.appref.find_app_ref`); with ``MEMQUEUE_ISOLATION_APP``, the hook too."""
+        from .runtime.appref import find_app_ref
+
+        children.app_ref = find_app_ref(app, explicit)
+        if explicit is not None:
+            self._use_isolation()
+
+    def _call_options(self, task: Task[..., Any], options: JobOptions) -> None:
+        """A call's ``time_limit=``, ``isolated=`` or ``memory_limit=``: install the hook each needs; refuse
+        a memory limit on a call that runs in a thread."""
+        if options.time_limit is not None:
+            self._use_time_limits()
+        isolated = options.isolated if options.isolated is not None else task.isolated
+        if options.memory_limit is not None and not isolated:
+            raise ValueError(f"options(memory_limit=...) of task {task.name!r} needs isolated=True (the kernel limits"
+                             " the memory of a child process, not of a thread)")
+        if options.isolated:
+            self._use_isolation()
+
     # -- registration --------------------------------------------------------------
     @overload
     def task(self, func: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...
@@ -97,6 +130,8 @@ class Registrar:
         concurrency_key: Callable[..., Any] | str | None = None,
         rate_limit: str | None = None,
         rate_limit_key: Callable[..., Any] | str | None = None,
+        isolated: bool = False,
+        memory_limit: int | str | None = None,
     ) -> _Decorator: ...
 
     def task(
@@ -104,17 +139,11 @@ class Registrar:
         func: Callable[..., Any] | None = None,
         /,
         *,
-        name: str | None = None,
-        retries: int = 0,
-        retry_delay: float = 1.0,
-        retry_backoff: float = 2.0,
-        queue: str = "default",
-        priority: int = 0,
-        time_limit: float | None = None,
-        concurrency: int | None = None,
-        concurrency_key: Callable[..., Any] | str | None = None,
-        rate_limit: str | None = None,
-        rate_limit_key: Callable[..., Any] | str | None = None,
+        name: str | None = None, retries: int = 0, retry_delay: float = 1.0, retry_backoff: float = 2.0,
+        queue: str = "default", priority: int = 0, time_limit: float | None = None,
+        concurrency: int | None = None, concurrency_key: Callable[..., Any] | str | None = None,
+        rate_limit: str | None = None, rate_limit_key: Callable[..., Any] | str | None = None,
+        isolated: bool = False, memory_limit: int | str | None = None,
     ) -> Any:
         """Register a function as a task: ``@mq.task`` or ``@mq.task(retries=3, ...)``.
 
@@ -130,14 +159,21 @@ class Registrar:
         :param time_limit: seconds a job of the task may run; then
             :class:`~flask_memqueue.TimeLimitExceeded` is raised in it (see :doc:`/limits`);
             for an ``async def`` function, its coroutine is cancelled instead (see :doc:`/async`).
-            None: ``MEMQUEUE_TIME_LIMIT`` (none by default).
+            None: ``MEMQUEUE_TIME_LIMIT`` (none by default). For an isolated task the child
+            process is killed at the limit (SIGTERM, then SIGKILL after ``MEMQUEUE_GRACE_PERIOD``).
         :param concurrency: at most this many of its jobs run at once, across every process
             that shares the store (per key with ``concurrency_key``; see :doc:`/limits`).
         :param concurrency_key: an argument's name, or a callable of the job's arguments:
             at most ``concurrency`` jobs per value run at once.
         :param rate_limit: ``"N/s"``, ``"N/m"`` or ``"N/h"``: at most N jobs start per second,
             minute or hour (fixed windows); ``rate_limit_key`` as ``concurrency_key``.
+        :param isolated: run each job in a child process that rebuilt the app (see :doc:`/limits`):
+            a crash, a segfault or an out-of-memory kill fails the job, not the process; arguments
+            and result cross as JSON.
+        :param memory_limit: with ``isolated=True``, the bytes of address space its child may use
+            (RLIMIT_AS): an int, or ``"512M"``, ``"1G"``.
         :raises LimitError: a limit that cannot work (names the task and the value).
+        :raises ConfigurationError: a bad option (the message names the task and the value).
         :raises TypeError: a name given positionally (``@mq.task("resize")``).
 
         An ``async def`` function makes an :class:`~flask_memqueue.task.AsyncTask`:
@@ -147,13 +183,12 @@ class Registrar:
             raise TypeError(f"@mq.task takes a task's name as a keyword: @mq.task(name={func!r})")
 
         def register(fn: Callable[..., Any]) -> Task[..., Any]:
-            if isinstance(fn, Task):
-                fn = fn.func
+            fn = fn.func if isinstance(fn, Task) else fn
             return self._register_task(
                 fn, name or default_name(fn), named=name is not None, retries=retries, retry_delay=retry_delay,
                 retry_backoff=retry_backoff, queue=queue, priority=priority, time_limit=time_limit,
                 concurrency=concurrency, concurrency_key=concurrency_key, rate_limit=rate_limit,
-                rate_limit_key=rate_limit_key,
+                rate_limit_key=rate_limit_key, isolated=isolated, memory_limit=memory_limit,
             )
 
         if func is not None:
@@ -168,14 +203,10 @@ class Registrar:
         every: _dt.timedelta | float | None = None,
         timezone: str | None = None,
         catch_up: bool = True,
-        name: str | None = None,
-        retries: int = 0,
-        retry_delay: float = 1.0,
-        retry_backoff: float = 2.0,
-        queue: str = "default",
-        priority: int = 0,
-        time_limit: float | None = None,
+        name: str | None = None, retries: int = 0, retry_delay: float = 1.0, retry_backoff: float = 2.0,
+        queue: str = "default", priority: int = 0, time_limit: float | None = None,
         concurrency: int | None = None, rate_limit: str | None = None,
+        isolated: bool = False, memory_limit: int | str | None = None,
     ) -> _Decorator:
         """Register a task that runs on a schedule: ``@mq.periodic("*/10 * * * *")``
         or ``@mq.periodic(every=timedelta(seconds=30))``.
@@ -217,6 +248,7 @@ class Registrar:
                 fn, task_name, named=name is not None, retries=retries, retry_delay=retry_delay,
                 retry_backoff=retry_backoff, queue=queue, priority=priority, periodic=spec, time_limit=time_limit,
                 concurrency=concurrency, rate_limit=rate_limit,
+                isolated=isolated, memory_limit=memory_limit,
             )
 
         return register  # type: ignore[return-value]  # register keeps the signature: Task(fn)
@@ -238,6 +270,8 @@ class Registrar:
 
             self._limit_keys = LimitKeys()
             self.hooks.add(self._limit_keys)
+        if task.isolated:
+            self._use_isolation()
         shared = any(q.storage.capabilities.shared for q in self._queues)
         if not named and task.name.startswith("__main__.") and shared:
             warn_main_module([task.name])

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .runtime import shutdown as _shutdown
 from .runtime import stats as _stats
+from .runtime.children import Children
 from .runtime.jobs import Jobs
 from .runtime.limits import Watchdog
 from .runtime.pools import ConsumerPools
@@ -114,6 +115,12 @@ class AppQueue:
         #: Time limits and aborts of the jobs running here (:mod:`flask_memqueue.runtime.limits`).
         self.limits = Watchdog(app, config, self.store, self.pools)
         self.supervisor.limits = self.limits
+        #: The warm child processes of isolated jobs (:mod:`flask_memqueue.runtime.children`).
+        old = getattr(self, "children", None)
+        self.children = Children(app, config)
+        if old is not None:  # a forked child: the app's ref (found by init_app) stays, the parent's children not
+            self.children.app_ref = old.app_ref
+            old.after_fork()
         #: What a job asks of its queue, and the job-level verbs.
         self.jobs = Jobs(app, config, self.store, self.pools, self.supervisor, self.limits)
         self.store.open(self.jobs)
@@ -133,7 +140,7 @@ class AppQueue:
     def config(self, value: Config) -> None:
         self._config = value
         for room in (self.store, self.pools, self.scheduling, self.supervisor, self.jobs, self.producer,
-                     self.limits):
+                     self.limits, self.children):
             room.config = value
 
     # -- enqueue and produce ----------------------------------------------------------------

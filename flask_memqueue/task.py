@@ -31,6 +31,7 @@ from .options import (
     DEFAULT_QUEUE,
     JobOptions,
     check_changes,
+    check_memory_limit,
     check_priority,
     check_queue_name,
     check_time_limit,
@@ -114,6 +115,12 @@ class Task(Generic[P, R]):
     #: ``MEMQUEUE_TIME_LIMIT``. A call's ``.options(time_limit=...)`` wins over both.
     time_limit: float | None = None
 
+    #: True for ``@mq.task(isolated=True)``: each job runs in a child process (:doc:`/limits`).
+    isolated: bool = False
+
+    #: Bytes of address space an isolated job's child may use (``memory_limit="1G"``); None: no limit.
+    memory_limit: int | None = None
+
     #: For a message handler with ``MEMQUEUE_AMQP_URL``: the RabbitMQ queue it
     #: consumes, given as ``@mq.handler(topic, amqp_queue=...)`` (None: the
     #: configured prefix and its topic; see :mod:`flask_memqueue.amqp`).
@@ -128,9 +135,7 @@ class Task(Generic[P, R]):
         func: Callable[P, R],
         name: str,
         *,
-        retries: int = 0,
-        retry_delay: float = 1.0,
-        retry_backoff: float = 2.0,
+        retries: int = 0, retry_delay: float = 1.0, retry_backoff: float = 2.0,
         topic: str | None = None,
         mq: Enqueuer | None = None,
         queue: str = DEFAULT_QUEUE,
@@ -139,6 +144,7 @@ class Task(Generic[P, R]):
         time_limit: float | None = None,
         concurrency: int | None = None, concurrency_key: Callable[..., Any] | str | None = None,
         rate_limit: str | None = None, rate_limit_key: Callable[..., Any] | str | None = None,
+        isolated: bool = False, memory_limit: int | str | None = None,
     ) -> None:
         if not callable(func):
             raise TypeError(f"a task must be callable, not {func!r}")
@@ -167,7 +173,7 @@ class Task(Generic[P, R]):
         self.periodic = periodic
         #: How the function is called for a job (:mod:`flask_memqueue.hooks`): None
         #: calls it in the consumer thread. Chosen once, here.
-        self.strategy: Strategy | None = choose_strategy(func)
+        self.strategy: Strategy | None = self._choose_strategy(func, isolated, memory_limit)
         self._mq = mq
         #: A call with positional arguments only binds to the function when their count lies in
         #: ``min_args..max_args``: the enqueue path tests that inline and calls :meth:`check_call`
@@ -193,6 +199,18 @@ class Task(Generic[P, R]):
         if limits is not None:  # else the class's None: a task's dict keeps its shape
             self.limits = limits
             self.job_options = self.job_options.replace(**limits.base_options())
+    def _choose_strategy(self, func: Callable[..., Any], isolated: bool, memory_limit: int | str | None,
+                         ) -> Strategy | None:
+        """:func:`choose_strategy`, wrapped for an isolated task (whose options are checked and set here)."""
+        strategy = choose_strategy(func)
+        if not isolated and memory_limit is None:
+            return strategy  # the class's False and None: a task's dict keeps its shape (the enqueue path)
+        self.isolated, self.memory_limit = _check_isolation(self.name, isolated, memory_limit)
+        if not self.isolated:
+            return strategy
+        from .isolation import IsolatedStrategy
+
+        return IsolatedStrategy(strategy)
 
     @property
     def queue(self) -> str:
@@ -346,6 +364,23 @@ def _check_policy(name: str, retries: int, retry_delay: float, retry_backoff: fl
         check_priority(priority, f"task {name!r}: priority")
         if time_limit is not None:
             check_time_limit(time_limit, f"task {name!r}: time_limit")
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _check_isolation(name: str, isolated: object, memory_limit: object) -> tuple[bool, int | None]:
+    """A task's ``isolated=`` and ``memory_limit=``, checked where it is registered."""
+    if not isinstance(isolated, bool):
+        raise ConfigurationError(f"task {name!r}: isolated must be True or False, not {safe_repr(isolated, 80)}")
+    if memory_limit is None:
+        return isolated, None
+    if not isolated:
+        raise ConfigurationError(
+            f"task {name!r}: memory_limit={safe_repr(memory_limit, 40)} needs isolated=True (the kernel limits"
+            " the memory of a child process, not of a thread)"
+        )
+    try:
+        return isolated, check_memory_limit(memory_limit, f"task {name!r}: memory_limit")
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
 

@@ -28,6 +28,8 @@ BAD_VALUES: dict[str, list[Any]] = {
     "SHUTDOWN_TIMEOUT": [-1, float("nan"), "soon", True],
     "TIME_LIMIT": [0, -1, float("nan"), float("inf"), "soon", True],
     "GRACE_PERIOD": [-1, float("nan"), "soon", True],
+    "ISOLATION_APP": [42, "not a path", "mod:attr:more", "mod:", ":app", ["mod"]],
+    "MAX_JOBS_PER_CHILD": [0, -1, "many", 1.5, True],
     "JOURNAL": [42, ["a"]],
     "STORAGE": [42, "nosuch://x", "jobs.db", "sqlite://somehost/jobs.db", "memory://?a=1&a=2", "memory://x",
                 " memory://", "sqlite:///jobs.db#x"],

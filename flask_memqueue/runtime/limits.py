@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import JobAborted, TimeLimitExceeded
 from ..hooks import Hook
+from ..isolation import runs_isolated
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -317,6 +318,9 @@ class Watchdog:
         if out.abort is None:
             out.abort = reason
             logger.warning("job %s (%s): %s; asking it to stop", job.id, job.name, reason)
+        if runs_isolated(job):  # its child is killed after the grace period (runtime/children.py)
+            consumer.interrupted = True
+            return
         if job.task.strategy is not None:
             return  # a coroutine shares its thread with others: it is asked (abort_requested), never forced
         consumer.interrupted = True
@@ -359,6 +363,8 @@ class TimeLimits(Hook):
     def around_run(self, app: Flask, job: Job[Any], call: Callable[[], Any]) -> Any:
         queue = app.extensions.get("memqueue")
         if queue is None:
+            return call()
+        if runs_isolated(job):  # a child process: killed at the limit (runtime/children.py)
             return call()
         if job.task.strategy is not None:  # a coroutine: its strategy cancels it at the limit (aio.limited)
             return call()

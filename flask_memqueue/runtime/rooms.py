@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from ..config import Config
+    from .children import Children
     from .jobs import Jobs
     from .limits import Watchdog
     from .pools import ConsumerPools
@@ -33,6 +34,7 @@ class Rooms(Protocol):
     jobs: Jobs
     transport: Transport
     limits: Watchdog
+    children: Children
 
     @property
     def config(self) -> Config: ...

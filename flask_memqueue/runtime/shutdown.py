@@ -61,6 +61,7 @@ def shutdown(rooms: Rooms, wait: bool = True, timeout: float | None = None) -> b
     if not persistent:
         drained = _cancel_waiting(rooms) and drained
     rooms.limits.stop(deadline.left() if wait else 0.0)
+    rooms.children.stop()
     rooms.store.close()
     return drained
 

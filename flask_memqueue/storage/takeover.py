@@ -4,7 +4,10 @@ Every consumer of a shared store checks the owners of running records when it
 starts and every :data:`~flask_memqueue.storage.durable.RECOVER_INTERVAL` s.
 What happens to a dead owner's job is decided by :meth:`Job.interrupt
 <flask_memqueue.job.Job.interrupt>` (the attempt counted when it was claimed;
-the task's retry policy decides). Each write is conditional on the record
+the task's retry policy decides), unless an abort was asked of that run
+while it ran (the request names that run, so once the job is queued again
+no later read would ever see it): such a job ends ``aborted``, with who
+asked, never run again. Each write is conditional on the record
 still being the dead owner's, so two reclaimers never both take a job, and a
 reclaimer that dies mid-way holds no lock.
 """
@@ -25,9 +28,15 @@ def take_over_dead_owners(store: Primitives, codec: Codec) -> int:
     now = time.time()
     for owner in dead:
         records: list[Record] = store._guard("reading", store._running_of, owner)
+        asked: dict[str, str] = store._guard("reading abort requests", store._abort_requests,
+                                             [r.id for r in records]) if records else {}
         for record in records:
             job = codec.detached(record)
-            job.interrupt(now, task_known=not job.task.missing)
+            reason = asked.get(record.id)
+            if reason is not None:  # asked to stop while its process died: it stops here
+                job.mark_aborted(now, reason)
+            else:
+                job.interrupt(now, task_known=not job.task.missing)
             new = codec.record_of(job)  # no longer running: no owner
             if store._guard("taking over the jobs of a dead process", store._take_over_one, record.id, owner, new):
                 n += 1

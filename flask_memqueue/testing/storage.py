@@ -1281,7 +1281,8 @@ class _StoredOptions(_Harness):
 
     def _traced(self, queue: AppQueue, value: Any = None) -> Job:
         job = new_job(queue, "contract.retry", value)
-        job.options = job.options.replace(traceparent=self.TRACEPARENT, tracestate="vendor=1", time_limit=7.5)
+        job.options = job.options.replace(traceparent=self.TRACEPARENT, tracestate="vendor=1", time_limit=7.5,
+                                          isolated=False, memory_limit=2**30)
         return job
 
     def test_stored_options_come_back_from_put_take_get_and_a_retry(self, queue: AppQueue) -> None:
@@ -1293,6 +1294,7 @@ class _StoredOptions(_Harness):
         assert taken is not None and taken.id == job.id
         assert (taken.options.traceparent, taken.options.tracestate) == (self.TRACEPARENT, "vendor=1")
         assert taken.options.time_limit == 7.5  # a call's own time limit reaches the worker that takes it
+        assert (taken.options.isolated, taken.options.memory_limit) == (False, 2**30)  # and its isolation
         queue.consumer.execute(taken)  # contract.retry fails once, with a retry left
         assert taken.status is JobStatus.SCHEDULED
         queue.storage.schedule(taken, retry=True)
@@ -1512,6 +1514,24 @@ class SharedStorageContract(_Harness):
         assert storage.recover() == 1
         nxt = storage.take(TIMEOUT)
         assert nxt is not None and nxt.id == waiting.id
+    def test_a_dead_owners_job_asked_to_stop_ends_aborted_not_run_again(self, make_store: Factory) -> None:
+        first = make_store()
+        second = make_store(like=first)
+        if not second.storage.capabilities.abort_flags:
+            pytest.skip("the store does not declare abort_flags")
+        job = queued(first, None, "contract.retry")  # a retry left: it would run again if interrupted
+        taken = first.storage.take(0)
+        assert taken is not None and taken.id == job.id
+        assert second.storage.request_abort(job.id, "aborted by a test at noon") is True
+        storage: Any = second.storage
+        if not callable(getattr(storage, "recover", None)) or not hasattr(storage, "_owner_alive"):
+            pytest.skip("the store takes over a dead owner's jobs its own way (not DurableStorage.recover())")
+        storage._owner_alive = lambda owner: False  # its process died before it read the request
+        assert storage.recover() == 1
+        found = storage.get(job.id)
+        assert found is not None and found.status == "aborted" and found.error == "aborted by a test at noon"
+        assert storage.take(0) is None  # not run again
+        assert storage.counts()["aborted"] == 1
 
     def test_a_result_is_what_a_json_round_trip_gives_on_every_object(
         self, make_store: Factory, contract_mq: MemQueue
