@@ -508,3 +508,34 @@ def test_a_consumer_in_the_enqueuing_process_is_woken_at_once(mq: MemQueue, make
     with app.app_context():
         assert mq.enqueue(echo, 1).wait(TIMEOUT) == 1  # the consumer runs, then idles
         assert mq.enqueue(echo, 2).wait(TIMEOUT) == 2
+
+
+def test_switching_a_new_journal_to_wal_is_tried_again_while_another_process_holds_the_lock(tmp_path: Path) -> None:
+    """SQLite may answer "database is locked" to ``PRAGMA journal_mode=WAL`` at once, without
+    its busy handler, while another process switches the same new journal: several workers
+    starting together failed. The switch is tried again; another error is raised at once."""
+    import sqlite3
+
+    from flask_memqueue.storage.sqlite import schema
+
+    real = sqlite3.connect(tmp_path / "j.db", isolation_level=None)
+
+    class Contended:
+        def __init__(self, refusals: int, message: str) -> None:
+            self.refusals, self.message, self.tries = refusals, message, 0
+
+        def execute(self, sql: str) -> sqlite3.Cursor:
+            self.tries += 1
+            if self.tries <= self.refusals:
+                raise sqlite3.OperationalError(self.message)
+            return real.execute(sql)
+
+    locked = Contended(2, "database is locked")
+    schema._set_wal(locked)  # type: ignore[arg-type]
+    assert locked.tries == 3
+    assert real.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    broken = Contended(1, "disk I/O error")
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        schema._set_wal(broken)  # type: ignore[arg-type]
+    assert broken.tries == 1
+    real.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from typing import Any
 
 from .errors import JournalError
@@ -228,12 +229,32 @@ def connect(path: str, sync: str) -> sqlite3.Connection:
     """A connection in WAL mode, autocommit (transactions are explicit), usable from any thread."""
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
+        _set_wal(conn)
         conn.execute(f"PRAGMA synchronous={sync.upper()}")
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    """``PRAGMA journal_mode=WAL``, tried again while another process holds the lock.
+
+    Switching a new journal to WAL needs an exclusive lock, and SQLite may answer
+    "database is locked" at once instead of calling the busy handler (to avoid a
+    deadlock): several workers opening one new journal at the same moment then
+    failed at start. Retried for up to ``BUSY_TIMEOUT`` seconds, as any busy lock."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    pause = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)  # another process is switching the journal: it takes milliseconds
+        pause = min(pause * 2, 0.05)
 
 
 def check_path(path: str, key: str) -> None:
