@@ -551,15 +551,7 @@ class Storage(abc.ABC):
 
 def job_matches(flt: JobFilter, job: Job) -> bool:
     """True if ``flt`` matches ``job`` (an object: its arguments as JSON text)."""
-    from ..jobfilter import args_json
-
-    searched = flt.q is not None
-    return flt.matches_values(
-        job.name, job.status.value, job.queue, job.enqueued_at,
-        args_json(list(job.args)) if searched else "",
-        args_json(job.kwargs) if searched and job.kwargs else None,
-        job.error if searched else None,
-    )
+    return flt.matches(job)
 
 
 #: A backend's factory: ``(url, options, context) -> Storage``. ``options`` merges
