@@ -1377,6 +1377,23 @@ class _RateAndConcurrencyLimits(_Harness):
         retried = storage.take(TIMEOUT)
         assert retried is not None and retried.id == failing.id
 
+    def test_a_bulk_cancel_of_jobs_held_for_a_slot_takes_them_out_of_the_wait(self, queue: AppQueue) -> None:
+        needs_limits(queue)
+        storage = queue.storage
+        holder = limited(queue, "h", concurrency=1)
+        held = limited(queue, "h", concurrency=1)
+        behind = limited(queue, "h", concurrency=1)
+        taken = storage.take(0)
+        assert taken is not None and taken.id == holder.id
+        assert storage.take(0) is None  # both wait for the one slot (a store may set them aside)
+        found = storage.get(held.id)
+        assert found is not None and storage.act_on_batch("cancel", [found]) == 1
+        storage.finish(run(queue, taken))  # the slot frees: the first job still waiting gets it
+        nxt = storage.take(TIMEOUT)
+        assert nxt is not None and nxt.id == behind.id
+        storage.finish(run(queue, nxt))
+        assert storage.take(0) is None and status_of(storage, held) == "cancelled"
+
     def test_a_rate_limit_starts_at_most_its_limit_per_window(self, queue: AppQueue) -> None:
         needs_limits(queue)
         storage = queue.storage

@@ -660,6 +660,33 @@ local function publish(done)
   if #done > 0 then redis.call('PUBLISH', DONE, table.concat(done, ' ')) end
 end
 
+-- Cancel or requeue one job (transition.lua, and per job transition_many.lua): if its status
+-- is one of `from` (comma-separated), write `state` (JSON). Returns false if it was not, else
+-- true and its queue if it now waits there (for a wake-up); a finished job's id is added to
+-- `done` (to publish) and its dependents released or cancelled.
+local function transition_one(id, from, state, done)
+  local h, body = get(id)
+  if not h or not string.find(',' .. from .. ',', ',' .. h.s .. ',', 1, true) then return false end
+  local q, p = h.q, h.p
+  if h.hd then unhold_index(id, h) end  -- held for a limit: out of the held indexes
+  unindex(id, h.s, q, p, h.o, false)
+  if h.s == 'deferred' then  -- its links are of no use any more
+    redis.call('HDEL', P .. ':wt', id)
+    redis.call('DEL', P .. ':lr:' .. id)
+  end
+  write_state(h, state)
+  if h.s == 'queued' then
+    h.i = tostring(redis.call('INCR', P .. ':seq'))  -- queued again: a new place, at the end of the line
+  end
+  put(id, h, body)
+  index(id, h.s, q, p, h.i, h.eta, h.fa, h.o, false)
+  if FINISHED[h.s] then
+    done[#done + 1] = id
+    released(id, h, body, done)
+  end
+  return true, (h.s == 'queued' or h.s == 'scheduled') and q or nil
+end
+
 -- Put a job claimed ahead back at the claiming end of its queue, its attempt not counted.
 local function put_back(id, h, body, owner)
   unindex(id, 'running', h.q, h.p, owner, false)
