@@ -37,7 +37,6 @@ never recorded; the other coroutines on its loop go on.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import threading
@@ -47,6 +46,8 @@ from typing import TYPE_CHECKING, Any
 from .exceptions import TimeLimitExceeded
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .job import Job
 
 logger = logging.getLogger("flask_memqueue")
@@ -76,6 +77,7 @@ def own_loop() -> None:
 
 def thread_loop() -> asyncio.AbstractEventLoop:
     """The calling thread's own loop (made now if it has none): :func:`own_loop` threads only."""
+    import asyncio  # here, not at the top: an app without async tasks never loads asyncio
     loop = _local.loop
     if loop is None or loop.is_closed():
         loop = _local.loop = asyncio.new_event_loop()
@@ -93,6 +95,8 @@ def close_loop() -> None:
     loop, _local.loop, _local.owned = _local.loop, None, False
     if loop is None or loop.is_closed():
         return
+    import asyncio  # a loop was made: asyncio is loaded
+
     try:
         pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
         for task in pending:
@@ -137,6 +141,8 @@ async def limited(coro: Coroutine[Any, Any, Any], seconds: float, job: Job[Any])
     it is abandoned, the attempt fails now, once, and what it does later is
     only logged.
     """
+    import asyncio
+
     inner = asyncio.ensure_future(coro)
     try:
         done, _ = await asyncio.wait({inner}, timeout=seconds)
@@ -169,6 +175,8 @@ def _forget_abandoned(task: asyncio.Task[Any]) -> None:
 
 def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
     """Run ``coro`` to its end from synchronous code, on the right loop (see the module's text)."""
+    import asyncio
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -181,6 +189,8 @@ def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 def _in_helper_thread(coro: Coroutine[Any, Any, Any]) -> Any:
+    import asyncio
+
     context = contextvars.copy_context()
     box: dict[str, Any] = {}
 

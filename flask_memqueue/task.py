@@ -15,7 +15,6 @@ hot path, which uses the task's own).
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import datetime as _dt
 import functools
@@ -392,6 +391,8 @@ async def run_off_loop(mq: Enqueuer, enqueue: Callable[..., Job[Any]], *args: An
     """
     if not mq.blocks_on_io():
         return enqueue(*args, **kwargs)
+    import asyncio  # not at the top: an app without async code never loads asyncio
+
     context = contextvars.copy_context()
     return await asyncio.get_running_loop().run_in_executor(
         None, functools.partial(context.run, enqueue, *args, **kwargs)

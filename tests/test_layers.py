@@ -70,3 +70,27 @@ def test_the_import_contracts_are_kept() -> None:
     result = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "6 kept, 0 broken" in result.stdout
+
+
+def test_a_plain_app_loads_neither_asyncio_nor_subprocess() -> None:
+    """asyncio (about 2,200 objects that every full garbage collection walks, ~9 ms to
+    import), subprocess and runpy load with the features that need them (an ``async def``
+    task, an isolated one), not with the extension: an app of plain tasks on the memory
+    store, enqueueing and running a job, never imports them."""
+    script = (
+        "import sys, flask\n"
+        "from flask_memqueue import MemQueue\n"
+        "app = flask.Flask('plain'); app.config['MEMQUEUE_URL_PREFIX'] = None\n"
+        "mq = MemQueue(app)\n"
+        "@mq.task\n"
+        "def add(a, b): return a + b\n"
+        "with app.app_context():\n"
+        "    job = add.delay(1, 2)\n"
+        "    assert job.wait(timeout=10) == 3\n"
+        "mq.shutdown()\n"
+        "print(sorted(m for m in ('asyncio', 'subprocess', 'runpy', 'concurrent.futures') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -34,7 +34,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import runpy
 import sys
 from dataclasses import asdict, dataclass
 from types import FrameType
@@ -175,6 +174,8 @@ def load_app(ref: AppRef) -> Flask:
 
             return ScriptInfo(app_import_path=ref.flask_app).load_app()
         if ref.path:
+            import runpy  # rarely: a script path as the app's home
+
             namespace = runpy.run_path(ref.path, run_name="__mp_main__")
             sys.modules.setdefault("__mp_main__", _as_module("__mp_main__", namespace))
         else:

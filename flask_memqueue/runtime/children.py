@@ -39,7 +39,6 @@ import logging
 import os
 import select
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -74,6 +73,8 @@ class ChildProcess:
     """One child process and its two pipes (the parent's ends)."""
 
     def __init__(self, ref: AppRef, config: Config) -> None:
+        import subprocess  # here: a process without isolated tasks never loads it
+
         req_r, req_w = os.pipe()
         ctl_r, ctl_w = os.pipe()
         ans_r, ans_w = os.pipe()
@@ -145,6 +146,8 @@ class ChildProcess:
 
     def exit_reason(self) -> str:
         """How the child ended, once it has: ``killed by signal SIGSEGV (Segmentation fault)``."""
+        import subprocess
+
         try:
             code = self.proc.wait(timeout=5.0)
         except subprocess.TimeoutExpired:
@@ -160,6 +163,8 @@ class ChildProcess:
 
     def terminate(self, grace: float) -> None:
         """SIGTERM to the child's process group, SIGKILL after ``grace`` seconds if it still runs."""
+        import subprocess
+
         self.reusable = False
         self._signal(signal.SIGTERM)
         try:
@@ -181,6 +186,8 @@ class ChildProcess:
 
     def stop(self) -> None:
         """Close the request pipe (the child exits); kill it if it does not within :data:`STOP_TIMEOUT`."""
+        import subprocess
+
         self.reusable = False
         self.close()
         try:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from ..consumer import Consumer
 from ..options import DEFAULT_QUEUE
-from .aioconsumer import AsyncConsumer
 from .guard import start_guarded
 
 if TYPE_CHECKING:
@@ -74,6 +73,8 @@ class ConsumerPools:
         jobs at once on its event loop where ``async_concurrency`` says so."""
         concurrency = self.config.async_concurrency.get(name, 1)
         if concurrency > 1:
+            from .aioconsumer import AsyncConsumer  # asyncio, loaded by the queues that run coroutines only
+
             return AsyncConsumer(self, name, index, concurrency)
         return Consumer(self, name, index)
 
