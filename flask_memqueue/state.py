@@ -375,7 +375,7 @@ def _after_fork_in_child() -> None:
         try:
             queue._after_fork_in_child()
         except Exception as exc:
-            queue.supervisor.closed = True
+            queue.supervisor.close()
             queue.pools.start_error = f"{type(exc).__name__}: {exc}"
             logger.error("forked child %d: the queue of %r is closed: %s", os.getpid(), queue.app.name, exc)
 

@@ -97,10 +97,14 @@ class Producer:
         :raises TypeError: the task's function could not take these arguments.
         """
         supervisor = self.supervisor
-        if supervisor.closed:
-            raise QueueClosed(f"the queue of app {self.app.name!r} was shut down; it takes no more jobs")
-        if not self._config_checked:
-            self.warn_config_changed()
+        # The common case in one test: the consumers run (so the queue is open and not in
+        # eager mode: Supervisor.alive says so) and the first enqueue checked the config.
+        settled = supervisor.alive and self._config_checked
+        if not settled:
+            if supervisor.closed:
+                raise QueueClosed(f"the queue of app {self.app.name!r} was shut down; it takes no more jobs")
+            if not self._config_checked:
+                self.warn_config_changed()
         if options is not None and options is not task.job_options:
             return self.enqueue_with(task, args, kwargs, options)
         # new_job(), inlined: a call without options shares its task's JobOptions.
@@ -123,12 +127,12 @@ class Producer:
         job.options = options
         if self.hooks.enqueue:
             self.hooks.enqueued(self.app, job)
-        if self.config.eager:
+        if not settled and self.config.eager:
             return self.run_eagerly(job)
         self.store.storage.put(job)
         if job_enqueued.receivers:
             job_enqueued.send(self.app, job=job)
-        if not supervisor.alive:
+        if not settled and not supervisor.alive:  # (a consumer that died since is replaced by its exit)
             supervisor.ensure()
         return job
 

@@ -44,7 +44,7 @@ def shutdown(rooms: Rooms, wait: bool = True, timeout: float | None = None) -> b
     """
     if wait:
         rooms.pools.refuse_self_wait("shutdown(wait=True)")
-    rooms.supervisor.closed = True
+    rooms.supervisor.close()
     deadline = _Deadline(timeout)
     rooms.scheduling.stop(wait, deadline.left())
     storage = rooms.store.storage

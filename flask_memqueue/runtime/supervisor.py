@@ -41,8 +41,10 @@ class Supervisor:
         self.transport = transport
         #: True while every thread that should run here is alive: one attribute read
         #: on every enqueue and request (a dead thread is replaced by the next of them).
+        #: Never True while :attr:`closed` or in eager mode: the enqueue's hot path reads
+        #: this one flag for all three.
         self.alive = False
-        #: Set by shutdown; enqueue raises QueueClosed after it.
+        #: Set by :meth:`close`; enqueue raises QueueClosed after it.
         self.closed = False
         #: The watchdog of time limits and aborts (set by the front), told when the consumers start.
         self.limits: Watchdog | None = None
@@ -81,12 +83,19 @@ class Supervisor:
                     logger.error("cannot start a consumer thread of %r: %s", self.app.name, pools.start_error)
                 return False
             # The one flag read per request and enqueue also covers the scheduler:
-            # while it should run and does not, the next request starts it.
-            self.alive = scheduled
+            # while it should run and does not, the next request starts it. A draining
+            # shutdown starts the consumers, closed: the flag stays down.
+            self.alive = scheduled and not self.closed
         self._declare()
         if self.limits is not None:
             self.limits.started()
         return True
+
+    def close(self) -> None:
+        """Take no more jobs: :meth:`enqueue <flask_memqueue.runtime.producer.Producer.enqueue>`
+        raises QueueClosed from now on (both flags: its hot path reads :attr:`alive` alone)."""
+        self.closed = True
+        self.alive = False
 
     def _declare(self) -> None:
         """With a store other processes share: tell it which queues this process consumes."""
