@@ -3,6 +3,7 @@
 
     python benchmarks/hotpath.py                     # CPU time: µs per enqueue and per drained job
     python benchmarks/hotpath.py --instructions      # the same under valgrind: instructions (deterministic)
+    python benchmarks/hotpath.py --misses            # memory traffic: L1 data cache misses (cachegrind)
     python benchmarks/hotpath.py --contender raw_flask
     python benchmarks/hotpath.py --ref e959e79       # the package of a git ref (the last release)
     python benchmarks/hotpath.py --switches          # B: jobs/s and context switches, run by run
@@ -25,6 +26,13 @@ be seen:
   cancel; the same on every run of the same code. It does not see cache
   misses or memory traffic (the drain's CPU time ratio to raw_flask is worse
   than its instruction ratio), so use it for small steps and check the CPU time.
+- ``--misses``: what ``--instructions`` does not see, the same way
+  (``valgrind --tool=cachegrind --cache-sim=yes``, the same two runs): data
+  reads and writes, first-level data cache misses and last-level ones, per
+  enqueue and per drained job. A job's objects that were made long ago (a
+  queued job, a finished one dropped from ``MEMQUEUE_MAX_FINISHED``'s record)
+  are read from a farther cache: this is where a drained job costs more CPU
+  time than its instructions say.
 
 ``--switches`` runs the harness' B instead (enqueue ``--n`` jobs while the
 consumer runs, until the last one ran) and prints each run: jobs/s, the
@@ -290,17 +298,23 @@ def _instructions(args: argparse.Namespace) -> int:
         print("--instructions needs valgrind (apt-get install valgrind)", file=sys.stderr)
         return 2
 
-    def count(mode: str, n: int) -> int:
+    def run(mode: str, n: int, tool: list[str]) -> str:
         env = dict(os.environ, PYTHONHASHSEED="0")
         proc = subprocess.run(
-            [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, os.path.abspath(__file__),
+            [valgrind, *tool, sys.executable, os.path.abspath(__file__),
              "--child", mode, "--n", str(n), "--contender", args.contender],
             capture_output=True, text=True, env=env, check=False,
         )
-        found = re.search(r"refs:\s+([\d,]+)", proc.stderr)
-        if found is None:
+        if "refs:" not in proc.stderr:
             raise SystemExit(f"valgrind gave no count:\n{proc.stderr[-2000:]}")
-        return int(found.group(1).replace(",", ""))
+        return proc.stderr
+
+    def count(mode: str, n: int) -> int:
+        out = run(mode, n, ["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        return _valgrind_number(out, "I   refs" if "I   refs" in out else "refs")
+
+    if args.misses:
+        return _misses(args, run)
 
     if args.latency:
         big, small = 1200, 200
@@ -316,12 +330,39 @@ def _instructions(args: argparse.Namespace) -> int:
     return 0
 
 
+_MISS_EVENTS = (("D   refs", "data refs"), ("D1  misses", "L1d misses"), ("LLd misses", "LLd misses"))
+
+
+def _valgrind_number(out: str, name: str) -> int:
+    found = re.search(re.escape(name) + r":\s+([\d,]+)", out)
+    if found is None:
+        raise SystemExit(f"valgrind gave no {name!r}:\n{out[-2000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def _misses(args: argparse.Namespace, run: Any) -> int:
+    """--misses: data references and cache misses per enqueue and per drained job (cachegrind)."""
+    big, small = args.n, max(1, args.n // 6)
+    tool = ["--tool=cachegrind", "--cache-sim=yes", "--cachegrind-out-file=/dev/null"]
+
+    def per_job(mode: str) -> list[float]:
+        a, b = run(mode, big, tool), run(mode, small, tool)
+        return [(_valgrind_number(a, e) - _valgrind_number(b, e)) / (big - small) for e, _ in _MISS_EVENTS]
+
+    enq, both = per_job("enqueue"), per_job("both")
+    for label, values in (("per enqueue", enq), ("per drained job", [x - y for x, y in zip(both, enq, strict=True)])):
+        shown = ", ".join(f"{v:,.1f} {name}" for v, (_, name) in zip(values, _MISS_EVENTS, strict=True))
+        print(f"{_label(args)} {label}: {shown} (cachegrind, {small:,} and {big:,} jobs)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contender", default="flask_memqueue", choices=["flask_memqueue", "raw_flask"])
     parser.add_argument("--n", type=int, default=20_000, help="jobs per run")
     parser.add_argument("--reps", type=int, default=9, help="runs, each in a fresh process (CPU time)")
     parser.add_argument("--instructions", action="store_true", help="count instructions under valgrind instead")
+    parser.add_argument("--misses", action="store_true", help="data cache misses under valgrind (cachegrind)")
     parser.add_argument("--ref", help="measure this git ref's package instead of the working tree")
     parser.add_argument("--switches", action="store_true", help="B, run by run: jobs/s and context switches")
     parser.add_argument("--latency", action="store_true", help="C under valgrind: instructions per round trip")
@@ -348,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             return _switches(args)
         if args.path:
             return _path(args)
-        return _instructions(args) if args.instructions or args.latency else _cpu(args)
+        return _instructions(args) if args.instructions or args.latency or args.misses else _cpu(args)
     finally:
         if made is not None:
             baseline.remove(made)
