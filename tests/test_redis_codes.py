@@ -58,10 +58,10 @@ def test_odd_task_names_are_stored_as_codes_and_read_back_whole(
     """'#1' (a literal name that looks like a code), a name starting with '"', names with a
     newline: each is stored as a code of its own and every reading path gives the name back:
     get, a claim, a listing, a filter by task name, the running jobs of an owner."""
-    queue = make()
-    jobs = {name: new_job(queue, name, i) for i, name in enumerate(ODD)}
+    producer, queue = make(), make()  # (the same prefix: the second reads what Redis holds)
+    jobs = {name: new_job(producer, name, i) for i, name in enumerate(ODD)}
     for job in jobs.values():
-        queue.storage.put(job)
+        producer.storage.put(job)
     with redis_server.client() as c:
         texts = raw_texts(c)
         codes = c.hgetall(f"{PREFIX}:tc")
@@ -71,7 +71,7 @@ def test_odd_task_names_are_stored_as_codes_and_read_back_whole(
         assert task_line in codes, (job.task, task_line)  # a code, not the name
     for name, job in jobs.items():
         got = queue.storage.get(job.id)
-        assert got is not None and got.task.name == name
+        assert got is not None and got is not job and got.task.name == name
     listed = {j.id: j.task.name for j in queue.storage.jobs(limit=100)}
     assert listed == {job.id: name for name, job in jobs.items()}
     for name, job in jobs.items():
@@ -87,9 +87,9 @@ def test_a_text_written_before_codes_and_stamps_still_reads(
 ) -> None:
     """A text as the release before wrote it (the name in full, enqueued_at as repr) is read,
     listed and claimed as it was."""
-    queue = make()
-    job = new_job(queue, "plain.task", "old")
-    queue.storage.put(job)
+    producer, queue = make(), make()
+    job = new_job(producer, "plain.task", "old")
+    producer.storage.put(job)
     with redis_server.client() as c:
         state, _, _, args = raw_texts(c)[job.id].split("\n")
         c.hset(f"{PREFIX}:j", job.id, f"{state}\n{job.enqueued_at!r}\nplain.task\n{args}")
@@ -114,13 +114,13 @@ def test_a_stamp_is_exact_and_short(t: float) -> None:
 
 
 def test_enqueued_at_is_the_producers_float_exactly(make: Callable[..., AppQueue], odd_tasks: None) -> None:
-    queue = make()
+    producer, queue = make(), make()
     for t in (time.time(), 1700000000.1234567, 999.875):
-        job = new_job(queue, "plain.task", 1)
+        job = new_job(producer, "plain.task", 1)
         job.enqueued_at = t
-        queue.storage.put(job)
+        producer.storage.put(job)
         got = queue.storage.get(job.id)
-        assert got is not None and got.enqueued_at == t
+        assert got is not None and got is not job and got.enqueued_at == t
 
 
 def test_a_queued_jobs_text_fits_jemallocs_128_byte_block(
