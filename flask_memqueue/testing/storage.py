@@ -52,6 +52,8 @@ from ..jobfilter import JobFilter
 from ..state import AppQueue
 from ..storage import Link, Storage
 
+#: Task names that look like a code ("#1"), a JSON string, or hold a newline (the contract registers them).
+ODD_NAMES = ("#1", '"quoted', "two\nlines")
 #: Seconds any single wait in a test may take before the test fails.
 TIMEOUT = 10.0
 
@@ -90,6 +92,8 @@ class _Harness:
         def retry(value: Any = None) -> Any:
             raise ValueError("retry me")
 
+        for name in ODD_NAMES:  # names a compact store must not mistake (Redis: "#1" is its codes' form)
+            mq.task(name=name)(echo.func)
         return mq
 
     @pytest.fixture
@@ -1484,6 +1488,31 @@ class SharedStorageContract(_Harness):
         assert taken is not None and taken is not job and taken.id == job.id
         assert taken.options.traceparent == _StoredOptions.TRACEPARENT and taken.options.tracestate is None
         assert taken.options.queue == job.options.queue
+
+    def test_task_names_and_enqueue_times_come_back_exactly(self, make_store: Factory) -> None:
+        """A store may write a task name or a time compactly (Redis: a code, an 8-character
+        stamp): a name that looks like a code or a JSON string or holds a newline, and any
+        float time, come back the same to another process from get, a listing, a search by
+        task and a take."""
+        first = make_store()
+        second = make_store(like=first)
+        made = []
+        for i, (name, at) in enumerate(zip(("contract.echo", *ODD_NAMES),  # (the first name stored: "#1" on Redis)
+                                           (time.time(), 1700000000.1234567, 999.875, 2.0**31 + 0.5), strict=True)):
+            job = new_job(first, name, i)
+            job.enqueued_at = at
+            first.storage.put(job)
+            made.append(job)
+        storage = second.storage
+        expected = {(j.id, j.name, j.enqueued_at) for j in made}
+        for job in made:
+            found = storage.get(job.id)
+            assert found is not None and found is not job
+            assert (found.id, found.name, found.enqueued_at) == (job.id, job.name, job.enqueued_at)
+            assert ids(storage.find(JobFilter(task=job.name))) == [job.id]
+        assert {(j.id, j.name, j.enqueued_at) for j in storage.jobs(limit=10)} == expected
+        taken = [storage.take(0) for _ in made]
+        assert {(j.id, j.name, j.enqueued_at) for j in taken if j is not None} == expected
 
     def test_non_json_arguments_are_refused_at_enqueue(self, make_store: Factory) -> None:
         queue = make_store()

@@ -33,7 +33,8 @@ class RedisReads:
         def _run(self, name: str, args: list[Any], doing: str, *, repeat: bool = True) -> Any: ...
 
     def _load(self, job_id: str, visible_after: float | None) -> RedisRecord | None:
-        text = self.client.command("reading a job", "HGET", f"{self.prefix}:j", job_id)
+        # A script, not HGET: the text's task code is expanded where the table is (load.lua).
+        text = self._run("load", [job_id], "reading a job")[0]
         if not text:
             return None
         record = parse(job_id, text)
@@ -44,7 +45,9 @@ class RedisReads:
     def _load_many(self, job_ids: list[str], finished_only: bool) -> list[Record]:
         if not job_ids:
             return []
-        found = self.client.command("reading jobs", "HMGET", f"{self.prefix}:j", *job_ids)
+        found: list[Any] = []
+        for i in range(0, len(job_ids), 1000):  # (chunks, for Lua's stack)
+            found += self._run("load", job_ids[i:i + 1000], "reading jobs")
         records: list[Record] = []
         for jid, text in zip(job_ids, found, strict=False):
             if text:

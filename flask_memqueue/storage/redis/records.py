@@ -7,8 +7,18 @@ enqueuer and read only here, is ``"\\n<enqueued_at>\\n<task>\\n<args JSON>"``
 and, for a job with keyword arguments, ``"\\n<kwargs JSON>"``; a job with options
 that have no field of their own (a trace context: ``Record.options``) ends in
 ``"\\n<kwargs JSON or nothing>\\n<options JSON>"``. An enqueue sends
-the body ready-made, so the script that inserts a job encodes nothing; a claim
-decodes the state only.
+the body ready-made, so the script that inserts a job encodes nothing but the
+task's name; a claim decodes the state only.
+
+The body is kept small because a queued job costs what jemalloc's block for
+its text costs (128 bytes up to 124 of text, 160 above): ``enqueued_at`` is
+a :func:`stamp` (8 characters, exact, where ``repr`` takes 18), and the
+scripts store the task's name as a short code (``#1``, ``#2``...), a table
+in Redis beside the texts. Python never sees a code: the script that reads a
+text puts the name back in the same atomic call (``expanded`` in
+``lua/prelude.lua``), so no process holds a code that a ``FLUSHALL`` could
+make stale. For that, a name that starts with ``#`` (or ``"``, or holds a
+newline) is sent as a JSON string: a line that starts with ``#`` is a code.
 """
 
 from __future__ import annotations
@@ -49,16 +59,52 @@ def _float(text: str | None) -> float | None:
     return None if text is None else float(text)
 
 
+#: The stamp's digits: printable ASCII but ``.`` (93 characters; a float's text without
+#: ``.`` is at most 7 characters long, so a text of 8 without one is always a stamp).
+_DIGITS = "".join(chr(c) for c in range(33, 127) if c != 46)
+_VALUE = {c: i for i, c in enumerate(_DIGITS.encode())}
+_LOW, _HIGH, _ULP = 2.0**30, 2.0**31, 2.0**22  # [2^30, 2^31): every float there is 2^30 + m / 2^22
+
+
+def stamp(t: float) -> str:
+    """A time as the body holds it: exact, in 8 characters for every time from 2004 to 2038.
+
+    A float in [2^30, 2^31) is 2^30 plus a 52-bit multiple of 2^-22 (the exponent is fixed):
+    that multiple in base 93 takes 8 digits, where ``repr`` takes 17 to 18. Any other time is
+    written as ``repr``. ``unstamp(stamp(t)) == t`` for every float; ``enqueued_at`` in
+    ``lua/prelude.lua`` reads it the same way."""
+    if _LOW <= t < _HIGH:
+        m = int((t - _LOW) * _ULP)  # exact: t - 2^30 keeps t's exponent range, * 2^22 shifts it
+        out = []
+        for _ in range(8):
+            m, d = divmod(m, 93)
+            out.append(_DIGITS[d])
+        return "".join(reversed(out))
+    return repr(t)
+
+
+def unstamp(text: str) -> float:
+    """The time a :func:`stamp` (or a float's ``repr``, as an older release wrote it) holds."""
+    if len(text) == 8 and "." not in text:
+        m = 0
+        for c in text.encode():
+            m = m * 93 + _VALUE[c]
+        return _LOW + m / _ULP
+    return float(text)
+
+
 def body_of(r: Record) -> str:
-    """The body of a new job's text (from its first newline on)."""
+    """The body of a new job's text (from its first newline on). A task name with a newline,
+    or that starts with ``"`` or ``#`` (the scripts' task codes), is written as a JSON string."""
     task = r.task
-    if "\n" in task or task[:1] == '"':
+    if task[:1] in ('"', "#") or "\n" in task:
         task = _dumps(task)
+    at = stamp(r.enqueued_at)
     if r.options is not None:  # JSON has no raw newline: the parts stay apart
-        return f"\n{r.enqueued_at!r}\n{task}\n{r.args}\n{r.kwargs or ''}\n{r.options}"
+        return f"\n{at}\n{task}\n{r.args}\n{r.kwargs or ''}\n{r.options}"
     if r.kwargs is None:
-        return f"\n{r.enqueued_at!r}\n{task}\n{r.args}"
-    return f"\n{r.enqueued_at!r}\n{task}\n{r.args}\n{r.kwargs}"
+        return f"\n{at}\n{task}\n{r.args}"
+    return f"\n{at}\n{task}\n{r.args}\n{r.kwargs}"
 
 
 def state_of(r: Record, progress: tuple[float | None, str | None] | None = None, *, whole: bool = False) -> str:
@@ -101,7 +147,7 @@ def parse(jid: str, text: str) -> RedisRecord:
     get = h.get
     return RedisRecord(
         id=jid, task=task, args=parts[3], kwargs=(parts[4] or None) if len(parts) > 4 else None,
-        status=get("s", "queued"), attempts=int(get("n", 0)), enqueued_at=float(parts[1]),
+        status=get("s", "queued"), attempts=int(get("n", 0)), enqueued_at=unstamp(parts[1]),
         eta=_float(get("eta")), started_at=_float(get("sa")), finished_at=_float(get("fa")), result=get("r"),
         error=get("er"), traceback=get("tb"), owner=get("o"), progress=_float(get("pg")), message=get("pm"),
         queue=get("q", "default"), priority=int(get("p", 0)), unique_key=get("uk"), tick=_float(get("tk")),
@@ -111,4 +157,4 @@ def parse(jid: str, text: str) -> RedisRecord:
     )
 
 
-__all__ = ["RedisRecord", "body_of", "from_reply", "new_args", "parse", "state_of", "tag"]
+__all__ = ["RedisRecord", "body_of", "from_reply", "new_args", "parse", "stamp", "state_of", "tag", "unstamp"]

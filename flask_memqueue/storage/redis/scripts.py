@@ -28,7 +28,7 @@ NAMES = (
     "insert", "claim", "save", "transition", "take_over", "list", "count", "busy", "next_eta", "owners",
     "running_of", "prune", "purge", "remove_waiting", "queue_counts", "renew", "progress", "insert_unique",
     "claim_tick", "abort", "aborts", "insert_all", "delete_finished", "workflow", "transition_many",
-    "limits",
+    "limits", "load",
 )
 #: The calls that write: with ``wait_replicas``, each is followed by ``WAIT`` in the same round trip.
 WRITES = frozenset({"insert", "insert_unique", "claim_tick", "claim", "save", "transition", "take_over",

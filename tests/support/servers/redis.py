@@ -172,7 +172,12 @@ def stored_jobs(client: Any, prefix: str) -> list[Any]:
     with a client of the test's own: what a process test checks after the fact."""
     from flask_memqueue.storage.redis.records import parse
 
-    return [parse(jid, text) for jid, text in client.hgetall(f"{prefix}:j").items()]
+    names = client.hgetall(f"{prefix}:tc")  # a task's code -> its name (see lua/prelude.lua)
+    jobs = []
+    for jid, text in client.hgetall(f"{prefix}:j").items():
+        state, at, task, rest = text.split("\n", 3)
+        jobs.append(parse(jid, "\n".join((state, at, names.get(task, task), rest))))
+    return jobs
 
 
 class SentinelDeployment:

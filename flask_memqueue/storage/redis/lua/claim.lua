@@ -79,7 +79,7 @@ if repeated then
     if h and h.ct == token then
       h.n, h.s, h.o, h.sa, h.ct, h.pf = tostring(tonumber(h.n) - 1), 'queued', nil, nil, nil, nil
       out[#out + 1] = id
-      out[#out + 1] = text(h, body)
+      out[#out + 1] = expanded(text(h, body))
     end
   end
 end
@@ -129,7 +129,7 @@ if want > 0 and not (repeated and #out > 0) then
             q_first = true
           else
             local h, body = get(line[j])
-            local qt = h and tonumber(h.eta or string.match(body, '^\n([^\n]*)') or '0') or 0
+            local qt = h and (tonumber(h.eta) or enqueued_at(body)) or 0
             q_first = qt <= cand[i][2]
           end
         end
@@ -179,7 +179,7 @@ if #ids > 0 then
       zs[#zs + 1] = id
       held[#held + 1] = id
       out[#out + 1] = id
-      out[#out + 1] = v
+      out[#out + 1] = expanded(v)
     end
   end
   if #hs > 0 then

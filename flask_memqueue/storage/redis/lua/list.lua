@@ -30,5 +30,5 @@ for _, st in ipairs({'scheduled', 'deferred', 'running', 'succeeded', 'failed', 
 end
 table.sort(found, function(x, y) return x[1] > y[1] end)
 local out = {}
-for i = offset + 1, math.min(#found, want) do out[#out + 1] = {found[i][2], found[i][3]} end
+for i = offset + 1, math.min(#found, want) do out[#out + 1] = {found[i][2], expanded(found[i][3])} end
 return out

@@ -43,13 +43,19 @@
 -- ``P:lt:<queue>``           zset: the jobs held for a rate window, by when that window ends
 -- ``P:rw``                   hash: rate key -> "<window end> <starts in it> <limit> <period>"
 -- ``P:lw``                   hash: "c|<key>" / "r|<key>" -> how many jobs are held for it
+-- ``P:tn`` / ``P:tc``        hash: task name -> its code ("#1", "#2"...) / code -> name (see coded())
 -- ========================  ====================================================================
 --
 -- A job's text is its *state*, a newline, and its *body*. The body never changes once the
--- job is inserted and only Python reads it: "\n<enqueued_at>\n<task>\n<args JSON>", then
+-- job is inserted, and Python decodes it (the scripts read only its first lines): "\n<enqueued_at>\n<task>\n<args JSON>", then
 -- "\n<kwargs JSON>" if it has keyword arguments, and "\n<kwargs JSON or nothing>\n<options
 -- JSON>" if it has options without a field of their own (a trace context) (a task name with
--- a newline, or that starts with '"', is written as a JSON string). The state is what the scripts read and change:
+-- a newline, or that starts with '"' or '#', is written as a JSON string). Stored, <task> is
+-- the name's code ('#' and base 36, P:tn/P:tc: coded() writes it, expanded() gives every
+-- text a call returns its name back) and <enqueued_at> a stamp (records.py: 8 characters,
+-- exact; enqueued_at() reads it): a text written before either (the name, a float's repr)
+-- reads as it is. The harness' job with a 100-character argument is 123 bytes of text
+-- (jemalloc's 128-byte block) instead of 144 (160). The state is what the scripts read and change:
 -- for a plain queued job (default queue, priority 0, never run) just its insertion number
 -- ``i``; otherwise a JSON object of text fields: ``i``, ``s`` status ('queued' when
 -- absent), ``q`` queue ('default'), ``p`` priority ('0'), ``n`` attempts ('0'), ``uk``
@@ -66,11 +72,86 @@
 -- Every value is text, so numbers keep their exact digits through cjson. A queued job
 -- costs one hash entry and one list entry; an enqueue encodes nothing here (Python made
 -- the body), and a claim decodes only the state.
-local KEYS, ARGV, P, J, CNT, FIN, OWNERS, QUEUES, DONE
+local KEYS, ARGV, P, J, CNT, FIN, OWNERS, QUEUES, DONE, TN, TC, CODE, NAME
 -- Every call starts here: the keys and arguments it got, the key names of its prefix.
 local function bind(keys, args)
   KEYS, ARGV, P = keys, args, keys[1]
   J, CNT, FIN, OWNERS, QUEUES, DONE = P .. ':j', P .. ':c', P .. ':fin', P .. ':o', P .. ':qs', P .. ':done'
+  TN, TC = P .. ':tn', P .. ':tc'
+  CODE, NAME = {}, {}  -- this call's lookups of the task name table (never kept across calls)
+end
+
+-- Task names as codes. A body holds its task's code ('#' and a base-36 number) where Python
+-- wrote the name: ``P:tn`` maps the name (the line as Python wrote it) to its code, ``P:tc``
+-- the code back, both written by the call that inserts the first job of the task, and both
+-- read only here, by the call that writes or reads the text: the table and the texts change
+-- together, atomically, so a code never reads as another task's name (not even after a
+-- FLUSHALL under running processes: a process keeps no code). Python never sees a code: every
+-- text a call hands it goes through expanded(). A name that starts with '#' reaches here as
+-- a JSON string (records.py), so a line that starts with '#' is always a code.
+local B36 = '0123456789abcdefghijklmnopqrstuvwxyz'
+local function code_for(name)
+  local c = CODE[name]
+  if c then return c end
+  c = redis.call('HGET', TN, name)
+  if not c then
+    local n = redis.call('HLEN', TC)
+    repeat  -- the next number (HSETNX: never a code already given, whatever was deleted)
+      n = n + 1
+      local k, digits = n, ''
+      while k > 0 do
+        local d = k % 36
+        digits = string.sub(B36, d + 1, d + 1) .. digits
+        k = (k - d) / 36
+      end
+      c = '#' .. digits
+    until redis.call('HSETNX', TC, c, name) == 1
+    redis.call('HSET', TN, name, c)
+  end
+  CODE[name], NAME[c] = c, name
+  return c
+end
+
+local function name_for(c)
+  local name = NAME[c]
+  if name == nil then
+    name = redis.call('HGET', TC, c) or c  -- (no entry: only if someone deleted P:tc; Python names it)
+    NAME[c] = name
+  end
+  return name
+end
+
+-- A new body from Python (the task's name in full) as it is stored: the name's code in its place.
+local function coded(body)
+  local s = string.find(body, '\n', 2, true)
+  local e = string.find(body, '\n', s + 1, true)
+  return string.sub(body, 1, s) .. code_for(string.sub(body, s + 1, e - 1)) .. string.sub(body, e)
+end
+
+-- A stored text (state, then body) as Python reads it: the task's name in place of its code.
+-- A text written before codes (the name in full) is left as it is.
+local function expanded(v)
+  if not v then return v end
+  local s = string.find(v, '\n', string.find(v, '\n', 1, true) + 1, true)
+  if string.byte(v, s + 1) ~= 35 then return v end
+  local e = string.find(v, '\n', s + 1, true)
+  return string.sub(v, 1, s) .. name_for(string.sub(v, s + 1, e - 1)) .. string.sub(v, e)
+end
+
+-- enqueued_at, the body's first line, as a number: 8 characters (records.py's stamp) or a
+-- float's text (a time outside 2004-2038, or a text written before stamps).
+local function enqueued_at(body)
+  local e = string.match(body, '^\n([^\n]*)')
+  if #e == 8 and not string.find(e, '.', 1, true) then
+    local m = 0
+    for k = 1, 8 do
+      local c = string.byte(e, k)
+      if c > 46 then c = c - 1 end
+      m = m * 93 + c - 33
+    end
+    return 1073741824 + m / 4194304
+  end
+  return tonumber(e) or 0
 end
 local FINISHED = {succeeded = true, failed = true, cancelled = true, aborted = true}
 local STATE = {'s', 'n', 'eta', 'sa', 'fa', 'r', 'er', 'tb', 'o', 'pg', 'pm'}
@@ -374,14 +455,14 @@ local function claim_one(id, h, body, owner, now, token, ahead)
   index(id, 'running', q, p, h.i, false, false, owner, false)
 end
 
--- Hand a just-queued job (id, state h, body; indexed nowhere yet) to an idle consumer of
+-- Hand a just-queued job (id, state h, body; raw: its body from Python; indexed nowhere yet) to an idle consumer of
 -- its queue if one listens and nothing else is due there: claimed for it here, pushed to
 -- its list with the text it had before the claim. True if handed.
-local function hand_off(id, h, body, now)
+local function hand_off(id, h, body, raw, now)
   local m = idle_pop(h.q)
   if not m then return false end
   local owner, _, lease = string.match(m, '^(.*)|([^|]*)|([^|]*)$')
-  local before = text(h, body)
+  local before = text(h, raw)  -- (the consumer reads it as it comes: the task's name in full)
   -- (its lease: set by the claim that registered it, a moment ago)
   claim_one(id, h, body, owner, now, 'h', true)
   local w = wk(m)
@@ -394,14 +475,15 @@ end
 -- unique key and tick (false: none). A queued job goes straight to an idle consumer when
 -- one waits and nothing is due before it. Returns its state, or false if the store holds
 -- the id already (a call repeated after a lost reply).
-local function add(id, st, eta, q, p, body, now, uk, tk)
+local function add(id, st, eta, q, p, raw, now, uk, tk)
+  local body = coded(raw)
   local seq = tostring(redis.call('INCR', P .. ':seq'))
   local h = {i = seq, s = st, q = q, p = p, n = '0', uk = uk or nil, tk = tk or nil}
   if eta ~= '' then h.eta = eta end
   local limited = st == 'queued' and limits_of(body)
   if st == 'queued' and not limited and redis.call('ZCARD', ik(q)) > 0 and nothing_due(q, now) then
     if redis.call('HEXISTS', J, id) == 1 then return false end
-    if hand_off(id, h, body, now) then return h end
+    if hand_off(id, h, body, raw, now) then return h end
   end
   local v
   if st == 'queued' and q == 'default' and p == '0' and not uk and not tk then
@@ -460,6 +542,7 @@ end
 -- Workflows. The task name in a job's body.
 local function task_of(body)
   local t = string.match(body, '^\n[^\n]*\n([^\n]*)')
+  if string.byte(t, 1) == 35 then t = name_for(t) end
   if string.byte(t, 1) == 34 then t = cjson.decode(t) end
   return t
 end
@@ -568,6 +651,7 @@ local function settle(owner, b, done)
   if not h then
     body = ARGV[b + 2]
     if body == '' then return 'gone' end
+    body = coded(body)
     local seq = tostring(redis.call('INCR', P .. ':seq'))
     local q, p = ARGV[b + 3], ARGV[b + 4]
     h = write_state({i = seq, q = q, p = p}, ARGV[b + 1])
@@ -727,5 +811,5 @@ end
 
 -- A record for Python: {id, its text}.
 local function rec(id)
-  return {id, redis.call('HGET', J, id)}
+  return {id, expanded(redis.call('HGET', J, id))}
 end

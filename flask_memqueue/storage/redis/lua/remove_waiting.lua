@@ -8,7 +8,7 @@ for _, q in ipairs(redis.call('SMEMBERS', QUEUES)) do
       local v = redis.call('HGET', J, id)
       if v then
         local h = parse(v)
-        found[#found + 1] = {tonumber(h.i), {id, v}}
+        found[#found + 1] = {tonumber(h.i), {id, expanded(v)}}
         if h.s == 'scheduled' then redis.call('ZREM', xk('scheduled'), id) end
         if h.uk and redis.call('HGET', P .. ':uk', h.uk) == id then redis.call('HDEL', P .. ':uk', h.uk) end
         count(h.s, q, -1)
@@ -26,7 +26,7 @@ for _, id in ipairs(redis.call('ZRANGE', xk('deferred'), 0, -1)) do
   if v then
     local h = parse(v)
     if h.s == 'deferred' then
-      found[#found + 1] = {tonumber(h.i), {id, v}}
+      found[#found + 1] = {tonumber(h.i), {id, expanded(v)}}
       if h.uk and redis.call('HGET', P .. ':uk', h.uk) == id then redis.call('HDEL', P .. ':uk', h.uk) end
       count('deferred', h.q, -1)
       redis.call('HDEL', J, id)

@@ -65,7 +65,7 @@ for i = 0, n - 1 do
     if type(o.group) == 'string' then h.gp = o.group end
   end
   if parents[id] then h.dp = '1' end
-  if redis.call('HSETNX', J, id, text(h, body)) == 1 then
+  if redis.call('HSETNX', J, id, text(h, coded(body))) == 1 then
     index(id, st, q, p, seq, h.eta, false, false, false)
     redis.call('SADD', QUEUES, q)
     if st ~= 'deferred' then wake(q, 1) end
