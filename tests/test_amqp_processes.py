@@ -120,7 +120,14 @@ def test_flask_run_debug_consumes_in_the_serving_child_only(rabbitmq: Broker, en
         child = int(r.headers["X-Pid"])
         assert child != server.pid and parent_pid(child) == server.pid
         wait_until(lambda: consumers_of(rabbitmq, qname) == 1, DEADLINE, lambda: server.describe())
-        info = http("GET", server.url + "/memqueue/threads", headers=AUTH).json()
+
+        def reported_connected() -> dict[str, Any] | None:
+            # the broker lists the consumer as soon as basic_consume is sent; the thread marks itself
+            # connected a moment later, after the last queue is declared: wait for the app's own report
+            body: dict[str, Any] = http("GET", server.url + "/memqueue/threads", headers=AUTH).json()
+            return body if body["amqp"]["connected"] == 1 else None
+
+        info = wait_until(reported_connected, DEADLINE, lambda: f"the consumer to say connected: {server.describe()}")
         names = {t["name"] for t in info["threads"]}
         assert "memqueue-consumer[amqp_app]:amqp-1" in names, info
         assert info["amqp"]["connected"] == 1 and rabbitmq.password not in json.dumps(info)
