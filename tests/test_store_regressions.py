@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from support.backends import STORAGE_BACKENDS, backend_params
 from support.contention import switch_often
 from support.harness import Env
-from support.waiting import TIMEOUT, Gate
+from support.waiting import TIMEOUT, Gate, wait_until
 
 from flask_memqueue import Job, JobStatus, MemQueue
 from flask_memqueue.state import AppQueue
@@ -205,6 +206,48 @@ def test_a_readers_older_row_never_rewinds_a_job_the_consumer_holds(mq: MemQueue
     store.finish(job)
     assert store.take(0) is None  # recorded as succeeded: nothing to claim again
     assert row().status == "succeeded" and runs == [1]
+
+
+# -- seen once in test_async's postgres row: get_job() answered "running" after the job's wait() returned --------
+@pytest.mark.parametrize("backend", backend_params(["sqlite", "dict", "redis", "postgres"]))
+def test_get_job_never_answers_an_older_row_than_the_object_this_process_recorded(
+    mq: MemQueue, make_app: MakeApp, tmp_path: Path, backend: str
+) -> None:
+    """``get_job`` reads the row, then looks for this process's own object. When the consumer
+    recorded the outcome in between (and forgot the object as finished), the reader built a
+    fresh Job from its older row: "running", no result, although ``job.wait()`` had returned.
+    The interleaving is forced here: the read pauses until the outcome is written."""
+    opened = threading.Event()
+
+    @mq.task(name="regress.gated")
+    def gated() -> int:
+        assert opened.wait(TIMEOUT), "the reader never let the job finish"
+        return 5
+
+    app = make_app("getapp", **STORAGE_BACKENDS[backend](tmp_path))
+    store = app.extensions["memqueue"].storage
+    reader = threading.current_thread()
+    real_load = store._load
+
+    def load_then_let_it_finish(job_id: str, visible_after: float | None) -> Any:
+        record = real_load(job_id, visible_after)
+        if threading.current_thread() is reader and not opened.is_set():
+            assert record is not None and record.status == "running"
+            opened.set()  # the job returns now; its outcome is written while this read is "in flight"
+            wait_until(lambda: job_id not in store.codec.local, TIMEOUT, "the outcome to be recorded")
+        return record
+
+    with app.app_context():
+        job = gated.delay()
+        wait_until(lambda: job.status is JobStatus.RUNNING, TIMEOUT, "the job to start")
+        store._load = load_then_let_it_finish
+        try:
+            found = mq.get_job(job.id)
+        finally:
+            del store._load
+        assert opened.is_set()
+        assert found is not None and found.status is JobStatus.SUCCEEDED and found.result == 5, found
+        assert job.wait(TIMEOUT) == 5 and mq.join(TIMEOUT)
 
 
 def test_shutdown_says_which_job_was_still_running_when_its_time_was_up(

@@ -600,10 +600,11 @@ class DurableStorage(_DurableWorkflows, _Steering, Storage, _FormerNames):
                 self.codec.restore_unless_ahead(job, record)
 
     def get(self, job_id: str) -> Job | None:
+        known = self.codec.local.get(job_id)  # before the read: its outcome may be written meanwhile
         record = self._guard("reading", self._load, job_id, self._visible())
         if record is None:
             return None
-        return self.job_of(record)  # this process's own object, if it has one (it holds progress)
+        return known if self.codec.outran(known, record) else self.job_of(record)  # (job_of: ours if any)
 
     # -- listings ---------------------------------------------------------------------------
     def jobs(

@@ -244,6 +244,20 @@ class Codec:
             return
         restore(job, record)
 
+    def outran(self, known: Job | None, record: Record) -> bool:
+        """Whether ``known``, this process's object for a job looked up *before* its record
+        was read, is newer than that record: it finished, and was recorded and forgotten
+        as local while the read was in flight (the record, older, says "running").
+
+        A reader that built a Job from such a record answered "running", with no result,
+        after the job's :meth:`~flask_memqueue.job.Job.wait` had returned. The same rule as
+        :meth:`restore_unless_ahead`: a finished object only takes a finished record.
+        """
+        if known is None or not known.finished or record.status in FINISHED:
+            return False
+        with self.lock:
+            return self.local.get(record.id) is None  # still local: job_of answers with it anyway
+
     def stale_local(self, candidates: list[str], enqueued_before: float) -> list[str]:
         """Among ``candidates``, the local jobs not running here and enqueued before the time given."""
         with self.lock:
