@@ -69,10 +69,8 @@ class Tasks:
 
 
 def store_config(backend: str, tmp_path: Path) -> dict[str, Any]:
-    """The config of ``backend`` in a folder of this test's own: the shared servers' stores
-    (support/backends.py) are kept apart per test by the folder's parent, so a store made
-    on ``tmp_path`` itself would share one PostgreSQL schema (one redis-server flush) with
-    every other test doing so, and see their jobs."""
+    """The config of ``backend`` in a folder of this test's own (the shared servers' stores
+    are kept apart per test by support/backends.py)."""
     folder = tmp_path / "store"
     folder.mkdir(exist_ok=True)
     return STORAGE_BACKENDS[backend](folder)

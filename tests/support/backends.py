@@ -52,7 +52,15 @@ def _dict_store(tmp_path: Path) -> str:
     return f"{SCHEME}:///{tmp_path}"
 
 
-_REDIS_TESTS: set[Path] = set()
+def _test_key(tmp_path: Path) -> str:
+    """What keeps the shared servers' stores of one test apart from every other test's: the
+    running test's node id. (It was the folder's parent: a store made on ``tmp_path`` itself
+    then shared one PostgreSQL schema, or one redis-server flush, with every other test
+    doing so, and saw their jobs.) Outside a test (a benchmark), the folder's parent."""
+    return markers.current_test() or str(tmp_path.parent)
+
+
+_REDIS_TESTS: set[str] = set()
 
 
 def _redis_store(tmp_path: Path) -> str:
@@ -61,13 +69,14 @@ def _redis_store(tmp_path: Path) -> str:
     from support.servers.redis import shared_redis
 
     server = shared_redis()  # skips (or, under CI, fails) without redis-server
-    if tmp_path.parent not in _REDIS_TESTS:
-        _REDIS_TESTS.add(tmp_path.parent)
+    key = _test_key(tmp_path)
+    if key not in _REDIS_TESTS:
+        _REDIS_TESTS.add(key)
         server.flush()
     return server.url()
 
 
-_CLUSTER_TESTS: set[Path] = set()
+_CLUSTER_TESTS: set[str] = set()
 
 
 def _redis_cluster_store(tmp_path: Path) -> str:
@@ -77,13 +86,14 @@ def _redis_cluster_store(tmp_path: Path) -> str:
     from support.servers.redis import shared_redis_cluster
 
     cluster = shared_redis_cluster()  # skips (or, under CI, fails) without redis-server
-    if tmp_path.parent not in _CLUSTER_TESTS:
-        _CLUSTER_TESTS.add(tmp_path.parent)
+    key = _test_key(tmp_path)
+    if key not in _CLUSTER_TESTS:
+        _CLUSTER_TESTS.add(key)
         cluster.flush()
     return cluster.url()
 
 
-_POSTGRES_SCHEMAS: dict[Path, str] = {}
+_POSTGRES_SCHEMAS: dict[str, str] = {}
 
 
 def _postgres_store(tmp_path: Path) -> str:
@@ -93,5 +103,5 @@ def _postgres_store(tmp_path: Path) -> str:
     from support.servers.postgres import fresh_schema, shared_postgres
 
     server = shared_postgres()  # skips (or, under CI, fails) without PostgreSQL
-    schema = _POSTGRES_SCHEMAS.setdefault(tmp_path.parent, fresh_schema())
+    schema = _POSTGRES_SCHEMAS.setdefault(_test_key(tmp_path), fresh_schema())
     return str(server.url(schema=schema))

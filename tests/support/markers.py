@@ -55,6 +55,12 @@ def set_current(item: pytest.Item | None) -> None:
     _current = item
 
 
+def current_test() -> str | None:
+    """The node id of the test running now (setup, call and teardown), or None outside a test."""
+    item = _current
+    return None if item is None else item.nodeid
+
+
 def require(marker: str, what: str) -> None:
     """Fail the running test if it does ``what`` without carrying ``marker``.
 
