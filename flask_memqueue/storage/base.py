@@ -343,7 +343,9 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def drop_waiting(self) -> list[Job]:
         """Remove every waiting job of this process and return them (shutdown of a store
-        whose jobs do not outlive the process)."""
+        whose jobs do not outlive the process): queued, scheduled and deferred, and also
+        those a store with ``capabilities.limits`` set aside for a concurrency slot or a
+        rate window, out of every count (none runs later when its slot or window comes)."""
 
     def request_abort(self, job_id: str, reason: str) -> bool:
         """Record that the running job ``job_id`` is asked to stop (``reason``: who asked,

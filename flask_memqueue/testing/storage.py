@@ -1419,6 +1419,33 @@ class _RateAndConcurrencyLimits(_Harness):
         assert storage.take(0) is None  # finished jobs do not give a window back
         assert storage.cancel(jobs[2]) is True
 
+    def test_drop_waiting_drops_the_jobs_held_for_a_limit_and_their_counts(self, queue: AppQueue) -> None:
+        """A purge (:meth:`drop_waiting`, what a shutdown that does not wait does) drops every
+        waiting job, also one a store set aside for a concurrency slot or a rate window: none
+        is left to run later, and no count still shows it."""
+        needs_limits(queue)
+        storage = queue.storage
+        holder = limited(queue, "d", concurrency=1)
+        held = limited(queue, "d", concurrency=1)
+        rated = [limited(queue, "dm", rate=(1, 3600.0)) for _ in range(2)]
+        plain = queued(queue, "plain")
+        taken: list[Job] = []
+        while (job := storage.take(0)) is not None:
+            taken.append(job)
+        # holder, rated[0] and plain run; held waits for the slot, rated[1] for the next window
+        # (unless this one ended mid-test: then it ran too)
+        assert holder.id in ids(taken) and held.id not in ids(taken)
+        waiting = [job for job in (held, *rated, plain) if job.id not in ids(taken)]
+        dropped = storage.drop_waiting()
+        assert sorted(ids(dropped)) == sorted(ids(waiting))  # type: ignore[type-var]
+        assert storage.depth() == 0 and storage.counts()["queued"] == 0
+        assert all(row["queued"] == 0 for row in storage.queue_counts().values())
+        assert [(u.key, u.waiting) for u in storage.limit_uses() if u.waiting] == []  # none still counted as held
+        for job in taken:
+            storage.finish(run(queue, job))  # the slot frees: nothing held comes back for it
+        assert storage.take(0) is None and storage.depth() == 0
+        assert all(storage.get(job.id) is None for job in waiting)
+
     def test_jobs_without_limits_show_none(self, queue: AppQueue) -> None:  # on every store
         queued(queue, "plain")
         assert queue.storage.limit_uses() == []
