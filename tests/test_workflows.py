@@ -20,7 +20,7 @@ from flask import Flask
 from support.backends import STORAGE_BACKENDS, backend_params
 from support.waiting import TIMEOUT
 
-from flask_memqueue import DependencyError, JobFailed, MemQueue, QueueFull, WorkflowsUnsupported
+from flask_memqueue import DependencyError, JobFailed, JobStatus, MemQueue, QueueFull, WorkflowsUnsupported
 
 WORKFLOW_BACKENDS = ["memory", "sqlite", "dict", "redis", "postgres"]
 #: Gates by name: a job of wf.held waits until its gate is set (JSON arguments: a name, not an object).
@@ -346,6 +346,59 @@ def test_eager_mode_runs_workflows_inline_in_order(make_app: Callable[..., Flask
         cancelled = mq.chain(t.boom.s(1), t.add.s()).delay()
         assert cancelled.status == "cancelled" and cancelled.error is not None
         assert "(wf.boom) failed: ValueError: boom 1" in cancelled.error
+
+
+@pytest.mark.parametrize("backend", backend_params(WORKFLOW_BACKENDS))
+def test_eager_mode_writes_the_links_and_groups_as_a_store_does(
+    backend: str, make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
+) -> None:
+    """Users test workflows in eager mode: ``mq.get_group()`` and ``Job.dependents`` answer
+    there as with a worker, on every store (the workflow is put in the store, then its jobs
+    are taken and run inline as the store releases them), and a failure's cancellation
+    reaches the handles ``.delay()`` returned."""
+    t = Tasks(mq)
+    ran: list[str] = []
+    app = make_app(MEMQUEUE_EAGER=True, **store_config(backend, tmp_path))
+    from flask_memqueue import job_enqueued
+
+    job_enqueued.connect(lambda sender, job, **kw: ran.append(job.id), app, weak=False)
+    with app.app_context():
+        last = mq.chain(t.add.s(1, 2), t.add.s(y=10), t.add.s(100)).delay()
+        assert last.status is JobStatus.SUCCEEDED and last.result == 113  # ran before delay() returned
+        (middle_id,) = last.to_dict()["depends_on"]
+        middle = mq.get_job(middle_id)
+        assert middle is not None and middle.result == 13 and middle.dependents() == [last.id]
+        (first_id,) = middle.to_dict()["depends_on"]
+        assert ran == [first_id, middle_id, last.id]  # in order, each once
+
+        group = mq.group(*(t.add.s(i, 1) for i in range(3))).delay()
+        assert group.status == "succeeded" and group.results(0) == [1, 2, 3]
+        again = mq.get_group(group.id)
+        assert again is not None and [j.id for j in again.jobs] == [j.id for j in group.jobs]
+        assert [j.result for j in again.jobs] == [1, 2, 3] and again.status == "succeeded"
+
+        callback = mq.chord(mq.group(t.add.s(1), t.flaky.s(2)), t.total.s()).delay()
+        assert callback.result == 21  # the retry ran at once, without its delay
+        members = callback.to_dict()["depends_on"]
+        assert all(mq.get_job(m).dependents() == [callback.id] for m in members)  # type: ignore[union-attr]
+        chord_group = mq.get_job(members[0]).to_dict()["group"]  # type: ignore[union-attr]
+        assert chord_group is not None and mq.get_group(chord_group) is not None
+
+        cancelled = mq.chain(t.boom.s(1), t.add.s(), t.add.s(5)).delay()
+        assert cancelled.status is JobStatus.CANCELLED and cancelled.error is not None
+        read = mq.get_job(cancelled.id)
+        assert read is not None and read.status is JobStatus.CANCELLED
+        (before_id,) = cancelled.to_dict()["depends_on"]
+        before = mq.get_job(before_id)
+        assert before is not None and before.status is JobStatus.CANCELLED
+        assert "(wf.boom) failed: ValueError: boom 1" in (before.error or "")
+        assert before.id not in ran and cancelled.id not in ran  # cancelled ones never ran
+
+        after = t.add.options(depends_on=[last]).delay(1)  # a parent that ran already counts at once
+        assert after.result == 1 and mq.get_job(last.id).dependents() == [after.id]  # type: ignore[union-attr]
+        with pytest.raises(DependencyError, match="has not run; in eager mode"):
+            t.add.options(depends_on=["nope-1"]).delay(1)
+        assert mq.join(0) and app.extensions["memqueue"].storage.depth() == 0  # nothing left waiting
 
 
 @pytest.mark.parametrize("backend", backend_params(WORKFLOW_BACKENDS))

@@ -28,7 +28,6 @@ from ..exceptions import (
 from ..job import Job, JobStatus, Step, queued_job
 from ..signals import job_enqueued
 from ..storage import TRANSACTIONAL_STORE_EXAMPLE, Link
-from ..storage.base import dependency_cancelled, dependency_failed
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -247,6 +246,10 @@ class Producer:
         if job_enqueued.receivers:
             job_enqueued.send(self.app, job=job)
         job.mark_running()
+        return self._run_inline(job)
+
+    def _run_inline(self, job: Job) -> Job:
+        """Run a running job here, its retries at once, and record its outcome."""
         try:
             while True:
                 self.pools.consumer.execute(job)
@@ -345,39 +348,35 @@ class Producer:
         return ref
 
     def _run_workflow_eagerly(self, jobs: list[Job], links: list[Link]) -> None:
-        """MEMQUEUE_EAGER: run a workflow's jobs here, in order (parents come first)."""
-        mine = {job.id: job for job in jobs}
-        parents: dict[str, list[Link]] = {}
-        for link in links:
-            parents.setdefault(link.child, []).append(link)
+        """MEMQUEUE_EAGER: the workflow goes into the store as in a worker's app (its links
+        and groups written: ``mq.get_group()``, ``Job.dependents`` answer as there), then
+        its jobs are taken and run here, each when the store releases it (a chain's links
+        one after the other, a chord's members then its callback, with their results bound
+        in by the store; a failure cancels what waits on it, as the store decides)."""
         storage = self.store.storage
+        mine = {job.id for job in jobs}
+        for link in links:
+            if link.parent not in mine:
+                parent = storage.get(link.parent)
+                if parent is None or not parent.finished:
+                    raise DependencyError(
+                        f"depends_on: job {link.parent} has not run; in eager mode (MEMQUEUE_EAGER) a job"
+                        " can only wait on jobs that ran already. Nothing was queued"
+                    )
+        storage.put_workflow(jobs, links)
+        queues = list(dict.fromkeys(job.queue for job in jobs))
+        ran = True
+        while ran:  # each pass takes what the last one released (nothing else waits in eager mode)
+            ran = False
+            for name in queues:
+                while (job := storage.take(0, queue=name)) is not None:
+                    if job_enqueued.receivers:
+                        job_enqueued.send(self.app, job=job)
+                    self._run_inline(job)
+                    ran = True
         for job in jobs:
-            if job.status is JobStatus.DEFERRED:
-                results: dict[int, Any] = {}
-                reason = None
-                for link in parents.get(job.id, ()):
-                    parent = mine.get(link.parent) or storage.get(link.parent)
-                    if parent is None or not parent.finished:
-                        raise DependencyError(
-                            f"depends_on: job {link.parent} has not run; in eager mode (MEMQUEUE_EAGER) a job"
-                            " can only wait on jobs that ran already. Nothing more was run"
-                        )
-                    if parent.status is JobStatus.FAILED:
-                        reason = reason or dependency_failed(parent.id, parent.name, parent.error)
-                    elif parent.status is JobStatus.CANCELLED:
-                        reason = reason or dependency_cancelled(parent.id, parent.name)
-                    elif link.position >= 0:
-                        results[link.position] = parent.result
-                if reason is not None:
-                    job.mark_cancelled(time.time(), reason)
-                    storage.finish(job)
-                    continue
-                if job.options.bind == "first":
-                    job.args = (results.get(0), *job.args)
-                elif job.options.bind == "list":
-                    job.args = ([results.get(i) for i in range(len(results))], *job.args)
-                job.status = QUEUED
-            self.run_eagerly(job)
+            if not job.finished:
+                storage.get(job.id)  # cancelled by the store (a parent failed): the handle reads it
 
     # -- periodic ticks ---------------------------------------------------------------------------
     def enqueue_tick(self, task: Task[..., Any], tick: float) -> bool:
