@@ -192,3 +192,26 @@ def test_a_test_using_a_server_or_process_fixture_is_marked_by_it(inner: pytest.
         "MARKS test_with_processes ['processes']",
         "MARKS test_plain []",
     ])
+
+
+@pytest.mark.processes
+def test_the_shared_servers_stores_are_kept_apart_per_test_whatever_folder_it_passes(inner: pytest.Pytester) -> None:
+    """support/backends.py keys a test's PostgreSQL schema (and redis-server flush) by the running
+    test, not by the folder's parent: two tests that both pass ``tmp_path`` itself (whose parent is
+    the session's base folder) get two keys; one test's two folders share one (as processes do)."""
+    inner.makepyfile(
+        """
+        from support.backends import _test_key
+
+        def test_one(tmp_path):
+            assert _test_key(tmp_path) == _test_key(tmp_path / "store-2")
+            print("KEY", _test_key(tmp_path))
+
+        def test_two(tmp_path):
+            print("KEY", _test_key(tmp_path))
+        """
+    )
+    result = inner.runpytest_subprocess("-p", "no:cacheprovider", "-s")
+    result.assert_outcomes(passed=2)
+    keys = [line.split("KEY ", 1)[1] for line in result.stdout.lines if "KEY " in line]
+    assert len(keys) == 2 and len(set(keys)) == 2 and all("::test_" in key for key in keys), keys
