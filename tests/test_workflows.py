@@ -396,6 +396,8 @@ def test_eager_mode_writes_the_links_and_groups_as_a_store_does(
 
         after = t.add.options(depends_on=[last]).delay(1)  # a parent that ran already counts at once
         assert after.result == 1 and mq.get_job(last.id).dependents() == [after.id]  # type: ignore[union-attr]
+        plain = t.add.delay(2, 2)  # ran inline at enqueue, never queued: it counts too
+        assert t.add.options(depends_on=[plain]).delay(1).result == 1
         with pytest.raises(DependencyError, match="has not run; in eager mode"):
             t.add.options(depends_on=["nope-1"]).delay(1)
         assert mq.join(0) and app.extensions["memqueue"].storage.depth() == 0  # nothing left waiting
