@@ -346,6 +346,11 @@ def test_eager_mode_runs_workflows_inline_in_order(make_app: Callable[..., Flask
         cancelled = mq.chain(t.boom.s(1), t.add.s()).delay()
         assert cancelled.status == "cancelled" and cancelled.error is not None
         assert "(wf.boom) failed: ValueError: boom 1" in cancelled.error
+        assert mq.pause("default")  # the store holds a workflow's jobs, as for a worker (docs/workflows.md)
+        assert t.add.delay(1, 1).result == 2  # a plain job runs regardless
+        paused = mq.chain(t.add.s(1, 2), t.add.s(3)).delay()
+        assert paused.status == "deferred"
+        assert mq.resume("default") and mq.run_once() and mq.run_once() and paused.result == 6
 
 
 @pytest.mark.parametrize("backend", backend_params(WORKFLOW_BACKENDS))
@@ -398,6 +403,15 @@ def test_eager_mode_writes_the_links_and_groups_as_a_store_does(
         assert after.result == 1 and mq.get_job(last.id).dependents() == [after.id]  # type: ignore[union-attr]
         plain = t.add.delay(2, 2)  # ran inline at enqueue, never queued: it counts too
         assert t.add.options(depends_on=[plain]).delay(1).result == 1
+
+        @mq.task(name="wf.nested")
+        def nested(n: int) -> int:  # a workflow queued from a job that eager mode runs
+            inner = mq.chain(t.add.s(n, 1), t.add.s(100)).delay()
+            assert inner.status is JobStatus.SUCCEEDED
+            return int(inner.result)
+
+        outer = mq.group(nested.s(1), nested.s(2), nested.s(3)).delay()
+        assert outer.results(0) == [102, 103, 104]  # each job ran once (the order across the two may mix)
         with pytest.raises(DependencyError, match="has not run; in eager mode"):
             t.add.options(depends_on=["nope-1"]).delay(1)
         assert mq.join(0) and app.extensions["memqueue"].storage.depth() == 0  # nothing left waiting
