@@ -284,8 +284,11 @@ def test_a_late_outcome_after_a_take_over_is_discarded_and_logged(
     taken = first.storage.take(0)
     assert taken is not None
     storage: Any = first.storage
+    # Its heartbeat stops reaching Redis for a lease: stopped first, or its first renewal (the
+    # take started it) could land after the delete and bring the lease back (seen under load).
+    storage.heartbeat.stop()
     with redis_server.client() as c:
-        c.delete(f"{storage.prefix}:l:{storage.owner}")  # its heartbeat stopped reaching Redis for a lease
+        c.delete(f"{storage.prefix}:l:{storage.owner}")
     assert second.storage.recover() == 1  # type: ignore[attr-defined]  # no retries: failed, "interrupted"
     first.consumer.execute(taken)
     assert taken.status == "succeeded"

@@ -25,12 +25,21 @@ def chord_with_one_worker_killed(env: Env, workers: list[Process], producer: Pro
                lambda: f"600 members run (have {len(env.lines('member'))})")
     os.kill(workers[0].pid, signal.SIGKILL)
     assert workers[0].wait(deadline) == -signal.SIGKILL
-    wait_until(lambda: env.lines("callback"), 180, lambda: f"the callback ({len(env.lines('member'))} members run)")
+    wait_until(lambda: env.lines("callback"), 180, lambda: _no_callback(env, len(workers)))
     for k, worker in enumerate(workers[1:], start=1):
         env.stop(worker, f"worker{k}")
     callbacks = [f[1:] for f in env.events("callback")]  # callback <how many> <sum> <pid>
     assert [(int(n), int(total)) for n, total, _pid in callbacks] == [(2000, sum(range(2000)))], "not once"
     assert {n for n, *_ in env.lines("member")} == set(range(2000))
+
+
+def _no_callback(env: Env, workers: int) -> str:
+    """What a test that waited in vain for the callback says: the members seen, and the end of
+    each live worker's output (a failed callback, a store error)."""
+    members = env.lines("member")
+    tails = "\n".join(f"--- worker{k}:\n{env.output(f'worker{k}')[-2000:]}" for k in range(1, workers))
+    return (f"the callback ({len(members)} member lines, {len({n for n, *_ in members})} distinct members);"
+            f" the live workers' output ends:\n{tails}")
 
 
 def chain_with_one_worker_killed(env: Env, workers: list[Process], producer: Process, deadline: float) -> None:
