@@ -149,8 +149,8 @@ class Locator:
             if self._sentinel is None:
                 # no retries with backoff inside redis-py (its default: 16 s for sentinels that are down)
                 asking = {"retry": self._kwargs.get("retry"), **t.sentinel}
-                self._sentinel = Sentinel(list(t.hosts), sentinel_kwargs=asking)  # type: ignore[no-untyped-call]
-            pool: redis_py.ConnectionPool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
+                self._sentinel = _untyped(Sentinel)(list(t.hosts), sentinel_kwargs=asking)
+            pool: redis_py.ConnectionPool = _untyped(SentinelConnectionPool)(
                 t.service, self._sentinel, db=t.db, **self._credentials())
             return pool
         # cluster: the node that holds the prefix's slot, found by redis-py's RedisCluster
@@ -160,7 +160,7 @@ class Locator:
         try:
             if self._cluster is None:
                 kwargs = {k: v for k, v in self._credentials().items() if k not in ("retry", "protocol")}
-                nodes = [ClusterNode(h, p) for h, p in t.hosts]  # type: ignore[no-untyped-call]
+                nodes = [_untyped(ClusterNode)(h, p) for h, p in t.hosts]
                 self._cluster = RedisCluster(startup_nodes=nodes, **kwargs)
             else:
                 self._cluster.nodes_manager.initialize()
@@ -518,3 +518,9 @@ def _transient(exc: BaseException) -> str | None:
 
 
 __all__ = ["Client", "Locator", "RedisCredentialsRefused", "RedisUnavailable"]
+
+
+def _untyped(thing: Any) -> Any:
+    """``thing`` as mypy sees it on every redis-py version: some of its classes and methods
+    gained annotations in 8.2 (an ignore for the untyped call is then unused, an error here)."""
+    return thing

@@ -131,7 +131,8 @@ class Listener:
                 self._closing.wait(min(5.0, 0.1 * 2 ** min(failures, 6)))
 
     def _subscribe(self) -> None:
-        pubsub = self._client.r.pubsub()  # type: ignore[no-untyped-call]
+        r: Any = self._client.r  # (Any: pubsub() has annotations from redis-py 8.2 on, not before)
+        pubsub = r.pubsub()
         self._pubsub = pubsub
         pubsub.subscribe(self._channel)
         while not self._closing.is_set():  # the confirmation
