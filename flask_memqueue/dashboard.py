@@ -37,6 +37,7 @@ from .job import Job, JobStatus, isotime
 from .routes import APIError, RouteTable
 from .state import AppQueue
 from .views import (
+    error_response,
     group_arg,
     group_members,
     job_dicts,
@@ -174,6 +175,18 @@ def _error_page(status: int, message: str, headers: dict[str, str]) -> ResponseR
 
 
 _page = access.page(_error_page)
+
+
+def _index_error(status: int, message: str, headers: dict[str, str]) -> ResponseReturnValue:
+    """The dashboard's own URL answers JSON to a client that does not ask for HTML (see
+    :func:`index`): its errors, too."""
+    if _wants_page():
+        return _error_page(status, message, headers)
+    return error_response(status, message, headers)
+
+
+def _wants_page() -> bool:
+    return request.accept_mimetypes.best_match(["text/html", "application/json"]) == "text/html"
 
 
 def _common() -> dict[str, Any]:
@@ -355,10 +368,10 @@ def _gauge(depth: int, maxsize: int) -> dict[str, Any]:
 
 
 @routes.get("/")
-@_page
+@access.page(_index_error)
 def index() -> ResponseReturnValue:
-    """The dashboard; a client that asks for JSON only gets the list of routes instead."""
-    if request.accept_mimetypes.best_match(["text/html", "application/json"]) != "text/html":
+    """The dashboard; a client that does not ask for HTML gets the list of routes instead."""
+    if not _wants_page():
         return json_response({"routes": sorted(
             str(rule) for rule in current_app.url_map.iter_rules() if rule.endpoint.startswith("memqueue.")
         )})

@@ -84,10 +84,17 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return json_response({"error": message, "status": status}, status, headers)
 
 
+def asks_for_json() -> bool:
+    """Whether the client's ``Accept`` prefers JSON to HTML (an API client, ``httpie``);
+    a browser, ``curl``'s ``*/*`` and a request without ``Accept`` do not."""
+    return request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
+
+
 def _error_answer(status: int, message: str, headers: dict[str, str]) -> ResponseReturnValue:
-    """An error in the form the view answers in: a page for a dashboard page, else JSON."""
+    """An error in the form the view answers in: a page for a dashboard page asked for by a
+    browser, else JSON (also on a page, for a client that asks for JSON)."""
     render_page = access.view_marker(access.PAGE_ATTR)
-    if render_page is not None:
+    if render_page is not None and not asks_for_json():
         try:
             return render_page(status, message, headers)  # type: ignore[no-any-return]
         except Exception:  # the page itself failed: the log has it, the client gets JSON

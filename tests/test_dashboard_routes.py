@@ -407,6 +407,28 @@ def test_dashboard_is_403_in_production_without_token(make: Callable[..., Harnes
     assert "MEMQUEUE_TOKEN" in text(r)
 
 
+@pytest.mark.parametrize("accept", [None, "application/json", "application/json, text/html;q=0.5"])
+def test_dashboard_url_refuses_an_api_client_in_json(make: Callable[..., Harness], accept: str | None) -> None:
+    """``GET /memqueue/`` answers a client that does not ask for HTML in JSON (its list of
+    routes), so its refusals are JSON too: a 403 page to an API client is not an answer."""
+    hp = make(TESTING=False)
+    r = hp.client.get("/memqueue/", headers={"Accept": accept} if accept else {})
+    assert r.status_code == 403 and r.mimetype == "application/json"
+    assert r.get_json()["status"] == 403 and "MEMQUEUE_TOKEN" in r.get_json()["error"]
+
+
+@pytest.mark.parametrize("path", ["/memqueue/ui/jobs/nope", "/memqueue/ui/groups/nope",
+                                  "/memqueue/ui/jobs/nope/workflow"])
+def test_pages_answer_errors_in_json_to_a_client_that_asks_for_json(h: Harness, path: str) -> None:
+    """A page's error is a page for a browser (and ``*/*``), JSON for a client preferring JSON."""
+    r = h.client.get(path, headers={"Accept": "application/json"})
+    assert r.status_code in (400, 404) and r.mimetype == "application/json"
+    assert r.get_json()["status"] == r.status_code and r.get_json()["error"]
+    for accept in (HTML["Accept"], "*/*"):
+        r = h.client.get(path, headers={"Accept": accept})
+        assert r.status_code in (400, 404) and r.mimetype == "text/html"
+
+
 def test_job_page_shows_arguments_result_error_and_traceback(h: Harness) -> None:
     ok = h.enqueue("ok", {"user": 7})
     failed = h.enqueue("fail", "boom")
