@@ -50,14 +50,23 @@ def _bool(key: str, value: Any) -> bool:
     raise ConfigurationError(f"{key} must be True or False, not {value!r}{hint}")
 
 
-def _int(minimum: int) -> Callable[[str, Any], int]:
+#: The largest count a ``MEMQUEUE_*`` number may hold unless its key says less: exact in
+#: every store's arithmetic (a Lua number, a SQLite or PostgreSQL bigint, a C ``ssize_t``),
+#: and far beyond any real limit. Larger, ``MEMQUEUE_MAX_FINISHED=10**30`` failed in
+#: ``deque(maxlen=...)`` with an OverflowError that named no key.
+MAX_COUNT = 2**53 - 1
+
+
+def _int(minimum: int, maximum: int = MAX_COUNT, why: str = "") -> Callable[[str, Any], int]:
     def check(key: str, value: Any) -> int:
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             value = int(value)
         if isinstance(value, float) and value.is_integer():  # FLASK_MEMQUEUE_MAXSIZE=1e4
             value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigurationError(f"{key} must be a whole number >= {minimum}, not {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+            raise ConfigurationError(
+                f"{key} must be a whole number from {minimum} to {maximum:,}{why}, not {value!r}"
+            )
         return value
 
     return check
@@ -354,8 +363,10 @@ SETTINGS: dict[str, Setting] = {
     "METRICS": Setting(False, _bool, "Count jobs for GET <prefix>/metrics (needs the metrics extra)."),
     "AMQP_URL": Setting(None, _amqp_url, "RabbitMQ for messages (produce, handlers): amqp:// or amqps://."),
     "AMQP_QUEUE_PREFIX": Setting("memqueue.", _queue_prefix, "A handler's queue is this prefix + its topic."),
-    "AMQP_THREADS": Setting(1, _int(1), "Consumer threads (one connection each) per app for RabbitMQ."),
-    "AMQP_PREFETCH": Setting(8, _int(1), "Unacknowledged messages one RabbitMQ consumer thread holds at most."),
+    "AMQP_THREADS": Setting(1, _int(1, MAX_THREADS, " (one connection each)"),
+                            "Consumer threads (one connection each) per app for RabbitMQ."),
+    "AMQP_PREFETCH": Setting(8, _int(1, 65_535, " (AMQP's basic.qos limit)"),
+                             "Unacknowledged messages one RabbitMQ consumer thread holds at most."),
     "PERIODIC": Setting(True, _bool, "Run the schedule of periodic tasks in this process (False: never)."),
     "TIMEZONE": Setting("UTC", _timezone, "The IANA time zone of cron schedules without timezone=."),
     "TIME_LIMIT": Setting(None, _time_limit, "Seconds a job may run unless its task or call says; None: no limit."),

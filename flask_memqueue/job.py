@@ -346,11 +346,14 @@ class Job(Generic[R]):
         """Block until the job finishes and return its result.
 
         :raises JobFailed: the job failed or was cancelled.
-        :raises TimeoutError: it did not finish within ``timeout`` seconds.
+        :raises TimeoutError: it did not finish within ``timeout`` seconds (beyond
+            ``threading.TIMEOUT_MAX``, or ``float("inf")``: no end, as None).
+        :raises ValueError: ``timeout`` is NaN.
         """
+        wait = wait_timeout(timeout)
         if not self.finished:
             event = self._queue.job_waiter(self)
-            if event is not None and not event.wait(timeout):
+            if event is not None and not event.wait(wait):
                 raise TimeoutError(f"job {self.id} ({self.name}) did not finish within {timeout} s")
         if self.status is JobStatus.SUCCEEDED:
             return (self._out or _NO_OUTCOME).result  # type: ignore[no-any-return]
@@ -639,9 +642,23 @@ def _now() -> float:
     return time.time()
 
 
+def wait_timeout(timeout: float | None) -> float | None:
+    """``timeout`` as a wait can take it: None (no end) for one longer than the interpreter's
+    locks accept (``threading.TIMEOUT_MAX``, about 292 years: ``float("inf")``, ``1e12``),
+    which raised ``OverflowError`` from deep inside ``Job.wait()`` and ``join()``.
+
+    :raises ValueError: ``timeout`` is NaN (no wait means that).
+    """
+    if timeout is None:
+        return None
+    if timeout != timeout:  # NaN; a str or a list fails below with the interpreter's TypeError
+        raise ValueError("timeout must be a number of seconds or None, not nan")
+    return None if timeout >= threading.TIMEOUT_MAX else timeout
+
+
 __all__ = [  # the names other modules import from here (several are defined in options and display)
     "DEFAULT_OPTIONS", "DEFAULT_QUEUE", "MAX_JSON_DEPTH", "MAX_PRIORITY", "MIN_PRIORITY", "QUEUE_NAME_MAX",
     "REPR_LIMIT", "UNIQUE_KEY_MAX", "Job", "JobHost", "JobOptions", "JobStatus", "Step", "TaskLike", "check_priority",
     "check_queue_name", "check_unique_key", "describe_task", "isotime", "job_options", "json_safe",
-    "group_status", "nested_deeper_than", "queued_job", "safe_repr",
+    "group_status", "nested_deeper_than", "queued_job", "safe_repr", "wait_timeout",
 ]

@@ -263,3 +263,40 @@ def test_shutdown_says_which_job_was_still_running_when_its_time_was_up(
     gate.release()
     assert f"while job {job.id} ({job.name}) was still running" in caplog.text
     assert "interrupted and lost" in caplog.text
+
+
+# -- waits and due times beyond what a lock's timeout takes ----------------------------------------
+@pytest.mark.parametrize("backend", backend_params(STORAGE_BACKENDS))
+def test_timeouts_and_due_times_centuries_ahead_break_no_wait_and_no_consumer(
+    backend: str, make_app: MakeApp, mq: MemQueue, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``wait(timeout=float("inf"))``, ``join(1e12)`` and a job due 31,700 years ahead (or a
+    retry ``1e308`` seconds ahead) are waits without end, not errors: a lock takes no timeout
+    beyond ``threading.TIMEOUT_MAX`` (292 years). On the memory store the waits raised
+    OverflowError, and its consumer, asleep until the far job was due, failed in a loop
+    ("the job store fails") and left its wake-up lock so that shutdown raised."""
+
+    @mq.task(name="add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @mq.task(name="flaky", retries=1, retry_delay=1e308)
+    def flaky() -> None:
+        raise ValueError("again, in a while")
+
+    app = make_app(**STORAGE_BACKENDS[backend](tmp_path))
+    caplog.set_level(logging.WARNING)
+    with app.app_context():
+        far = mq.enqueue_in(1e12, add, 1, 1)
+        retried = flaky.delay()
+        wait_until(lambda: (mq.get_job(retried.id) or retried).status is JobStatus.SCHEDULED)
+        for timeout in (1e12, float("inf")):
+            assert add.delay(2, 3).wait(timeout=timeout) == 5
+        with pytest.raises(ValueError, match="nan"):
+            add.delay(4, 5).wait(timeout=float("nan"))
+        assert mq.get_job(far.id).status is JobStatus.SCHEDULED  # type: ignore[union-attr]
+        assert far.cancel() and (mq.get_job(retried.id) or retried).cancel()
+        assert mq.join(1e12) is True
+    failures = [r.getMessage() for r in caplog.records if "job store" in r.getMessage()]
+    assert not failures, failures
+    assert app.extensions["memqueue"].shutdown(wait=True, timeout=float("inf")) is True

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..display import isotime
 from ..exceptions import QueueClosed
+from ..job import wait_timeout
 from ..signals import job_cancelled
 
 if TYPE_CHECKING:
@@ -122,4 +123,4 @@ class Jobs:
                 if (queue is None or name == queue) and (row["queued"] or row["scheduled"]) \
                         and not self.pools.runs(name):
                     return False  # nobody here runs them, and nobody else can
-        return storage.join(timeout, queue=queue)
+        return storage.join(wait_timeout(timeout), queue=queue)

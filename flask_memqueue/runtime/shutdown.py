@@ -14,6 +14,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from ..job import wait_timeout
 from ..signals import job_cancelled
 from ..storage import SHARED_STORE_EXAMPLE
 
@@ -45,7 +46,7 @@ def shutdown(rooms: Rooms, wait: bool = True, timeout: float | None = None) -> b
     if wait:
         rooms.pools.refuse_self_wait("shutdown(wait=True)")
     rooms.supervisor.close()
-    deadline = _Deadline(timeout)
+    deadline = _Deadline(wait_timeout(timeout))
     rooms.scheduling.stop(wait, deadline.left())
     storage = rooms.store.storage
     persistent = storage.capabilities.persistent

@@ -48,6 +48,10 @@ FAILED = JobStatus.FAILED
 _seq = attrgetter("key")
 #: Groups and dependents lists kept for lookups at least (beyond MEMQUEUE_MAX_FINISHED).
 _WORKFLOW_MEMORY = 1000
+#: Seconds an idle consumer sleeps at most before it looks at its lane again (it finds
+#: nothing and sleeps on): a lock takes no timeout beyond ``threading.TIMEOUT_MAX``, and
+#: a job scheduled 300 years ahead made the consumer's sleep raise OverflowError.
+_LONGEST_NAP = 3600.0
 
 
 class _Waiting:
@@ -1021,6 +1025,8 @@ class MemoryStorage(_MemoryAdds):
             if left <= 0:
                 return None
             wait = left if wait is None else min(wait, left)
+        if wait is not None and wait > _LONGEST_NAP:  # a job due in 30,000 years, a huge timeout
+            wait = _LONGEST_NAP
         me = self._sleeper()
         lane.sleepers.append(me)
         lock = self._lock
