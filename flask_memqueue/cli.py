@@ -99,25 +99,41 @@ JOBS_HEADER = "id\tstatus\ttask\tattempts\terror"
 
 
 @memqueue_cli.command("jobs")
-@click.option("--status", type=click.Choice(
-    ["queued", "scheduled", "deferred", "running", "succeeded", "failed", "cancelled", "aborted"]))
+@click.option("--status", help="Jobs of this status (or several: failed,cancelled): queued, scheduled, deferred,"
+              " running, succeeded, failed, cancelled, aborted.")
+@click.option("--task", "task_", default=None, help="Jobs of this task (its registered name).")
+@click.option("--q", "q_", default=None, help="Jobs whose arguments or error contain this text.")
+@click.option("--queue", "queue_", default=None, help="Jobs of this named queue.")
+@click.option("--since", "since_", default=None, help="Jobs enqueued at or after this time (ISO 8601 or Unix time).")
+@click.option("--until", "until_", default=None, help="Jobs enqueued at or before this time (ISO 8601 or Unix time).")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--group", "group", metavar="ID", help="Only the members of this group (Group.id), in member order.")
 @with_app
-def jobs_command(status: str | None, limit: int, group: str | None) -> None:
-    """List jobs, newest first: a header row, then one tab-separated row per job."""
+def jobs_command(status: str | None, limit: int, group: str | None, **values: str | None) -> None:
+    """List jobs, newest first: a header row, then one tab-separated row per job. The filter
+    options are those of ``cancel``, ``retry`` and ``delete`` (and of ``GET /memqueue/jobs``)."""
     from .job import JobStatus
+    from .jobfilter import FilterError, parse_filter
 
     queue = _queue()
+    given = {k.rstrip("_"): v for k, v in values.items() if v not in (None, "")}
+    try:
+        flt = parse_filter({**given, "status": status})
+    except FilterError as exc:
+        raise click.UsageError(str(exc)) from None
     if group is not None:
         members = queue.storage.group_jobs(group)
         if members is None:
             raise click.ClickException(f"no group {group!r} in the store (its jobs were forgotten, or never there)")
-        jobs = [j for j in members if status is None or j.status.value == status][:limit]
-    else:
+        jobs = [j for j in members if flt.matches(j)][:limit]
+    elif given or (status and "," in status):
+        jobs = queue.find_jobs(flt, limit, 0)
+    else:  # no filter but a status: the store's own listing, as before filters came
         jobs = queue.storage.jobs(JobStatus(status) if status else None, limit, 0)
     if not jobs:
-        click.echo(f"no {status} jobs" if status else "no jobs")
+        shown = " ".join(f"--{k} {v!r}" for k, v in given.items())
+        click.echo(f"no jobs match {shown}" + (f" --status {status!r}" if status else "") if shown
+                   else f"no {status} jobs" if status else "no jobs")
         return
     click.echo(JOBS_HEADER)
     for job in jobs:

@@ -484,6 +484,44 @@ def test_the_cli_help_names_the_stores_and_jobs_has_a_header(
     assert periodic[1].startswith("task\tschedule\t")  # the same kind of header row, after the schedule line
 
 
+def test_cli_jobs_takes_the_filter_options_of_cancel_retry_and_delete(
+    make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path
+) -> None:
+    """``flask memqueue jobs --task/--q/--queue/--since/--until/--status a,b`` lists what
+    ``cancel`` with the same options would act on; a bad value is a usage error (exit 2)."""
+
+    @mq.task(name="cli.send")
+    def send(to: str) -> None: ...
+
+    @mq.task(name="cli.report", queue="reports")
+    def report(n: int) -> None: ...
+
+    app = make_app("clifilter", MEMQUEUE_JOURNAL=str(tmp_path / "j.db"), MEMQUEUE_CONSUMER=False,
+                   MEMQUEUE_QUEUES={"default": 1, "reports": 1})
+    runner = app.test_cli_runner()
+    with app.app_context():
+        ada, bob = send.delay("ada@example.com"), send.delay("bob@example.com")
+        rep = report.delay(7)
+        assert ada.cancel()
+
+    def listed(*args: str) -> list[str]:
+        result = runner.invoke(args=["memqueue", "jobs", *args])
+        assert result.exit_code == 0, result.output
+        return [line.split("\t")[0] for line in result.output.splitlines()[1:]]
+
+    assert listed() == [rep.id, bob.id, ada.id]
+    assert listed("--task", "cli.send") == [bob.id, ada.id]
+    assert listed("--q", "bob@") == [bob.id]
+    assert listed("--queue", "reports") == [rep.id]
+    assert listed("--status", "queued,cancelled", "--task", "cli.send") == [bob.id, ada.id]
+    assert listed("--status", "cancelled") == [ada.id]
+    assert listed("--since", "2001-01-01T00:00:00+00:00", "--until", str(2**31), "--limit", "2") == [rep.id, bob.id]
+    assert runner.invoke(args=["memqueue", "jobs", "--task", "nope"]).output == "no jobs match --task 'nope'\n"
+    for bad in (["--status", "bogus"], ["--since", "yesterday"], ["--since", "2030-01-01", "--until", "2020-01-01"]):
+        result = runner.invoke(args=["memqueue", "jobs", *bad])
+        assert result.exit_code == 2 and "Error: filter" in result.output, result.output
+
+
 def test_the_worker_banner_reads_well_and_warns_once_about_a_queue_nobody_names(
     make_app: Callable[..., Flask], mq: MemQueue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
