@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
-from .exceptions import LimitError, MainModuleTaskWarning, ScheduleError
+from .exceptions import ConfigurationError, LimitError, MainModuleTaskWarning, ScheduleError
 from .hooks import Hook, Hooks
 from .registry import Registry, message_task_name
 from .task import AsyncTask, Enqueuer, Task, default_name, is_coroutine_function
@@ -174,13 +174,14 @@ class Registrar:
             (RLIMIT_AS): an int, or ``"512M"``, ``"1G"``.
         :raises LimitError: a limit that cannot work (names the task and the value).
         :raises ConfigurationError: a bad option (the message names the task and the value).
-        :raises TypeError: a name given positionally (``@mq.task("resize")``).
+        :raises TypeError: a name given positionally (``@mq.task("resize")``), or not a string.
 
         An ``async def`` function makes an :class:`~flask_memqueue.task.AsyncTask`:
         its jobs run the coroutine on the consumer thread's event loop (:doc:`/async`).
         """
         if isinstance(func, str):  # else the string would become the "function" of a task
             raise TypeError(f"@mq.task takes a task's name as a keyword: @mq.task(name={func!r})")
+        _check_name(name)
 
         def register(fn: Callable[..., Any]) -> Task[..., Any]:
             fn = fn.func if isinstance(fn, Task) else fn
@@ -235,6 +236,7 @@ class Registrar:
         .. versionadded:: 1.1
         """
         _refuse_bare_periodic(cron)
+        _check_name(name)
 
         from .schedule import make_periodic  # imported by the apps that have periodic tasks only
 
@@ -383,6 +385,18 @@ def _check_no_arguments(func: Callable[..., Any], name: str) -> None:
             f"periodic task {name!r}: its schedule calls it with no arguments, but {', '.join(required)}"
             " has no default; give it a default, or read what it needs inside the function"
         )
+
+
+def _check_name(name: object) -> None:
+    """A task's ``name=`` is what stores, workers and other processes find it by: text, not
+    blank (``name=""`` silently fell back to the module path, ``name=5`` became ``"5"``)."""
+    if name is None:
+        return
+    if not isinstance(name, str):
+        raise TypeError(f"a task's name is a string, like name='resize', not {name!r}")
+    if not name.strip():
+        raise ConfigurationError(f"a task's name is not blank: give one, like name='resize', or leave name out"
+                                 f" (then it is module.function), not {name!r}")
 
 
 def _refuse_bare_periodic(cron: object) -> None:

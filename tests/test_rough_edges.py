@@ -18,7 +18,7 @@ from support.journals import damage, make_journal
 from support.processes import bin_path
 from support.servers.redis import RedisServer
 
-from flask_memqueue import JournalError, MainModuleTaskWarning, MemQueue, QueueFull
+from flask_memqueue import ConfigurationError, JournalError, MainModuleTaskWarning, MemQueue, QueueFull
 
 TIMEOUT = 10.0
 
@@ -344,6 +344,18 @@ def test_a_task_name_given_positionally_is_refused(mq: MemQueue) -> None:
     with pytest.raises(TypeError, match=r"@mq.task\(name='resize'\)"):
         mq.task("resize")  # type: ignore[call-overload]
     assert mq.registry.tasks == {}
+
+
+@pytest.mark.parametrize("register", ["task", "periodic"])
+def test_a_task_name_that_is_not_text_or_is_blank_is_refused(mq: MemQueue, register: str) -> None:
+    """``name=5`` became the task "5" and ``name=""`` fell back to module.function, silently."""
+    decorate = mq.task if register == "task" else (lambda **kw: mq.periodic(every=60, **kw))
+    with pytest.raises(TypeError, match="a task's name is a string, like name='resize', not 5"):
+        decorate(name=5)(lambda: None)
+    for blank in ("", "   "):
+        with pytest.raises(ConfigurationError, match="a task's name is not blank"):
+            decorate(name=blank)(lambda: None)
+    assert mq.registry.tasks == {} and mq.registry.periodic == {}
 
 
 def test_a_handler_that_cannot_take_the_message_is_refused_at_registration(mq: MemQueue) -> None:
