@@ -110,7 +110,9 @@ class MemoryLimiter:
             period = o.rate_period or 1.0
             start = window_of(now, period)
             win = self.windows.get(o.rate_key)
-            count = win[1] if win is not None and win[0] == start else 0
+            count = 0
+            if win is not None and win[0] >= start:  # never back to an older window (a clock stepped back)
+                start, count = win[0], win[1]
             if count >= o.rate_limit:
                 heapq.heappush(scheduled, (start + period, entry[1], job))
                 return False

@@ -117,7 +117,7 @@ class Claims:
             return None
         record = from_row(row)
         if self.limits is not None and limited_text(record.options):  # checked before it starts
-            found = self.limits.admit(record, claim, now)
+            found = self.limits.admit(record, claim)
             if found is None:
                 return None
             record = found

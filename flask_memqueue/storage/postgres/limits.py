@@ -20,6 +20,7 @@ its ``running`` row until its lease lapses and the row is taken over.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from ..limits import LimitUse, limit_uses, limited_text, window_of
@@ -50,9 +51,10 @@ class Limits:
                          f" AND options IS NOT NULL AND {_CK} = %s AND id <> %s")
         self._count_start = (
             f"INSERT INTO {rates} AS r (ns, key, window_end, count, lim, period) VALUES (%s, %s, %s, 1, %s, %s)"
-            " ON CONFLICT (ns, key) DO UPDATE SET count = CASE WHEN r.window_end = excluded.window_end"
-            " THEN r.count + 1 ELSE 1 END, window_end = excluded.window_end, lim = excluded.lim,"
-            " period = excluded.period WHERE r.window_end <> excluded.window_end OR r.count < excluded.lim"
+            " ON CONFLICT (ns, key) DO UPDATE SET count = CASE WHEN excluded.window_end <= r.window_end"
+            " THEN r.count + 1 ELSE 1 END, window_end = greatest(r.window_end, excluded.window_end),"
+            " lim = excluded.lim, period = excluded.period"
+            " WHERE excluded.window_end > r.window_end OR r.count < excluded.lim"
             " RETURNING count"
         )
         self._unclaim = (f"UPDATE {jobs} SET status = %s, attempts = %s, started_at = %s, owner = NULL,"
@@ -68,13 +70,13 @@ class Limits:
             " WHERE ns = %s AND status IN ('queued', 'scheduled') AND options IS NOT NULL"
             f" AND ({_CK} IS NOT NULL OR {_RK} IS NOT NULL) GROUP BY 1, 2, 3, 4, 5")
 
-    def admit(self, record: PostgresRecord, claim: dict[str, Any], now: float) -> PostgresRecord | None:
+    def admit(self, record: PostgresRecord, claim: dict[str, Any]) -> PostgresRecord | None:
         """The claimed ``record`` if its limits let it start; else the next claim's that
         does (past the full keys), or None. ``claim``: the claim's parameters (its token)."""
         full_c: list[str] = []
         full_r: list[str] = []
         for _ in range(MAX_TRIES):
-            full = self._check(record, claim["token"], now)
+            full = self._check(record, claim["token"])
             if full is None:
                 return record
             (full_c if full[0] == "c" else full_r).append(full[1])
@@ -88,7 +90,7 @@ class Limits:
         self._send_back(record, claim["token"])
         return None
 
-    def _check(self, record: PostgresRecord, token: str, now: float) -> tuple[str, str] | None:
+    def _check(self, record: PostgresRecord, token: str) -> tuple[str, str] | None:
         """None if ``record`` (claimed) may start (its start counted in its rate window);
         else it is sent back and ``("c"|"r", the full key)`` returned. One transaction."""
         o = json.loads(record.options or "{}")
@@ -102,8 +104,12 @@ class Limits:
                 if others >= limit:
                     full = ("c", ck)
             if full is None and rk is not None and rate is not None:
+                # The window of this moment (``now`` was read before the claim's round trip),
+                # and never an older one than the key's (the upsert keeps the newer window and
+                # counts this start in it): an older window reopened with a count of 1 dropped
+                # the newer one's count, and let up to another full window of starts through.
                 period = float(o.get("rate_period") or 1.0)
-                end = window_of(now, period) + period
+                end = window_of(time.time(), period) + period
                 if conn.execute(self._count_start, (self._ns, rk, end, rate, period)).fetchone() is None:
                     full = ("r", rk)
             if full is not None:

@@ -80,7 +80,12 @@ class JournalLimits(abc.ABC):
         return json.dumps(conc), json.dumps(rate)
 
     def _count_start(self, conn: sqlite3.Connection, options: str, now: float) -> None:
-        """Count the claim of a rate-limited row (options JSON) in its key's current window."""
+        """Count the claim of a rate-limited row (options JSON) in its key's current window.
+
+        A key's window never moves back: a claim whose ``now`` is older than the window
+        another process already opened counts in that newer window (stricter, never looser).
+        It used to reopen the older window with a count of 1, which dropped the newer one's
+        count and let up to another full window of claims through."""
         o = json.loads(options)
         key, limit, period = o.get("rate_key"), o.get("rate_limit"), o.get("rate_period") or 1.0
         if key is None or limit is None:
@@ -89,8 +94,8 @@ class JournalLimits(abc.ABC):
         conn.execute(
             "INSERT INTO memqueue_rates (queue, key, window_end, count, lim, period) VALUES (?, ?, ?, 1, ?, ?)"
             " ON CONFLICT (queue, key) DO UPDATE SET"
-            " count = CASE WHEN window_end = excluded.window_end THEN count + 1 ELSE 1 END,"
-            " window_end = excluded.window_end, lim = excluded.lim, period = excluded.period",
+            " count = CASE WHEN excluded.window_end <= window_end THEN count + 1 ELSE 1 END,"
+            " window_end = max(window_end, excluded.window_end), lim = excluded.lim, period = excluded.period",
             (self.namespace, key, end, limit, period),
         )
 

@@ -258,7 +258,9 @@ class SQLiteStorage(SQLiteAbortFlags, JournalControl, JournalLimits, WorkflowRec
             if due is not None and (row is None or _due_first(due, row)):
                 row = due
             if row is not None and limited_text(row[-1]):  # a limit: pick again, past the full keys
-                row = self._limited_row(conn, queue, now)
+                # with the time now that the transaction holds the journal: ``now`` was read
+                # before waiting for it, and a start must count in the window it happens in
+                row = self._limited_row(conn, queue, time.time())
             if row is None:
                 return None
             conn.execute(
