@@ -179,9 +179,7 @@ class Registrar:
         An ``async def`` function makes an :class:`~flask_memqueue.task.AsyncTask`:
         its jobs run the coroutine on the consumer thread's event loop (:doc:`/async`).
         """
-        if isinstance(func, str):  # else the string would become the "function" of a task
-            raise TypeError(f"@mq.task takes a task's name as a keyword: @mq.task(name={func!r})")
-        _check_name(name)
+        _check_task_call(func, name)
 
         def register(fn: Callable[..., Any]) -> Task[..., Any]:
             fn = fn.func if isinstance(fn, Task) else fn
@@ -385,6 +383,13 @@ def _check_no_arguments(func: Callable[..., Any], name: str) -> None:
             f"periodic task {name!r}: its schedule calls it with no arguments, but {', '.join(required)}"
             " has no default; give it a default, or read what it needs inside the function"
         )
+
+
+def _check_task_call(func: object, name: object) -> None:
+    """``@mq.task``'s arguments: a name given positionally, or one that is not a name."""
+    if isinstance(func, str):  # else the string would become the "function" of a task
+        raise TypeError(f"@mq.task takes a task's name as a keyword: @mq.task(name={func!r})")
+    _check_name(name)
 
 
 def _check_name(name: object) -> None:
