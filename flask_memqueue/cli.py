@@ -35,6 +35,7 @@ from flask.cli import ScriptInfo
 
 if TYPE_CHECKING:
     from .consumer import Consumer
+    from .jobfilter import JobFilter
     from .state import AppQueue
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -98,50 +99,8 @@ def memqueue_cli() -> None:
 JOBS_HEADER = "id\tstatus\ttask\tattempts\terror"
 
 
-@memqueue_cli.command("jobs")
-@click.option("--status", help="Jobs of this status (or several: failed,cancelled): queued, scheduled, deferred,"
-              " running, succeeded, failed, cancelled, aborted.")
-@click.option("--task", "task_", default=None, help="Jobs of this task (its registered name).")
-@click.option("--q", "q_", default=None, help="Jobs whose arguments or error contain this text.")
-@click.option("--queue", "queue_", default=None, help="Jobs of this named queue.")
-@click.option("--since", "since_", default=None, help="Jobs enqueued at or after this time (ISO 8601 or Unix time).")
-@click.option("--until", "until_", default=None, help="Jobs enqueued at or before this time (ISO 8601 or Unix time).")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
-@click.option("--group", "group", metavar="ID", help="Only the members of this group (Group.id), in member order.")
-@with_app
-def jobs_command(status: str | None, limit: int, group: str | None, **values: str | None) -> None:
-    """List jobs, newest first: a header row, then one tab-separated row per job. The filter
-    options are those of ``cancel``, ``retry`` and ``delete`` (and of ``GET /memqueue/jobs``)."""
-    from .job import JobStatus
-    from .jobfilter import FilterError, parse_filter
-
-    queue = _queue()
-    given = {k.rstrip("_"): v for k, v in values.items() if v not in (None, "")}
-    try:
-        flt = parse_filter({**given, "status": status})
-    except FilterError as exc:
-        raise click.UsageError(str(exc)) from None
-    if group is not None:
-        members = queue.storage.group_jobs(group)
-        if members is None:
-            raise click.ClickException(f"no group {group!r} in the store (its jobs were forgotten, or never there)")
-        jobs = [j for j in members if flt.matches(j)][:limit]
-    elif given or (status and "," in status):
-        jobs = queue.find_jobs(flt, limit, 0)
-    else:  # no filter but a status: the store's own listing, as before filters came
-        jobs = queue.storage.jobs(JobStatus(status) if status else None, limit, 0)
-    if not jobs:
-        shown = " ".join(f"--{k} {v!r}" for k, v in given.items())
-        click.echo(f"no jobs match {shown}" + (f" --status {status!r}" if status else "") if shown
-                   else f"no {status} jobs" if status else "no jobs")
-        return
-    click.echo(JOBS_HEADER)
-    for job in jobs:
-        click.echo(f"{job.id}\t{job.status.value}\t{job.name}\t{job.attempts}\t{job.error or ''}")
-
-
-def filter_options(f: F) -> F:
-    """The options of the one job filter (``--task --q --status --queue --since --until``) and ``--yes``."""
+def filter_fields(f: F) -> F:
+    """The options of the one job filter: ``--task --q --status --queue --since --until``."""
     for name, text in reversed((
         ("task", "Jobs of this task (its registered name)."),
         ("q", "Jobs whose arguments or error contain this text."),
@@ -151,15 +110,66 @@ def filter_options(f: F) -> F:
         ("until", "Jobs enqueued at or before this time (ISO 8601 or Unix time)."),
     )):
         f = click.option(f"--{name}", f"{name}_", default=None, help=text)(f)
-    return click.option("--yes", "-y", is_flag=True, help="Do not ask for a confirmation.")(f)
+    return f
+
+
+def filter_options(f: F) -> F:
+    """:func:`filter_fields` and ``--yes`` (the bulk actions)."""
+    return click.option("--yes", "-y", is_flag=True, help="Do not ask for a confirmation.")(filter_fields(f))
+
+
+def _given(values: dict[str, str | None]) -> dict[str, str]:
+    """The filter options given (their names without the trailing ``_``)."""
+    return {k.rstrip("_"): v for k, v in values.items() if v not in (None, "")}
+
+
+def _parse(given: dict[str, str]) -> JobFilter:
+    """:func:`~flask_memqueue.jobfilter.parse_filter`; a bad value is a usage error (exit 2)."""
+    from .jobfilter import FilterError, parse_filter
+
+    try:
+        return parse_filter(given)
+    except FilterError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@memqueue_cli.command("jobs")
+@filter_fields
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--group", "group", metavar="ID", help="Only the members of this group (Group.id), in member order.")
+@with_app
+def jobs_command(limit: int, group: str | None, **values: str | None) -> None:
+    """List jobs, newest first: a header row, then one tab-separated row per job. The filter
+    options are those of ``cancel``, ``retry`` and ``delete`` (and of ``GET /memqueue/jobs``)."""
+    from .job import JobStatus
+
+    queue = _queue()
+    given = _given(values)
+    flt = _parse(given)
+    one_status = list(given) == ["status"] and flt.statuses is not None and len(flt.statuses) == 1
+    if group is not None:
+        members = queue.storage.group_jobs(group)
+        if members is None:
+            raise click.ClickException(f"no group {group!r} in the store (its jobs were forgotten, or never there)")
+        jobs = [j for j in members if flt.matches(j)][:limit]
+    elif given and not one_status:
+        jobs = queue.find_jobs(flt, limit, 0)
+    else:  # no filter, or one status: the store's own listing
+        jobs = queue.storage.jobs(JobStatus(flt.statuses[0]) if flt.statuses else None, limit, 0)
+    if not jobs:
+        shown = " ".join(f"--{k} {v!r}" for k, v in given.items())
+        click.echo(f"no {flt.statuses[0]} jobs" if one_status and flt.statuses
+                   else f"no jobs match {shown}" if given else "no jobs")
+        return
+    click.echo(JOBS_HEADER)
+    for job in jobs:
+        click.echo(f"{job.id}\t{job.status.value}\t{job.name}\t{job.attempts}\t{job.error or ''}")
 
 
 def _act(action: str, job_id: str | None, yes: bool, values: dict[str, str | None]) -> None:
     """``retry|cancel|delete``: one job by id, or every job the filter options match."""
-    from .jobfilter import FilterError, parse_filter
-
     queue = _queue()
-    given = {k: v for k, v in values.items() if v not in (None, "")}
+    given = _given(values)
     if job_id is not None:
         if given:
             raise click.UsageError(f"give a JOB_ID or filter options ({', '.join('--' + k for k in given)}), not both")
@@ -170,10 +180,7 @@ def _act(action: str, job_id: str | None, yes: bool, values: dict[str, str | Non
             f"say which jobs to {action}: a JOB_ID, or filter options (--task, --q, --status, --queue, --since,"
             " --until), e.g. --status failed --task send_email"
         )
-    try:
-        flt = parse_filter(given)
-    except FilterError as exc:
-        raise click.UsageError(str(exc)) from None
+    flt = _parse(given)
     shown = " ".join(f"--{k} {v!r}" for k, v in given.items())
     matched = queue.count_jobs(flt)
     if not yes:
@@ -204,7 +211,7 @@ def _act_on_one(queue: AppQueue, action: str, job_id: str) -> None:
 def retry_command(job_id: str | None, yes: bool, **values: str | None) -> None:
     """Queue failed or cancelled jobs again (their attempts start from 0): JOB_ID, or every
     job the filter options match (after a confirmation that says how many, unless --yes)."""
-    _act("retry", job_id, yes, {k.rstrip("_"): v for k, v in values.items()})
+    _act("retry", job_id, yes, values)
 
 
 @memqueue_cli.command("cancel")
@@ -213,7 +220,7 @@ def retry_command(job_id: str | None, yes: bool, **values: str | None) -> None:
 @with_app
 def cancel_command(job_id: str | None, yes: bool, **values: str | None) -> None:
     """Cancel queued or scheduled jobs: JOB_ID, or every job the filter options match."""
-    _act("cancel", job_id, yes, {k.rstrip("_"): v for k, v in values.items()})
+    _act("cancel", job_id, yes, values)
 
 
 @memqueue_cli.command("delete")
@@ -223,7 +230,7 @@ def cancel_command(job_id: str | None, yes: bool, **values: str | None) -> None:
 def delete_command(job_id: str | None, yes: bool, **values: str | None) -> None:
     """Forget finished jobs (waiting and running ones are never deleted): JOB_ID, or every
     job the filter options match."""
-    _act("delete", job_id, yes, {k.rstrip("_"): v for k, v in values.items()})
+    _act("delete", job_id, yes, values)
 
 
 @memqueue_cli.command("pause")

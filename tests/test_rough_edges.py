@@ -527,6 +527,7 @@ def test_cli_jobs_takes_the_filter_options_of_cancel_retry_and_delete(
     assert listed("--queue", "reports") == [rep.id]
     assert listed("--status", "queued,cancelled", "--task", "cli.send") == [bob.id, ada.id]
     assert listed("--status", "cancelled") == [ada.id]
+    assert listed("--status", " cancelled ") == [ada.id]  # as the filter reads it (it raised ValueError)
     assert listed("--since", "2001-01-01T00:00:00+00:00", "--until", str(2**31), "--limit", "2") == [rep.id, bob.id]
     assert runner.invoke(args=["memqueue", "jobs", "--task", "nope"]).output == "no jobs match --task 'nope'\n"
     for bad in (["--status", "bogus"], ["--since", "yesterday"], ["--since", "2030-01-01", "--until", "2020-01-01"]):
