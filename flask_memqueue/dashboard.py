@@ -44,6 +44,7 @@ from .views import (
     job_or_404,
     json_response,
     parse_json,
+    preferred_form,
     queue_arg,
     shorten,
     status_arg,
@@ -186,7 +187,7 @@ def _index_error(status: int, message: str, headers: dict[str, str]) -> Response
 
 
 def _wants_page() -> bool:
-    return request.accept_mimetypes.best_match(["text/html", "application/json"]) == "text/html"
+    return preferred_form() == "text/html"
 
 
 def _common() -> dict[str, Any]:

@@ -84,10 +84,16 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return json_response({"error": message, "status": status}, status, headers)
 
 
+def preferred_form() -> str | None:
+    """``"text/html"`` or ``"application/json"``, whichever the client's ``Accept`` prefers
+    (``*/*``: HTML), or None without an ``Accept`` that names either."""
+    return request.accept_mimetypes.best_match(["text/html", "application/json"])
+
+
 def asks_for_json() -> bool:
     """Whether the client's ``Accept`` prefers JSON to HTML (an API client, ``httpie``);
     a browser, ``curl``'s ``*/*`` and a request without ``Accept`` do not."""
-    return request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
+    return preferred_form() == "application/json"
 
 
 def _error_answer(status: int, message: str, headers: dict[str, str]) -> ResponseReturnValue:
