@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from .exceptions import JobFailed
-from .job import Job, Step, group_status
+from .job import Job, Step, group_status, wait_timeout
 from .task import Call
 
 R = TypeVar("R")
@@ -201,9 +201,11 @@ class Group:
 
         :raises JobFailed: for the first member (in member order) that failed or was
             cancelled, with that job attached (``exc.job``).
-        :raises TimeoutError: not all finished within ``timeout`` seconds.
+        :raises TimeoutError: not all finished within ``timeout`` seconds (as for
+            :meth:`Job.wait`: ``float("inf")`` waits without end, NaN is a ValueError).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        limit = wait_timeout(timeout)
+        deadline = None if limit is None else time.monotonic() + limit
         out = []
         for job in self._jobs:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())

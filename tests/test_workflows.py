@@ -107,6 +107,9 @@ def test_a_group_runs_its_members_and_reads_back_by_id(wf_app: tuple[Flask, Task
         group = mq.group(*(t.add.s(i, 1) for i in range(20))).delay()
         assert group.results(TIMEOUT) == [i + 1 for i in range(20)]
         assert group.status == "succeeded" and len(group.jobs) == 20
+        assert group.results(float("inf")) == group.results(1e12) == [i + 1 for i in range(20)]  # no end
+        with pytest.raises(ValueError, match="nan"):
+            group.results(float("nan"))  # was a TimeoutError "within nan s"
         again = mq.get_group(group.id)
         assert again is not None and [j.id for j in again.jobs] == [j.id for j in group.jobs]
         assert again.jobs[3].to_dict()["group"] == group.id
